@@ -2,7 +2,13 @@
 //!
 //! See `docs/ARCHITECTURE.md` for the map of these modules.
 
+pub mod app;
+pub mod config;
+pub mod dispatch;
 pub mod error;
+pub mod metrics;
 pub mod model;
 pub mod sim;
+pub mod store;
 pub mod validate;
+pub mod window;

@@ -1,0 +1,87 @@
+//! What every part of the running daemon shares: configuration, store, dispatcher, counters,
+//! and the event stream.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+
+use tokio::sync::broadcast;
+
+use crate::config::Config;
+use crate::dispatch::Dispatcher;
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+/// A state change or an inbound message, as streamed by `GET /v1/events` (one JSON per line).
+pub type Event = Arc<serde_json::Value>;
+
+pub struct App {
+    config: RwLock<Arc<Config>>,
+    pub store: Store,
+    pub dispatcher: Dispatcher,
+    pub metrics: Metrics,
+    pub events: broadcast::Sender<Event>,
+    shutting_down: AtomicBool,
+}
+
+impl App {
+    pub fn new(config: Config, store: Store, dispatcher: Dispatcher) -> Arc<App> {
+        let (events, _) = broadcast::channel(4096);
+        Arc::new(App {
+            config: RwLock::new(Arc::new(config)),
+            store,
+            dispatcher,
+            metrics: Metrics::default(),
+            events,
+            shutting_down: AtomicBool::new(false),
+        })
+    }
+
+    /// The current configuration (replaced as a whole on reload).
+    pub fn config(&self) -> Arc<Config> {
+        self.config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn replace_config(&self, config: Config) {
+        *self.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config);
+    }
+
+    /// Publishes an event to `GET /v1/events` listeners (dropped when nobody listens).
+    pub fn publish(&self, event: serde_json::Value) {
+        if self.events.receiver_count() > 0 {
+            let _ = self.events.send(Arc::new(event));
+        }
+    }
+
+    /// Publishes a message's state change: `{"event":"message","id","state","at","detail",...}`.
+    pub fn publish_state(&self, m: &crate::model::Message, detail: &str) {
+        if self.events.receiver_count() == 0 {
+            return;
+        }
+        let metadata = m
+            .metadata
+            .as_deref()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(t).ok());
+        self.publish(serde_json::json!({
+            "event": "message",
+            "id": crate::model::format_id(m.id),
+            "state": m.state.as_str(),
+            "at": crate::model::format_time(m.updated_at_ms),
+            "detail": detail,
+            "sender": m.sender,
+            "to": m.to,
+            "wamid": m.wamid,
+            "metadata": metadata,
+        }));
+    }
+
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
+    }
+}
