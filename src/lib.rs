@@ -3,6 +3,7 @@
 //! See `docs/ARCHITECTURE.md` for the map of these modules.
 
 pub mod app;
+pub mod cloud;
 pub mod config;
 pub mod dispatch;
 pub mod error;
