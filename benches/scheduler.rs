@@ -19,7 +19,11 @@ fn filled(messages: u64, recipients: u64) -> SenderQueue {
             &Entry {
                 id,
                 to,
-                priority: if id % 10 == 0 { Priority::High } else { Priority::Normal },
+                priority: if id % 10 == 0 {
+                    Priority::High
+                } else {
+                    Priority::Normal
+                },
                 due_ms: NOW,
                 expires_at_ms: None,
                 retry_at_ms: None,

@@ -11,5 +11,6 @@ pub mod metrics;
 pub mod model;
 pub mod sim;
 pub mod store;
+pub mod systemd;
 pub mod validate;
 pub mod window;

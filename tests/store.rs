@@ -64,7 +64,11 @@ async fn committed_messages_survive_reopen_with_their_state() {
     let mut pending = vec![];
     let total = store.recover(|m| pending.push(m.id)).unwrap();
     assert_eq!(total, 50);
-    assert_eq!(pending.len(), 49, "the cancelled one is not handed to the dispatcher");
+    assert_eq!(
+        pending.len(),
+        49,
+        "the cancelled one is not handed to the dispatcher"
+    );
     assert_eq!(store.get(ids[3]).unwrap().unwrap().state, State::Cancelled);
     let counts: std::collections::HashMap<_, _> = store.counts().into_iter().collect();
     assert_eq!(counts[&State::Queued], 49);
@@ -108,7 +112,10 @@ async fn idempotency_key_returns_the_first_message() {
     let first = message(&store, "14155550000", Some("order-1"));
     assert_eq!(store.insert_new(&first).unwrap(), Insert::Created);
     let again = message(&store, "14155550000", Some("order-1"));
-    assert_eq!(store.insert_new(&again).unwrap(), Insert::Duplicate(first.id));
+    assert_eq!(
+        store.insert_new(&again).unwrap(),
+        Insert::Duplicate(first.id)
+    );
     assert!(store.get(again.id).unwrap().is_none());
     // Once the first is gone (retention), the key is free again.
     store.remove(&first).unwrap();
