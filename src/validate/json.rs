@@ -17,6 +17,20 @@ pub(super) fn child(path: &str, key: &str) -> String {
     }
 }
 
+/// The path of an arbitrary key at the top level: as is when it is a plain name, else in
+/// bracket notation (`["odd key"]`) so the path stays unambiguous and never empty.
+pub(super) fn key_path(key: &str) -> String {
+    let plain = !key.is_empty()
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if plain {
+        key.to_string()
+    } else {
+        format!("[{}]", Value::String(key.to_string()))
+    }
+}
+
 /// `message.contacts` + 2 → `message.contacts[2]`.
 pub(super) fn item(path: &str, index: usize) -> String {
     format!("{path}[{index}]")
@@ -328,6 +342,9 @@ mod tests {
         assert_eq!(child("", "to"), "to");
         assert_eq!(child("message", "text"), "message.text");
         assert_eq!(item("message.contacts", 2), "message.contacts[2]");
+        assert_eq!(key_path("recipient"), "recipient");
+        assert_eq!(key_path(""), "[\"\"]");
+        assert_eq!(key_path("a.b \""), "[\"a.b \\\"\"]");
     }
 
     #[test]

@@ -114,7 +114,7 @@ pub fn send_request(v: &Value, senders: &[String]) -> Result<ValidSend, ApiError
     if let Some(key) = obj.keys().find(|k| !SEND_FIELDS.contains(&k.as_str())) {
         return Err(ApiError::invalid(
             code::UNKNOWN_FIELD,
-            key.as_str(),
+            json::key_path(key),
             format!(
                 "{} is not a field of a send request{}; the fields are {}.",
                 quote(key),
