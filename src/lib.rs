@@ -2,6 +2,7 @@
 //!
 //! See `docs/ARCHITECTURE.md` for the map of these modules.
 
+pub mod cloud;
 pub mod error;
 pub mod model;
 pub mod sim;
