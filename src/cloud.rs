@@ -308,6 +308,8 @@ impl CloudClient {
         to: &str,
         message_json: &str,
     ) -> SendOutcome {
+        // Tokens never contain whitespace; a trailing newline from a token file is common.
+        let token = token.trim();
         let started = Instant::now();
         let outcome = match self
             .try_send(phone_number_id, token, to, message_json)

@@ -435,6 +435,22 @@ async fn local_problems_fail_without_a_request() {
 }
 
 #[tokio::test]
+async fn surrounding_whitespace_of_the_token_is_ignored() {
+    let (base, meta) = start_meta().await;
+    let outcome = client(&base)
+        .send("ok", &format!("{TOKEN}\n"), TO, TEXT)
+        .await;
+    assert!(
+        matches!(outcome, SendOutcome::Accepted { .. }),
+        "{outcome:?}"
+    );
+    assert_eq!(
+        meta.seen()[0].authorization.as_deref(),
+        Some(format!("Bearer {TOKEN}").as_str())
+    );
+}
+
+#[tokio::test]
 async fn the_client_debug_output_has_no_token() {
     let (base, _) = start_meta().await;
     let c = client(&base);

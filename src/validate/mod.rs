@@ -30,6 +30,8 @@ use crate::error::ApiError;
 use crate::model::{parse_time, Priority, ValidSend};
 use json::{did_you_mean, invalid_type, quote, type_name};
 
+pub use interactive::INTERACTIVE_TYPES;
+pub use link::URL_SHORTENERS;
 pub use message::{message_object, MESSAGE_TYPES};
 pub use template::template_object;
 
