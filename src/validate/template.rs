@@ -139,7 +139,7 @@ fn language_code(code_str: &str, path: &str) -> Result<(), ApiError> {
         None => lang,
     };
     let hint = if is_language_code(&fixed) {
-        format!("did you mean \"{fixed}\"? ")
+        format!(" (did you mean \"{fixed}\"?)")
     } else {
         String::new()
     };
@@ -147,7 +147,7 @@ fn language_code(code_str: &str, path: &str) -> Result<(), ApiError> {
         code::INVALID_LANGUAGE_CODE,
         path,
         format!(
-            "`{path}` {} is not a WhatsApp language code; {hint}codes look like \"en_US\", \
+            "`{path}` {} is not a WhatsApp language code{hint}; codes look like \"en_US\", \
              \"pt_BR\" or \"de\", exactly as the template's language in WhatsApp Manager.",
             quote(code_str)
         ),
