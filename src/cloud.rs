@@ -9,7 +9,7 @@
 //!
 //! The access token is passed per call and never stored, logged or put in an error: the header
 //! is marked sensitive, transport errors are stripped of their URL, and any echo of the token
-//! in Meta's answer (Graph says "Malformed access token <token>") is redacted.
+//! in Meta's answer (Graph says `Malformed access token <token>`) is redacted.
 //!
 //! A timeout or a connection lost after the request was written may hide a send Meta accepted:
 //! retrying it can deliver twice. Meta offers no idempotency key, so this is inherent.
