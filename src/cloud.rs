@@ -1,22 +1,70 @@
-//! PLACEHOLDER until the real client lands from the validate branch (same interface).
+//! The Graph API client: builds the `/messages` request, sends it, and classifies the answer.
+//!
+//! Classification keys on Meta's `error.code`, never on the HTTP status (Meta answers its own
+//! rate limit 130429 with a 400). Only answers without a Meta error object fall back to the
+//! status: 5xx, 408 and 429 are transient; 401/403 (a proxy refusing us), 404/405 and
+//! redirects (a wrong `base_url` or `version`) pause the sender, since every message of that
+//! sender would fail the same way; other 4xx are permanent. Timeouts and connection errors are
+//! transient.
+//!
+//! The access token is passed per call and never stored, logged or put in an error: the header
+//! is marked sensitive, transport errors are stripped of their URL, and any echo of the token
+//! in Meta's answer (Graph says `Malformed access token <token>`) is redacted.
+//!
+//! A timeout or a connection lost after the request was written may hide a send Meta accepted:
+//! retrying it can deliver twice. Meta offers no idempotency key, so this is inherent.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+use anyhow::{bail, Context};
+use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use serde::Serialize;
+use serde_json::Value;
+
+/// What to do about a failed send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorClass {
+    /// Back off and retry (rate limits, Meta hiccups, 5xx, timeouts, connection errors).
     Transient,
+    /// Retry only after a long wait (hours): spam and marketing limits, paused templates.
     LongWait,
+    /// This message will never succeed as is: fail it.
     Permanent,
+    /// The sender's account or configuration is broken (bad token, missing permission, banned
+    /// number): stop sending from this number until an operator fixes it.
     PauseSender,
 }
 
-pub fn classify(meta_code: i64) -> ErrorClass {
-    match meta_code {
-        1 | 2 | 4 | 80007 | 130429 | 131000 | 131016 | 131056 | 131057 | 133004 => {
-            ErrorClass::Transient
+impl ErrorClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorClass::Transient => "transient",
+            ErrorClass::LongWait => "long_wait",
+            ErrorClass::Permanent => "permanent",
+            ErrorClass::PauseSender => "pause_sender",
         }
-        131048 | 131049 | 132015 | 132069 => ErrorClass::LongWait,
+    }
+}
+
+/// The class of a Meta error code, from the "possible solution" column of Meta's error table.
+///
+/// Unknown codes are [`ErrorClass::Permanent`]: Meta introduces codes mostly for new reasons a
+/// message is refused, retrying an unknown refusal spends attempts and throughput on something
+/// that keeps failing, and pausing a whole sender for a code nobody has seen would stall every
+/// other message. A permanent failure shows up at once with its `meta_code` in `last_error`,
+/// and `POST /v1/messages/{id}/retry` brings the message back if the code turns out benign.
+///
+/// Code 1 (unknown Meta error) is transient; Meta advises retrying it only a few times, which
+/// is the attempt limit's job.
+pub fn classify(meta_code: i64) -> ErrorClass {
+    use ErrorClass::*;
+    match meta_code {
+        1 | 2 | 4 | 80007 | 130429 | 131000 | 131016 | 131056 | 131057 | 133004 => Transient,
+        131048 | 131049 | 132015 | 132069 => LongWait,
+        100 | 130403 | 130472 | 131008 | 131009 | 131021 | 131026 | 131047 | 131050 | 131051
+        | 131053 | 132000 | 132001 | 132005 | 132007 | 132012 | 132016 | 135000 => Permanent,
         0
         | 3
         | 10
@@ -29,61 +77,230 @@ pub fn classify(meta_code: i64) -> ErrorClass {
         | 131037
         | 131042
         | 131045
-        | 133010 => ErrorClass::PauseSender,
+        | 133010 => PauseSender,
+        _ => Permanent,
+    }
+}
+
+/// The class of an answer that carries no Meta error object.
+fn classify_status(status: u16) -> ErrorClass {
+    match status {
+        408 | 429 | 500..=599 => ErrorClass::Transient,
+        300..=399 | 401 | 403 | 404 | 405 => ErrorClass::PauseSender,
         _ => ErrorClass::Permanent,
     }
 }
 
+/// How to reach the Graph API.
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
+    /// e.g. `https://graph.facebook.com`, or the simulator's address.
     pub base_url: String,
+    /// Graph API version, e.g. `v25.0`: configuration, since versions expire.
     pub version: String,
+    /// Whole request, connecting to reading the answer.
     pub request_timeout: Duration,
     pub connect_timeout: Duration,
+    /// Idle keep-alive connections kept per host.
     pub max_idle_per_host: usize,
 }
 
-#[derive(Clone)]
-pub struct CloudClient {
-    http: reqwest::Client,
-    opts: ClientOptions,
-}
-
-#[derive(Debug, Clone)]
-pub enum SendOutcome {
-    Accepted { wamid: String },
-    Failed(CloudError),
-}
-
-#[derive(Debug, Clone)]
-pub struct CloudError {
-    pub class: ErrorClass,
-    pub meta_code: Option<i64>,
-    pub http_status: Option<u16>,
-    pub message: String,
-    pub details: Option<String>,
-}
-
-impl CloudError {
-    pub fn code_name(&self) -> String {
-        match (self.meta_code, self.http_status) {
-            (Some(c), _) => format!("meta_{c}"),
-            (None, Some(s)) => format!("http_{s}"),
-            _ => "connection".into(),
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            base_url: "https://graph.facebook.com".to_string(),
+            version: "v25.0".to_string(),
+            request_timeout: Duration::from_secs(15),
+            connect_timeout: Duration::from_secs(5),
+            max_idle_per_host: 32,
         }
     }
 }
 
+/// A Graph API client. Cheap to clone: clones share the connection pool.
+#[derive(Debug, Clone)]
+pub struct CloudClient {
+    http: reqwest::Client,
+    /// `{base_url}/{version}/`, to which `{phone_number_id}/messages` is appended.
+    prefix: Arc<str>,
+    request_timeout: Duration,
+}
+
+/// The result of one send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendOutcome {
+    /// Meta accepted the message (HTTP 200 with `messages[0].id`).
+    Accepted {
+        wamid: String,
+    },
+    Failed(CloudError),
+}
+
+/// Why a send failed, and what to do about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloudError {
+    pub class: ErrorClass,
+    /// Meta's `error.code`, when the answer had one.
+    pub meta_code: Option<i64>,
+    /// The HTTP status, when an answer arrived.
+    pub http_status: Option<u16>,
+    /// A sentence for `last_error.message`: Meta's message (with its `fbtrace_id`, which Meta
+    /// support asks for), or what went wrong on the way.
+    pub message: String,
+    /// Meta's `error.error_data.details`, or the start of an unexpected answer body.
+    pub details: Option<String>,
+}
+
+// `code_name` tells these failures apart by the start of their message.
+const TIMEOUT_PREFIX: &str = "timed out";
+const CONNECTION_PREFIX: &str = "connection to the Graph API failed";
+
+impl CloudError {
+    /// A stable short name for `last_error.code` and metrics: `meta_131026`, `http_503`,
+    /// `timeout`, `connection`, `bad_answer` (2xx without a message id), `sender_config`
+    /// (the sender's id or token cannot be sent), `invalid_message` (the stored message is not a
+    /// JSON object).
+    pub fn code_name(&self) -> String {
+        if let Some(code) = self.meta_code {
+            return format!("meta_{code}");
+        }
+        if let Some(status) = self.http_status {
+            return if (200..300).contains(&status) {
+                "bad_answer".to_string()
+            } else {
+                format!("http_{status}")
+            };
+        }
+        let name = if self.message.starts_with(TIMEOUT_PREFIX) {
+            "timeout"
+        } else if self.message.starts_with(CONNECTION_PREFIX) {
+            "connection"
+        } else if self.class == ErrorClass::PauseSender {
+            "sender_config"
+        } else {
+            "invalid_message"
+        };
+        name.to_string()
+    }
+
+    /// Meta's pair rate limit (131056): only this recipient must wait; the sender may go on
+    /// sending to others.
+    pub fn recipient_only(&self) -> bool {
+        self.meta_code == Some(131056)
+    }
+
+    /// Meta says the sender (number, app or account) is over a rate: slow the sender down.
+    pub fn throttled(&self) -> bool {
+        matches!(self.meta_code, Some(4 | 80007 | 130429 | 131057))
+    }
+
+    fn new(class: ErrorClass, message: impl Into<String>) -> Self {
+        CloudError {
+            class,
+            meta_code: None,
+            http_status: None,
+            message: message.into(),
+            details: None,
+        }
+    }
+
+    /// Replaces any occurrence of the token.
+    fn redact(mut self, token: &str) -> Self {
+        if !token.is_empty() {
+            if self.message.contains(token) {
+                self.message = self.message.replace(token, "[redacted]");
+            }
+            if let Some(d) = &mut self.details {
+                if d.contains(token) {
+                    *d = d.replace(token, "[redacted]");
+                }
+            }
+        }
+        self
+    }
+}
+
+impl std::fmt::Display for CloudError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} ({}): {}",
+            self.code_name(),
+            self.class.as_str(),
+            self.message
+        )?;
+        if let Some(d) = &self.details {
+            write!(f, " [{d}]")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for CloudError {}
+
+/// Answers are small JSON objects; reading is capped so a broken proxy cannot flood memory.
+const MAX_ANSWER_BYTES: usize = 64 * 1024;
+/// How much of an unexpected answer body is kept in `details`.
+const SNIPPET_CHARS: usize = 300;
+
 impl CloudClient {
+    /// Builds the client; fails when `base_url` or `version` cannot work.
     pub fn new(opts: ClientOptions) -> anyhow::Result<Self> {
+        let base = opts.base_url.trim_end_matches('/');
+        let url = reqwest::Url::parse(base)
+            .with_context(|| format!("api.base_url {base:?} is not a valid URL"))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            bail!(
+                "api.base_url {base:?} must start with https:// (or http:// for a local simulator)"
+            );
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            bail!("api.base_url {base:?} must not have a query or fragment");
+        }
+        let version = opts.version.trim_matches('/');
+        if version.is_empty()
+            || !version
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.')
+        {
+            bail!(
+                "api.version {:?} is not a Graph API version; write it like \"v25.0\"",
+                opts.version
+            );
+        }
         let http = reqwest::Client::builder()
+            .use_rustls_tls()
             .timeout(opts.request_timeout)
             .connect_timeout(opts.connect_timeout)
             .pool_max_idle_per_host(opts.max_idle_per_host)
-            .build()?;
-        Ok(CloudClient { http, opts })
+            .pool_idle_timeout(Duration::from_secs(90))
+            .tcp_nodelay(true)
+            .tcp_keepalive(Duration::from_secs(60))
+            // Detects dead HTTP/2 connections before a send is written into one.
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .http2_keep_alive_timeout(Duration::from_secs(10))
+            // A POST is never meant to be redirected, and a redirect must not carry the token on.
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("waq/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .context("building the HTTP client")?;
+        Ok(CloudClient {
+            http,
+            prefix: format!("{base}/{version}/").into(),
+            request_timeout: opts.request_timeout,
+        })
     }
 
+    /// `{base_url}/{version}/{phone_number_id}/messages`.
+    pub fn messages_url(&self, phone_number_id: &str) -> String {
+        format!("{}{phone_number_id}/messages", self.prefix)
+    }
+
+    /// POSTs `{"messaging_product":"whatsapp","recipient_type":"individual","to":to, ...message
+    /// fields}` to `{base_url}/{version}/{phone_number_id}/messages`.
+    ///
+    /// `message_json` is the stored message object as compact JSON text (an object starting with
+    /// '{'); the body is built by splicing strings, without parsing it again.
     pub async fn send(
         &self,
         phone_number_id: &str,
@@ -91,55 +308,453 @@ impl CloudClient {
         to: &str,
         message_json: &str,
     ) -> SendOutcome {
-        let url = format!(
-            "{}/{}/{}/messages",
-            self.opts.base_url, self.opts.version, phone_number_id
-        );
-        let body = format!(
-            "{{\"messaging_product\":\"whatsapp\",\"recipient_type\":\"individual\",\"to\":\"{to}\",{}",
-            &message_json[1..]
-        );
-        let fail = |class, meta_code, http_status, message: String| {
-            SendOutcome::Failed(CloudError {
-                class,
-                meta_code,
-                http_status,
-                message,
-                details: None,
-            })
+        // Tokens never contain whitespace; a trailing newline from a token file is common.
+        let token = token.trim();
+        let started = Instant::now();
+        let outcome = match self
+            .try_send(phone_number_id, token, to, message_json)
+            .await
+        {
+            Ok(wamid) => SendOutcome::Accepted { wamid },
+            Err(e) => SendOutcome::Failed(e.redact(token)),
         };
-        let resp = match self
+        match &outcome {
+            SendOutcome::Accepted { .. } => tracing::debug!(
+                phone_number_id,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "graph api accepted a message"
+            ),
+            SendOutcome::Failed(e) => tracing::debug!(
+                phone_number_id,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                code = %e.code_name(),
+                class = e.class.as_str(),
+                "graph api send failed"
+            ),
+        }
+        outcome
+    }
+
+    async fn try_send(
+        &self,
+        phone_number_id: &str,
+        token: &str,
+        to: &str,
+        message_json: &str,
+    ) -> Result<String, CloudError> {
+        // The id becomes part of the URL path, so only the characters of Meta's ids pass.
+        if phone_number_id.is_empty()
+            || !phone_number_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            return Err(CloudError::new(
+                ErrorClass::PauseSender,
+                "the sender's phone_number_id is empty or has characters other than digits; copy \
+                 the id from WhatsApp Manager (API Setup)",
+            ));
+        }
+        if token.is_empty() {
+            return Err(CloudError::new(
+                ErrorClass::PauseSender,
+                "the sender has no access token; configure token_env or token_file",
+            ));
+        }
+        let Some(body) = request_body(to, message_json) else {
+            return Err(CloudError::new(
+                ErrorClass::Permanent,
+                "the stored message is not a JSON object, so it cannot be sent",
+            ));
+        };
+        let mut auth = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+            CloudError::new(
+                ErrorClass::PauseSender,
+                "the access token has characters that cannot go in an HTTP header (a line break \
+                 or a non-ASCII character?); check the token configuration",
+            )
+        })?;
+        auth.set_sensitive(true);
+
+        let response = self
             .http
-            .post(url)
-            .bearer_auth(token)
-            .header("content-type", "application/json")
+            .post(self.messages_url(phone_number_id))
+            .header(AUTHORIZATION, auth)
+            .header(CONTENT_TYPE, "application/json")
             .body(body)
             .send()
             .await
-        {
-            Ok(r) => r,
-            Err(e) => return fail(ErrorClass::Transient, None, None, e.to_string()),
-        };
-        let status = resp.status().as_u16();
-        let v: serde_json::Value = resp.json().await.unwrap_or_default();
-        if let Some(code) = v["error"]["code"].as_i64() {
-            return fail(
-                classify(code),
-                Some(code),
-                Some(status),
-                v["error"]["message"].as_str().unwrap_or("").to_string(),
+            .map_err(|e| self.transport_error(e))?;
+        let status = response.status().as_u16();
+        let answer = read_capped(response)
+            .await
+            .map_err(|e| self.transport_error(e))?;
+        interpret(status, &answer)
+    }
+
+    fn transport_error(&self, e: reqwest::Error) -> CloudError {
+        // The URL holds nothing secret, but errors are kept free of request details anyway.
+        let e = e.without_url();
+        if e.is_timeout() {
+            return CloudError::new(
+                ErrorClass::Transient,
+                format!(
+                    "{TIMEOUT_PREFIX} after {:?} waiting for the Graph API; Meta may or may not \
+                     have accepted the message",
+                    self.request_timeout
+                ),
             );
         }
-        match v["messages"][0]["id"].as_str() {
-            Some(w) if status == 200 => SendOutcome::Accepted {
-                wamid: w.to_string(),
-            },
-            _ => fail(
+        if e.is_builder() {
+            return CloudError::new(
+                ErrorClass::PauseSender,
+                format!("the request could not be built: {}", error_chain(&e)),
+            );
+        }
+        let stage = if e.is_connect() {
+            "while connecting"
+        } else {
+            "during the request; Meta may or may not have accepted the message"
+        };
+        CloudError::new(
+            ErrorClass::Transient,
+            format!("{CONNECTION_PREFIX} {stage}: {}", error_chain(&e)),
+        )
+    }
+}
+
+/// The request body: waq's fields first, then the members of the stored message object.
+/// `None` when `message_json` is not an object.
+pub fn request_body(to: &str, message_json: &str) -> Option<String> {
+    let rest = message_json.trim_start().strip_prefix('{')?;
+    let to_json = serde_json::to_string(to).ok()?;
+    const HEAD: &str = r#"{"messaging_product":"whatsapp","recipient_type":"individual","to":"#;
+    let mut body = String::with_capacity(HEAD.len() + to_json.len() + 1 + rest.len());
+    body.push_str(HEAD);
+    body.push_str(&to_json);
+    // `{}` has no members to follow, so no comma.
+    if !rest.trim_start().starts_with('}') {
+        body.push(',');
+    }
+    body.push_str(rest);
+    Some(body)
+}
+
+async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, reqwest::Error> {
+    let mut buf = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        let room = MAX_ANSWER_BYTES - buf.len();
+        buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if buf.len() >= MAX_ANSWER_BYTES {
+            break;
+        }
+    }
+    Ok(buf)
+}
+
+/// Turns an answer into a wamid or an error.
+fn interpret(status: u16, body: &[u8]) -> Result<String, CloudError> {
+    let parsed: Option<Value> = serde_json::from_slice(body).ok();
+    if let Some(mut e) = parsed
+        .as_ref()
+        .and_then(|v| v.get("error"))
+        .and_then(meta_error)
+    {
+        e.http_status = Some(status);
+        return Err(e);
+    }
+    if (200..300).contains(&status) {
+        let wamid = parsed
+            .as_ref()
+            .and_then(|v| v.pointer("/messages/0/id"))
+            .and_then(Value::as_str)
+            .filter(|id| !id.is_empty());
+        return match wamid {
+            Some(id) => Ok(id.to_string()),
+            None => Err(CloudError {
+                class: ErrorClass::Transient,
+                meta_code: None,
+                http_status: Some(status),
+                message: format!(
+                    "Meta answered HTTP {status} without a message id (messages[0].id), so it is \
+                     unknown whether the message was accepted"
+                ),
+                details: snippet(body),
+            }),
+        };
+    }
+    Err(CloudError {
+        class: classify_status(status),
+        meta_code: None,
+        http_status: Some(status),
+        message: format!(
+            "the Graph API answered HTTP {status} without a Meta error object{}",
+            match status {
+                300..=399 | 404 | 405 => "; check api.base_url and api.version",
+                401 | 403 => "; something between waq and Meta refused the request",
+                _ => "",
+            }
+        ),
+        details: snippet(body),
+    })
+}
+
+/// Meta's `{"message","type","code","error_data":{"details"},"fbtrace_id"}`; `None` without a
+/// numeric code, since classification needs it.
+fn meta_error(e: &Value) -> Option<CloudError> {
+    let code = match e.get("code")? {
+        Value::Number(n) => n.as_i64()?,
+        Value::String(s) => s.parse().ok()?,
+        _ => return None,
+    };
+    let mut message = e
+        .get("message")
+        .and_then(Value::as_str)
+        .filter(|m| !m.is_empty())
+        .map_or_else(|| format!("Meta error {code}"), str::to_string);
+    if let Some(trace) = e.get("fbtrace_id").and_then(Value::as_str) {
+        message.push_str(&format!(" (fbtrace_id {trace})"));
+    }
+    let details = e
+        .pointer("/error_data/details")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    Some(CloudError {
+        class: classify(code),
+        meta_code: Some(code),
+        http_status: None,
+        message,
+        details,
+    })
+}
+
+/// The start of an unexpected body, on one line, for `details`.
+fn snippet(body: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(body);
+    let line: String = text
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .chars()
+        .take(SNIPPET_CHARS)
+        .collect();
+    (!line.is_empty()).then_some(line)
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        // hyper and reqwest often repeat the inner message; keep each part once.
+        if !out.contains(&s_text) {
+            out.push_str(": ");
+            out.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classify_follows_the_table() {
+        let table: [(ErrorClass, &[i64]); 4] = [
+            (
                 ErrorClass::Transient,
-                None,
-                Some(status),
-                format!("HTTP {status}"),
+                &[
+                    1, 2, 4, 80007, 130429, 131000, 131016, 131056, 131057, 133004,
+                ],
             ),
+            (ErrorClass::LongWait, &[131048, 131049, 132015, 132069]),
+            (
+                ErrorClass::Permanent,
+                &[
+                    100, 130403, 130472, 131008, 131009, 131021, 131026, 131047, 131050, 131051,
+                    131053, 132000, 132001, 132005, 132007, 132012, 132016, 135000,
+                ],
+            ),
+            (
+                ErrorClass::PauseSender,
+                &[
+                    0, 3, 10, 33, 190, 200, 201, 250, 299, 368, 131005, 131031, 131037, 131042,
+                    131045, 133010,
+                ],
+            ),
+        ];
+        for (class, codes) in table {
+            for code in codes {
+                assert_eq!(classify(*code), class, "code {code}");
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_codes_are_permanent() {
+        for code in [-1, 5, 199, 300, 131052, 999_999, i64::MAX, i64::MIN] {
+            assert_eq!(classify(code), ErrorClass::Permanent, "code {code}");
+        }
+    }
+
+    #[test]
+    fn classes_serialise_in_snake_case() {
+        assert_eq!(
+            serde_json::to_string(&ErrorClass::PauseSender).unwrap(),
+            "\"pause_sender\""
+        );
+        assert_eq!(ErrorClass::LongWait.as_str(), "long_wait");
+    }
+
+    #[test]
+    fn body_puts_waq_fields_first() {
+        let body = request_body("15551234567", r#"{"type":"text","text":{"body":"hi"}}"#).unwrap();
+        assert_eq!(
+            body,
+            r#"{"messaging_product":"whatsapp","recipient_type":"individual","to":"15551234567","type":"text","text":{"body":"hi"}}"#
+        );
+        assert_eq!(
+            request_body("1", " { }").unwrap(),
+            r#"{"messaging_product":"whatsapp","recipient_type":"individual","to":"1" }"#
+        );
+        serde_json::from_str::<Value>(&request_body("1", "{}").unwrap()).unwrap();
+        assert_eq!(request_body("1", "[]"), None);
+        assert_eq!(request_body("1", ""), None);
+        // Escaped even though validated recipients are digits.
+        assert!(request_body("1\"2", "{}")
+            .unwrap()
+            .contains(r#""to":"1\"2""#));
+    }
+
+    #[test]
+    fn interpret_answers() {
+        let ok = br#"{"messaging_product":"whatsapp","contacts":[{"input":"1","wa_id":"1"}],"messages":[{"id":"wamid.A"}]}"#;
+        assert_eq!(interpret(200, ok), Ok("wamid.A".to_string()));
+
+        let e = interpret(
+            400,
+            br#"{"error":{"message":"(#130429) Rate limit hit","type":"OAuthException","code":130429,"error_data":{"messaging_product":"whatsapp","details":"slow down"},"fbtrace_id":"Axyz"}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.class, ErrorClass::Transient);
+        assert_eq!((e.meta_code, e.http_status), (Some(130429), Some(400)));
+        assert_eq!(e.message, "(#130429) Rate limit hit (fbtrace_id Axyz)");
+        assert_eq!(e.details.as_deref(), Some("slow down"));
+        assert_eq!(e.code_name(), "meta_130429");
+        assert!(e.throttled() && !e.recipient_only());
+
+        // A Meta error inside a 200 still wins.
+        let e = interpret(200, br#"{"error":{"code":131026}}"#).unwrap_err();
+        assert_eq!(
+            (e.class, e.message.as_str()),
+            (ErrorClass::Permanent, "Meta error 131026")
+        );
+
+        let e = interpret(200, br#"{"messages":[]}"#).unwrap_err();
+        assert_eq!(
+            (e.class, e.code_name().as_str()),
+            (ErrorClass::Transient, "bad_answer")
+        );
+        let e = interpret(200, br#"{"messages":[{"id":""}]}"#).unwrap_err();
+        assert_eq!(e.code_name(), "bad_answer");
+
+        let e = interpret(502, b"<html>\n <body>Bad   gateway</body></html>").unwrap_err();
+        assert_eq!(
+            (e.class, e.code_name().as_str()),
+            (ErrorClass::Transient, "http_502")
+        );
+        assert_eq!(
+            e.details.as_deref(),
+            Some("<html> <body>Bad gateway</body></html>")
+        );
+        // An error without a numeric code cannot be classified by code.
+        let e = interpret(503, br#"{"error":{"message":"x"}}"#).unwrap_err();
+        assert_eq!((e.class, e.meta_code), (ErrorClass::Transient, None));
+    }
+
+    #[test]
+    fn status_fallback_classes() {
+        for (status, class) in [
+            (500, ErrorClass::Transient),
+            (503, ErrorClass::Transient),
+            (429, ErrorClass::Transient),
+            (408, ErrorClass::Transient),
+            (401, ErrorClass::PauseSender),
+            (403, ErrorClass::PauseSender),
+            (404, ErrorClass::PauseSender),
+            (301, ErrorClass::PauseSender),
+            (400, ErrorClass::Permanent),
+            (413, ErrorClass::Permanent),
+        ] {
+            let e = interpret(status, b"").unwrap_err();
+            assert_eq!(e.class, class, "status {status}");
+            assert_eq!(e.code_name(), format!("http_{status}"));
+            assert_eq!(e.details, None);
+        }
+    }
+
+    #[test]
+    fn code_names_of_local_failures() {
+        let timeout = CloudError::new(ErrorClass::Transient, format!("{TIMEOUT_PREFIX} after 1s"));
+        assert_eq!(timeout.code_name(), "timeout");
+        let conn = CloudError::new(ErrorClass::Transient, format!("{CONNECTION_PREFIX} x"));
+        assert_eq!(conn.code_name(), "connection");
+        assert_eq!(
+            CloudError::new(ErrorClass::PauseSender, "x").code_name(),
+            "sender_config"
+        );
+        assert_eq!(
+            CloudError::new(ErrorClass::Permanent, "x").code_name(),
+            "invalid_message"
+        );
+    }
+
+    #[test]
+    fn redaction() {
+        let e = CloudError {
+            details: Some("tok SECRET".into()),
+            ..CloudError::new(ErrorClass::PauseSender, "Malformed access token SECRET")
+        }
+        .redact("SECRET");
+        assert_eq!(e.message, "Malformed access token [redacted]");
+        assert_eq!(e.details.as_deref(), Some("tok [redacted]"));
+        assert_eq!(
+            CloudError::new(ErrorClass::Permanent, "x")
+                .redact("")
+                .message,
+            "x"
+        );
+    }
+
+    #[test]
+    fn options_are_checked() {
+        let with = |base: &str, version: &str| {
+            CloudClient::new(ClientOptions {
+                base_url: base.to_string(),
+                version: version.to_string(),
+                ..ClientOptions::default()
+            })
+        };
+        let c = with("https://graph.facebook.com/", "v25.0").unwrap();
+        assert_eq!(
+            c.messages_url("123"),
+            "https://graph.facebook.com/v25.0/123/messages"
+        );
+        let c = with("http://127.0.0.1:9000/graph", "/v23.0/").unwrap();
+        assert_eq!(
+            c.messages_url("1"),
+            "http://127.0.0.1:9000/graph/v23.0/1/messages"
+        );
+        for (base, version) in [
+            ("graph.facebook.com", "v25.0"),
+            ("ftp://graph.facebook.com", "v25.0"),
+            ("https://graph.facebook.com?x=1", "v25.0"),
+            ("https://graph.facebook.com", ""),
+            ("https://graph.facebook.com", "v25.0/x"),
+        ] {
+            let err = with(base, version).unwrap_err().to_string();
+            assert!(err.contains("api."), "{err}");
         }
     }
 }

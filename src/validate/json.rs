@@ -1,0 +1,379 @@
+//! Helpers to walk a JSON value while keeping the path of the current field, so every error
+//! names exactly the field that is wrong and says what to do about it.
+
+use serde_json::{Map, Value};
+
+use super::code;
+use crate::error::ApiError;
+
+pub(super) type Obj = Map<String, Value>;
+
+/// `message` + `text` → `message.text`.
+pub(super) fn child(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+/// The path of an arbitrary key at the top level: as is when it is a plain name, else in
+/// bracket notation (`["odd key"]`) so the path stays unambiguous and never empty.
+pub(super) fn key_path(key: &str) -> String {
+    let plain = !key.is_empty()
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if plain {
+        key.to_string()
+    } else {
+        format!("[{}]", Value::String(key.to_string()))
+    }
+}
+
+/// `message.contacts` + 2 → `message.contacts[2]`.
+pub(super) fn item(path: &str, index: usize) -> String {
+    format!("{path}[{index}]")
+}
+
+/// The JSON type of `v` as a phrase for error messages.
+pub(super) fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// User input echoed in a message, quoted and cut short so a huge value cannot bloat the answer.
+pub(super) fn quote(s: &str) -> String {
+    const MAX: usize = 40;
+    match s.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{:?}…", &s[..cut]),
+        None => format!("{s:?}"),
+    }
+}
+
+pub(super) fn invalid_type(path: &str, expected: &str, got: &Value) -> ApiError {
+    let advice = if got.is_null() {
+        "; leave the field out instead of sending null"
+    } else {
+        ""
+    };
+    ApiError::invalid(
+        code::INVALID_TYPE,
+        path,
+        format!(
+            "`{path}` must be {expected}, but it is {}{advice}.",
+            type_name(got)
+        ),
+    )
+}
+
+pub(super) fn missing(path: &str, what: &str) -> ApiError {
+    ApiError::invalid(
+        code::MISSING_FIELD,
+        path,
+        format!("`{path}` is required: add {what}."),
+    )
+}
+
+pub(super) fn not_allowed(path: &str, why: &str) -> ApiError {
+    ApiError::invalid(
+        code::FIELD_NOT_ALLOWED,
+        path,
+        format!("`{path}` is not allowed here: {why}; remove it."),
+    )
+}
+
+/// Expects `v` to be an object.
+pub(super) fn object<'a>(v: &'a Value, path: &str) -> Result<&'a Obj, ApiError> {
+    v.as_object()
+        .ok_or_else(|| invalid_type(path, "an object", v))
+}
+
+/// A required member of any type.
+pub(super) fn required<'a>(
+    o: &'a Obj,
+    path: &str,
+    key: &str,
+    what: &str,
+) -> Result<&'a Value, ApiError> {
+    o.get(key).ok_or_else(|| missing(&child(path, key), what))
+}
+
+pub(super) fn req_str<'a>(
+    o: &'a Obj,
+    path: &str,
+    key: &str,
+    what: &str,
+) -> Result<&'a str, ApiError> {
+    let v = required(o, path, key, what)?;
+    v.as_str()
+        .ok_or_else(|| invalid_type(&child(path, key), "a string", v))
+}
+
+pub(super) fn opt_str<'a>(o: &'a Obj, path: &str, key: &str) -> Result<Option<&'a str>, ApiError> {
+    match o.get(key) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(v) => Err(invalid_type(&child(path, key), "a string", v)),
+    }
+}
+
+pub(super) fn req_object<'a>(
+    o: &'a Obj,
+    path: &str,
+    key: &str,
+    what: &str,
+) -> Result<&'a Obj, ApiError> {
+    let v = required(o, path, key, what)?;
+    object(v, &child(path, key))
+}
+
+pub(super) fn opt_object<'a>(
+    o: &'a Obj,
+    path: &str,
+    key: &str,
+) -> Result<Option<&'a Obj>, ApiError> {
+    match o.get(key) {
+        None => Ok(None),
+        Some(v) => object(v, &child(path, key)).map(Some),
+    }
+}
+
+pub(super) fn req_array<'a>(
+    o: &'a Obj,
+    path: &str,
+    key: &str,
+    what: &str,
+) -> Result<&'a [Value], ApiError> {
+    let v = required(o, path, key, what)?;
+    v.as_array()
+        .map(Vec::as_slice)
+        .ok_or_else(|| invalid_type(&child(path, key), "an array", v))
+}
+
+pub(super) fn opt_array<'a>(
+    o: &'a Obj,
+    path: &str,
+    key: &str,
+) -> Result<Option<&'a [Value]>, ApiError> {
+    match o.get(key) {
+        None => Ok(None),
+        Some(Value::Array(a)) => Ok(Some(a)),
+        Some(v) => Err(invalid_type(&child(path, key), "an array", v)),
+    }
+}
+
+pub(super) fn opt_bool(o: &Obj, path: &str, key: &str) -> Result<Option<bool>, ApiError> {
+    match o.get(key) {
+        None => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(v) => Err(invalid_type(
+            &child(path, key),
+            "a boolean (true or false)",
+            v,
+        )),
+    }
+}
+
+/// Length of `s` in characters (Unicode scalar values), which is how WhatsApp counts its limits.
+pub(super) fn char_len(s: &str) -> usize {
+    s.chars().count()
+}
+
+/// Checks that `s` has between `min` and `max` characters.
+pub(super) fn chars(s: &str, path: &str, min: usize, max: usize) -> Result<(), ApiError> {
+    if min > 0 && s.is_empty() {
+        return Err(ApiError::invalid(
+            code::EMPTY_VALUE,
+            path,
+            format!("`{path}` must not be empty: give it a value of 1 to {max} characters."),
+        ));
+    }
+    // A string has at most as many characters as bytes, so short strings skip the count.
+    if s.len() <= max && min <= 1 {
+        return Ok(());
+    }
+    let len = char_len(s);
+    if len > max {
+        return Err(ApiError::invalid(
+            code::TOO_LONG,
+            path,
+            format!(
+                "`{path}` is {len} characters long, over WhatsApp's limit of {max}: shorten it."
+            ),
+        ));
+    }
+    if len < min {
+        return Err(ApiError::invalid(
+            code::EMPTY_VALUE,
+            path,
+            format!("`{path}` has {len} characters; it needs at least {min}: lengthen it."),
+        ));
+    }
+    Ok(())
+}
+
+/// A required string of `min..=max` characters.
+pub(super) fn req_text<'a>(
+    o: &'a Obj,
+    path: &str,
+    key: &str,
+    min: usize,
+    max: usize,
+    what: &str,
+) -> Result<&'a str, ApiError> {
+    let s = req_str(o, path, key, what)?;
+    chars(s, &child(path, key), min, max)?;
+    Ok(s)
+}
+
+/// An optional string of `min..=max` characters.
+pub(super) fn opt_text<'a>(
+    o: &'a Obj,
+    path: &str,
+    key: &str,
+    min: usize,
+    max: usize,
+) -> Result<Option<&'a str>, ApiError> {
+    let s = opt_str(o, path, key)?;
+    if let Some(s) = s {
+        chars(s, &child(path, key), min, max)?;
+    }
+    Ok(s)
+}
+
+/// Checks the number of items of an array.
+pub(super) fn count(
+    items: &[Value],
+    path: &str,
+    min: usize,
+    max: usize,
+    what: &str,
+) -> Result<(), ApiError> {
+    let n = items.len();
+    if n < min {
+        return Err(ApiError::invalid(
+            code::TOO_FEW_ITEMS,
+            path,
+            format!("`{path}` has {n} {what}; it needs at least {min}: add more."),
+        ));
+    }
+    if n > max {
+        return Err(ApiError::invalid(
+            code::TOO_MANY_ITEMS,
+            path,
+            format!("`{path}` has {n} {what}; WhatsApp allows at most {max}: remove some."),
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses a value seen before among siblings (button titles, row ids).
+pub(super) fn unique<'a>(
+    seen: &mut Vec<&'a str>,
+    value: &'a str,
+    path: &str,
+    what: &str,
+) -> Result<(), ApiError> {
+    if seen.contains(&value) {
+        return Err(ApiError::invalid(
+            code::DUPLICATE_VALUE,
+            path,
+            format!(
+                "`{path}` repeats the {what} {}; each {what} must be unique: change it.",
+                quote(value)
+            ),
+        ));
+    }
+    seen.push(value);
+    Ok(())
+}
+
+/// The candidate closest to `input` within a small edit distance, to suggest a fix for a typo.
+pub(super) fn closest<'a>(input: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    // Long inputs are no typo of a short name; skipping them also bounds the work.
+    if input.len() > 64 {
+        return None;
+    }
+    let input = input.to_ascii_lowercase();
+    candidates
+        .iter()
+        .map(|c| (edit_distance(&input, c), *c))
+        .filter(|(d, c)| *d <= 2.max(c.len() / 4) && *d < c.len())
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+/// Levenshtein distance over characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    let mut cur = vec![0; b.len() + 1];
+    for (i, ca) in a.chars().enumerate() {
+        cur[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        std::mem::swap(&mut prev, &mut cur);
+    }
+    prev[b.len()]
+}
+
+/// " (did you mean `x`?)" or nothing.
+pub(super) fn did_you_mean(input: &str, candidates: &[&str]) -> String {
+    closest(input, candidates)
+        .map(|c| format!(" (did you mean `{c}`?)"))
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_compose() {
+        assert_eq!(child("", "to"), "to");
+        assert_eq!(child("message", "text"), "message.text");
+        assert_eq!(item("message.contacts", 2), "message.contacts[2]");
+        assert_eq!(key_path("recipient"), "recipient");
+        assert_eq!(key_path(""), "[\"\"]");
+        assert_eq!(key_path("a.b \""), "[\"a.b \\\"\"]");
+    }
+
+    #[test]
+    fn closest_suggests_typos_only() {
+        let names = ["idempotency_key", "priority", "to", "send_at"];
+        assert_eq!(closest("idempotancy_key", &names), Some("idempotency_key"));
+        assert_eq!(closest("Priority", &names), Some("priority"));
+        assert_eq!(closest("sendat", &names), Some("send_at"));
+        assert_eq!(closest("xyz", &names), None);
+        assert_eq!(closest("t", &names), Some("to"));
+        assert_eq!(closest("x", &names), None);
+    }
+
+    #[test]
+    fn quote_cuts_long_values() {
+        assert_eq!(quote("ab"), "\"ab\"");
+        let long = "é".repeat(100);
+        let q = quote(&long);
+        assert!(q.ends_with('…'));
+        assert_eq!(q.chars().filter(|c| *c == 'é').count(), 40);
+    }
+
+    #[test]
+    fn chars_counts_characters_not_bytes() {
+        let four_emoji = "😀😀😀😀";
+        assert!(chars(four_emoji, "f", 1, 4).is_ok());
+        let err = chars(four_emoji, "f", 1, 3).unwrap_err();
+        assert_eq!(err.code, code::TOO_LONG);
+        assert_eq!(chars("", "f", 1, 3).unwrap_err().code, code::EMPTY_VALUE);
+        assert!(chars("", "f", 0, 3).is_ok());
+    }
+}

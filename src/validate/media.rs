@@ -1,0 +1,58 @@
+//! Media objects: image, audio, video, document, sticker (and the media of interactive headers).
+
+use serde_json::Value;
+
+use super::json::{self, child, not_allowed, Obj};
+use super::{code, link};
+use crate::error::ApiError;
+
+pub const MAX_CAPTION: usize = 1024;
+
+/// Checks the media object of a message of type `kind`.
+pub(super) fn media(v: &Value, path: &str, kind: &str) -> Result<(), ApiError> {
+    let obj = json::object(v, path)?;
+    source(obj, path)?;
+    if matches!(kind, "image" | "video" | "document") {
+        json::opt_text(obj, path, "caption", 0, MAX_CAPTION)?;
+    } else if obj.contains_key("caption") {
+        return Err(not_allowed(
+            &child(path, "caption"),
+            "WhatsApp shows captions only on images, videos and documents",
+        ));
+    }
+    if kind == "document" {
+        json::opt_text(obj, path, "filename", 1, usize::MAX)?;
+    } else if obj.contains_key("filename") {
+        return Err(not_allowed(
+            &child(path, "filename"),
+            "only documents have a file name",
+        ));
+    }
+    Ok(())
+}
+
+/// Exactly one of `id` (an uploaded media id) or `link` (a public https URL).
+pub(super) fn source(obj: &Obj, path: &str) -> Result<(), ApiError> {
+    let id = json::opt_str(obj, path, "id")?;
+    let link = json::opt_str(obj, path, "link")?;
+    match (id, link) {
+        (Some(_), Some(_)) => Err(ApiError::invalid(
+            code::CONFLICTING_FIELDS,
+            path,
+            format!(
+                "`{path}` has both `id` and `link`; WhatsApp takes exactly one: keep the uploaded \
+                 media id or the https link, not both."
+            ),
+        )),
+        (None, None) => Err(ApiError::invalid(
+            code::MISSING_FIELD,
+            path,
+            format!(
+                "`{path}` needs `id` (a media id from the upload endpoint) or `link` (a public \
+                 https URL): add one."
+            ),
+        )),
+        (Some(id), None) => json::chars(id, &child(path, "id"), 1, usize::MAX),
+        (None, Some(url)) => link::media_link(url, &child(path, "link")),
+    }
+}

@@ -1,0 +1,359 @@
+//! Checks of send requests.
+//!
+//! Everything `POST /v1/messages` accepts is checked here before it is made durable, so a request
+//! that breaks one of WhatsApp's known limits is refused at enqueue with the field named, instead
+//! of failing at Meta minutes later. No I/O, no network.
+//!
+//! Every error is an [`ApiError`]: 400 `malformed_request` when the body is not a JSON object,
+//! else 422 with a stable snake_case code from [`code`], the JSON path of the offending field
+//! (e.g. `message.interactive.action.buttons[2].reply.title`) and a sentence saying what is wrong
+//! and what to change. Checks stop at the first problem.
+//!
+//! `null` handling: waq's own optional fields (`sender`, `priority`, `metadata`, ...) treat `null`
+//! as absent, so clients that serialise a missing value as `null` work. Inside `message` and
+//! `fallback_template`, which are forwarded to Meta as given, `null` is a type error: Meta's
+//! message schema has no nullable fields, so the producer is asked to leave the field out.
+//!
+//! Unknown members inside `message` are accepted (Meta adds features faster than waq releases);
+//! unknown top-level fields are refused, because there they are almost always typos.
+
+mod interactive;
+mod json;
+mod link;
+mod media;
+mod message;
+mod template;
+
+use serde_json::Value;
+
+use crate::error::ApiError;
+use crate::model::{parse_time, Priority, ValidSend};
+use json::{did_you_mean, invalid_type, quote, type_name};
+
+pub use interactive::INTERACTIVE_TYPES;
+pub use link::URL_SHORTENERS;
+pub use message::{message_object, MESSAGE_TYPES};
+pub use template::template_object;
+
+/// The stable error codes of validation failures (the `code` of the error body).
+pub mod code {
+    /// 400: the body is not a JSON object.
+    pub const MALFORMED_REQUEST: &str = "malformed_request";
+    /// A top-level field waq does not know (usually a typo).
+    pub const UNKNOWN_FIELD: &str = "unknown_field";
+    /// A required field is absent.
+    pub const MISSING_FIELD: &str = "missing_field";
+    /// A field has the wrong JSON type.
+    pub const INVALID_TYPE: &str = "invalid_type";
+    /// A field is not one of the values allowed there.
+    pub const INVALID_VALUE: &str = "invalid_value";
+    /// A field that must not be present in this place (e.g. `message.to`, a caption on audio).
+    pub const FIELD_NOT_ALLOWED: &str = "field_not_allowed";
+    /// Two fields that exclude each other are both present (media `id` and `link`).
+    pub const CONFLICTING_FIELDS: &str = "conflicting_fields";
+    /// A string that must not be empty is empty.
+    pub const EMPTY_VALUE: &str = "empty_value";
+    /// A string is over WhatsApp's character limit.
+    pub const TOO_LONG: &str = "too_long";
+    /// An array has fewer items than required.
+    pub const TOO_FEW_ITEMS: &str = "too_few_items";
+    /// An array has more items than allowed.
+    pub const TOO_MANY_ITEMS: &str = "too_many_items";
+    /// A value that must be unique among its siblings is repeated (button titles, row ids).
+    pub const DUPLICATE_VALUE: &str = "duplicate_value";
+    /// A number outside its allowed range (coordinates, `ttl_s`).
+    pub const OUT_OF_RANGE: &str = "out_of_range";
+    /// `to` is not a phone number in international format.
+    pub const INVALID_RECIPIENT: &str = "invalid_recipient";
+    /// `sender` is not a configured sender.
+    pub const UNKNOWN_SENDER: &str = "unknown_sender";
+    /// A URL that is not https, not parsable, or not public.
+    pub const INVALID_LINK: &str = "invalid_link";
+    /// A media link through a URL shortener, which WhatsApp refuses to fetch.
+    pub const SHORTENED_LINK: &str = "shortened_link";
+    /// A template name outside Meta's naming rules.
+    pub const INVALID_TEMPLATE_NAME: &str = "invalid_template_name";
+    /// A template language code not shaped like `en_US` or `de`.
+    pub const INVALID_LANGUAGE_CODE: &str = "invalid_language_code";
+    /// `send_at` is not an RFC 3339 time.
+    pub const INVALID_TIME: &str = "invalid_time";
+    /// `metadata` serialises to more than [`super::MAX_METADATA_BYTES`].
+    pub const METADATA_TOO_LARGE: &str = "metadata_too_large";
+}
+
+/// Upper bound of `metadata` as compact JSON.
+pub const MAX_METADATA_BYTES: usize = 1024;
+/// Upper bound of `idempotency_key`, in characters.
+pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 256;
+/// Upper bound of `ttl_s`: 30 days.
+pub const MAX_TTL_S: u64 = 30 * 24 * 3600;
+/// E.164 numbers have at most 15 digits; 7 is the shortest in use.
+pub const RECIPIENT_DIGITS: std::ops::RangeInclusive<usize> = 7..=15;
+
+/// The top-level fields of a send request.
+pub const SEND_FIELDS: [&str; 9] = [
+    "to",
+    "sender",
+    "message",
+    "fallback_template",
+    "idempotency_key",
+    "priority",
+    "send_at",
+    "ttl_s",
+    "metadata",
+];
+
+/// Parses and checks one send request body (already parsed as JSON). `senders` = configured
+/// sender names.
+pub fn send_request(v: &Value, senders: &[String]) -> Result<ValidSend, ApiError> {
+    let Some(obj) = v.as_object() else {
+        return Err(ApiError::bad_request(format!(
+            "The request body must be a JSON object like {{\"to\": \"+14155551234\", \"message\": {{...}}}}, \
+             but it is {}.",
+            type_name(v)
+        )));
+    };
+    if let Some(key) = obj.keys().find(|k| !SEND_FIELDS.contains(&k.as_str())) {
+        return Err(ApiError::invalid(
+            code::UNKNOWN_FIELD,
+            json::key_path(key),
+            format!(
+                "{} is not a field of a send request{}; the fields are {}.",
+                quote(key),
+                did_you_mean(key, &SEND_FIELDS),
+                SEND_FIELDS.join(", ")
+            ),
+        ));
+    }
+    // Absent and null mean the same for waq's own fields.
+    let get = |key: &str| obj.get(key).filter(|v| !v.is_null());
+
+    let to = match get("to") {
+        None => {
+            return Err(json::missing(
+                "to",
+                "the recipient's phone number, e.g. \"+1 415 555 1234\"",
+            ))
+        }
+        Some(Value::String(s)) => recipient(s, "to")?,
+        Some(other) => return Err(invalid_type("to", "a string", other)),
+    };
+    let sender = sender(get("sender"), senders)?;
+    let message = get("message").ok_or_else(|| {
+        json::missing(
+            "message",
+            "the WhatsApp message object, e.g. {\"type\": \"text\", \"text\": {\"body\": \"Hi\"}}",
+        )
+    })?;
+    let kind = message_object(message, "message")?;
+    let fallback_template = match get("fallback_template") {
+        None => None,
+        Some(t) => {
+            template_object(t, "fallback_template")?;
+            Some(t.clone())
+        }
+    };
+    let idempotency_key = match get("idempotency_key") {
+        None => None,
+        Some(Value::String(s)) => {
+            json::chars(s, "idempotency_key", 1, MAX_IDEMPOTENCY_KEY_CHARS)?;
+            Some(s.clone())
+        }
+        Some(other) => return Err(invalid_type("idempotency_key", "a string", other)),
+    };
+    let priority = match get("priority") {
+        None => Priority::default(),
+        Some(Value::String(s)) => Priority::parse(s).ok_or_else(|| {
+            ApiError::invalid(
+                code::INVALID_VALUE,
+                "priority",
+                format!(
+                    "`priority` {} is not known{}; use \"high\", \"normal\" or \"low\".",
+                    quote(s),
+                    did_you_mean(s, &["high", "normal", "low"])
+                ),
+            )
+        })?,
+        Some(other) => return Err(invalid_type("priority", "a string", other)),
+    };
+    let send_at_ms = match get("send_at") {
+        None => None,
+        Some(Value::String(s)) => Some(parse_time(s).ok_or_else(|| {
+            ApiError::invalid(
+                code::INVALID_TIME,
+                "send_at",
+                format!(
+                    "`send_at` {} is not an RFC 3339 time; write it like \"2026-11-24T20:00:00Z\" \
+                     or \"2026-11-24T21:00:00+01:00\".",
+                    quote(s)
+                ),
+            )
+        })?),
+        Some(other) => return Err(invalid_type("send_at", "a string (RFC 3339 time)", other)),
+    };
+    let ttl_s = get("ttl_s").map(ttl).transpose()?;
+    let metadata = match get("metadata") {
+        None => None,
+        Some(m) => {
+            let size = serde_json::to_vec(m).map(|b| b.len()).unwrap_or(usize::MAX);
+            if size > MAX_METADATA_BYTES {
+                return Err(ApiError::invalid(
+                    code::METADATA_TOO_LARGE,
+                    "metadata",
+                    format!(
+                        "`metadata` is {size} bytes as JSON, over the limit of {MAX_METADATA_BYTES}: \
+                         keep only what you need to recognise the message (e.g. an order id)."
+                    ),
+                ));
+            }
+            Some(m.clone())
+        }
+    };
+
+    Ok(ValidSend {
+        to,
+        sender,
+        message: message.clone(),
+        kind,
+        fallback_template,
+        idempotency_key,
+        priority,
+        send_at_ms,
+        ttl_s,
+        metadata,
+    })
+}
+
+/// Normalises a phone number to digits only (E.164 without `+`): strips `+`, whitespace, dashes,
+/// dots and parentheses; the rest must be 7–15 digits and not start with 0 (a national number
+/// without its country code, which WhatsApp would misroute). `field` names the field in errors.
+pub fn recipient(raw: &str, field: &str) -> Result<String, ApiError> {
+    let mut digits = String::with_capacity(raw.len().min(32));
+    for c in raw.chars() {
+        match c {
+            '0'..='9' => digits.push(c),
+            '+' | '-' | '.' | '(' | ')' => {}
+            c if c.is_whitespace() => {}
+            _ => {
+                return Err(ApiError::invalid(
+                    code::INVALID_RECIPIENT,
+                    field,
+                    format!(
+                        "`{field}` contains {c:?}, which has no place in a phone number; give the \
+                         number in international format, e.g. \"+1 415 555 1234\"."
+                    ),
+                ))
+            }
+        }
+        // Longer than any phone number: stop copying a possibly huge input.
+        if digits.len() > *RECIPIENT_DIGITS.end() {
+            break;
+        }
+    }
+    if !RECIPIENT_DIGITS.contains(&digits.len()) {
+        let n = if digits.len() > *RECIPIENT_DIGITS.end() {
+            "more than 15".to_string()
+        } else {
+            digits.len().to_string()
+        };
+        return Err(ApiError::invalid(
+            code::INVALID_RECIPIENT,
+            field,
+            format!(
+                "`{field}` has {n} digits; a phone number in international format has 7 to 15 \
+                 (country code first), e.g. \"+1 415 555 1234\"."
+            ),
+        ));
+    }
+    if digits.starts_with('0') {
+        return Err(ApiError::invalid(
+            code::INVALID_RECIPIENT,
+            field,
+            format!(
+                "`{field}` starts with 0, so it lacks its country code; give it in international \
+                 format, e.g. \"+44 20 7946 0958\" instead of \"020 7946 0958\"."
+            ),
+        ));
+    }
+    Ok(digits)
+}
+
+fn sender(v: Option<&Value>, senders: &[String]) -> Result<String, ApiError> {
+    let names = || senders.join(", ");
+    match v {
+        None => match senders {
+            [only] => Ok(only.clone()),
+            [] => Err(ApiError::invalid(
+                code::UNKNOWN_SENDER,
+                "sender",
+                "No senders are configured: add a [[senders]] entry to the configuration and reload.",
+            )),
+            _ => Err(ApiError::invalid(
+                code::MISSING_FIELD,
+                "sender",
+                format!(
+                    "`sender` is required because several senders are configured: name one of {}.",
+                    names()
+                ),
+            )),
+        },
+        Some(Value::String(s)) if senders.iter().any(|n| n == s) => Ok(s.clone()),
+        Some(Value::String(s)) => {
+            let candidates: Vec<&str> = senders.iter().map(String::as_str).collect();
+            Err(ApiError::invalid(
+                code::UNKNOWN_SENDER,
+                "sender",
+                if senders.is_empty() {
+                    format!(
+                        "`sender` {} is not configured, and no senders are: add a [[senders]] \
+                         entry to the configuration.",
+                        quote(s)
+                    )
+                } else {
+                    format!(
+                        "`sender` {} is not a configured sender{}; use one of {}.",
+                        quote(s),
+                        did_you_mean(s, &candidates),
+                        names()
+                    )
+                },
+            ))
+        }
+        Some(other) => Err(invalid_type("sender", "a string", other)),
+    }
+}
+
+fn ttl(v: &Value) -> Result<u64, ApiError> {
+    let out_of_range = || {
+        ApiError::invalid(
+            code::OUT_OF_RANGE,
+            "ttl_s",
+            format!(
+                "`ttl_s` must be between 1 and {MAX_TTL_S} seconds (30 days); leave it out to \
+                 keep trying until attempts run out."
+            ),
+        )
+    };
+    let Value::Number(n) = v else {
+        return Err(invalid_type("ttl_s", "an integer number of seconds", v));
+    };
+    let secs = if let Some(u) = n.as_u64() {
+        u
+    } else if n.as_i64().is_some() {
+        return Err(out_of_range());
+    } else {
+        // A float: accept whole numbers like 600.0, which some encoders write.
+        match n.as_f64() {
+            Some(f) if f.fract() == 0.0 && f >= 0.0 && f <= MAX_TTL_S as f64 => f as u64,
+            Some(f) if f.fract() == 0.0 => return Err(out_of_range()),
+            _ => return Err(invalid_type("ttl_s", "an integer number of seconds", v)),
+        }
+    };
+    if !(1..=MAX_TTL_S).contains(&secs) {
+        return Err(out_of_range());
+    }
+    Ok(secs)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,188 @@
+//! Template objects: `message.template` and `fallback_template`.
+
+use serde_json::Value;
+
+use super::code;
+use super::json::{self, child, item, quote};
+use crate::error::ApiError;
+
+pub const MAX_TEMPLATE_NAME: usize = 512;
+
+/// Checks a template object `{name, language: {code, policy?}, components?}`. `field` is its path
+/// (`message.template` or `fallback_template`).
+pub fn template_object(v: &Value, field: &str) -> Result<(), ApiError> {
+    let obj = json::object(v, field)?;
+    let name = json::req_text(
+        obj,
+        field,
+        "name",
+        1,
+        MAX_TEMPLATE_NAME,
+        "the name of an approved template, e.g. \"order_update\"",
+    )?;
+    // WhatsApp Manager only creates names of this shape, so anything else cannot exist.
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    {
+        let npath = child(field, "name");
+        return Err(ApiError::invalid(
+            code::INVALID_TEMPLATE_NAME,
+            &npath,
+            format!(
+                "`{npath}` {} cannot be a template name: names use only lowercase letters, digits \
+                 and underscores; copy it from WhatsApp Manager (e.g. \"order_update\").",
+                quote(name)
+            ),
+        ));
+    }
+
+    let language = json::req_object(
+        obj,
+        field,
+        "language",
+        "the template language, e.g. {\"code\": \"en_US\"}",
+    )?;
+    let lpath = child(field, "language");
+    let lang = json::req_str(
+        language,
+        &lpath,
+        "code",
+        "the language code, e.g. \"en_US\"",
+    )?;
+    language_code(lang, &child(&lpath, "code"))?;
+    if let Some(policy) = json::opt_str(language, &lpath, "policy")? {
+        if policy != "deterministic" {
+            let ppath = child(&lpath, "policy");
+            return Err(ApiError::invalid(
+                code::INVALID_VALUE,
+                &ppath,
+                format!(
+                    "`{ppath}` is {}; the only policy is \"deterministic\" (or leave it out).",
+                    quote(policy)
+                ),
+            ));
+        }
+    }
+
+    if let Some(components) = json::opt_array(obj, field, "components")? {
+        let cpath = child(field, "components");
+        for (i, c) in components.iter().enumerate() {
+            component(c, &item(&cpath, i))?;
+        }
+    }
+    Ok(())
+}
+
+fn component(v: &Value, path: &str) -> Result<(), ApiError> {
+    let obj = json::object(v, path)?;
+    let ctype = json::req_text(
+        obj,
+        path,
+        "type",
+        1,
+        usize::MAX,
+        "the component type, e.g. \"body\"",
+    )?;
+    if ctype == "button" {
+        json::req_text(
+            obj,
+            path,
+            "sub_type",
+            1,
+            usize::MAX,
+            "the button kind, e.g. \"quick_reply\" or \"url\"",
+        )?;
+        let ipath = child(path, "index");
+        let index = json::required(obj, path, "index", "the button's position, \"0\" to \"9\"")?;
+        let ok = match index {
+            Value::String(s) => !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()),
+            Value::Number(n) => n.as_u64().is_some(),
+            _ => return Err(json::invalid_type(&ipath, "a string like \"0\"", index)),
+        };
+        if !ok {
+            return Err(ApiError::invalid(
+                code::INVALID_VALUE,
+                &ipath,
+                format!("`{ipath}` must be the button's position as digits, e.g. \"0\"."),
+            ));
+        }
+    }
+    if let Some(params) = json::opt_array(obj, path, "parameters")? {
+        let ppath = child(path, "parameters");
+        for (i, p) in params.iter().enumerate() {
+            let pp = item(&ppath, i);
+            let param = json::object(p, &pp)?;
+            json::req_text(
+                param,
+                &pp,
+                "type",
+                1,
+                usize::MAX,
+                "the parameter type, e.g. \"text\"",
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Meta's codes are a language (`de`, `fil`) optionally followed by `_` and a region (`en_US`).
+fn language_code(code_str: &str, path: &str) -> Result<(), ApiError> {
+    if is_language_code(code_str) {
+        return Ok(());
+    }
+    // Suggest the likely meant form of `en-us`, `EN_us` and the like.
+    let mut parts = code_str.splitn(2, ['-', '_']);
+    let lang = parts.next().unwrap_or_default().to_ascii_lowercase();
+    let fixed = match parts.next() {
+        Some(region) => format!("{lang}_{}", region.to_ascii_uppercase()),
+        None => lang,
+    };
+    let hint = if is_language_code(&fixed) {
+        format!(" (did you mean \"{fixed}\"?)")
+    } else {
+        String::new()
+    };
+    Err(ApiError::invalid(
+        code::INVALID_LANGUAGE_CODE,
+        path,
+        format!(
+            "`{path}` {} is not a WhatsApp language code{hint}; codes look like \"en_US\", \
+             \"pt_BR\" or \"de\", exactly as the template's language in WhatsApp Manager.",
+            quote(code_str)
+        ),
+    ))
+}
+
+fn is_language_code(s: &str) -> bool {
+    let (lang, region) = match s.split_once('_') {
+        Some((l, r)) => (l, Some(r)),
+        None => (s, None),
+    };
+    let lang_ok = (2..=3).contains(&lang.len()) && lang.bytes().all(|b| b.is_ascii_lowercase());
+    let region_ok = match region {
+        None => true,
+        Some(r) => {
+            (r.len() == 2 && r.bytes().all(|b| b.is_ascii_uppercase()))
+                || (r.len() == 3 && r.bytes().all(|b| b.is_ascii_digit()))
+        }
+    };
+    lang_ok && region_ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn language_codes() {
+        for ok in ["en", "de", "fil", "en_US", "pt_BR", "zh_HK", "es_419"] {
+            assert!(is_language_code(ok), "{ok}");
+        }
+        for bad in [
+            "", "e", "english", "en-US", "en_us", "EN", "en_USA", "en_", "_US", "en_U1",
+        ] {
+            assert!(!is_language_code(bad), "{bad}");
+        }
+    }
+}
