@@ -11,4 +11,5 @@ pub mod model;
 pub mod sim;
 pub mod store;
 pub mod validate;
+pub mod webhook;
 pub mod window;
