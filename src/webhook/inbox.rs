@@ -22,7 +22,8 @@ const HEADER: usize = 1 + 8 + 4 + 4;
 /// sled leaf nodes split above 16 entries and the inline limit is about 1 MiB with the store's
 /// 4 MiB segments: 32 KiB chunks keep a full node well under it.
 pub const CHUNK: usize = 32 * 1024;
-/// Entries read per sled range scan.
+/// Entries read per sled range scan: a few first (the head is usually one small payload), then more.
+const FIRST_READ: usize = 4;
 const READ_BATCH: usize = 64;
 
 /// One stored payload.
@@ -94,8 +95,10 @@ impl FramedLog {
         let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         let mut after = None;
         let mut partial: Option<Partial> = None;
+        let mut limit = FIRST_READ;
         loop {
-            let batch = self.log.read(after, READ_BATCH)?;
+            let batch = self.log.read(after, limit)?;
+            limit = READ_BATCH;
             if batch.is_empty() {
                 break;
             }

@@ -45,6 +45,9 @@ pub const RELAY_LOG: &str = "relay";
 const PENDING_RETRY: Duration = Duration::from_secs(1);
 /// How often the inbox is looked at without a wake-up (after a storage error, say).
 const INBOX_RECHECK: Duration = Duration::from_secs(5);
+/// A body still arriving after this is abandoned: a stalled client must not hold a connection
+/// (and graceful shutdown) forever. Meta's 3 MB arrive in well under a second.
+const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Binds nothing itself: serves `listener` (bound by the caller to `webhook.listen`, so tests can
 /// use port 0 and read `local_addr`) until `shutdown` resolves. Also starts the relay worker and
@@ -358,15 +361,26 @@ async fn receive(sh: &Shared, cfg: &WebhookConfig, headers: &HeaderMap, body: Bo
         Metrics::inc(&metrics.webhooks_rejected);
         return too_large(cfg);
     }
-    let raw = match Limited::new(body, cfg.max_body_bytes).collect().await {
-        Ok(c) => c.to_bytes(),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+    let read = tokio::time::timeout(
+        BODY_TIMEOUT,
+        Limited::new(body, cfg.max_body_bytes).collect(),
+    );
+    let raw = match read.await {
+        Ok(Ok(c)) => c.to_bytes(),
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
             Metrics::inc(&metrics.webhooks_rejected);
             return too_large(cfg);
         }
-        Err(e) => {
+        Ok(Err(e)) => {
             tracing::debug!(error = %e, "webhook body could not be read");
             return text(StatusCode::BAD_REQUEST, "could not read the body");
+        }
+        Err(_) => {
+            tracing::warn!("webhook body not received in time; dropped");
+            return text(
+                StatusCode::REQUEST_TIMEOUT,
+                "the body took too long to arrive",
+            );
         }
     };
 
