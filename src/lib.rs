@@ -13,4 +13,5 @@ pub mod sim;
 pub mod store;
 pub mod systemd;
 pub mod validate;
+pub mod webhook;
 pub mod window;

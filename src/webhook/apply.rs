@@ -1,0 +1,493 @@
+//! Applying a verified payload to the store: statuses move messages along by wamid, inbound
+//! messages open windows, and both are published on the event stream.
+//!
+//! Everything here is idempotent, so a payload applied twice (Meta's retries, or the inbox
+//! replayed after a crash) changes nothing the second time: statuses only move a message forward,
+//! and the window only moves to a later inbound time.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::Mutex;
+
+use serde_json::{json, Value};
+
+use crate::app::App;
+use crate::metrics::Metrics;
+use crate::model::{format_time, now_ms, LastError, Message, State};
+use crate::store::StoreError;
+
+use super::payload::{Envelope, InboundMessage, MetaError, Status};
+use super::pending::PendingStatus;
+
+/// What one payload did.
+#[derive(Debug, Default, Clone)]
+pub struct ApplySummary {
+    /// Statuses that moved a message.
+    pub statuses_applied: usize,
+    /// Duplicates, late arrivals (a `delivered` after `read`), and statuses that do not apply to
+    /// the message's state.
+    pub statuses_unchanged: usize,
+    /// Statuses whose wamid is not recorded yet, or whose message is still being sent: the
+    /// caller retries them (`serve` does, for 30 s).
+    pub deferred: Vec<PendingStatus>,
+    /// Inbound user messages (windows opened or reset).
+    pub inbound: usize,
+    /// `system` messages (e.g. `user_changed_number`): published, no window opened.
+    pub system: usize,
+    /// Value-level `errors[]` reported by Meta.
+    pub value_errors: usize,
+    /// Values for a phone number no sender is configured with: not applied.
+    pub unrouted: usize,
+    /// Statuses or messages that could not be read (logged and skipped).
+    pub malformed: usize,
+    /// Changes of other fields than `messages` (only relayed).
+    pub ignored_changes: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("the payload is not a JSON webhook envelope: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Applies one verified payload (raw JSON bytes) to the store.
+///
+/// Statuses that cannot be applied yet are returned in `ApplySummary::deferred` for the caller to
+/// retry with `apply_pending`; `serve` does that for 30 s before counting them unknown.
+pub fn apply_payload(app: &App, raw: &[u8]) -> Result<ApplySummary, ApplyError> {
+    apply_with(app, raw, None)
+}
+
+/// Retries one deferred status.
+pub fn apply_pending(app: &App, p: &PendingStatus) -> Result<StatusOutcome, StoreError> {
+    apply_status(app, &p.sender, &p.status)
+}
+
+/// `apply_payload`, remembering recent inbound message ids in `recent` so a duplicate delivery
+/// does not publish its event or count it twice.
+pub(crate) fn apply_with(
+    app: &App,
+    raw: &[u8],
+    recent: Option<&Mutex<RecentIds>>,
+) -> Result<ApplySummary, ApplyError> {
+    let envelope: Envelope = serde_json::from_slice(raw)?;
+    let cfg = app.config();
+    let now = now_ms();
+    let mut sum = ApplySummary::default();
+
+    if let Some(object) = envelope.object.as_deref() {
+        if object != "whatsapp_business_account" {
+            tracing::debug!(object, "webhook for another object type; only relayed");
+        }
+    }
+    for entry in envelope.entry {
+        for change in entry.changes {
+            if change.field.as_deref().is_some_and(|f| f != "messages") {
+                tracing::debug!(field = ?change.field, "webhook change of another field; only relayed");
+                sum.ignored_changes += 1;
+                continue;
+            }
+            let value = change.value;
+            for e in &value.errors {
+                tracing::warn!(
+                    code = ?e.code,
+                    description = %e.describe(),
+                    waba = ?entry.id,
+                    "Meta reported an error in a webhook"
+                );
+                Metrics::inc(&app.metrics.webhook_value_errors);
+                sum.value_errors += 1;
+            }
+            if value.statuses.is_empty() && value.messages.is_empty() {
+                continue;
+            }
+            let phone_number_id = value
+                .metadata
+                .as_ref()
+                .and_then(|m| m.phone_number_id.clone())
+                .unwrap_or_default();
+            let Some(sender) = cfg
+                .senders
+                .iter()
+                .find(|s| !phone_number_id.is_empty() && s.phone_number_id == phone_number_id)
+            else {
+                tracing::warn!(
+                    phone_number_id,
+                    statuses = value.statuses.len(),
+                    messages = value.messages.len(),
+                    "webhook for a phone number no sender is configured with; not applied"
+                );
+                // No counter of its own yet: counted with the value-level errors.
+                Metrics::inc(&app.metrics.webhook_value_errors);
+                sum.unrouted += 1;
+                continue;
+            };
+
+            for raw_status in value.statuses {
+                let status = match Status::parse(&raw_status) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "skipping a malformed status in a webhook");
+                        sum.malformed += 1;
+                        continue;
+                    }
+                };
+                match apply_status(app, &sender.name, &status)? {
+                    StatusOutcome::Applied => sum.statuses_applied += 1,
+                    StatusOutcome::Unchanged | StatusOutcome::Ignored => {
+                        sum.statuses_unchanged += 1
+                    }
+                    StatusOutcome::Deferred => sum.deferred.push(PendingStatus {
+                        sender: sender.name.clone(),
+                        phone_number_id: phone_number_id.clone(),
+                        status,
+                        raw: raw_status,
+                    }),
+                }
+            }
+
+            for raw_msg in &value.messages {
+                let msg = match InboundMessage::parse(raw_msg) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "skipping a malformed inbound message in a webhook");
+                        sum.malformed += 1;
+                        continue;
+                    }
+                };
+                // Meta's clock may run ahead of ours: never open a window "from the future".
+                let at = msg
+                    .timestamp
+                    .map(|s| s.saturating_mul(1000))
+                    .unwrap_or(now)
+                    .min(now);
+                let kind = msg.kind.as_deref().unwrap_or("unknown");
+                let seen_key = msg.id.as_ref().map(|id| format!("{}\0{id}", sender.name));
+                let fresh = match (recent, &seen_key) {
+                    (Some(r), Some(k)) => !r.lock().unwrap_or_else(|p| p.into_inner()).contains(k),
+                    _ => true,
+                };
+
+                if kind == "system" {
+                    // Not written by the user, so it opens no window. A changed number has not
+                    // written to us from the new number either: no window is carried over.
+                    let sys = msg.system.clone().unwrap_or_default();
+                    tracing::info!(
+                        sender = %sender.name,
+                        from = %msg.from,
+                        system_type = ?sys.kind,
+                        new_wa_id = ?sys.new_number(),
+                        "system message from WhatsApp (no window opened)"
+                    );
+                    sum.system += 1;
+                } else {
+                    app.store.record_inbound(&sender.name, &msg.from, at)?;
+                    sum.inbound += 1;
+                    if fresh {
+                        Metrics::inc(&app.metrics.inbound_messages);
+                    }
+                }
+                if fresh {
+                    let contact = value
+                        .contacts
+                        .iter()
+                        .find(|c| c.get("wa_id").and_then(Value::as_str) == Some(&msg.from))
+                        .cloned()
+                        .unwrap_or(Value::Null);
+                    app.publish(json!({
+                        "event": "inbound",
+                        "sender": sender.name,
+                        "from": msg.from,
+                        "at": format_time(at),
+                        "type": kind,
+                        "message": raw_msg,
+                        "contact": contact,
+                    }));
+                    if let (Some(r), Some(k)) = (recent, seen_key) {
+                        r.lock().unwrap_or_else(|p| p.into_inner()).insert(k);
+                    }
+                }
+            }
+        }
+    }
+    Ok(sum)
+}
+
+/// What became of one status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusOutcome {
+    Applied,
+    /// Duplicate, late, or not applicable to the message's state.
+    Unchanged,
+    /// The wamid is not known yet, or the message is still with the dispatcher.
+    Deferred,
+    /// A status kind waq does not track (e.g. `deleted`).
+    Ignored,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    Sent,
+    Delivered,
+    /// `read`, or `played` for voice messages.
+    Read {
+        played: bool,
+    },
+    Failed,
+}
+
+impl Target {
+    fn parse(s: &str) -> Option<Target> {
+        match s {
+            "sent" => Some(Target::Sent),
+            "delivered" => Some(Target::Delivered),
+            "read" => Some(Target::Read { played: false }),
+            "played" => Some(Target::Read { played: true }),
+            "failed" => Some(Target::Failed),
+            _ => None,
+        }
+    }
+}
+
+/// Order of the accepted states; statuses only move up it.
+fn rank(s: State) -> Option<u8> {
+    match s {
+        State::Sent => Some(1),
+        State::Delivered => Some(2),
+        State::Read => Some(3),
+        _ => None,
+    }
+}
+
+pub(crate) fn apply_status(
+    app: &App,
+    sender: &str,
+    st: &Status,
+) -> Result<StatusOutcome, StoreError> {
+    let Some(target) = Target::parse(&st.status) else {
+        tracing::debug!(status = %st.status, wamid = %st.id, "status kind not tracked");
+        return Ok(StatusOutcome::Ignored);
+    };
+    let Some(id) = app.store.lookup_wamid(&st.id)? else {
+        return Ok(StatusOutcome::Deferred);
+    };
+    let mut found = false;
+    let mut pending = false;
+    let changed = app.store.update(id, |m| {
+        found = true;
+        if m.state.is_pending() {
+            // The dispatcher still owns it and is about to record `sent`: let it, then apply.
+            pending = true;
+            return None;
+        }
+        if m.sender != sender {
+            tracing::warn!(
+                wamid = %st.id,
+                message_sender = %m.sender,
+                webhook_sender = %sender,
+                "status arrived for another sender's phone number; applied by wamid"
+            );
+        }
+        advance(m, target, st, now_ms())
+    })?;
+    Ok(match changed {
+        Some((detail, m)) => {
+            app.publish_state(&m, &detail);
+            Metrics::inc(&app.metrics.statuses_applied);
+            StatusOutcome::Applied
+        }
+        None if !found || pending => StatusOutcome::Deferred,
+        None => StatusOutcome::Unchanged,
+    })
+}
+
+/// Moves `m` as `st` says, if that is forward. Returns the history detail of the change.
+fn advance(m: &mut Message, target: Target, st: &Status, now: u64) -> Option<String> {
+    // The status's own time, but history never runs backwards (Meta's timestamps are whole
+    // seconds; our `sent` has milliseconds).
+    let at = st
+        .timestamp
+        .map(|s| s.saturating_mul(1000))
+        .unwrap_or(now)
+        .max(m.updated_at_ms);
+    match target {
+        Target::Failed => {
+            // Delivered/read win over a late failure; a failure is recorded once.
+            if m.state != State::Sent {
+                return None;
+            }
+            let (last_error, detail) = match st.errors.first() {
+                Some(e) => (
+                    failure(e),
+                    format!("status webhook: failed: {}", e.describe()),
+                ),
+                None => (
+                    LastError {
+                        code: "meta_failed".into(),
+                        message: "Meta reported the message failed without giving a reason".into(),
+                        meta_code: None,
+                    },
+                    "status webhook: failed".to_string(),
+                ),
+            };
+            m.last_error = Some(last_error);
+            m.transition(State::Failed, at, detail.clone());
+            Some(detail)
+        }
+        _ => {
+            let current = rank(m.state)?;
+            let (state, new_rank, detail) = match target {
+                Target::Sent => (State::Sent, 1, "status webhook: sent"),
+                Target::Delivered => (State::Delivered, 2, "status webhook: delivered"),
+                Target::Read { played: false } => (State::Read, 3, "status webhook: read"),
+                Target::Read { played: true } => (State::Read, 3, "status webhook: played"),
+                Target::Failed => return None,
+            };
+            if new_rank <= current {
+                return None;
+            }
+            if state == State::Read && current < 2 {
+                // Meta may skip `delivered` when the message is read at once.
+                m.transition(State::Delivered, at, "implied by a read status");
+            }
+            m.transition(state, at, detail);
+            Some(detail.to_string())
+        }
+    }
+}
+
+fn failure(e: &MetaError) -> LastError {
+    LastError {
+        code: match e.code {
+            Some(c) => format!("meta_{c}"),
+            None => "meta_failed".into(),
+        },
+        message: e.describe(),
+        meta_code: e.code,
+    }
+}
+
+/// Inbound message ids seen lately, bounded (oldest forgotten first).
+#[derive(Debug, Default)]
+pub(crate) struct RecentIds {
+    set: HashSet<String>,
+    order: VecDeque<String>,
+}
+
+impl RecentIds {
+    const CAPACITY: usize = 8192;
+
+    fn contains(&self, k: &str) -> bool {
+        self.set.contains(k)
+    }
+
+    fn insert(&mut self, k: String) {
+        if self.set.insert(k.clone()) {
+            self.order.push_back(k);
+            while self.order.len() > Self::CAPACITY {
+                if let Some(old) = self.order.pop_front() {
+                    self.set.remove(&old);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Priority;
+
+    fn msg(state: State) -> Message {
+        Message {
+            id: 1,
+            sender: "main".into(),
+            to: "16505551234".into(),
+            kind: "text".into(),
+            priority: Priority::Normal,
+            state,
+            body: "{}".into(),
+            fallback_template: None,
+            idempotency_key: None,
+            metadata: None,
+            created_at_ms: 1_000,
+            updated_at_ms: 2_000,
+            next_attempt_at_ms: 0,
+            expires_at_ms: None,
+            attempts: 1,
+            wamid: Some("wamid.A".into()),
+            substituted_template: None,
+            last_error: None,
+            history: vec![],
+        }
+    }
+
+    fn status(kind: &str, ts: u64) -> Status {
+        Status::parse(&json!({"id":"wamid.A","status":kind,"timestamp":ts.to_string()})).unwrap()
+    }
+
+    fn go(m: &mut Message, kind: &str, ts: u64) -> Option<String> {
+        advance(
+            m,
+            Target::parse(kind).unwrap(),
+            &status(kind, ts),
+            99_000_000,
+        )
+    }
+
+    #[test]
+    fn monotonic_and_read_implies_delivered() {
+        let mut m = msg(State::Sent);
+        assert!(go(&mut m, "sent", 10).is_none());
+        assert!(go(&mut m, "read", 20).is_some());
+        assert_eq!(m.state, State::Read);
+        let states: Vec<_> = m.history.iter().map(|h| h.state).collect();
+        assert_eq!(states, vec![State::Delivered, State::Read]);
+        assert_eq!(m.updated_at_ms, 20_000);
+        assert!(go(&mut m, "delivered", 15).is_none());
+        assert!(go(&mut m, "read", 20).is_none());
+        assert!(go(&mut m, "played", 21).is_none());
+        assert!(go(&mut m, "failed", 22).is_none());
+        assert_eq!(m.state, State::Read);
+        assert_eq!(m.history.len(), 2);
+    }
+
+    #[test]
+    fn failed_only_from_sent_and_times_never_go_back() {
+        let mut m = msg(State::Sent);
+        let st = Status::parse(&json!({"id":"wamid.A","status":"failed","timestamp":"1",
+            "errors":[{"code":131047,"title":"Re-engagement message",
+            "error_data":{"details":"More than 24 hours have passed"}}]}))
+        .unwrap();
+        assert!(advance(&mut m, Target::Failed, &st, 5_000).is_some());
+        assert_eq!(m.state, State::Failed);
+        // The status said 1 s, but the message was last updated at 2 s.
+        assert_eq!(m.updated_at_ms, 2_000);
+        let e = m.last_error.clone().unwrap();
+        assert_eq!(e.code, "meta_131047");
+        assert_eq!(e.meta_code, Some(131047));
+        assert_eq!(
+            e.message,
+            "Re-engagement message: More than 24 hours have passed"
+        );
+        assert!(advance(&mut m, Target::Failed, &st, 5_000).is_none());
+        assert!(go(&mut m, "delivered", 3).is_none());
+        assert_eq!(m.history.len(), 1);
+
+        let mut d = msg(State::Delivered);
+        assert!(advance(&mut d, Target::Failed, &st, 5_000).is_none());
+        assert_eq!(d.state, State::Delivered);
+    }
+
+    #[test]
+    fn recent_ids_are_bounded() {
+        let mut r = RecentIds::default();
+        for i in 0..(RecentIds::CAPACITY + 10) {
+            r.insert(i.to_string());
+        }
+        assert!(!r.contains("0"));
+        assert!(r.contains(&(RecentIds::CAPACITY + 9).to_string()));
+        assert_eq!(r.set.len(), RecentIds::CAPACITY);
+    }
+}

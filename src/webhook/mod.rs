@@ -1,0 +1,463 @@
+//! The webhook listener: Meta's webhooks in (verified, made durable, answered at once), statuses
+//! and windows applied, payloads relayed to a local consumer.
+//!
+//! A verified POST is pushed to the durable `webhook_inbox` log (and the `relay` log when
+//! `forward_url` is set), committed, answered 200, and applied afterwards by one worker that
+//! drains the inbox in order. Because the inbox is drained on start too, a crash between the 200
+//! and the apply loses nothing; applying is idempotent, so replays are harmless.
+
+mod apply;
+mod inbox;
+pub mod payload;
+mod pending;
+mod relay;
+pub mod signature;
+mod verify;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use tokio::sync::{watch, Notify};
+
+use crate::app::App;
+use crate::config::WebhookConfig;
+use crate::metrics::Metrics;
+
+pub use apply::{apply_payload, apply_pending, ApplyError, ApplySummary, StatusOutcome};
+pub use payload::Status;
+pub use pending::PendingStatus;
+
+/// The durable log of verified payloads not yet applied.
+pub const INBOX_LOG: &str = "webhook_inbox";
+/// The durable log of verified payloads not yet relayed to `forward_url`.
+pub const RELAY_LOG: &str = "relay";
+
+/// How often statuses waiting for their wamid are retried.
+const PENDING_RETRY: Duration = Duration::from_secs(1);
+/// How often the inbox is looked at without a wake-up (after a storage error, say).
+const INBOX_RECHECK: Duration = Duration::from_secs(5);
+/// A body still arriving after this is abandoned: a stalled client must not hold a connection
+/// (and graceful shutdown) forever. Meta's 3 MB arrive in well under a second.
+const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Binds nothing itself: serves `listener` (bound by the caller to `webhook.listen`, so tests can
+/// use port 0 and read `local_addr`) until `shutdown` resolves. Also starts the relay worker and
+/// the retry of early statuses, and first applies whatever a crash left in the inbox.
+/// Returns after every worker has stopped.
+pub async fn serve(
+    app: Arc<App>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let start_cfg = app
+        .config()
+        .webhook
+        .clone()
+        .context("the webhook listener needs a [webhook] section with `listen`")?;
+    let shared = Arc::new(Shared {
+        inbox: inbox::FramedLog::new(
+            app.store
+                .log(INBOX_LOG)
+                .context("opening the webhook inbox")?,
+        ),
+        relay: inbox::FramedLog::new(app.store.log(RELAY_LOG).context("opening the relay log")?),
+        app,
+        start_cfg,
+        apply_wake: Notify::new(),
+        relay_wake: Arc::new(Notify::new()),
+        pending: Mutex::new(pending::Pending::default()),
+        recent: Mutex::new(apply::RecentIds::default()),
+    });
+    let client = relay::client().context("building the relay's HTTP client")?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let workers = [
+        tokio::spawn(apply_loop(shared.clone(), stop_rx.clone())),
+        tokio::spawn(pending_loop(shared.clone(), stop_rx.clone())),
+        tokio::spawn(relay::run(
+            shared.app.clone(),
+            shared.relay.clone(),
+            client,
+            shared.relay_wake.clone(),
+            stop_rx,
+        )),
+    ];
+
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, path = %shared.start_cfg.path, "webhook listener ready");
+    }
+    let router = Router::new().fallback(handle).with_state(shared.clone());
+    let served = axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await;
+
+    let _ = stop_tx.send(true);
+    for w in workers {
+        if let Err(e) = w.await {
+            tracing::error!(error = %e, "a webhook worker ended abnormally");
+        }
+    }
+    shared.save_pending().await;
+    served.context("the webhook listener failed")
+}
+
+/// Whether the workers should stop (also when the sender is gone, to never spin).
+fn stopping(stop: &watch::Receiver<bool>) -> bool {
+    *stop.borrow() || stop.has_changed().is_err()
+}
+
+struct Shared {
+    app: Arc<App>,
+    /// The webhook configuration at start; the current one (after a reload) is preferred.
+    start_cfg: WebhookConfig,
+    inbox: inbox::FramedLog,
+    relay: inbox::FramedLog,
+    apply_wake: Notify,
+    relay_wake: Arc<Notify>,
+    pending: Mutex<pending::Pending>,
+    recent: Mutex<apply::RecentIds>,
+}
+
+impl Shared {
+    /// The current webhook configuration, so a reload can rotate the secret or the token.
+    fn cfg(&self) -> WebhookConfig {
+        self.app
+            .config()
+            .webhook
+            .clone()
+            .unwrap_or_else(|| self.start_cfg.clone())
+    }
+
+    /// Applies the oldest payload in the inbox and removes it. `Ok(false)`: the inbox is empty.
+    fn apply_next(&self) -> Result<bool, crate::store::StoreError> {
+        let Some(item) = self.inbox.first()? else {
+            return Ok(false);
+        };
+        match apply::apply_with(&self.app, &item.frame.body, Some(&self.recent)) {
+            Ok(sum) => {
+                tracing::debug!(
+                    applied = sum.statuses_applied,
+                    unchanged = sum.statuses_unchanged,
+                    deferred = sum.deferred.len(),
+                    inbound = sum.inbound,
+                    system = sum.system,
+                    unrouted = sum.unrouted,
+                    "webhook payload applied"
+                );
+                if !sum.deferred.is_empty() {
+                    let now = Instant::now();
+                    let mut dropped = Vec::new();
+                    let waiting = {
+                        let mut p = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+                        for d in sum.deferred {
+                            dropped.extend(p.add(d, now));
+                        }
+                        p.len()
+                    };
+                    tracing::debug!(waiting, "statuses waiting for their wamid");
+                    self.give_up(dropped, "too many statuses waiting for their wamid");
+                }
+            }
+            // Handled like a payload applied: retrying cannot help, and the relay has its copy.
+            Err(apply::ApplyError::Json(e)) => {
+                tracing::error!(error = %e, "dropping an inbox entry that is not a webhook payload")
+            }
+            Err(apply::ApplyError::Store(e)) => return Err(e),
+        }
+        self.inbox.remove(&item)?;
+        Ok(true)
+    }
+
+    /// Retries waiting statuses; returns those still waiting.
+    fn retry_pending(&self, due: Vec<pending::Waiting>) -> Vec<pending::Waiting> {
+        let now = Instant::now();
+        let mut keep = Vec::new();
+        let mut expired = Vec::new();
+        for w in due {
+            match apply::apply_pending(&self.app, &w.status) {
+                Ok(StatusOutcome::Deferred) if now >= w.give_up_at => expired.push(w.status),
+                Ok(StatusOutcome::Deferred) => keep.push(w),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot apply a waiting status yet");
+                    keep.push(w);
+                }
+            }
+        }
+        self.give_up(expired, "no message with this wamid");
+        keep
+    }
+
+    fn give_up(&self, statuses: Vec<PendingStatus>, why: &str) {
+        for s in statuses {
+            Metrics::inc(&self.app.metrics.statuses_unknown_wamid);
+            tracing::info!(wamid = %s.status.id, status = %s.status.status, sender = %s.sender, "status not applied: {why}");
+        }
+    }
+
+    /// Statuses still waiting at shutdown go back to the inbox as a payload of their own, so
+    /// the next start retries them instead of losing them.
+    async fn save_pending(&self) {
+        let left = self
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take_all();
+        if left.is_empty() {
+            return;
+        }
+        let changes: Vec<_> = left
+            .iter()
+            .map(|w| {
+                serde_json::json!({
+                    "field": "messages",
+                    "value": {
+                        "messaging_product": "whatsapp",
+                        "metadata": {"phone_number_id": w.status.phone_number_id},
+                        "statuses": [w.status.raw],
+                    }
+                })
+            })
+            .collect();
+        let body = serde_json::json!({
+            "object": "whatsapp_business_account",
+            "entry": [{"id": "", "changes": changes}],
+        })
+        .to_string();
+        let saved = match self.inbox.push(None, body.as_bytes()) {
+            Ok(()) => self.app.store.commit().await,
+            Err(e) => Err(e),
+        };
+        match saved {
+            Ok(()) => tracing::info!(
+                statuses = left.len(),
+                "statuses waiting for their wamid kept for the next start"
+            ),
+            Err(e) => {
+                tracing::error!(error = %e, statuses = left.len(), "cannot keep waiting statuses")
+            }
+        }
+    }
+}
+
+/// Drains the inbox whenever woken, one payload at a time so shutdown is noticed in between.
+async fn apply_loop(sh: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    loop {
+        let mut wait = INBOX_RECHECK;
+        while !stopping(&stop) {
+            let s = sh.clone();
+            match tokio::task::spawn_blocking(move || s.apply_next()).await {
+                Ok(Ok(true)) => continue,
+                Ok(Ok(false)) => break,
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "cannot apply webhook payloads; will retry");
+                    wait = Duration::from_secs(1);
+                    break;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "applying a webhook payload failed; will retry");
+                    wait = Duration::from_secs(1);
+                    break;
+                }
+            }
+        }
+        if stopping(&stop) {
+            return;
+        }
+        tokio::select! {
+            _ = sh.apply_wake.notified() => {}
+            _ = stop.changed() => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// Retries statuses whose wamid was not known yet, every second.
+async fn pending_loop(sh: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(PENDING_RETRY) => {}
+            _ = stop.changed() => {}
+        }
+        if stopping(&stop) {
+            return;
+        }
+        let due = sh
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take_all();
+        if due.is_empty() {
+            continue;
+        }
+        let s = sh.clone();
+        let keep = match tokio::task::spawn_blocking(move || s.retry_pending(due)).await {
+            Ok(keep) => keep,
+            Err(e) => {
+                tracing::error!(error = %e, "retrying waiting statuses failed");
+                Vec::new()
+            }
+        };
+        let dropped = sh
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .put_back(keep);
+        sh.give_up(dropped, "too many statuses waiting for their wamid");
+    }
+}
+
+/// Every request: the configured path answers GET (verification) and POST (deliveries).
+async fn handle(
+    State(sh): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let cfg = sh.cfg();
+    if uri.path() != cfg.path {
+        return text(StatusCode::NOT_FOUND, "not found");
+    }
+    match method {
+        Method::GET => {
+            let query = Query::<HashMap<String, String>>::try_from_uri(&uri)
+                .map(|q| q.0)
+                .unwrap_or_default();
+            match verify::challenge(&query, cfg.verify_token.expose()) {
+                Some(challenge) => text(StatusCode::OK, challenge),
+                None => {
+                    tracing::warn!("webhook verification refused: wrong mode or verify token");
+                    text(StatusCode::FORBIDDEN, "verification refused")
+                }
+            }
+        }
+        Method::POST => receive(&sh, &cfg, &headers, body).await,
+        _ => (
+            StatusCode::METHOD_NOT_ALLOWED,
+            [(header::ALLOW, "GET, POST")],
+            "use GET or POST",
+        )
+            .into_response(),
+    }
+}
+
+async fn receive(sh: &Shared, cfg: &WebhookConfig, headers: &HeaderMap, body: Body) -> Response {
+    let metrics = &sh.app.metrics;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > cfg.max_body_bytes as u64) {
+        Metrics::inc(&metrics.webhooks_rejected);
+        return too_large(cfg);
+    }
+    let read = tokio::time::timeout(
+        BODY_TIMEOUT,
+        Limited::new(body, cfg.max_body_bytes).collect(),
+    );
+    let raw = match read.await {
+        Ok(Ok(c)) => c.to_bytes(),
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            Metrics::inc(&metrics.webhooks_rejected);
+            return too_large(cfg);
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "webhook body could not be read");
+            return text(StatusCode::BAD_REQUEST, "could not read the body");
+        }
+        Err(_) => {
+            tracing::warn!("webhook body not received in time; dropped");
+            return text(
+                StatusCode::REQUEST_TIMEOUT,
+                "the body took too long to arrive",
+            );
+        }
+    };
+
+    let sig = headers
+        .get(signature::HEADER)
+        .map(|v| v.to_str().unwrap_or(""));
+    if let Err(e) = signature::verify(cfg.app_secret.expose().as_bytes(), &raw, sig) {
+        Metrics::inc(&metrics.webhooks_rejected);
+        tracing::warn!(reason = %e, bytes = raw.len(), "webhook rejected");
+        return text(StatusCode::UNAUTHORIZED, e.to_string());
+    }
+    if !is_json_object(&raw) {
+        Metrics::inc(&metrics.webhooks_rejected);
+        tracing::warn!(
+            bytes = raw.len(),
+            "signed webhook body is not a JSON object; rejected"
+        );
+        return text(StatusCode::BAD_REQUEST, "the body is not a JSON object");
+    }
+
+    // Durable before the 200: Meta does not resend what it saw accepted.
+    let relay = cfg.forward_url.is_some();
+    let (inbox, relay_log) = (sh.inbox.clone(), sh.relay.clone());
+    let sig = sig.map(str::to_string);
+    let pushed = tokio::task::spawn_blocking(move || {
+        inbox.push(sig.as_deref(), &raw)?;
+        if relay {
+            relay_log.push(sig.as_deref(), &raw)?;
+        }
+        Ok::<_, crate::store::StoreError>(())
+    })
+    .await
+    .unwrap_or_else(|e| Err(crate::store::StoreError::Unavailable(e.to_string())));
+    let durable = match pushed {
+        Ok(()) => sh.app.store.commit().await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = durable {
+        // Meta retries a non-200 for days; whatever was written is applied once anyway.
+        tracing::error!(error = %e, "cannot store a webhook payload; asking Meta to retry");
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "storage unavailable, retry later",
+        );
+    }
+    Metrics::inc(&metrics.webhooks_received);
+    sh.apply_wake.notify_one();
+    if relay {
+        sh.relay_wake.notify_one();
+    }
+    text(StatusCode::OK, "ok")
+}
+
+fn is_json_object(raw: &[u8]) -> bool {
+    raw.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
+        && serde_json::from_slice::<serde::de::IgnoredAny>(raw).is_ok()
+}
+
+fn too_large(cfg: &WebhookConfig) -> Response {
+    tracing::warn!(
+        limit = cfg.max_body_bytes,
+        "webhook body too large; rejected"
+    );
+    text(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!(
+            "the body exceeds webhook.max_body_bytes ({} bytes)",
+            cfg.max_body_bytes
+        ),
+    )
+}
+
+fn text(status: StatusCode, body: impl Into<String>) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        body.into(),
+    )
+        .into_response()
+}

@@ -1,0 +1,148 @@
+//! The relay: every verified payload is POSTed, as received and with its original
+//! `X-Hub-Signature-256`, to `webhook.forward_url`, because Meta allows one webhook URL per app
+//! and the application that wants inbound messages gets them from waq.
+//!
+//! Payloads wait in the durable `relay` log and are delivered strictly in order: the head is
+//! removed only after a 2xx, retried with exponential backoff forever, and survives restarts.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{watch, Notify};
+
+use crate::app::App;
+
+use super::inbox::{FramedLog, Stored};
+use super::signature;
+
+const BACKOFF_MIN: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// Look at the log now and then even without a wake-up (e.g. `forward_url` set by a reload).
+const IDLE_RECHECK: Duration = Duration::from_secs(30);
+
+/// The HTTP client of the relay: bounded connect and total times so a hung consumer cannot stall
+/// the queue for long, no redirects (a local consumer has no reason to send any).
+pub fn client() -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(30))
+        .pool_idle_timeout(Duration::from_secs(60))
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("waq/", env!("CARGO_PKG_VERSION"), " webhook-relay"))
+        .build()?)
+}
+
+/// Delivers the relay log until `stop` turns true.
+pub async fn run(
+    app: Arc<App>,
+    log: FramedLog,
+    client: reqwest::Client,
+    wake: Arc<Notify>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut backoff = BACKOFF_MIN;
+    let mut failures: u64 = 0;
+    let mut head: Option<Stored> = None;
+    loop {
+        if super::stopping(&stop) {
+            return;
+        }
+        if head.is_none() {
+            let l = log.clone();
+            match tokio::task::spawn_blocking(move || l.first()).await {
+                Ok(Ok(Some(item))) => head = Some(item),
+                Ok(Ok(None)) => {
+                    idle(&wake, &mut stop, IDLE_RECHECK).await;
+                    continue;
+                }
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "webhook relay: cannot read the relay log");
+                    idle(&wake, &mut stop, BACKOFF_MAX).await;
+                    continue;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "webhook relay: reading the relay log failed");
+                    idle(&wake, &mut stop, BACKOFF_MAX).await;
+                    continue;
+                }
+            }
+        }
+        let Some(item) = head.as_ref() else { continue };
+
+        let cfg = app.config();
+        let Some(webhook) = cfg.webhook.as_ref() else {
+            idle(&wake, &mut stop, IDLE_RECHECK).await;
+            continue;
+        };
+        let Some(url) = webhook.forward_url.as_deref() else {
+            // Left over from when forwarding was configured: kept until it is again.
+            idle(&wake, &mut stop, IDLE_RECHECK).await;
+            continue;
+        };
+        // Payloads waq wrote itself carry no signature: sign them as Meta would.
+        let sig = item.frame.signature.clone().unwrap_or_else(|| {
+            signature::sign(webhook.app_secret.expose().as_bytes(), &item.frame.body)
+        });
+        let request = client
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header("X-Hub-Signature-256", sig)
+            .body(item.frame.body.clone())
+            .send();
+        let outcome = tokio::select! {
+            r = request => r,
+            _ = stop.changed() => return,
+        };
+        let problem = match outcome {
+            Ok(resp) if resp.status().is_success() => {
+                let l = log.clone();
+                let done = head.take();
+                let removed = tokio::task::spawn_blocking(move || match done {
+                    Some(d) => l.remove(&d),
+                    None => Ok(()),
+                })
+                .await;
+                // Not removed means sent again later: consumers already handle Meta's duplicates.
+                match removed {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %e, "webhook relay: cannot remove a delivered payload")
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "webhook relay: removing a delivered payload failed")
+                    }
+                }
+                if failures > 0 {
+                    tracing::info!(url, failures, "webhook relay: consumer reachable again");
+                }
+                failures = 0;
+                backoff = BACKOFF_MIN;
+                continue;
+            }
+            Ok(resp) => format!("answered {}", resp.status()),
+            Err(e) => format!("unreachable: {e}"),
+        };
+        failures += 1;
+        tracing::warn!(
+            url,
+            failures,
+            retry_in_s = backoff.as_secs(),
+            backlog_entries = log.entries(),
+            "webhook relay: consumer {problem}"
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = stop.changed() => return,
+        }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// Waits for new work, `stop`, or `limit`.
+async fn idle(wake: &Notify, stop: &mut watch::Receiver<bool>, limit: Duration) {
+    tokio::select! {
+        _ = wake.notified() => {}
+        _ = stop.changed() => {}
+        _ = tokio::time::sleep(limit) => {}
+    }
+}
