@@ -255,7 +255,7 @@ impl Default for StatusConfig {
 /// (`http_5xx`, `code_1`, `code_2`, `code_131000`, `timeout`, `rate_limit`) are exclusive
 /// outcomes and must add up to at most 1. Spans (`*_for_ms`) start when the faults are
 /// applied: at start-up, or by `POST /sim/faults`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FaultConfig {
     /// Every answer is delayed by `latency_ms` plus a uniform `0..=jitter_ms`.
@@ -282,6 +282,27 @@ pub struct FaultConfig {
     pub token_expire_after_requests: Option<u64>,
     /// ... or this long after it was set.
     pub token_expire_after_ms: Option<u64>,
+}
+
+impl Default for FaultConfig {
+    fn default() -> Self {
+        FaultConfig {
+            latency_ms: 0,
+            jitter_ms: 0,
+            http_5xx_share: 0.0,
+            code_1_share: 0.0,
+            code_2_share: 0.0,
+            code_131000_share: 0.0,
+            timeout_share: 0.0,
+            // Longer than any sensible client timeout.
+            timeout_hold_ms: 60_000,
+            rate_limit_share: 0.0,
+            rate_limit_for_ms: 0,
+            outage_for_ms: 0,
+            token_expire_after_requests: None,
+            token_expire_after_ms: None,
+        }
+    }
 }
 
 impl FaultConfig {

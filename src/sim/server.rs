@@ -1,5 +1,6 @@
 //! The HTTP surface: Graph's send endpoint and the simulator's own `/sim/*` endpoints.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -64,32 +65,36 @@ async fn unknown_path(uri: Uri) -> Response {
     MetaError::unknown_path(uri.path()).into_response()
 }
 
-fn sim_error(message: impl std::fmt::Display) -> Response {
-    (
-        StatusCode::BAD_REQUEST,
-        Json(json!({"error": {"message": message.to_string()}})),
-    )
-        .into_response()
+/// The answer of a `/sim/*` endpoint: JSON, or 400 with `{"error":{"message"}}`.
+fn sim_answer(result: Result<Value, String>) -> Response {
+    match result {
+        Ok(v) => Json(v).into_response(),
+        Err(message) => (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": {"message": message}})),
+        )
+            .into_response(),
+    }
 }
 
 /// Parses a JSON object body of a `/sim/*` endpoint (an empty body is `{}`).
-fn object_body(body: &Bytes) -> Result<Map<String, Value>, Response> {
+fn object_body(body: &Bytes) -> Result<Map<String, Value>, String> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Map::new());
     }
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(m)) => Ok(m),
-        Ok(_) => Err(sim_error("the body must be a JSON object")),
-        Err(e) => Err(sim_error(format!("the body is not valid JSON: {e}"))),
+        Ok(_) => Err("the body must be a JSON object".into()),
+        Err(e) => Err(format!("the body is not valid JSON: {e}")),
     }
 }
 
 /// Takes `phone_number_id` out of a body: which number (all when absent).
-fn take_number_id(body: &mut Map<String, Value>) -> Result<Option<String>, Response> {
+fn take_number_id(body: &mut Map<String, Value>) -> Result<Option<String>, String> {
     match body.remove("phone_number_id") {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(sim_error("phone_number_id must be a string")),
+        Some(_) => Err("phone_number_id must be a string".into()),
     }
 }
 
@@ -110,7 +115,7 @@ async fn reset(State(sim): State<Arc<Sim>>, Query(q): Query<ResetQuery>) -> Resp
 }
 
 async fn get_faults(State(sim): State<Arc<Sim>>) -> Response {
-    let faults: std::collections::BTreeMap<String, FaultConfig> = sim
+    let faults: BTreeMap<String, FaultConfig> = sim
         .numbers
         .iter()
         .map(|(id, n)| (id.clone(), n.lock().faults.config().clone()))
@@ -118,35 +123,25 @@ async fn get_faults(State(sim): State<Arc<Sim>>) -> Response {
     Json(json!({ "faults": faults })).into_response()
 }
 
+async fn set_faults(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
+    sim_answer(apply_faults(&sim, &body))
+}
+
 /// Replaces the faults of one number (`phone_number_id`) or of all: keys as in `[faults]`,
 /// absent keys are off. Spans (`*_for_ms`, token expiry) start now.
-async fn set_faults(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
-    let mut body = match object_body(&body) {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    let id = match take_number_id(&mut body) {
-        Ok(id) => id,
-        Err(r) => return r,
-    };
-    let faults: FaultConfig = match serde_json::from_value(Value::Object(body)) {
-        Ok(f) => f,
-        Err(e) => return sim_error(format!("invalid faults: {e}")),
-    };
-    if let Err(e) = faults.validate() {
-        return sim_error(e);
-    }
-    let numbers = match sim.select(id.as_deref()) {
-        Ok(n) => n,
-        Err(e) => return sim_error(e),
-    };
+fn apply_faults(sim: &Sim, body: &Bytes) -> Result<Value, String> {
+    let mut body = object_body(body)?;
+    let id = take_number_id(&mut body)?;
+    let faults: FaultConfig =
+        serde_json::from_value(Value::Object(body)).map_err(|e| format!("invalid faults: {e}"))?;
+    faults.validate().map_err(|e| e.to_string())?;
     let mut ids = Vec::new();
-    for n in numbers {
+    for n in sim.select(id.as_deref())? {
         n.apply_faults(faults.clone());
         ids.push(n.id.clone());
     }
     ids.sort();
-    Json(json!({"applied_to": ids, "faults": faults})).into_response()
+    Ok(json!({"applied_to": ids, "faults": faults}))
 }
 
 #[derive(Debug, Deserialize)]
@@ -159,28 +154,21 @@ struct TokenRequest {
     expire_after_ms: Option<u64>,
 }
 
+async fn set_token(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
+    sim_answer(apply_token(&sim, &body))
+}
+
 /// Sets the accepted token of one number (`phone_number_id`) or of all; the new token does
 /// not expire unless `expire_after_requests` / `expire_after_ms` say so.
-async fn set_token(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
-    let mut body = match object_body(&body) {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    let id = match take_number_id(&mut body) {
-        Ok(id) => id,
-        Err(r) => return r,
-    };
-    let req: TokenRequest = match serde_json::from_value(Value::Object(body)) {
-        Ok(r) => r,
-        Err(e) => return sim_error(format!("invalid token request: {e}")),
-    };
+fn apply_token(sim: &Sim, body: &Bytes) -> Result<Value, String> {
+    let mut body = object_body(body)?;
+    let id = take_number_id(&mut body)?;
+    let req: TokenRequest = serde_json::from_value(Value::Object(body))
+        .map_err(|e| format!("invalid token request: {e}"))?;
     if req.token.trim().is_empty() {
-        return sim_error("token must not be empty");
+        return Err("token must not be empty".into());
     }
-    let numbers = match sim.select(id.as_deref()) {
-        Ok(n) => n,
-        Err(e) => return sim_error(e),
-    };
+    let numbers = sim.select(id.as_deref())?;
     let now = Instant::now();
     if id.is_none() {
         sim.global_token().replace(req.token.clone(), now);
@@ -194,18 +182,15 @@ async fn set_token(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
         ids.push(n.id.clone());
     }
     ids.sort();
-    Json(json!({"applied_to": ids})).into_response()
+    Ok(json!({ "applied_to": ids }))
 }
 
 async fn receive_inbound(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
-    let req: InboundRequest = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => return sim_error(format!("invalid inbound message: {e}")),
-    };
-    match inbound::receive(&sim, req) {
-        Ok(v) => Json(v).into_response(),
-        Err(e) => sim_error(e),
-    }
+    sim_answer(
+        serde_json::from_slice::<InboundRequest>(&body)
+            .map_err(|e| format!("invalid inbound message: {e}"))
+            .and_then(|req| inbound::receive(&sim, req)),
+    )
 }
 
 #[cfg(test)]
