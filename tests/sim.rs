@@ -928,3 +928,58 @@ async fn example_config_documents_the_defaults() {
     let cfg = sim::load_config(&path).expect("sim.example.toml loads");
     assert_eq!(cfg, SimConfig::default());
 }
+
+#[tokio::test]
+async fn config_files_load_and_typos_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sim.toml");
+    std::fs::write(
+        &path,
+        r#"
+token = "t1"
+not_on_whatsapp = ["+49 170 0000000"]
+
+[[numbers]]
+phone_number_id = "111"
+mps = 5
+[numbers.faults]
+latency_ms = 7
+
+[[numbers]]
+phone_number_id = "222"
+token = "t2"
+
+[[templates]]
+name = "promo"
+language = "de"
+body_params = 2
+category = "marketing"
+
+[statuses]
+never_read_share = 0.5
+"#,
+    )
+    .unwrap();
+    let cfg = sim::load_config(&path).expect("loads");
+    assert_eq!(cfg.token, "t1");
+    assert_eq!(cfg.numbers.len(), 2);
+    assert_eq!(cfg.numbers[0].mps, 5);
+    assert_eq!(cfg.numbers[0].faults.as_ref().unwrap().latency_ms, 7);
+    assert_eq!(cfg.numbers[1].mps, 80, "default per number");
+    assert_eq!(cfg.numbers[1].token.as_deref(), Some("t2"));
+    assert_eq!(cfg.templates.len(), 1);
+    assert_eq!(cfg.templates[0].category, "marketing");
+    assert_eq!(cfg.statuses.never_read_share, 0.5);
+    assert_eq!(
+        cfg.statuses.sent_ms, 100,
+        "untouched keys keep their defaults"
+    );
+    assert_eq!(cfg.app_secret, "sim-app-secret");
+
+    std::fs::write(&path, "[faults]\nlatency = 5\n").unwrap();
+    let err = format!("{:#}", sim::load_config(&path).unwrap_err());
+    assert!(err.contains("latency"), "{err}");
+    std::fs::write(&path, "[faults]\ncode_1_share = 1.5\n").unwrap();
+    let err = format!("{:#}", sim::load_config(&path).unwrap_err());
+    assert!(err.contains("code_1_share"), "{err}");
+}
