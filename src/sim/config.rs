@@ -318,6 +318,19 @@ impl FaultConfig {
         for (name, share) in shares {
             check_share(&format!("{key}.{name}"), share)?;
         }
+        for (name, ms) in [
+            ("latency_ms", self.latency_ms),
+            ("jitter_ms", self.jitter_ms),
+            ("timeout_hold_ms", self.timeout_hold_ms),
+            ("rate_limit_for_ms", self.rate_limit_for_ms),
+            ("outage_for_ms", self.outage_for_ms),
+            (
+                "token_expire_after_ms",
+                self.token_expire_after_ms.unwrap_or(0),
+            ),
+        ] {
+            check_ms(&format!("{key}.{name}"), ms)?;
+        }
         let total: f64 = shares.iter().map(|(_, s)| s).sum();
         if total > 1.0 + 1e-9 {
             bail!("{key}: the error shares add up to {total}, more than 1");
@@ -329,6 +342,16 @@ impl FaultConfig {
     pub(crate) fn validate(&self) -> anyhow::Result<()> {
         self.check("faults")
     }
+}
+
+/// Longest time any setting may span: keeps every deadline computation far from overflow.
+const MAX_MS: u64 = 365 * 24 * 3600 * 1000;
+
+fn check_ms(key: &str, ms: u64) -> anyhow::Result<()> {
+    if ms > MAX_MS {
+        bail!("{key} must be at most {MAX_MS} (one year), got {ms}");
+    }
+    Ok(())
 }
 
 fn check_share(key: &str, share: f64) -> anyhow::Result<()> {
@@ -380,6 +403,24 @@ impl SimConfig {
         }
         if self.webhook.timeout_ms == 0 {
             bail!("webhook.timeout_ms must be at least 1");
+        }
+        let w = &self.webhook;
+        let st = &self.statuses;
+        for (key, ms) in [
+            ("pair_rate.period_ms", self.pair_rate.period_ms),
+            (
+                "window.duration_s",
+                self.window.duration_s.saturating_mul(1000),
+            ),
+            ("webhook.batch_interval_ms", w.batch_interval_ms),
+            ("webhook.retry_backoff_ms", w.retry_backoff_ms),
+            ("webhook.timeout_ms", w.timeout_ms),
+            ("statuses.sent_ms", st.sent_ms),
+            ("statuses.delivered_ms", st.delivered_ms),
+            ("statuses.read_ms", st.read_ms),
+            ("statuses.jitter_ms", st.jitter_ms),
+        ] {
+            check_ms(key, ms)?;
         }
         check_share(
             "statuses.read_without_delivered_share",
@@ -436,5 +477,16 @@ mod tests {
         cfg.faults.code_2_share = 0.6;
         let err = cfg.check().unwrap_err().to_string();
         assert!(err.contains("faults"), "{err}");
+    }
+
+    #[test]
+    fn absurd_times_are_rejected() {
+        let mut cfg = SimConfig::default();
+        cfg.statuses.read_ms = u64::MAX;
+        let err = cfg.check().unwrap_err().to_string();
+        assert!(err.contains("statuses.read_ms"), "{err}");
+        let mut cfg = SimConfig::default();
+        cfg.window.duration_s = u64::MAX;
+        assert!(cfg.check().is_err());
     }
 }
