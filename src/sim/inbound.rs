@@ -1,0 +1,90 @@
+//! `POST /sim/inbound`: a user writes to a business number. Opens (or resets) that user's
+//! customer-service window and sends the signed `messages` webhook Meta would send.
+//!
+//! Body: `{"phone_number_id"?, "from", "text"?, "type"?, "name"?, "context"?, "<type>"?: {...}}`.
+//! `type` defaults to `text` (body `text`, default "Hello"); for another type the object under
+//! that key is passed through, e.g. `{"type":"button","button":{"text":"Yes","payload":"yes"}}`.
+
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use super::state::Sim;
+use super::validate::normalize_phone;
+use super::webhooks::unix_seconds;
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct InboundRequest {
+    pub phone_number_id: Option<String>,
+    pub from: String,
+    pub text: Option<String>,
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    /// The user's profile name.
+    pub name: Option<String>,
+    /// The message object of a non-text type, and `context`.
+    #[serde(flatten)]
+    pub rest: Map<String, Value>,
+}
+
+/// Records the inbound message; answers with its id and when the window closes.
+pub(crate) fn receive(sim: &Sim, req: InboundRequest) -> Result<Value, String> {
+    let number = match &req.phone_number_id {
+        Some(id) => sim
+            .numbers
+            .get(id)
+            .cloned()
+            .ok_or_else(|| format!("unknown phone_number_id {id:?}"))?,
+        None => sim.default_number.clone(),
+    };
+    let from = normalize_phone(&req.from)
+        .ok_or_else(|| format!("from: {:?} is not a phone number (7-15 digits)", req.from))?;
+    let kind = req.kind.as_deref().unwrap_or("text");
+
+    let mut message = Map::new();
+    let wamid = sim.next_wamid();
+    message.insert("from".into(), json!(from));
+    message.insert("id".into(), json!(wamid));
+    message.insert("timestamp".into(), json!(unix_seconds().to_string()));
+    message.insert("type".into(), json!(kind));
+    if kind == "text" {
+        let body = req.text.as_deref().unwrap_or("Hello");
+        message.insert("text".into(), json!({ "body": body }));
+    } else {
+        let content = req
+            .rest
+            .get(kind)
+            .filter(|v| v.is_object())
+            .ok_or_else(|| format!("type {kind:?} needs a {kind:?} object"))?;
+        message.insert(kind.to_string(), content.clone());
+    }
+    if let Some(context) = req.rest.get("context") {
+        message.insert("context".into(), context.clone());
+    }
+
+    let duration = Duration::from_secs(sim.cfg.window.duration_s);
+    let now = Instant::now();
+    {
+        let mut st = number.lock();
+        st.windows.open(&from, now + duration, now);
+        st.counters.inbound += 1;
+    }
+
+    let name = req.name.as_deref().unwrap_or("Sim User");
+    let mut value = Map::new();
+    value.insert(
+        "contacts".into(),
+        json!([{"profile": {"name": name}, "wa_id": from}]),
+    );
+    value.insert("messages".into(), json!([Value::Object(message)]));
+    sim.webhooks.send_messages(&number, value);
+
+    Ok(json!({
+        "id": wamid,
+        "phone_number_id": number.id,
+        "from": from,
+        "window_open_until": unix_seconds() + sim.cfg.window.duration_s,
+        "webhook": sim.webhooks.enabled(),
+    }))
+}

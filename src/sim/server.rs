@@ -1,0 +1,213 @@
+//! The HTTP surface: Graph's send endpoint and the simulator's own `/sim/*` endpoints.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, RawQuery, State};
+use axum::http::{header, HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use super::config::FaultConfig;
+use super::error::MetaError;
+use super::inbound::{self, InboundRequest};
+use super::send;
+use super::state::Sim;
+
+pub(crate) fn router(sim: Arc<Sim>) -> Router {
+    Router::new()
+        .route("/{version}/{phone_number_id}/messages", post(messages))
+        .route("/sim/stats", get(stats))
+        .route("/sim/reset", post(reset))
+        .route("/sim/faults", get(get_faults).post(set_faults))
+        .route("/sim/token", post(set_token))
+        .route("/sim/inbound", post(receive_inbound))
+        .fallback(unknown_path)
+        .with_state(sim)
+}
+
+async fn messages(
+    State(sim): State<Arc<Sim>>,
+    Path((version, phone_number_id)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let token = bearer(&headers).or_else(|| query_token(query.as_deref()));
+    send::handle(&sim, &version, &phone_number_id, token.as_deref(), &body).await
+}
+
+/// `Authorization: Bearer <token>` (the scheme is case-insensitive).
+fn bearer(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_string())
+        .filter(|t| !t.is_empty())
+}
+
+/// Graph also takes the token as `?access_token=`.
+fn query_token(query: Option<&str>) -> Option<String> {
+    query?
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("access_token="))
+        .filter(|t| !t.is_empty())
+        .map(str::to_string)
+}
+
+async fn unknown_path(uri: Uri) -> Response {
+    MetaError::unknown_path(uri.path()).into_response()
+}
+
+/// The answer of a `/sim/*` endpoint: JSON, or 400 with `{"error":{"message"}}`.
+fn sim_answer(result: Result<Value, String>) -> Response {
+    match result {
+        Ok(v) => Json(v).into_response(),
+        Err(message) => (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": {"message": message}})),
+        )
+            .into_response(),
+    }
+}
+
+/// Parses a JSON object body of a `/sim/*` endpoint (an empty body is `{}`).
+fn object_body(body: &Bytes) -> Result<Map<String, Value>, String> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Map::new());
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err("the body must be a JSON object".into()),
+        Err(e) => Err(format!("the body is not valid JSON: {e}")),
+    }
+}
+
+/// Takes `phone_number_id` out of a body: which number (all when absent).
+fn take_number_id(body: &mut Map<String, Value>) -> Result<Option<String>, String> {
+    match body.remove("phone_number_id") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err("phone_number_id must be a string".into()),
+    }
+}
+
+async fn stats(State(sim): State<Arc<Sim>>) -> Response {
+    Json(sim.stats()).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+struct ResetQuery {
+    #[serde(default)]
+    all: bool,
+}
+
+/// Zeroes the stats; `?all=true` also forgets rate state and open windows.
+async fn reset(State(sim): State<Arc<Sim>>, Query(q): Query<ResetQuery>) -> Response {
+    sim.reset(q.all);
+    Json(json!({"reset": true, "all": q.all})).into_response()
+}
+
+async fn get_faults(State(sim): State<Arc<Sim>>) -> Response {
+    let faults: BTreeMap<String, FaultConfig> = sim
+        .numbers
+        .iter()
+        .map(|(id, n)| (id.clone(), n.lock().faults.config().clone()))
+        .collect();
+    Json(json!({ "faults": faults })).into_response()
+}
+
+async fn set_faults(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
+    sim_answer(apply_faults(&sim, &body))
+}
+
+/// Replaces the faults of one number (`phone_number_id`) or of all: keys as in `[faults]`,
+/// absent keys are off. Spans (`*_for_ms`, token expiry) start now.
+fn apply_faults(sim: &Sim, body: &Bytes) -> Result<Value, String> {
+    let mut body = object_body(body)?;
+    let id = take_number_id(&mut body)?;
+    let faults: FaultConfig =
+        serde_json::from_value(Value::Object(body)).map_err(|e| format!("invalid faults: {e}"))?;
+    faults.validate().map_err(|e| e.to_string())?;
+    let mut ids = Vec::new();
+    for n in sim.select(id.as_deref())? {
+        n.apply_faults(faults.clone());
+        ids.push(n.id.clone());
+    }
+    ids.sort();
+    Ok(json!({"applied_to": ids, "faults": faults}))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenRequest {
+    token: String,
+    #[serde(default)]
+    expire_after_requests: Option<u64>,
+    #[serde(default)]
+    expire_after_ms: Option<u64>,
+}
+
+async fn set_token(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
+    sim_answer(apply_token(&sim, &body))
+}
+
+/// Sets the accepted token of one number (`phone_number_id`) or of all; the new token does
+/// not expire unless `expire_after_requests` / `expire_after_ms` say so.
+fn apply_token(sim: &Sim, body: &Bytes) -> Result<Value, String> {
+    let mut body = object_body(body)?;
+    let id = take_number_id(&mut body)?;
+    let req: TokenRequest = serde_json::from_value(Value::Object(body))
+        .map_err(|e| format!("invalid token request: {e}"))?;
+    if req.token.trim().is_empty() {
+        return Err("token must not be empty".into());
+    }
+    let numbers = sim.select(id.as_deref())?;
+    let now = Instant::now();
+    if id.is_none() {
+        sim.global_token().replace(req.token.clone(), now);
+    }
+    let mut ids = Vec::new();
+    for n in numbers {
+        let mut st = n.lock();
+        st.token.replace(req.token.clone(), now);
+        st.token
+            .set_expiry(req.expire_after_requests, req.expire_after_ms, now);
+        ids.push(n.id.clone());
+    }
+    ids.sort();
+    Ok(json!({ "applied_to": ids }))
+}
+
+async fn receive_inbound(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
+    sim_answer(
+        serde_json::from_slice::<InboundRequest>(&body)
+            .map_err(|e| format!("invalid inbound message: {e}"))
+            .and_then(|req| inbound::receive(&sim, req)),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_from_header_or_query() {
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, "bearer abc".parse().unwrap());
+        assert_eq!(bearer(&h).as_deref(), Some("abc"));
+        h.insert(header::AUTHORIZATION, "Basic abc".parse().unwrap());
+        assert_eq!(bearer(&h), None);
+        assert_eq!(
+            query_token(Some("a=1&access_token=xyz")).as_deref(),
+            Some("xyz")
+        );
+        assert_eq!(query_token(None), None);
+    }
+}
