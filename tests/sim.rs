@@ -374,25 +374,14 @@ async fn validation_uses_metas_codes() {
     sim.shutdown().await;
 }
 
-/// Where Meta's OpenAPI spec is: `WAQ_META_OPENAPI`, else `shared/meta-openapi/` beside the
-/// repository or inside it.
+/// Meta's OpenAPI spec (facebook/openapi, MIT), kept in the repository's test fixtures;
+/// `WAQ_META_OPENAPI` points at another copy (e.g. a newer version).
 fn openapi_spec() -> std::path::PathBuf {
-    const FILE: &str = "meta-openapi/business-messaging-api_v23.0.yaml";
     if let Ok(p) = std::env::var("WAQ_META_OPENAPI") {
         return p.into();
     }
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let candidates = [
-        root.join("../shared").join(FILE),
-        root.join("shared").join(FILE),
-    ];
-    candidates
-        .iter()
-        .find(|p| p.exists())
-        .cloned()
-        .unwrap_or_else(|| {
-            panic!("Meta's OpenAPI spec not found (looked at {candidates:?}); set WAQ_META_OPENAPI")
-        })
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/meta-openapi/business-messaging-api_v23.0.yaml")
 }
 
 /// Replaces the examples' placeholders the way a user fills them in: recipients, media links,
