@@ -248,7 +248,10 @@ impl Config {
         if !path.exists() {
             return Err(err(
                 "--config",
-                format!("{} does not exist; pass the path of a waq config.toml", path.display()),
+                format!(
+                    "{} does not exist; pass the path of a waq config.toml",
+                    path.display()
+                ),
             ));
         }
         let built = config::Config::builder()
@@ -372,13 +375,20 @@ impl Config {
         let mut senders = Vec::with_capacity(raw.senders.len());
         for (i, s) in raw.senders.into_iter().enumerate() {
             let key = |k: &str| format!("senders[{i}].{k}");
-            if s.name.is_empty() || !s.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            if s.name.is_empty()
+                || !s
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
                 return Err(err(key("name"), "use letters, digits, `_` or `-`"));
             }
             if senders.iter().any(|o: &SenderConfig| o.name == s.name) {
                 return Err(err(key("name"), format!("`{}` is used twice", s.name)));
             }
-            if s.phone_number_id.is_empty() || !s.phone_number_id.chars().all(|c| c.is_ascii_digit()) {
+            if s.phone_number_id.is_empty()
+                || !s.phone_number_id.chars().all(|c| c.is_ascii_digit())
+            {
                 return Err(err(
                     key("phone_number_id"),
                     "must be the numeric Phone Number ID from Meta's WhatsApp Manager",
@@ -407,12 +417,20 @@ impl Config {
         let retry_min = positive_u64("dispatch.retry_min_ms", d.retry_min_ms, 1_000)?;
         let retry_max = positive_u64("dispatch.retry_max_ms", d.retry_max_ms, 300_000)?;
         if retry_max < retry_min {
-            return Err(err("dispatch.retry_max_ms", "must be at least dispatch.retry_min_ms"));
+            return Err(err(
+                "dispatch.retry_max_ms",
+                "must be at least dispatch.retry_min_ms",
+            ));
         }
         let dispatch = DispatchConfig {
             max_in_flight: positive("dispatch.max_in_flight", d.max_in_flight, 512)?,
             global_mps: match d.global_mps {
-                Some(0) => return Err(err("dispatch.global_mps", "must be positive; remove it for no cap")),
+                Some(0) => {
+                    return Err(err(
+                        "dispatch.global_mps",
+                        "must be positive; remove it for no cap",
+                    ))
+                }
                 other => other,
             },
             retry_min: Duration::from_millis(retry_min),
@@ -549,7 +567,10 @@ fn secret(
         .filter(|b| **b)
         .count();
     if given > 1 {
-        return Err(err(key, "set only one of the inline value, `_env` and `_file`"));
+        return Err(err(
+            key,
+            "set only one of the inline value, `_env` and `_file`",
+        ));
     }
     if let Some(v) = inline {
         return non_empty(key, v).map(Some);

@@ -2,8 +2,11 @@
 //!
 //! See `docs/ARCHITECTURE.md` for the map of these modules.
 
+pub mod api;
 pub mod app;
+pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod dispatch;
 pub mod error;
 pub mod metrics;

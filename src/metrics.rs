@@ -36,23 +36,91 @@ impl Metrics {
     pub fn counters(&self) -> Vec<(&'static str, &'static str, u64)> {
         let g = |c: &AtomicU64| c.load(Relaxed);
         vec![
-            ("waq_enqueued_total", "Messages accepted for sending (202).", g(&self.enqueued)),
-            ("waq_enqueue_rejected_total", "Send requests refused with a 4xx/5xx.", g(&self.enqueue_rejected)),
-            ("waq_idempotent_duplicates_total", "Enqueues answered with an earlier message (same idempotency key).", g(&self.duplicates)),
-            ("waq_api_requests_total", "Requests served on the socket API.", g(&self.api_requests)),
-            ("waq_sends_attempted_total", "Requests made to the Cloud API.", g(&self.sends_attempted)),
-            ("waq_sends_accepted_total", "Requests the Cloud API accepted (wamid returned).", g(&self.sends_accepted)),
-            ("waq_sends_failed_transient_total", "Cloud API requests that failed transiently.", g(&self.sends_failed_transient)),
-            ("waq_sends_failed_permanent_total", "Cloud API requests that failed permanently.", g(&self.sends_failed_permanent)),
-            ("waq_retries_scheduled_total", "Retries scheduled after a failure.", g(&self.retries_scheduled)),
-            ("waq_fallback_substituted_total", "Free-form messages replaced by their fallback template (window closed).", g(&self.fallback_substituted)),
-            ("waq_window_closed_failures_total", "Messages failed with window_closed without an API call.", g(&self.window_closed_failures)),
-            ("waq_webhooks_received_total", "Verified webhook deliveries.", g(&self.webhooks_received)),
-            ("waq_webhooks_rejected_total", "Webhook deliveries rejected (signature or shape).", g(&self.webhooks_rejected)),
-            ("waq_statuses_applied_total", "Status updates applied to messages.", g(&self.statuses_applied)),
-            ("waq_statuses_unknown_wamid_total", "Status updates for wamids waq does not know.", g(&self.statuses_unknown_wamid)),
-            ("waq_inbound_messages_total", "Inbound user messages seen (windows opened).", g(&self.inbound_messages)),
-            ("waq_webhook_value_errors_total", "Value-level errors reported by Meta in webhooks.", g(&self.webhook_value_errors)),
+            (
+                "waq_enqueued_total",
+                "Messages accepted for sending (202).",
+                g(&self.enqueued),
+            ),
+            (
+                "waq_enqueue_rejected_total",
+                "Send requests refused with a 4xx/5xx.",
+                g(&self.enqueue_rejected),
+            ),
+            (
+                "waq_idempotent_duplicates_total",
+                "Enqueues answered with an earlier message (same idempotency key).",
+                g(&self.duplicates),
+            ),
+            (
+                "waq_api_requests_total",
+                "Requests served on the socket API.",
+                g(&self.api_requests),
+            ),
+            (
+                "waq_sends_attempted_total",
+                "Requests made to the Cloud API.",
+                g(&self.sends_attempted),
+            ),
+            (
+                "waq_sends_accepted_total",
+                "Requests the Cloud API accepted (wamid returned).",
+                g(&self.sends_accepted),
+            ),
+            (
+                "waq_sends_failed_transient_total",
+                "Cloud API requests that failed transiently.",
+                g(&self.sends_failed_transient),
+            ),
+            (
+                "waq_sends_failed_permanent_total",
+                "Cloud API requests that failed permanently.",
+                g(&self.sends_failed_permanent),
+            ),
+            (
+                "waq_retries_scheduled_total",
+                "Retries scheduled after a failure.",
+                g(&self.retries_scheduled),
+            ),
+            (
+                "waq_fallback_substituted_total",
+                "Free-form messages replaced by their fallback template (window closed).",
+                g(&self.fallback_substituted),
+            ),
+            (
+                "waq_window_closed_failures_total",
+                "Messages failed with window_closed without an API call.",
+                g(&self.window_closed_failures),
+            ),
+            (
+                "waq_webhooks_received_total",
+                "Verified webhook deliveries.",
+                g(&self.webhooks_received),
+            ),
+            (
+                "waq_webhooks_rejected_total",
+                "Webhook deliveries rejected (signature or shape).",
+                g(&self.webhooks_rejected),
+            ),
+            (
+                "waq_statuses_applied_total",
+                "Status updates applied to messages.",
+                g(&self.statuses_applied),
+            ),
+            (
+                "waq_statuses_unknown_wamid_total",
+                "Status updates for wamids waq does not know.",
+                g(&self.statuses_unknown_wamid),
+            ),
+            (
+                "waq_inbound_messages_total",
+                "Inbound user messages seen (windows opened).",
+                g(&self.inbound_messages),
+            ),
+            (
+                "waq_webhook_value_errors_total",
+                "Value-level errors reported by Meta in webhooks.",
+                g(&self.webhook_value_errors),
+            ),
         ]
     }
 }

@@ -61,7 +61,9 @@ impl State {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Priority {
     High,
@@ -202,7 +204,9 @@ pub fn format_time(ms: u64) -> String {
 
 /// Parses RFC 3339 (with `Z` or an offset) to Unix milliseconds.
 pub fn parse_time(s: &str) -> Option<u64> {
-    let t = humantime::parse_rfc3339_weak(s).ok().or_else(|| parse_rfc3339_offset(s))?;
+    let t = humantime::parse_rfc3339_weak(s)
+        .ok()
+        .or_else(|| parse_rfc3339_offset(s))?;
     t.duration_since(std::time::UNIX_EPOCH)
         .ok()
         .map(|d| d.as_millis() as u64)

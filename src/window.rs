@@ -42,6 +42,9 @@ mod tests {
         assert!(w.is_open(1_000 + WINDOW_MS - 1, 0));
         assert!(!w.is_open(1_000 + WINDOW_MS, 0));
         assert!(!w.is_open(1_000 + WINDOW_MS - 60_000, 60_000));
-        assert!(!Window { last_inbound_ms: None }.is_open(0, 0));
+        assert!(!Window {
+            last_inbound_ms: None
+        }
+        .is_open(0, 0));
     }
 }

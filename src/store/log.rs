@@ -18,7 +18,11 @@ impl DurableLog {
     }
 
     /// Up to `limit` entries in order, starting after `after`.
-    pub fn read(&self, after: Option<u64>, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+    pub fn read(
+        &self,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
         let start = after.map(|a| a.saturating_add(1)).unwrap_or(0);
         let mut out = Vec::new();
         for item in self.tree.range(start.to_be_bytes()..).take(limit) {

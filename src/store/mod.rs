@@ -271,7 +271,10 @@ impl Store {
         self.inner
             .messages
             .range(start.to_be_bytes()..)
-            .map(|item| item.map_err(StoreError::from).and_then(|(_, v)| codec::decode(&v)))
+            .map(|item| {
+                item.map_err(StoreError::from)
+                    .and_then(|(_, v)| codec::decode(&v))
+            })
     }
 
     pub fn set_wamid(&self, wamid: &str, id: u64) -> Result<(), StoreError> {
