@@ -60,7 +60,7 @@ pub fn send_request(v: &Value, senders: &[String]) -> Result<ValidSend, ApiError
         }
         Some(_) => {
             return Err(ApiError::invalid(
-                "invalid_field",
+                "invalid_type",
                 "sender",
                 "`sender` must be a string",
             ))
@@ -71,7 +71,7 @@ pub fn send_request(v: &Value, senders: &[String]) -> Result<ValidSend, ApiError
         Some(m @ Value::Object(_)) => m.clone(),
         Some(_) => {
             return Err(ApiError::invalid(
-                "invalid_field",
+                "invalid_type",
                 "message",
                 "`message` must be an object",
             ))
@@ -99,7 +99,7 @@ pub fn send_request(v: &Value, senders: &[String]) -> Result<ValidSend, ApiError
             Some(Value::String(b)) if b.chars().count() <= MAX_TEXT_CHARS && !b.is_empty() => {}
             Some(Value::String(b)) if b.is_empty() => {
                 return Err(ApiError::invalid(
-                    "invalid_field",
+                    "invalid_value",
                     "message.text.body",
                     "the text body is empty",
                 ))
@@ -126,7 +126,7 @@ pub fn send_request(v: &Value, senders: &[String]) -> Result<ValidSend, ApiError
         Some(t @ Value::Object(_)) => Some(t.clone()),
         Some(_) => {
             return Err(ApiError::invalid(
-                "invalid_field",
+                "invalid_type",
                 "fallback_template",
                 "`fallback_template` must be a template object",
             ))
@@ -138,7 +138,7 @@ pub fn send_request(v: &Value, senders: &[String]) -> Result<ValidSend, ApiError
         Some(Value::String(k)) if !k.is_empty() && k.len() <= 256 => Some(k.clone()),
         Some(_) => {
             return Err(ApiError::invalid(
-                "invalid_field",
+                "invalid_type",
                 "idempotency_key",
                 "`idempotency_key` must be a string of 1 to 256 bytes",
             ))
@@ -149,14 +149,14 @@ pub fn send_request(v: &Value, senders: &[String]) -> Result<ValidSend, ApiError
         None | Some(Value::Null) => Priority::Normal,
         Some(Value::String(p)) => Priority::parse(p).ok_or_else(|| {
             ApiError::invalid(
-                "invalid_field",
+                "invalid_value",
                 "priority",
                 "`priority` is one of high, normal, low",
             )
         })?,
         Some(_) => {
             return Err(ApiError::invalid(
-                "invalid_field",
+                "invalid_value",
                 "priority",
                 "`priority` is one of high, normal, low",
             ))
@@ -167,14 +167,14 @@ pub fn send_request(v: &Value, senders: &[String]) -> Result<ValidSend, ApiError
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(parse_time(s).ok_or_else(|| {
             ApiError::invalid(
-                "invalid_field",
+                "invalid_value",
                 "send_at",
                 "`send_at` must be an RFC 3339 time such as 2026-11-24T20:00:00Z",
             )
         })?),
         Some(_) => {
             return Err(ApiError::invalid(
-                "invalid_field",
+                "invalid_type",
                 "send_at",
                 "`send_at` must be an RFC 3339 string",
             ))
@@ -187,7 +187,7 @@ pub fn send_request(v: &Value, senders: &[String]) -> Result<ValidSend, ApiError
             Some(n) if n > 0 => Some(n),
             _ => {
                 return Err(ApiError::invalid(
-                    "invalid_field",
+                    "invalid_value",
                     "ttl_s",
                     "`ttl_s` must be a positive integer",
                 ))

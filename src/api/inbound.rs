@@ -38,7 +38,7 @@ pub async fn record(
         Some(Value::String(s)) => resolve_sender(&cfg, Some(s), "sender")?,
         Some(_) => {
             return Err(ApiError::invalid(
-                "invalid_field",
+                "invalid_type",
                 "sender",
                 "`sender` must be a string",
             ))
@@ -66,14 +66,14 @@ pub async fn record(
         None | Some(Value::Null) => now,
         Some(Value::String(s)) => parse_time(s).ok_or_else(|| {
             ApiError::invalid(
-                "invalid_field",
+                "invalid_value",
                 "at",
                 "`at` must be an RFC 3339 time such as 2026-11-24T20:00:00Z",
             )
         })?,
         Some(_) => {
             return Err(ApiError::invalid(
-                "invalid_field",
+                "invalid_type",
                 "at",
                 "`at` must be an RFC 3339 string",
             ))
@@ -81,7 +81,7 @@ pub async fn record(
     };
     if at > now.saturating_add(MAX_FUTURE_MS) {
         return Err(ApiError::invalid(
-            "invalid_field",
+            "invalid_value",
             "at",
             format!(
                 "`at` ({}) is in the future; give the time the message was received",

@@ -49,6 +49,7 @@ pub struct SendArgs {
     /// Idempotency key: a second send with the same key creates nothing.
     #[arg(long = "key", value_name = "KEY")]
     idempotency_key: Option<String>,
+    /// Order among this recipient's waiting messages.
     #[arg(long, value_parser = ["high", "normal", "low"])]
     priority: Option<String>,
     /// Not before this time (RFC 3339).

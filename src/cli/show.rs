@@ -2,6 +2,8 @@
 
 use serde_json::Value;
 
+use crate::model::State;
+
 use super::text;
 
 pub fn enqueued(v: &Value) {
@@ -102,12 +104,13 @@ pub fn list(v: &Value, header: bool) {
 }
 
 pub fn stats(v: &Value) {
-    let counts: Vec<String> = v
-        .get("messages")
-        .and_then(Value::as_object)
-        .into_iter()
-        .flatten()
-        .map(|(state, n)| format!("{state} {n}"))
+    // In lifecycle order rather than the answer's alphabetical one.
+    let counts: Vec<String> = State::ALL
+        .iter()
+        .filter_map(|s| {
+            let n = v.get("messages")?.get(s.as_str())?;
+            Some(format!("{} {n}", s.as_str()))
+        })
         .collect();
     println!("messages     {}", counts.join(", "));
     println!(
