@@ -5,6 +5,7 @@
 pub mod api;
 pub mod app;
 pub mod cli;
+pub mod cloud;
 pub mod config;
 pub mod daemon;
 pub mod dispatch;
@@ -13,5 +14,6 @@ pub mod metrics;
 pub mod model;
 pub mod sim;
 pub mod store;
+pub mod systemd;
 pub mod validate;
 pub mod window;

@@ -2,15 +2,34 @@
 //! the sender's MPS and the pair limit, applies the window rule, sends it through the cloud client
 //! and records the outcome.
 //!
-//! (Interface first; the scheduler lands behind it.)
+//! `queue` is the pure schedule, `rate` and `pair` the limits, `backoff` the retry delays,
+//! `attempt` one request and its outcome, `sender` the loop that ties them together.
 
-use std::sync::{Arc, Mutex};
+mod attempt;
+mod backoff;
+mod pair;
+pub mod queue;
+mod rate;
+mod retention;
+mod sender;
 
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex, RwLock};
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde::Serialize;
+use tokio::sync::Semaphore;
 
 use crate::app::App;
+use crate::cloud::{ClientOptions, CloudClient};
 use crate::config::Config;
-use crate::model::Message;
+use crate::model::{Message, State};
+
+use queue::{Entry, PairLimit};
+use sender::SenderState;
+
+pub use rate::WINDOW as RATE_WINDOW;
 
 /// What `/v1/stats` and `/v1/health` show of the dispatcher.
 #[derive(Debug, Clone, Serialize, Default)]
@@ -36,38 +55,212 @@ pub struct SenderSnapshot {
     pub pause_reason: Option<String>,
 }
 
+/// State shared by the sender loops and their attempts.
+pub(crate) struct Shared {
+    in_flight: Arc<Semaphore>,
+    in_flight_limit: usize,
+    global: Option<DefaultDirectRateLimiter>,
+    cloud: RwLock<Option<CloudClient>>,
+    pair: RwLock<PairLimit>,
+}
+
+impl Shared {
+    fn pair_limit(&self) -> PairLimit {
+        *self.pair.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The HTTP client; `None` only if building it failed (logged), then sends wait and retry.
+    fn cloud(&self) -> Option<CloudClient> {
+        self.cloud.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
 #[derive(Clone)]
 pub struct Dispatcher {
-    inner: Arc<Mutex<Vec<u64>>>,
+    shared: Arc<Shared>,
+    senders: Arc<RwLock<HashMap<String, Arc<SenderState>>>>,
+    tasks: Arc<Mutex<tokio::task::JoinSet<()>>>,
+}
+
+fn client_options(config: &Config) -> ClientOptions {
+    ClientOptions {
+        base_url: config.api.base_url.clone(),
+        version: config.api.version.clone(),
+        request_timeout: config.api.request_timeout,
+        connect_timeout: config.api.connect_timeout,
+        max_idle_per_host: config.dispatch.max_in_flight,
+    }
 }
 
 impl Dispatcher {
-    pub fn new(_config: &Config) -> Dispatcher {
+    pub fn new(config: &Config) -> Dispatcher {
+        let cloud = match CloudClient::new(client_options(config)) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::error!("cannot build the HTTP client: {e}");
+                None
+            }
+        };
+        let global = config
+            .dispatch
+            .global_mps
+            .and_then(NonZeroU32::new)
+            // A burst of one: evenly paced, never a second's worth at once.
+            .map(|n| RateLimiter::direct(Quota::per_second(n).allow_burst(NonZeroU32::MIN)));
+        let senders = config
+            .senders
+            .iter()
+            .map(|s| (s.name.clone(), Arc::new(SenderState::new(s.clone()))))
+            .collect();
         Dispatcher {
-            inner: Arc::new(Mutex::new(Vec::new())),
+            shared: Arc::new(Shared {
+                in_flight: Arc::new(Semaphore::new(config.dispatch.max_in_flight)),
+                in_flight_limit: config.dispatch.max_in_flight,
+                global,
+                cloud: RwLock::new(cloud),
+                pair: RwLock::new(pair_limit(config)),
+            }),
+            senders: Arc::new(RwLock::new(senders)),
+            tasks: Arc::new(Mutex::new(tokio::task::JoinSet::new())),
         }
+    }
+
+    fn sender(&self, name: &str) -> Option<Arc<SenderState>> {
+        self.senders
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
     }
 
     /// Schedules a message that is durable in the store (new, recovered or retried). Cheap.
     pub fn submit(&self, m: &Message) {
-        self.inner
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(m.id);
+        let Some(sender) = self.sender(&m.sender) else {
+            tracing::warn!(
+                id = m.id,
+                sender = %m.sender,
+                "message for a sender that is no longer configured stays queued"
+            );
+            return;
+        };
+        let retry_at_ms = (m.state == State::Retrying).then_some(m.next_attempt_at_ms);
+        sender.push(
+            &Entry {
+                id: m.id,
+                to: m.to.clone(),
+                priority: m.priority,
+                due_ms: m.next_attempt_at_ms,
+                expires_at_ms: m.expires_at_ms,
+                retry_at_ms,
+            },
+            self.shared.pair_limit(),
+        );
     }
 
     /// Resumes a sender paused by its circuit breaker. `Err` names the problem (unknown sender).
     pub fn resume_sender(&self, name: &str) -> Result<(), String> {
-        Err(format!("no sender named `{name}`"))
+        let sender = self
+            .sender(name)
+            .ok_or_else(|| format!("no sender named `{name}`"))?;
+        let was = sender.lock().paused.take();
+        if let Some(reason) = was {
+            tracing::info!(sender = name, "sender resumed (was paused: {reason})");
+        }
+        sender.wake.notify_one();
+        Ok(())
     }
 
-    /// Applies a reloaded configuration (rates, tokens); resumes senders paused for token errors.
-    pub fn reload(&self, _config: &Config) {}
+    /// Applies a reloaded configuration: senders' tokens and rates, limits, the API endpoint;
+    /// new senders start. Paused senders resume (a reload is how a fixed token arrives).
+    pub fn reload(&self, config: &Config) {
+        match CloudClient::new(client_options(config)) {
+            Ok(c) => *self.shared.cloud.write().unwrap_or_else(|p| p.into_inner()) = Some(c),
+            Err(e) => tracing::error!("cannot rebuild the HTTP client, keeping the old one: {e}"),
+        }
+        *self.shared.pair.write().unwrap_or_else(|p| p.into_inner()) = pair_limit(config);
+        let mut senders = self.senders.write().unwrap_or_else(|p| p.into_inner());
+        for s in &config.senders {
+            match senders.get(&s.name) {
+                Some(state) => {
+                    state.lock().aimd.set_configured(s.mps);
+                    *state.config.write().unwrap_or_else(|p| p.into_inner()) = s.clone();
+                    if let Some(reason) = state.lock().paused.take() {
+                        tracing::info!(sender = %s.name, "sender resumed by reload (was paused: {reason})");
+                    }
+                    state.wake.notify_one();
+                }
+                None => {
+                    senders.insert(s.name.clone(), Arc::new(SenderState::new(s.clone())));
+                    tracing::info!(sender = %s.name, "new sender configured; it starts after a restart");
+                }
+            }
+        }
+    }
 
     pub fn snapshot(&self) -> DispatchSnapshot {
-        DispatchSnapshot::default()
+        let senders: Vec<SenderSnapshot> = {
+            let map = self.senders.read().unwrap_or_else(|p| p.into_inner());
+            let mut v: Vec<_> = map.values().map(|s| s.snapshot()).collect();
+            v.sort_by(|a, b| a.name.cmp(&b.name));
+            v
+        };
+        DispatchSnapshot {
+            in_flight: self.shared.in_flight_limit - self.shared.in_flight.available_permits(),
+            senders,
+        }
     }
 
-    /// The scheduling loop; returns when `app` is shutting down and in-flight sends are done.
-    pub async fn run(self, _app: Arc<App>) {}
+    /// The oldest heartbeat (Unix ms) of the sender loops: a stuck loop shows as an old value.
+    pub fn heartbeat_ms(&self) -> u64 {
+        self.senders
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(|s| s.heartbeat_ms.load(std::sync::atomic::Ordering::Relaxed))
+            .min()
+            .unwrap_or_else(crate::model::now_ms)
+    }
+
+    /// The scheduling loops; returns when `app` is shutting down and in-flight sends are done
+    /// (bound the wait with a timeout: a hung request should not hold the stop forever).
+    pub async fn run(self, app: Arc<App>) {
+        let mut loops = tokio::task::JoinSet::new();
+        let senders: Vec<Arc<SenderState>> = self
+            .senders
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for s in senders {
+            loops.spawn(sender::run_loop(
+                app.clone(),
+                self.shared.clone(),
+                s,
+                self.tasks.clone(),
+            ));
+        }
+        loops.spawn(retention::run(app.clone()));
+        while loops.join_next().await.is_some() {}
+        // Let in-flight attempts record their outcomes.
+        loop {
+            let next = {
+                let mut set = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+                if set.is_empty() {
+                    break;
+                }
+                // Poll one task at a time without holding the lock across the await.
+                std::mem::take(&mut *set)
+            };
+            let mut set = next;
+            while set.join_next().await.is_some() {}
+        }
+    }
+}
+
+fn pair_limit(config: &Config) -> PairLimit {
+    PairLimit {
+        interval_ms: config.dispatch.pair_interval.as_millis() as u64,
+        burst: config.dispatch.pair_burst,
+    }
 }

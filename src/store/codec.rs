@@ -36,7 +36,7 @@ mod tests {
     use super::*;
     use crate::model::{Message, Priority, State};
 
-    pub fn sample() -> Message {
+    fn sample() -> Message {
         Message {
             id: 7,
             sender: "main".into(),

@@ -13,7 +13,19 @@ use super::StoreError;
 type Waiter = oneshot::Sender<Result<(), StoreError>>;
 
 pub struct Committer {
-    requests: mpsc::Sender<Waiter>,
+    requests: Option<mpsc::Sender<Waiter>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Committer {
+    /// Stops the thread and waits for it, so its handle on the database is gone when the
+    /// store is dropped (sled locks the directory while any handle lives).
+    fn drop(&mut self) {
+        self.requests.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// Counters of the group commit, for `/metrics` and benches.
@@ -28,16 +40,21 @@ impl Committer {
     /// flush with `sync_file_range`, which does not make the data durable on every filesystem.
     pub fn start(db: sled::Db, files: Vec<File>, stats: Arc<CommitStats>) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel::<Waiter>();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("waq-commit".into())
             .spawn(move || run(db, files, rx, stats))?;
-        Ok(Committer { requests: tx })
+        Ok(Committer {
+            requests: Some(tx),
+            thread: Some(thread),
+        })
     }
 
     /// Resolves once everything written before the call is on disk.
     pub async fn commit(&self) -> Result<(), StoreError> {
         let (tx, rx) = oneshot::channel();
         self.requests
+            .as_ref()
+            .ok_or_else(|| StoreError::Unavailable("the store is closing".into()))?
             .send(tx)
             .map_err(|_| StoreError::Unavailable("the commit thread has stopped".into()))?;
         rx.await

@@ -3,7 +3,7 @@
 //!
 //! Invariant: `commit()` returns only after everything written before it is fsync'd.
 
-mod codec;
+pub mod codec;
 mod commit;
 mod log;
 mod recovery;

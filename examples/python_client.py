@@ -1,0 +1,81 @@
+#!/usr/bin/env python3
+"""Enqueue a WhatsApp message through waq, poll its status, and handle an error.
+
+Standard library only: HTTP/1.1 over waq's Unix socket.
+Usage: python3 python_client.py [--socket /run/waq/waq.sock] [--to +14155551234]
+"""
+import argparse
+import http.client
+import json
+import os
+import socket
+import sys
+import time
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """An http.client connection that dials a Unix socket instead of TCP."""
+
+    def __init__(self, path, timeout=10):
+        super().__init__("waq", timeout=timeout)
+        self.socket_path = path
+
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.socket_path)
+
+
+class Waq:
+    def __init__(self, path):
+        self.conn = UnixHTTPConnection(path)  # one keep-alive connection for every call
+
+    def call(self, method, path, body=None):
+        payload = json.dumps(body) if body is not None else None
+        headers = {"content-type": "application/json"} if payload else {}
+        self.conn.request(method, path, body=payload, headers=headers)
+        resp = self.conn.getresponse()
+        data = json.loads(resp.read() or b"null")
+        return resp.status, data
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--socket", default=os.environ.get("WAQ_SOCKET", "/run/waq/waq.sock"))
+    ap.add_argument("--to", default="+1 415 555 0100")
+    args = ap.parse_args()
+    waq = Waq(args.socket)
+
+    # 1. Enqueue a template (allowed outside the 24-hour window).
+    status, answer = waq.call("POST", "/v1/messages", {
+        "to": args.to,
+        "message": {"type": "template",
+                    "template": {"name": "hello_world", "language": {"code": "en_US"}}},
+        "idempotency_key": f"python-example-{int(time.time())}",
+    })
+    if status not in (200, 202):
+        print(f"enqueue refused ({status}): {answer['error']['message']}", file=sys.stderr)
+        return 1
+    msg_id = answer["id"]
+    print(f"enqueued {msg_id} ({answer['state']})")
+
+    # 2. Poll its status until Meta accepted it or it ended.
+    for _ in range(50):
+        status, msg = waq.call("GET", f"/v1/messages/{msg_id}")
+        print(f"  state: {msg['state']}")
+        if msg["state"] in ("sent", "delivered", "read", "failed", "expired", "cancelled"):
+            break
+        time.sleep(0.2)
+
+    # 3. An error, handled: free-form text to someone who never wrote to us is refused at enqueue.
+    status, answer = waq.call("POST", "/v1/messages", {
+        "to": "+1 415 555 0199",
+        "message": {"type": "text", "text": {"body": "hi!"}},
+    })
+    err = answer.get("error", {})
+    print(f"free-form to a closed window: {status} {err.get('code')} (field {err.get('field')}): {err.get('message')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

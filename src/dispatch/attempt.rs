@@ -1,0 +1,357 @@
+//! One attempt at one message: the checks made just before the request (cancelled? expired?
+//! window open?), the request itself, and the outcome written to the store.
+//!
+//! Invariant: the `sending` state is written before the request goes out, and every outcome is
+//! written before the lane moves on.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::app::App;
+use crate::cloud::{CloudClient, CloudError, ErrorClass, SendOutcome};
+use crate::config::{Config, RestartPolicy};
+use crate::metrics::Metrics;
+use crate::model::{now_ms, LastError, Message, State};
+use crate::window;
+
+use super::backoff;
+use super::queue::Outcome;
+
+/// What the sender's schedule must do after an attempt, beyond the lane's outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SenderEffect {
+    None,
+    /// Meta asked to slow the whole number down (130429, 4, 80007).
+    Throttle,
+    /// An account or token error: stop this sender until resumed.
+    Pause(String),
+}
+
+/// The message as it will be sent, decided under the record's lock.
+enum Prepared {
+    Send {
+        body: String,
+    },
+    /// Ended without a request (expired, window closed, interrupted); already written.
+    Finished(&'static str),
+    /// Nothing to do (cancelled or no longer pending).
+    Skip,
+}
+
+/// Codes after which Meta asks to wait long before trying again.
+fn long_wait(code: Option<i64>) -> Duration {
+    match code {
+        Some(131049) => Duration::from_secs(24 * 3600),
+        _ => Duration::from_secs(3600),
+    }
+}
+
+fn is_throttle(code: Option<i64>) -> bool {
+    matches!(code, Some(130429) | Some(4) | Some(80007))
+}
+
+pub struct AttemptInput<'a> {
+    pub app: &'a Arc<App>,
+    pub config: &'a Config,
+    pub cloud: &'a CloudClient,
+    pub sender: &'a str,
+    pub phone_number_id: &'a str,
+    pub token: &'a str,
+    pub id: u64,
+    pub to: &'a str,
+    /// Consecutive 131056 answers in this lane before this attempt.
+    pub pair_strikes: u32,
+}
+
+pub async fn run(input: AttemptInput<'_>) -> (Outcome, SenderEffect) {
+    let app = input.app;
+    let d = &input.config.dispatch;
+    let now = now_ms();
+    let window_open = match window::lookup(&app.store, input.sender, input.to) {
+        Ok(w) => w.is_open(now, d.window_margin.as_millis() as u64),
+        Err(e) => {
+            tracing::error!(id = input.id, "cannot read the recipient window: {e}");
+            return retry_later(input, now);
+        }
+    };
+    let policy = d.on_restart_sending;
+    let max_age_ms = d.max_age.as_millis() as u64;
+    let prepared = app.store.update(input.id, |m| {
+        Some(prepare(m, now, window_open, policy, max_age_ms))
+    });
+    let body = match prepared {
+        Ok(Some((Prepared::Send { body }, m))) => {
+            app.publish_state(&m, "sending");
+            body
+        }
+        Ok(Some((Prepared::Finished(detail), m))) => {
+            if m.last_error
+                .as_ref()
+                .is_some_and(|e| e.code == "window_closed")
+            {
+                Metrics::inc(&app.metrics.window_closed_failures);
+            }
+            app.publish_state(&m, detail);
+            return (Outcome::DoneWithoutRequest, SenderEffect::None);
+        }
+        Ok(Some((Prepared::Skip, _))) | Ok(None) => {
+            return (Outcome::DoneWithoutRequest, SenderEffect::None)
+        }
+        Err(e) => {
+            tracing::error!(
+                id = input.id,
+                "cannot update the message before sending: {e}"
+            );
+            return retry_later(input, now);
+        }
+    };
+
+    Metrics::inc(&app.metrics.sends_attempted);
+    let outcome = input
+        .cloud
+        .send(input.phone_number_id, input.token, input.to, &body)
+        .await;
+    let now = now_ms();
+    match outcome {
+        SendOutcome::Accepted { wamid } => {
+            Metrics::inc(&app.metrics.sends_accepted);
+            if let Err(e) = app.store.set_wamid(&wamid, input.id) {
+                tracing::error!(id = input.id, "cannot record the wamid: {e}");
+            }
+            let written = app.store.update(input.id, |m| {
+                m.wamid = Some(wamid.clone());
+                m.last_error = None;
+                if m.state == State::Sending {
+                    m.transition(State::Sent, now, "accepted by Meta");
+                }
+                Some(())
+            });
+            if let Ok(Some((_, m))) = written {
+                app.publish_state(&m, "accepted by Meta");
+            }
+            (Outcome::Done, SenderEffect::None)
+        }
+        SendOutcome::Failed(err) => record_failure(input, err, now),
+    }
+}
+
+/// Decides, under the record's lock, what this attempt sends — or why it sends nothing.
+fn prepare(
+    m: &mut Message,
+    now: u64,
+    window_open: bool,
+    policy: RestartPolicy,
+    max_age_ms: u64,
+) -> Prepared {
+    match m.state {
+        State::Queued | State::Retrying => {}
+        // Found `sending` at start: the daemon stopped mid-request.
+        State::Sending if policy == RestartPolicy::Fail => {
+            m.last_error = Some(LastError {
+                code: "interrupted".into(),
+                message: "the daemon stopped while this message was being sent; it may or may not have reached Meta (on_restart_sending = \"fail\")".into(),
+                meta_code: None,
+            });
+            m.transition(State::Failed, now, "interrupted");
+            return Prepared::Finished("interrupted");
+        }
+        State::Sending => {}
+        _ => return Prepared::Skip,
+    }
+    if m.expires_at_ms.is_some_and(|e| e <= now) {
+        m.transition(State::Expired, now, "ttl passed before it could be sent");
+        return Prepared::Finished("expired");
+    }
+    if now.saturating_sub(m.created_at_ms) > max_age_ms {
+        m.last_error = Some(LastError {
+            code: "max_age_exceeded".into(),
+            message: "not sent within dispatch.max_age_s of its enqueue".into(),
+            meta_code: None,
+        });
+        m.transition(State::Failed, now, "max_age_exceeded");
+        return Prepared::Finished("max_age_exceeded");
+    }
+    let body = if m.kind == "template" || window_open {
+        m.substituted_template = None;
+        m.body.clone()
+    } else if let Some(fallback) = &m.fallback_template {
+        let name = serde_json::from_str::<serde_json::Value>(fallback)
+            .ok()
+            .and_then(|v| v["name"].as_str().map(str::to_string))
+            .unwrap_or_default();
+        m.substituted_template = Some(name);
+        fallback_body(&m.body, fallback)
+    } else {
+        m.last_error = Some(LastError {
+            code: "window_closed".into(),
+            message: "the recipient's 24-hour window is closed and the message has no fallback_template; no request was made".into(),
+            meta_code: None,
+        });
+        m.transition(State::Failed, now, "window_closed");
+        return Prepared::Finished("window_closed");
+    };
+    m.attempts += 1;
+    let detail = if m.substituted_template.is_some() {
+        "sending fallback template (window closed)"
+    } else {
+        "sending"
+    };
+    m.transition(State::Sending, now, detail);
+    Prepared::Send { body }
+}
+
+/// `{"type":"template","template":<fallback>}`, keeping the original's `biz_opaque_callback_data`
+/// (status webhooks echo it) and `context`.
+fn fallback_body(original: &str, fallback: &str) -> String {
+    let mut out = format!("{{\"type\":\"template\",\"template\":{fallback}");
+    if let Ok(v) = serde_json::from_str::<serde_json::Value>(original) {
+        for key in ["biz_opaque_callback_data", "context"] {
+            if let Some(x) = v.get(key) {
+                out.push_str(&format!(",\"{key}\":{x}"));
+            }
+        }
+    }
+    out.push('}');
+    out
+}
+
+/// A local failure (the store) before the request: try again shortly, as a transient error.
+fn retry_later(input: AttemptInput<'_>, now: u64) -> (Outcome, SenderEffect) {
+    let d = &input.config.dispatch;
+    (
+        Outcome::Retry {
+            at_ms: now + d.retry_min.as_millis() as u64,
+        },
+        SenderEffect::None,
+    )
+}
+
+fn record_failure(input: AttemptInput<'_>, err: CloudError, now: u64) -> (Outcome, SenderEffect) {
+    let app = input.app;
+    let d = &input.config.dispatch;
+    let last_error = LastError {
+        code: err.code_name(),
+        message: err.message.clone(),
+        meta_code: err.meta_code,
+    };
+    if err.class == ErrorClass::PauseSender {
+        Metrics::inc(&app.metrics.sends_failed_permanent);
+        let reason = format!("{}: {}", err.code_name(), err.message);
+        let written = app.store.update(input.id, |m| {
+            // Not the message's fault: give the attempt back and wait for the sender.
+            m.attempts = m.attempts.saturating_sub(1);
+            m.last_error = Some(last_error.clone());
+            m.transition(
+                State::Queued,
+                now,
+                format!("sender paused ({})", err.code_name()),
+            );
+            Some(())
+        });
+        if let Ok(Some((_, m))) = written {
+            app.publish_state(&m, "sender paused");
+        }
+        return (Outcome::Requeue, SenderEffect::Pause(reason));
+    }
+
+    let pair_limited = err.meta_code == Some(131056);
+    let delay = match err.class {
+        ErrorClass::Permanent => None,
+        ErrorClass::LongWait => Some(long_wait(err.meta_code)),
+        ErrorClass::Transient if pair_limited => Some(backoff::pair_backoff(input.pair_strikes)),
+        _ => None,
+    };
+    let written = app.store.update(input.id, |m| {
+        m.last_error = Some(last_error.clone());
+        if err.class == ErrorClass::Permanent {
+            m.transition(State::Failed, now, err.code_name());
+            return Some(None);
+        }
+        let wait = delay.unwrap_or_else(|| backoff::delay(m.attempts, d.retry_min, d.retry_max));
+        let at = now + wait.as_millis() as u64;
+        if m.attempts >= d.max_attempts {
+            m.transition(
+                State::Failed,
+                now,
+                format!("{} after {} attempts", err.code_name(), m.attempts),
+            );
+            return Some(None);
+        }
+        if m.expires_at_ms.is_some_and(|e| e <= at) {
+            m.transition(
+                State::Expired,
+                now,
+                format!("ttl passes before the next attempt ({})", err.code_name()),
+            );
+            return Some(None);
+        }
+        if at.saturating_sub(m.created_at_ms) > d.max_age.as_millis() as u64 {
+            m.transition(
+                State::Failed,
+                now,
+                format!(
+                    "{}; max_age_exceeded before the next attempt",
+                    err.code_name()
+                ),
+            );
+            return Some(None);
+        }
+        m.next_attempt_at_ms = at;
+        m.transition(
+            State::Retrying,
+            now,
+            format!("{}; retry in {} ms", err.code_name(), wait.as_millis()),
+        );
+        Some(Some(at))
+    });
+    let effect = if is_throttle(err.meta_code) {
+        SenderEffect::Throttle
+    } else {
+        SenderEffect::None
+    };
+    match written {
+        Ok(Some((Some(at), m))) => {
+            Metrics::inc(&app.metrics.sends_failed_transient);
+            Metrics::inc(&app.metrics.retries_scheduled);
+            app.publish_state(&m, "retrying");
+            let outcome = if pair_limited {
+                Outcome::PairLimited { at_ms: at }
+            } else {
+                Outcome::Retry { at_ms: at }
+            };
+            (outcome, effect)
+        }
+        Ok(Some((None, m))) => {
+            Metrics::inc(&app.metrics.sends_failed_permanent);
+            app.publish_state(&m, &err.code_name());
+            (Outcome::Done, effect)
+        }
+        Ok(None) => (Outcome::Done, effect),
+        Err(e) => {
+            tracing::error!(id = input.id, "cannot record the outcome of a send: {e}");
+            (
+                Outcome::Retry {
+                    at_ms: now + d.retry_min.as_millis() as u64,
+                },
+                effect,
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fallback_keeps_callback_data() {
+        let b = fallback_body(
+            r#"{"type":"text","text":{"body":"x"},"biz_opaque_callback_data":"seq:3"}"#,
+            r#"{"name":"hello_world","language":{"code":"en_US"}}"#,
+        );
+        let v: serde_json::Value = serde_json::from_str(&b).unwrap();
+        assert_eq!(v["type"], "template");
+        assert_eq!(v["template"]["name"], "hello_world");
+        assert_eq!(v["biz_opaque_callback_data"], "seq:3");
+    }
+}

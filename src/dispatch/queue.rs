@@ -1,0 +1,579 @@
+//! One sender's in-memory schedule: a lane per recipient (messages in priority-then-enqueue
+//! order, one in flight at a time, its own pair budget and backoff), lanes that may send now,
+//! lanes waiting for a time, and messages scheduled for later. Pure data: no I/O, no clock.
+//!
+//! Picking the next message is O(log n) in the number of lanes and messages.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use crate::model::Priority;
+
+use super::pair::PairBudget;
+
+pub type Recipient = Arc<str>;
+
+/// Pair-limit settings (Meta: one per 6 s, bursts of 45).
+#[derive(Debug, Clone, Copy)]
+pub struct PairLimit {
+    pub interval_ms: u64,
+    pub burst: u32,
+}
+
+#[derive(Default)]
+struct Lane {
+    /// Waiting messages, best first: (priority, id).
+    queue: BTreeSet<(Priority, u64)>,
+    in_flight: Option<(Priority, u64)>,
+    pair: PairBudget,
+    /// No send before this (a retry's backoff, or Meta's 4^X s after a 131056).
+    blocked_until_ms: u64,
+    pair_strikes: u32,
+    slot: Slot,
+}
+
+/// Where a lane is filed now, so it can be taken out again.
+#[derive(Default, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    #[default]
+    None,
+    Runnable(Priority, u64),
+    Timer(u64),
+}
+
+/// What the scheduler says to do next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Next {
+    /// Send message `id` to `to` now; its lane is marked in flight.
+    Send { id: u64, to: Recipient },
+    /// Nothing may go before this time (Unix ms).
+    WaitUntil(u64),
+    /// Nothing is waiting.
+    Idle,
+}
+
+/// How an attempt ended, as far as the schedule cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The message left the queue (sent, failed, expired, cancelled).
+    Done,
+    /// Try again not before `at_ms`; the lane waits (order is kept).
+    Retry { at_ms: u64 },
+    /// Meta's pair limit (131056): the lane backs off 4^X s.
+    PairLimited { at_ms: u64 },
+    /// Back to the queue unchanged (sender paused).
+    Requeue,
+    /// No request was made (e.g. the message was cancelled): give the pair budget back.
+    DoneWithoutRequest,
+}
+
+/// A message as the schedule knows it.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub id: u64,
+    pub to: String,
+    pub priority: Priority,
+    /// Not before this (send_at or a backoff), Unix ms.
+    pub due_ms: u64,
+    pub expires_at_ms: Option<u64>,
+    /// Set for a message recovered mid-backoff: its lane waits until then.
+    pub retry_at_ms: Option<u64>,
+}
+
+#[derive(Default)]
+pub struct SenderQueue {
+    lanes: HashMap<Recipient, Lane>,
+    runnable: BTreeSet<(Priority, u64, Recipient)>,
+    timers: BTreeSet<(u64, Recipient)>,
+    /// Messages not yet due (send_at): (due, id) → (to, priority).
+    scheduled: BTreeSet<(u64, u64)>,
+    scheduled_info: HashMap<u64, (Recipient, Priority)>,
+    /// Messages with a ttl: (expires, id) → (to, priority).
+    expiries: BTreeSet<(u64, u64)>,
+    expiry_info: HashMap<u64, (Recipient, Priority, u64)>,
+    waiting: usize,
+    in_flight: usize,
+}
+
+impl SenderQueue {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Messages waiting (not in flight).
+    pub fn waiting(&self) -> usize {
+        self.waiting
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    pub fn lanes(&self) -> usize {
+        self.lanes.len()
+    }
+
+    /// Adds a message. `due_ms` in the future keeps it aside until then; `retry_at_ms` (a
+    /// recovered retry) blocks its lane until then so that later messages don't overtake it.
+    pub fn push(&mut self, e: &Entry, now_ms: u64, pair: PairLimit) {
+        let Entry {
+            id,
+            priority,
+            due_ms,
+            expires_at_ms,
+            retry_at_ms,
+            ..
+        } = *e;
+        let to = self.intern(&e.to);
+        if let Some(exp) = expires_at_ms {
+            self.expiries.insert((exp, id));
+            self.expiry_info.insert(id, (to.clone(), priority, exp));
+        }
+        self.waiting += 1;
+        if due_ms > now_ms && retry_at_ms.is_none() {
+            self.scheduled.insert((due_ms, id));
+            self.scheduled_info.insert(id, (to, priority));
+            return;
+        }
+        let lane = self.lanes.entry(to.clone()).or_default();
+        lane.queue.insert((priority, id));
+        if let Some(at) = retry_at_ms {
+            lane.blocked_until_ms = lane.blocked_until_ms.max(at);
+        }
+        self.reschedule(&to, now_ms, pair);
+    }
+
+    fn intern(&self, to: &str) -> Recipient {
+        match self.lanes.get_key_value(to) {
+            Some((k, _)) => k.clone(),
+            None => Arc::from(to),
+        }
+    }
+
+    /// The next message to send at `now_ms`, if any.
+    pub fn next(&mut self, now_ms: u64, pair: PairLimit) -> Next {
+        self.promote_scheduled(now_ms, pair);
+        self.promote_timers(now_ms);
+        while let Some((prio, id, to)) = self.runnable.pop_first() {
+            let Some(lane) = self.lanes.get_mut(&to) else {
+                continue;
+            };
+            lane.slot = Slot::None;
+            let allowed = lane.pair.allowed_at(pair.interval_ms, pair.burst);
+            if allowed > now_ms {
+                lane.slot = Slot::Timer(allowed);
+                self.timers.insert((allowed, to));
+                continue;
+            }
+            if lane.queue.first() != Some(&(prio, id)) || lane.in_flight.is_some() {
+                // Stale entry: the lane changed since it was filed.
+                self.reschedule(&to, now_ms, pair);
+                continue;
+            }
+            lane.queue.pop_first();
+            lane.in_flight = Some((prio, id));
+            lane.pair.consume(now_ms, pair.interval_ms);
+            self.waiting -= 1;
+            self.in_flight += 1;
+            if let Some((_, _, exp)) = self.expiry_info.remove(&id) {
+                self.expiries.remove(&(exp, id));
+            }
+            return Next::Send { id, to };
+        }
+        let timer = self.timers.first().map(|(at, _)| *at);
+        let sched = self.scheduled.first().map(|(at, _)| *at);
+        let expiry = self.expiries.first().map(|(at, _)| *at);
+        match [timer, sched, expiry].into_iter().flatten().min() {
+            Some(at) => Next::WaitUntil(at),
+            None => Next::Idle,
+        }
+    }
+
+    /// Records how the in-flight message of `to` ended and files its lane again.
+    pub fn complete(&mut self, to: &str, outcome: Outcome, now_ms: u64, pair: PairLimit) {
+        let Some(lane) = self.lanes.get_mut(to) else {
+            return;
+        };
+        let Some((prio, id)) = lane.in_flight.take() else {
+            return;
+        };
+        self.in_flight -= 1;
+        match outcome {
+            Outcome::Done => {
+                lane.pair_strikes = 0;
+            }
+            Outcome::DoneWithoutRequest => {
+                lane.pair.refund(pair.interval_ms);
+            }
+            Outcome::Retry { at_ms } => {
+                lane.queue.insert((prio, id));
+                lane.blocked_until_ms = lane.blocked_until_ms.max(at_ms);
+                self.waiting += 1;
+            }
+            Outcome::PairLimited { at_ms } => {
+                lane.queue.insert((prio, id));
+                lane.blocked_until_ms = lane.blocked_until_ms.max(at_ms);
+                lane.pair_strikes += 1;
+                self.waiting += 1;
+            }
+            Outcome::Requeue => {
+                lane.queue.insert((prio, id));
+                lane.pair.refund(pair.interval_ms);
+                self.waiting += 1;
+            }
+        }
+        let to: Recipient = match self.lanes.get_key_value(to) {
+            Some((k, _)) => k.clone(),
+            None => return,
+        };
+        self.reschedule(&to, now_ms, pair);
+    }
+
+    /// Consecutive 131056 answers for this lane (X in Meta's 4^X s).
+    pub fn pair_strikes(&self, to: &str) -> u32 {
+        self.lanes.get(to).map(|l| l.pair_strikes).unwrap_or(0)
+    }
+
+    /// Takes out waiting messages whose ttl passed; the caller marks them expired.
+    pub fn take_expired(&mut self, now_ms: u64, pair: PairLimit) -> Vec<u64> {
+        let mut out = Vec::new();
+        while let Some(&(exp, id)) = self.expiries.first() {
+            if exp > now_ms {
+                break;
+            }
+            self.expiries.pop_first();
+            let Some((to, prio, _)) = self.expiry_info.remove(&id) else {
+                continue;
+            };
+            if self.scheduled_info.remove(&id).is_some() {
+                self.scheduled.retain(|(_, i)| *i != id);
+                self.waiting -= 1;
+                out.push(id);
+                continue;
+            }
+            if let Some(lane) = self.lanes.get_mut(&to) {
+                if lane.queue.remove(&(prio, id)) {
+                    self.waiting -= 1;
+                    out.push(id);
+                    self.reschedule(&to, now_ms, pair);
+                }
+            }
+        }
+        out
+    }
+
+    fn promote_scheduled(&mut self, now_ms: u64, pair: PairLimit) {
+        while let Some(&(due, id)) = self.scheduled.first() {
+            if due > now_ms {
+                break;
+            }
+            self.scheduled.pop_first();
+            if let Some((to, prio)) = self.scheduled_info.remove(&id) {
+                let lane = self.lanes.entry(to.clone()).or_default();
+                lane.queue.insert((prio, id));
+                self.reschedule(&to, now_ms, pair);
+            }
+        }
+    }
+
+    fn promote_timers(&mut self, now_ms: u64) {
+        while let Some((at, _)) = self.timers.first() {
+            if *at > now_ms {
+                break;
+            }
+            let Some((_, to)) = self.timers.pop_first() else {
+                break;
+            };
+            if let Some(lane) = self.lanes.get_mut(&to) {
+                lane.slot = Slot::None;
+                if lane.in_flight.is_none() {
+                    if let Some(&(prio, id)) = lane.queue.first() {
+                        lane.slot = Slot::Runnable(prio, id);
+                        self.runnable.insert((prio, id, to));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Files the lane of `to` where it belongs now: runnable, waiting for a time, or nowhere
+    /// (empty or in flight). Forgets lanes that are empty with their full pair budget back.
+    fn reschedule(&mut self, to: &Recipient, now_ms: u64, pair: PairLimit) {
+        let Some(lane) = self.lanes.get_mut(to) else {
+            return;
+        };
+        match lane.slot {
+            Slot::None => {}
+            Slot::Runnable(p, i) => {
+                self.runnable.remove(&(p, i, to.clone()));
+            }
+            Slot::Timer(at) => {
+                self.timers.remove(&(at, to.clone()));
+            }
+        }
+        lane.slot = Slot::None;
+        if lane.in_flight.is_some() {
+            return;
+        }
+        let Some(&(prio, id)) = lane.queue.first() else {
+            if lane.pair.is_full(now_ms) && lane.blocked_until_ms <= now_ms {
+                self.lanes.remove(to);
+            }
+            return;
+        };
+        let at = lane
+            .blocked_until_ms
+            .max(lane.pair.allowed_at(pair.interval_ms, pair.burst));
+        if at > now_ms {
+            lane.slot = Slot::Timer(at);
+            self.timers.insert((at, to.clone()));
+        } else {
+            lane.slot = Slot::Runnable(prio, id);
+            self.runnable.insert((prio, id, to.clone()));
+        }
+    }
+
+    /// Drops lanes that are idle with a full pair budget (called now and then).
+    pub fn sweep_idle(&mut self, now_ms: u64) {
+        self.lanes.retain(|_, l| {
+            !(l.queue.is_empty()
+                && l.in_flight.is_none()
+                && l.pair.is_full(now_ms)
+                && l.blocked_until_ms <= now_ms)
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PAIR: PairLimit = PairLimit {
+        interval_ms: 6_000,
+        burst: 45,
+    };
+
+    fn send(q: &mut SenderQueue, now: u64) -> (u64, Recipient) {
+        match q.next(now, PAIR) {
+            Next::Send { id, to } => (id, to),
+            other => panic!("expected a send, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn one_in_flight_per_recipient_in_order() {
+        let mut q = SenderQueue::new();
+        let now = 1_000_000;
+        for id in 1..=3 {
+            q.push(
+                &Entry {
+                    id,
+                    to: "a".into(),
+                    priority: Priority::Normal,
+                    due_ms: now,
+                    expires_at_ms: None,
+                    retry_at_ms: None,
+                },
+                now,
+                PAIR,
+            );
+        }
+        q.push(
+            &Entry {
+                id: 4,
+                to: "b".into(),
+                priority: Priority::Normal,
+                due_ms: now,
+                expires_at_ms: None,
+                retry_at_ms: None,
+            },
+            now,
+            PAIR,
+        );
+        let (id1, to1) = send(&mut q, now);
+        assert_eq!((id1, &*to1), (1, "a"));
+        let (id2, to2) = send(&mut q, now);
+        assert_eq!((id2, &*to2), (4, "b"), "lane a is busy, b goes");
+        assert_eq!(q.next(now, PAIR), Next::Idle);
+        q.complete("a", Outcome::Done, now, PAIR);
+        assert_eq!(send(&mut q, now).0, 2);
+    }
+
+    #[test]
+    fn priority_first_then_enqueue_order() {
+        let mut q = SenderQueue::new();
+        let now = 1_000_000;
+        q.push(
+            &Entry {
+                id: 1,
+                to: "a".into(),
+                priority: Priority::Low,
+                due_ms: now,
+                expires_at_ms: None,
+                retry_at_ms: None,
+            },
+            now,
+            PAIR,
+        );
+        q.push(
+            &Entry {
+                id: 2,
+                to: "b".into(),
+                priority: Priority::Normal,
+                due_ms: now,
+                expires_at_ms: None,
+                retry_at_ms: None,
+            },
+            now,
+            PAIR,
+        );
+        q.push(
+            &Entry {
+                id: 3,
+                to: "c".into(),
+                priority: Priority::High,
+                due_ms: now,
+                expires_at_ms: None,
+                retry_at_ms: None,
+            },
+            now,
+            PAIR,
+        );
+        q.push(
+            &Entry {
+                id: 4,
+                to: "a".into(),
+                priority: Priority::High,
+                due_ms: now,
+                expires_at_ms: None,
+                retry_at_ms: None,
+            },
+            now,
+            PAIR,
+        );
+        let order: Vec<u64> = (0..3).map(|_| send(&mut q, now).0).collect();
+        assert_eq!(order, vec![3, 4, 2]);
+    }
+
+    #[test]
+    fn retry_blocks_its_lane_only() {
+        let mut q = SenderQueue::new();
+        let now = 1_000_000;
+        q.push(
+            &Entry {
+                id: 1,
+                to: "a".into(),
+                priority: Priority::Normal,
+                due_ms: now,
+                expires_at_ms: None,
+                retry_at_ms: None,
+            },
+            now,
+            PAIR,
+        );
+        q.push(
+            &Entry {
+                id: 2,
+                to: "a".into(),
+                priority: Priority::Normal,
+                due_ms: now,
+                expires_at_ms: None,
+                retry_at_ms: None,
+            },
+            now,
+            PAIR,
+        );
+        q.push(
+            &Entry {
+                id: 3,
+                to: "b".into(),
+                priority: Priority::Normal,
+                due_ms: now,
+                expires_at_ms: None,
+                retry_at_ms: None,
+            },
+            now,
+            PAIR,
+        );
+        assert_eq!(send(&mut q, now).0, 1);
+        q.complete("a", Outcome::Retry { at_ms: now + 5_000 }, now, PAIR);
+        assert_eq!(send(&mut q, now).0, 3);
+        assert_eq!(q.next(now, PAIR), Next::WaitUntil(now + 5_000));
+        assert_eq!(
+            send(&mut q, now + 5_000).0,
+            1,
+            "the retried message keeps its place"
+        );
+    }
+
+    #[test]
+    fn pair_burst_then_paced() {
+        let mut q = SenderQueue::new();
+        let now = 1_000_000;
+        for id in 1..=50 {
+            q.push(
+                &Entry {
+                    id,
+                    to: "a".into(),
+                    priority: Priority::Normal,
+                    due_ms: now,
+                    expires_at_ms: None,
+                    retry_at_ms: None,
+                },
+                now,
+                PAIR,
+            );
+        }
+        for _ in 0..45 {
+            send(&mut q, now);
+            q.complete("a", Outcome::Done, now, PAIR);
+        }
+        assert_eq!(q.next(now, PAIR), Next::WaitUntil(now + 6_000));
+    }
+
+    #[test]
+    fn scheduled_messages_wait_and_expired_ones_are_taken_out() {
+        let mut q = SenderQueue::new();
+        let now = 1_000_000;
+        q.push(
+            &Entry {
+                id: 1,
+                to: "a".into(),
+                priority: Priority::Normal,
+                due_ms: now + 10_000,
+                expires_at_ms: None,
+                retry_at_ms: None,
+            },
+            now,
+            PAIR,
+        );
+        q.push(
+            &Entry {
+                id: 2,
+                to: "b".into(),
+                priority: Priority::Normal,
+                due_ms: now,
+                expires_at_ms: Some(now + 50),
+                retry_at_ms: None,
+            },
+            now,
+            PAIR,
+        );
+        q.push(
+            &Entry {
+                id: 3,
+                to: "c".into(),
+                priority: Priority::Normal,
+                due_ms: now + 100,
+                expires_at_ms: Some(now + 50),
+                retry_at_ms: None,
+            },
+            now,
+            PAIR,
+        );
+        assert_eq!(q.take_expired(now + 60, PAIR), vec![2, 3]);
+        assert_eq!(q.waiting(), 1);
+        assert_eq!(q.next(now + 60, PAIR), Next::WaitUntil(now + 10_000));
+        assert_eq!(send(&mut q, now + 10_000).0, 1);
+    }
+}

@@ -1,0 +1,161 @@
+//! The store on real sled in temp dirs: durability across reopen, group commit under
+//! concurrency, idempotency keys, windows, counts.
+
+use std::sync::Arc;
+
+use waq::config::StoreConfig;
+use waq::model::{Message, Priority, State};
+use waq::store::{Insert, Store};
+
+fn cfg() -> StoreConfig {
+    StoreConfig {
+        cache_capacity_bytes: 8 * 1024 * 1024,
+        flush_every_ms: Some(500),
+    }
+}
+
+fn message(store: &Store, to: &str, key: Option<&str>) -> Message {
+    let id = store.next_id().unwrap();
+    Message {
+        id,
+        sender: "main".into(),
+        to: to.into(),
+        kind: "text".into(),
+        priority: Priority::Normal,
+        state: State::Queued,
+        body: r#"{"type":"text","text":{"body":"hello"}}"#.into(),
+        fallback_template: None,
+        idempotency_key: key.map(str::to_string),
+        metadata: None,
+        created_at_ms: 1,
+        updated_at_ms: 1,
+        next_attempt_at_ms: 1,
+        expires_at_ms: None,
+        attempts: 0,
+        wamid: None,
+        substituted_template: None,
+        last_error: None,
+        history: vec![],
+    }
+}
+
+#[tokio::test]
+async fn committed_messages_survive_reopen_with_their_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let ids: Vec<u64> = {
+        let store = Store::open(dir.path(), &cfg()).unwrap();
+        let mut ids = vec![];
+        for i in 0..50 {
+            let m = message(&store, &format!("1415555{i:04}"), None);
+            assert_eq!(store.insert_new(&m).unwrap(), Insert::Created);
+            ids.push(m.id);
+        }
+        store
+            .update(ids[3], |m| {
+                m.transition(State::Cancelled, 2, "cancelled");
+                Some(())
+            })
+            .unwrap()
+            .unwrap();
+        store.commit().await.unwrap();
+        ids
+    };
+    let store = Store::open(dir.path(), &cfg()).unwrap();
+    let mut pending = vec![];
+    let total = store.recover(|m| pending.push(m.id)).unwrap();
+    assert_eq!(total, 50);
+    assert_eq!(
+        pending.len(),
+        49,
+        "the cancelled one is not handed to the dispatcher"
+    );
+    assert_eq!(store.get(ids[3]).unwrap().unwrap().state, State::Cancelled);
+    let counts: std::collections::HashMap<_, _> = store.counts().into_iter().collect();
+    assert_eq!(counts[&State::Queued], 49);
+    assert_eq!(counts[&State::Cancelled], 1);
+    // Ids keep growing after a restart.
+    assert!(store.next_id().unwrap() > *ids.iter().max().unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_commits_share_flushes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(dir.path(), &cfg()).unwrap());
+    let mut tasks = vec![];
+    for t in 0..64 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..20 {
+                let m = message(&store, &format!("1415{t:03}{i:04}"), None);
+                store.insert_new(&m).unwrap();
+                store.commit().await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let stats = store.commit_stats();
+    let commits = stats.commits.load(std::sync::atomic::Ordering::Relaxed);
+    let waiters = stats.waiters.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(waiters, 64 * 20);
+    assert!(
+        commits < waiters,
+        "group commit must batch: {commits} flushes for {waiters} commits"
+    );
+}
+
+#[tokio::test]
+async fn idempotency_key_returns_the_first_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), &cfg()).unwrap();
+    let first = message(&store, "14155550000", Some("order-1"));
+    assert_eq!(store.insert_new(&first).unwrap(), Insert::Created);
+    let again = message(&store, "14155550000", Some("order-1"));
+    assert_eq!(
+        store.insert_new(&again).unwrap(),
+        Insert::Duplicate(first.id)
+    );
+    assert!(store.get(again.id).unwrap().is_none());
+    // Once the first is gone (retention), the key is free again.
+    store.remove(&first).unwrap();
+    assert_eq!(store.insert_new(&again).unwrap(), Insert::Created);
+}
+
+#[tokio::test]
+async fn windows_never_move_backwards_and_wamids_map_to_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), &cfg()).unwrap();
+    assert_eq!(store.last_inbound("main", "1415").unwrap(), None);
+    assert_eq!(store.record_inbound("main", "1415", 5_000).unwrap(), 5_000);
+    assert_eq!(store.record_inbound("main", "1415", 4_000).unwrap(), 5_000);
+    assert_eq!(store.last_inbound("main", "1415").unwrap(), Some(5_000));
+    assert_eq!(store.last_inbound("other", "1415").unwrap(), None);
+    store.set_wamid("wamid.abc", 42).unwrap();
+    assert_eq!(store.lookup_wamid("wamid.abc").unwrap(), Some(42));
+    assert_eq!(store.lookup_wamid("wamid.zzz").unwrap(), None);
+}
+
+#[tokio::test]
+async fn durable_log_keeps_order_across_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path(), &cfg()).unwrap();
+        let log = store.log("relay").unwrap();
+        let a = log.push(b"first").unwrap();
+        log.push(b"second").unwrap();
+        log.remove(a).unwrap();
+        log.push(b"third").unwrap();
+        store.commit().await.unwrap();
+    }
+    let store = Store::open(dir.path(), &cfg()).unwrap();
+    let entries: Vec<Vec<u8>> = store
+        .log("relay")
+        .unwrap()
+        .read(None, 10)
+        .unwrap()
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(entries, vec![b"second".to_vec(), b"third".to_vec()]);
+}
