@@ -5,7 +5,12 @@ mod common;
 use std::collections::HashSet;
 use std::os::unix::fs::PermissionsExt;
 
-use common::{template_request, text_request, Daemon, Response};
+use common::{parked, text_request, Daemon, Response};
+
+/// A template send the dispatcher leaves alone (see `parked`).
+fn template_request(to: &str) -> Value {
+    parked(common::template_request(to))
+}
 use serde_json::{json, Value};
 
 fn id_of(r: &Response) -> String {
@@ -644,4 +649,112 @@ fn retry_and_resume_answer_for_unknowns() {
         "not_found",
         None,
     );
+}
+
+#[test]
+fn tells_the_service_manager_ready_and_stopping() {
+    let dir = tempfile::tempdir().unwrap();
+    let notify_path = dir.path().join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify.set_read_timeout(Some(common::PATIENCE)).unwrap();
+    let mut d = Daemon::builder()
+        .env("NOTIFY_SOCKET", notify_path.to_str().unwrap())
+        .start();
+    let mut buf = [0u8; 256];
+    let n = notify.recv(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("READY=1"));
+    assert_eq!(d.sigterm().code(), Some(0));
+    let n = notify.recv(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1"));
+}
+
+#[test]
+fn serves_on_a_socket_passed_by_the_service_manager() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("activated.sock");
+    // The service manager's socket: bound and listening before the daemon starts.
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let config = dir.path().join("waq.toml");
+    let text = Daemon::builder()
+        .set(
+            "socket",
+            &format!(
+                "path = {:?}",
+                dir.path().join("unused.sock").display().to_string()
+            ),
+        )
+        .render(dir.path());
+    std::fs::write(&config, text).unwrap();
+
+    let fd = listener.as_raw_fd();
+    let mut cmd = std::process::Command::new("sh");
+    // `exec` keeps the shell's pid, so LISTEN_PID=$$ names the daemon.
+    cmd.arg("-c")
+        .arg("LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" serve --config \"$1\"")
+        .arg(common::bin())
+        .arg(&config)
+        .stderr(std::process::Stdio::null());
+    // SAFETY: dup2 and fcntl are async-signal-safe. They put the listener at descriptor 3
+    // without CLOEXEC (dup2 onto itself would keep the flag, hence fcntl in that case).
+    unsafe {
+        cmd.pre_exec(move || {
+            let rc = if fd == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(fd, 3)
+            };
+            if rc < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut conn = common::Conn::open(&socket).unwrap();
+    let r = conn
+        .send(
+            "POST",
+            "/v1/messages",
+            Some(template_request("+14155551234").to_string().as_bytes()),
+        )
+        .unwrap();
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert!(
+        !dir.path().join("unused.sock").exists(),
+        "socket.path is not bound when a socket is passed"
+    );
+    drop(conn);
+
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert!(
+        socket.exists(),
+        "the service manager's socket file is left to it"
+    );
+}
+
+#[test]
+fn connections_past_the_cap_wait_for_a_free_slot() {
+    let d = Daemon::builder()
+        .set("socket", "max_connections = 2")
+        .start();
+    let mut a = d.conn();
+    let mut b = d.conn();
+    assert_eq!(a.send("GET", "/v1/health", None).unwrap().status, 200);
+    assert_eq!(b.send("GET", "/v1/health", None).unwrap().status, 200);
+
+    let mut c = d.conn();
+    c.write_request("GET", "/v1/health", None).unwrap();
+    // Both slots are held: the third connection waits in the backlog, unanswered.
+    c.set_read_timeout(std::time::Duration::from_millis(300));
+    let waiting = c.read_response().unwrap_err();
+    assert_eq!(waiting.kind(), std::io::ErrorKind::WouldBlock);
+
+    drop(a);
+    c.set_read_timeout(common::PATIENCE);
+    assert_eq!(c.read_response().unwrap().status, 200);
+    assert_eq!(b.send("GET", "/v1/health", None).unwrap().status, 200);
 }

@@ -1,11 +1,13 @@
 //! `waq serve`: wires configuration, store, dispatcher and the socket server together, and
 //! handles signals (SIGTERM / SIGINT: graceful stop; SIGHUP: reload the configuration).
 //!
-//! The steps are separate functions (`start`, `Running::reload`, `Running::stop`) so a service
-//! manager integration can hook in between: READY=1 after `start`, STOPPING=1 before `stop`,
-//! and a socket-activated listener passed to `start`.
+//! The steps are separate functions (`start`, `Running::reload`, `Running::stop`); `serve`
+//! strings them together with the service manager's protocol around them: a socket-activated
+//! listener passed to `start`, READY=1 after it, the watchdog while running, STOPPING=1 before
+//! `stop`.
 
 mod logging;
+mod notify;
 mod signals;
 
 use std::path::{Path, PathBuf};
@@ -34,7 +36,10 @@ pub async fn serve(config_path: &Path, json_logs_override: Option<bool>) -> anyh
     logging::init(&cfg.log, json_logs_override)?;
     // Before anything slow, so a stop asked for during start-up is not lost.
     let mut signals = Signals::install().context("cannot install signal handlers")?;
-    let running = start(cfg, config_path, None).await?;
+    let inherited = crate::systemd::take_listener().context("socket activation")?;
+    let running = start(cfg, config_path, inherited).await?;
+    notify::state("READY=1\nSTATUS=serving");
+    notify::spawn_watchdog(running.app.clone());
     loop {
         match signals.next().await {
             Signal::Reload => running.reload(),
@@ -47,6 +52,7 @@ pub async fn serve(config_path: &Path, json_logs_override: Option<bool>) -> anyh
             }
         }
     }
+    notify::state("STOPPING=1");
     tokio::select! {
         r = running.stop() => r,
         name = signals.next_stop() => {

@@ -39,6 +39,15 @@ pub fn template_request(to: &str) -> Value {
     })
 }
 
+/// `request` with a `send_at` far in the future: the dispatcher leaves it `queued`, so tests
+/// that look at states see exactly what the API did.
+pub fn parked(mut request: Value) -> Value {
+    request["send_at"] = serde_json::json!(PARKED_UNTIL);
+    request
+}
+
+pub const PARKED_UNTIL: &str = "2099-01-01T00:00:00Z";
+
 /// A text message: needs an open window (or a fallback template).
 pub fn text_request(to: &str, body: &str) -> Value {
     serde_json::json!({ "to": to, "message": {"type": "text", "text": {"body": body}} })
@@ -425,6 +434,11 @@ impl Conn {
             reader: BufReader::new(s.try_clone()?),
             writer: s,
         })
+    }
+
+    /// How long reads wait (`PATIENCE` by default).
+    pub fn set_read_timeout(&self, t: Duration) {
+        self.writer.set_read_timeout(Some(t)).unwrap();
     }
 
     pub fn send(
