@@ -758,3 +758,115 @@ fn connections_past_the_cap_wait_for_a_free_slot() {
     assert_eq!(c.read_response().unwrap().status, 200);
     assert_eq!(b.send("GET", "/v1/health", None).unwrap().status, 200);
 }
+
+/// Polls a message until `done` says so (bounded by `PATIENCE`).
+fn wait_for_message(d: &Daemon, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = std::time::Instant::now() + common::PATIENCE;
+    loop {
+        let m = d.get(&format!("/v1/messages/{id}")).json();
+        if done(&m) {
+            return m;
+        }
+        assert!(std::time::Instant::now() < deadline, "gave up waiting: {m}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn retry_puts_a_failed_message_back_in_the_queue() {
+    // Nothing listens at the API base URL: one transient failure exhausts one attempt.
+    let d = Daemon::builder()
+        .set("dispatch", "max_attempts = 1")
+        .start();
+    let id = id_of(&d.post("/v1/messages", &common::template_request("+14155551234")));
+    let failed = wait_for_message(&d, &id, |m| m["state"] == "failed");
+    assert!(failed["last_error"]["code"].is_string(), "{failed}");
+    assert_eq!(
+        d.get("/v1/messages?state=failed").json()["messages"][0]["id"],
+        id.as_str()
+    );
+
+    let r = d.request("POST", &format!("/v1/messages/{id}/retry"), None);
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert_eq!(r.json(), json!({"id": id, "state": "queued"}));
+    // Sent again (and, with nothing listening, failed again): a second failure in its history.
+    let m = wait_for_message(&d, &id, |m| {
+        let history = m["history"].as_array().unwrap();
+        let retried = history
+            .iter()
+            .position(|h| h["detail"] == "retry requested");
+        m["state"] == "failed"
+            && retried.is_some_and(|i| history[i..].iter().any(|h| h["state"] == "failed"))
+    });
+    assert_eq!(m["attempts"], 1, "attempts start over: {m}");
+}
+
+#[test]
+fn sigterm_under_load_keeps_every_accepted_message() {
+    let mut d = Daemon::start();
+    let accepted = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for w in 0..16 {
+            let (d, accepted) = (&d, &accepted);
+            s.spawn(move || {
+                let mut conn = d.conn();
+                for i in 0.. {
+                    let body = template_request(&format!("+1415{w:02}{i:05}")).to_string();
+                    match conn.send("POST", "/v1/messages", Some(body.as_bytes())) {
+                        Ok(r) if r.status == 202 => accepted.lock().unwrap().push(id_of(&r)),
+                        Ok(r) => {
+                            assert_error(&r, 503, "shutting_down", None);
+                            return;
+                        }
+                        // The connection was closed by the stop: fine, nothing was promised.
+                        Err(_) => return,
+                    }
+                }
+            });
+        }
+        while accepted.lock().unwrap().len() < 200 {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        d.signal(libc::SIGTERM);
+    });
+    assert_eq!(d.wait_exit().code(), Some(0), "{}", d.log());
+    d.restart();
+    let accepted = accepted.into_inner().unwrap();
+    for id in &accepted {
+        assert_eq!(
+            d.get(&format!("/v1/messages/{id}")).status,
+            200,
+            "{id} was accepted, then lost"
+        );
+    }
+}
+
+#[test]
+fn a_lagging_event_reader_is_told_how_much_it_missed() {
+    let d = Daemon::start();
+    let mut events = d.conn();
+    events.write_request("GET", "/v1/events", None).unwrap();
+    assert_eq!(events.read_head().unwrap().0, 200);
+    let mut lines = LineReader {
+        conn: events,
+        buf: String::new(),
+    };
+    assert_eq!(lines.next()["event"], "subscribed");
+
+    // Far more events than the stream buffers, while this reader reads nothing.
+    let batch = Value::Array(
+        (0..10_000)
+            .map(|i| template_request(&format!("+1415{i:07}")))
+            .collect(),
+    );
+    let r = d.post("/v1/messages/batch", &batch);
+    assert_eq!(r.status, 200);
+    let missed = loop {
+        let e = lines.next();
+        if e["event"] == "lagged" {
+            break e["missed"].as_u64().unwrap();
+        }
+        assert_eq!(e["event"], "message");
+    };
+    assert!(missed > 0);
+}
