@@ -168,10 +168,11 @@ fn invalid_requests_get_4xx_with_code_and_field_and_the_daemon_keeps_serving() {
     let big = text_request("+14155551234", &"y".repeat(40 * 1024)).to_string();
     let r = d.request("POST", "/v1/messages", Some(big.as_bytes()));
     assert_error(&r, 413, "too_large", None);
-    assert!(r.json()["error"]["message"]
-        .as_str()
-        .unwrap()
-        .contains("32768"));
+    let why = r.json()["error"]["message"].as_str().unwrap().to_string();
+    assert!(
+        why.contains("32768") && why.contains("socket.max_request_bytes"),
+        "{why}"
+    );
 
     assert_error(&d.get("/v1/nothing"), 404, "unknown_route", None);
     assert_error(

@@ -12,7 +12,7 @@ use crate::metrics::Metrics;
 use crate::model::{format_time, now_ms, parse_time};
 use crate::{validate, window};
 
-use super::json::{self, read_body};
+use super::json::{self, read_body, Limit};
 use super::recipients::resolve_sender;
 use super::routes::Ctx;
 use super::view;
@@ -28,7 +28,7 @@ pub async fn record(
 ) -> Result<Response, ApiError> {
     let app = &ctx.app;
     let cfg = app.config();
-    let bytes = read_body(&headers, body, cfg.socket.max_request_bytes, "request body").await?;
+    let bytes = read_body(&headers, body, Limit::request(&cfg)).await?;
     let v = json::parse(&bytes)?;
     let obj = v.as_object().ok_or_else(|| {
         ApiError::bad_request("the body must be a JSON object: {\"sender\", \"from\", \"at\"}")

@@ -30,13 +30,40 @@ pub fn ok(value: &Value) -> Response {
     json(StatusCode::OK, value)
 }
 
-/// 413 naming the limit, so the client knows how far to shrink.
-pub fn too_large(limit: usize, what: &str) -> ApiError {
-    ApiError::new(
-        413,
-        "too_large",
-        format!("the {what} is larger than {limit} bytes; send less (the limit is set by socket.max_request_bytes / socket.max_batch_bytes)"),
-    )
+/// Which body limit applies: its value and the configuration key that sets it.
+#[derive(Clone, Copy)]
+pub struct Limit {
+    pub bytes: usize,
+    pub key: &'static str,
+}
+
+impl Limit {
+    /// Every request but the batch.
+    pub fn request(cfg: &crate::config::Config) -> Limit {
+        Limit {
+            bytes: cfg.socket.max_request_bytes,
+            key: "socket.max_request_bytes",
+        }
+    }
+
+    pub fn batch(cfg: &crate::config::Config) -> Limit {
+        Limit {
+            bytes: cfg.socket.max_batch_bytes,
+            key: "socket.max_batch_bytes",
+        }
+    }
+
+    /// 413 naming the limit, so the client knows how far to shrink.
+    fn exceeded(self) -> ApiError {
+        ApiError::new(
+            413,
+            "too_large",
+            format!(
+                "the request body is larger than {} bytes ({}): send less, or split a batch",
+                self.bytes, self.key
+            ),
+        )
+    }
 }
 
 pub fn shutting_down() -> ApiError {
@@ -47,24 +74,19 @@ pub fn shutting_down() -> ApiError {
     )
 }
 
-/// Reads the whole body, refusing more than `limit` bytes (checked against Content-Length
+/// Reads the whole body, refusing more than the limit (checked against Content-Length
 /// first, so an oversized upload is refused before it is read).
-pub async fn read_body(
-    headers: &HeaderMap,
-    body: Body,
-    limit: usize,
-    what: &str,
-) -> Result<Bytes, ApiError> {
+pub async fn read_body(headers: &HeaderMap, body: Body, limit: Limit) -> Result<Bytes, ApiError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(too_large(limit, what));
+    if declared.is_some_and(|n| n > limit.bytes as u64) {
+        return Err(limit.exceeded());
     }
-    match Limited::new(body, limit).collect().await {
+    match Limited::new(body, limit.bytes).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large(limit, what)),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(limit.exceeded()),
         Err(e) => Err(ApiError::bad_request(format!(
             "could not read the request body: {e}"
         ))),

@@ -20,7 +20,7 @@ use crate::store::Insert;
 use crate::{validate, window};
 
 use super::extract::{Param, Params};
-use super::json::{self, read_body};
+use super::json::{self, read_body, Limit};
 use super::routes::Ctx;
 use super::view;
 
@@ -65,7 +65,7 @@ async fn enqueue_one(
         return Err(json::shutting_down());
     }
     let cfg = app.config();
-    let bytes = read_body(headers, body, cfg.socket.max_request_bytes, "request body").await?;
+    let bytes = read_body(headers, body, Limit::request(&cfg)).await?;
     let request = json::parse(&bytes)?;
     let outcome = prepare(app, &cfg, &request, now_ms()).and_then(|m| insert(app, m))?;
     // Durable before the answer, duplicates included: the first copy's commit may still be
@@ -93,7 +93,7 @@ pub async fn batch(
         return Err(json::shutting_down());
     }
     let cfg = app.config();
-    let bytes = read_body(&headers, body, cfg.socket.max_batch_bytes, "batch body").await?;
+    let bytes = read_body(&headers, body, Limit::batch(&cfg)).await?;
     let items = match json::parse(&bytes)? {
         Value::Array(items) => items,
         _ => {
