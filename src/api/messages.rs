@@ -265,26 +265,15 @@ pub async fn cancel(State(ctx): State<Ctx>, Param(id): Param) -> Result<Response
     let app = &ctx.app;
     let id = parse_id(&id)?;
     let now = now_ms();
-    let mut found = None;
-    let updated = app.store.update(id, |m| {
-        found = Some(m.state);
-        // `sending` is already on its way to Meta: too late to take back.
-        matches!(m.state, MsgState::Queued | MsgState::Retrying)
-            .then(|| m.transition(MsgState::Cancelled, now, "cancelled by request"))
-    })?;
-    let Some(((), m)) = updated else {
-        return Err(match found {
-            None => unknown(id),
-            Some(state) => ApiError::conflict(
-                "not_cancellable",
-                format!(
-                    "message {} is {}: only queued or retrying messages can be cancelled",
-                    format_id(id),
-                    state.as_str()
-                ),
-            ),
-        });
+    // `sending` is already on its way to Meta: too late to take back.
+    let rule = Rule {
+        from: &[MsgState::Queued, MsgState::Retrying],
+        code: "not_cancellable",
+        only: "only queued or retrying messages can be cancelled",
     };
+    let m = change_state(app, id, rule, |m| {
+        m.transition(MsgState::Cancelled, now, "cancelled by request")
+    })?;
     app.store.commit().await?;
     app.publish_state(&m, "cancelled by request");
     Ok(json::ok(&view::message(&m)))
@@ -297,12 +286,12 @@ pub async fn retry(State(ctx): State<Ctx>, Param(id): Param) -> Result<Response,
     }
     let id = parse_id(&id)?;
     let now = now_ms();
-    let mut found = None;
-    let updated = app.store.update(id, |m| {
-        found = Some(m.state);
-        if !matches!(m.state, MsgState::Failed | MsgState::Expired) {
-            return None;
-        }
+    let rule = Rule {
+        from: &[MsgState::Failed, MsgState::Expired],
+        code: "not_retryable",
+        only: "only failed or expired messages can be retried",
+    };
+    let m = change_state(app, id, rule, |m| {
         // The same time to live as the first time, counted from now, or it would expire at once.
         m.expires_at_ms = m
             .expires_at_ms
@@ -310,25 +299,46 @@ pub async fn retry(State(ctx): State<Ctx>, Param(id): Param) -> Result<Response,
         m.attempts = 0;
         m.next_attempt_at_ms = now;
         m.transition(MsgState::Queued, now, "retry requested");
-        Some(())
     })?;
-    let Some(((), m)) = updated else {
-        return Err(match found {
-            None => unknown(id),
-            Some(state) => ApiError::conflict(
-                "not_retryable",
-                format!(
-                    "message {} is {}: only failed or expired messages can be retried",
-                    format_id(id),
-                    state.as_str()
-                ),
-            ),
-        });
-    };
     app.store.commit().await?;
     app.dispatcher.submit(&m);
     app.publish_state(&m, "retry requested");
     Ok(json::json(StatusCode::ACCEPTED, &view::accepted(&m)))
+}
+
+/// Which states a requested change applies to, and the 409 for the others.
+struct Rule {
+    from: &'static [MsgState],
+    code: &'static str,
+    only: &'static str,
+}
+
+/// Applies `change` to message `id` (under its record lock) if its state is allowed by `rule`;
+/// else 404 for an unknown id, 409 naming the state it is in.
+fn change_state(
+    app: &App,
+    id: u64,
+    rule: Rule,
+    change: impl FnOnce(&mut Message),
+) -> Result<Message, ApiError> {
+    let mut found = None;
+    let updated = app.store.update(id, |m| {
+        found = Some(m.state);
+        rule.from.contains(&m.state).then(|| change(m))
+    })?;
+    match (updated, found) {
+        (Some(((), m)), _) => Ok(m),
+        (None, None) => Err(unknown(id)),
+        (None, Some(state)) => Err(ApiError::conflict(
+            rule.code,
+            format!(
+                "message {} is {}: {}",
+                format_id(id),
+                state.as_str(),
+                rule.only
+            ),
+        )),
+    }
 }
 
 /// Validates one request, applies the window rule and builds its record (not yet stored).
