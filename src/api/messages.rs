@@ -67,7 +67,8 @@ async fn enqueue_one(
     let cfg = app.config();
     let bytes = read_body(headers, body, Limit::request(&cfg)).await?;
     let request = json::parse(&bytes)?;
-    let outcome = prepare(app, &cfg, &request, now_ms()).and_then(|m| insert(app, m))?;
+    let outcome =
+        prepare(app, &cfg, &cfg.sender_names(), &request, now_ms()).and_then(|m| insert(app, m))?;
     // Durable before the answer, duplicates included: the first copy's commit may still be
     // in progress when its replay arrives.
     commit_or_roll_back(app, &[&outcome]).await?;
@@ -116,11 +117,12 @@ pub async fn batch(
     let writer = app.clone();
     let results = tokio::task::spawn_blocking(move || {
         let now = now_ms();
+        let senders = cfg.sender_names();
         items
             .iter()
             .enumerate()
             .map(|(i, item)| {
-                prepare(&writer, &cfg, item, now)
+                prepare(&writer, &cfg, &senders, item, now)
                     .and_then(|m| insert(&writer, m))
                     .map_err(|e| in_item(e, i))
             })
@@ -342,8 +344,14 @@ fn change_state(
 }
 
 /// Validates one request, applies the window rule and builds its record (not yet stored).
-fn prepare(app: &App, cfg: &Config, request: &Value, now: u64) -> Result<Message, ApiError> {
-    let valid = validate::send_request(request, &cfg.sender_names())?;
+fn prepare(
+    app: &App,
+    cfg: &Config,
+    senders: &[String],
+    request: &Value,
+    now: u64,
+) -> Result<Message, ApiError> {
+    let valid = validate::send_request(request, senders)?;
     if valid.needs_window() && valid.fallback_template.is_none() {
         let w = window::lookup(&app.store, &valid.sender, &valid.to)?;
         let margin = cfg.dispatch.window_margin.as_millis() as u64;
