@@ -2,9 +2,12 @@
 //!
 //! See `docs/ARCHITECTURE.md` for the map of these modules.
 
+pub mod api;
 pub mod app;
+pub mod cli;
 pub mod cloud;
 pub mod config;
+pub mod daemon;
 pub mod dispatch;
 pub mod error;
 pub mod metrics;

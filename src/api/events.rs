@@ -1,0 +1,86 @@
+//! `GET /v1/events`: the daemon's events (state changes, inbound messages) as NDJSON, one JSON
+//! object per line, for as long as the client reads. The stream ends when the daemon stops.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use hyper::body::Frame;
+use serde_json::json;
+use tokio::sync::{broadcast, mpsc};
+
+use crate::model::{format_time, now_ms};
+
+use super::routes::Ctx;
+use super::server::stopped;
+
+/// Lines buffered between the forwarding task and a slow client; past that, the broadcast
+/// channel's own buffer absorbs the lag and reports it.
+const BUFFERED_LINES: usize = 64;
+
+pub async fn stream(State(ctx): State<Ctx>) -> Response {
+    let mut events = ctx.app.events.subscribe();
+    let mut stopping = ctx.stopping.clone();
+    let (tx, rx) = mpsc::channel::<Bytes>(BUFFERED_LINES);
+    // A first line tells the client the subscription is live (events after it will arrive).
+    let hello = line(&json!({ "event": "subscribed", "at": format_time(now_ms()) }));
+    tokio::spawn(async move {
+        if tx.send(hello).await.is_err() {
+            return;
+        }
+        loop {
+            let next = tokio::select! {
+                e = events.recv() => e,
+                _ = stopped(&mut stopping) => {
+                    let _ = tx.send(line(&json!({ "event": "shutdown" }))).await;
+                    return;
+                }
+                // The client went away.
+                _ = tx.closed() => return,
+            };
+            let text = match next {
+                Ok(event) => line(&event),
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    line(&json!({ "event": "lagged", "missed": missed }))
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            };
+            if tx.send(text).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut res = (StatusCode::OK, Body::new(Lines { rx })).into_response();
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
+    res
+}
+
+fn line(v: &serde_json::Value) -> Bytes {
+    let mut text = v.to_string();
+    text.push('\n');
+    Bytes::from(text)
+}
+
+/// A response body fed line by line from a channel; ends when the sender is dropped.
+struct Lines {
+    rx: mpsc::Receiver<Bytes>,
+}
+
+impl hyper::body::Body for Lines {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.rx.poll_recv(cx).map(|l| l.map(|b| Ok(Frame::data(b))))
+    }
+}

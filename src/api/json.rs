@@ -1,0 +1,141 @@
+//! JSON in and out: the `ApiError` → response mapping, body limits, and parsing that names
+//! where malformed JSON breaks.
+
+use axum::body::{Body, Bytes};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use serde_json::Value;
+
+use crate::error::ApiError;
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        json(status, &self.body())
+    }
+}
+
+/// A JSON answer with `status`.
+pub fn json(status: StatusCode, value: &Value) -> Response {
+    let mut res = (status, value.to_string()).into_response();
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    res
+}
+
+pub fn ok(value: &Value) -> Response {
+    json(StatusCode::OK, value)
+}
+
+/// Which body limit applies: its value and the configuration key that sets it.
+#[derive(Clone, Copy)]
+pub struct Limit {
+    pub bytes: usize,
+    pub key: &'static str,
+}
+
+impl Limit {
+    /// Every request but the batch.
+    pub fn request(cfg: &crate::config::Config) -> Limit {
+        Limit {
+            bytes: cfg.socket.max_request_bytes,
+            key: "socket.max_request_bytes",
+        }
+    }
+
+    pub fn batch(cfg: &crate::config::Config) -> Limit {
+        Limit {
+            bytes: cfg.socket.max_batch_bytes,
+            key: "socket.max_batch_bytes",
+        }
+    }
+
+    /// 413 naming the limit, so the client knows how far to shrink.
+    fn exceeded(self) -> ApiError {
+        ApiError::new(
+            413,
+            "too_large",
+            format!(
+                "the request body is larger than {} bytes ({}): send less, or split a batch",
+                self.bytes, self.key
+            ),
+        )
+    }
+}
+
+pub fn shutting_down() -> ApiError {
+    ApiError::new(
+        503,
+        "shutting_down",
+        "the daemon is shutting down and accepts no new work; retry once it is back",
+    )
+}
+
+/// Reads the whole body, refusing more than the limit (checked against Content-Length
+/// first, so an oversized upload is refused before it is read).
+pub async fn read_body(headers: &HeaderMap, body: Body, limit: Limit) -> Result<Bytes, ApiError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit.bytes as u64) {
+        return Err(limit.exceeded());
+    }
+    match Limited::new(body, limit.bytes).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(limit.exceeded()),
+        Err(e) => Err(ApiError::bad_request(format!(
+            "could not read the request body: {e}"
+        ))),
+    }
+}
+
+/// Parses a JSON body; malformed JSON is a 400 `malformed_json` saying where it breaks.
+pub fn parse(bytes: &[u8]) -> Result<Value, ApiError> {
+    if bytes.iter().all(|b| b.is_ascii_whitespace()) {
+        return Err(ApiError::new(
+            400,
+            "malformed_json",
+            "the request body is empty; send a JSON document",
+        ));
+    }
+    serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::new(
+            400,
+            "malformed_json",
+            format!(
+                "the request body is not valid JSON: {} at line {}, column {}",
+                describe(&e),
+                e.line(),
+                e.column()
+            ),
+        )
+    })
+}
+
+/// serde_json's message without its own " at line L column C" suffix (we add ours).
+fn describe(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    match text.rfind(" at line ") {
+        Some(i) => text[..i].to_string(),
+        None => text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn malformed_json_names_line_and_column() {
+        let e = parse(b"{\n  \"to\": ,\n}").unwrap_err();
+        assert_eq!(e.status, 400);
+        assert_eq!(e.code, "malformed_json");
+        assert!(e.message.contains("line 2, column"), "{}", e.message);
+        assert_eq!(parse(b"  ").unwrap_err().code, "malformed_json");
+        assert!(parse(b"{\"a\":1}").is_ok());
+    }
+}

@@ -1,0 +1,490 @@
+//! Messages: enqueue one, enqueue a batch, read one, list, cancel, retry.
+//!
+//! Every write answers only after `store.commit()` returned: a 2xx means it is on disk.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::app::App;
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::model::{self, format_id, now_ms, HistoryEntry, Message, State as MsgState, ValidSend};
+use crate::store::Insert;
+use crate::{validate, window};
+
+use super::extract::{Param, Params};
+use super::json::{self, read_body, Limit};
+use super::routes::Ctx;
+use super::view;
+
+/// The most items one batch may hold.
+pub const MAX_BATCH_ITEMS: usize = 10_000;
+/// `GET /v1/messages`: default and largest page.
+const DEFAULT_PAGE: usize = 100;
+const MAX_PAGE: usize = 1000;
+/// Records one list request may look at; a sparse filter then answers a short page with a
+/// cursor instead of scanning the whole store in one request.
+const SCAN_BUDGET: usize = 50_000;
+
+/// What writing one new message came to.
+enum Outcome {
+    Created(Box<Message>),
+    /// An earlier message holds the idempotency key.
+    Duplicate {
+        id: u64,
+        state: MsgState,
+    },
+}
+
+pub async fn enqueue(
+    State(ctx): State<Ctx>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let app = &ctx.app;
+    let result = enqueue_one(app, &headers, body).await;
+    if result.is_err() {
+        Metrics::inc(&app.metrics.enqueue_rejected);
+    }
+    result
+}
+
+async fn enqueue_one(
+    app: &Arc<App>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    if app.is_shutting_down() {
+        return Err(json::shutting_down());
+    }
+    let cfg = app.config();
+    let bytes = read_body(headers, body, Limit::request(&cfg)).await?;
+    let request = json::parse(&bytes)?;
+    let outcome =
+        prepare(app, &cfg, &cfg.sender_names(), &request, now_ms()).and_then(|m| insert(app, m))?;
+    // Durable before the answer, duplicates included: the first copy's commit may still be
+    // in progress when its replay arrives.
+    commit_or_roll_back(app, &[&outcome]).await?;
+    Ok(match outcome {
+        Outcome::Created(m) => {
+            hand_over(app, &m);
+            json::json(StatusCode::ACCEPTED, &view::accepted(&m))
+        }
+        Outcome::Duplicate { id, state } => {
+            Metrics::inc(&app.metrics.duplicates);
+            json::ok(&duplicate(id, state))
+        }
+    })
+}
+
+pub async fn batch(
+    State(ctx): State<Ctx>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let app = ctx.app.clone();
+    if app.is_shutting_down() {
+        return Err(json::shutting_down());
+    }
+    let cfg = app.config();
+    let bytes = read_body(&headers, body, Limit::batch(&cfg)).await?;
+    let items = match json::parse(&bytes)? {
+        Value::Array(items) => items,
+        _ => {
+            return Err(ApiError::bad_request(
+                "the batch body must be a JSON array of send requests",
+            ))
+        }
+    };
+    if items.len() > MAX_BATCH_ITEMS {
+        return Err(ApiError::new(
+            413,
+            "too_large",
+            format!(
+                "a batch holds at most {MAX_BATCH_ITEMS} requests, this one has {}; split it",
+                items.len()
+            ),
+        ));
+    }
+    // Thousands of store writes: keep them off the async workers.
+    let writer = app.clone();
+    let results = tokio::task::spawn_blocking(move || {
+        let now = now_ms();
+        let senders = cfg.sender_names();
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| {
+                prepare(&writer, &cfg, &senders, item, now)
+                    .and_then(|m| insert(&writer, m))
+                    .map_err(|e| in_item(e, i))
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .map_err(|e| {
+        ApiError::new(
+            500,
+            "internal",
+            format!("the batch could not be processed: {e}"),
+        )
+    })?;
+
+    // One commit makes every valid item durable together.
+    let written: Vec<&Outcome> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+    commit_or_roll_back(&app, &written).await?;
+
+    let answers: Vec<Value> = results
+        .into_iter()
+        .map(|r| match r {
+            Ok(Outcome::Created(m)) => {
+                hand_over(&app, &m);
+                view::accepted(&m)
+            }
+            Ok(Outcome::Duplicate { id, state }) => {
+                Metrics::inc(&app.metrics.duplicates);
+                duplicate(id, state)
+            }
+            Err(e) => {
+                Metrics::inc(&app.metrics.enqueue_rejected);
+                e.body()
+            }
+        })
+        .collect();
+    Ok(json::ok(&json!({ "results": answers })))
+}
+
+pub async fn get(State(ctx): State<Ctx>, Param(id): Param) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?;
+    let m = ctx.app.store.get(id)?.ok_or_else(|| unknown(id))?;
+    Ok(json::ok(&view::message(&m)))
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    state: Option<String>,
+    to: Option<String>,
+    sender: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+pub async fn list(
+    State(ctx): State<Ctx>,
+    Params(q): Params<ListQuery>,
+) -> Result<Response, ApiError> {
+    let states = match q.state.as_deref() {
+        None | Some("") => None,
+        Some(s) => Some(
+            s.split(',')
+                .map(|one| {
+                    MsgState::parse(one.trim()).ok_or_else(|| {
+                        let all: Vec<&str> = MsgState::ALL.iter().map(|s| s.as_str()).collect();
+                        ApiError::invalid(
+                            "invalid_parameter",
+                            "state",
+                            format!(
+                                "`{one}` is not a state; use one or more (comma-separated) of {}",
+                                all.join(", ")
+                            ),
+                        )
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+    };
+    let to = match q.to.as_deref() {
+        None | Some("") => None,
+        Some(n) => Some(validate::recipient(n, "to")?),
+    };
+    let limit = match q.limit.as_deref() {
+        None | Some("") => DEFAULT_PAGE,
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=MAX_PAGE).contains(n))
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    "invalid_parameter",
+                    "limit",
+                    format!("`limit` is a number from 1 to {MAX_PAGE}"),
+                )
+            })?,
+    };
+    let after = match q.cursor.as_deref() {
+        None | Some("") => None,
+        Some(c) => Some(model::parse_id(c).ok_or_else(|| {
+            ApiError::invalid(
+                "invalid_parameter",
+                "cursor",
+                "`cursor` is the `next_cursor` of the previous page",
+            )
+        })?),
+    };
+    let sender = q.sender.filter(|s| !s.is_empty());
+    let store = ctx.app.store.clone();
+    let page = tokio::task::spawn_blocking(move || {
+        let keep = |m: &Message| {
+            states.as_ref().map_or(true, |s| s.contains(&m.state))
+                && to.as_ref().map_or(true, |t| *t == m.to)
+                && sender.as_ref().map_or(true, |s| *s == m.sender)
+        };
+        let mut page = Vec::with_capacity(limit.min(64));
+        let mut last_seen = None;
+        let mut more = false;
+        for (scanned, item) in store.scan(after).enumerate() {
+            let m = item?;
+            if scanned >= SCAN_BUDGET {
+                // Out of budget: the cursor resumes right after the last record looked at.
+                more = true;
+                break;
+            }
+            if keep(&m) {
+                if page.len() == limit {
+                    more = true;
+                    break;
+                }
+                page.push(view::message(&m));
+            }
+            last_seen = Some(m.id);
+        }
+        let next_cursor = if more { last_seen.map(format_id) } else { None };
+        Ok::<_, ApiError>(json!({ "messages": page, "next_cursor": next_cursor }))
+    })
+    .await
+    .map_err(|e| ApiError::new(500, "internal", format!("the listing failed: {e}")))??;
+    Ok(json::ok(&page))
+}
+
+pub async fn cancel(State(ctx): State<Ctx>, Param(id): Param) -> Result<Response, ApiError> {
+    let app = &ctx.app;
+    let id = parse_id(&id)?;
+    let now = now_ms();
+    // `sending` is already on its way to Meta: too late to take back.
+    let rule = Rule {
+        from: &[MsgState::Queued, MsgState::Retrying],
+        code: "not_cancellable",
+        only: "only queued or retrying messages can be cancelled",
+    };
+    let m = change_state(app, id, rule, |m| {
+        m.transition(MsgState::Cancelled, now, "cancelled by request")
+    })?;
+    app.store.commit().await?;
+    app.publish_state(&m, "cancelled by request");
+    Ok(json::ok(&view::message(&m)))
+}
+
+pub async fn retry(State(ctx): State<Ctx>, Param(id): Param) -> Result<Response, ApiError> {
+    let app = &ctx.app;
+    if app.is_shutting_down() {
+        return Err(json::shutting_down());
+    }
+    let id = parse_id(&id)?;
+    let now = now_ms();
+    let rule = Rule {
+        from: &[MsgState::Failed, MsgState::Expired],
+        code: "not_retryable",
+        only: "only failed or expired messages can be retried",
+    };
+    let m = change_state(app, id, rule, |m| {
+        // The same time to live as the first time, counted from now, or it would expire at once.
+        m.expires_at_ms = m
+            .expires_at_ms
+            .map(|at| now.saturating_add(at.saturating_sub(m.created_at_ms)));
+        m.attempts = 0;
+        m.next_attempt_at_ms = now;
+        m.transition(MsgState::Queued, now, "retry requested");
+    })?;
+    app.store.commit().await?;
+    app.dispatcher.submit(&m);
+    app.publish_state(&m, "retry requested");
+    Ok(json::json(StatusCode::ACCEPTED, &view::accepted(&m)))
+}
+
+/// Which states a requested change applies to, and the 409 for the others.
+struct Rule {
+    from: &'static [MsgState],
+    code: &'static str,
+    only: &'static str,
+}
+
+/// Applies `change` to message `id` (under its record lock) if its state is allowed by `rule`;
+/// else 404 for an unknown id, 409 naming the state it is in.
+fn change_state(
+    app: &App,
+    id: u64,
+    rule: Rule,
+    change: impl FnOnce(&mut Message),
+) -> Result<Message, ApiError> {
+    let mut found = None;
+    let updated = app.store.update(id, |m| {
+        found = Some(m.state);
+        rule.from.contains(&m.state).then(|| change(m))
+    })?;
+    match (updated, found) {
+        (Some(((), m)), _) => Ok(m),
+        (None, None) => Err(unknown(id)),
+        (None, Some(state)) => Err(ApiError::conflict(
+            rule.code,
+            format!(
+                "message {} is {}: {}",
+                format_id(id),
+                state.as_str(),
+                rule.only
+            ),
+        )),
+    }
+}
+
+/// Validates one request, applies the window rule and builds its record (not yet stored).
+fn prepare(
+    app: &App,
+    cfg: &Config,
+    senders: &[String],
+    request: &Value,
+    now: u64,
+) -> Result<Message, ApiError> {
+    let valid = validate::send_request(request, senders)?;
+    if valid.needs_window() && valid.fallback_template.is_none() {
+        let w = window::lookup(&app.store, &valid.sender, &valid.to)?;
+        let margin = cfg.dispatch.window_margin.as_millis() as u64;
+        if !w.is_open(now, margin) {
+            return Err(ApiError::invalid(
+                "window_closed",
+                "message.type",
+                format!(
+                    "{} has not written to sender `{}` in the last 24 hours, so a free-form `{}` message \
+                     cannot be delivered: send a template, add a fallback_template, or record the \
+                     customer's inbound message (POST /v1/inbound)",
+                    valid.to, valid.sender, valid.kind
+                ),
+            ));
+        }
+    }
+    let id = app.store.next_id()?;
+    Ok(build(id, valid, now))
+}
+
+fn build(id: u64, v: ValidSend, now: u64) -> Message {
+    Message {
+        id,
+        sender: v.sender,
+        to: v.to,
+        kind: v.kind,
+        priority: v.priority,
+        state: MsgState::Queued,
+        body: v.message.to_string(),
+        fallback_template: v.fallback_template.map(|t| t.to_string()),
+        idempotency_key: v.idempotency_key,
+        metadata: v.metadata.map(|m| m.to_string()),
+        created_at_ms: now,
+        updated_at_ms: now,
+        next_attempt_at_ms: v.send_at_ms.unwrap_or(now),
+        expires_at_ms: v.ttl_s.map(|t| now.saturating_add(t.saturating_mul(1000))),
+        attempts: 0,
+        wamid: None,
+        substituted_template: None,
+        last_error: None,
+        history: vec![HistoryEntry {
+            at_ms: now,
+            state: MsgState::Queued,
+            detail: "queued".into(),
+        }],
+    }
+}
+
+fn insert(app: &App, m: Message) -> Result<Outcome, ApiError> {
+    // Twice at most: a duplicate whose message retention just removed frees its key.
+    for _ in 0..2 {
+        match app.store.insert_new(&m)? {
+            Insert::Created => return Ok(Outcome::Created(Box::new(m))),
+            Insert::Duplicate(id) => {
+                if let Some(first) = app.store.get(id)? {
+                    return Ok(Outcome::Duplicate {
+                        id,
+                        state: first.state,
+                    });
+                }
+            }
+        }
+    }
+    Err(ApiError::new(
+        503,
+        "storage_unavailable",
+        "the idempotency key is being released by retention; retry",
+    ))
+}
+
+/// One commit for everything written; if it fails, the new records are taken back (best
+/// effort) so a client retrying after the error does not meet a phantom duplicate.
+async fn commit_or_roll_back(app: &App, outcomes: &[&Outcome]) -> Result<(), ApiError> {
+    if outcomes.is_empty() {
+        return Ok(());
+    }
+    if let Err(e) = app.store.commit().await {
+        for o in outcomes {
+            if let Outcome::Created(m) = o {
+                let _ = app.store.remove(m);
+            }
+        }
+        tracing::error!(error = %e, "commit failed; enqueue refused");
+        return Err(e.into());
+    }
+    Ok(())
+}
+
+/// A durable new message goes to the dispatcher and the event stream.
+fn hand_over(app: &App, m: &Message) {
+    Metrics::inc(&app.metrics.enqueued);
+    app.dispatcher.submit(m);
+    app.publish_state(m, "queued");
+}
+
+fn duplicate(id: u64, state: MsgState) -> Value {
+    json!({ "id": format_id(id), "state": state.as_str(), "duplicate": true })
+}
+
+/// Prefixes the field of a batch item's error with its index: `[3].to`.
+fn in_item(mut e: ApiError, i: usize) -> ApiError {
+    e.field = Some(match e.field.take() {
+        Some(f) if f.starts_with('[') => format!("[{i}]{f}"),
+        Some(f) => format!("[{i}].{f}"),
+        None => format!("[{i}]"),
+    });
+    e
+}
+
+pub(super) fn parse_id(s: &str) -> Result<u64, ApiError> {
+    model::parse_id(s).ok_or_else(|| {
+        ApiError::not_found(format!(
+            "`{s}` is not a message id: ids are 16 hex digits, as returned by POST /v1/messages"
+        ))
+    })
+}
+
+fn unknown(id: u64) -> ApiError {
+    ApiError::not_found(format!(
+        "no message {} (never enqueued, or removed after the retention period)",
+        format_id(id)
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_fields_name_the_item() {
+        let e = in_item(ApiError::invalid("x", "to", "m"), 3);
+        assert_eq!(e.field.as_deref(), Some("[3].to"));
+        let e = in_item(ApiError::bad_request("m"), 0);
+        assert_eq!(e.field.as_deref(), Some("[0]"));
+    }
+}

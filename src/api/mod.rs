@@ -1,0 +1,22 @@
+//! The socket API: HTTP/1.1 + JSON over a Unix socket (see the socket API reference).
+//!
+//! `server` owns the socket and the connections, `routes` the table; one file per resource
+//! holds its handlers. Handlers hold no queue logic: they validate, write to the store, wait
+//! for the commit, and hand messages to the dispatcher.
+
+mod events;
+mod extract;
+mod inbound;
+mod json;
+mod messages;
+mod peer;
+mod recipients;
+mod routes;
+mod senders;
+mod server;
+mod stats;
+mod view;
+
+pub use messages::MAX_BATCH_ITEMS;
+pub use routes::{router, Ctx};
+pub use server::{bind, run, Listener};

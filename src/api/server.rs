@@ -1,0 +1,266 @@
+//! The socket server: binds the Unix socket, accepts connections up to `socket.max_connections`,
+//! checks each peer's credentials, serves HTTP/1.1 (keep-alive, pipelining) with the router, and
+//! on stop finishes in-flight requests before returning.
+
+use std::convert::Infallible;
+use std::io;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::response::IntoResponse;
+use axum::Router;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::Request;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, watch, Semaphore};
+use tower::ServiceExt as _;
+
+use crate::app::App;
+use crate::config::SocketConfig;
+use crate::metrics::Metrics;
+
+use super::peer::{self, Peer};
+use super::routes::{router, Ctx};
+
+/// A request's head must arrive within this; it also closes keep-alive connections idle for
+/// this long (hyper runs the same timer while waiting for the next request).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The bound socket. Removes its file when dropped, if the file is still the one it created.
+pub struct Listener {
+    inner: UnixListener,
+    /// The file we created, identified by (device, inode), to be removed at the end.
+    created: Option<(PathBuf, u64, u64)>,
+}
+
+impl Listener {
+    pub fn local_path(&self) -> Option<&Path> {
+        self.created.as_ref().map(|(p, _, _)| p.as_path())
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if let Some((path, dev, ino)) = &self.created {
+            let ours =
+                std::fs::symlink_metadata(path).is_ok_and(|m| m.dev() == *dev && m.ino() == *ino);
+            if ours {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+    }
+}
+
+/// Binds `cfg.path` with `cfg.mode`, or adopts `inherited` (a listener passed in by the service
+/// manager, e.g. systemd socket activation). A stale socket file is replaced; a live daemon on
+/// the path is an error.
+pub fn bind(
+    cfg: &SocketConfig,
+    inherited: Option<std::os::unix::net::UnixListener>,
+) -> anyhow::Result<Listener> {
+    if let Some(l) = inherited {
+        l.set_nonblocking(true)
+            .context("socket: cannot make the inherited listener non-blocking")?;
+        return Ok(Listener {
+            inner: UnixListener::from_std(l)
+                .context("socket: cannot adopt the inherited listener")?,
+            created: None,
+        });
+    }
+    let path = &cfg.path;
+    clear_stale(path)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("socket.path: cannot create {}", dir.display()))?;
+    }
+    // Created owner-only, then opened up to `mode`: no moment in which a wider mode lets
+    // someone connect. umask is process-wide, but nothing else creates files at this point.
+    // SAFETY: umask only swaps an integer in the process's state.
+    let old_mask = unsafe { libc::umask(0o177) };
+    let bound = std::os::unix::net::UnixListener::bind(path);
+    // SAFETY: as above.
+    unsafe { libc::umask(old_mask) };
+    let std_listener =
+        bound.with_context(|| format!("socket.path: cannot bind {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(cfg.mode)).with_context(
+        || {
+            format!(
+                "socket.mode: cannot set {:o} on {}",
+                cfg.mode,
+                path.display()
+            )
+        },
+    )?;
+    let meta = std::fs::symlink_metadata(path)
+        .with_context(|| format!("socket.path: {} vanished after bind", path.display()))?;
+    std_listener.set_nonblocking(true)?;
+    Ok(Listener {
+        inner: UnixListener::from_std(std_listener)?,
+        created: Some((path.clone(), meta.dev(), meta.ino())),
+    })
+}
+
+/// A socket file nobody answers on is left over from a crash: remove it. Refuse to touch a
+/// live daemon's socket or a file that is not a socket.
+fn clear_stale(path: &Path) -> anyhow::Result<()> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("socket.path: cannot inspect {}", path.display()))
+        }
+    };
+    if !meta.file_type().is_socket() {
+        anyhow::bail!(
+            "socket.path: {} exists and is not a socket; remove it or choose another path",
+            path.display()
+        );
+    }
+    match std::os::unix::net::UnixStream::connect(path) {
+        Ok(_) => anyhow::bail!(
+            "socket.path: another waq daemon is already serving on {}; stop it first",
+            path.display()
+        ),
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+            std::fs::remove_file(path).with_context(|| {
+                format!(
+                    "socket.path: cannot remove the stale socket {}",
+                    path.display()
+                )
+            })?;
+            tracing::info!(path = %path.display(), "removed a stale socket file");
+            Ok(())
+        }
+        Err(e) => Err(e).with_context(|| format!("socket.path: cannot check {}", path.display())),
+    }
+}
+
+/// Serves until `stop` turns true, then stops accepting, lets every connection finish the
+/// request it is on (at most `grace`), and returns.
+pub async fn run(
+    listener: Listener,
+    app: Arc<App>,
+    mut stop: watch::Receiver<bool>,
+    grace: Duration,
+) {
+    let router = router(Ctx {
+        app: app.clone(),
+        stopping: stop.clone(),
+    });
+    let limit = Arc::new(Semaphore::new(app.config().socket.max_connections));
+    // Every connection task holds a clone; `recv` returns `None` once they all ended.
+    let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
+    loop {
+        // Past the cap, connections wait in the kernel's backlog rather than being refused.
+        let permit = tokio::select! {
+            p = limit.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            _ = stopped(&mut stop) => break,
+        };
+        let stream = tokio::select! {
+            r = listener.inner.accept() => match r {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    // Out of file descriptors: give in-flight work a moment to release some.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = stopped(&mut stop) => break,
+        };
+        let (app, router, stop, alive) =
+            (app.clone(), router.clone(), stop.clone(), alive_tx.clone());
+        tokio::spawn(async move {
+            serve_connection(stream, app, router, stop).await;
+            drop(permit);
+            drop(alive);
+        });
+    }
+    // New connections are refused from here on.
+    drop(listener);
+    drop(alive_tx);
+    if tokio::time::timeout(grace, alive_rx.recv()).await.is_err() {
+        tracing::warn!(
+            grace_s = grace.as_secs(),
+            "connections still open after the grace period; closing them"
+        );
+    }
+}
+
+/// Resolves once a stop is asked for (or the server is gone). Returns nothing, so no watch
+/// guard lives on across the caller's next await.
+pub(super) async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+async fn serve_connection(
+    stream: UnixStream,
+    app: Arc<App>,
+    router: Router,
+    mut stop: watch::Receiver<bool>,
+) {
+    let peer = stream.peer_cred().ok().map(|c| Peer {
+        uid: c.uid(),
+        gid: c.gid(),
+        pid: c.pid(),
+    });
+    // Checked against the configuration in force when the peer connected.
+    let refusal = peer::check(&app.config().socket, peer);
+    if let Some(e) = &refusal {
+        tracing::warn!(
+            uid = peer.map(|p| p.uid),
+            gid = peer.map(|p| p.gid),
+            pid = peer.and_then(|p| p.pid),
+            "refused a peer: {}",
+            e.message
+        );
+    }
+    let service = service_fn(move |req: Request<Incoming>| {
+        let router = router.clone();
+        let refusal = refusal.clone();
+        let app = app.clone();
+        async move {
+            Metrics::inc(&app.metrics.api_requests);
+            let method = req.method().clone();
+            let path = req.uri().path().to_string();
+            let res = match refusal {
+                Some(e) => e.into_response(),
+                None => router
+                    .oneshot(req)
+                    .await
+                    .unwrap_or_else(|never| match never {}),
+            };
+            tracing::debug!(%method, %path, status = res.status().as_u16(), "request");
+            Ok::<_, Infallible>(res)
+        }
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .keep_alive(true)
+        .pipeline_flush(true)
+        .serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        }
+        _ = stopped(&mut stop) => {
+            // Finish the request in progress, answer it, then close.
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}

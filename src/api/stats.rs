@@ -1,0 +1,199 @@
+//! What operators look at: `GET /v1/stats` (JSON), `GET /v1/health`, `GET /metrics`
+//! (Prometheus text format 0.0.4). None of them shows a token or any other secret.
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering::Relaxed;
+
+use axum::extract::State;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Map, Value};
+
+use crate::error::ApiError;
+use crate::model::State as MsgState;
+
+use super::json;
+use super::routes::Ctx;
+
+pub async fn stats(State(ctx): State<Ctx>) -> Response {
+    let app = &ctx.app;
+    let counts = app.store.counts();
+    let by_state: Map<String, Value> = counts
+        .iter()
+        .map(|(s, n)| (s.as_str().to_string(), json!(n)))
+        .collect();
+    let depth = queue_depth(&counts);
+    let counters: Map<String, Value> = app
+        .metrics
+        .counters()
+        .into_iter()
+        .map(|(name, _, v)| {
+            let short = name.trim_start_matches("waq_").trim_end_matches("_total");
+            (short.to_string(), json!(v))
+        })
+        .collect();
+    let snapshot = app.dispatcher.snapshot();
+    let commit = app.store.commit_stats();
+    let disk_bytes = app.store.size_on_disk();
+    json::ok(&json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "messages": by_state,
+        "queue_depth": depth,
+        "in_flight": snapshot.in_flight,
+        "senders": snapshot.senders,
+        "counters": counters,
+        "commit": {
+            "commits": commit.commits.load(Relaxed),
+            "waiters": commit.waiters.load(Relaxed),
+        },
+        "disk_bytes": disk_bytes,
+        "shutting_down": app.is_shutting_down(),
+    }))
+}
+
+pub async fn health(State(ctx): State<Ctx>) -> Result<Response, ApiError> {
+    if ctx.app.is_shutting_down() {
+        return Err(json::shutting_down());
+    }
+    let paused: Vec<Value> = ctx
+        .app
+        .dispatcher
+        .snapshot()
+        .senders
+        .into_iter()
+        .filter(|s| s.paused)
+        .map(|s| json!({ "name": s.name, "reason": s.pause_reason }))
+        .collect();
+    let status = if paused.is_empty() { "ok" } else { "degraded" };
+    Ok(json::ok(
+        &json!({ "status": status, "paused_senders": paused }),
+    ))
+}
+
+pub async fn metrics(State(ctx): State<Ctx>) -> Response {
+    let app = &ctx.app;
+    let mut out = String::with_capacity(4096);
+    for (name, help, value) in app.metrics.counters() {
+        family(&mut out, name, "counter", help);
+        let _ = writeln!(out, "{name} {value}");
+    }
+    let commit = app.store.commit_stats();
+    family(
+        &mut out,
+        "waq_commits_total",
+        "counter",
+        "Group commits (one flush + fsync each).",
+    );
+    let _ = writeln!(out, "waq_commits_total {}", commit.commits.load(Relaxed));
+    family(
+        &mut out,
+        "waq_commit_waiters_total",
+        "counter",
+        "Writes made durable by group commits.",
+    );
+    let _ = writeln!(
+        out,
+        "waq_commit_waiters_total {}",
+        commit.waiters.load(Relaxed)
+    );
+
+    let counts = app.store.counts();
+    family(
+        &mut out,
+        "waq_messages",
+        "gauge",
+        "Messages in the store, by state.",
+    );
+    for (state, n) in &counts {
+        let _ = writeln!(out, "waq_messages{{state=\"{}\"}} {n}", state.as_str());
+    }
+    let depth = queue_depth(&counts);
+    family(
+        &mut out,
+        "waq_queue_depth",
+        "gauge",
+        "Messages the dispatcher still owns (queued, retrying, sending).",
+    );
+    let _ = writeln!(out, "waq_queue_depth {depth}");
+    family(
+        &mut out,
+        "waq_store_disk_bytes",
+        "gauge",
+        "Bytes the database occupies on disk.",
+    );
+    let _ = writeln!(out, "waq_store_disk_bytes {}", app.store.size_on_disk());
+
+    let snapshot = app.dispatcher.snapshot();
+    family(
+        &mut out,
+        "waq_in_flight",
+        "gauge",
+        "Requests to the Cloud API in flight.",
+    );
+    let _ = writeln!(out, "waq_in_flight {}", snapshot.in_flight);
+    type Gauge = fn(&crate::dispatch::SenderSnapshot) -> f64;
+    let per_sender: [(&str, &str, Gauge); 6] = [
+        ("waq_sender_mps", "Configured messages per second.", |s| {
+            f64::from(s.mps)
+        }),
+        (
+            "waq_sender_effective_mps",
+            "Rate in force now (lower after Meta asked to slow down).",
+            |s| s.effective_mps,
+        ),
+        (
+            "waq_sender_sent_last_second",
+            "Requests started in the last second.",
+            |s| f64::from(s.sent_last_second),
+        ),
+        (
+            "waq_sender_in_flight",
+            "Requests in flight for this sender.",
+            |s| s.in_flight as f64,
+        ),
+        (
+            "waq_sender_queued",
+            "Messages waiting in this sender's scheduler.",
+            |s| s.queued as f64,
+        ),
+        (
+            "waq_sender_paused",
+            "1 while the sender's circuit breaker holds it paused.",
+            |s| if s.paused { 1.0 } else { 0.0 },
+        ),
+    ];
+    for (name, help, get) in per_sender {
+        family(&mut out, name, "gauge", help);
+        for s in &snapshot.senders {
+            let _ = writeln!(out, "{name}{{sender=\"{}\"}} {}", label(&s.name), get(s));
+        }
+    }
+
+    let mut res = (StatusCode::OK, out).into_response();
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    res
+}
+
+/// Messages the dispatcher still owns.
+fn queue_depth(counts: &[(MsgState, u64)]) -> u64 {
+    counts
+        .iter()
+        .filter(|(s, _)| s.is_pending())
+        .map(|(_, n)| n)
+        .sum()
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// Escapes a label value as the exposition format requires.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}

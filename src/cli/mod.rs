@@ -1,0 +1,416 @@
+//! The command line: `waq serve` runs the daemon; every other command is a client of the
+//! socket API. Human output by default, `--json` prints the daemon's answer as is.
+//!
+//! Exit codes: 0 success, 1 the daemon said no (its reason printed), 2 usage error,
+//! 3 daemon unreachable.
+
+mod client;
+mod send;
+mod show;
+
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Subcommand};
+use hyper::Method;
+use serde_json::{json, Value};
+
+use crate::config::{ConfigError, DEFAULT_SOCKET_PATH};
+
+use client::{Client, Reply, Unreachable};
+pub use send::SendArgs;
+
+pub const EXIT_OK: i32 = 0;
+pub const EXIT_REFUSED: i32 = 1;
+pub const EXIT_USAGE: i32 = 2;
+pub const EXIT_UNREACHABLE: i32 = 3;
+
+/// The daemon and its client commands (the binary adds its own beside these).
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon in the foreground (what systemd starts).
+    Serve {
+        /// The configuration file.
+        #[arg(long, value_name = "PATH")]
+        config: PathBuf,
+        /// Log one JSON object per line, whatever log.format says.
+        #[arg(long)]
+        log_json: bool,
+    },
+    /// Enqueue a message.
+    Send(Box<SendArgs>),
+    /// Show one message: state, attempts, last error, history.
+    Status {
+        /// The message id (16 hex digits).
+        id: String,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// List messages, oldest first.
+    Ls(LsArgs),
+    /// Cancel a message not yet handed to Meta.
+    Cancel {
+        id: String,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Put a failed or expired message back in the queue.
+    Retry {
+        id: String,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Counts by state, per-sender rates, in-flight requests, counters.
+    Stats {
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Whether the daemon is serving, and which senders are paused and why.
+    Health {
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Manage senders.
+    Sender {
+        #[command(subcommand)]
+        action: SenderAction,
+    },
+    /// Record that a customer wrote to a sender (opens the 24-hour window).
+    Inbound {
+        /// The customer's phone number.
+        #[arg(long, value_name = "NUMBER")]
+        from: String,
+        /// The sender written to (optional with a single sender).
+        #[arg(long)]
+        sender: Option<String>,
+        /// When the message was received (RFC 3339); default now.
+        #[arg(long, value_name = "TIME")]
+        at: Option<String>,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Follow the daemon's events (state changes, inbound messages) as JSON lines.
+    Events {
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SenderAction {
+    /// Resume a sender its circuit breaker paused.
+    Resume {
+        name: String,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// Only these states (comma-separated), e.g. failed,expired.
+    #[arg(long)]
+    state: Option<String>,
+    /// Only messages to this number.
+    #[arg(long, value_name = "NUMBER")]
+    to: Option<String>,
+    /// Only messages of this sender.
+    #[arg(long)]
+    sender: Option<String>,
+    /// Messages per page (1–1000).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    limit: Option<u16>,
+    /// Continue after this cursor (the `next_cursor` of the previous page).
+    #[arg(long)]
+    cursor: Option<String>,
+    /// Follow the cursors to the end.
+    #[arg(long)]
+    all: bool,
+    #[command(flatten)]
+    client: ClientOpts,
+}
+
+/// How every client command finds the daemon and prints its answers.
+#[derive(Debug, Args)]
+pub struct ClientOpts {
+    /// The daemon's socket.
+    #[arg(long, value_name = "PATH", env = "WAQ_SOCKET", default_value = DEFAULT_SOCKET_PATH)]
+    pub socket: PathBuf,
+    /// Print the daemon's JSON answer instead of a summary.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs one command; returns the process exit code.
+pub fn run(command: Command) -> i32 {
+    if let Command::Serve { config, log_json } = &command {
+        return serve(config, *log_json);
+    }
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("waq: cannot start: {e}");
+            return EXIT_UNREACHABLE;
+        }
+    };
+    match rt.block_on(client_command(command)) {
+        Ok(code) => code,
+        Err(Failure::Usage(msg)) => {
+            eprintln!("waq: {msg}");
+            EXIT_USAGE
+        }
+        Err(Failure::Unreachable(e)) => {
+            eprintln!("waq: {e}");
+            EXIT_UNREACHABLE
+        }
+    }
+}
+
+fn serve(config: &Path, log_json: bool) -> i32 {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("waq: cannot start the runtime: {e}");
+            return 1;
+        }
+    };
+    match rt.block_on(crate::daemon::serve(config, log_json.then_some(true))) {
+        Ok(()) => EXIT_OK,
+        Err(e) if e.downcast_ref::<ConfigError>().is_some() => {
+            eprintln!("waq: {e}");
+            EXIT_USAGE
+        }
+        Err(e) => {
+            eprintln!("waq: {e:#}");
+            1
+        }
+    }
+}
+
+/// Why a client command could not get an answer.
+enum Failure {
+    Usage(String),
+    Unreachable(Unreachable),
+}
+
+impl From<Unreachable> for Failure {
+    fn from(e: Unreachable) -> Self {
+        Failure::Unreachable(e)
+    }
+}
+
+async fn client_command(command: Command) -> Result<i32, Failure> {
+    match command {
+        Command::Serve { .. } => Ok(EXIT_USAGE),
+        Command::Send(args) => {
+            let body = args.request().map_err(Failure::Usage)?;
+            let c = &args.client;
+            let reply = post(c, "/v1/messages", &body).await?;
+            Ok(answer(c, &reply, show::enqueued))
+        }
+        Command::Status { id, client: c } => {
+            let reply = call(
+                &c,
+                Method::GET,
+                &format!("/v1/messages/{}", encode(&id)),
+                None,
+            )
+            .await?;
+            Ok(answer(&c, &reply, show::message))
+        }
+        Command::Ls(args) => ls(args).await,
+        Command::Cancel { id, client: c } => {
+            let reply = call(
+                &c,
+                Method::DELETE,
+                &format!("/v1/messages/{}", encode(&id)),
+                None,
+            )
+            .await?;
+            Ok(answer(&c, &reply, |v| {
+                println!("cancelled {}", text(v, "id"))
+            }))
+        }
+        Command::Retry { id, client: c } => {
+            let path = format!("/v1/messages/{}/retry", encode(&id));
+            let reply = call(&c, Method::POST, &path, None).await?;
+            Ok(answer(&c, &reply, |v| {
+                println!("queued {} again", text(v, "id"))
+            }))
+        }
+        Command::Stats { client: c } => {
+            let reply = call(&c, Method::GET, "/v1/stats", None).await?;
+            Ok(answer(&c, &reply, show::stats))
+        }
+        Command::Health { client: c } => {
+            let reply = call(&c, Method::GET, "/v1/health", None).await?;
+            Ok(answer(&c, &reply, show::health))
+        }
+        Command::Sender {
+            action: SenderAction::Resume { name, client: c },
+        } => {
+            let path = format!("/v1/senders/{}/resume", encode(&name));
+            let reply = call(&c, Method::POST, &path, None).await?;
+            Ok(answer(&c, &reply, |_| println!("resumed {name}")))
+        }
+        Command::Inbound {
+            from,
+            sender,
+            at,
+            client: c,
+        } => {
+            let body = json!({ "from": from, "sender": sender, "at": at });
+            let reply = post(&c, "/v1/inbound", &body).await?;
+            Ok(answer(&c, &reply, show::recipient))
+        }
+        Command::Events { client: c } => {
+            use std::io::Write as _;
+            let mut out = std::io::stdout();
+            let streamed = Client::new(&c.socket)
+                .stream("/v1/events", |chunk| {
+                    let _ = out.write_all(chunk);
+                    let _ = out.flush();
+                })
+                .await?;
+            Ok(match streamed {
+                Ok(()) => EXIT_OK,
+                Err(refusal) => answer(&c, &refusal, |_| {}),
+            })
+        }
+    }
+}
+
+async fn ls(args: LsArgs) -> Result<i32, Failure> {
+    let c = &args.client;
+    let mut cursor = args.cursor.clone();
+    let mut all: Vec<Value> = Vec::new();
+    let mut first_page = true;
+    loop {
+        let mut query = Vec::new();
+        for (key, value) in [
+            ("state", args.state.clone()),
+            ("to", args.to.clone()),
+            ("sender", args.sender.clone()),
+            ("limit", args.limit.map(|l| l.to_string())),
+            ("cursor", cursor.clone()),
+        ] {
+            if let Some(v) = value {
+                query.push(format!("{key}={}", encode(&v)));
+            }
+        }
+        let path = if query.is_empty() {
+            "/v1/messages".to_string()
+        } else {
+            format!("/v1/messages?{}", query.join("&"))
+        };
+        let reply = call(c, Method::GET, &path, None).await?;
+        if reply.status >= 400 || !args.all {
+            return Ok(answer(c, &reply, |v| show::list(v, true)));
+        }
+        let page: Value = serde_json::from_slice(&reply.body).unwrap_or(Value::Null);
+        let next = page
+            .get("next_cursor")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        if c.json {
+            if let Some(items) = page.get("messages").and_then(Value::as_array) {
+                all.extend(items.iter().cloned());
+            }
+        } else {
+            show::list(&page, first_page);
+        }
+        first_page = false;
+        match next {
+            Some(n) => cursor = Some(n),
+            None => break,
+        }
+    }
+    if c.json {
+        println!("{}", json!({ "messages": all, "next_cursor": null }));
+    }
+    Ok(EXIT_OK)
+}
+
+async fn call(
+    c: &ClientOpts,
+    method: Method,
+    path: &str,
+    body: Option<&Value>,
+) -> Result<Reply, Unreachable> {
+    Client::new(&c.socket)
+        .call(method, path, body.map(|b| b.to_string().into_bytes()))
+        .await
+}
+
+async fn post(c: &ClientOpts, path: &str, body: &Value) -> Result<Reply, Unreachable> {
+    call(c, Method::POST, path, Some(body)).await
+}
+
+/// Prints the answer (`--json`: as is; else `human` for success, the reason for an error)
+/// and returns the exit code.
+fn answer(c: &ClientOpts, reply: &Reply, human: impl FnOnce(&Value)) -> i32 {
+    let parsed: Option<Value> = serde_json::from_slice(&reply.body).ok();
+    let ok = (200..300).contains(&reply.status);
+    if c.json {
+        println!("{}", String::from_utf8_lossy(&reply.body).trim_end());
+    } else if ok {
+        human(parsed.as_ref().unwrap_or(&Value::Null));
+    } else {
+        match parsed.as_ref().and_then(|v| v.get("error")) {
+            Some(e) => {
+                let mut line = format!("waq: {} [{}", text(e, "message"), text(e, "code"));
+                if let Some(f) = e.get("field").and_then(Value::as_str) {
+                    line.push_str(&format!(", field {f}"));
+                }
+                line.push(']');
+                eprintln!("{line}");
+            }
+            None => eprintln!(
+                "waq: the daemon answered {}: {}",
+                reply.status,
+                String::from_utf8_lossy(&reply.body).trim_end()
+            ),
+        }
+    }
+    if ok {
+        EXIT_OK
+    } else {
+        EXIT_REFUSED
+    }
+}
+
+/// A string field of an answer, or `-`.
+fn text<'a>(v: &'a Value, key: &str) -> &'a str {
+    v.get(key).and_then(Value::as_str).unwrap_or("-")
+}
+
+/// Percent-encodes everything but unreserved characters (for path segments and query values:
+/// ids and names are plain, but a typo should still reach the daemon intact and be answered).
+fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_query_values() {
+        assert_eq!(encode("+1 415"), "%2B1%20415");
+        assert_eq!(encode("failed,expired"), "failed%2Cexpired");
+        assert_eq!(encode("abc-_.~"), "abc-_.~");
+    }
+}

@@ -1,0 +1,191 @@
+//! Human output of the client commands (`--json` bypasses all of this).
+
+use serde_json::Value;
+
+use crate::model::State;
+
+use super::text;
+
+pub fn enqueued(v: &Value) {
+    if v.get("duplicate").and_then(Value::as_bool) == Some(true) {
+        println!("duplicate of {} ({})", text(v, "id"), text(v, "state"));
+    } else {
+        println!("{} {}", text(v, "state"), text(v, "id"));
+    }
+}
+
+pub fn message(v: &Value) {
+    let rows = [
+        ("id", text(v, "id").to_string()),
+        ("state", text(v, "state").to_string()),
+        ("sender", text(v, "sender").to_string()),
+        ("to", text(v, "to").to_string()),
+        ("type", text(v, "type").to_string()),
+        ("priority", text(v, "priority").to_string()),
+        (
+            "attempts",
+            v.get("attempts").map(|a| a.to_string()).unwrap_or_default(),
+        ),
+        ("created", text(v, "created_at").to_string()),
+        ("updated", text(v, "updated_at").to_string()),
+        ("next attempt", text(v, "next_attempt_at").to_string()),
+        ("expires", text(v, "expires_at").to_string()),
+        ("wamid", text(v, "wamid").to_string()),
+        ("sent template", text(v, "substituted_template").to_string()),
+        ("last error", last_error(v.get("last_error"))),
+        (
+            "metadata",
+            v.get("metadata")
+                .filter(|m| !m.is_null())
+                .map(|m| m.to_string())
+                .unwrap_or("-".into()),
+        ),
+    ];
+    for (k, val) in rows {
+        println!("{k:<13} {val}");
+    }
+    println!("history:");
+    for h in v
+        .get("history")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        println!(
+            "  {}  {:<9}  {}",
+            text(h, "at"),
+            text(h, "state"),
+            text(h, "detail")
+        );
+    }
+}
+
+fn last_error(e: Option<&Value>) -> String {
+    match e.filter(|e| !e.is_null()) {
+        None => "-".into(),
+        Some(e) => {
+            let mut s = format!("{}: {}", text(e, "code"), text(e, "message"));
+            if let Some(code) = e.get("meta_code").and_then(Value::as_i64) {
+                s.push_str(&format!(" (Meta error {code})"));
+            }
+            s
+        }
+    }
+}
+
+/// One page of `ls`; `header` on the first page only.
+pub fn list(v: &Value, header: bool) {
+    if header {
+        println!(
+            "{:<16}  {:<9}  {:<9}  {:<15}  {:<10}  {:>3}  UPDATED",
+            "ID", "STATE", "TYPE", "TO", "SENDER", "TRY"
+        );
+    }
+    for m in v
+        .get("messages")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        println!(
+            "{:<16}  {:<9}  {:<9}  {:<15}  {:<10}  {:>3}  {}",
+            text(m, "id"),
+            text(m, "state"),
+            text(m, "type"),
+            text(m, "to"),
+            text(m, "sender"),
+            m.get("attempts").and_then(Value::as_u64).unwrap_or(0),
+            text(m, "updated_at"),
+        );
+    }
+    if let Some(next) = v.get("next_cursor").and_then(Value::as_str) {
+        eprintln!("(more: --cursor {next}, or --all)");
+    }
+}
+
+pub fn stats(v: &Value) {
+    // In lifecycle order rather than the answer's alphabetical one.
+    let counts: Vec<String> = State::ALL
+        .iter()
+        .filter_map(|s| {
+            let n = v.get("messages")?.get(s.as_str())?;
+            Some(format!("{} {n}", s.as_str()))
+        })
+        .collect();
+    println!("messages     {}", counts.join(", "));
+    println!(
+        "queue depth  {}   in flight {}",
+        v.get("queue_depth").unwrap_or(&Value::Null),
+        v.get("in_flight").unwrap_or(&Value::Null)
+    );
+    for s in v
+        .get("senders")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let mut line = format!(
+            "sender {:<10} mps {} (now {}), last second {}, in flight {}, queued {}",
+            text(s, "name"),
+            s.get("mps").unwrap_or(&Value::Null),
+            s.get("effective_mps").unwrap_or(&Value::Null),
+            s.get("sent_last_second").unwrap_or(&Value::Null),
+            s.get("in_flight").unwrap_or(&Value::Null),
+            s.get("queued").unwrap_or(&Value::Null),
+        );
+        if s.get("paused").and_then(Value::as_bool) == Some(true) {
+            line.push_str(&format!(", PAUSED: {}", text(s, "pause_reason")));
+        }
+        println!("{line}");
+    }
+    let counters: Vec<String> = v
+        .get("counters")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .filter(|(_, n)| n.as_u64() != Some(0))
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect();
+    if !counters.is_empty() {
+        println!("counters     {}", counters.join(", "));
+    }
+    if let Some(bytes) = v.get("disk_bytes").and_then(Value::as_u64) {
+        println!(
+            "store        {:.1} MiB on disk",
+            bytes as f64 / (1024.0 * 1024.0)
+        );
+    }
+}
+
+pub fn health(v: &Value) {
+    let paused: Vec<String> = v
+        .get("paused_senders")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|p| format!("{} paused ({})", text(p, "name"), text(p, "reason")))
+        .collect();
+    if paused.is_empty() {
+        println!("{}", text(v, "status"));
+    } else {
+        println!("{}: {}", text(v, "status"), paused.join("; "));
+    }
+}
+
+pub fn recipient(v: &Value) {
+    let open = v.get("window_open").and_then(Value::as_bool) == Some(true);
+    if open {
+        println!(
+            "window of {} with {} open until {}",
+            text(v, "recipient"),
+            text(v, "sender"),
+            text(v, "window_open_until")
+        );
+    } else {
+        println!(
+            "window of {} with {} closed",
+            text(v, "recipient"),
+            text(v, "sender")
+        );
+    }
+}

@@ -1,0 +1,212 @@
+//! `waq serve`: wires configuration, store, dispatcher and the socket server together, and
+//! handles signals (SIGTERM / SIGINT: graceful stop; SIGHUP: reload the configuration).
+//!
+//! The steps are separate functions (`start`, `Running::reload`, `Running::stop`); `serve`
+//! strings them together with the service manager's protocol around them: a socket-activated
+//! listener passed to `start`, READY=1 after it, the watchdog while running, STOPPING=1 before
+//! `stop`.
+
+mod logging;
+mod notify;
+mod signals;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::api;
+use crate::app::App;
+use crate::config::Config;
+use crate::dispatch::Dispatcher;
+use crate::store::Store;
+
+pub use signals::{Signal, Signals};
+
+/// How long connections get to finish their request once a stop is asked for.
+const REQUEST_GRACE: Duration = Duration::from_secs(10);
+
+/// Runs the daemon in the foreground until SIGTERM / SIGINT; returns after a clean stop.
+/// A configuration error comes back as a `ConfigError` (callers exit 2 on it).
+pub async fn serve(config_path: &Path, json_logs_override: Option<bool>) -> anyhow::Result<()> {
+    let cfg = Config::load(config_path)?;
+    logging::init(&cfg.log, json_logs_override)?;
+    // Before anything slow, so a stop asked for during start-up is not lost.
+    let mut signals = Signals::install().context("cannot install signal handlers")?;
+    let inherited = crate::systemd::take_listener().context("socket activation")?;
+    let running = start(cfg, config_path, inherited).await?;
+    notify::state("READY=1\nSTATUS=serving");
+    notify::spawn_watchdog(running.app.clone());
+    loop {
+        match signals.next().await {
+            Signal::Reload => running.reload(),
+            Signal::Stop(name) => {
+                tracing::info!(
+                    signal = name,
+                    "stopping: finishing in-flight requests and commits"
+                );
+                break;
+            }
+        }
+    }
+    notify::state("STOPPING=1");
+    tokio::select! {
+        r = running.stop() => r,
+        name = signals.next_stop() => {
+            // A second stop signal: the operator does not want to wait. Everything already
+            // answered is durable, so leaving now loses nothing that was promised.
+            tracing::warn!(signal = name, "second stop signal: exiting without waiting");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// The running daemon: what `stop` needs to wind it down.
+pub struct Running {
+    app: Arc<App>,
+    config_path: PathBuf,
+    stop_server: watch::Sender<bool>,
+    server: JoinHandle<()>,
+    dispatcher: JoinHandle<()>,
+}
+
+/// Opens everything and starts serving. `inherited` is a listener the service manager opened
+/// (socket activation); without it the socket is bound from the configuration.
+pub async fn start(
+    cfg: Config,
+    config_path: &Path,
+    inherited: Option<std::os::unix::net::UnixListener>,
+) -> anyhow::Result<Running> {
+    // The socket first: a live daemon on it is the likeliest start-up mistake, and says so.
+    let listener = api::bind(&cfg.socket, inherited)?;
+    let (dir, store_cfg) = (cfg.state_dir.clone(), cfg.store.clone());
+    let store = tokio::task::spawn_blocking(move || Store::open(&dir, &store_cfg))
+        .await?
+        .with_context(|| {
+            format!(
+                "state_dir: cannot open the store in {}",
+                cfg.state_dir.display()
+            )
+        })?;
+    let dispatcher = Dispatcher::new(&cfg);
+    let (recovering_store, recovering) = (store.clone(), dispatcher.clone());
+    let (total, pending) = tokio::task::spawn_blocking(move || {
+        let mut pending = 0u64;
+        recovering_store
+            .recover(|m| {
+                pending += 1;
+                recovering.submit(&m);
+            })
+            .map(|total| (total, pending))
+    })
+    .await?
+    .context("state_dir: cannot read the stored messages")?;
+
+    let socket_path = listener
+        .local_path()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "(inherited)".into());
+    let senders = cfg.sender_names().join(",");
+    let app = App::new(cfg, store, dispatcher.clone());
+    let dispatcher = tokio::spawn(dispatcher.run(app.clone()));
+    let (stop_server, stopping) = watch::channel(false);
+    let server = tokio::spawn(api::run(listener, app.clone(), stopping, REQUEST_GRACE));
+    tracing::info!(
+        socket = %socket_path,
+        messages = total,
+        pending,
+        senders = %senders,
+        version = env!("CARGO_PKG_VERSION"),
+        "waq is serving"
+    );
+    Ok(Running {
+        app,
+        config_path: config_path.to_path_buf(),
+        stop_server,
+        server,
+        dispatcher,
+    })
+}
+
+impl Running {
+    pub fn app(&self) -> &Arc<App> {
+        &self.app
+    }
+
+    /// Re-reads the configuration file. A broken file is logged and the running configuration
+    /// stays; a good one is applied to new requests and to the dispatcher (rates, tokens).
+    pub fn reload(&self) {
+        let new = match Config::load(&self.config_path) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!("reload failed, keeping the running configuration: {e}");
+                return;
+            }
+        };
+        let old = self.app.config();
+        for key in restart_only_changes(&old, &new) {
+            tracing::warn!(
+                key,
+                "changed in the file, but takes effect only at the next start"
+            );
+        }
+        self.app.dispatcher.reload(&new);
+        self.app.replace_config(new);
+        tracing::info!(path = %self.config_path.display(), "configuration reloaded");
+    }
+
+    /// Graceful stop: refuse new work, finish in-flight requests (and so their commits), let
+    /// the dispatcher finish its in-flight sends, flush the store.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.app.begin_shutdown();
+        let _ = self.stop_server.send(true);
+        if let Err(e) = self.server.await {
+            tracing::error!(error = %e, "the socket server ended abnormally");
+        }
+        // The dispatcher waits for its in-flight requests, each bounded by the request timeout.
+        let dispatch_grace = self.app.config().api.request_timeout + Duration::from_secs(5);
+        match tokio::time::timeout(dispatch_grace, self.dispatcher).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "the dispatcher ended abnormally"),
+            Err(_) => tracing::warn!(
+                "the dispatcher did not finish in time; its pending sends resume at the next start"
+            ),
+        }
+        let store = self.app.store.clone();
+        tokio::task::spawn_blocking(move || store.flush_blocking())
+            .await?
+            .context("the final flush of the store failed")?;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Keys read only at start-up that differ between `old` and `new`.
+fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut changed = Vec::new();
+    if old.state_dir != new.state_dir {
+        changed.push("state_dir");
+    }
+    if old.socket.path != new.socket.path {
+        changed.push("socket.path");
+    }
+    if old.socket.mode != new.socket.mode {
+        changed.push("socket.mode");
+    }
+    if old.socket.max_connections != new.socket.max_connections {
+        changed.push("socket.max_connections");
+    }
+    if old.store != new.store {
+        changed.push("store");
+    }
+    if old.log != new.log {
+        changed.push("log");
+    }
+    if old.webhook.as_ref().map(|w| &w.listen) != new.webhook.as_ref().map(|w| &w.listen) {
+        changed.push("webhook.listen");
+    }
+    changed
+}

@@ -1,0 +1,873 @@
+//! The socket API, end to end: the real binary, a real store in a temporary directory.
+
+mod common;
+
+use std::collections::HashSet;
+use std::os::unix::fs::PermissionsExt;
+
+use common::{parked, text_request, Daemon, Response};
+
+/// A template send the dispatcher leaves alone (see `parked`).
+fn template_request(to: &str) -> Value {
+    parked(common::template_request(to))
+}
+use serde_json::{json, Value};
+
+fn id_of(r: &Response) -> String {
+    r.json()["id"].as_str().unwrap().to_string()
+}
+
+fn assert_error(r: &Response, status: u16, code: &str, field: Option<&str>) {
+    assert_eq!(r.status, status, "{}", r.text());
+    let e = &r.json()["error"];
+    assert_eq!(e["code"], code, "{}", r.text());
+    assert!(!e["message"].as_str().unwrap_or_default().is_empty());
+    assert_eq!(e["field"].as_str(), field, "{}", r.text());
+    assert_eq!(r.header("content-type"), Some("application/json"));
+}
+
+#[test]
+fn enqueue_then_get_and_it_survives_a_restart() {
+    let mut d = Daemon::start();
+    let mut req = template_request("+1 (415) 555-1234");
+    req["metadata"] = json!({"order": 4521});
+    req["priority"] = json!("high");
+    let r = d.post("/v1/messages", &req);
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert_eq!(r.json()["state"], "queued");
+    let id = id_of(&r);
+    assert_eq!(id.len(), 16);
+
+    let m = d.get(&format!("/v1/messages/{id}")).json();
+    assert_eq!(m["id"], id.as_str());
+    assert_eq!(m["state"], "queued");
+    assert_eq!(m["to"], "14155551234");
+    assert_eq!(m["sender"], "main");
+    assert_eq!(m["type"], "template");
+    assert_eq!(m["priority"], "high");
+    assert_eq!(m["attempts"], 0);
+    assert_eq!(m["metadata"], json!({"order": 4521}));
+    assert_eq!(m["history"][0]["state"], "queued");
+    assert!(m["created_at"].as_str().unwrap().ends_with('Z'));
+    assert!(m["last_error"].is_null());
+
+    d.restart();
+    let again = d.get(&format!("/v1/messages/{id}"));
+    assert_eq!(again.status, 200);
+    assert_eq!(again.json()["state"], m["state"]);
+    assert_eq!(again.json()["metadata"], m["metadata"]);
+}
+
+#[test]
+fn concurrent_enqueues_survive_kill_9() {
+    const TOTAL: usize = 1000;
+    const CONNECTIONS: usize = 64;
+    let mut d = Daemon::start();
+    let ids: Vec<String> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..CONNECTIONS)
+            .map(|w| {
+                let d = &d;
+                s.spawn(move || {
+                    let mut conn = d.conn();
+                    let mut ids = Vec::new();
+                    for i in (w..TOTAL).step_by(CONNECTIONS) {
+                        let body = template_request(&format!("+1415555{i:04}")).to_string();
+                        let r = conn
+                            .send("POST", "/v1/messages", Some(body.as_bytes()))
+                            .unwrap();
+                        assert_eq!(r.status, 202, "{}", r.text());
+                        ids.push(id_of(&r));
+                    }
+                    ids
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect()
+    });
+    assert_eq!(ids.len(), TOTAL);
+    assert_eq!(
+        ids.iter().collect::<HashSet<_>>().len(),
+        TOTAL,
+        "ids are unique"
+    );
+
+    // Right after the last 202: every one of them must be on disk.
+    d.kill9();
+    d.restart();
+    for id in &ids {
+        let r = d.get(&format!("/v1/messages/{id}"));
+        assert_eq!(r.status, 200, "{id} lost after kill -9: {}", r.text());
+    }
+    let stats = d.get("/v1/stats").json();
+    assert_eq!(stats["messages"]["queued"], TOTAL as u64);
+}
+
+#[test]
+fn invalid_requests_get_4xx_with_code_and_field_and_the_daemon_keeps_serving() {
+    let d = Daemon::start();
+    let cases: Vec<(Value, &str, &str)> = vec![
+        (template_request("12ab"), "invalid_recipient", "to"),
+        (json!({"to": "+14155551234"}), "missing_field", "message"),
+        (
+            json!({"to": "+14155551234", "message": {}}),
+            "missing_field",
+            "message.type",
+        ),
+        (
+            {
+                let mut r = template_request("+14155551234");
+                r["sender"] = json!("nobody");
+                r
+            },
+            "unknown_sender",
+            "sender",
+        ),
+        (
+            text_request("+14155551234", &"x".repeat(4097)),
+            "too_long",
+            "message.text.body",
+        ),
+        (
+            {
+                let mut r = template_request("+14155551234");
+                r["priority"] = json!("urgent");
+                r
+            },
+            "invalid_value",
+            "priority",
+        ),
+    ];
+    for (body, code, field) in cases {
+        let r = d.post("/v1/messages", &body);
+        assert_eq!(r.status, 422, "{body}: {}", r.text());
+        assert_error(&r, 422, code, Some(field));
+    }
+
+    let r = d.request(
+        "POST",
+        "/v1/messages",
+        Some(b"{\n  \"to\": \"+14155551234\",\n  \"message\": {\n}"),
+    );
+    assert_error(&r, 400, "malformed_json", None);
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("line 4"),
+        "{}",
+        r.text()
+    );
+    let r = d.request("POST", "/v1/messages", Some(b"[1, 2]"));
+    assert_error(&r, 400, "malformed_request", None);
+    let r = d.request("POST", "/v1/messages", Some(b""));
+    assert_error(&r, 400, "malformed_json", None);
+
+    let big = text_request("+14155551234", &"y".repeat(40 * 1024)).to_string();
+    let r = d.request("POST", "/v1/messages", Some(big.as_bytes()));
+    assert_error(&r, 413, "too_large", None);
+    let why = r.json()["error"]["message"].as_str().unwrap().to_string();
+    assert!(
+        why.contains("32768") && why.contains("socket.max_request_bytes"),
+        "{why}"
+    );
+
+    assert_error(&d.get("/v1/nothing"), 404, "unknown_route", None);
+    assert_error(
+        &d.request("PUT", "/v1/messages", None),
+        405,
+        "method_not_allowed",
+        None,
+    );
+    assert_error(
+        &d.get("/v1/messages/00000000000fffff"),
+        404,
+        "not_found",
+        None,
+    );
+    let r = d.get("/v1/messages/not-an-id");
+    assert_error(&r, 404, "not_found", None);
+    assert!(r.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("16 hex digits"));
+
+    assert_eq!(d.get("/v1/health").status, 200);
+    assert_eq!(
+        d.post("/v1/messages", &template_request("+14155551234"))
+            .status,
+        202
+    );
+}
+
+#[test]
+fn idempotent_replay_answers_the_first_message() {
+    let mut d = Daemon::start();
+    let mut req = template_request("+14155551234");
+    req["idempotency_key"] = json!("order-4521-shipped");
+    let first = d.post("/v1/messages", &req);
+    assert_eq!(first.status, 202);
+    assert!(first.json().get("duplicate").is_none());
+    let second = d.post("/v1/messages", &req);
+    assert_eq!(second.status, 200, "{}", second.text());
+    assert_eq!(second.json()["id"], first.json()["id"]);
+    assert_eq!(second.json()["duplicate"], true);
+    assert_eq!(second.json()["state"], "queued");
+
+    d.restart();
+    let third = d.post("/v1/messages", &req);
+    assert_eq!(third.status, 200);
+    assert_eq!(third.json()["id"], first.json()["id"]);
+    assert_eq!(d.get("/v1/stats").json()["messages"]["queued"], 1);
+}
+
+#[test]
+fn batch_keeps_order_and_stores_the_valid_items() {
+    let d = Daemon::start();
+    let mut keyed = template_request("+14155550001");
+    keyed["idempotency_key"] = json!("k-1");
+    let batch = json!([
+        template_request("+14155550000"),
+        template_request("not a number"),
+        text_request("+14155550002", "window closed: refused"),
+        keyed,
+        keyed,
+        {"to": "+14155550005"},
+    ]);
+    let r = d.post("/v1/messages/batch", &batch);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let results = r.json()["results"].as_array().unwrap().clone();
+    assert_eq!(results.len(), 6);
+    assert_eq!(results[0]["state"], "queued");
+    assert_eq!(results[1]["error"]["field"], "[1].to");
+    assert_eq!(results[1]["error"]["code"], "invalid_recipient");
+    assert_eq!(results[2]["error"]["code"], "window_closed");
+    assert_eq!(results[2]["error"]["field"], "[2].message.type");
+    assert_eq!(results[3]["state"], "queued");
+    assert_eq!(results[4]["duplicate"], true);
+    assert_eq!(results[4]["id"], results[3]["id"]);
+    assert_eq!(results[5]["error"]["field"], "[5].message");
+    for i in [0, 3] {
+        let id = results[i]["id"].as_str().unwrap();
+        assert_eq!(d.get(&format!("/v1/messages/{id}")).status, 200);
+    }
+
+    assert_error(
+        &d.post("/v1/messages/batch", &json!({"not": "an array"})),
+        400,
+        "malformed_request",
+        None,
+    );
+    let too_many = Value::Array(vec![json!({}); 10_001]);
+    assert_error(
+        &d.post("/v1/messages/batch", &too_many),
+        413,
+        "too_large",
+        None,
+    );
+    let empty = d.post("/v1/messages/batch", &json!([]));
+    assert_eq!(empty.json(), json!({"results": []}));
+}
+
+#[test]
+fn cancel_then_cancel_again_conflicts() {
+    let d = Daemon::start();
+    let id = id_of(&d.post("/v1/messages", &template_request("+14155551234")));
+    let r = d.delete(&format!("/v1/messages/{id}"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["state"], "cancelled");
+    assert_eq!(
+        d.get(&format!("/v1/messages/{id}")).json()["state"],
+        "cancelled"
+    );
+
+    let again = d.delete(&format!("/v1/messages/{id}"));
+    assert_error(&again, 409, "not_cancellable", None);
+    assert!(again.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("cancelled"));
+    assert_error(
+        &d.request("POST", &format!("/v1/messages/{id}/retry"), None),
+        409,
+        "not_retryable",
+        None,
+    );
+    assert_error(
+        &d.delete("/v1/messages/00000000000fffff"),
+        404,
+        "not_found",
+        None,
+    );
+}
+
+#[test]
+fn list_pages_cover_everything_exactly_once() {
+    let d = Daemon::start();
+    let mut all = Vec::new();
+    for i in 0..23 {
+        let to = if i % 3 == 0 {
+            "+14155550003".to_string()
+        } else {
+            format!("+1415555{i:04}")
+        };
+        all.push(id_of(&d.post("/v1/messages", &template_request(&to))));
+    }
+    let first = all.remove(0);
+    assert_eq!(d.delete(&format!("/v1/messages/{first}")).status, 200);
+    all.insert(0, first.clone());
+
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/v1/messages?limit=5&cursor={c}"),
+            None => "/v1/messages?limit=5".to_string(),
+        };
+        let page = d.get(&path).json();
+        let items = page["messages"].as_array().unwrap();
+        assert!(items.len() <= 5);
+        seen.extend(items.iter().map(|m| m["id"].as_str().unwrap().to_string()));
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(seen, all, "every message once, in enqueue order");
+
+    let to = d.get("/v1/messages?to=%2B1%20415%20555%200003").json();
+    assert_eq!(to["messages"].as_array().unwrap().len(), 8);
+    let cancelled = d.get("/v1/messages?state=cancelled").json();
+    assert_eq!(cancelled["messages"].as_array().unwrap().len(), 1);
+    assert_eq!(cancelled["messages"][0]["id"], first.as_str());
+    let both = d
+        .get("/v1/messages?state=queued,cancelled&limit=1000")
+        .json();
+    assert_eq!(both["messages"].as_array().unwrap().len(), 23);
+
+    assert_error(
+        &d.get("/v1/messages?limit=0"),
+        422,
+        "invalid_parameter",
+        Some("limit"),
+    );
+    assert_error(
+        &d.get("/v1/messages?limit=1001"),
+        422,
+        "invalid_parameter",
+        Some("limit"),
+    );
+    assert_error(
+        &d.get("/v1/messages?state=lost"),
+        422,
+        "invalid_parameter",
+        Some("state"),
+    );
+    assert_error(
+        &d.get("/v1/messages?cursor=zz"),
+        422,
+        "invalid_parameter",
+        Some("cursor"),
+    );
+}
+
+#[test]
+fn socket_file_has_the_configured_mode() {
+    let d = Daemon::builder().set("socket", "mode = \"0640\"").start();
+    let mode = std::fs::metadata(&d.socket).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o640);
+}
+
+#[test]
+fn a_peer_outside_allowed_uids_gets_403_on_every_request() {
+    let own = unsafe { libc::getuid() };
+    let d = Daemon::builder()
+        .set(
+            "socket",
+            &format!("allowed_uids = [{}]", own.wrapping_add(4242)),
+        )
+        .start();
+    let mut conn = d.conn();
+    for path in ["/v1/health", "/v1/messages/0000000000000001"] {
+        let r = conn.send("GET", path, None).unwrap();
+        assert_error(&r, 403, "peer_not_allowed", None);
+    }
+    let r = d.post("/v1/messages", &template_request("+14155551234"));
+    assert_error(&r, 403, "peer_not_allowed", None);
+    d.wait_for_log("refused a peer");
+
+    let allowed = Daemon::builder()
+        .set("socket", &format!("allowed_uids = [{own}]"))
+        .start();
+    assert_eq!(allowed.get("/v1/health").status, 200);
+}
+
+#[test]
+fn window_rule_at_enqueue() {
+    let d = Daemon::start();
+    let to = "+14155559876";
+    let r = d.post("/v1/messages", &text_request(to, "hello"));
+    assert_error(&r, 422, "window_closed", Some("message.type"));
+    assert!(r.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("fallback_template"));
+
+    let mut with_fallback = text_request(to, "hello");
+    with_fallback["fallback_template"] =
+        json!({"name": "hello_world", "language": {"code": "en_US"}});
+    assert_eq!(d.post("/v1/messages", &with_fallback).status, 202);
+
+    let closed = d.get("/v1/recipients/14155559876?sender=main").json();
+    assert_eq!(closed["window_open"], false);
+    assert!(closed["last_inbound_at"].is_null());
+
+    let opened = d.post("/v1/inbound", &json!({"sender": "main", "from": to}));
+    assert_eq!(opened.status, 200, "{}", opened.text());
+    assert_eq!(opened.json()["window_open"], true);
+    assert_eq!(
+        d.post("/v1/messages", &text_request(to, "hello")).status,
+        202
+    );
+
+    let open = d.get("/v1/recipients/%2B14155559876").json();
+    assert_eq!(open["window_open"], true);
+    assert_eq!(open["recipient"], "14155559876");
+    assert_eq!(open["sender"], "main");
+    assert!(open["window_open_until"].as_str().is_some());
+
+    // An inbound message older than 24 hours opens nothing.
+    let old = d.post(
+        "/v1/inbound",
+        &json!({"from": "+14155550101", "at": "2020-01-01T00:00:00Z"}),
+    );
+    assert_eq!(old.json()["window_open"], false);
+    assert_error(
+        &d.post("/v1/inbound", &json!({"from": "x"})),
+        422,
+        "invalid_recipient",
+        Some("from"),
+    );
+    assert_error(
+        &d.get("/v1/recipients/14155559876?sender=other"),
+        422,
+        "unknown_sender",
+        Some("sender"),
+    );
+}
+
+#[test]
+fn sigterm_stops_cleanly_with_exit_code_0() {
+    let mut d = Daemon::start();
+    assert_eq!(
+        d.post("/v1/messages", &template_request("+14155551234"))
+            .status,
+        202
+    );
+    let status = d.sigterm();
+    assert_eq!(status.code(), Some(0), "{}", d.log());
+    assert!(!d.socket.exists(), "the socket file is removed at exit");
+    assert!(d.log().contains("stopped"));
+    assert!(
+        !d.log().contains("test-token"),
+        "tokens never reach the log"
+    );
+}
+
+#[test]
+fn sighup_with_a_broken_config_keeps_serving_and_a_good_one_applies() {
+    let d = Daemon::start();
+    let good = d.config_text();
+    d.write_config("this is = not [valid toml");
+    d.sighup();
+    d.wait_for_log("reload failed");
+    assert_eq!(d.get("/v1/health").status, 200);
+    assert_eq!(
+        d.post("/v1/messages", &template_request("+14155551234"))
+            .status,
+        202
+    );
+
+    d.write_config(&format!(
+        "{good}\n[[senders]]\nname = \"second\"\nphone_number_id = \"120000000000002\"\ntoken = \"test-token\"\n"
+    ));
+    d.sighup();
+    d.wait_for_log("configuration reloaded");
+    let mut req = template_request("+14155551234");
+    req["sender"] = json!("second");
+    assert_eq!(d.post("/v1/messages", &req).status, 202);
+}
+
+#[test]
+fn a_second_daemon_on_the_same_socket_refuses_to_start() {
+    let d = Daemon::start();
+    let mut second = Daemon::builder()
+        .set(
+            "socket",
+            &format!("path = {:?}", d.socket.display().to_string()),
+        )
+        .no_wait()
+        .start();
+    let status = second.wait_exit();
+    assert!(!status.success());
+    assert!(second.log().contains("already serving"), "{}", second.log());
+    assert_eq!(
+        d.get("/v1/health").status,
+        200,
+        "the first one is untouched"
+    );
+}
+
+#[test]
+fn a_stale_socket_file_is_replaced() {
+    let mut d = Daemon::start();
+    d.kill9();
+    assert!(d.socket.exists(), "kill -9 leaves the socket file behind");
+    d.restart();
+    assert_eq!(d.get("/v1/health").status, 200);
+}
+
+#[test]
+fn keep_alive_and_pipelining() {
+    let d = Daemon::start();
+    let mut conn = d.conn();
+    let mut raw = common::request_bytes("GET", "/v1/health", None);
+    raw.extend(common::request_bytes(
+        "POST",
+        "/v1/messages",
+        Some(template_request("+14155551234").to_string().as_bytes()),
+    ));
+    raw.extend(common::request_bytes("GET", "/v1/nothing", None));
+    conn.write_raw(&raw).unwrap();
+    assert_eq!(conn.read_response().unwrap().status, 200);
+    assert_eq!(conn.read_response().unwrap().status, 202);
+    assert_eq!(conn.read_response().unwrap().status, 404);
+    // And the connection is still good for more.
+    assert_eq!(conn.send("GET", "/v1/stats", None).unwrap().status, 200);
+}
+
+#[test]
+fn events_stream_state_changes_as_json_lines() {
+    let d = Daemon::start();
+    let mut events = d.conn();
+    events.write_request("GET", "/v1/events", None).unwrap();
+    let (status, headers) = events.read_head().unwrap();
+    assert_eq!(status, 200);
+    assert!(headers
+        .iter()
+        .any(|(k, v)| k == "content-type" && v == "application/x-ndjson"));
+    let mut lines = LineReader {
+        conn: events,
+        buf: String::new(),
+    };
+    assert_eq!(lines.next()["event"], "subscribed");
+
+    let id = id_of(&d.post("/v1/messages", &template_request("+14155551234")));
+    let e = lines.next();
+    assert_eq!(e["event"], "message");
+    assert_eq!(e["id"], id.as_str());
+    assert_eq!(e["state"], "queued");
+    d.delete(&format!("/v1/messages/{id}"));
+    assert_eq!(lines.next()["state"], "cancelled");
+    d.post("/v1/inbound", &json!({"from": "+14155551234"}));
+    let e = lines.next();
+    assert_eq!(e["event"], "inbound");
+    assert_eq!(e["from"], "14155551234");
+}
+
+struct LineReader {
+    conn: common::Conn,
+    buf: String,
+}
+
+impl LineReader {
+    fn next(&mut self) -> Value {
+        loop {
+            if let Some(i) = self.buf.find('\n') {
+                let line: String = self.buf.drain(..=i).collect();
+                return serde_json::from_str(&line).unwrap();
+            }
+            let chunk = self.conn.read_chunk().unwrap().expect("stream ended");
+            self.buf.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+    }
+}
+
+#[test]
+fn stats_health_and_metrics() {
+    let d = Daemon::start();
+    d.post("/v1/messages", &template_request("+14155551234"));
+    d.post("/v1/messages", &template_request("nope"));
+
+    let health = d.get("/v1/health");
+    assert_eq!(health.json(), json!({"status": "ok", "paused_senders": []}));
+
+    let stats = d.get("/v1/stats");
+    assert_eq!(stats.status, 200);
+    let s = stats.json();
+    assert_eq!(s["messages"]["queued"], 1);
+    assert_eq!(s["queue_depth"], 1);
+    assert_eq!(s["counters"]["enqueued"], 1);
+    assert_eq!(s["counters"]["enqueue_rejected"], 1);
+    assert!(s["commit"]["commits"].as_u64().unwrap() >= 1);
+    assert!(!stats.text().contains("test-token"), "no token in stats");
+
+    let m = d.get("/metrics");
+    assert_eq!(m.status, 200);
+    assert_eq!(
+        m.header("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    let text = m.text();
+    assert!(text.contains("# TYPE waq_enqueued_total counter"));
+    assert!(text.contains("waq_enqueued_total 1\n"));
+    assert!(text.contains("waq_messages{state=\"queued\"} 1\n"));
+    assert!(text.contains("waq_messages{state=\"failed\"} 0\n"));
+    assert!(!text.contains("test-token"));
+}
+
+#[test]
+fn retry_and_resume_answer_for_unknowns() {
+    let d = Daemon::start();
+    assert_error(
+        &d.request("POST", "/v1/messages/00000000000fffff/retry", None),
+        404,
+        "not_found",
+        None,
+    );
+    let queued = id_of(&d.post("/v1/messages", &template_request("+14155551234")));
+    assert_error(
+        &d.request("POST", &format!("/v1/messages/{queued}/retry"), None),
+        409,
+        "not_retryable",
+        None,
+    );
+    assert_error(
+        &d.request("POST", "/v1/senders/nobody/resume", None),
+        404,
+        "not_found",
+        None,
+    );
+}
+
+#[test]
+fn tells_the_service_manager_ready_and_stopping() {
+    let dir = tempfile::tempdir().unwrap();
+    let notify_path = dir.path().join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify.set_read_timeout(Some(common::PATIENCE)).unwrap();
+    let mut d = Daemon::builder()
+        .env("NOTIFY_SOCKET", notify_path.to_str().unwrap())
+        .start();
+    let mut buf = [0u8; 256];
+    let n = notify.recv(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("READY=1"));
+    assert_eq!(d.sigterm().code(), Some(0));
+    let n = notify.recv(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1"));
+}
+
+#[test]
+fn serves_on_a_socket_passed_by_the_service_manager() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("activated.sock");
+    // The service manager's socket: bound and listening before the daemon starts.
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let config = dir.path().join("waq.toml");
+    let text = Daemon::builder()
+        .set(
+            "socket",
+            &format!(
+                "path = {:?}",
+                dir.path().join("unused.sock").display().to_string()
+            ),
+        )
+        .render(dir.path());
+    std::fs::write(&config, text).unwrap();
+
+    let fd = listener.as_raw_fd();
+    let mut cmd = std::process::Command::new("sh");
+    // `exec` keeps the shell's pid, so LISTEN_PID=$$ names the daemon.
+    cmd.arg("-c")
+        .arg("LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" serve --config \"$1\"")
+        .arg(common::bin())
+        .arg(&config)
+        .stderr(std::process::Stdio::null());
+    // SAFETY: dup2 and fcntl are async-signal-safe. They put the listener at descriptor 3
+    // without CLOEXEC (dup2 onto itself would keep the flag, hence fcntl in that case).
+    unsafe {
+        cmd.pre_exec(move || {
+            let rc = if fd == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(fd, 3)
+            };
+            if rc < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut conn = common::Conn::open(&socket).unwrap();
+    let r = conn
+        .send(
+            "POST",
+            "/v1/messages",
+            Some(template_request("+14155551234").to_string().as_bytes()),
+        )
+        .unwrap();
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert!(
+        !dir.path().join("unused.sock").exists(),
+        "socket.path is not bound when a socket is passed"
+    );
+    drop(conn);
+
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert!(
+        socket.exists(),
+        "the service manager's socket file is left to it"
+    );
+}
+
+#[test]
+fn connections_past_the_cap_wait_for_a_free_slot() {
+    let d = Daemon::builder()
+        .set("socket", "max_connections = 2")
+        .start();
+    let mut a = d.conn();
+    let mut b = d.conn();
+    assert_eq!(a.send("GET", "/v1/health", None).unwrap().status, 200);
+    assert_eq!(b.send("GET", "/v1/health", None).unwrap().status, 200);
+
+    let mut c = d.conn();
+    c.write_request("GET", "/v1/health", None).unwrap();
+    // Both slots are held: the third connection waits in the backlog, unanswered.
+    c.set_read_timeout(std::time::Duration::from_millis(300));
+    let waiting = c.read_response().unwrap_err();
+    assert_eq!(waiting.kind(), std::io::ErrorKind::WouldBlock);
+
+    drop(a);
+    c.set_read_timeout(common::PATIENCE);
+    assert_eq!(c.read_response().unwrap().status, 200);
+    assert_eq!(b.send("GET", "/v1/health", None).unwrap().status, 200);
+}
+
+/// Polls a message until `done` says so (bounded by `PATIENCE`).
+fn wait_for_message(d: &Daemon, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = std::time::Instant::now() + common::PATIENCE;
+    loop {
+        let m = d.get(&format!("/v1/messages/{id}")).json();
+        if done(&m) {
+            return m;
+        }
+        assert!(std::time::Instant::now() < deadline, "gave up waiting: {m}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn retry_puts_a_failed_message_back_in_the_queue() {
+    // Nothing listens at the API base URL: one transient failure exhausts one attempt.
+    let d = Daemon::builder()
+        .set("dispatch", "max_attempts = 1")
+        .start();
+    let id = id_of(&d.post("/v1/messages", &common::template_request("+14155551234")));
+    let failed = wait_for_message(&d, &id, |m| m["state"] == "failed");
+    assert!(failed["last_error"]["code"].is_string(), "{failed}");
+    assert_eq!(
+        d.get("/v1/messages?state=failed").json()["messages"][0]["id"],
+        id.as_str()
+    );
+
+    let r = d.request("POST", &format!("/v1/messages/{id}/retry"), None);
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert_eq!(r.json(), json!({"id": id, "state": "queued"}));
+    // Sent again (and, with nothing listening, failed again): a second failure in its history.
+    let m = wait_for_message(&d, &id, |m| {
+        let history = m["history"].as_array().unwrap();
+        let retried = history
+            .iter()
+            .position(|h| h["detail"] == "retry requested");
+        m["state"] == "failed"
+            && retried.is_some_and(|i| history[i..].iter().any(|h| h["state"] == "failed"))
+    });
+    assert_eq!(m["attempts"], 1, "attempts start over: {m}");
+}
+
+#[test]
+fn sigterm_under_load_keeps_every_accepted_message() {
+    let mut d = Daemon::start();
+    let accepted = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for w in 0..16 {
+            let (d, accepted) = (&d, &accepted);
+            s.spawn(move || {
+                let mut conn = d.conn();
+                for i in 0.. {
+                    let body = template_request(&format!("+1415{w:02}{i:05}")).to_string();
+                    match conn.send("POST", "/v1/messages", Some(body.as_bytes())) {
+                        Ok(r) if r.status == 202 => accepted.lock().unwrap().push(id_of(&r)),
+                        Ok(r) => {
+                            assert_error(&r, 503, "shutting_down", None);
+                            return;
+                        }
+                        // The connection was closed by the stop: fine, nothing was promised.
+                        Err(_) => return,
+                    }
+                }
+            });
+        }
+        while accepted.lock().unwrap().len() < 200 {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        d.signal(libc::SIGTERM);
+    });
+    assert_eq!(d.wait_exit().code(), Some(0), "{}", d.log());
+    d.restart();
+    let accepted = accepted.into_inner().unwrap();
+    for id in &accepted {
+        assert_eq!(
+            d.get(&format!("/v1/messages/{id}")).status,
+            200,
+            "{id} was accepted, then lost"
+        );
+    }
+}
+
+#[test]
+fn a_lagging_event_reader_is_told_how_much_it_missed() {
+    let d = Daemon::start();
+    let mut events = d.conn();
+    events.write_request("GET", "/v1/events", None).unwrap();
+    assert_eq!(events.read_head().unwrap().0, 200);
+    let mut lines = LineReader {
+        conn: events,
+        buf: String::new(),
+    };
+    assert_eq!(lines.next()["event"], "subscribed");
+
+    // Far more events than the stream buffers, while this reader reads nothing.
+    let batch = Value::Array(
+        (0..10_000)
+            .map(|i| template_request(&format!("+1415{i:07}")))
+            .collect(),
+    );
+    let r = d.post("/v1/messages/batch", &batch);
+    assert_eq!(r.status, 200);
+    let missed = loop {
+        let e = lines.next();
+        if e["event"] == "lagged" {
+            break e["missed"].as_u64().unwrap();
+        }
+        assert_eq!(e["event"], "message");
+    };
+    assert!(missed > 0);
+}

@@ -1,0 +1,233 @@
+//! The client commands against a real daemon: output, `--json`, and exit codes
+//! (0 ok, 1 the daemon said no, 2 usage, 3 no daemon).
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::{bin, Daemon};
+use serde_json::Value;
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().expect("exited by signal")
+}
+
+fn json(o: &Output) -> Value {
+    serde_json::from_str(stdout(o).trim()).unwrap_or_else(|e| panic!("{e}: {}", stdout(o)))
+}
+
+#[test]
+fn send_status_ls_cancel() {
+    let d = Daemon::start();
+    let sent = d.waq(&[
+        "send",
+        "--to",
+        "+1 415 555 1234",
+        "--template",
+        "hello_world",
+        "--param",
+        "John",
+        "--json",
+    ]);
+    assert_eq!(code(&sent), 0, "{}", stderr(&sent));
+    let answer = json(&sent);
+    assert_eq!(answer["state"], "queued");
+    let id = answer["id"].as_str().unwrap().to_string();
+
+    let human = d.waq(&[
+        "send",
+        "--to",
+        "+14155551234",
+        "--template",
+        "hello_world",
+        "--key",
+        "k1",
+    ]);
+    assert_eq!(code(&human), 0);
+    assert!(stdout(&human).starts_with("queued "), "{}", stdout(&human));
+    let replay = d.waq(&[
+        "send",
+        "--to",
+        "+14155551234",
+        "--template",
+        "hello_world",
+        "--key",
+        "k1",
+    ]);
+    assert_eq!(code(&replay), 0);
+    assert!(
+        stdout(&replay).starts_with("duplicate of "),
+        "{}",
+        stdout(&replay)
+    );
+
+    let status = d.waq(&["status", &id]);
+    assert_eq!(code(&status), 0, "{}", stderr(&status));
+    let text = stdout(&status);
+    assert!(
+        text.contains(&id) && text.contains("queued") && text.contains("14155551234"),
+        "{text}"
+    );
+    let status = d.waq(&["status", &id, "--json"]);
+    assert_eq!(json(&status)["type"], "template");
+
+    let ls = d.waq(&["ls"]);
+    assert_eq!(code(&ls), 0);
+    assert!(stdout(&ls).contains(&id));
+    let ls = d.waq(&["ls", "--limit", "1", "--json"]);
+    let page = json(&ls);
+    assert_eq!(page["messages"].as_array().unwrap().len(), 1);
+    assert!(page["next_cursor"].is_string());
+    let all = d.waq(&["ls", "--limit", "1", "--all", "--json"]);
+    assert_eq!(json(&all)["messages"].as_array().unwrap().len(), 2);
+
+    let cancel = d.waq(&["cancel", &id]);
+    assert_eq!(code(&cancel), 0, "{}", stderr(&cancel));
+    assert_eq!(stdout(&cancel).trim(), format!("cancelled {id}"));
+    let ls = d.waq(&["ls", "--state", "cancelled", "--json"]);
+    assert_eq!(json(&ls)["messages"][0]["id"], id.as_str());
+
+    // Exit 1: the daemon said no, and why.
+    let again = d.waq(&["cancel", &id]);
+    assert_eq!(code(&again), 1);
+    assert!(
+        stderr(&again).contains("not_cancellable"),
+        "{}",
+        stderr(&again)
+    );
+    let again = d.waq(&["cancel", &id, "--json"]);
+    assert_eq!(code(&again), 1);
+    assert_eq!(json(&again)["error"]["code"], "not_cancellable");
+}
+
+#[test]
+fn a_refusal_exits_1_with_code_and_field() {
+    let d = Daemon::start();
+    let o = d.waq(&["send", "--to", "12ab", "--text", "hi"]);
+    assert_eq!(code(&o), 1);
+    let err = stderr(&o);
+    assert!(
+        err.contains("invalid_recipient") && err.contains("field to"),
+        "{err}"
+    );
+
+    let o = d.waq(&["send", "--to", "+14155551234", "--text", "hi"]);
+    assert_eq!(code(&o), 1);
+    assert!(stderr(&o).contains("window_closed"));
+
+    let o = d.waq(&["inbound", "--from", "+14155551234"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(stdout(&o).contains("open until"), "{}", stdout(&o));
+    let o = d.waq(&["send", "--to", "+14155551234", "--text", "hi"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+
+    let o = d.waq(&["status", "0000000000abcdef"]);
+    assert_eq!(code(&o), 1);
+    assert!(stderr(&o).contains("not_found"));
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let d = Daemon::start();
+    for args in [
+        vec!["send", "--text", "hi"],
+        vec!["send", "--to", "+14155551234"],
+        vec![
+            "send",
+            "--to",
+            "+14155551234",
+            "--text",
+            "a",
+            "--template",
+            "b",
+        ],
+        vec![
+            "send",
+            "--to",
+            "+14155551234",
+            "--text",
+            "a",
+            "--metadata",
+            "{oops",
+        ],
+        vec!["ls", "--limit", "0"],
+        vec!["frobnicate"],
+        vec!["status"],
+    ] {
+        let o = d.waq(&args);
+        assert_eq!(code(&o), 2, "{args:?}: {}", stderr(&o));
+    }
+}
+
+#[test]
+fn no_daemon_exits_3() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("absent.sock");
+    for args in [
+        vec!["health"],
+        vec!["stats", "--json"],
+        vec!["status", "0000000000000001"],
+    ] {
+        let o = Command::new(bin())
+            .args(&args)
+            .arg("--socket")
+            .arg(&socket)
+            .env_remove("WAQ_SOCKET")
+            .output()
+            .unwrap();
+        assert_eq!(code(&o), 3, "{args:?}");
+        assert!(stderr(&o).contains("absent.sock"), "{}", stderr(&o));
+    }
+}
+
+#[test]
+fn stats_and_health() {
+    let d = Daemon::start();
+    let o = d.waq(&["health"]);
+    assert_eq!(code(&o), 0);
+    assert_eq!(stdout(&o).trim(), "ok");
+    let o = d.waq(&["stats"]);
+    assert_eq!(code(&o), 0);
+    assert!(stdout(&o).contains("queue depth"), "{}", stdout(&o));
+    let o = d.waq(&["stats", "--json"]);
+    assert_eq!(json(&o)["queue_depth"], 0);
+    let o = d.waq(&["sender", "resume", "nobody"]);
+    assert_eq!(code(&o), 1);
+}
+
+#[test]
+fn serve_with_a_bad_config_exits_2_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.toml");
+    let o = Command::new(bin())
+        .arg("serve")
+        .arg("--config")
+        .arg(&missing)
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 2);
+    assert!(stderr(&o).contains("does not exist"), "{}", stderr(&o));
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "state_dir = \"x\"\n[[senders]]\nname = \"main\"\nphone_number_id = \"1\"\ntoken = \"t\"\nmps = 0\n",
+    )
+    .unwrap();
+    let o = Command::new(bin())
+        .arg("serve")
+        .arg("--config")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 2);
+    assert!(stderr(&o).contains("senders[0].mps"), "{}", stderr(&o));
+}
