@@ -165,6 +165,24 @@ pub struct Message {
 }
 
 impl Message {
+    /// Where `dispatch.max_age_s` counts from: the last time it was (re)queued — enqueue, an
+    /// explicit retry, a paused sender's requeue — or its `send_at` if that is later.
+    pub fn age_base_ms(&self) -> u64 {
+        let queued = self
+            .history
+            .iter()
+            .rev()
+            .find(|h| h.state == State::Queued)
+            .map(|h| h.at_ms)
+            .unwrap_or(self.created_at_ms);
+        let scheduled = if self.attempts == 0 {
+            self.next_attempt_at_ms
+        } else {
+            0
+        };
+        queued.max(scheduled).max(self.created_at_ms)
+    }
+
     /// Moves to `state`, stamping the time and appending to the history.
     pub fn transition(&mut self, state: State, now_ms: u64, detail: impl Into<String>) {
         self.state = state;

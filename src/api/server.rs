@@ -4,7 +4,7 @@
 
 use std::convert::Infallible;
 use std::io;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -75,28 +75,40 @@ pub fn bind(
     }
     let path = &cfg.path;
     clear_stale(path)?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("socket.path: cannot create {}", dir.display()))?;
-    }
-    // Created owner-only, then opened up to `mode`: no moment in which a wider mode lets
-    // someone connect. umask is process-wide, but nothing else creates files at this point.
-    // SAFETY: umask only swaps an integer in the process's state.
-    let old_mask = unsafe { libc::umask(0o177) };
-    let bound = std::os::unix::net::UnixListener::bind(path);
-    // SAFETY: as above.
-    unsafe { libc::umask(old_mask) };
-    let std_listener =
-        bound.with_context(|| format!("socket.path: cannot bind {}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(cfg.mode)).with_context(
-        || {
-            format!(
-                "socket.mode: cannot set {:o} on {}",
-                cfg.mode,
-                path.display()
-            )
-        },
-    )?;
+    let dir = match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(d) => d.to_path_buf(),
+        None => std::path::PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("socket.path: cannot create {}", dir.display()))?;
+    // Bound inside a private (0700) directory, given its mode, then renamed into place: there is
+    // no moment in which the socket is reachable with a wider mode than configured.
+    let staging = dir.join(format!(".waq-bind-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&staging);
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&staging)
+        .with_context(|| format!("socket.path: cannot create {}", staging.display()))?;
+    let staged = staging.join("waq.sock");
+    let bound = std::os::unix::net::UnixListener::bind(&staged)
+        .with_context(|| format!("socket.path: cannot bind {}", path.display()));
+    let placed = bound.and_then(|l| {
+        std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(cfg.mode)).with_context(
+            || {
+                format!(
+                    "socket.mode: cannot set {:o} on {}",
+                    cfg.mode,
+                    path.display()
+                )
+            },
+        )?;
+        std::fs::rename(&staged, path).with_context(|| {
+            format!("socket.path: cannot move the socket to {}", path.display())
+        })?;
+        Ok(l)
+    });
+    let _ = std::fs::remove_dir_all(&staging);
+    let std_listener = placed?;
     let meta = std::fs::symlink_metadata(path)
         .with_context(|| format!("socket.path: {} vanished after bind", path.display()))?;
     std_listener.set_nonblocking(true)?;

@@ -162,7 +162,7 @@ fn prepare(
         m.transition(State::Expired, now, "ttl passed before it could be sent");
         return Prepared::Finished("expired");
     }
-    if now.saturating_sub(m.created_at_ms) > max_age_ms {
+    if now.saturating_sub(m.age_base_ms()) > max_age_ms {
         m.last_error = Some(LastError {
             code: "max_age_exceeded".into(),
             message: "not sent within dispatch.max_age_s of its enqueue".into(),
@@ -285,7 +285,7 @@ fn record_failure(input: AttemptInput<'_>, err: CloudError, now: u64) -> (Outcom
             );
             return Some(None);
         }
-        if at.saturating_sub(m.created_at_ms) > d.max_age.as_millis() as u64 {
+        if at.saturating_sub(m.age_base_ms()) > d.max_age.as_millis() as u64 {
             m.transition(
                 State::Failed,
                 now,
