@@ -12,8 +12,15 @@ struct Args {
 enum Command {
     #[command(flatten)]
     Daemon(waq::cli::Command),
-    // ---- `waq sim` and `waq demo` are added here, e.g. `Sim(waq::sim::SimArgs)`, each
-    // ---- dispatched in `main` below next to `Command::Daemon`.
+    /// Run the Cloud API simulator: a local stand-in for graph.facebook.com that keeps Meta's rules.
+    Sim {
+        /// Address to listen on.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8090")]
+        listen: std::net::SocketAddr,
+        /// Simulator configuration (see sim.example.toml); defaults without it.
+        #[arg(long, value_name = "PATH")]
+        config: Option<std::path::PathBuf>,
+    },
 }
 
 fn main() {
@@ -21,6 +28,34 @@ fn main() {
     let args = Args::parse();
     let code = match args.command {
         Command::Daemon(command) => waq::cli::run(command),
+        Command::Sim { listen, config } => run_sim(listen, config),
     };
     std::process::exit(code)
+}
+
+fn run_sim(listen: std::net::SocketAddr, config: Option<std::path::PathBuf>) -> i32 {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("waq sim: cannot start the runtime: {e}");
+            return 1;
+        }
+    };
+    match runtime.block_on(waq::sim::run(listen, config)) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("waq sim: {e:#}");
+            1
+        }
+    }
 }

@@ -70,6 +70,7 @@ pub struct Running {
     config_path: PathBuf,
     stop_server: watch::Sender<bool>,
     server: JoinHandle<()>,
+    webhook: Option<JoinHandle<anyhow::Result<()>>>,
     dispatcher: JoinHandle<()>,
 }
 
@@ -82,6 +83,14 @@ pub async fn start(
 ) -> anyhow::Result<Running> {
     // The socket first: a live daemon on it is the likeliest start-up mistake, and says so.
     let listener = api::bind(&cfg.socket, inherited)?;
+    let webhook_listener = match &cfg.webhook {
+        Some(w) => Some(
+            tokio::net::TcpListener::bind(&w.listen)
+                .await
+                .with_context(|| format!("webhook.listen: cannot listen on {}", w.listen))?,
+        ),
+        None => None,
+    };
     let (dir, store_cfg) = (cfg.state_dir.clone(), cfg.store.clone());
     let store = tokio::task::spawn_blocking(move || Store::open(&dir, &store_cfg))
         .await?
@@ -113,6 +122,16 @@ pub async fn start(
     let app = App::new(cfg, store, dispatcher.clone());
     let dispatcher = tokio::spawn(dispatcher.run(app.clone()));
     let (stop_server, stopping) = watch::channel(false);
+    let webhook = webhook_listener.map(|l| {
+        if let Ok(addr) = l.local_addr() {
+            tracing::info!(%addr, "webhook listener ready");
+        }
+        let mut stopping = stopping.clone();
+        let shutdown = async move {
+            let _ = stopping.wait_for(|stop| *stop).await;
+        };
+        tokio::spawn(crate::webhook::serve(app.clone(), l, shutdown))
+    });
     let server = tokio::spawn(api::run(listener, app.clone(), stopping, REQUEST_GRACE));
     tracing::info!(
         socket = %socket_path,
@@ -127,6 +146,7 @@ pub async fn start(
         config_path: config_path.to_path_buf(),
         stop_server,
         server,
+        webhook,
         dispatcher,
     })
 }
@@ -165,6 +185,13 @@ impl Running {
         let _ = self.stop_server.send(true);
         if let Err(e) = self.server.await {
             tracing::error!(error = %e, "the socket server ended abnormally");
+        }
+        if let Some(webhook) = self.webhook {
+            match webhook.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "the webhook listener failed"),
+                Err(e) => tracing::error!(error = %e, "the webhook listener ended abnormally"),
+            }
         }
         // The dispatcher waits for its in-flight requests, each bounded by the request timeout.
         let dispatch_grace = self.app.config().api.request_timeout + Duration::from_secs(5);
