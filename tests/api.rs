@@ -498,6 +498,15 @@ fn sighup_with_a_broken_config_keeps_serving_and_a_good_one_applies() {
     let mut req = template_request("+14155551234");
     req["sender"] = json!("second");
     assert_eq!(d.post("/v1/messages", &req).status, 202);
+
+    // The log level follows the file too (the format needs a restart).
+    let text = d
+        .config_text()
+        .replace("level = \"info\"", "level = \"debug\"");
+    assert!(text.contains("level = \"debug\""));
+    d.write_config(&text);
+    d.sighup();
+    d.wait_for_log("log level changed");
 }
 
 #[test]

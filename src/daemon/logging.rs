@@ -1,24 +1,43 @@
 //! Logs to stderr (journald picks them up), as text or one JSON object per line.
 //! Secrets never reach the logs: `Config` prints tokens as `***`, and nothing logs them.
+//! The level can change on reload (SIGHUP); the format is fixed at start.
 
-use tracing_subscriber::EnvFilter;
+use std::sync::OnceLock;
+
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{reload, EnvFilter, Registry};
 
 use crate::config::LogConfig;
+
+static LEVEL: OnceLock<reload::Handle<EnvFilter, Registry>> = OnceLock::new();
 
 /// Installs the global subscriber. `json_override` (from `--log-json`) beats `log.format`.
 pub fn init(cfg: &LogConfig, json_override: Option<bool>) -> anyhow::Result<()> {
     let filter = EnvFilter::try_new(&cfg.level)
         .map_err(|e| anyhow::anyhow!("configuration: log.level: {e}"))?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let (filter, handle) = reload::Layer::new(filter);
+    let registry = tracing_subscriber::registry().with(filter);
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_target(false);
     let installed = if json_override.unwrap_or(cfg.json) {
-        builder.json().flatten_event(true).try_init()
+        registry.with(fmt.json().flatten_event(true)).try_init()
     } else {
-        builder.with_ansi(false).try_init()
+        registry.with(fmt.with_ansi(false)).try_init()
     };
     // Already installed (a second daemon in one process, as in tests): keep the first.
-    let _ = installed;
+    if installed.is_ok() {
+        let _ = LEVEL.set(handle);
+    }
+    Ok(())
+}
+
+/// Applies a new `log.level` (already validated by the configuration).
+pub fn set_level(level: &str) -> anyhow::Result<()> {
+    let filter = EnvFilter::try_new(level)?;
+    if let Some(handle) = LEVEL.get() {
+        handle.reload(filter)?;
+    }
     Ok(())
 }

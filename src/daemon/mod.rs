@@ -173,6 +173,12 @@ impl Running {
                 "changed in the file, but takes effect only at the next start"
             );
         }
+        if old.log.level != new.log.level {
+            match logging::set_level(&new.log.level) {
+                Ok(()) => tracing::info!(level = %new.log.level, "log level changed"),
+                Err(e) => tracing::error!("cannot change the log level: {e}"),
+            }
+        }
         self.app.dispatcher.reload(&new);
         self.app.replace_config(new);
         tracing::info!(path = %self.config_path.display(), "configuration reloaded");
@@ -229,8 +235,8 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.store != new.store {
         changed.push("store");
     }
-    if old.log != new.log {
-        changed.push("log");
+    if old.log.json != new.log.json {
+        changed.push("log.format");
     }
     if old.webhook.as_ref().map(|w| &w.listen) != new.webhook.as_ref().map(|w| &w.listen) {
         changed.push("webhook.listen");

@@ -80,6 +80,8 @@ pub struct Dispatcher {
     shared: Arc<Shared>,
     senders: Arc<RwLock<HashMap<String, Arc<SenderState>>>>,
     tasks: Arc<Mutex<tokio::task::JoinSet<()>>>,
+    /// Set by `run`: lets `reload` start loops for senders added to the configuration.
+    running: Arc<Mutex<Option<std::sync::Weak<App>>>>,
 }
 
 fn client_options(config: &Config) -> ClientOptions {
@@ -122,6 +124,7 @@ impl Dispatcher {
             }),
             senders: Arc::new(RwLock::new(senders)),
             tasks: Arc::new(Mutex::new(tokio::task::JoinSet::new())),
+            running: Arc::new(Mutex::new(None)),
         }
     }
 
@@ -190,8 +193,23 @@ impl Dispatcher {
                     state.wake.notify_one();
                 }
                 None => {
-                    senders.insert(s.name.clone(), Arc::new(SenderState::new(s.clone())));
-                    tracing::info!(sender = %s.name, "new sender configured; it starts after a restart");
+                    let state = Arc::new(SenderState::new(s.clone()));
+                    senders.insert(s.name.clone(), state.clone());
+                    let app = self
+                        .running
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .as_ref()
+                        .and_then(|w| w.upgrade());
+                    if let Some(app) = app {
+                        tokio::spawn(sender::run_loop(
+                            app,
+                            self.shared.clone(),
+                            state,
+                            self.tasks.clone(),
+                        ));
+                    }
+                    tracing::info!(sender = %s.name, "new sender configured and started");
                 }
             }
         }
@@ -224,6 +242,7 @@ impl Dispatcher {
     /// The scheduling loops; returns when `app` is shutting down and in-flight sends are done
     /// (bound the wait with a timeout: a hung request should not hold the stop forever).
     pub async fn run(self, app: Arc<App>) {
+        *self.running.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::downgrade(&app));
         let mut loops = tokio::task::JoinSet::new();
         let senders: Vec<Arc<SenderState>> = self
             .senders
