@@ -669,13 +669,26 @@ fn tells_the_service_manager_ready_and_stopping() {
     notify.set_read_timeout(Some(common::PATIENCE)).unwrap();
     let mut d = Daemon::builder()
         .env("NOTIFY_SOCKET", notify_path.to_str().unwrap())
+        .env("WATCHDOG_USEC", "2000000")
         .start();
     let mut buf = [0u8; 256];
-    let n = notify.recv(&mut buf).unwrap();
-    assert!(String::from_utf8_lossy(&buf[..n]).contains("READY=1"));
+    let mut next = || {
+        let n = notify.recv(&mut buf).unwrap();
+        String::from_utf8_lossy(&buf[..n]).to_string()
+    };
+    assert!(next().contains("READY=1"));
+    // Then, while serving: the queue depth as STATUS= and watchdog pings.
+    let (mut status, mut pinged) = (None, false);
+    while status.is_none() || !pinged {
+        let m = next();
+        if let Some(s) = m.strip_prefix("STATUS=") {
+            status = Some(s.to_string());
+        }
+        pinged |= m.contains("WATCHDOG=1");
+    }
+    assert!(status.unwrap().contains("queued"));
     assert_eq!(d.sigterm().code(), Some(0));
-    let n = notify.recv(&mut buf).unwrap();
-    assert!(String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1"));
+    while !next().contains("STOPPING=1") {}
 }
 
 #[test]

@@ -5,7 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::app::App;
+use crate::model::{now_ms, State};
 use crate::systemd;
+
+/// How often `STATUS=` (queue depth) is refreshed under systemd.
+const STATUS_EVERY: Duration = Duration::from_secs(5);
 
 pub fn state(state: &str) {
     if let Err(e) = systemd::notify(state) {
@@ -13,24 +17,73 @@ pub fn state(state: &str) {
     }
 }
 
-/// Pings the watchdog at half its interval while the store still commits: a daemon whose disk
-/// hangs stops pinging and is restarted, instead of answering nothing forever.
-pub fn spawn_watchdog(app: Arc<App>) {
-    let Some(interval) = systemd::watchdog_interval() else {
-        return;
+/// The one-line status `systemctl status waq` shows.
+pub fn status_line(app: &App) -> String {
+    let counts = app.store.counts();
+    let count = |s: State| {
+        counts
+            .iter()
+            .find(|(st, _)| *st == s)
+            .map(|(_, n)| *n)
+            .unwrap_or(0)
     };
-    let every = interval / 2;
+    let snapshot = app.dispatcher.snapshot();
+    let paused: Vec<&str> = snapshot
+        .senders
+        .iter()
+        .filter(|s| s.paused)
+        .map(|s| s.name.as_str())
+        .collect();
+    let mut line = format!(
+        "serving: {} queued, {} retrying, {} in flight",
+        count(State::Queued),
+        count(State::Retrying),
+        snapshot.in_flight
+    );
+    if !paused.is_empty() {
+        line.push_str(&format!("; paused: {}", paused.join(", ")));
+    }
+    line
+}
+
+/// Refreshes `STATUS=` and pings the watchdog at half its interval while both the store still
+/// commits and every sender loop has turned recently: a daemon whose disk hangs, or whose
+/// dispatcher is stuck, stops pinging and is restarted instead of answering nothing forever.
+pub fn spawn_watchdog(app: Arc<App>) {
+    if std::env::var_os("NOTIFY_SOCKET").is_none() {
+        return;
+    }
+    let interval = systemd::watchdog_interval();
+    let every = interval
+        .map(|i| i / 2)
+        .unwrap_or(STATUS_EVERY)
+        .min(STATUS_EVERY);
     tokio::spawn(async move {
         while !app.is_shutting_down() {
-            match tokio::time::timeout(every, app.store.commit()).await {
-                Ok(Ok(())) => state("WATCHDOG=1"),
-                Ok(Err(e)) => tracing::error!(error = %e, "watchdog: the store cannot commit"),
-                Err(_) => tracing::error!(
-                    waited_ms = every.as_millis() as u64,
-                    "watchdog: a commit did not finish in time"
-                ),
+            state(&format!("STATUS={}", status_line(&app)));
+            if let Some(interval) = interval {
+                watchdog_turn(&app, interval / 2).await;
             }
-            tokio::time::sleep(every.min(Duration::from_secs(60))).await;
+            tokio::time::sleep(every).await;
         }
     });
+}
+
+async fn watchdog_turn(app: &App, budget: Duration) {
+    let stale_ms = now_ms().saturating_sub(app.dispatcher.heartbeat_ms());
+    if stale_ms > budget.as_millis() as u64 {
+        tracing::error!(
+            stale_ms,
+            "watchdog: a dispatcher loop has not turned; not pinging"
+        );
+        return;
+    }
+    match tokio::time::timeout(budget, app.store.commit()).await {
+        Ok(Ok(())) => state("WATCHDOG=1"),
+        Ok(Err(e)) => tracing::error!(error = %e, "watchdog: the store cannot commit"),
+        Err(_) => tracing::error!(
+            waited_ms = budget.as_millis() as u64,
+            "watchdog: a commit did not finish in time"
+        ),
+    }
 }
