@@ -10,8 +10,12 @@ mod recovery;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{
+    AtomicBool, AtomicI64, AtomicU64,
+    Ordering::{Relaxed, SeqCst},
+};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::{Duration, Instant};
 
 use crate::config::StoreConfig;
 use crate::model::{Message, State};
@@ -33,12 +37,24 @@ pub enum StoreError {
 
 impl From<std::io::Error> for StoreError {
     fn from(e: std::io::Error) -> Self {
-        match e.raw_os_error() {
-            Some(libc::ENOSPC) | Some(libc::EFBIG) | Some(libc::EDQUOT) => {
-                StoreError::Full(e.to_string())
-            }
-            _ => StoreError::Unavailable(e.to_string()),
+        if is_out_of_space(&e) {
+            StoreError::Full(e.to_string())
+        } else {
+            StoreError::Unavailable(e.to_string())
         }
+    }
+}
+
+/// ENOSPC, EFBIG (the file size limit) and EDQUOT. sled hands out copies of the error it keeps
+/// after a failed write, and its copies drop the OS code but keep the kind; the kinds are
+/// compared by name because they are newer than the crate's minimum Rust version.
+fn is_out_of_space(e: &std::io::Error) -> bool {
+    match e.raw_os_error() {
+        Some(code) => [libc::ENOSPC, libc::EFBIG, libc::EDQUOT].contains(&code),
+        None => matches!(
+            format!("{:?}", e.kind()).as_str(),
+            "StorageFull" | "FileTooLarge" | "QuotaExceeded"
+        ),
     }
 }
 
@@ -80,32 +96,47 @@ pub enum Insert {
 /// Striped locks serialise read-modify-write of one record without a lock per message.
 const STRIPES: usize = 64;
 
+/// Pause between attempts to reopen a database sled gave up on, growing up to the maximum.
+const HEAL_FIRST_DELAY: Duration = Duration::from_millis(100);
+const HEAL_MAX_DELAY: Duration = Duration::from_secs(5);
+/// The least time the database stays closed after sled gave up on it (see `heal_step`).
+const HEAL_FENCE: Duration = Duration::from_secs(1);
+
 #[derive(Clone)]
 pub struct Store {
-    inner: Arc<Inner>,
+    shared: Arc<Shared>,
 }
 
-struct Inner {
-    db: sled::Db,
+/// What outlives one opening of the database.
+struct Shared {
     dir: PathBuf,
-    messages: sled::Tree,
-    idempotency: sled::Tree,
-    windows: sled::Tree,
-    wamids: sled::Tree,
-    committer: commit::Committer,
+    cfg: StoreConfig,
+    /// The open database; `None` while it is being reopened after sled gave up on it.
+    open: RwLock<Option<Arc<Inner>>>,
+    /// Why the database is closed, answered to callers until it is open again.
+    closed_because: Mutex<Option<StoreError>>,
+    /// Set while a healer thread runs, so a burst of failures starts one.
+    healing: AtomicBool,
+    /// Times the database was reopened after a failure.
+    generation: AtomicU64,
     commit_stats: Arc<CommitStats>,
     stripes: Vec<Mutex<()>>,
     counts: [AtomicI64; State::ALL.len()],
 }
 
-fn state_index(s: State) -> usize {
-    State::ALL.iter().position(|x| *x == s).unwrap_or(0)
+/// One opening of the database. Every sled handle lives here (and in short-lived borrows of
+/// it), so dropping the last `Arc<Inner>` releases sled's lock on the directory.
+struct Inner {
+    db: sled::Db,
+    messages: sled::Tree,
+    idempotency: sled::Tree,
+    windows: sled::Tree,
+    wamids: sled::Tree,
+    committer: commit::Committer,
 }
 
-impl Store {
-    /// Opens (or creates) the database in `dir`. Call `recover` next to rebuild counts and
-    /// hand pending messages to the dispatcher.
-    pub fn open(dir: &Path, cfg: &StoreConfig) -> Result<Store, StoreError> {
+impl Inner {
+    fn open(dir: &Path, cfg: &StoreConfig, stats: &Arc<CommitStats>) -> Result<Inner, StoreError> {
         std::fs::create_dir_all(dir)?;
         let db = recovery::open_sled(dir, cfg)?;
         let messages = db.open_tree("messages")?;
@@ -120,17 +151,46 @@ impl Store {
         if data_file.exists() {
             files.push(File::open(&data_file)?);
         }
+        let committer = commit::Committer::start(db.clone(), files, stats.clone())?;
+        Ok(Inner {
+            db,
+            messages,
+            idempotency,
+            windows,
+            wamids,
+            committer,
+        })
+    }
+
+    /// Whether sled still takes writes and the data file still syncs. After a failed write
+    /// sled 0.34 keeps the error and fails every later write with it, until the database is
+    /// opened again.
+    fn probe(&self, dir: &Path) -> Result<(), StoreError> {
+        self.db.insert(b"waq.probe", &[][..])?;
+        self.db.flush()?;
+        File::open(dir.join("db"))?.sync_data()?;
+        Ok(())
+    }
+}
+
+fn state_index(s: State) -> usize {
+    State::ALL.iter().position(|x| *x == s).unwrap_or(0)
+}
+
+impl Store {
+    /// Opens (or creates) the database in `dir`. Call `recover` next to rebuild counts and
+    /// hand pending messages to the dispatcher.
+    pub fn open(dir: &Path, cfg: &StoreConfig) -> Result<Store, StoreError> {
         let commit_stats = Arc::new(CommitStats::default());
-        let committer = commit::Committer::start(db.clone(), files, commit_stats.clone())?;
+        let inner = Inner::open(dir, cfg, &commit_stats)?;
         Ok(Store {
-            inner: Arc::new(Inner {
-                db,
+            shared: Arc::new(Shared {
                 dir: dir.to_path_buf(),
-                messages,
-                idempotency,
-                windows,
-                wamids,
-                committer,
+                cfg: cfg.clone(),
+                open: RwLock::new(Some(Arc::new(inner))),
+                closed_because: Mutex::new(None),
+                healing: AtomicBool::new(false),
+                generation: AtomicU64::new(0),
                 commit_stats,
                 stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
                 counts: Default::default(),
@@ -138,79 +198,105 @@ impl Store {
         })
     }
 
+    /// The open database, or the reason it is closed.
+    fn inner(&self) -> Result<Arc<Inner>, StoreError> {
+        let open = self.shared.open.read().unwrap_or_else(|p| p.into_inner());
+        match &*open {
+            Some(inner) => Ok(inner.clone()),
+            None => Err(self.shared.closed_error()),
+        }
+    }
+
+    /// Runs `f` on the open database. A failure that may mean sled has given up on the
+    /// database starts the healer, which reopens it in the background.
+    fn with<R>(&self, f: impl FnOnce(&Inner) -> Result<R, StoreError>) -> Result<R, StoreError> {
+        let inner = self.inner()?;
+        let result = f(&inner);
+        drop(inner);
+        if let Err(e) = &result {
+            self.failed(e);
+        }
+        result
+    }
+
+    fn failed(&self, e: &StoreError) {
+        if matches!(e, StoreError::Full(_) | StoreError::Unavailable(_)) {
+            start_healer(&self.shared, e);
+        }
+    }
+
     /// Scans every record once: rebuilds the per-state counts and calls `pending` for each
     /// message the dispatcher still owns. Nothing lives only in memory, so this is all a restart needs.
     pub fn recover(&self, mut pending: impl FnMut(Message)) -> Result<u64, StoreError> {
-        for c in &self.inner.counts {
-            c.store(0, Relaxed);
-        }
-        let mut n = 0;
-        for item in self.inner.messages.iter() {
-            let (_, v) = item?;
-            let m: Message = codec::decode(&v)?;
-            self.inner.counts[state_index(m.state)].fetch_add(1, Relaxed);
-            n += 1;
-            if m.state.is_pending() {
-                pending(m);
-            }
-        }
-        Ok(n)
+        self.with(|inner| {
+            let counts = count_states(inner, |m| {
+                if m.state.is_pending() {
+                    pending(m);
+                }
+            })?;
+            Ok(self.shared.set_counts(&counts))
+        })
     }
 
     /// A new message id, monotonic across restarts (so ids sort by enqueue order).
     pub fn next_id(&self) -> Result<u64, StoreError> {
         // sled's ids start at 0; keep 0 unused so it can mean "none" in cursors.
-        Ok(self.inner.db.generate_id()? + 1)
+        self.with(|inner| Ok(inner.db.generate_id()? + 1))
     }
 
     /// Writes a new message. Not durable until `commit()` returns.
     pub fn insert_new(&self, m: &Message) -> Result<Insert, StoreError> {
-        if let Some(key) = &m.idempotency_key {
-            let idem_key = idempotency_key(&m.sender, key);
-            let id_bytes = m.id.to_be_bytes();
-            loop {
-                match self.inner.idempotency.compare_and_swap(
-                    &idem_key,
-                    None as Option<&[u8]>,
-                    Some(&id_bytes[..]),
-                )? {
-                    Ok(()) => break,
-                    Err(cas) => {
-                        let existing = cas.current.as_deref().and_then(id_from_bytes);
-                        match existing {
-                            // A key left behind by a crash before its message was written counts as free.
-                            Some(id) if self.inner.messages.contains_key(id.to_be_bytes())? => {
-                                return Ok(Insert::Duplicate(id))
-                            }
-                            _ => {
-                                let _ = self.inner.idempotency.compare_and_swap(
-                                    &idem_key,
-                                    cas.current,
-                                    None as Option<&[u8]>,
-                                )?;
+        self.with(|inner| {
+            if let Some(key) = &m.idempotency_key {
+                let idem_key = idempotency_key(&m.sender, key);
+                let id_bytes = m.id.to_be_bytes();
+                loop {
+                    match inner.idempotency.compare_and_swap(
+                        &idem_key,
+                        None as Option<&[u8]>,
+                        Some(&id_bytes[..]),
+                    )? {
+                        Ok(()) => break,
+                        Err(cas) => {
+                            let existing = cas.current.as_deref().and_then(id_from_bytes);
+                            match existing {
+                                // A key left behind by a crash before its message was written counts as free.
+                                Some(id) if inner.messages.contains_key(id.to_be_bytes())? => {
+                                    return Ok(Insert::Duplicate(id))
+                                }
+                                _ => {
+                                    let _ = inner.idempotency.compare_and_swap(
+                                        &idem_key,
+                                        cas.current,
+                                        None as Option<&[u8]>,
+                                    )?;
+                                }
                             }
                         }
                     }
                 }
             }
-        }
-        self.inner
-            .messages
-            .insert(m.id.to_be_bytes(), codec::encode(m)?)?;
-        self.inner.counts[state_index(m.state)].fetch_add(1, Relaxed);
-        Ok(Insert::Created)
+            inner
+                .messages
+                .insert(m.id.to_be_bytes(), codec::encode(m)?)?;
+            self.shared.counts[state_index(m.state)].fetch_add(1, Relaxed);
+            Ok(Insert::Created)
+        })
     }
 
     /// Waits until everything written so far is on disk (shared flush + fsync).
     pub async fn commit(&self) -> Result<(), StoreError> {
-        self.inner.committer.commit().await
+        let inner = self.inner()?;
+        let result = inner.committer.commit().await;
+        drop(inner);
+        if let Err(e) = &result {
+            self.failed(e);
+        }
+        result
     }
 
     pub fn get(&self, id: u64) -> Result<Option<Message>, StoreError> {
-        match self.inner.messages.get(id.to_be_bytes())? {
-            Some(v) => Ok(Some(codec::decode(&v)?)),
-            None => Ok(None),
-        }
+        self.with(|inner| get(inner, id))
     }
 
     /// Read-modify-write of one message under its lock. `f` returns `None` to leave the record
@@ -220,46 +306,50 @@ impl Store {
         id: u64,
         f: impl FnOnce(&mut Message) -> Option<R>,
     ) -> Result<Option<(R, Message)>, StoreError> {
-        let _guard = self.inner.stripes[(id as usize) % STRIPES]
+        let _guard = self.shared.stripes[(id as usize) % STRIPES]
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        let Some(mut m) = self.get(id)? else {
-            return Ok(None);
-        };
-        let before = m.state;
-        let Some(r) = f(&mut m) else {
-            return Ok(None);
-        };
-        self.inner
-            .messages
-            .insert(id.to_be_bytes(), codec::encode(&m)?)?;
-        if before != m.state {
-            self.inner.counts[state_index(before)].fetch_sub(1, Relaxed);
-            self.inner.counts[state_index(m.state)].fetch_add(1, Relaxed);
-        }
-        Ok(Some((r, m)))
+        self.with(|inner| {
+            let Some(mut m) = get(inner, id)? else {
+                return Ok(None);
+            };
+            let before = m.state;
+            let Some(r) = f(&mut m) else {
+                return Ok(None);
+            };
+            inner
+                .messages
+                .insert(id.to_be_bytes(), codec::encode(&m)?)?;
+            if before != m.state {
+                self.shared.counts[state_index(before)].fetch_sub(1, Relaxed);
+                self.shared.counts[state_index(m.state)].fetch_add(1, Relaxed);
+            }
+            Ok(Some((r, m)))
+        })
     }
 
     /// Deletes a message and its idempotency key and wamid (retention).
     pub fn remove(&self, m: &Message) -> Result<(), StoreError> {
-        let _guard = self.inner.stripes[(m.id as usize) % STRIPES]
+        let _guard = self.shared.stripes[(m.id as usize) % STRIPES]
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        if self.inner.messages.remove(m.id.to_be_bytes())?.is_some() {
-            self.inner.counts[state_index(m.state)].fetch_sub(1, Relaxed);
-        }
-        if let Some(key) = &m.idempotency_key {
-            let idem_key = idempotency_key(&m.sender, key);
-            let _ = self.inner.idempotency.compare_and_swap(
-                idem_key,
-                Some(&m.id.to_be_bytes()[..]),
-                None as Option<&[u8]>,
-            )?;
-        }
-        if let Some(w) = &m.wamid {
-            self.inner.wamids.remove(w.as_bytes())?;
-        }
-        Ok(())
+        self.with(|inner| {
+            if inner.messages.remove(m.id.to_be_bytes())?.is_some() {
+                self.shared.counts[state_index(m.state)].fetch_sub(1, Relaxed);
+            }
+            if let Some(key) = &m.idempotency_key {
+                let idem_key = idempotency_key(&m.sender, key);
+                let _ = inner.idempotency.compare_and_swap(
+                    idem_key,
+                    Some(&m.id.to_be_bytes()[..]),
+                    None as Option<&[u8]>,
+                )?;
+            }
+            if let Some(w) = &m.wamid {
+                inner.wamids.remove(w.as_bytes())?;
+            }
+            Ok(())
+        })
     }
 
     /// Messages in id order, starting after `after` (a cursor).
@@ -268,50 +358,70 @@ impl Store {
         after: Option<u64>,
     ) -> impl Iterator<Item = Result<Message, StoreError>> + '_ {
         let start = after.map(|a| a.saturating_add(1)).unwrap_or(0);
-        self.inner
-            .messages
-            .range(start.to_be_bytes()..)
-            .map(|item| {
-                item.map_err(StoreError::from)
-                    .and_then(|(_, v)| codec::decode(&v))
-            })
+        // The iterator keeps this opening alive (a reopen waits for it) and, if the database
+        // is closed, yields that error once.
+        let mut state = match self.inner() {
+            Ok(inner) => {
+                let range = inner.messages.range(start.to_be_bytes()..);
+                Ok((inner, range))
+            }
+            Err(e) => Err(Some(e)),
+        };
+        std::iter::from_fn(move || match &mut state {
+            Ok((_inner, range)) => {
+                let item = range.next()?;
+                let result = item
+                    .map_err(StoreError::from)
+                    .and_then(|(_, v)| codec::decode(&v));
+                if let Err(e) = &result {
+                    self.failed(e);
+                }
+                Some(result)
+            }
+            Err(e) => e.take().map(Err),
+        })
     }
 
     pub fn set_wamid(&self, wamid: &str, id: u64) -> Result<(), StoreError> {
-        self.inner
-            .wamids
-            .insert(wamid.as_bytes(), &id.to_be_bytes()[..])?;
-        Ok(())
+        self.with(|inner| {
+            inner
+                .wamids
+                .insert(wamid.as_bytes(), &id.to_be_bytes()[..])?;
+            Ok(())
+        })
     }
 
     pub fn lookup_wamid(&self, wamid: &str) -> Result<Option<u64>, StoreError> {
-        Ok(self
-            .inner
-            .wamids
-            .get(wamid.as_bytes())?
-            .and_then(|v| id_from_bytes(&v)))
+        self.with(|inner| {
+            Ok(inner
+                .wamids
+                .get(wamid.as_bytes())?
+                .and_then(|v| id_from_bytes(&v)))
+        })
     }
 
     /// When `to` last wrote to `sender` (Unix ms), if ever.
     pub fn last_inbound(&self, sender: &str, to: &str) -> Result<Option<u64>, StoreError> {
-        Ok(self
-            .inner
-            .windows
-            .get(window_key(sender, to))?
-            .and_then(|v| id_from_bytes(&v)))
+        self.with(|inner| {
+            Ok(inner
+                .windows
+                .get(window_key(sender, to))?
+                .and_then(|v| id_from_bytes(&v)))
+        })
     }
 
     /// Records an inbound message at `at_ms`; never moves the window backwards. Returns the
     /// effective last-inbound time.
     pub fn record_inbound(&self, sender: &str, to: &str, at_ms: u64) -> Result<u64, StoreError> {
-        let updated = self
-            .inner
-            .windows
-            .update_and_fetch(window_key(sender, to), |old| {
-                let prev = old.and_then(id_from_bytes).unwrap_or(0);
-                Some(prev.max(at_ms).to_be_bytes().to_vec())
-            })?;
-        Ok(updated.and_then(|v| id_from_bytes(&v)).unwrap_or(at_ms))
+        self.with(|inner| {
+            let updated = inner
+                .windows
+                .update_and_fetch(window_key(sender, to), |old| {
+                    let prev = old.and_then(id_from_bytes).unwrap_or(0);
+                    Some(prev.max(at_ms).to_be_bytes().to_vec())
+                })?;
+            Ok(updated.and_then(|v| id_from_bytes(&v)).unwrap_or(at_ms))
+        })
     }
 
     /// Counts of messages per state, in `State::ALL` order.
@@ -321,7 +431,7 @@ impl Store {
             .map(|s| {
                 (
                     *s,
-                    self.inner.counts[state_index(*s)].load(Relaxed).max(0) as u64,
+                    self.shared.counts[state_index(*s)].load(Relaxed).max(0) as u64,
                 )
             })
             .collect()
@@ -329,33 +439,185 @@ impl Store {
 
     /// A named durable FIFO (see `DurableLog`), e.g. `webhook_inbox` or `relay`.
     pub fn log(&self, name: &str) -> Result<DurableLog, StoreError> {
+        let tree = format!("log:{name}");
+        // Created now, so a bad name or a closed store shows up here rather than later.
+        self.with(|inner| Ok(inner.db.open_tree(&tree).map(drop)?))?;
         Ok(DurableLog {
-            db: self.inner.db.clone(),
-            tree: self.inner.db.open_tree(format!("log:{name}"))?,
+            store: self.clone(),
+            tree,
         })
     }
 
     pub fn commit_stats(&self) -> &CommitStats {
-        &self.inner.commit_stats
+        &self.shared.commit_stats
     }
 
     /// Bytes the database occupies on disk.
     pub fn size_on_disk(&self) -> u64 {
-        self.inner.db.size_on_disk().unwrap_or(0)
+        self.inner()
+            .ok()
+            .and_then(|inner| inner.db.size_on_disk().ok())
+            .unwrap_or(0)
     }
 
     pub fn dir(&self) -> &Path {
-        &self.inner.dir
+        &self.shared.dir
+    }
+
+    /// Whether the database is open (false while it is being reopened after a failure).
+    pub fn is_open(&self) -> bool {
+        self.inner().is_ok()
+    }
+
+    /// How many times the database was reopened after sled gave up on it. A reopen loses
+    /// what was written but not yet committed, as a restart would: a holder of in-memory
+    /// state derived from the store (the dispatcher's schedule) can resync when this changes.
+    pub fn generation(&self) -> u64 {
+        self.shared.generation.load(Relaxed)
     }
 
     /// Flushes and fsyncs synchronously (shutdown).
     pub fn flush_blocking(&self) -> Result<(), StoreError> {
-        self.inner.db.flush()?;
-        let data_file = self.inner.dir.join("db");
-        if data_file.exists() {
-            File::open(&data_file)?.sync_data()?;
+        self.with(|inner| {
+            inner.db.flush()?;
+            let data_file = self.shared.dir.join("db");
+            if data_file.exists() {
+                File::open(&data_file)?.sync_data()?;
+            }
+            Ok(())
+        })
+    }
+}
+
+fn get(inner: &Inner, id: u64) -> Result<Option<Message>, StoreError> {
+    match inner.messages.get(id.to_be_bytes())? {
+        Some(v) => Ok(Some(codec::decode(&v)?)),
+        None => Ok(None),
+    }
+}
+
+/// Decodes every message, counting them per state.
+fn count_states(
+    inner: &Inner,
+    mut each: impl FnMut(Message),
+) -> Result<[u64; State::ALL.len()], StoreError> {
+    let mut counts = [0u64; State::ALL.len()];
+    for item in inner.messages.iter() {
+        let (_, v) = item?;
+        let m: Message = codec::decode(&v)?;
+        counts[state_index(m.state)] += 1;
+        each(m);
+    }
+    Ok(counts)
+}
+
+impl Shared {
+    /// Replaces the per-state counts; returns the total.
+    fn set_counts(&self, counts: &[u64; State::ALL.len()]) -> u64 {
+        for (c, n) in self.counts.iter().zip(counts) {
+            c.store(*n as i64, Relaxed);
         }
+        counts.iter().sum()
+    }
+
+    fn closed_error(&self) -> StoreError {
+        let why = self
+            .closed_because
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        match why {
+            Some(StoreError::Full(m)) => {
+                StoreError::Full(format!("{m} (the store reopens once there is room)"))
+            }
+            Some(e) => StoreError::Unavailable(format!("{e} (the store is reopening)")),
+            None => StoreError::Unavailable("the store is reopening".into()),
+        }
+    }
+
+    fn set_closed_because(&self, e: Option<StoreError>) {
+        *self
+            .closed_because
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = e;
+    }
+
+    /// One step of healing. `retired` is the opening taken out of service and when: it is
+    /// watched until its last user lets go (sled holds its directory lock until then).
+    /// `Err` means "not yet": the reason is logged and kept for callers.
+    fn heal_step(&self, retired: &mut Option<(Weak<Inner>, Instant)>) -> Result<(), ()> {
+        let current = self.open.read().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some(inner) = current {
+            if inner.probe(&self.dir).is_ok() {
+                // The failure did not stick (a read error, say): nothing to reopen.
+                return Ok(());
+            }
+            *retired = Some((Arc::downgrade(&inner), Instant::now()));
+            drop(inner);
+            self.open.write().unwrap_or_else(|p| p.into_inner()).take();
+            tracing::warn!(
+                dir = %self.dir.display(),
+                "sled refuses writes after an I/O error; reopening the database \
+                 (what was not yet committed is lost, as in a restart)"
+            );
+        }
+        if let Some((old, since)) = retired {
+            if old.strong_count() > 0 {
+                tracing::debug!("waiting for the last users of the failed database to finish");
+                return Err(());
+            }
+            // A caller that wrote to the failed database and has not yet asked for its
+            // commit must get an error, not a commit of the new one (where its write is not).
+            if since.elapsed() < HEAL_FENCE {
+                return Err(());
+            }
+        }
+        let inner = Inner::open(&self.dir, &self.cfg, &self.commit_stats).map_err(|e| {
+            tracing::warn!(error = %e, "the database did not reopen yet; retrying");
+            self.set_closed_because(Some(e));
+        })?;
+        // Writes since the last commit are gone: count what the database really holds.
+        let counts = count_states(&inner, drop).map_err(|e| {
+            tracing::error!(error = %e, "cannot count the messages after reopening; retrying");
+        })?;
+        self.set_counts(&counts);
+        *self.open.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(inner));
+        *retired = None;
+        self.set_closed_because(None);
+        self.generation.fetch_add(1, Relaxed);
+        tracing::info!(dir = %self.dir.display(), "the database is open again");
         Ok(())
+    }
+}
+
+/// Starts the healer unless one runs: it probes the database and, if sled has given up on it,
+/// reopens it, retrying with a growing pause while the cause (a full disk) lasts. Callers
+/// meanwhile get an error at once rather than waiting or panicking.
+fn start_healer(shared: &Arc<Shared>, cause: &StoreError) {
+    if shared.healing.swap(true, SeqCst) {
+        return;
+    }
+    shared.set_closed_because(Some(cause.clone()));
+    let weak = Arc::downgrade(shared);
+    let spawned = std::thread::Builder::new()
+        .name("waq-store-heal".into())
+        .spawn(move || {
+            let mut retired = None;
+            let mut delay = HEAL_FIRST_DELAY;
+            // Holds no strong reference between steps, so dropping the store ends it.
+            while let Some(shared) = weak.upgrade() {
+                if shared.heal_step(&mut retired).is_ok() {
+                    shared.healing.store(false, SeqCst);
+                    return;
+                }
+                drop(shared);
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(HEAL_MAX_DELAY);
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the thread that reopens the database");
+        shared.healing.store(false, SeqCst);
     }
 }
 
@@ -377,4 +639,28 @@ fn id_from_bytes(v: &[u8]) -> Option<u64> {
 
 fn fsync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn out_of_space_is_full_even_in_sleds_copy_of_the_error() {
+        for code in [libc::ENOSPC, libc::EFBIG, libc::EDQUOT] {
+            let original = sled::Error::Io(std::io::Error::from_raw_os_error(code));
+            // sled answers every write after a failed one with a clone of that error.
+            let copy = original.clone();
+            assert!(matches!(StoreError::from(original), StoreError::Full(_)));
+            assert!(
+                matches!(StoreError::from(copy), StoreError::Full(_)),
+                "{code}"
+            );
+        }
+        let eio = sled::Error::Io(std::io::Error::from_raw_os_error(libc::EIO));
+        assert!(matches!(
+            StoreError::from(eio.clone()),
+            StoreError::Unavailable(_)
+        ));
+    }
 }
