@@ -90,8 +90,9 @@ pub async fn record(
         ));
     }
 
+    let generation = app.store.generation();
     app.store.record_inbound(&sender, &from, at)?;
-    app.store.commit().await?;
+    app.store.commit_since(generation).await?;
     Metrics::inc(&app.metrics.inbound_messages);
     app.publish(json!({
         "event": "inbound",

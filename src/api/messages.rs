@@ -67,11 +67,12 @@ async fn enqueue_one(
     let cfg = app.config();
     let bytes = read_body(headers, body, Limit::request(&cfg)).await?;
     let request = json::parse(&bytes)?;
+    let generation = app.store.generation();
     let outcome =
         prepare(app, &cfg, &cfg.sender_names(), &request, now_ms()).and_then(|m| insert(app, m))?;
     // Durable before the answer, duplicates included: the first copy's commit may still be
     // in progress when its replay arrives.
-    commit_or_roll_back(app, &[&outcome]).await?;
+    commit_or_roll_back(app, generation, &[&outcome]).await?;
     Ok(match outcome {
         Outcome::Created(m) => {
             hand_over(app, &m);
@@ -115,6 +116,7 @@ pub async fn batch(
     }
     // Thousands of store writes: keep them off the async workers.
     let writer = app.clone();
+    let generation = app.store.generation();
     let results = tokio::task::spawn_blocking(move || {
         let now = now_ms();
         let senders = cfg.sender_names();
@@ -139,7 +141,7 @@ pub async fn batch(
 
     // One commit makes every valid item durable together.
     let written: Vec<&Outcome> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
-    commit_or_roll_back(&app, &written).await?;
+    commit_or_roll_back(&app, generation, &written).await?;
 
     let answers: Vec<Value> = results
         .into_iter()
@@ -273,10 +275,11 @@ pub async fn cancel(State(ctx): State<Ctx>, Param(id): Param) -> Result<Response
         code: "not_cancellable",
         only: "only queued or retrying messages can be cancelled",
     };
+    let generation = app.store.generation();
     let m = change_state(app, id, rule, |m| {
         m.transition(MsgState::Cancelled, now, "cancelled by request")
     })?;
-    app.store.commit().await?;
+    app.store.commit_since(generation).await?;
     app.publish_state(&m, "cancelled by request");
     Ok(json::ok(&view::message(&m)))
 }
@@ -293,6 +296,7 @@ pub async fn retry(State(ctx): State<Ctx>, Param(id): Param) -> Result<Response,
         code: "not_retryable",
         only: "only failed or expired messages can be retried",
     };
+    let generation = app.store.generation();
     let m = change_state(app, id, rule, |m| {
         // The same time to live as the first time, counted from now, or it would expire at once.
         m.expires_at_ms = m
@@ -302,7 +306,7 @@ pub async fn retry(State(ctx): State<Ctx>, Param(id): Param) -> Result<Response,
         m.next_attempt_at_ms = now;
         m.transition(MsgState::Queued, now, "retry requested");
     })?;
-    app.store.commit().await?;
+    app.store.commit_since(generation).await?;
     app.dispatcher.submit(&m);
     app.publish_state(&m, "retry requested");
     Ok(json::json(StatusCode::ACCEPTED, &view::accepted(&m)))
@@ -424,11 +428,15 @@ fn insert(app: &App, m: Message) -> Result<Outcome, ApiError> {
 
 /// One commit for everything written; if it fails, the new records are taken back (best
 /// effort) so a client retrying after the error does not meet a phantom duplicate.
-async fn commit_or_roll_back(app: &App, outcomes: &[&Outcome]) -> Result<(), ApiError> {
+async fn commit_or_roll_back(
+    app: &App,
+    generation: u64,
+    outcomes: &[&Outcome],
+) -> Result<(), ApiError> {
     if outcomes.is_empty() {
         return Ok(());
     }
-    if let Err(e) = app.store.commit().await {
+    if let Err(e) = app.store.commit_since(generation).await {
         for o in outcomes {
             if let Outcome::Created(m) = o {
                 let _ = app.store.remove(m);

@@ -260,6 +260,7 @@ impl Dispatcher {
             ));
         }
         loops.spawn(retention::run(app.clone()));
+        loops.spawn(resync_after_reopen(app.clone(), self.clone()));
         while loops.join_next().await.is_some() {}
         // Let in-flight attempts record their outcomes.
         loop {
@@ -281,5 +282,26 @@ fn pair_limit(config: &Config) -> PairLimit {
     PairLimit {
         interval_ms: config.dispatch.pair_interval.as_millis() as u64,
         burst: config.dispatch.pair_burst,
+    }
+}
+
+/// After the store reopened itself (an I/O error such as a full disk), writes made since the
+/// last commit are gone: the schedule is brought back in line with what the store holds.
+async fn resync_after_reopen(app: Arc<App>, dispatcher: Dispatcher) {
+    let mut seen = app.store.generation();
+    while !app.is_shutting_down() {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let now = app.store.generation();
+        if now == seen {
+            continue;
+        }
+        seen = now;
+        let (store, d) = (app.store.clone(), dispatcher.clone());
+        let result = tokio::task::spawn_blocking(move || store.recover(|m| d.submit(&m))).await;
+        match result {
+            Ok(Ok(n)) => tracing::info!(messages = n, "schedule resynced after the store reopened"),
+            Ok(Err(e)) => tracing::error!("cannot resync the schedule after a store reopen: {e}"),
+            Err(e) => tracing::error!("schedule resync failed: {e}"),
+        }
     }
 }

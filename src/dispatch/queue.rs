@@ -229,6 +229,14 @@ impl SenderQueue {
         self.reschedule(&to, now_ms, pair);
     }
 
+    /// Whether message `id` is already scheduled (waiting or in flight).
+    pub fn contains(&self, id: u64, to: &str, priority: Priority) -> bool {
+        self.scheduled_info.contains_key(&id)
+            || self.lanes.get(to).is_some_and(|l| {
+                l.queue.contains(&(priority, id)) || l.in_flight == Some((priority, id))
+            })
+    }
+
     /// Consecutive 131056 answers for this lane (X in Meta's 4^X s).
     pub fn pair_strikes(&self, to: &str) -> u32 {
         self.lanes.get(to).map(|l| l.pair_strikes).unwrap_or(0)
@@ -575,5 +583,28 @@ mod tests {
         assert_eq!(q.waiting(), 1);
         assert_eq!(q.next(now + 60, PAIR), Next::WaitUntil(now + 10_000));
         assert_eq!(send(&mut q, now + 10_000).0, 1);
+    }
+
+    #[test]
+    fn contains_sees_waiting_scheduled_and_in_flight_messages() {
+        let mut q = SenderQueue::new();
+        let now = 1_000_000;
+        let entry = |id, due_ms| Entry {
+            id,
+            to: "a".into(),
+            priority: Priority::Normal,
+            due_ms,
+            expires_at_ms: None,
+            retry_at_ms: None,
+        };
+        q.push(&entry(1, now), now, PAIR);
+        q.push(&entry(2, now + 60_000), now, PAIR);
+        assert!(q.contains(1, "a", Priority::Normal));
+        assert!(q.contains(2, "a", Priority::Normal));
+        assert!(!q.contains(3, "a", Priority::Normal));
+        assert_eq!(send(&mut q, now).0, 1);
+        assert!(q.contains(1, "a", Priority::Normal), "in flight");
+        q.complete("a", Outcome::Done, now, PAIR);
+        assert!(!q.contains(1, "a", Priority::Normal));
     }
 }

@@ -67,8 +67,16 @@ impl SenderState {
             .clone()
     }
 
+    /// Schedules `entry` unless it is already scheduled (a resync after a store reopen
+    /// submits every pending message again).
     pub fn push(&self, entry: &Entry, pair: PairLimit) {
-        self.lock().queue.push(entry, now_ms(), pair);
+        {
+            let mut s = self.lock();
+            if s.queue.contains(entry.id, &entry.to, entry.priority) {
+                return;
+            }
+            s.queue.push(entry, now_ms(), pair);
+        }
         self.wake.notify_one();
     }
 

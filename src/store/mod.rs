@@ -285,6 +285,19 @@ impl Store {
     }
 
     /// Waits until everything written so far is on disk (shared flush + fsync).
+    /// Like `commit`, for writes made since `generation()` returned `generation`: fails if the
+    /// database was reopened in between (those writes may be gone), so no caller is told
+    /// "durable" about a write the reopen dropped.
+    pub async fn commit_since(&self, generation: u64) -> Result<(), StoreError> {
+        self.commit().await?;
+        if self.generation() != generation {
+            return Err(StoreError::Unavailable(
+                "the store was reopened after an I/O error while this write was waiting for its commit; it may not have been kept, retry it".into(),
+            ));
+        }
+        Ok(())
+    }
+
     pub async fn commit(&self) -> Result<(), StoreError> {
         let inner = self.inner()?;
         let result = inner.committer.commit().await;

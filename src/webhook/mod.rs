@@ -233,8 +233,9 @@ impl Shared {
             "entry": [{"id": "", "changes": changes}],
         })
         .to_string();
+        let generation = self.app.store.generation();
         let saved = match self.inbox.push(None, body.as_bytes()) {
-            Ok(()) => self.app.store.commit().await,
+            Ok(()) => self.app.store.commit_since(generation).await,
             Err(e) => Err(e),
         };
         match saved {
@@ -405,6 +406,7 @@ async fn receive(sh: &Shared, cfg: &WebhookConfig, headers: &HeaderMap, body: Bo
     let relay = cfg.forward_url.is_some();
     let (inbox, relay_log) = (sh.inbox.clone(), sh.relay.clone());
     let sig = sig.map(str::to_string);
+    let generation = sh.app.store.generation();
     let pushed = tokio::task::spawn_blocking(move || {
         inbox.push(sig.as_deref(), &raw)?;
         if relay {
@@ -415,7 +417,7 @@ async fn receive(sh: &Shared, cfg: &WebhookConfig, headers: &HeaderMap, body: Bo
     .await
     .unwrap_or_else(|e| Err(crate::store::StoreError::Unavailable(e.to_string())));
     let durable = match pushed {
-        Ok(()) => sh.app.store.commit().await,
+        Ok(()) => sh.app.store.commit_since(generation).await,
         Err(e) => Err(e),
     };
     if let Err(e) = durable {
