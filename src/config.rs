@@ -682,3 +682,28 @@ mod shipped_config {
         assert_eq!(c.state_dir, d.state_dir);
     }
 }
+
+#[cfg(test)]
+mod env_overrides {
+    use super::*;
+
+    #[test]
+    fn waq_section_key_variables_override_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(
+            &path,
+            "state_dir = \"/tmp/a\"\n[dispatch]\nmax_in_flight = 4\n[[senders]]\nname = \"main\"\nphone_number_id = \"1\"\ntoken = \"t\"\n",
+        )
+        .unwrap();
+        // Keys unique to this test: the environment is shared by the test process.
+        std::env::set_var("WAQ__DISPATCH__RETRY_MAX_MS", "4321");
+        std::env::set_var("WAQ__API__VERSION", "v26.0");
+        let c = Config::load(&path).unwrap();
+        std::env::remove_var("WAQ__DISPATCH__RETRY_MAX_MS");
+        std::env::remove_var("WAQ__API__VERSION");
+        assert_eq!(c.dispatch.retry_max, Duration::from_millis(4321));
+        assert_eq!(c.api.version, "v26.0");
+        assert_eq!(c.dispatch.max_in_flight, 4, "the file's value stays");
+    }
+}
