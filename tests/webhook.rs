@@ -886,3 +886,32 @@ async fn answers_well_under_metas_latency_budget() {
     assert!(median < Duration::from_millis(250), "median {median:?}");
     d.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_131047_failure_forgets_the_window_unless_the_user_wrote_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = build_app(dir.path(), "").await;
+    let failed = |wamid: &str| {
+        envelope(
+            PNID,
+            json!({"statuses": [{"id": wamid, "status": "failed", "timestamp": now_s().to_string(),
+                "errors": [{"code": 131047, "title": "Re-engagement message"}]}]}),
+        )
+    };
+    // Waq believed the window open (an inbound before the send); Meta says it was closed.
+    app.store
+        .record_inbound("main", "16505550101", now_ms() - 120_000)
+        .unwrap();
+    assert!(window_open(&app, "16505550101"));
+    insert_sent(&app, "16505550101", "wamid.W1", State::Sent);
+    webhook::apply_payload(&app, failed("wamid.W1").as_bytes()).unwrap();
+    assert!(!window_open(&app, "16505550101"));
+
+    // The user wrote after that send: the window stays.
+    insert_sent(&app, "16505550102", "wamid.W2", State::Sent);
+    app.store
+        .record_inbound("main", "16505550102", now_ms() - 10_000)
+        .unwrap();
+    webhook::apply_payload(&app, failed("wamid.W2").as_bytes()).unwrap();
+    assert!(window_open(&app, "16505550102"));
+}

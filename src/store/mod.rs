@@ -437,6 +437,30 @@ impl Store {
         })
     }
 
+    /// Meta said the window was closed when a message sent at `sent_at_ms` arrived (131047):
+    /// forgets the window unless the user wrote again after that send. Returns whether it did.
+    pub fn close_window(
+        &self,
+        sender: &str,
+        to: &str,
+        sent_at_ms: u64,
+    ) -> Result<bool, StoreError> {
+        self.with(|inner| {
+            let key = window_key(sender, to);
+            let mut closed = false;
+            inner.windows.update_and_fetch(&key, |old| {
+                let prev = old.and_then(id_from_bytes)?;
+                if prev <= sent_at_ms {
+                    closed = true;
+                    None
+                } else {
+                    Some(prev.to_be_bytes().to_vec())
+                }
+            })?;
+            Ok(closed)
+        })
+    }
+
     /// Counts of messages per state, in `State::ALL` order.
     pub fn counts(&self) -> Vec<(State, u64)> {
         State::ALL

@@ -295,11 +295,37 @@ pub(crate) fn apply_status(
         Some((detail, m)) => {
             app.publish_state(&m, &detail);
             Metrics::inc(&app.metrics.statuses_applied);
+            if m.state == State::Failed
+                && m.last_error.as_ref().and_then(|e| e.meta_code) == Some(131047)
+            {
+                forget_closed_window(app, &m);
+            }
             StatusOutcome::Applied
         }
         None if !found || pending => StatusOutcome::Deferred,
         None => StatusOutcome::Unchanged,
     })
+}
+
+/// Meta failed `m` with 131047: the window waq believed open was closed. Forget it, so the
+/// next free-form message to this user goes out as its fallback template (or is refused).
+fn forget_closed_window(app: &App, m: &Message) {
+    let sent_at = m
+        .history
+        .iter()
+        .rev()
+        .find(|h| h.state == State::Sending)
+        .map(|h| h.at_ms)
+        .unwrap_or(m.created_at_ms);
+    match app.store.close_window(&m.sender, &m.to, sent_at) {
+        Ok(true) => tracing::warn!(
+            sender = %m.sender,
+            to = %m.to,
+            "Meta reported the 24-hour window closed (131047); the window is forgotten"
+        ),
+        Ok(false) => {}
+        Err(e) => tracing::error!("cannot record the closed window: {e}"),
+    }
 }
 
 /// Moves `m` as `st` says, if that is forward. Returns the history detail of the change.
