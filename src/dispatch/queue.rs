@@ -536,11 +536,18 @@ mod tests {
                 PAIR,
             );
         }
-        for _ in 0..45 {
+        for _ in 0..44 {
             send(&mut q, now);
             q.complete("a", Outcome::Done, now, PAIR);
         }
-        assert_eq!(q.next(now, PAIR), Next::WaitUntil(now + 6_000));
+        let margin = super::super::pair::margin_ms(6_000);
+        assert_eq!(q.next(now, PAIR), Next::WaitUntil(now + margin));
+        send(&mut q, now + margin);
+        q.complete("a", Outcome::Done, now + margin, PAIR);
+        assert_eq!(
+            q.next(now + margin, PAIR),
+            Next::WaitUntil(now + 6_000 + margin)
+        );
     }
 
     #[test]
