@@ -83,6 +83,9 @@ pub async fn run(mut input: AttemptInput<'_>) -> (Outcome, SenderEffect) {
     });
     let body = match prepared {
         Ok(Some((Prepared::Send { body }, m))) => {
+            if m.substituted_template.is_some() {
+                Metrics::inc(&app.metrics.fallback_substituted);
+            }
             app.publish_state(&m, "sending");
             body
         }
