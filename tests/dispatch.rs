@@ -316,6 +316,51 @@ fn a_pair_limit_storm_holds_back_only_its_recipient() {
     assert_rules_kept(&n);
 }
 
+#[test]
+fn order_per_recipient_survives_failures_and_timeouts() {
+    let _machine = shared();
+    let sim = Sim::start(sim_config());
+    // A third of the requests fail: Meta errors, bare 5xx from a proxy, and requests held past
+    // the client's timeout (the simulator accepts none of those, so nothing is sent twice).
+    sim.faults(&json!({
+        "code_131000_share": 0.15, "http_5xx_share": 0.1, "code_2_share": 0.05,
+        "timeout_share": 0.05, "timeout_hold_ms": 2000
+    }));
+    let d = Daemon::builder()
+        .against(&sim)
+        .set("api", "request_timeout_ms = 300")
+        .set("dispatch", "retry_min_ms = 20")
+        .set("dispatch", "retry_max_ms = 200")
+        .set("dispatch", "max_attempts = 40")
+        .start();
+
+    const RECIPIENTS: usize = 15;
+    const EACH: u64 = 8;
+    let requests: Vec<Value> = (1..=EACH)
+        .flat_map(|seq| (0..RECIPIENTS).map(move |r| seq_template(&recipient(r), seq)))
+        .collect();
+    let ids = d.enqueue_batch(&requests);
+    let total = ids.len() as u64;
+    d.wait_count("sent", total, Duration::from_secs(90));
+
+    let n = sim.number();
+    println!(
+        "under faults: {} requests for {total} messages, injected {:?}",
+        n.requests, n.errors_injected
+    );
+    assert!(n.requests > total, "no faults fired: {n:?}");
+    assert_eq!(n.accepted, total, "{n:?}");
+    assert_eq!(d.count("failed"), 0);
+    assert_rules_kept(&n);
+    // Per recipient, the accepted times follow the enqueue order too.
+    for r in 0..RECIPIENTS {
+        let at: Vec<u64> = (0..EACH as usize)
+            .map(|seq| first_at(&d.message(&ids[seq * RECIPIENTS + r]), "sent").unwrap())
+            .collect();
+        assert!(at.windows(2).all(|w| w[0] <= w[1]), "recipient {r}: {at:?}");
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // The 24-hour window
 
