@@ -1,6 +1,7 @@
 //! Test helpers shared by the integration tests: a `Daemon` guard that runs the real `waq`
-//! binary on a temporary state directory and socket, and a small HTTP/1.1 client over the
-//! Unix socket.
+//! binary on a temporary state directory and socket, a small HTTP/1.1 client over the
+//! Unix socket, and a `Sim` guard that runs the Cloud API simulator in the test process for
+//! a daemon to send to (`Daemon::builder().against(&sim)`).
 //!
 //! ```ignore
 //! let d = Daemon::builder()
