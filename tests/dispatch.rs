@@ -363,6 +363,42 @@ fn order_per_recipient_survives_failures_and_timeouts() {
     }
 }
 
+#[test]
+fn a_rate_limit_burst_slows_the_sender_down_then_it_recovers() {
+    let _machine = shared();
+    let sim = Sim::start(sim_config());
+    let d = Daemon::builder()
+        .against(&sim)
+        .set("dispatch", "retry_min_ms = 50")
+        .set("dispatch", "retry_max_ms = 500")
+        .set("dispatch", "max_attempts = 40")
+        .start();
+    // Meta answers 130429 to everything for a second.
+    sim.faults(&json!({"rate_limit_for_ms": 1000}));
+    let requests: Vec<Value> = (0..150).map(|i| template_request(&recipient(i))).collect();
+    d.enqueue_batch(&requests);
+    let throttled = wait_until(
+        "the sender slowed down",
+        PATIENCE,
+        || {
+            let s = d.get("/v1/stats").json();
+            let effective = s["senders"][0]["effective_mps"].as_f64().unwrap();
+            (effective < 80.0).then_some(effective)
+        },
+        || d.get("/v1/stats").json()["senders"].to_string(),
+    );
+    d.wait_count("sent", 150, PATIENCE);
+    let n = sim.number();
+    println!(
+        "130429 for 1 s: rate went down to {throttled} MPS; {} requests for 150 messages",
+        n.requests
+    );
+    assert!(n.injected("rate_limit") > 0, "{n:?}");
+    assert_eq!(n.accepted, 150, "{n:?}");
+    assert_eq!(d.count("failed"), 0);
+    assert_rules_kept(&n);
+}
+
 // ---------------------------------------------------------------------------------------------
 // The 24-hour window
 
