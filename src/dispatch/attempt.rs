@@ -61,9 +61,11 @@ pub struct AttemptInput<'a> {
     pub to: &'a str,
     /// Consecutive 131056 answers in this lane before this attempt.
     pub pair_strikes: u32,
+    /// Dropped when the request is handed to the HTTP client (or the attempt ends without one).
+    pub on_wire: Option<super::sender::OnWire>,
 }
 
-pub async fn run(input: AttemptInput<'_>) -> (Outcome, SenderEffect) {
+pub async fn run(mut input: AttemptInput<'_>) -> (Outcome, SenderEffect) {
     let app = input.app;
     let d = &input.config.dispatch;
     let now = now_ms();
@@ -81,6 +83,9 @@ pub async fn run(input: AttemptInput<'_>) -> (Outcome, SenderEffect) {
     });
     let body = match prepared {
         Ok(Some((Prepared::Send { body }, m))) => {
+            if m.substituted_template.is_some() {
+                Metrics::inc(&app.metrics.fallback_substituted);
+            }
             app.publish_state(&m, "sending");
             body
         }
@@ -107,6 +112,7 @@ pub async fn run(input: AttemptInput<'_>) -> (Outcome, SenderEffect) {
     };
 
     Metrics::inc(&app.metrics.sends_attempted);
+    drop(input.on_wire.take());
     let outcome = input
         .cloud
         .send(input.phone_number_id, input.token, input.to, &body)

@@ -1,5 +1,17 @@
 //! Meta's pair rate limit per recipient: one message every 6 s, with bursts of up to 45 that
 //! borrow from the future. A GCRA: one timestamp per recipient.
+//!
+//! Meta counts a request when it arrives, this budget when it leaves. The first request of a
+//! burst often takes longer to arrive (it opens a connection, or waits behind the rest of the
+//! burst) than the one sent when the budget allows again, so the two clocks disagree by that
+//! difference and a request sent exactly on time gets 131056. The budget keeps a margin in
+//! hand ([`margin_ms`]): the last message of a full burst, and every later one, waits that
+//! much longer. The rate is unchanged.
+
+/// Slack between our clock and Meta's: 1% of the interval, at least 50 ms.
+pub fn margin_ms(interval_ms: u64) -> u64 {
+    (interval_ms / 100).max(50)
+}
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PairBudget {
@@ -11,7 +23,7 @@ impl PairBudget {
     /// When the next message may go (≤ `now_ms` means now).
     pub fn allowed_at(&self, interval_ms: u64, burst: u32) -> u64 {
         let tolerance = interval_ms.saturating_mul(burst.saturating_sub(1) as u64);
-        self.tat_ms.saturating_sub(tolerance)
+        (self.tat_ms + margin_ms(interval_ms)).saturating_sub(tolerance)
     }
 
     pub fn consume(&mut self, now_ms: u64, interval_ms: u64) {
@@ -39,12 +51,19 @@ mod tests {
     fn burst_of_45_then_one_per_interval() {
         let mut b = PairBudget::default();
         let now = 1_000_000;
-        for _ in 0..45 {
+        let margin = margin_ms(6_000);
+        assert_eq!(margin, 60);
+        for _ in 0..44 {
             assert!(b.allowed_at(6_000, 45) <= now);
             b.consume(now, 6_000);
         }
-        assert_eq!(b.allowed_at(6_000, 45), now + 6_000);
+        // The last of the burst keeps the margin, and so does every later one.
+        assert_eq!(b.allowed_at(6_000, 45), now + margin);
+        b.consume(now + margin, 6_000);
+        assert_eq!(b.allowed_at(6_000, 45), now + 6_000 + margin);
+        b.consume(now + 6_000 + margin, 6_000);
+        assert_eq!(b.allowed_at(6_000, 45), now + 2 * 6_000 + margin);
         assert!(!b.is_full(now));
-        assert!(b.is_full(now + 45 * 6_000));
+        assert!(b.is_full(now + 46 * 6_000));
     }
 }

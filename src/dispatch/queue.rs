@@ -25,6 +25,8 @@ struct Lane {
     /// Waiting messages, best first: (priority, id).
     queue: BTreeSet<(Priority, u64)>,
     in_flight: Option<(Priority, u64)>,
+    /// The ttl of the message in flight, filed again if it comes back to the queue.
+    in_flight_expiry: Option<u64>,
     pair: PairBudget,
     /// No send before this (a retry's backoff, or Meta's 4^X s after a 131056).
     blocked_until_ms: u64,
@@ -173,11 +175,12 @@ impl SenderQueue {
             lane.queue.pop_first();
             lane.in_flight = Some((prio, id));
             lane.pair.consume(now_ms, pair.interval_ms);
-            self.waiting -= 1;
-            self.in_flight += 1;
-            if let Some((_, _, exp)) = self.expiry_info.remove(&id) {
+            lane.in_flight_expiry = self.expiry_info.remove(&id).map(|(_, _, exp)| exp);
+            if let Some(exp) = lane.in_flight_expiry {
                 self.expiries.remove(&(exp, id));
             }
+            self.waiting -= 1;
+            self.in_flight += 1;
             return Next::Send { id, to };
         }
         let timer = self.timers.first().map(|(at, _)| *at);
@@ -191,13 +194,21 @@ impl SenderQueue {
 
     /// Records how the in-flight message of `to` ended and files its lane again.
     pub fn complete(&mut self, to: &str, outcome: Outcome, now_ms: u64, pair: PairLimit) {
-        let Some(lane) = self.lanes.get_mut(to) else {
+        let Some(to) = self.lanes.get_key_value(to).map(|(k, _)| k.clone()) else {
+            return;
+        };
+        let Some(lane) = self.lanes.get_mut(&to) else {
             return;
         };
         let Some((prio, id)) = lane.in_flight.take() else {
             return;
         };
+        let expiry = lane.in_flight_expiry.take();
         self.in_flight -= 1;
+        let back_in_queue = matches!(
+            outcome,
+            Outcome::Retry { .. } | Outcome::PairLimited { .. } | Outcome::Requeue
+        );
         match outcome {
             Outcome::Done => {
                 lane.pair_strikes = 0;
@@ -222,10 +233,11 @@ impl SenderQueue {
                 self.waiting += 1;
             }
         }
-        let to: Recipient = match self.lanes.get_key_value(to) {
-            Some((k, _)) => k.clone(),
-            None => return,
-        };
+        // Back in the queue, its ttl is watched again (a paused sender's messages expire).
+        if let (true, Some(exp)) = (back_in_queue, expiry) {
+            self.expiries.insert((exp, id));
+            self.expiry_info.insert(id, (to.clone(), prio, exp));
+        }
         self.reschedule(&to, now_ms, pair);
     }
 
@@ -532,11 +544,55 @@ mod tests {
                 PAIR,
             );
         }
-        for _ in 0..45 {
+        for _ in 0..44 {
             send(&mut q, now);
             q.complete("a", Outcome::Done, now, PAIR);
         }
-        assert_eq!(q.next(now, PAIR), Next::WaitUntil(now + 6_000));
+        let margin = super::super::pair::margin_ms(6_000);
+        assert_eq!(q.next(now, PAIR), Next::WaitUntil(now + margin));
+        send(&mut q, now + margin);
+        q.complete("a", Outcome::Done, now + margin, PAIR);
+        assert_eq!(
+            q.next(now + margin, PAIR),
+            Next::WaitUntil(now + 6_000 + margin)
+        );
+    }
+
+    #[test]
+    fn a_requeued_message_still_expires() {
+        let mut q = SenderQueue::new();
+        let now = 1_000_000;
+        q.push(
+            &Entry {
+                id: 1,
+                to: "a".into(),
+                priority: Priority::Normal,
+                due_ms: now,
+                expires_at_ms: Some(now + 1_000),
+                retry_at_ms: None,
+            },
+            now,
+            PAIR,
+        );
+        assert_eq!(send(&mut q, now).0, 1);
+        assert_eq!(
+            q.take_expired(now + 2_000, PAIR),
+            Vec::<u64>::new(),
+            "in flight"
+        );
+        // The sender paused: back in the queue, waiting.
+        q.complete("a", Outcome::Requeue, now + 10, PAIR);
+        assert_eq!(
+            q.next(now + 10, PAIR),
+            Next::Send {
+                id: 1,
+                to: "a".into()
+            }
+        );
+        q.complete("a", Outcome::Requeue, now + 20, PAIR);
+        assert_eq!(q.take_expired(now + 1_000, PAIR), vec![1]);
+        assert_eq!((q.waiting(), q.in_flight()), (0, 0));
+        assert_eq!(q.next(now + 1_000, PAIR), Next::Idle);
     }
 
     #[test]

@@ -12,11 +12,17 @@ use crate::model::{now_ms, State};
 
 use super::attempt::{self, AttemptInput, SenderEffect};
 use super::queue::{Entry, Next, Outcome, PairLimit, SenderQueue};
-use super::rate::{Aimd, SlidingWindow};
+use super::rate::{Aimd, Pacer, SlidingWindow};
 use super::{SenderSnapshot, Shared};
 
 /// The longest the loop sleeps, so that it notices shutdown and keeps its heartbeat fresh.
 const MAX_SLEEP: Duration = Duration::from_millis(250);
+
+/// Most attempts of one sender between their pick and their request being handed to the HTTP
+/// client. Pacing applies at the pick; when the process falls behind (CPU-starved), picked
+/// attempts would otherwise pile up before the wire and go out in a bunch later, more than the
+/// rate in some second. Bounded, the loop picks only as fast as requests actually leave.
+const MAX_STARTING: usize = 16;
 
 pub struct SenderState {
     pub name: String,
@@ -30,8 +36,26 @@ pub struct SenderState {
 pub struct Schedule {
     pub queue: SenderQueue,
     pub window: SlidingWindow,
+    pub pacer: Pacer,
     pub aimd: Aimd,
     pub paused: Option<String>,
+    /// Attempts picked whose request has not yet been handed to the HTTP client.
+    pub starting: usize,
+}
+
+/// Counts one attempt in `Schedule::starting` until dropped; then wakes the loop.
+pub struct OnWire {
+    sender: Arc<SenderState>,
+}
+
+impl Drop for OnWire {
+    fn drop(&mut self) {
+        {
+            let mut s = self.sender.lock();
+            s.starting = s.starting.saturating_sub(1);
+        }
+        self.sender.wake.notify_one();
+    }
 }
 
 enum Step {
@@ -48,8 +72,10 @@ impl SenderState {
             sched: Mutex::new(Schedule {
                 queue: SenderQueue::new(),
                 window: SlidingWindow::new(),
+                pacer: Pacer::new(),
                 aimd: Aimd::new(mps, Instant::now()),
                 paused: None,
+                starting: 0,
             }),
             wake: Notify::new(),
             heartbeat_ms: std::sync::atomic::AtomicU64::new(now_ms()),
@@ -148,17 +174,25 @@ pub async fn run_loop(
             }
         }
 
+        // The clock again: waiting for a permit may have taken a while, and a start recorded
+        // earlier than it happens lets the window admit too many.
+        let now = Instant::now();
+        let now_wall = now_ms();
         let step = {
             let mut s = sender.lock();
-            if s.paused.is_some() {
+            if s.paused.is_some() || s.starting >= MAX_STARTING {
+                // Woken by a resume, or by an attempt reaching the wire.
                 Step::Sleep(None)
             } else {
                 let limit = s.aimd.limit(now);
-                match s.window.next_slot(now, limit) {
+                let slot = s.window.next_slot(now, limit).max(s.pacer.next_slot(now));
+                match slot {
                     Some(at) => Step::Sleep(Some(at)),
                     None => match s.queue.next(now_wall, pair) {
                         Next::Send { id, to } => {
                             s.window.record(now);
+                            s.pacer.record(now, limit);
+                            s.starting += 1;
                             Step::Send { id, to }
                         }
                         Next::WaitUntil(at_ms) => Step::Sleep(Some(
@@ -203,6 +237,9 @@ async fn attempt_one(
     to: Arc<str>,
     started: Instant,
 ) {
+    let on_wire = OnWire {
+        sender: sender.clone(),
+    };
     let config = app.config();
     let Some(cloud) = shared.cloud() else {
         let retry = Outcome::Retry {
@@ -210,6 +247,8 @@ async fn attempt_one(
         };
         let mut s = sender.lock();
         s.window.forget(started);
+        let limit = s.aimd.limit(Instant::now());
+        s.pacer.forget(limit);
         s.queue.complete(&to, retry, now_ms(), shared.pair_limit());
         return;
     };
@@ -225,6 +264,7 @@ async fn attempt_one(
         id,
         to: &to,
         pair_strikes,
+        on_wire: Some(on_wire),
     })
     .await;
     {
@@ -242,6 +282,8 @@ async fn attempt_one(
         }
         if outcome == Outcome::DoneWithoutRequest {
             s.window.forget(started);
+            let limit = s.aimd.limit(now);
+            s.pacer.forget(limit);
         }
         s.queue
             .complete(&to, outcome, now_ms(), shared.pair_limit());

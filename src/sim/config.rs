@@ -278,6 +278,9 @@ pub struct FaultConfig {
     pub rate_limit_for_ms: u64,
     /// Every request gets HTTP 503 for this long.
     pub outage_for_ms: u64,
+    /// The next this many requests (with a valid token) get a plain HTTP 500, then no more:
+    /// a deterministic "fail twice, then succeed".
+    pub fail_next_requests: u64,
     /// The token expires (error 190) after this many requests made with it ...
     pub token_expire_after_requests: Option<u64>,
     /// ... or this long after it was set.
@@ -299,6 +302,7 @@ impl Default for FaultConfig {
             rate_limit_share: 0.0,
             rate_limit_for_ms: 0,
             outage_for_ms: 0,
+            fail_next_requests: 0,
             token_expire_after_requests: None,
             token_expire_after_ms: None,
         }

@@ -46,6 +46,8 @@ impl Injected {
 pub(crate) struct Faults {
     cfg: FaultConfig,
     applied_at: Instant,
+    /// Requests still to fail from `fail_next_requests`.
+    fail_left: u64,
 }
 
 const GATEWAY_ERRORS: [StatusCode; 4] = [
@@ -58,6 +60,7 @@ const GATEWAY_ERRORS: [StatusCode; 4] = [
 impl Faults {
     pub fn new(cfg: FaultConfig, now: Instant) -> Self {
         Faults {
+            fail_left: cfg.fail_next_requests,
             cfg,
             applied_at: now,
         }
@@ -78,9 +81,13 @@ impl Faults {
             .then_some(Injected::Outage)
     }
 
-    /// Draws this request's injected error, if any: the rate-limit span first, then one
-    /// uniform draw against the (exclusive) shares.
-    pub fn draw(&self, now: Instant) -> Option<Injected> {
+    /// Draws this request's injected error, if any: the requests still to fail first, then the
+    /// rate-limit span, then one uniform draw against the (exclusive) shares.
+    pub fn draw(&mut self, now: Instant) -> Option<Injected> {
+        if self.fail_left > 0 {
+            self.fail_left -= 1;
+            return Some(Injected::Http5xx(StatusCode::INTERNAL_SERVER_ERROR));
+        }
         if self.within(self.cfg.rate_limit_for_ms, now) {
             return Some(Injected::RateLimit);
         }
@@ -225,7 +232,7 @@ mod tests {
     #[test]
     fn full_share_always_fires() {
         let now = Instant::now();
-        let f = Faults::new(
+        let mut f = Faults::new(
             FaultConfig {
                 code_2_share: 1.0,
                 ..FaultConfig::default()
@@ -235,9 +242,25 @@ mod tests {
         for _ in 0..100 {
             assert_eq!(f.draw(now), Some(Injected::Code2));
         }
-        let quiet = Faults::new(FaultConfig::default(), now);
+        let mut quiet = Faults::new(FaultConfig::default(), now);
         assert_eq!(quiet.draw(now), None);
         assert_eq!(quiet.outage(now), None);
+    }
+
+    #[test]
+    fn the_next_n_requests_fail_then_none() {
+        let now = Instant::now();
+        let mut f = Faults::new(
+            FaultConfig {
+                fail_next_requests: 2,
+                ..FaultConfig::default()
+            },
+            now,
+        );
+        let fault = Some(Injected::Http5xx(StatusCode::INTERNAL_SERVER_ERROR));
+        assert_eq!(f.draw(now), fault);
+        assert_eq!(f.draw(now), fault);
+        assert_eq!(f.draw(now), None);
     }
 
     #[test]

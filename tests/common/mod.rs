@@ -1,6 +1,7 @@
 //! Test helpers shared by the integration tests: a `Daemon` guard that runs the real `waq`
-//! binary on a temporary state directory and socket, and a small HTTP/1.1 client over the
-//! Unix socket.
+//! binary on a temporary state directory and socket, a small HTTP/1.1 client over the
+//! Unix socket, and a `Sim` guard that runs the Cloud API simulator in the test process for
+//! a daemon to send to (`Daemon::builder().against(&sim)`).
 //!
 //! ```ignore
 //! let d = Daemon::builder()
@@ -541,4 +542,205 @@ pub fn request_bytes(method: &str, path: &str, body: Option<&[u8]>) -> Vec<u8> {
     .into_bytes();
     out.extend_from_slice(body);
     out
+}
+
+// ---------------------------------------------------------------------------------------------
+// The Cloud API simulator and helpers for tests that let the daemon really send.
+
+/// The simulator's default business number (the default sender `main` sends from it).
+pub const SIM_NUMBER: &str = "120000000000001";
+/// The default sender's token, which `sim_config()` makes the simulator accept.
+pub const TOKEN: &str = "test-token";
+
+/// The simulator's defaults, accepting the default sender's token.
+pub fn sim_config() -> waq::sim::SimConfig {
+    waq::sim::SimConfig {
+        token: TOKEN.into(),
+        ..waq::sim::SimConfig::default()
+    }
+}
+
+/// A `[[senders]]` block.
+pub fn sender_toml(name: &str, phone_number_id: &str, token: &str, mps: u32) -> String {
+    format!(
+        "[[senders]]\nname = {name:?}\nphone_number_id = {phone_number_id:?}\ntoken = {token:?}\nmps = {mps}\n"
+    )
+}
+
+/// A free TCP port on 127.0.0.1 (for a listener another process binds).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Polls `probe` every 20 ms until it gives a value; panics after `limit` (a bound on a hang,
+/// not a timing assertion), naming `what` and the last state `describe` gives.
+pub fn wait_until<T>(
+    what: &str,
+    limit: Duration,
+    mut probe: impl FnMut() -> Option<T>,
+    describe: impl Fn() -> String,
+) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = probe() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "gave up waiting for {what} after {limit:?}: {}",
+            describe()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The Cloud API simulator (`waq::sim`) on 127.0.0.1, in a background runtime of its own, so
+/// that synchronous tests can drive a daemon against it. Stopped when dropped.
+pub struct Sim {
+    rt: tokio::runtime::Runtime,
+    handle: Option<waq::sim::SimHandle>,
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Sim {
+    pub fn start(config: waq::sim::SimConfig) -> Sim {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("sim")
+            .enable_all()
+            .build()
+            .unwrap();
+        let handle = rt
+            .block_on(waq::sim::start(config, "127.0.0.1:0".parse().unwrap()))
+            .unwrap();
+        let base = handle.base_url();
+        let http = reqwest::Client::builder().no_proxy().build().unwrap();
+        Sim {
+            rt,
+            handle: Some(handle),
+            http,
+            base,
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`: the daemon's `api.base_url`.
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    pub fn stats(&self) -> waq::sim::SimStats {
+        let handle = self.handle.as_ref().unwrap();
+        self.rt.block_on(handle.stats())
+    }
+
+    /// What the default number saw.
+    pub fn number(&self) -> waq::sim::NumberStats {
+        self.stats().numbers[SIM_NUMBER].clone()
+    }
+
+    /// POSTs to one of the simulator's own endpoints (`/sim/faults`, `/sim/token`,
+    /// `/sim/inbound`); panics unless it answers 200.
+    pub fn post(&self, path: &str, body: &Value) -> Value {
+        let url = format!("{}{path}", self.base);
+        self.rt.block_on(async {
+            let r = self.http.post(&url).json(body).send().await.unwrap();
+            let status = r.status().as_u16();
+            let text = r.text().await.unwrap();
+            assert_eq!(status, 200, "{path}: {text}");
+            serde_json::from_str(&text).unwrap()
+        })
+    }
+
+    /// Replaces the faults of every number (`{}` clears them).
+    pub fn faults(&self, faults: &Value) {
+        self.post("/sim/faults", faults);
+    }
+
+    /// Makes every number accept `token` (and only it) from now on.
+    pub fn set_token(&self, token: &str) {
+        self.post("/sim/token", &serde_json::json!({ "token": token }));
+    }
+
+    /// A user writes to the default number: opens their window, sends the signed webhook.
+    pub fn inbound(&self, from: &str) -> Value {
+        self.post("/sim/inbound", &serde_json::json!({ "from": from }))
+    }
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        if let Some(handle) = self.handle.take() {
+            self.rt.block_on(handle.shutdown());
+        }
+    }
+}
+
+impl DaemonBuilder {
+    /// Sends to `sim` instead of the default address where nothing listens.
+    pub fn against(self, sim: &Sim) -> Self {
+        self.set("api", &format!("base_url = {:?}", sim.base_url()))
+    }
+}
+
+impl Daemon {
+    /// `POST /v1/messages`; asserts 202 and answers the id.
+    pub fn enqueue(&self, request: &Value) -> String {
+        let r = self.post("/v1/messages", request);
+        assert_eq!(r.status, 202, "{}", r.text());
+        r.json()["id"].as_str().unwrap().to_string()
+    }
+
+    /// `POST /v1/messages/batch`; asserts every item was queued and answers the ids in order.
+    pub fn enqueue_batch(&self, requests: &[Value]) -> Vec<String> {
+        let r = self.post("/v1/messages/batch", &Value::Array(requests.to_vec()));
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|item| {
+                assert_eq!(item["state"], "queued", "{item}");
+                item["id"].as_str().unwrap().to_string()
+            })
+            .collect()
+    }
+
+    /// `GET /v1/messages/{id}`.
+    pub fn message(&self, id: &str) -> Value {
+        let r = self.get(&format!("/v1/messages/{id}"));
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()
+    }
+
+    /// Polls a message until `done` holds (bounded by `limit`); answers it.
+    pub fn wait_message(&self, id: &str, limit: Duration, done: impl Fn(&Value) -> bool) -> Value {
+        wait_until(
+            &format!("message {id}"),
+            limit,
+            || Some(self.message(id)).filter(|m| done(m)),
+            || self.message(id).to_string(),
+        )
+    }
+
+    /// Messages by state, from `GET /v1/stats`.
+    pub fn count(&self, state: &str) -> u64 {
+        self.get("/v1/stats").json()["messages"][state]
+            .as_u64()
+            .unwrap_or(0)
+    }
+
+    /// Polls until `n` messages are in `state` (bounded by `limit`).
+    pub fn wait_count(&self, state: &str, n: u64, limit: Duration) {
+        wait_until(
+            &format!("{n} messages {state}"),
+            limit,
+            || (self.count(state) >= n).then_some(()),
+            || self.get("/v1/stats").json()["messages"].to_string(),
+        )
+    }
 }

@@ -1,0 +1,709 @@
+//! The dispatcher against the Cloud API simulator, over real HTTP on loopback: the real `waq`
+//! binary sends to an in-process `waq::sim`, and the simulator's stats say whether Meta's rules
+//! were kept (MPS, pair rate, 24-hour window, order per recipient) and how errors were handled.
+//!
+//! The two throughput tests print the rate they measured; they run alone (see `exclusive`),
+//! the others share the machine. The 1,000-per-second test checks the simulator's window
+//! strictly only in an optimised build:
+//! `cargo test --release --test dispatch -- --nocapture a_thousand`.
+
+mod common;
+
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use common::{
+    sender_toml, sim_config, template_request, text_request, wait_until, Daemon, Sim, PATIENCE,
+    SIM_NUMBER, TOKEN,
+};
+use waq::model::{format_time, now_ms, parse_time};
+use waq::sim::{NumberStats, PairRateConfig};
+
+/// Throughput tests take it exclusively; the others share it.
+static MACHINE: RwLock<()> = RwLock::new(());
+
+fn exclusive() -> RwLockWriteGuard<'static, ()> {
+    MACHINE.write().unwrap_or_else(|e| e.into_inner())
+}
+
+fn shared() -> RwLockReadGuard<'static, ()> {
+    MACHINE.read().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A distinct recipient per `i`.
+fn recipient(i: usize) -> String {
+    format!("+1415{i:07}")
+}
+
+/// A template send whose status webhooks and the simulator's order check see `seq:<seq>`.
+fn seq_template(to: &str, seq: u64) -> Value {
+    let mut r = template_request(to);
+    r["message"]["biz_opaque_callback_data"] = json!(format!("seq:{seq}"));
+    r
+}
+
+/// Waits until the simulator has accepted `n` sends; answers the rate from the first accepted
+/// send seen to the last (polling every 10 ms, so the first poll's count is left out).
+fn accepted_rate(sim: &Sim, n: u64, limit: Duration) -> f64 {
+    let deadline = Instant::now() + limit;
+    let mut first: Option<(Instant, u64)> = None;
+    loop {
+        let accepted = sim.number().accepted;
+        let now = Instant::now();
+        if accepted > 0 && first.is_none() {
+            first = Some((now, accepted));
+        }
+        if accepted >= n {
+            let (t0, a0) = first.unwrap_or((now, accepted));
+            let secs = now.duration_since(t0).as_secs_f64();
+            return if secs > 0.0 {
+                (n - a0) as f64 / secs
+            } else {
+                f64::INFINITY
+            };
+        }
+        assert!(
+            now < deadline,
+            "the simulator accepted only {accepted} of {n} in {limit:?}: {:?}",
+            sim.number()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// What every test expects of the simulator's default number, whatever else it checks. (The
+/// MPS, 130429, is checked by the throughput tests, which run alone: the others share the
+/// machine, and arrival jitter between their requests is not theirs to control.)
+fn assert_rules_kept(n: &NumberStats) {
+    assert_eq!(
+        n.violation(131047),
+        0,
+        "free-form sent to a closed window: {n:?}"
+    );
+    assert_eq!(
+        n.ordering_violations, 0,
+        "order per recipient broken: {n:?}"
+    );
+}
+
+fn health(d: &Daemon) -> Value {
+    d.get("/v1/health").json()
+}
+
+/// Waits until the daemon reports `main` paused; answers the reason.
+fn wait_paused(d: &Daemon) -> String {
+    wait_until(
+        "sender main paused",
+        PATIENCE,
+        || {
+            let h = health(d);
+            h["paused_senders"][0]["reason"]
+                .as_str()
+                .map(str::to_string)
+        },
+        || health(d).to_string(),
+    )
+}
+
+/// The time (Unix ms) of the first history entry in `state`.
+fn first_at(m: &Value, state: &str) -> Option<u64> {
+    m["history"]
+        .as_array()?
+        .iter()
+        .find(|h| h["state"] == state)
+        .and_then(|h| parse_time(h["at"].as_str()?))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Throughput
+
+#[test]
+fn twenty_per_second_is_never_exceeded() {
+    let _machine = exclusive();
+    let mut cfg = sim_config();
+    cfg.numbers[0].mps = 20;
+    let sim = Sim::start(cfg);
+    let d = Daemon::builder()
+        .against(&sim)
+        .without_default_sender()
+        .toml(&sender_toml("main", SIM_NUMBER, TOKEN, 20))
+        .start();
+
+    let requests: Vec<Value> = (0..300).map(|i| template_request(&recipient(i))).collect();
+    d.enqueue_batch(&requests);
+    let rate = accepted_rate(&sim, 300, Duration::from_secs(120));
+    d.wait_count("sent", 300, PATIENCE);
+
+    let n = sim.number();
+    println!(
+        "mps 20: 300 sends at {rate:.1}/s on average; most in any 1-second window: {}; requests: {}",
+        n.max_in_window, n.requests
+    );
+    assert!(n.max_in_window <= 20, "{n:?}");
+    assert_eq!(n.violation(130429), 0, "{n:?}");
+    assert_eq!(n.requests, 300, "one request per message: {n:?}");
+    assert_rules_kept(&n);
+    // ~19.8/s expected (the window is 1.01 s); loose, since the machine is shared.
+    assert!(rate >= 15.0, "only {rate:.1}/s");
+}
+
+#[test]
+fn a_thousand_per_second_with_100_ms_latency() {
+    let _machine = exclusive();
+    const RECIPIENTS: usize = 1_000;
+    const EACH: u64 = 5;
+    const TOTAL: u64 = RECIPIENTS as u64 * EACH;
+    let mut cfg = sim_config();
+    cfg.numbers[0].mps = 1_000;
+    cfg.faults.latency_ms = 100;
+    let sim = Sim::start(cfg);
+    let d = Daemon::builder()
+        .against(&sim)
+        .without_default_sender()
+        .toml(&sender_toml("main", SIM_NUMBER, TOKEN, 1_000))
+        .start();
+
+    // Interleaved: each recipient's messages are spread over the whole batch.
+    let requests: Vec<Value> = (1..=EACH)
+        .flat_map(|seq| (0..RECIPIENTS).map(move |r| seq_template(&recipient(r), seq)))
+        .collect();
+    d.enqueue_batch(&requests);
+    let rate = accepted_rate(&sim, TOTAL, Duration::from_secs(120));
+    d.wait_count("sent", TOTAL, PATIENCE);
+
+    let n = sim.number();
+    println!(
+        "mps 1000, 100 ms latency: {TOTAL} sends at {rate:.0}/s sustained; most in any \
+         1-second window: {}; requests: {}",
+        n.max_in_window, n.requests
+    );
+    // One request per message, and one more for each the simulator refused for the rate.
+    assert_eq!(n.accepted, TOTAL, "{n:?}");
+    assert_eq!(n.requests, TOTAL + n.violation(130429), "{n:?}");
+    assert_eq!(n.violation(131047), 0, "{n:?}");
+    assert_eq!(n.ordering_violations, 0, "{n:?}");
+    if cfg!(debug_assertions) {
+        // Unoptimised, the daemon is CPU-bound near this rate on a small machine, and so is the
+        // simulator in this process: requests then reach the simulator's clock 50-150 ms
+        // apart from where they left, more than the window's 10 ms margin, and a few seconds
+        // hold slightly more than 1,000 arrivals although no 1.01 s held more than 1,000
+        // starts. Run optimised for the strict check (see the module comment).
+        if n.max_in_window > 1_000 {
+            println!(
+                "NOTE: unoptimised build: {} arrivals in one second ({} answered 130429)",
+                n.max_in_window,
+                n.violation(130429)
+            );
+        }
+    } else {
+        assert!(n.max_in_window <= 1_000, "{n:?}");
+        assert_eq!(n.violation(130429), 0, "{n:?}");
+    }
+    // The target is 950/s; the machine is shared, so only a loose bound is asserted and the
+    // figure is printed.
+    assert!(rate >= 300.0, "only {rate:.0}/s");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pair limit and order per recipient
+
+#[test]
+fn pair_limit_and_order_per_recipient() {
+    let _machine = shared();
+    let mut cfg = sim_config();
+    cfg.pair_rate = PairRateConfig {
+        period_ms: 1_000,
+        burst: 3,
+    };
+    let sim = Sim::start(cfg);
+    let d = Daemon::builder()
+        .against(&sim)
+        .set("dispatch", "pair_burst = 3")
+        .set("dispatch", "pair_interval_ms = 1000")
+        .start();
+
+    const RECIPIENTS: usize = 20;
+    const EACH: u64 = 6;
+    let requests: Vec<Value> = (1..=EACH)
+        .flat_map(|seq| (0..RECIPIENTS).map(move |r| seq_template(&recipient(r), seq)))
+        .collect();
+    // Several batches, so that the dispatcher is busy while more arrive.
+    for chunk in requests.chunks(25) {
+        d.enqueue_batch(chunk);
+    }
+    let total = RECIPIENTS as u64 * EACH;
+    d.wait_count("sent", total, PATIENCE);
+
+    let n = sim.number();
+    println!(
+        "pair limit 3 per 1 s burst: {} requests for {total} messages, 131056: {}",
+        n.requests,
+        n.violation(131056)
+    );
+    assert_eq!(n.violation(131056), 0, "pair limit exceeded: {n:?}");
+    assert_eq!(n.accepted, total);
+    assert_rules_kept(&n);
+}
+
+#[test]
+fn a_pair_limit_storm_holds_back_only_its_recipient() {
+    let _machine = shared();
+    // The simulator's pair limit is far tighter than waq's (45 per 6 s): it answers 131056.
+    let mut cfg = sim_config();
+    cfg.pair_rate = PairRateConfig {
+        period_ms: 1_500,
+        burst: 2,
+    };
+    let sim = Sim::start(cfg);
+    let d = Daemon::builder()
+        .against(&sim)
+        .set("dispatch", "max_attempts = 50")
+        .start();
+
+    let stormed = recipient(999);
+    let storm: Vec<Value> = (1..=6).map(|seq| seq_template(&stormed, seq)).collect();
+    let storm_ids = d.enqueue_batch(&storm);
+    let others: Vec<Value> = (0..100).map(|i| seq_template(&recipient(i), 1)).collect();
+    let other_ids = d.enqueue_batch(&others);
+
+    let sent_states = ["sent", "delivered", "read"];
+    let is_sent = |m: &Value| sent_states.iter().any(|s| m["state"] == *s);
+    // Everyone else goes out while the stormed recipient's lane still waits: it cannot be done
+    // before (6 - 2) × 1.5 s, the others need about 100 / 80 s.
+    wait_until(
+        "the other recipients' messages sent",
+        PATIENCE,
+        || {
+            other_ids
+                .iter()
+                .all(|id| is_sent(&d.message(id)))
+                .then_some(())
+        },
+        || d.get("/v1/stats").json()["messages"].to_string(),
+    );
+    let storm_now: Vec<Value> = storm_ids.iter().map(|id| d.message(id)).collect();
+    let storm_done = storm_now.iter().filter(|m| is_sent(m)).count();
+    assert!(
+        storm_done < storm_ids.len(),
+        "the stormed recipient finished before the others: {storm_now:?}"
+    );
+
+    let storm_sent: Vec<Value> = storm_ids
+        .iter()
+        .map(|id| d.wait_message(id, Duration::from_secs(90), is_sent))
+        .collect();
+    let n = sim.number();
+    let attempts: Vec<u64> = storm_sent
+        .iter()
+        .map(|m| m["attempts"].as_u64().unwrap())
+        .collect();
+    println!(
+        "131056 storm: {} answers 131056; the stormed recipient's attempts per message {attempts:?}; \
+         {storm_done} of 6 sent when the other 100 were",
+        n.violation(131056)
+    );
+    assert!(n.violation(131056) > 0, "no storm happened: {n:?}");
+    // In order: the simulator saw increasing seq numbers, and the accepted times increase.
+    let sent_at: Vec<u64> = storm_sent
+        .iter()
+        .map(|m| first_at(m, "sent").unwrap())
+        .collect();
+    assert!(
+        sent_at.windows(2).all(|w| w[0] <= w[1]),
+        "stormed messages sent out of order: {sent_at:?}"
+    );
+    assert_eq!(n.accepted, 106);
+    assert_rules_kept(&n);
+}
+
+#[test]
+fn order_per_recipient_survives_failures_and_timeouts() {
+    let _machine = shared();
+    let sim = Sim::start(sim_config());
+    // A third of the requests fail: Meta errors, bare 5xx from a proxy, and requests held past
+    // the client's timeout (the simulator accepts none of those, so nothing is sent twice).
+    sim.faults(&json!({
+        "code_131000_share": 0.15, "http_5xx_share": 0.1, "code_2_share": 0.05,
+        "timeout_share": 0.05, "timeout_hold_ms": 2000
+    }));
+    let d = Daemon::builder()
+        .against(&sim)
+        .set("api", "request_timeout_ms = 300")
+        .set("dispatch", "retry_min_ms = 20")
+        .set("dispatch", "retry_max_ms = 200")
+        .set("dispatch", "max_attempts = 40")
+        .start();
+
+    const RECIPIENTS: usize = 15;
+    const EACH: u64 = 8;
+    let requests: Vec<Value> = (1..=EACH)
+        .flat_map(|seq| (0..RECIPIENTS).map(move |r| seq_template(&recipient(r), seq)))
+        .collect();
+    let ids = d.enqueue_batch(&requests);
+    let total = ids.len() as u64;
+    d.wait_count("sent", total, Duration::from_secs(90));
+
+    let n = sim.number();
+    println!(
+        "under faults: {} requests for {total} messages, injected {:?}",
+        n.requests, n.errors_injected
+    );
+    assert!(n.requests > total, "no faults fired: {n:?}");
+    assert_eq!(n.accepted, total, "{n:?}");
+    assert_eq!(d.count("failed"), 0);
+    assert_rules_kept(&n);
+    // Per recipient, the accepted times follow the enqueue order too.
+    for r in 0..RECIPIENTS {
+        let at: Vec<u64> = (0..EACH as usize)
+            .map(|seq| first_at(&d.message(&ids[seq * RECIPIENTS + r]), "sent").unwrap())
+            .collect();
+        assert!(at.windows(2).all(|w| w[0] <= w[1]), "recipient {r}: {at:?}");
+    }
+}
+
+#[test]
+fn a_rate_limit_burst_slows_the_sender_down_then_it_recovers() {
+    let _machine = shared();
+    let sim = Sim::start(sim_config());
+    let d = Daemon::builder()
+        .against(&sim)
+        .set("dispatch", "retry_min_ms = 50")
+        .set("dispatch", "retry_max_ms = 500")
+        .set("dispatch", "max_attempts = 40")
+        .start();
+    // Meta answers 130429 to everything for a second.
+    sim.faults(&json!({"rate_limit_for_ms": 1000}));
+    let requests: Vec<Value> = (0..150).map(|i| template_request(&recipient(i))).collect();
+    d.enqueue_batch(&requests);
+    let throttled = wait_until(
+        "the sender slowed down",
+        PATIENCE,
+        || {
+            let s = d.get("/v1/stats").json();
+            let effective = s["senders"][0]["effective_mps"].as_f64().unwrap();
+            (effective < 80.0).then_some(effective)
+        },
+        || d.get("/v1/stats").json()["senders"].to_string(),
+    );
+    d.wait_count("sent", 150, PATIENCE);
+    let n = sim.number();
+    println!(
+        "130429 for 1 s: rate went down to {throttled} MPS; {} requests for 150 messages",
+        n.requests
+    );
+    assert!(n.injected("rate_limit") > 0, "{n:?}");
+    assert_eq!(n.accepted, 150, "{n:?}");
+    assert_eq!(d.count("failed"), 0);
+    assert_rules_kept(&n);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The 24-hour window
+
+#[test]
+fn window_rule_on_the_wire() {
+    let _machine = shared();
+    let sim = Sim::start(sim_config());
+    // No margin, so that a window closing 4 s after enqueue is still open at enqueue.
+    let d = Daemon::builder()
+        .against(&sim)
+        .set("dispatch", "window_margin_s = 0")
+        .start();
+
+    // Closed window with a fallback: the template goes out instead.
+    let mut with_fallback = text_request("+14155550101", "Your order shipped");
+    with_fallback["fallback_template"] = json!({
+        "name": "order_update", "language": {"code": "en_US"},
+        "components": [{"type": "body", "parameters": [{"type": "text", "text": "4521"}]}]
+    });
+    let id = d.enqueue(&with_fallback);
+    let m = d.wait_message(&id, PATIENCE, |m| m["state"] == "sent");
+    assert_eq!(m["substituted_template"], "order_update", "{m}");
+    assert_eq!(m["attempts"], 1, "{m}");
+
+    // Closed window without one: refused at enqueue.
+    let r = d.post("/v1/messages", &text_request("+14155550102", "hi"));
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert_eq!(r.code(), "window_closed");
+
+    // Open at enqueue (the user wrote 24 h minus 4 s ago), closed when due (in 6 s).
+    let r = d.post(
+        "/v1/inbound",
+        &json!({"from": "+14155550103", "at": format_time(now_ms() - 24 * 3600 * 1000 + 4_000)}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["window_open"], true, "{}", r.text());
+    let mut late = text_request("+14155550103", "hi");
+    late["send_at"] = json!(format_time(now_ms() + 6_000));
+    let id = d.enqueue(&late);
+    let m = d.wait_message(&id, PATIENCE, |m| m["state"] == "failed");
+    assert_eq!(m["last_error"]["code"], "window_closed", "{m}");
+    assert_eq!(m["last_error"]["meta_code"], Value::Null, "{m}");
+    assert_eq!(m["attempts"], 0, "{m}");
+
+    let counters = &d.get("/v1/stats").json()["counters"];
+    assert_eq!(counters["fallback_substituted"], 1, "{counters}");
+    assert_eq!(counters["window_closed_failures"], 1, "{counters}");
+    let n = sim.number();
+    assert_eq!(
+        n.requests, 1,
+        "only the fallback template reached the API: {n:?}"
+    );
+    assert_rules_kept(&n);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors and retries
+
+/// A daemon against `sim` that retries fast.
+fn fast_retries(sim: &Sim) -> Daemon {
+    Daemon::builder()
+        .against(sim)
+        .set("dispatch", "retry_min_ms = 50")
+        .set("dispatch", "retry_max_ms = 200")
+        .start()
+}
+
+#[test]
+fn server_errors_are_retried_until_sent() {
+    let _machine = shared();
+    let sim = Sim::start(sim_config());
+    let d = fast_retries(&sim);
+    sim.faults(&json!({"fail_next_requests": 2}));
+
+    let id = d.enqueue(&template_request("+14155550111"));
+    let m = d.wait_message(&id, PATIENCE, |m| m["state"] == "sent");
+    assert_eq!(m["attempts"], 3, "{m}");
+    assert!(m["wamid"].is_string(), "{m}");
+    assert_eq!(m["last_error"], Value::Null, "{m}");
+    let retries = m["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["state"] == "retrying")
+        .count();
+    assert_eq!(retries, 2, "{m}");
+
+    let n = sim.number();
+    assert_eq!(n.injected("http_5xx"), 2, "{n:?}");
+    assert_eq!((n.requests, n.accepted), (3, 1), "{n:?}");
+    assert_rules_kept(&n);
+}
+
+#[test]
+fn not_on_whatsapp_fails_after_one_attempt() {
+    let _machine = shared();
+    let mut cfg = sim_config();
+    cfg.not_on_whatsapp = vec!["14155550199".into()];
+    let sim = Sim::start(cfg);
+    let d = fast_retries(&sim);
+
+    let id = d.enqueue(&template_request("+14155550199"));
+    let m = d.wait_message(&id, PATIENCE, |m| m["state"] == "failed");
+    assert_eq!(m["attempts"], 1, "{m}");
+    assert_eq!(m["last_error"]["meta_code"], 131026, "{m}");
+    assert_eq!(m["last_error"]["code"], "meta_131026", "{m}");
+    // Permanent: it stays failed, and nothing more is asked of the API.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(d.message(&id)["state"], "failed");
+    let n = sim.number();
+    assert_eq!(n.requests, 1, "{n:?}");
+    assert_rules_kept(&n);
+}
+
+/// Sends `count` templates with the simulator refusing the daemon's token: the sender pauses,
+/// the messages stay queued. Answers their ids.
+fn pause_by_bad_token(sim: &Sim, d: &Daemon, count: usize) -> Vec<String> {
+    sim.set_token("rotated-token");
+    let requests: Vec<Value> = (0..count)
+        .map(|i| template_request(&recipient(500 + i)))
+        .collect();
+    let ids = d.enqueue_batch(&requests);
+    let reason = wait_paused(d);
+    assert!(reason.contains("190"), "{reason}");
+    for id in &ids {
+        // Attempts that were in flight when the first 190 came back end the same way.
+        let m = d.wait_message(id, PATIENCE, |m| m["state"] == "queued");
+        assert_eq!(
+            m["attempts"], 0,
+            "a paused send gives its attempt back: {m}"
+        );
+    }
+    ids
+}
+
+fn assert_paused_in_stats(d: &Daemon) {
+    let stats = d.get("/v1/stats").json();
+    let main = &stats["senders"][0];
+    assert_eq!(main["name"], "main", "{stats}");
+    assert_eq!(main["paused"], true, "{stats}");
+    assert!(
+        main["pause_reason"].as_str().unwrap_or("").contains("190"),
+        "{stats}"
+    );
+    let h = health(d);
+    assert_eq!(h["status"], "degraded", "{h}");
+    assert_eq!(h["paused_senders"][0]["name"], "main", "{h}");
+}
+
+/// A paused sender asks nothing of the API.
+fn assert_quiet_while_paused(sim: &Sim) {
+    let before = sim.number().requests;
+    std::thread::sleep(Duration::from_millis(500));
+    let after = sim.number();
+    assert_eq!(after.requests, before, "requests while paused: {after:?}");
+    assert_eq!(
+        after.violation(190),
+        after.requests,
+        "every request so far got 190: {after:?}"
+    );
+}
+
+#[test]
+fn a_bad_token_pauses_the_sender_and_a_reload_with_the_right_one_resumes_it() {
+    let _machine = shared();
+    let sim = Sim::start(sim_config());
+    let d = fast_retries(&sim);
+    let ids = pause_by_bad_token(&sim, &d, 5);
+    assert_paused_in_stats(&d);
+    assert_quiet_while_paused(&sim);
+    for id in &ids {
+        assert_eq!(d.message(id)["state"], "queued");
+    }
+
+    let fixed = d
+        .config_text()
+        .replace(&format!("token = {TOKEN:?}"), "token = \"rotated-token\"");
+    assert!(fixed.contains("rotated-token"));
+    d.write_config(&fixed);
+    d.sighup();
+    for id in &ids {
+        let m = d.wait_message(id, PATIENCE, |m| m["state"] == "sent");
+        assert_eq!(m["attempts"], 1, "{m}");
+    }
+    assert_eq!(health(&d)["status"], "ok");
+    let n = sim.number();
+    assert_eq!(n.accepted, 5, "{n:?}");
+    assert_rules_kept(&n);
+}
+
+#[test]
+fn a_paused_sender_resumes_on_request() {
+    let _machine = shared();
+    let sim = Sim::start(sim_config());
+    let d = fast_retries(&sim);
+    let ids = pause_by_bad_token(&sim, &d, 3);
+    assert_quiet_while_paused(&sim);
+
+    sim.set_token(TOKEN);
+    let r = d.request("POST", "/v1/senders/main/resume", None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    for id in &ids {
+        d.wait_message(id, PATIENCE, |m| m["state"] == "sent");
+    }
+    assert_eq!(health(&d)["status"], "ok");
+    assert_rules_kept(&sim.number());
+}
+
+#[test]
+fn messages_queued_while_paused_survive_a_restart() {
+    let _machine = shared();
+    let sim = Sim::start(sim_config());
+    let mut d = fast_retries(&sim);
+    let ids = pause_by_bad_token(&sim, &d, 10);
+
+    let status = d.sigterm();
+    assert!(status.success(), "{status}\n{}", d.log());
+    let fixed = d
+        .config_text()
+        .replace(&format!("token = {TOKEN:?}"), "token = \"rotated-token\"");
+    d.write_config(&fixed);
+    d.restart();
+    for id in &ids {
+        let m = d.wait_message(id, PATIENCE, |m| m["state"] == "sent");
+        assert_eq!(m["attempts"], 1, "{m}");
+    }
+    let n = sim.number();
+    assert_eq!(n.accepted, 10, "{n:?}");
+    assert_rules_kept(&n);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scheduling, ttl, cancel
+
+#[test]
+fn send_at_is_not_sent_before_its_time() {
+    let _machine = shared();
+    let sim = Sim::start(sim_config());
+    let d = fast_retries(&sim);
+    let send_at = now_ms() + 3_000;
+    let mut r = template_request("+14155550121");
+    r["send_at"] = json!(format_time(send_at));
+    let id = d.enqueue(&r);
+    let m = d.wait_message(&id, PATIENCE, |m| m["state"] == "sent");
+    let sending = first_at(&m, "sending").unwrap();
+    assert!(
+        sending >= send_at,
+        "sent {} ms before send_at: {m}",
+        send_at - sending
+    );
+    assert_rules_kept(&sim.number());
+}
+
+#[test]
+fn ttl_and_cancel_while_the_sender_is_paused() {
+    let _machine = shared();
+    let sim = Sim::start(sim_config());
+    let d = fast_retries(&sim);
+    let paused = pause_by_bad_token(&sim, &d, 1);
+
+    let mut short = template_request("+14155550131");
+    short["ttl_s"] = json!(1);
+    let expiring = d.enqueue(&short);
+    let cancelled = d.enqueue(&template_request("+14155550132"));
+    let r = d.delete(&format!("/v1/messages/{cancelled}"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["state"], "cancelled");
+    let m = d.wait_message(&expiring, PATIENCE, |m| m["state"] != "queued");
+    assert_eq!(m["state"], "expired", "{m}");
+
+    sim.set_token(TOKEN);
+    let r = d.request("POST", "/v1/senders/main/resume", None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    d.wait_message(&paused[0], PATIENCE, |m| m["state"] == "sent");
+    // Enqueued after both: once it is sent, the loop has picked both (by id order) and
+    // neither went out.
+    let after = d.enqueue(&template_request("+14155550133"));
+    d.wait_message(&after, PATIENCE, |m| m["state"] == "sent");
+    for (id, state) in [(&expiring, "expired"), (&cancelled, "cancelled")] {
+        let m = d.message(id);
+        assert_eq!(m["state"], state, "{m}");
+        assert_eq!(m["attempts"], 0, "{m}");
+        assert_eq!(m["wamid"], Value::Null, "{m}");
+    }
+    let n = sim.number();
+    assert_eq!(n.accepted, 2, "{n:?}");
+    assert_rules_kept(&n);
+}
+
+#[test]
+fn a_message_put_back_by_a_pause_still_expires() {
+    let _machine = shared();
+    let sim = Sim::start(sim_config());
+    let d = fast_retries(&sim);
+    sim.set_token("rotated-token");
+    let mut r = template_request("+14155550141");
+    r["ttl_s"] = json!(2);
+    let id = d.enqueue(&r);
+    wait_paused(&d);
+    // Its one attempt got 190 and put it back in the queue of the paused sender.
+    let m = d.wait_message(&id, PATIENCE, |m| {
+        m["state"] != "queued" && m["state"] != "sending"
+    });
+    assert_eq!(m["state"], "expired", "{m}");
+    assert_eq!(m["attempts"], 0, "{m}");
+    let n = sim.number();
+    assert_eq!((n.requests, n.violation(190)), (1, 1), "{n:?}");
+}

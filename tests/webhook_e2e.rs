@@ -1,0 +1,156 @@
+//! The whole loop over loopback HTTP: the daemon sends to the simulator, the simulator's signed
+//! webhooks come back to the daemon's webhook listener (same app secret) and move messages to
+//! `delivered` and `read`, and a simulated user's message opens the 24-hour window in waq.
+
+mod common;
+
+use serde_json::{json, Value};
+
+use common::{sim_config, template_request, text_request, wait_until, Daemon, Sim, PATIENCE};
+use waq::sim::StatusConfig;
+
+/// The simulator, with webhooks to a daemon that listens for them, and that daemon.
+fn start(statuses: StatusConfig) -> (Sim, Daemon) {
+    let port = common::free_port();
+    let mut cfg = sim_config();
+    cfg.webhook.url = Some(format!("http://127.0.0.1:{port}/webhook"));
+    cfg.webhook.retry_backoff_ms = 50;
+    cfg.statuses = statuses;
+    let secret = cfg.app_secret.clone();
+    let sim = Sim::start(cfg);
+    let d = Daemon::builder()
+        .against(&sim)
+        .set("webhook", &format!("listen = \"127.0.0.1:{port}\""))
+        .set("webhook", "path = \"/webhook\"")
+        .set("webhook", &format!("app_secret = {secret:?}"))
+        .start();
+    (sim, d)
+}
+
+/// Waits until the simulator has delivered every webhook it scheduled.
+fn wait_webhooks_drained(sim: &Sim) {
+    wait_until(
+        "the simulator's webhooks delivered",
+        PATIENCE,
+        || (sim.stats().webhooks_pending == 0).then_some(()),
+        || format!("{:?}", sim.stats().webhooks),
+    );
+}
+
+fn states(m: &Value) -> Vec<String> {
+    m["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["state"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn status_webhooks_move_messages_to_delivered_and_read() {
+    // Jitter larger than the gaps between statuses: they arrive out of order, some
+    // `delivered` twice, some skipped (read at once), as Meta's do.
+    let (sim, d) = start(StatusConfig {
+        sent_ms: 20,
+        delivered_ms: 60,
+        read_ms: 120,
+        jitter_ms: 100,
+        read_without_delivered_share: 0.2,
+        duplicate_delivered_share: 0.3,
+        never_read_share: 0.0,
+    });
+    let requests: Vec<Value> = (0..30)
+        .map(|i| template_request(&format!("+1415555{i:04}")))
+        .collect();
+    let ids = d.enqueue_batch(&requests);
+    for id in &ids {
+        d.wait_message(id, PATIENCE, |m| m["state"] == "read");
+    }
+    wait_webhooks_drained(&sim);
+
+    // Every status is in; late `delivered`s and duplicates changed nothing back.
+    for id in &ids {
+        let m = d.message(id);
+        assert_eq!(m["state"], "read", "{m}");
+        assert!(m["wamid"].as_str().unwrap().starts_with("wamid."), "{m}");
+        let h = states(&m);
+        let read_at = h.iter().position(|s| s == "read").unwrap();
+        assert!(
+            h[read_at..].iter().all(|s| s == "read"),
+            "state went back after read: {h:?}"
+        );
+        assert_eq!(h.iter().filter(|s| *s == "read").count(), 1, "{h:?}");
+    }
+    let stats = sim.stats();
+    assert_eq!(stats.webhooks.failed, 0, "{:?}", stats.webhooks);
+    assert!(
+        stats.webhooks.statuses >= 30 * 3 - 30,
+        "{:?}",
+        stats.webhooks
+    );
+    let counters = &d.get("/v1/stats").json()["counters"];
+    assert_eq!(counters["webhooks_rejected"], 0, "{counters}");
+    // At least every `read` changed a message.
+    assert!(
+        counters["statuses_applied"].as_u64().unwrap() >= 30,
+        "{counters}"
+    );
+    assert_eq!(stats.violation(131047), 0);
+}
+
+#[test]
+fn a_user_message_opens_the_window_and_free_form_goes_out_as_text() {
+    let (sim, d) = start(StatusConfig {
+        sent_ms: 20,
+        delivered_ms: 40,
+        read_ms: 60,
+        ..StatusConfig::default()
+    });
+    let fallback = json!({"name": "order_update", "language": {"code": "en_US"},
+                          "components": [{"type": "body", "parameters": [{"type": "text", "text": "4521"}]}]});
+    let recipient = |n: &str| {
+        let r = d.get(&format!("/v1/recipients/{n}?sender=main"));
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()
+    };
+
+    assert_eq!(recipient("14155550177")["window_open"], false);
+    let answer = sim.inbound("+14155550177");
+    assert_eq!(answer["webhook"], true, "{answer}");
+    // The signed `messages` webhook reaches the daemon and opens the window there.
+    let w = wait_until(
+        "the window open in waq",
+        PATIENCE,
+        || Some(recipient("14155550177")).filter(|w| w["window_open"] == true),
+        || recipient("14155550177").to_string(),
+    );
+    assert!(w["last_inbound_at"].is_string(), "{w}");
+
+    // Open window: the text goes out as text, although it has a fallback.
+    let mut open = text_request("+14155550177", "Your order shipped");
+    open["fallback_template"] = fallback.clone();
+    let open_id = d.enqueue(&open);
+    // Closed window (nobody wrote): the fallback template goes out instead.
+    let mut closed = text_request("+14155550178", "Your order shipped");
+    closed["fallback_template"] = fallback;
+    let closed_id = d.enqueue(&closed);
+    // Open window and no fallback: accepted at enqueue.
+    let plain_id = d.enqueue(&text_request("+14155550177", "Anything else?"));
+
+    for id in [&open_id, &closed_id, &plain_id] {
+        d.wait_message(id, PATIENCE, |m| m["state"] == "read");
+    }
+    assert_eq!(d.message(&open_id)["substituted_template"], Value::Null);
+    assert_eq!(d.message(&open_id)["type"], "text");
+    assert_eq!(d.message(&plain_id)["substituted_template"], Value::Null);
+    assert_eq!(
+        d.message(&closed_id)["substituted_template"],
+        "order_update"
+    );
+
+    wait_webhooks_drained(&sim);
+    let n = sim.number();
+    // Had a text gone to a closed window, the simulator would have counted it and failed it.
+    assert_eq!(n.violation(131047), 0, "{n:?}");
+    assert_eq!((n.accepted, n.inbound), (3, 1), "{n:?}");
+}
