@@ -81,6 +81,18 @@ pub async fn run(input: AttemptInput<'_>) -> (Outcome, SenderEffect) {
     });
     let body = match prepared {
         Ok(Some((Prepared::Send { body }, m))) => {
+            // `sending` must be on disk before the request leaves: a crash after the request
+            // then finds the message `sending` and `on_restart_sending` decides. Without this
+            // commit a crash could take the unflushed `sending` with it and the message would
+            // be sent again as if it had never been tried. Concurrent attempts share the fsync.
+            if let Err(e) = app.store.commit().await {
+                tracing::error!(
+                    id = input.id,
+                    "cannot commit `sending` before the request: {e}"
+                );
+                undo_sending(app, input.id);
+                return retry_later(input, now);
+            }
             app.publish_state(&m, "sending");
             body
         }
@@ -213,6 +225,23 @@ fn fallback_body(original: &str, fallback: &str) -> String {
     }
     out.push('}');
     out
+}
+
+/// Takes back a `sending` that could not be committed: no request was made, so the message
+/// returns to the state it had (and a restart does not take it for an interrupted send).
+fn undo_sending(app: &App, id: u64) {
+    let undone = app.store.update(id, |m| {
+        if m.state != State::Sending || m.history.len() < 2 {
+            return None;
+        }
+        m.history.pop();
+        m.state = m.history.last().map(|h| h.state)?;
+        m.attempts = m.attempts.saturating_sub(1);
+        Some(())
+    });
+    if let Err(e) = undone {
+        tracing::error!(id, "cannot take back `sending`: {e}");
+    }
 }
 
 /// A local failure (the store) before the request: try again shortly, as a transient error.
