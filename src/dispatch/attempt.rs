@@ -61,6 +61,9 @@ pub struct AttemptInput<'a> {
     pub to: &'a str,
     /// Consecutive 131056 answers in this lane before this attempt.
     pub pair_strikes: u32,
+    /// The sender's gate at the moment the request leaves: `None` takes a slot in the
+    /// sender's window of departures, `Some(wait)` says how long until one is free.
+    pub pace: &'a (dyn Fn() -> Option<Duration> + Send + Sync),
 }
 
 pub async fn run(input: AttemptInput<'_>) -> (Outcome, SenderEffect) {
@@ -92,6 +95,12 @@ pub async fn run(input: AttemptInput<'_>) -> (Outcome, SenderEffect) {
                 );
                 undo_sending(app, input.id);
                 return retry_later(input, now);
+            }
+            // The loop took this request's rate slot when it picked the message; the commit
+            // above may have held it since, and requests held together must not leave
+            // together: the mps counts when they reach Meta.
+            while let Some(wait) = (input.pace)() {
+                tokio::time::sleep(wait).await;
             }
             app.publish_state(&m, "sending");
             body

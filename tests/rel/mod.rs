@@ -41,12 +41,24 @@ struct ProxyState {
 pub struct Sim {
     rt: tokio::runtime::Runtime,
     handle: Option<SimHandle>,
+    /// The recording proxy, or the simulator itself for `start_direct`.
     proxy_addr: SocketAddr,
     pub recorded: Arc<Mutex<Recorded>>,
 }
 
 impl Sim {
+    /// The simulator behind the recording proxy.
     pub fn start(cfg: SimConfig) -> Sim {
+        Sim::start_with(cfg, true)
+    }
+
+    /// The simulator alone: waq talks to it directly (nothing recorded per message), so its
+    /// rate measurements see waq's timing with no proxy in between.
+    pub fn start_direct(cfg: SimConfig) -> Sim {
+        Sim::start_with(cfg, false)
+    }
+
+    fn start_with(cfg: SimConfig, with_proxy: bool) -> Sim {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -57,6 +69,15 @@ impl Sim {
             .block_on(sim::start(cfg, local))
             .expect("the simulator starts");
         let recorded = Arc::new(Mutex::new(Recorded::default()));
+        if !with_proxy {
+            let proxy_addr = handle.addr();
+            return Sim {
+                rt,
+                handle: Some(handle),
+                proxy_addr,
+                recorded,
+            };
+        }
         let state = Arc::new(ProxyState {
             upstream: handle.base_url(),
             client: reqwest::Client::builder()
@@ -121,9 +142,9 @@ impl Sim {
 impl Drop for Sim {
     fn drop(&mut self) {
         if let Some(h) = self.handle.take() {
-            let _ = self
-                .rt
-                .block_on(async { tokio::time::timeout(Duration::from_secs(10), h.shutdown()).await });
+            let _ = self.rt.block_on(async {
+                tokio::time::timeout(Duration::from_secs(10), h.shutdown()).await
+            });
         }
     }
 }
@@ -194,20 +215,27 @@ pub fn http_tcp(
     head.push_str("\r\n");
     let mut bytes = head.into_bytes();
     bytes.extend_from_slice(body);
-    let raw = raw_exchange(addr, &bytes, Duration::from_secs(30));
+    let raw = raw_exchange(addr, &bytes, false, Duration::from_secs(30));
     parse_response(&raw)
 }
 
-/// Writes `bytes` on a fresh TCP connection, half-closes it, and reads until the peer closes
-/// (or `timeout`).
-pub fn raw_exchange(addr: SocketAddr, bytes: &[u8], timeout: Duration) -> Vec<u8> {
+/// Writes `bytes` on a fresh TCP connection (then half-closes it if `half_close`), and reads
+/// until the peer closes (or `timeout`).
+pub fn raw_exchange(
+    addr: SocketAddr,
+    bytes: &[u8],
+    half_close: bool,
+    timeout: Duration,
+) -> Vec<u8> {
     let Ok(mut s) = TcpStream::connect(addr) else {
         return Vec::new();
     };
     let _ = s.set_read_timeout(Some(timeout));
     let _ = s.set_write_timeout(Some(timeout));
     let _ = s.write_all(bytes);
-    let _ = s.shutdown(std::net::Shutdown::Write);
+    if half_close {
+        let _ = s.shutdown(std::net::Shutdown::Write);
+    }
     let mut out = Vec::new();
     let _ = s.read_to_end(&mut out);
     out
@@ -265,7 +293,14 @@ pub fn counts(d: &Daemon) -> HashMap<String, u64> {
 }
 
 /// States a message never leaves by itself (webhook-driven `delivered`/`read` aside).
-pub const TERMINAL: [&str; 6] = ["sent", "delivered", "read", "failed", "expired", "cancelled"];
+pub const TERMINAL: [&str; 6] = [
+    "sent",
+    "delivered",
+    "read",
+    "failed",
+    "expired",
+    "cancelled",
+];
 
 /// Messages not yet in a terminal state.
 pub fn unfinished(d: &Daemon) -> u64 {
