@@ -30,6 +30,10 @@ pub fn ok(value: &Value) -> Response {
     json(StatusCode::OK, value)
 }
 
+/// A body still arriving after this is abandoned: a stalled client must not hold one of the
+/// `socket.max_connections` slots forever (the head has its own timeout in the server).
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Which body limit applies: its value and the configuration key that sets it.
 #[derive(Clone, Copy)]
 pub struct Limit {
@@ -84,12 +88,21 @@ pub async fn read_body(headers: &HeaderMap, body: Body, limit: Limit) -> Result<
     if declared.is_some_and(|n| n > limit.bytes as u64) {
         return Err(limit.exceeded());
     }
-    match Limited::new(body, limit.bytes).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(limit.exceeded()),
-        Err(e) => Err(ApiError::bad_request(format!(
+    let collected = tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, limit.bytes).collect());
+    match collected.await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => Err(limit.exceeded()),
+        Ok(Err(e)) => Err(ApiError::bad_request(format!(
             "could not read the request body: {e}"
         ))),
+        Err(_) => Err(ApiError::new(
+            408,
+            "body_timeout",
+            format!(
+                "the request body did not arrive within {} s; send it at once",
+                BODY_TIMEOUT.as_secs()
+            ),
+        )),
     }
 }
 

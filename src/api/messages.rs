@@ -234,9 +234,9 @@ pub async fn list(
     let store = ctx.app.store.clone();
     let page = tokio::task::spawn_blocking(move || {
         let keep = |m: &Message| {
-            states.as_ref().map_or(true, |s| s.contains(&m.state))
-                && to.as_ref().map_or(true, |t| *t == m.to)
-                && sender.as_ref().map_or(true, |s| *s == m.sender)
+            states.as_ref().is_none_or(|s| s.contains(&m.state))
+                && to.as_ref().is_none_or(|t| *t == m.to)
+                && sender.as_ref().is_none_or(|s| *s == m.sender)
         };
         let mut page = Vec::with_capacity(limit.min(64));
         let mut last_seen = None;

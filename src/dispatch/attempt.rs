@@ -63,6 +63,9 @@ pub struct AttemptInput<'a> {
     pub pair_strikes: u32,
     /// Dropped when the request is handed to the HTTP client (or the attempt ends without one).
     pub on_wire: Option<super::sender::OnWire>,
+    /// The sender's gate at the moment the request leaves: `None` takes a slot in the
+    /// sender's window of departures, `Some(wait)` says how long until one is free.
+    pub pace: &'a (dyn Fn() -> Option<Duration> + Send + Sync),
 }
 
 pub async fn run(mut input: AttemptInput<'_>) -> (Outcome, SenderEffect) {
@@ -85,6 +88,24 @@ pub async fn run(mut input: AttemptInput<'_>) -> (Outcome, SenderEffect) {
         Ok(Some((Prepared::Send { body }, m))) => {
             if m.substituted_template.is_some() {
                 Metrics::inc(&app.metrics.fallback_substituted);
+            }
+            // `sending` must be on disk before the request leaves: a crash after the request
+            // then finds the message `sending` and `on_restart_sending` decides. Without this
+            // commit a crash could take the unflushed `sending` with it and the message would
+            // be sent again as if it had never been tried. Concurrent attempts share the fsync.
+            if let Err(e) = app.store.commit().await {
+                tracing::error!(
+                    id = input.id,
+                    "cannot commit `sending` before the request: {e}"
+                );
+                undo_sending(app, input.id);
+                return retry_later(input, now);
+            }
+            // The loop took this request's rate slot when it picked the message; the commit
+            // above may have held it since, and requests held together must not leave
+            // together: the mps counts when they reach Meta.
+            while let Some(wait) = (input.pace)() {
+                tokio::time::sleep(wait).await;
             }
             app.publish_state(&m, "sending");
             body
@@ -219,6 +240,23 @@ fn fallback_body(original: &str, fallback: &str) -> String {
     }
     out.push('}');
     out
+}
+
+/// Takes back a `sending` that could not be committed: no request was made, so the message
+/// returns to the state it had (and a restart does not take it for an interrupted send).
+fn undo_sending(app: &App, id: u64) {
+    let undone = app.store.update(id, |m| {
+        if m.state != State::Sending || m.history.len() < 2 {
+            return None;
+        }
+        m.history.pop();
+        m.state = m.history.last().map(|h| h.state)?;
+        m.attempts = m.attempts.saturating_sub(1);
+        Some(())
+    });
+    if let Err(e) = undone {
+        tracing::error!(id, "cannot take back `sending`: {e}");
+    }
 }
 
 /// A local failure (the store) before the request: try again shortly, as a transient error.

@@ -165,7 +165,7 @@ impl Dispatcher {
         let sender = self
             .sender(name)
             .ok_or_else(|| format!("no sender named `{name}`"))?;
-        let was = sender.lock().paused.take();
+        let was = sender.lock().resume();
         if let Some(reason) = was {
             tracing::info!(sender = name, "sender resumed (was paused: {reason})");
         }
@@ -187,7 +187,8 @@ impl Dispatcher {
                 Some(state) => {
                     state.lock().aimd.set_configured(s.mps);
                     *state.config.write().unwrap_or_else(|p| p.into_inner()) = s.clone();
-                    if let Some(reason) = state.lock().paused.take() {
+                    let was = state.lock().resume();
+                    if let Some(reason) = was {
                         tracing::info!(sender = %s.name, "sender resumed by reload (was paused: {reason})");
                     }
                     state.wake.notify_one();

@@ -35,12 +35,29 @@ pub struct SenderState {
 
 pub struct Schedule {
     pub queue: SenderQueue,
+    /// Requests started by the loop (when it picks a message).
     pub window: SlidingWindow,
     pub pacer: Pacer,
+    /// Requests that left for Meta (after their `sending` commit): what Meta's mps counts.
+    pub departures: SlidingWindow,
     pub aimd: Aimd,
     pub paused: Option<String>,
     /// Attempts picked whose request has not yet been handed to the HTTP client.
     pub starting: usize,
+    /// When the sender was last resumed: an attempt started before then that fails for the
+    /// account (say 190 with the old token, answered after the reload) must not pause it again.
+    pub resumed_at: Option<Instant>,
+}
+
+impl Schedule {
+    /// Unpauses; returns the reason it was paused for, if it was.
+    pub fn resume(&mut self) -> Option<String> {
+        let was = self.paused.take();
+        if was.is_some() {
+            self.resumed_at = Some(Instant::now());
+        }
+        was
+    }
 }
 
 /// Counts one attempt in `Schedule::starting` until dropped; then wakes the loop.
@@ -73,9 +90,11 @@ impl SenderState {
                 queue: SenderQueue::new(),
                 window: SlidingWindow::new(),
                 pacer: Pacer::new(),
+                departures: SlidingWindow::new(),
                 aimd: Aimd::new(mps, Instant::now()),
                 paused: None,
                 starting: 0,
+                resumed_at: None,
             }),
             wake: Notify::new(),
             heartbeat_ms: std::sync::atomic::AtomicU64::new(now_ms()),
@@ -109,7 +128,7 @@ impl SenderState {
     pub fn snapshot(&self) -> SenderSnapshot {
         let cfg = self.config();
         let mut s = self.lock();
-        let sent_last_second = s.window.count_last_second(Instant::now());
+        let sent_last_second = s.departures.count_last_second(Instant::now());
         SenderSnapshot {
             name: cfg.name,
             phone_number_id: cfg.phone_number_id,
@@ -254,6 +273,21 @@ async fn attempt_one(
     };
     let sender_cfg = sender.config();
     let pair_strikes = sender.lock().queue.pair_strikes(&to);
+    let pace = || {
+        let mut s = sender.lock();
+        let now = Instant::now();
+        let limit = s.aimd.limit(now);
+        match s.departures.next_slot(now, limit) {
+            Some(at) => Some(
+                at.saturating_duration_since(now)
+                    .max(Duration::from_millis(1)),
+            ),
+            None => {
+                s.departures.record(now);
+                None
+            }
+        }
+    };
     let (outcome, effect) = attempt::run(AttemptInput {
         app: &app,
         config: &config,
@@ -265,6 +299,7 @@ async fn attempt_one(
         to: &to,
         pair_strikes,
         on_wire: Some(on_wire),
+        pace: &pace,
     })
     .await;
     {
@@ -273,6 +308,9 @@ async fn attempt_one(
         match &effect {
             SenderEffect::None => {}
             SenderEffect::Throttle => s.aimd.throttled(now),
+            SenderEffect::Pause(_) if s.resumed_at.is_some_and(|r| r > started) => {
+                tracing::info!(sender = %sender.name, id, "an attempt started before the sender was resumed failed for the account; staying resumed");
+            }
             SenderEffect::Pause(reason) => {
                 if s.paused.is_none() {
                     tracing::error!(sender = %sender.name, "sender paused: {reason}; fix the cause, then reload (SIGHUP) or `waq sender resume {}`", sender.name);

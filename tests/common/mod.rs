@@ -268,6 +268,50 @@ impl Daemon {
         }
     }
 
+    /// Starts the daemon again on the same state and config without waiting for its socket
+    /// (to kill it during start-up). Kill the running one first.
+    pub fn spawn_again(&mut self) {
+        assert!(self.child.is_none(), "the daemon is still running");
+        self.spawn();
+    }
+
+    /// Like `wait_ready`, but says what went wrong instead of panicking: the exit status and
+    /// the log when the daemon died at start.
+    pub fn try_wait_ready(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                self.child = None;
+                return Err(format!("the daemon exited at start ({status})"));
+            }
+            if let Ok(mut c) = self.try_conn() {
+                if c.send("GET", "/v1/health", None).is_ok() {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                return Err("the daemon did not start in time".into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Whether the process is still alive (reaps it if it exited).
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut().map(|c| c.try_wait()) {
+            Some(Ok(None)) => true,
+            Some(_) => {
+                self.child = None;
+                false
+            }
+            None => false,
+        }
+    }
+
     /// Waits for the process to exit (bounded by `PATIENCE`).
     pub fn wait_exit(&mut self) -> ExitStatus {
         let child = self.child.as_mut().expect("daemon not running");
