@@ -450,12 +450,16 @@ fn slow_client(
         return (Some(Duration::ZERO), Vec::new());
     };
     let mut answer = Vec::new();
-    for b in request.iter().cycle() {
+    let mut bytes = request.iter().cycle();
+    loop {
         if start.elapsed() > limit {
             return (None, answer);
         }
-        if s.write_all(&[*b]).is_err() {
-            break;
+        if let Some(b) = bytes.next() {
+            if s.write_all(&[*b]).is_err() {
+                let _ = s.read_to_end(&mut answer);
+                return (Some(start.elapsed()), answer);
+            }
         }
         let mut buf = [0u8; 4096];
         match s.read(&mut buf) {
@@ -464,13 +468,10 @@ fn slow_client(
             Err(e)
                 if e.kind() == std::io::ErrorKind::WouldBlock
                     || e.kind() == std::io::ErrorKind::TimedOut => {}
-            Err(_) => break,
+            Err(_) => return (Some(start.elapsed()), answer),
         }
         std::thread::sleep(every);
     }
-    // Written out or refused: read what is left.
-    let _ = s.read_to_end(&mut answer);
-    (Some(start.elapsed()), answer)
 }
 
 trait ReadWrite: Read + Write + Send {}
