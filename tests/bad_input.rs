@@ -351,7 +351,7 @@ fn judge(raw: &[u8], c: &Case, want_json: bool, tally: &Tally) -> Result<(), Str
                 let v: serde_json::Value = serde_json::from_str(&body).map_err(|e| {
                     format!("{status} with a body that is not JSON ({e}): {body:.200}")
                 })?;
-                if v["error"]["code"].as_str().is_none_or(str::is_empty) {
+                if v["error"]["code"].as_str().map_or(true, str::is_empty) {
                     return Err(format!("{status} without error.code: {body:.200}"));
                 }
             }
@@ -602,7 +602,7 @@ fn hostile_input_is_refused_and_the_daemon_serves_on() {
         }));
     }
     for _ in 0..4 {
-        let (tcp, head) = (tcp.clone(), slow_head.clone());
+        let (tcp, head) = (tcp, slow_head.clone());
         slow.push(std::thread::spawn(move || {
             (
                 "webhook slow head",
