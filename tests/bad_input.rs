@@ -351,7 +351,7 @@ fn judge(raw: &[u8], c: &Case, want_json: bool, tally: &Tally) -> Result<(), Str
                 let v: serde_json::Value = serde_json::from_str(&body).map_err(|e| {
                     format!("{status} with a body that is not JSON ({e}): {body:.200}")
                 })?;
-                if v["error"]["code"].as_str().is_none_or(str::is_empty) {
+                if v["error"]["code"].as_str().map_or(true, str::is_empty) {
                     return Err(format!("{status} without error.code: {body:.200}"));
                 }
             }
@@ -450,12 +450,16 @@ fn slow_client(
         return (Some(Duration::ZERO), Vec::new());
     };
     let mut answer = Vec::new();
-    for b in request.iter().cycle() {
+    let mut bytes = request.iter().cycle();
+    loop {
         if start.elapsed() > limit {
             return (None, answer);
         }
-        if s.write_all(&[*b]).is_err() {
-            break;
+        if let Some(b) = bytes.next() {
+            if s.write_all(&[*b]).is_err() {
+                let _ = s.read_to_end(&mut answer);
+                return (Some(start.elapsed()), answer);
+            }
         }
         let mut buf = [0u8; 4096];
         match s.read(&mut buf) {
@@ -464,13 +468,10 @@ fn slow_client(
             Err(e)
                 if e.kind() == std::io::ErrorKind::WouldBlock
                     || e.kind() == std::io::ErrorKind::TimedOut => {}
-            Err(_) => break,
+            Err(_) => return (Some(start.elapsed()), answer),
         }
         std::thread::sleep(every);
     }
-    // Written out or refused: read what is left.
-    let _ = s.read_to_end(&mut answer);
-    (Some(start.elapsed()), answer)
 }
 
 trait ReadWrite: Read + Write + Send {}

@@ -32,6 +32,7 @@ const REQUEST_GRACE: Duration = Duration::from_secs(10);
 /// Runs the daemon in the foreground until SIGTERM / SIGINT; returns after a clean stop.
 /// A configuration error comes back as a `ConfigError` (callers exit 2 on it).
 pub async fn serve(config_path: &Path, json_logs_override: Option<bool>) -> anyhow::Result<()> {
+    ignore_file_size_signal();
     let cfg = Config::load(config_path)?;
     logging::init(&cfg.log, json_logs_override)?;
     // Before anything slow, so a stop asked for during start-up is not lost.
@@ -61,6 +62,16 @@ pub async fn serve(config_path: &Path, json_logs_override: Option<bool>) -> anyh
             tracing::warn!(signal = name, "second stop signal: exiting without waiting");
             std::process::exit(1);
         }
+    }
+}
+
+/// A write past RLIMIT_FSIZE raises SIGXFSZ, whose default action kills the process on the
+/// spot. Ignored, the write fails with EFBIG instead, which the store reports as a full disk
+/// (507) and the daemon lives on.
+fn ignore_file_size_signal() {
+    // SAFETY: setting a signal's disposition to SIG_IGN installs no handler code.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
 }
 

@@ -96,9 +96,7 @@ pub async fn serve(
         tracing::info!(%addr, path = %shared.start_cfg.path, "webhook listener ready");
     }
     let router = Router::new().fallback(handle).with_state(shared.clone());
-    let served = axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let served = serve_http(listener, router, shutdown).await;
 
     let _ = stop_tx.send(true);
     for w in workers {
@@ -108,6 +106,86 @@ pub async fn serve(
     }
     shared.save_pending().await;
     served.context("the webhook listener failed")
+}
+
+/// A request's head must arrive within this; it also closes keep-alive connections idle this
+/// long. Without it, clients trickling a head byte by byte would hold connections for ever.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Connections served at once; more wait in the kernel's backlog. Meta opens a handful.
+const MAX_CONNECTIONS: usize = 256;
+
+/// Serves `router` on `listener` (HTTP/1.1) until `shutdown` resolves, then lets every
+/// connection finish the request it is on. Unlike `axum::serve`, heads have a timeout and
+/// connections a cap.
+async fn serve_http(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use tower::ServiceExt as _;
+
+    let limit = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let (closing_tx, closing) = watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            p = limit.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            _ = &mut shutdown => break,
+        };
+        let stream = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "webhook: accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let router = router.clone();
+        let mut closing = closing.clone();
+        while tasks.try_join_next().is_some() {}
+        tasks.spawn(async move {
+            let service =
+                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    router.clone().oneshot(req.map(Body::new))
+                });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::debug!(error = %e, "webhook connection ended with an error");
+                    }
+                }
+                _ = until_true(&mut closing) => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    let _ = closing_tx.send(true);
+    while tasks.join_next().await.is_some() {}
+    Ok(())
+}
+
+/// Resolves once `rx` is true (or its sender is gone); returns nothing, so no guard lives on.
+async fn until_true(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|c| *c).await;
 }
 
 /// Whether the workers should stop (also when the sender is gone, to never spin).

@@ -1,0 +1,144 @@
+//! Disk full: the running daemon's file size limit (RLIMIT_FSIZE) is lowered with `prlimit`
+//! (util-linux) so sled's files cannot grow. Enqueues must then be refused with 507 (or 503)
+//! and a message saying what to do — the daemon must not die of SIGXFSZ — nothing
+//! acknowledged before may be lost, and once the limit is raised again (or the daemon
+//! restarted without it) service resumes. What happened is printed (`--nocapture`).
+//! Skipped, saying so, where `prlimit` is not installed.
+
+mod common;
+mod rel;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::{parked, template_request, Daemon};
+use rel::all_messages;
+
+fn prlimit(pid: u32, fsize: &str) -> bool {
+    Command::new("prlimit")
+        .arg("--pid")
+        .arg(pid.to_string())
+        .arg(format!("--fsize={fsize}"))
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn state_bytes(d: &Daemon) -> u64 {
+    std::fs::read_dir(&d.state_dir)
+        .map(|dir| {
+            dir.filter_map(|e| e.ok()?.metadata().ok())
+                .map(|m| m.len())
+                .max()
+                .unwrap_or(0)
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_full_disk_refuses_new_work_and_keeps_what_was_acknowledged() {
+    if Command::new("prlimit").arg("--version").output().is_err() {
+        eprintln!("disk full: skipped, `prlimit` (util-linux) is not installed");
+        return;
+    }
+    let mut d = Daemon::start();
+    let mut acked = Vec::new();
+    let body = |i: usize| {
+        let mut r = parked(template_request(&format!("+1415666{i:04}")));
+        r["metadata"] = serde_json::json!({"pad": "p".repeat(900)});
+        r
+    };
+    for i in 0..200 {
+        let r = d.post("/v1/messages", &body(i));
+        assert_eq!(r.status, 202, "{}", r.text());
+        acked.push(r.json()["id"].as_str().unwrap_or_default().to_string());
+    }
+    // No file may grow past its current size (plus a little).
+    let limit = state_bytes(&d) + 64 * 1024;
+    assert!(prlimit(d.pid(), &format!("{limit}:")), "prlimit failed");
+
+    let (mut refused, mut codes, mut died) = (0, Vec::new(), false);
+    for i in 200..5_000 {
+        let Ok(mut c) = d.try_conn() else {
+            died = true;
+            break;
+        };
+        match c.send("POST", "/v1/messages", Some(body(i).to_string().as_bytes())) {
+            Ok(r) if r.status == 202 => {
+                acked.push(r.json()["id"].as_str().unwrap_or_default().to_string())
+            }
+            Ok(r) => {
+                assert!(
+                    r.status == 507 || r.status == 503,
+                    "a full disk answered {}: {}",
+                    r.text(),
+                    r.status
+                );
+                let code = r.code();
+                assert!(r.json()["error"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.len() > 20));
+                codes.push(format!(
+                    "{} {code}: {}",
+                    r.status,
+                    r.json()["error"]["message"]
+                ));
+                refused += 1;
+                if refused >= 5 {
+                    break;
+                }
+            }
+            Err(_) => {
+                died = !d.is_running();
+                break;
+            }
+        }
+    }
+    let log = d.log();
+    let reached = codes.first().cloned().unwrap_or_default();
+    eprintln!(
+        "disk full: RLIMIT_FSIZE {limit} bytes; {} enqueues acknowledged; {refused} refused \
+         ({reached}); daemon {}",
+        acked.len(),
+        if died { "DIED" } else { "alive" }
+    );
+    assert!(
+        !died,
+        "the daemon died when the disk filled up:\n{}",
+        log.lines().rev().take(20).collect::<Vec<_>>().join("\n")
+    );
+    assert!(refused > 0, "the limit was never reached");
+
+    // Raise the limit: service resumes (at once, or after a restart if the store gave up).
+    assert!(prlimit(d.pid(), "unlimited:"), "prlimit failed");
+    std::thread::sleep(Duration::from_millis(200));
+    let r = d.post("/v1/messages", &body(9_999));
+    let resumed_in_place = r.status == 202;
+    if !resumed_in_place {
+        d.kill9();
+        d.spawn_again();
+        d.try_wait_ready()
+            .expect("the daemon starts again on the state dir");
+        let r = d.post("/v1/messages", &body(9_999));
+        assert_eq!(r.status, 202, "after a restart: {}", r.text());
+    }
+    let stored: std::collections::HashSet<String> = all_messages(&d)
+        .iter()
+        .filter_map(|m| m["id"].as_str().map(str::to_string))
+        .collect();
+    let lost: Vec<&String> = acked.iter().filter(|id| !stored.contains(*id)).collect();
+    eprintln!(
+        "disk full: after raising the limit, service {}; {} acknowledged messages lost",
+        if resumed_in_place {
+            "resumed in place"
+        } else {
+            "resumed after a restart"
+        },
+        lost.len()
+    );
+    assert!(lost.is_empty(), "acknowledged messages lost: {lost:?}");
+    assert!(
+        !d.log().contains("panicked"),
+        "the daemon panicked:\n{}",
+        d.log()
+    );
+}
