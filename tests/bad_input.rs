@@ -351,7 +351,7 @@ fn judge(raw: &[u8], c: &Case, want_json: bool, tally: &Tally) -> Result<(), Str
                 let v: serde_json::Value = serde_json::from_str(&body).map_err(|e| {
                     format!("{status} with a body that is not JSON ({e}): {body:.200}")
                 })?;
-                if v["error"]["code"].as_str().map_or(true, str::is_empty) {
+                if v["error"]["code"].as_str().is_none_or(str::is_empty) {
                     return Err(format!("{status} without error.code: {body:.200}"));
                 }
             }
@@ -365,9 +365,13 @@ fn judge(raw: &[u8], c: &Case, want_json: bool, tally: &Tally) -> Result<(), Str
     }
 }
 
+/// Longer than the servers' 30 s head timeout: random bytes can look like the start of a
+/// request, which the server rightly waits for before closing the connection.
+const PATIENT_READ: Duration = Duration::from_secs(40);
+
 fn unix_exchange(socket: &Path, c: &Case) -> Result<Vec<u8>, String> {
     let s = UnixStream::connect(socket).map_err(|e| format!("connect: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(20))).ok();
+    s.set_read_timeout(Some(PATIENT_READ)).ok();
     exchange(s, c, |s| {
         let _ = s.shutdown(std::net::Shutdown::Write);
     })
@@ -375,7 +379,7 @@ fn unix_exchange(socket: &Path, c: &Case) -> Result<Vec<u8>, String> {
 
 fn tcp_exchange(addr: SocketAddr, c: &Case) -> Result<Vec<u8>, String> {
     let s = std::net::TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(20))).ok();
+    s.set_read_timeout(Some(PATIENT_READ)).ok();
     exchange(s, c, |s| {
         let _ = s.shutdown(std::net::Shutdown::Write);
     })
