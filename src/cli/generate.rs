@@ -8,20 +8,13 @@ use clap_complete::Shell;
 /// Prints the completion script for `shell` to stdout.
 pub fn completions(shell: Shell, mut cmd: clap::Command) -> i32 {
     let name = cmd.get_name().to_string();
-    let mut out = std::io::stdout();
-    clap_complete::generate(shell, &mut cmd, name, &mut out);
-    match out.flush() {
-        Ok(()) => super::EXIT_OK,
-        Err(e) => {
-            eprintln!("waq: cannot write the completion script: {e}");
-            1
-        }
-    }
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut cmd, name, &mut script);
+    emit(&script, "the completion script")
 }
 
 /// Prints the man page (roff) of `waq`, or of one subcommand as `waq-COMMAND(1)`, to stdout.
 pub fn man(cmd: clap::Command, command: Option<&str>) -> i32 {
-    let cmd = cmd.version(env!("CARGO_PKG_VERSION"));
     let page = match command {
         None => cmd,
         Some(path) => {
@@ -33,7 +26,7 @@ pub fn man(cmd: clap::Command, command: Option<&str>) -> i32 {
                     let known: Vec<&str> =
                         current.get_subcommands().map(|s| s.get_name()).collect();
                     eprintln!(
-                        "waq: no command `{part}` in `{name}`; commands: {}",
+                        "waq: no command `{part}` in `{invocation}`; commands: {}",
                         known.join(", ")
                     );
                     return super::EXIT_USAGE;
@@ -43,20 +36,28 @@ pub fn man(cmd: clap::Command, command: Option<&str>) -> i32 {
                 current = sub;
             }
             // Page `waq-send(1)`, synopsis `waq send [OPTIONS] ...`.
-            current
-                .display_name(name)
-                .bin_name(invocation)
-                .version(env!("CARGO_PKG_VERSION"))
+            current.display_name(name).bin_name(invocation)
         }
     };
-    let mut out = std::io::stdout();
+    let mut roff = Vec::new();
     let rendered = clap_mangen::Man::new(page)
-        .render(&mut out)
-        .and_then(|()| out.flush());
-    match rendered {
+        .source(format!("waq {}", env!("CARGO_PKG_VERSION")))
+        .render(&mut roff);
+    if let Err(e) = rendered {
+        eprintln!("waq: cannot render the man page: {e}");
+        return 1;
+    }
+    emit(&roff, "the man page")
+}
+
+/// Writes `bytes` to stdout. A reader that stops early (`| head`) is not an error.
+fn emit(bytes: &[u8], what: &str) -> i32 {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
         Ok(()) => super::EXIT_OK,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => super::EXIT_OK,
         Err(e) => {
-            eprintln!("waq: cannot write the man page: {e}");
+            eprintln!("waq: cannot write {what}: {e}");
             1
         }
     }

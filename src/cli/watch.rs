@@ -88,6 +88,10 @@ pub async fn watch(c: &ClientOpts, interval: Duration) -> Result<i32, Unreachabl
             tokio::time::sleep(left.min(Duration::from_millis(50))).await;
         }
     }
+    if live {
+        // The prompt goes below the last frame, not after the terminal's `^C`.
+        let _ = writeln!(out);
+    }
     Ok(EXIT_OK)
 }
 
@@ -116,7 +120,7 @@ fn render(v: &Value, previous: Option<&Value>, interval: Duration) -> Vec<String
             row(&[State::Failed, State::Expired, State::Cancelled])
         ),
         format!(
-            "in flight  {} requests to the Cloud API",
+            "in flight  {} to the Cloud API",
             group(v["in_flight"].as_u64().unwrap_or(0))
         ),
     ];
