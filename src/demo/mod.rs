@@ -112,7 +112,9 @@ async fn play(args: &DemoArgs, ui: &Ui) -> anyhow::Result<()> {
     ui.blank();
     stage.close(ui).await?;
     report.check()?;
-    ui.say("Next: the README's \"Try it by hand\" runs `waq sim` and `waq serve` yourself.");
+    ui.say(
+        "Next: run `waq sim` and `waq serve` yourself, as the README's \"Try it by hand\" shows.",
+    );
     Ok(())
 }
 

@@ -35,7 +35,7 @@ impl Stage {
             .context("cannot find a free loopback port for the webhook listener")?;
         let sim = DemoSim::start(simulator::config(args.mps, TOKEN, APP_SECRET, webhook)).await?;
         ui.say(&format!(
-            "Cloud API simulator on {} — number {PHONE_NUMBER_ID}, {} messages/s, 3 numbers not on WhatsApp",
+            "Simulator  {}: number {PHONE_NUMBER_ID} at {} messages/s",
             sim.base_url(),
             args.mps
         ));
@@ -50,8 +50,14 @@ impl Stage {
         };
         let daemon = DaemonProcess::start(&setup).await?;
         ui.say(&format!(
-            "waq serve in {} — socket {}, webhooks on http://{webhook}/webhook",
-            dir.path().display(),
+            "Daemon     waq serve --config {}",
+            dir.path().join("config.toml").display()
+        ));
+        ui.say(&format!(
+            "Webhooks   simulator → http://{webhook}/webhook (waq's listener)"
+        ));
+        ui.say(&format!(
+            "Watch it from another terminal: waq stats --watch --socket {}",
             daemon.socket().display()
         ));
         let waq = Waq::new(daemon.socket());

@@ -64,7 +64,7 @@ pub async fn gather(stage: &Stage, tally: &Tally, took: Duration) -> anyhow::Res
 impl Report {
     pub fn print(&self, ui: &Ui) {
         let row = |label: &str, value: String, note: &str| {
-            ui.say(&format!("{label:<38}{value:>8}  {note}"));
+            ui.say(format!("{label:<38}{value:>8}  {note}").trim_end());
         };
         ui.blank();
         ui.title("Summary");
