@@ -78,4 +78,8 @@ def main():
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except OSError as e:  # no socket, nothing listening, permission denied
+        print(f"waq unreachable: {e}", file=sys.stderr)
+        sys.exit(3)

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod cloud;
 pub mod config;
 pub mod daemon;
+pub mod demo;
 pub mod dispatch;
 pub mod error;
 pub mod metrics;

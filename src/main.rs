@@ -1,4 +1,4 @@
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// waq: a durable outbound message queue for the WhatsApp Cloud API.
 #[derive(Parser)]
@@ -21,6 +21,20 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         config: Option<std::path::PathBuf>,
     },
+    /// A self-contained tour: the simulator and a daemon in a temporary directory, a realistic
+    /// mixed load with progress and a summary, then everything cleaned up (under a minute).
+    Demo(waq::demo::DemoArgs),
+    /// Print a shell completion script, e.g. `waq completions bash > /etc/bash_completion.d/waq`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) to stdout, e.g. `waq man | man -l -`.
+    Man {
+        /// A command's own page instead, e.g. `waq man send` or `waq man "sender resume"`.
+        #[arg(value_name = "COMMAND")]
+        command: Option<String>,
+    },
 }
 
 fn main() {
@@ -29,6 +43,9 @@ fn main() {
     let code = match args.command {
         Command::Daemon(command) => waq::cli::run(command),
         Command::Sim { listen, config } => run_sim(listen, config),
+        Command::Demo(args) => waq::demo::run(args),
+        Command::Completions { shell } => waq::cli::completions(shell, Args::command()),
+        Command::Man { command } => waq::cli::man(Args::command(), command.as_deref()),
     };
     std::process::exit(code)
 }

@@ -4,9 +4,11 @@
 //! Exit codes: 0 success, 1 the daemon said no (its reason printed), 2 usage error,
 //! 3 daemon unreachable.
 
-mod client;
+pub(crate) mod client;
+mod generate;
 mod send;
 mod show;
+mod watch;
 
 use std::path::{Path, PathBuf};
 
@@ -17,6 +19,7 @@ use serde_json::{json, Value};
 use crate::config::{ConfigError, DEFAULT_SOCKET_PATH};
 
 use client::{Client, Reply, Unreachable};
+pub use generate::{completions, man};
 pub use send::SendArgs;
 
 pub const EXIT_OK: i32 = 0;
@@ -61,6 +64,14 @@ pub enum Command {
     },
     /// Counts by state, per-sender rates, in-flight requests, counters.
     Stats {
+        /// Refresh until Ctrl-C: a live view on a terminal, repeated blocks otherwise
+        /// (one JSON line per refresh with --json).
+        #[arg(long)]
+        watch: bool,
+        /// How often --watch refreshes, e.g. 500ms or 2s.
+        #[arg(long, value_name = "DURATION", default_value = "1s",
+              value_parser = parse_interval, requires = "watch")]
+        interval: std::time::Duration,
         #[command(flatten)]
         client: ClientOpts,
     },
@@ -243,7 +254,12 @@ async fn client_command(command: Command) -> Result<i32, Failure> {
                 println!("queued {} again", text(v, "id"))
             }))
         }
-        Command::Stats { client: c } => {
+        Command::Stats {
+            watch: true,
+            interval,
+            client: c,
+        } => Ok(watch::watch(&c, interval).await?),
+        Command::Stats { client: c, .. } => {
             let reply = call(&c, Method::GET, "/v1/stats", None).await?;
             Ok(answer(&c, &reply, show::stats))
         }
@@ -382,6 +398,18 @@ fn answer(c: &ClientOpts, reply: &Reply, human: impl FnOnce(&Value)) -> i32 {
     } else {
         EXIT_REFUSED
     }
+}
+
+/// `--interval`: a duration such as `1s` or `500ms`, at least `watch::MIN_INTERVAL`.
+fn parse_interval(s: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("{e} (e.g. 1s, 500ms)"))?;
+    if d < watch::MIN_INTERVAL {
+        return Err(format!(
+            "at least {} (rates are per second)",
+            humantime::format_duration(watch::MIN_INTERVAL)
+        ));
+    }
+    Ok(d)
 }
 
 /// A string field of an answer, or `-`.

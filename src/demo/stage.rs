@@ -1,0 +1,120 @@
+//! The stage: a temporary directory, the simulator and a daemon wired to each other, and
+//! their orderly teardown. Fields drop in declaration order, so however the demo ends the
+//! daemon stops first, then the simulator, and the directory goes last.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+use super::daemon::{DaemonProcess, DaemonSetup};
+use super::people::PHONE_NUMBER_ID;
+use super::simulator::{self, DemoSim};
+use super::ui::Ui;
+use super::waq::{Stats, Waq};
+use super::DemoArgs;
+
+/// The token the simulated number accepts and the daemon's sender uses.
+const TOKEN: &str = "demo-access-token";
+/// The app secret that signs the simulator's webhooks and that the daemon checks.
+const APP_SECRET: &str = "demo-app-secret";
+
+pub struct Stage {
+    pub daemon: DaemonProcess,
+    pub sim: DemoSim,
+    pub waq: Waq,
+    pub mps: u32,
+    dir: super::workdir::WorkDir,
+}
+
+impl Stage {
+    pub async fn open(args: &DemoArgs, ui: &Ui) -> anyhow::Result<Stage> {
+        let dir = super::workdir::WorkDir::create()?;
+        // The daemon's webhook port is chosen now: the simulator's webhook URL is fixed at start.
+        let webhook = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .context("cannot find a free loopback port for the webhook listener")?;
+        let sim = DemoSim::start(simulator::config(args.mps, TOKEN, APP_SECRET, webhook)).await?;
+        ui.say(&format!(
+            "Simulator  {}: number {PHONE_NUMBER_ID} at {} messages/s",
+            sim.base_url(),
+            args.mps
+        ));
+        let setup = DaemonSetup {
+            dir: dir.path(),
+            sim_url: sim.base_url(),
+            phone_number_id: PHONE_NUMBER_ID,
+            mps: args.mps,
+            webhook_listen: webhook.to_string(),
+            token: TOKEN,
+            app_secret: APP_SECRET,
+        };
+        let daemon = DaemonProcess::start(&setup).await?;
+        ui.say(&format!(
+            "Daemon     waq serve --config {}",
+            dir.path().join("config.toml").display()
+        ));
+        ui.say(&format!(
+            "Webhooks   simulator → http://{webhook}/webhook (waq's listener)"
+        ));
+        ui.say(&format!(
+            "Watch it from another terminal: waq stats --watch --socket {}",
+            daemon.socket().display()
+        ));
+        let waq = Waq::new(daemon.socket());
+        Ok(Stage {
+            daemon,
+            sim,
+            waq,
+            mps: args.mps,
+            dir,
+        })
+    }
+
+    /// Waits until nothing is moving: the queue is empty, every status webhook the simulator
+    /// scheduled has been delivered, and the daemon's counts hold still.
+    pub async fn settle(&self, patience: Duration) -> anyhow::Result<Stats> {
+        let deadline = Instant::now() + patience;
+        let mut previous: Option<Stats> = None;
+        loop {
+            let stats = self.waq.stats().await?;
+            let pending = self.sim.stats().await.webhooks_pending;
+            let quiet = stats.queue_depth == 0 && stats.state("sent") == 0 && pending == 0;
+            if quiet {
+                if let Some(p) = &previous {
+                    if p.states == stats.states {
+                        return Ok(stats);
+                    }
+                }
+                previous = Some(stats);
+            } else {
+                previous = None;
+                if Instant::now() > deadline {
+                    bail!(
+                        "messages were still moving after {} s (queue depth {}, {} waiting for a receipt, {} webhooks pending at the simulator)",
+                        patience.as_secs(),
+                        stats.queue_depth,
+                        stats.state("sent"),
+                        pending
+                    );
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Stops the daemon (SIGTERM, as systemd would) and the simulator, removes the directory.
+    pub async fn close(mut self, ui: &Ui) -> anyhow::Result<()> {
+        let clean = self.daemon.stop();
+        let log = self.daemon.log_tail();
+        self.sim.shutdown().await;
+        let dir = self.dir.path().display().to_string();
+        drop(self.dir);
+        if !clean {
+            bail!("the daemon did not stop cleanly:\n{log}");
+        }
+        ui.ok(&format!(
+            "cleaned up: daemon stopped (SIGTERM, exit 0), simulator stopped, {dir} removed"
+        ));
+        Ok(())
+    }
+}

@@ -1,0 +1,165 @@
+//! `waq stats --watch`, `waq completions` and `waq man`.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::{bin, parked, template_request, Daemon};
+
+/// Runs `waq stats --watch ARGS` without a terminal until `frames` frames (blocks separated by
+/// `---` lines, or JSON lines) arrived, then sends SIGINT; returns the output and exit code.
+fn watch(d: &Daemon, args: &[&str], frames: usize, json: bool) -> (String, Option<i32>) {
+    let mut child = Command::new(bin())
+        .args(["stats", "--watch"])
+        .args(args)
+        .env("WAQ_SOCKET", &d.socket)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut out = String::new();
+    let mut seen = 0;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while seen < frames {
+        assert!(Instant::now() < deadline, "too few frames:\n{out}");
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) {
+            if (json && line.starts_with('{')) || (!json && line.starts_with("--- ")) {
+                seen += 1;
+            }
+            out.push_str(&line);
+            out.push('\n');
+        }
+    }
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "--watch did not stop on SIGINT");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let _ = reader.join();
+    (out, status.code())
+}
+
+#[test]
+fn stats_watch_repeats_plain_blocks_and_stops_on_ctrl_c() {
+    let d = Daemon::start();
+    for n in 0..3 {
+        let r = d.post(
+            "/v1/messages",
+            &parked(template_request(&format!("+1415555{n:04}"))),
+        );
+        assert_eq!(r.status, 202);
+    }
+    let (out, code) = watch(&d, &["--interval", "200ms"], 3, false);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        !out.contains('\x1b'),
+        "escape codes without a terminal:\n{out}"
+    );
+    assert!(out.contains("queued 3"), "{out}");
+    assert!(out.contains("SENDER"), "{out}");
+    assert!(out.contains("main "), "{out}");
+    assert!(out.contains("0/80"), "{out}");
+    assert!(out.contains("in the last 200ms"), "{out}");
+}
+
+#[test]
+fn stats_watch_json_prints_one_answer_per_line() {
+    let d = Daemon::start();
+    let (out, code) = watch(&d, &["--json", "--interval", "100ms"], 2, true);
+    assert_eq!(code, Some(0), "{out}");
+    for line in out.lines().filter(|l| !l.is_empty()) {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(v["senders"].is_array(), "{line}");
+    }
+}
+
+#[test]
+fn stats_watch_without_a_daemon_exits_3() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(bin())
+        .args(["stats", "--watch", "--socket"])
+        .arg(dir.path().join("none.sock"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+}
+
+#[test]
+fn stats_interval_needs_watch_and_a_sane_value() {
+    for args in [
+        &["stats", "--interval", "1s"][..],
+        &["stats", "--watch", "--interval", "10ms"],
+        &["stats", "--watch", "--interval", "soon"],
+    ] {
+        let out = Command::new(bin()).args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+    }
+}
+
+#[test]
+fn completions_for_every_shell() {
+    for (shell, marker) in [
+        ("bash", "complete -F"),
+        ("zsh", "#compdef waq"),
+        ("fish", "complete -c waq"),
+        ("elvish", "edit:completion"),
+        ("powershell", "Register-ArgumentCompleter"),
+    ] {
+        let out = Command::new(bin())
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{shell}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains(marker), "{shell}: no {marker:?}");
+        for sub in ["demo", "send", "stats", "sim", "--watch"] {
+            assert!(text.contains(sub), "{shell}: no {sub}");
+        }
+    }
+    let out = Command::new(bin())
+        .args(["completions", "tcsh"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn man_pages() {
+    let page = |args: &[&str]| {
+        let out = Command::new(bin()).arg("man").args(args).output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, text) = page(&[]);
+    assert_eq!(code, Some(0));
+    assert!(text.contains(".TH waq 1"), "{text}");
+    assert!(text.contains("waq\\-demo(1)"), "{text}");
+    let (code, text) = page(&["send"]);
+    assert_eq!(code, Some(0));
+    assert!(text.contains(".TH waq-send 1"), "{text}");
+    assert!(text.contains("fallback\\-template"), "{text}");
+    let (code, text) = page(&["sender resume"]);
+    assert_eq!(code, Some(0));
+    assert!(text.contains("waq\\-sender\\-resume"), "{text}");
+    let (code, _) = page(&["nope"]);
+    assert_eq!(code, Some(2));
+}

@@ -1,0 +1,220 @@
+//! The client examples in `examples/`, run as a user would run them, against a real daemon
+//! that sends to the Cloud API simulator: each must exit 0 and print what its comments promise.
+//! Python and curl are required (CI installs them); Node.js runs when `node` is installed.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::Daemon;
+use waq::sim::{self, SimConfig, SimHandle};
+
+/// A simulator on a free port, with the runtime that serves it.
+struct Sim {
+    handle: Option<SimHandle>,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Sim {
+    fn start() -> Sim {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let cfg = SimConfig {
+            token: "test-token".into(),
+            ..SimConfig::default()
+        };
+        let handle = rt
+            .block_on(sim::start(cfg, "127.0.0.1:0".parse().unwrap()))
+            .unwrap();
+        Sim {
+            handle: Some(handle),
+            rt,
+        }
+    }
+
+    fn base_url(&self) -> String {
+        self.handle.as_ref().unwrap().base_url()
+    }
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        if let Some(h) = self.handle.take() {
+            self.rt.block_on(h.shutdown());
+        }
+    }
+}
+
+/// A daemon whose sender `main` (token `test-token`) sends to `sim`.
+fn daemon(sim: &Sim) -> Daemon {
+    Daemon::builder()
+        .set("api", &format!("base_url = {:?}", sim.base_url()))
+        .start()
+}
+
+fn example(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples")
+        .join(name)
+}
+
+fn available(program: &str) -> bool {
+    Command::new(program)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Runs `cmd` to completion (bounded: an example that hangs fails the test).
+fn run(cmd: &mut Command) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{cmd:?} did not finish within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// Asserts exit 0 and that stdout has every one of `expected`; returns stdout.
+fn check(name: &str, out: &Output, expected: &[&str]) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{name} exited {}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    for e in expected {
+        assert!(
+            stdout.contains(e),
+            "{name}: no {e:?} in its output:\n{stdout}\nstderr:\n{stderr}"
+        );
+    }
+    stdout
+}
+
+/// The polling loop of each example stops at the first state in which Meta has the message.
+const ACCEPTED: [&str; 3] = ["state: sent", "state: delivered", "state: read"];
+
+fn assert_accepted(name: &str, stdout: &str) {
+    assert!(
+        ACCEPTED.iter().any(|s| stdout.contains(s)),
+        "{name}: the message never reached Meta:\n{stdout}"
+    );
+}
+
+#[test]
+fn python_client() {
+    assert!(available("python3"), "python3 is required (CI installs it)");
+    let sim = Sim::start();
+    let d = daemon(&sim);
+    let out = run(Command::new("python3")
+        .arg(example("python_client.py"))
+        .arg("--socket")
+        .arg(&d.socket)
+        .arg("--to")
+        .arg("+1 415 555 0100"));
+    let stdout = check(
+        "python_client.py",
+        &out,
+        &[
+            "enqueued ",
+            "free-form to a closed window: 422 window_closed (field message.type)",
+        ],
+    );
+    assert_accepted("python_client.py", &stdout);
+}
+
+#[test]
+fn curl_client() {
+    assert!(available("curl"), "curl is required (CI installs it)");
+    let sim = Sim::start();
+    let d = daemon(&sim);
+    let out = run(Command::new("bash")
+        .arg(example("curl_client.sh"))
+        .arg(&d.socket)
+        .arg("+1 415 555 0102"));
+    let stdout = check(
+        "curl_client.sh",
+        &out,
+        &["enqueued ", r#""code":"too_long""#, "message.text.body"],
+    );
+    assert_accepted("curl_client.sh", &stdout);
+}
+
+#[test]
+fn curl_client_finds_the_socket_in_the_environment() {
+    assert!(available("curl"), "curl is required (CI installs it)");
+    let sim = Sim::start();
+    let d = daemon(&sim);
+    let out = run(Command::new("bash")
+        .arg(example("curl_client.sh"))
+        .env("WAQ_SOCKET", &d.socket));
+    let stdout = check("curl_client.sh", &out, &["enqueued "]);
+    assert_accepted("curl_client.sh", &stdout);
+}
+
+#[test]
+fn node_client() {
+    if !available("node") {
+        eprintln!("node is not installed; skipping the Node.js example");
+        return;
+    }
+    let sim = Sim::start();
+    let d = daemon(&sim);
+    let out = run(Command::new("node")
+        .arg(example("node_client.js"))
+        .arg(&d.socket)
+        .arg("+1 415 555 0101"));
+    let stdout = check(
+        "node_client.js",
+        &out,
+        &[
+            "enqueued ",
+            "bad recipient: 422 invalid_recipient (field to)",
+        ],
+    );
+    assert_accepted("node_client.js", &stdout);
+}
+
+#[test]
+fn examples_report_an_unreachable_daemon() {
+    // No daemon: the clients must fail, not hang or claim success.
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("none.sock");
+    if available("python3") {
+        let out = run(Command::new("python3")
+            .arg(example("python_client.py"))
+            .arg("--socket")
+            .arg(&socket));
+        assert_eq!(out.status.code(), Some(3), "{out:?}");
+    }
+    if available("curl") {
+        let out = run(Command::new("bash")
+            .arg(example("curl_client.sh"))
+            .arg(&socket));
+        assert!(!out.status.success());
+    }
+    if available("node") {
+        let out = run(Command::new("node")
+            .arg(example("node_client.js"))
+            .arg(&socket));
+        assert_eq!(out.status.code(), Some(3));
+    }
+}
