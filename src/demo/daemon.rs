@@ -63,10 +63,6 @@ token_env = "{TOKEN_ENV}"
 mps = {mps}
 
 [dispatch]
-# Requests evenly spaced at the number's rate. The sender's own limit admits a whole second's
-# allowance at once; when those requests reach Meta spread out (connection set-up, a busy
-# machine) they can share a second with the next second's, which Meta answers with 130429.
-global_mps = {mps}
 # Short backoffs so the demo's outage is retried within seconds (production: 1 s .. 5 min).
 retry_min_ms = 200
 retry_max_ms = 2000

@@ -114,7 +114,7 @@ impl Bars {
         }
         let due = self
             .last_plain
-            .map_or(true, |t| t.elapsed() >= Duration::from_secs(1));
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
         if force || due {
             println!("  {}", line());
             self.last_plain = Some(Instant::now());
