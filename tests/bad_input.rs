@@ -527,8 +527,10 @@ fn hostile_input_is_refused_and_the_daemon_serves_on() {
                         .map_err(|e| format!("socket case {}: {e}", k % 24))
                 };
                 let verdict = verdict.and_then(|()| {
-                    // Not a speed assertion: a hostile request must not hang its connection.
-                    if t0.elapsed() > Duration::from_secs(10) {
+                    // Not a speed assertion: a hostile request must not hang its connection
+                    // past the servers' 30 s head timeout (random bytes can look like the
+                    // start of a request, which the server rightly waits for until then).
+                    if t0.elapsed() > PATIENT_READ {
                         Err(format!(
                             "case {k} took {:?} to be answered or closed",
                             t0.elapsed()
