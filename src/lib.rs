@@ -10,6 +10,7 @@ pub mod config;
 pub mod daemon;
 pub mod dispatch;
 pub mod error;
+pub mod loadrun;
 pub mod metrics;
 pub mod model;
 pub mod sim;

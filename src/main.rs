@@ -21,6 +21,9 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         config: Option<std::path::PathBuf>,
     },
+    /// Load run: start a daemon and a simulator, drive the daemon over its socket, print the
+    /// performance figures against their targets (see docs/PERFORMANCE.md).
+    Bench(waq::loadrun::BenchArgs),
 }
 
 fn main() {
@@ -29,6 +32,7 @@ fn main() {
     let code = match args.command {
         Command::Daemon(command) => waq::cli::run(command),
         Command::Sim { listen, config } => run_sim(listen, config),
+        Command::Bench(args) => waq::loadrun::run(args),
     };
     std::process::exit(code)
 }
