@@ -61,6 +61,8 @@ pub struct AttemptInput<'a> {
     pub to: &'a str,
     /// Consecutive 131056 answers in this lane before this attempt.
     pub pair_strikes: u32,
+    /// Called just before the request is written (the sender's rate log is stamped then).
+    pub sending: &'a (dyn Fn() + Send + Sync),
 }
 
 pub async fn run(input: AttemptInput<'_>) -> (Outcome, SenderEffect) {
@@ -107,6 +109,7 @@ pub async fn run(input: AttemptInput<'_>) -> (Outcome, SenderEffect) {
     };
 
     Metrics::inc(&app.metrics.sends_attempted);
+    (input.sending)();
     let outcome = input
         .cloud
         .send(input.phone_number_id, input.token, input.to, &body)

@@ -207,6 +207,7 @@ async fn attempt_one(
     };
     let sender_cfg = sender.config();
     let pair_strikes = sender.lock().queue.pair_strikes(&to);
+    let restamp = || sender.lock().window.restamp(started, Instant::now());
     let (outcome, effect) = attempt::run(AttemptInput {
         app: &app,
         config: &config,
@@ -217,6 +218,7 @@ async fn attempt_one(
         id,
         to: &to,
         pair_strikes,
+        sending: &restamp,
     })
     .await;
     {
