@@ -153,8 +153,14 @@ max_in_flight = 512
 
     /// CPU seconds (user + system) the daemon has used so far.
     pub fn cpu_seconds(&self) -> anyhow::Result<f64> {
+        let (user, system) = self.cpu_split()?;
+        Ok(user + system)
+    }
+
+    /// User and system CPU seconds the daemon has used so far.
+    pub fn cpu_split(&self) -> anyhow::Result<(f64, f64)> {
         let pid = self.pid().context("the daemon is not running")?;
-        cpu_seconds(&format!("/proc/{pid}/stat"))
+        cpu_split(&format!("/proc/{pid}/stat"))
     }
 
     /// Resident memory of the daemon, in bytes.
@@ -171,6 +177,12 @@ max_in_flight = 512
 
 /// utime + stime of `/proc/<pid>/stat`, in seconds.
 pub fn cpu_seconds(stat_path: &str) -> anyhow::Result<f64> {
+    let (user, system) = cpu_split(stat_path)?;
+    Ok(user + system)
+}
+
+/// utime and stime of `/proc/<pid>/stat`, in seconds.
+pub fn cpu_split(stat_path: &str) -> anyhow::Result<(f64, f64)> {
     let text =
         std::fs::read_to_string(stat_path).with_context(|| format!("reading {stat_path}"))?;
     // The command name (field 2) may hold spaces and parentheses: fields after the last ')'.
@@ -182,7 +194,7 @@ pub fn cpu_seconds(stat_path: &str) -> anyhow::Result<f64> {
     // After the name: state is field 3, so utime (14) and stime (15) are at 11 and 12 here.
     let utime: u64 = fields.get(11).context("no utime")?.parse()?;
     let stime: u64 = fields.get(12).context("no stime")?.parse()?;
-    Ok((utime + stime) as f64 / USER_HZ)
+    Ok((utime as f64 / USER_HZ, stime as f64 / USER_HZ))
 }
 
 /// CPU seconds this process (the generator and the in-process simulator) has used.

@@ -44,6 +44,8 @@ pub struct DispatchRun {
     pub throttled: u64,
     /// Daemon CPU seconds per 1,000 messages sent in the measured window.
     pub cpu_per_1000: f64,
+    /// The system (kernel) share of it.
+    pub sys_share: f64,
     pub seconds: f64,
 }
 
@@ -79,13 +81,13 @@ pub async fn run(
     tokio::time::sleep_until((due + warmup).into()).await;
     let (a0, cpu0, t0) = (
         accepted(sim).await?.0,
-        daemon.cpu_seconds()?,
+        daemon.cpu_split()?,
         Instant::now(),
     );
     tokio::time::sleep(measure).await;
     let (a1, cpu1, t1) = (
         accepted(sim).await?.0,
-        daemon.cpu_seconds()?,
+        daemon.cpu_split()?,
         Instant::now(),
     );
     // Let the rest go, so the next measurement starts from a quiet daemon.
@@ -109,7 +111,8 @@ pub async fn run(
         rate: (a1 - a0) as f64 / secs,
         max_in_window,
         throttled,
-        cpu_per_1000: (cpu1 - cpu0) / sent as f64 * 1000.0,
+        cpu_per_1000: (cpu1.0 + cpu1.1 - cpu0.0 - cpu0.1) / sent as f64 * 1000.0,
+        sys_share: (cpu1.1 - cpu0.1) / (cpu1.0 + cpu1.1 - cpu0.0 - cpu0.1).max(1e-9),
         seconds: secs,
     })
 }
