@@ -32,6 +32,9 @@ pub struct Schedule {
     pub window: SlidingWindow,
     pub aimd: Aimd,
     pub paused: Option<String>,
+    /// Unix ms by which the loop takes its next turn anyway (0 while it is busy): a message
+    /// pushed for later than that needs no wake-up (a parked enqueue costs no turn).
+    pub next_turn_ms: u64,
 }
 
 enum Step {
@@ -50,6 +53,7 @@ impl SenderState {
                 window: SlidingWindow::new(),
                 aimd: Aimd::new(mps, Instant::now()),
                 paused: None,
+                next_turn_ms: 0,
             }),
             wake: Notify::new(),
             heartbeat_ms: std::sync::atomic::AtomicU64::new(now_ms()),
@@ -68,8 +72,17 @@ impl SenderState {
     }
 
     pub fn push(&self, entry: &Entry, pair: PairLimit) {
-        self.lock().queue.push(entry, now_ms(), pair);
-        self.wake.notify_one();
+        let wake = {
+            let mut s = self.lock();
+            s.queue.push(entry, now_ms(), pair);
+            // Due, expiring or blocking its lane before the loop's next turn: wake it now.
+            entry.due_ms < s.next_turn_ms
+                || entry.retry_at_ms.is_some()
+                || entry.expires_at_ms.is_some_and(|e| e < s.next_turn_ms)
+        };
+        if wake {
+            self.wake.notify_one();
+        }
     }
 
     pub fn snapshot(&self) -> SenderSnapshot {
@@ -142,7 +155,7 @@ pub async fn run_loop(
 
         let step = {
             let mut s = sender.lock();
-            if s.paused.is_some() {
+            let step = if s.paused.is_some() {
                 Step::Sleep(None)
             } else {
                 let limit = s.aimd.limit(now);
@@ -159,7 +172,15 @@ pub async fn run_loop(
                         Next::Idle => Step::Sleep(None),
                     },
                 }
-            }
+            };
+            s.next_turn_ms = match step {
+                Step::Send { .. } => 0,
+                Step::Sleep(until) => {
+                    let deadline = until.unwrap_or(now + MAX_SLEEP).min(now + MAX_SLEEP);
+                    now_wall + deadline.saturating_duration_since(now).as_millis() as u64
+                }
+            };
+            step
         };
 
         match step {
