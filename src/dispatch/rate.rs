@@ -71,7 +71,11 @@ impl SlidingWindow {
         let burst = (PACE_SLACK.as_nanos() / self.pace_interval.as_nanos().max(1)).max(2) as u32;
         let tolerance = self.pace_interval * (burst - 1);
         match self.pace_tat {
-            Some(tat) if tat > now + tolerance => Some(tat - tolerance),
+            // Held: wake when half the slack is available again, so the loop takes a turn per
+            // few starts rather than one timer wake-up per start.
+            Some(tat) if tat > now + tolerance => {
+                Some(tat - tolerance + self.pace_interval * (burst / 2).saturating_sub(1))
+            }
             _ => None,
         }
     }
