@@ -39,6 +39,8 @@ pub struct Setup {
     pub phone_number_id: String,
     pub token: String,
     pub mps: u32,
+    /// `store.cache_capacity_mb`, when not the default.
+    pub cache_mb: Option<u64>,
 }
 
 impl Daemon {
@@ -68,13 +70,16 @@ mps = {mps}
 
 [dispatch]
 max_in_flight = 512
-"#,
+{store}"#,
             state = state_dir.display().to_string(),
             socket = socket.display().to_string(),
             url = setup.sim_url,
             pnid = setup.phone_number_id,
             token = setup.token,
             mps = setup.mps,
+            store = setup.cache_mb.map_or(String::new(), |m| format!(
+                "\n[store]\ncache_capacity_mb = {m}\n"
+            )),
         );
         std::fs::write(&config, text).context("writing the daemon's configuration")?;
         Ok(Daemon {

@@ -18,8 +18,61 @@ pub const TOKEN: &str = "sim-token";
 /// Meta's answer time the simulator imitates.
 pub const SIM_LATENCY_MS: u64 = 100;
 
+/// The simulator on a runtime of its own (one worker thread), so that it timestamps arrivals
+/// as they come rather than when the generator's runtime gets round to them.
+pub struct Sim {
+    handle: Option<SimHandle>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Sim {
+    pub fn base_url(&self) -> String {
+        self.handle
+            .as_ref()
+            .map(|h| h.base_url())
+            .unwrap_or_default()
+    }
+
+    pub async fn stats(&self) -> anyhow::Result<crate::sim::SimStats> {
+        match &self.handle {
+            Some(h) => Ok(h.stats().await),
+            None => anyhow::bail!("the simulator has stopped"),
+        }
+    }
+
+    pub async fn shutdown(mut self) {
+        if let Some(h) = self.handle.take() {
+            h.shutdown().await;
+        }
+    }
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        self.handle.take();
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
 /// A simulator with one number at `mps` answering after `SIM_LATENCY_MS`.
-pub async fn start_sim(mps: u32) -> anyhow::Result<SimHandle> {
+pub async fn start_sim(mps: u32) -> anyhow::Result<Sim> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let handle = runtime
+        .spawn(sim_on_this_runtime(mps))
+        .await
+        .context("the simulator's start panicked")??;
+    Ok(Sim {
+        handle: Some(handle),
+        runtime: Some(runtime),
+    })
+}
+
+async fn sim_on_this_runtime(mps: u32) -> anyhow::Result<SimHandle> {
     let mut number = NumberConfig::new(PHONE_NUMBER_ID);
     number.mps = mps;
     number.faults = Some(FaultConfig {
@@ -49,8 +102,8 @@ pub struct DispatchRun {
     pub seconds: f64,
 }
 
-async fn accepted(sim: &SimHandle) -> anyhow::Result<(u64, u64, u64)> {
-    let stats = sim.stats().await;
+async fn accepted(sim: &Sim) -> anyhow::Result<(u64, u64, u64)> {
+    let stats = sim.stats().await?;
     let n = stats
         .numbers
         .get(PHONE_NUMBER_ID)
@@ -62,7 +115,7 @@ async fn accepted(sim: &SimHandle) -> anyhow::Result<(u64, u64, u64)> {
 /// at once a moment later; measures the window after `warmup`; waits until they are all sent.
 pub async fn run(
     daemon: &Daemon,
-    sim: &SimHandle,
+    sim: &Sim,
     mps: u32,
     first: u64,
     warmup: Duration,
@@ -79,17 +132,9 @@ pub async fn run(
         bail!("enqueueing {n} messages took longer than {lead:?}");
     }
     tokio::time::sleep_until((due + warmup).into()).await;
-    let (a0, cpu0, t0) = (
-        accepted(sim).await?.0,
-        daemon.cpu_split()?,
-        Instant::now(),
-    );
+    let (a0, cpu0, t0) = (accepted(sim).await?.0, daemon.cpu_split()?, Instant::now());
     tokio::time::sleep(measure).await;
-    let (a1, cpu1, t1) = (
-        accepted(sim).await?.0,
-        daemon.cpu_split()?,
-        Instant::now(),
-    );
+    let (a1, cpu1, t1) = (accepted(sim).await?.0, daemon.cpu_split()?, Instant::now());
     // Let the rest go, so the next measurement starts from a quiet daemon.
     let deadline = Instant::now() + Duration::from_secs(30) + Duration::from_secs(n / mps as u64);
     let (last, max_in_window, throttled) = loop {

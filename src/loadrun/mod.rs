@@ -9,7 +9,7 @@
 //! disk, restart, and enqueue / dispatch at that depth against the empty figures).
 //! See `docs/PERFORMANCE.md` for the method and the figures.
 
-mod client;
+pub mod client;
 mod daemon;
 mod dispatch;
 mod load;
@@ -63,6 +63,9 @@ pub struct BenchArgs {
     /// until the daemon has sent them all.
     #[arg(long, value_name = "SOCKET")]
     pub attach: Option<PathBuf>,
+    /// `store.cache_capacity_mb` of the daemons under test (default: the daemon's own default).
+    #[arg(long, value_name = "MIB")]
+    pub cache_mb: Option<u64>,
     /// Requests (or messages, for dispatch) of an --attach run.
     #[arg(long, default_value_t = 20_000)]
     pub requests: u64,
@@ -259,6 +262,7 @@ async fn run_async(args: BenchArgs) -> anyhow::Result<()> {
     ));
     std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
     let mut bench = Bench {
+        cache_mb: args.cache_mb,
         root: root.clone(),
         plan,
         json: args.json,
@@ -266,7 +270,7 @@ async fn run_async(args: BenchArgs) -> anyhow::Result<()> {
         next_dir: 0,
     };
     bench.say(&format!(
-        "waq bench: {} CPUs, {} build, {} run(s) per throughput figure, state under {}",
+        "waq bench: {} CPUs, {} build, {} run(s) per throughput figure, store cache {}, state under {}",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         if cfg!(debug_assertions) {
             "debug (figures meaningless)"
@@ -274,6 +278,8 @@ async fn run_async(args: BenchArgs) -> anyhow::Result<()> {
             "release"
         },
         bench.plan.runs,
+        args.cache_mb
+            .map_or("default".to_string(), |m| format!("{m} MiB")),
         root.display()
     ));
     let result = bench.run_parts(&parts).await;
@@ -287,6 +293,7 @@ async fn run_async(args: BenchArgs) -> anyhow::Result<()> {
 }
 
 struct Bench {
+    cache_mb: Option<u64>,
     root: PathBuf,
     plan: Plan,
     json: bool,
@@ -341,6 +348,7 @@ impl Bench {
                 phone_number_id: dispatch::PHONE_NUMBER_ID.into(),
                 token: dispatch::TOKEN.into(),
                 mps,
+                cache_mb: self.cache_mb,
             },
         )?;
         d.start().await?;
