@@ -628,7 +628,12 @@ mod tests {
     fn parked_recipients_come_back_as_given() {
         let mut q = SenderQueue::new();
         let now = 1_000_000;
-        for (id, to) in [(1, "14155551234"), (2, "0123"), (3, "x1"), (4, "99999999999999999999")] {
+        for (id, to) in [
+            (1, "14155551234"),
+            (2, "0123"),
+            (3, "x1"),
+            (4, "99999999999999999999"),
+        ] {
             q.push(
                 &Entry {
                     id,
