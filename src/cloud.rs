@@ -124,6 +124,9 @@ pub struct CloudClient {
     /// `{base_url}/{version}/`, to which `{phone_number_id}/messages` is appended.
     prefix: Arc<str>,
     request_timeout: Duration,
+    /// Parsed `/messages` URLs by phone number id: parsing the URL again for every send cost
+    /// about as much as building the rest of the request.
+    urls: Arc<std::sync::RwLock<std::collections::HashMap<String, reqwest::Url>>>,
 }
 
 /// The result of one send.
@@ -288,12 +291,35 @@ impl CloudClient {
             http,
             prefix: format!("{base}/{version}/").into(),
             request_timeout: opts.request_timeout,
+            urls: Arc::default(),
         })
     }
 
     /// `{base_url}/{version}/{phone_number_id}/messages`.
     pub fn messages_url(&self, phone_number_id: &str) -> String {
         format!("{}{phone_number_id}/messages", self.prefix)
+    }
+
+    /// `messages_url` parsed, from the cache when it was parsed before. A URL that does not
+    /// parse comes back as its text, so the request fails the way it always did.
+    fn parsed_messages_url(&self, phone_number_id: &str) -> Result<reqwest::Url, String> {
+        let cached = self
+            .urls
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(phone_number_id)
+            .cloned();
+        if let Some(url) = cached {
+            return Ok(url);
+        }
+        let text = self.messages_url(phone_number_id);
+        let url = reqwest::Url::parse(&text).map_err(|_| text)?;
+        let mut urls = self.urls.write().unwrap_or_else(|p| p.into_inner());
+        // A handful of senders: the map stays tiny.
+        if urls.len() < 1024 {
+            urls.insert(phone_number_id.to_string(), url.clone());
+        }
+        Ok(url)
     }
 
     /// POSTs `{"messaging_product":"whatsapp","recipient_type":"individual","to":to, ...message
@@ -375,9 +401,11 @@ impl CloudClient {
         })?;
         auth.set_sensitive(true);
 
-        let response = self
-            .http
-            .post(self.messages_url(phone_number_id))
+        let request = match self.parsed_messages_url(phone_number_id) {
+            Ok(url) => self.http.post(url),
+            Err(text) => self.http.post(text),
+        };
+        let response = request
             .header(AUTHORIZATION, auth)
             .header(CONTENT_TYPE, "application/json")
             .body(body)
@@ -451,8 +479,45 @@ async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, reqwest
     Ok(buf)
 }
 
+/// The shape of Meta's usual success answer, read without building a JSON value: just enough
+/// to take `messages[0].id` when there is no `error` member at all. Anything else goes the
+/// general way below, which decides exactly as before.
+#[derive(serde::Deserialize)]
+struct UsualAnswer<'a> {
+    #[serde(borrow)]
+    messages: Vec<UsualMessage<'a>>,
+    #[serde(default)]
+    error: Present,
+}
+
+#[derive(serde::Deserialize)]
+struct UsualMessage<'a> {
+    #[serde(borrow)]
+    id: std::borrow::Cow<'a, str>,
+}
+
+/// Whether a member was there at all (whatever its value, `null` included).
+#[derive(Default)]
+struct Present(bool);
+
+impl<'de> serde::Deserialize<'de> for Present {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        serde::de::IgnoredAny::deserialize(d)?;
+        Ok(Present(true))
+    }
+}
+
 /// Turns an answer into a wamid or an error.
 fn interpret(status: u16, body: &[u8]) -> Result<String, CloudError> {
+    if (200..300).contains(&status) {
+        if let Ok(answer) = serde_json::from_slice::<UsualAnswer>(body) {
+            if !answer.error.0 {
+                if let Some(first) = answer.messages.first().filter(|m| !m.id.is_empty()) {
+                    return Ok(first.id.clone().into_owned());
+                }
+            }
+        }
+    }
     let parsed: Option<Value> = serde_json::from_slice(body).ok();
     if let Some(mut e) = parsed
         .as_ref()

@@ -18,12 +18,28 @@ impl IntoResponse for ApiError {
 
 /// A JSON answer with `status`.
 pub fn json(status: StatusCode, value: &Value) -> Response {
-    let mut res = (status, value.to_string()).into_response();
+    // Straight into a byte buffer: `Value`'s `Display` goes through a formatter adapter that
+    // costs about twice as much for the same compact text.
+    text(
+        status,
+        serde_json::to_vec(value).unwrap_or_else(|_| value.to_string().into_bytes()),
+    )
+}
+
+/// An answer whose JSON text is already built.
+pub fn text(status: StatusCode, json: Vec<u8>) -> Response {
+    let mut res = Response::new(Body::from(json));
+    *res.status_mut() = status;
     res.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
     res
+}
+
+/// `value` as compact JSON text (what `Value::to_string` gives, written more cheaply).
+pub fn compact(value: &Value) -> String {
+    serde_json::to_string(value).unwrap_or_else(|_| value.to_string())
 }
 
 pub fn ok(value: &Value) -> Response {

@@ -76,7 +76,9 @@ async fn enqueue_one(
     Ok(match outcome {
         Outcome::Created(m) => {
             hand_over(app, &m);
-            json::json(StatusCode::ACCEPTED, &view::accepted(&m))
+            let mut out = Vec::with_capacity(48);
+            view::accepted_text(&m, &mut out);
+            json::text(StatusCode::ACCEPTED, out)
         }
         Outcome::Duplicate { id, state } => {
             Metrics::inc(&app.metrics.duplicates);
@@ -143,24 +145,37 @@ pub async fn batch(
     let written: Vec<&Outcome> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
     commit_or_roll_back(&app, generation, &written).await?;
 
-    let answers: Vec<Value> = results
-        .into_iter()
-        .map(|r| match r {
+    // The answer is written as text item by item: the same bytes as serialising
+    // `{"results": [...]}` built from values, without a value per item.
+    let mut out = Vec::with_capacity(16 + results.len() * 48);
+    out.extend_from_slice(br#"{"results":["#);
+    for (i, r) in results.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        match r {
             Ok(Outcome::Created(m)) => {
                 hand_over(&app, &m);
-                view::accepted(&m)
+                view::accepted_text(&m, &mut out);
             }
             Ok(Outcome::Duplicate { id, state }) => {
                 Metrics::inc(&app.metrics.duplicates);
-                duplicate(id, state)
+                write_value(&mut out, &duplicate(id, state));
             }
             Err(e) => {
                 Metrics::inc(&app.metrics.enqueue_rejected);
-                e.body()
+                write_value(&mut out, &e.body());
             }
-        })
-        .collect();
-    Ok(json::ok(&json!({ "results": answers })))
+        }
+    }
+    out.extend_from_slice(b"]}");
+    Ok(json::text(StatusCode::OK, out))
+}
+
+fn write_value(out: &mut Vec<u8>, v: &Value) {
+    if serde_json::to_writer(&mut *out, v).is_err() {
+        out.extend_from_slice(v.to_string().as_bytes());
+    }
 }
 
 pub async fn get(State(ctx): State<Ctx>, Param(id): Param) -> Result<Response, ApiError> {
@@ -384,10 +399,10 @@ fn build(id: u64, v: ValidSend, now: u64) -> Message {
         kind: v.kind,
         priority: v.priority,
         state: MsgState::Queued,
-        body: v.message.to_string(),
-        fallback_template: v.fallback_template.map(|t| t.to_string()),
+        body: json::compact(&v.message),
+        fallback_template: v.fallback_template.as_ref().map(json::compact),
         idempotency_key: v.idempotency_key,
-        metadata: v.metadata.map(|m| m.to_string()),
+        metadata: v.metadata.as_ref().map(json::compact),
         created_at_ms: now,
         updated_at_ms: now,
         next_attempt_at_ms: v.send_at_ms.unwrap_or(now),

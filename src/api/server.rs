@@ -243,8 +243,9 @@ async fn serve_connection(
         let app = app.clone();
         async move {
             Metrics::inc(&app.metrics.api_requests);
-            let method = req.method().clone();
-            let path = req.uri().path().to_string();
+            // Only copied when the request log is on.
+            let logged = tracing::enabled!(tracing::Level::DEBUG)
+                .then(|| (req.method().clone(), req.uri().path().to_string()));
             let res = match refusal {
                 Some(e) => e.into_response(),
                 None => router
@@ -252,7 +253,9 @@ async fn serve_connection(
                     .await
                     .unwrap_or_else(|never| match never {}),
             };
-            tracing::debug!(%method, %path, status = res.status().as_u16(), "request");
+            if let Some((method, path)) = logged {
+                tracing::debug!(%method, %path, status = res.status().as_u16(), "request");
+            }
             Ok::<_, Infallible>(res)
         }
     });

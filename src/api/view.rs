@@ -42,6 +42,18 @@ pub fn accepted(m: &Message) -> Value {
     json!({ "id": format_id(m.id), "state": m.state.as_str() })
 }
 
+/// `accepted` as JSON text, written directly (the id is hex and the state a fixed word, so
+/// nothing needs escaping): the same bytes as serialising `accepted(m)`.
+pub fn accepted_text(m: &Message, out: &mut Vec<u8>) {
+    use std::io::Write as _;
+    let _ = write!(
+        out,
+        r#"{{"id":"{:016x}","state":"{}"}}"#,
+        m.id,
+        m.state.as_str()
+    );
+}
+
 /// `GET /v1/recipients/{number}` and `POST /v1/inbound`.
 pub fn recipient(sender: &str, to: &str, w: &Window, now_ms: u64, margin_ms: u64) -> Value {
     json!({
@@ -51,4 +63,42 @@ pub fn recipient(sender: &str, to: &str, w: &Window, now_ms: u64, margin_ms: u64
         "window_open_until": w.open_until_ms().map(format_time),
         "window_open": w.is_open(now_ms, margin_ms),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{HistoryEntry, Priority, State};
+
+    #[test]
+    fn accepted_text_is_the_serialised_value() {
+        let m = Message {
+            id: 0x1f,
+            sender: "main".into(),
+            to: "14155551234".into(),
+            kind: "text".into(),
+            priority: Priority::Normal,
+            state: State::Queued,
+            body: "{}".into(),
+            fallback_template: None,
+            idempotency_key: None,
+            metadata: None,
+            created_at_ms: 1,
+            updated_at_ms: 1,
+            next_attempt_at_ms: 1,
+            expires_at_ms: None,
+            attempts: 0,
+            wamid: None,
+            substituted_template: None,
+            last_error: None,
+            history: vec![HistoryEntry {
+                at_ms: 1,
+                state: State::Queued,
+                detail: "queued".into(),
+            }],
+        };
+        let mut out = Vec::new();
+        accepted_text(&m, &mut out);
+        assert_eq!(out, serde_json::to_vec(&accepted(&m)).unwrap());
+    }
 }

@@ -4,7 +4,7 @@
 //!
 //! Picking the next message is O(log n) in the number of lanes and messages.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::model::Priority;
@@ -82,17 +82,75 @@ pub struct Entry {
     pub retry_at_ms: Option<u64>,
 }
 
+/// A message set aside until its `send_at`. A million of these is an ordinary backlog, so one
+/// is 40 bytes with no allocation of its own (a recipient in the validated form, digits without
+/// a leading zero, is kept as a number) where a set entry, a map entry and a shared string per
+/// message took about 160.
+struct Parked {
+    due_ms: u64,
+    id: u64,
+    to: ParkedTo,
+}
+
+enum ParkedTo {
+    Number(u64, Priority),
+    Text(Recipient, Priority),
+}
+
+impl ParkedTo {
+    fn new(to: &str, priority: Priority) -> ParkedTo {
+        let plain = (1..=19).contains(&to.len())
+            && !to.starts_with('0')
+            && to.bytes().all(|b| b.is_ascii_digit());
+        match to.parse::<u64>() {
+            Ok(n) if plain => ParkedTo::Number(n, priority),
+            _ => ParkedTo::Text(Arc::from(to), priority),
+        }
+    }
+}
+
+impl PartialEq for Parked {
+    fn eq(&self, other: &Self) -> bool {
+        (self.due_ms, self.id) == (other.due_ms, other.id)
+    }
+}
+
+impl Eq for Parked {}
+
+impl PartialOrd for Parked {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Parked {
+    /// Reversed, so that the heap's top is the earliest (due, id).
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (other.due_ms, other.id).cmp(&(self.due_ms, self.id))
+    }
+}
+
+/// A message with a ttl, as the expiry sweep needs it.
+struct Expiry {
+    to: Recipient,
+    priority: Priority,
+    expires_ms: u64,
+    /// Still set aside in `scheduled` (not yet in its lane).
+    parked: bool,
+}
+
 #[derive(Default)]
 pub struct SenderQueue {
     lanes: HashMap<Recipient, Lane>,
     runnable: BTreeSet<(Priority, u64, Recipient)>,
     timers: BTreeSet<(u64, Recipient)>,
-    /// Messages not yet due (send_at): (due, id) → (to, priority).
-    scheduled: BTreeSet<(u64, u64)>,
-    scheduled_info: HashMap<u64, (Recipient, Priority)>,
-    /// Messages with a ttl: (expires, id) → (to, priority).
+    /// Messages not yet due (send_at), earliest on top.
+    scheduled: BinaryHeap<Parked>,
+    /// Ids in `scheduled` that expired meanwhile: skipped when they come to the top.
+    expired_parked: HashSet<u64>,
+    /// Messages with a ttl: (expires, id).
     expiries: BTreeSet<(u64, u64)>,
-    expiry_info: HashMap<u64, (Recipient, Priority, u64)>,
+    expiry_info: HashMap<u64, Expiry>,
     waiting: usize,
     in_flight: usize,
 }
@@ -126,17 +184,27 @@ impl SenderQueue {
             retry_at_ms,
             ..
         } = *e;
-        let to = self.intern(&e.to);
+        let parked = due_ms > now_ms && retry_at_ms.is_none();
         if let Some(exp) = expires_at_ms {
             self.expiries.insert((exp, id));
-            self.expiry_info.insert(id, (to.clone(), priority, exp));
+            let expiry = Expiry {
+                to: self.intern(&e.to),
+                priority,
+                expires_ms: exp,
+                parked,
+            };
+            self.expiry_info.insert(id, expiry);
         }
         self.waiting += 1;
-        if due_ms > now_ms && retry_at_ms.is_none() {
-            self.scheduled.insert((due_ms, id));
-            self.scheduled_info.insert(id, (to, priority));
+        if parked {
+            self.scheduled.push(Parked {
+                due_ms,
+                id,
+                to: ParkedTo::new(&e.to, priority),
+            });
             return;
         }
+        let to = self.intern(&e.to);
         let lane = self.lanes.entry(to.clone()).or_default();
         lane.queue.insert((priority, id));
         if let Some(at) = retry_at_ms {
@@ -155,6 +223,7 @@ impl SenderQueue {
     /// The next message to send at `now_ms`, if any.
     pub fn next(&mut self, now_ms: u64, pair: PairLimit) -> Next {
         self.promote_scheduled(now_ms, pair);
+        self.drop_expired_parked();
         self.promote_timers(now_ms);
         while let Some((prio, id, to)) = self.runnable.pop_first() {
             let Some(lane) = self.lanes.get_mut(&to) else {
@@ -175,7 +244,7 @@ impl SenderQueue {
             lane.queue.pop_first();
             lane.in_flight = Some((prio, id));
             lane.pair.consume(now_ms, pair.interval_ms);
-            lane.in_flight_expiry = self.expiry_info.remove(&id).map(|(_, _, exp)| exp);
+            lane.in_flight_expiry = self.expiry_info.remove(&id).map(|e| e.expires_ms);
             if let Some(exp) = lane.in_flight_expiry {
                 self.expiries.remove(&(exp, id));
             }
@@ -184,7 +253,7 @@ impl SenderQueue {
             return Next::Send { id, to };
         }
         let timer = self.timers.first().map(|(at, _)| *at);
-        let sched = self.scheduled.first().map(|(at, _)| *at);
+        let sched = self.scheduled.peek().map(|p| p.due_ms);
         let expiry = self.expiries.first().map(|(at, _)| *at);
         match [timer, sched, expiry].into_iter().flatten().min() {
             Some(at) => Next::WaitUntil(at),
@@ -236,14 +305,24 @@ impl SenderQueue {
         // Back in the queue, its ttl is watched again (a paused sender's messages expire).
         if let (true, Some(exp)) = (back_in_queue, expiry) {
             self.expiries.insert((exp, id));
-            self.expiry_info.insert(id, (to.clone(), prio, exp));
+            self.expiry_info.insert(
+                id,
+                Expiry {
+                    to: to.clone(),
+                    priority: prio,
+                    expires_ms: exp,
+                    parked: false,
+                },
+            );
         }
         self.reschedule(&to, now_ms, pair);
     }
 
-    /// Whether message `id` is already scheduled (waiting or in flight).
+    /// Whether message `id` is already in its lane (waiting or in flight). Messages parked for
+    /// a later `send_at` are not indexed by id (40 bytes each, no map): one pushed twice is
+    /// filed once when it becomes due, since a lane is a set.
     pub fn contains(&self, id: u64, to: &str, priority: Priority) -> bool {
-        self.scheduled_info.contains_key(&id)
+        self.expiry_info.get(&id).is_some_and(|e| e.parked)
             || self.lanes.get(to).is_some_and(|l| {
                 l.queue.contains(&(priority, id)) || l.in_flight == Some((priority, id))
             })
@@ -262,11 +341,18 @@ impl SenderQueue {
                 break;
             }
             self.expiries.pop_first();
-            let Some((to, prio, _)) = self.expiry_info.remove(&id) else {
+            let Some(Expiry {
+                to,
+                priority: prio,
+                parked,
+                ..
+            }) = self.expiry_info.remove(&id)
+            else {
                 continue;
             };
-            if self.scheduled_info.remove(&id).is_some() {
-                self.scheduled.retain(|(_, i)| *i != id);
+            if parked {
+                // Left in the heap, skipped when it comes to the top.
+                self.expired_parked.insert(id);
                 self.waiting -= 1;
                 out.push(id);
                 continue;
@@ -283,16 +369,33 @@ impl SenderQueue {
     }
 
     fn promote_scheduled(&mut self, now_ms: u64, pair: PairLimit) {
-        while let Some(&(due, id)) = self.scheduled.first() {
-            if due > now_ms {
+        while self.scheduled.peek().is_some_and(|p| p.due_ms <= now_ms) {
+            let Some(Parked { id, to, .. }) = self.scheduled.pop() else {
+                break;
+            };
+            if self.expired_parked.remove(&id) {
+                continue;
+            }
+            if let Some(e) = self.expiry_info.get_mut(&id) {
+                e.parked = false;
+            }
+            let (to, prio) = match to {
+                ParkedTo::Number(n, prio) => (self.intern(&n.to_string()), prio),
+                ParkedTo::Text(text, prio) => (self.intern(&text), prio),
+            };
+            let lane = self.lanes.entry(to.clone()).or_default();
+            lane.queue.insert((prio, id));
+            self.reschedule(&to, now_ms, pair);
+        }
+    }
+
+    /// Pops expired messages off the top of `scheduled`, so its top is a real due time.
+    fn drop_expired_parked(&mut self) {
+        while let Some(top) = self.scheduled.peek() {
+            if !self.expired_parked.remove(&top.id) {
                 break;
             }
-            self.scheduled.pop_first();
-            if let Some((to, prio)) = self.scheduled_info.remove(&id) {
-                let lane = self.lanes.entry(to.clone()).or_default();
-                lane.queue.insert((prio, id));
-                self.reschedule(&to, now_ms, pair);
-            }
+            self.scheduled.pop();
         }
     }
 
@@ -593,6 +696,47 @@ mod tests {
         assert_eq!(q.take_expired(now + 1_000, PAIR), vec![1]);
         assert_eq!((q.waiting(), q.in_flight()), (0, 0));
         assert_eq!(q.next(now + 1_000, PAIR), Next::Idle);
+    }
+
+    #[test]
+    fn parked_recipients_come_back_as_given() {
+        let mut q = SenderQueue::new();
+        let now = 1_000_000;
+        for (id, to) in [
+            (1, "14155551234"),
+            (2, "0123"),
+            (3, "x1"),
+            (4, "99999999999999999999"),
+        ] {
+            q.push(
+                &Entry {
+                    id,
+                    to: to.into(),
+                    priority: Priority::Normal,
+                    due_ms: now + 10,
+                    expires_at_ms: None,
+                    retry_at_ms: None,
+                },
+                now,
+                PAIR,
+            );
+        }
+        let mut got: Vec<(u64, String)> = (0..4)
+            .map(|_| {
+                let (id, to) = send(&mut q, now + 10);
+                (id, to.to_string())
+            })
+            .collect();
+        got.sort();
+        assert_eq!(
+            got,
+            vec![
+                (1, "14155551234".to_string()),
+                (2, "0123".to_string()),
+                (3, "x1".to_string()),
+                (4, "99999999999999999999".to_string())
+            ]
+        );
     }
 
     #[test]
