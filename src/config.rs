@@ -508,7 +508,7 @@ impl Config {
         };
 
         let store = StoreConfig {
-            cache_capacity_bytes: raw.store.cache_capacity_mb.unwrap_or(64) * 1024 * 1024,
+            cache_capacity_bytes: raw.store.cache_capacity_mb.unwrap_or(16) * 1024 * 1024,
             flush_every_ms: match raw.store.flush_every_ms {
                 Some(0) => None,
                 Some(ms) => Some(ms),

@@ -786,7 +786,7 @@ mod tests {
     }
 
     #[test]
-    fn contains_sees_waiting_scheduled_and_in_flight_messages() {
+    fn contains_sees_waiting_and_in_flight_messages_and_a_double_push_sends_once() {
         let mut q = SenderQueue::new();
         let now = 1_000_000;
         let entry = |id, due_ms| Entry {
@@ -798,13 +798,18 @@ mod tests {
             retry_at_ms: None,
         };
         q.push(&entry(1, now), now, PAIR);
-        q.push(&entry(2, now + 60_000), now, PAIR);
         assert!(q.contains(1, "a", Priority::Normal));
-        assert!(q.contains(2, "a", Priority::Normal));
         assert!(!q.contains(3, "a", Priority::Normal));
         assert_eq!(send(&mut q, now).0, 1);
         assert!(q.contains(1, "a", Priority::Normal), "in flight");
         q.complete("a", Outcome::Done, now, PAIR);
         assert!(!q.contains(1, "a", Priority::Normal));
+
+        // A parked message submitted twice (a resync) is filed once when it becomes due.
+        q.push(&entry(2, now + 60_000), now, PAIR);
+        q.push(&entry(2, now + 60_000), now, PAIR);
+        assert_eq!(send(&mut q, now + 60_000).0, 2);
+        q.complete("a", Outcome::Done, now + 60_000, PAIR);
+        assert!(!matches!(q.next(now + 60_000, PAIR), Next::Send { .. }));
     }
 }
