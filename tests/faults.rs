@@ -213,7 +213,7 @@ fn faults_from_meta_lose_nothing_and_keep_the_rate() {
         "{duplicated} duplicates, {timed_out} messages with a timeout"
     );
     let number = &stats.numbers[PHONE_ID];
-    // waq's gate is exact where requests leave (a sliding window of departures, 1.01 s); the
+    // waq's gate is exact where requests leave (a sliding window of departures, 1.008 s); the
     // simulator counts arrivals, which scheduling on a busy machine can bunch up (a process
     // not run for 300 ms receives 300 ms of requests at once). The slack, 0 for an exact
     // check on a quiet machine, is WAQ_FAULTS_MPS_SLACK (percent, 50 by default).
