@@ -93,7 +93,7 @@ pub async fn run(mut input: AttemptInput<'_>) -> (Outcome, SenderEffect) {
             // then finds the message `sending` and `on_restart_sending` decides. Without this
             // commit a crash could take the unflushed `sending` with it and the message would
             // be sent again as if it had never been tried. Concurrent attempts share the fsync.
-            if let Err(e) = app.store.commit().await {
+            if let Err(e) = app.store.commit_patient().await {
                 tracing::error!(
                     id = input.id,
                     "cannot commit `sending` before the request: {e}"

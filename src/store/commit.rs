@@ -10,7 +10,17 @@ use tokio::sync::oneshot;
 
 use super::StoreError;
 
-type Waiter = oneshot::Sender<Result<(), StoreError>>;
+/// A request for durability. A `patient` one (the dispatcher's `sending` records: the
+/// request to Meta that follows takes a hundred milliseconds anyway) may wait up to
+/// [`PATIENCE`] for company, so a steady stream of sends shares few fsyncs; an enqueue's
+/// commit is never delayed, and takes every waiting patient one with it.
+struct Waiter {
+    reply: oneshot::Sender<Result<(), StoreError>>,
+    patient: bool,
+}
+
+/// How long a patient commit may wait for others before its fsync.
+const PATIENCE: std::time::Duration = std::time::Duration::from_millis(5);
 
 pub struct Committer {
     requests: Option<mpsc::Sender<Waiter>>,
@@ -51,11 +61,20 @@ impl Committer {
 
     /// Resolves once everything written before the call is on disk.
     pub async fn commit(&self) -> Result<(), StoreError> {
+        self.request(false).await
+    }
+
+    /// Like `commit`, but may wait a few milliseconds to share its fsync with others.
+    pub async fn commit_patient(&self) -> Result<(), StoreError> {
+        self.request(true).await
+    }
+
+    async fn request(&self, patient: bool) -> Result<(), StoreError> {
         let (tx, rx) = oneshot::channel();
         self.requests
             .as_ref()
             .ok_or_else(|| StoreError::Unavailable("the store is closing".into()))?
-            .send(tx)
+            .send(Waiter { reply: tx, patient })
             .map_err(|_| StoreError::Unavailable("the commit thread has stopped".into()))?;
         rx.await
             .map_err(|_| StoreError::Unavailable("the commit thread has stopped".into()))?
@@ -70,11 +89,26 @@ fn run(db: sled::Db, files: Vec<File>, rx: mpsc::Receiver<Waiter>, stats: Arc<Co
         while let Ok(more) = rx.try_recv() {
             batch.push(more);
         }
+        if batch.iter().all(|w| w.patient) {
+            let deadline = std::time::Instant::now() + PATIENCE;
+            while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+                match rx.recv_timeout(left) {
+                    Ok(more) => {
+                        let eager = !more.patient;
+                        batch.push(more);
+                        if eager {
+                            break;
+                        }
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
         let result = sync(&db, &files);
         stats.commits.fetch_add(1, Relaxed);
         stats.waiters.fetch_add(batch.len() as u64, Relaxed);
         for waiter in batch.drain(..) {
-            let _ = waiter.send(result.clone());
+            let _ = waiter.reply.send(result.clone());
         }
     }
 }

@@ -298,6 +298,18 @@ impl Store {
         Ok(())
     }
 
+    /// Like `commit`, for a caller that can wait a few milliseconds so that a steady stream
+    /// of such commits shares fsyncs (the dispatcher's `sending` records).
+    pub async fn commit_patient(&self) -> Result<(), StoreError> {
+        let inner = self.inner()?;
+        let result = inner.committer.commit_patient().await;
+        drop(inner);
+        if let Err(e) = &result {
+            self.failed(e);
+        }
+        result
+    }
+
     pub async fn commit(&self) -> Result<(), StoreError> {
         let inner = self.inner()?;
         let result = inner.committer.commit().await;
