@@ -355,31 +355,35 @@ impl Bench {
         Ok(d)
     }
 
-    /// Closed-loop single enqueues over 64 connections, each run on a fresh daemon.
-    async fn enqueue(&mut self) -> anyhow::Result<()> {
-        let bodies = single_bodies();
-        let mut rates = Vec::new();
+    /// `plan.runs` closed-loop runs of `requests`, each on a fresh daemon. Nothing is
+    /// dispatched (every message is parked), so no simulator is needed. Returns the median
+    /// rate, every run's rate, and the run closest to the median (for its details).
+    async fn closed_loop_runs(
+        &mut self,
+        requests: Arc<Vec<Bytes>>,
+        per_request: u64,
+        connections: usize,
+    ) -> anyhow::Result<(f64, Vec<f64>, load::Throughput)> {
         let mut details = Vec::new();
-        for _ in 0..self.plan.runs {
-            // Nothing is dispatched (every message is parked), so no simulator is needed.
+        for _ in 0..self.plan.runs.max(1) {
             let mut d = self.daemon("http://127.0.0.1:9", 80).await?;
-            let t = load::closed_loop(
-                &d,
-                Work {
-                    requests: bodies.clone(),
-                    per_request: 1,
-                    connections: 64,
-                },
-                self.plan.warmup,
-                self.plan.measure,
-            )
-            .await?;
+            let work = Work {
+                requests: requests.clone(),
+                per_request,
+                connections,
+            };
+            let t = load::closed_loop(&d, work, self.plan.warmup, self.plan.measure).await?;
             d.stop().await?;
-            rates.push(t.rate);
             details.push(t);
         }
+        let rates: Vec<f64> = details.iter().map(|t| t.rate).collect();
         let m = median(rates.clone());
-        let t = closest(&details, m, |t| t.rate);
+        Ok((m, rates, closest(&details, m, |t| t.rate)))
+    }
+
+    /// Closed-loop single enqueues over 64 connections, each run on a fresh daemon.
+    async fn enqueue(&mut self) -> anyhow::Result<()> {
+        let (m, rates, t) = self.closed_loop_runs(single_bodies(), 1, 64).await?;
         self.push(
             Figure::new("enqueue_single_64conn", m, "msg/s")
                 .at_least(70_000.0)
@@ -404,27 +408,7 @@ impl Bench {
                 })
                 .collect(),
         );
-        let mut rates = Vec::new();
-        let mut details = Vec::new();
-        for _ in 0..self.plan.runs {
-            let mut d = self.daemon("http://127.0.0.1:9", 80).await?;
-            let t = load::closed_loop(
-                &d,
-                Work {
-                    requests: bodies.clone(),
-                    per_request: 1000,
-                    connections: 4,
-                },
-                self.plan.warmup,
-                self.plan.measure,
-            )
-            .await?;
-            d.stop().await?;
-            rates.push(t.rate);
-            details.push(t);
-        }
-        let m = median(rates.clone());
-        let t = closest(&details, m, |t| t.rate);
+        let (m, rates, t) = self.closed_loop_runs(bodies, 1000, 4).await?;
         self.push(
             Figure::new("enqueue_batch_1000", m, "msg/s")
                 .at_least(250_000.0)
