@@ -11,6 +11,7 @@ pub mod daemon;
 pub mod demo;
 pub mod dispatch;
 pub mod error;
+pub mod http_head;
 pub mod loadrun;
 pub mod metrics;
 pub mod model;

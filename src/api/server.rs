@@ -23,6 +23,8 @@ use tower::ServiceExt as _;
 
 use crate::app::App;
 use crate::config::SocketConfig;
+use crate::error::ApiError;
+use crate::http_head;
 use crate::metrics::Metrics;
 
 use super::peer::{self, Peer};
@@ -248,6 +250,15 @@ async fn serve_connection(
                 .then(|| (req.method().clone(), req.uri().path().to_string()));
             let res = match refusal {
                 Some(e) => e.into_response(),
+                None if http_head::too_large(&req) => ApiError::new(
+                    431,
+                    "headers_too_large",
+                    format!(
+                        "the request's target and headers exceed {} bytes",
+                        http_head::MAX_HEAD_BYTES
+                    ),
+                )
+                .into_response(),
                 None => router
                     .oneshot(req)
                     .await

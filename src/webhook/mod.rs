@@ -155,7 +155,19 @@ async fn serve_http(
         tasks.spawn(async move {
             let service =
                 hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    router.clone().oneshot(req.map(Body::new))
+                    let refused = crate::http_head::too_large(&req).then(|| {
+                        text(
+                            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                            "request headers too large",
+                        )
+                    });
+                    let router = router.clone();
+                    async move {
+                        match refused {
+                            Some(answer) => Ok(answer),
+                            None => router.oneshot(req.map(Body::new)).await,
+                        }
+                    }
                 });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
