@@ -380,8 +380,8 @@ fn sigkill_loop_keeps_every_acknowledged_message() {
         }
     }
     let stored_unacked = messages.len() - acks.ids.len();
-    // A batch is committed at once, but its records are written one by one before that
-    // commit and sled writes in the background: a kill before the answer may leave a part.
+    // A kill before a batch's answer leaves all of it (the kill came after it was finished)
+    // or none of it (the next start takes back an unfinished batch), never a part.
     let stored_of_batch: Vec<usize> = unanswered_batches
         .iter()
         .map(|first| {
@@ -395,9 +395,10 @@ fn sigkill_loop_keeps_every_acknowledged_message() {
         .filter(|n| **n > 0 && **n < BIG)
         .count();
     let log = d.log();
+    let taken_back = log.matches("took back the messages of a batch").count();
     let report = format!(
         "crash loop: {loops} SIGKILLs in {load_s:.1} s of load ({} under load, {} while draining, {} during start-up \
-         ({} before the socket answered), {} during a 2,000-item batch ({} of them acknowledged; items stored of the unanswered ones: {:?}, {} partial)); \
+         ({} before the socket answered), {} during a 2,000-item batch ({} of them acknowledged; items stored of the unanswered ones: {:?}, {} partial, {} taken back at the next start)); \
          the store opened at every restart ({} starts that served); {} ids acknowledged, {} messages stored ({} stored \
          but unanswered: the kill came after the commit), {} requests left unanswered; all sent. \
          Meta accepted {} messages more than once ({} extra sends); {} messages were resent after \
@@ -410,6 +411,7 @@ fn sigkill_loop_keeps_every_acknowledged_message() {
         kills.big_batch_acked,
         stored_of_batch,
         partial,
+        taken_back,
         loops + 1,
         acks.ids.len(),
         messages.len(),
@@ -428,6 +430,10 @@ fn sigkill_loop_keeps_every_acknowledged_message() {
             .filter(|l| l.contains("panicked"))
             .collect::<Vec<_>>()
             .join("\n")
+    );
+    assert_eq!(
+        partial, 0,
+        "part of an unanswered batch was kept (items stored per unanswered batch: {stored_of_batch:?})"
     );
     assert!(
         unexplained.is_empty(),

@@ -159,3 +159,58 @@ async fn durable_log_keeps_order_across_reopen() {
         .collect();
     assert_eq!(entries, vec![b"second".to_vec(), b"third".to_vec()]);
 }
+
+/// A batch is kept whole or not at all: the messages of a batch that was written and committed
+/// but never finished (the daemon died before answering) are taken back at the next opening;
+/// a finished batch stays, and so do messages written beside it.
+#[tokio::test]
+async fn an_unfinished_batch_is_taken_back_whole_at_the_next_opening() {
+    let dir = tempfile::tempdir().unwrap();
+    let (outside, unfinished, finished) = {
+        let store = Store::open(dir.path(), &cfg()).unwrap();
+        let outside = message(&store, "14150000001", None);
+        store.insert_new(&outside).unwrap();
+
+        // 1,300 ids: more than one record of ids.
+        let batch: Vec<Message> = (0..1300)
+            .map(|i| message(&store, &format!("1416{i:07}"), Some(&format!("k{i}"))))
+            .collect();
+        let ids: Vec<u64> = batch.iter().map(|m| m.id).collect();
+        let _mark = store.begin_batch(&ids).unwrap();
+        for m in &batch {
+            assert_eq!(store.insert_new(m).unwrap(), Insert::Created);
+        }
+        store.commit().await.unwrap();
+
+        let done: Vec<Message> = (0..10)
+            .map(|i| message(&store, &format!("1417{i:07}"), None))
+            .collect();
+        let done_ids: Vec<u64> = done.iter().map(|m| m.id).collect();
+        let mark = store.begin_batch(&done_ids).unwrap();
+        for m in &done {
+            store.insert_new(m).unwrap();
+        }
+        store.commit().await.unwrap();
+        store.end_batch(mark).unwrap();
+        store.commit().await.unwrap();
+        assert_eq!(store.unfinished_batches().unwrap(), 3);
+        (outside.id, ids, done_ids)
+    };
+    let store = Store::open(dir.path(), &cfg()).unwrap();
+    let total = store.recover(|_| {}).unwrap();
+    assert_eq!(total, 11, "the outside message and the finished batch");
+    assert_eq!(store.unfinished_batches().unwrap(), 0);
+    assert!(store.get(outside).unwrap().is_some());
+    for id in &finished {
+        assert!(store.get(*id).unwrap().is_some());
+    }
+    for id in &unfinished {
+        assert!(
+            store.get(*id).unwrap().is_none(),
+            "{id} of the unfinished batch"
+        );
+    }
+    // Their idempotency keys are free again: the client's retry is stored, not a duplicate.
+    let retry = message(&store, "14160000000", Some("k0"));
+    assert_eq!(store.insert_new(&retry).unwrap(), Insert::Created);
+}

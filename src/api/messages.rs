@@ -119,18 +119,27 @@ pub async fn batch(
     // Thousands of store writes: keep them off the async workers.
     let writer = app.clone();
     let generation = app.store.generation();
-    let results = tokio::task::spawn_blocking(move || {
+    let (results, mark) = tokio::task::spawn_blocking(move || {
         let now = now_ms();
         let senders = cfg.sender_names();
-        items
+        let prepared: Vec<Result<Message, ApiError>> = items
             .iter()
             .enumerate()
-            .map(|(i, item)| {
-                prepare(&writer, &cfg, &senders, item, now)
-                    .and_then(|m| insert(&writer, m))
-                    .map_err(|e| in_item(e, i))
-            })
-            .collect::<Vec<_>>()
+            .map(|(i, item)| prepare(&writer, &cfg, &senders, item, now).map_err(|e| in_item(e, i)))
+            .collect();
+        // Recorded before the first message is written: a crash before the answer takes back
+        // the whole batch, never part of it.
+        let ids: Vec<u64> = prepared.iter().flatten().map(|m| m.id).collect();
+        let mark = match ids.is_empty() {
+            true => None,
+            false => Some(writer.store.begin_batch(&ids)?),
+        };
+        let results: Vec<Result<Outcome, ApiError>> = prepared
+            .into_iter()
+            .enumerate()
+            .map(|(i, m)| m.and_then(|m| insert(&writer, m).map_err(|e| in_item(e, i))))
+            .collect();
+        Ok::<_, ApiError>((results, mark))
     })
     .await
     .map_err(|e| {
@@ -139,11 +148,22 @@ pub async fn batch(
             "internal",
             format!("the batch could not be processed: {e}"),
         )
-    })?;
+    })??;
 
-    // One commit makes every valid item durable together.
+    // One commit makes every valid item durable together; a second one, that the batch is
+    // finished and must stay whole.
     let written: Vec<&Outcome> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
     commit_or_roll_back(&app, generation, &written).await?;
+    if let Some(mark) = mark {
+        let ended = app.store.end_batch(mark).map_err(ApiError::from);
+        match ended {
+            Ok(()) => commit_or_roll_back(&app, generation, &written).await?,
+            Err(e) => {
+                roll_back(&app, &written);
+                return Err(e);
+            }
+        }
+    }
 
     // The answer is written as text item by item: the same bytes as serialising
     // `{"results": [...]}` built from values, without a value per item.
@@ -452,15 +472,20 @@ async fn commit_or_roll_back(
         return Ok(());
     }
     if let Err(e) = app.store.commit_since(generation).await {
-        for o in outcomes {
-            if let Outcome::Created(m) = o {
-                let _ = app.store.remove(m);
-            }
-        }
+        roll_back(app, outcomes);
         tracing::error!(error = %e, "commit failed; enqueue refused");
         return Err(e.into());
     }
     Ok(())
+}
+
+/// Takes back (best effort) the messages of a request that is refused after they were written.
+fn roll_back(app: &App, outcomes: &[&Outcome]) {
+    for o in outcomes {
+        if let Outcome::Created(m) = o {
+            let _ = app.store.remove(m);
+        }
+    }
 }
 
 /// A durable new message goes to the dispatcher and the event stream.

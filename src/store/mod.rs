@@ -3,6 +3,7 @@
 //!
 //! Invariant: `commit()` returns only after everything written before it is fsync'd.
 
+mod batch;
 pub mod codec;
 mod commit;
 mod log;
@@ -20,6 +21,7 @@ use std::time::{Duration, Instant};
 use crate::config::StoreConfig;
 use crate::model::{Message, State};
 
+pub use batch::BatchMark;
 pub use codec::RECORD_VERSION;
 pub use commit::CommitStats;
 pub use log::DurableLog;
@@ -132,6 +134,7 @@ struct Inner {
     idempotency: sled::Tree,
     windows: sled::Tree,
     wamids: sled::Tree,
+    unfinished_batches: sled::Tree,
     committer: commit::Committer,
 }
 
@@ -143,6 +146,8 @@ impl Inner {
         let idempotency = db.open_tree("idempotency")?;
         let windows = db.open_tree("windows")?;
         let wamids = db.open_tree("wamids")?;
+        let unfinished_batches = db.open_tree(batch::TREE)?;
+        batch::roll_back_unfinished(&messages, &unfinished_batches)?;
         db.flush()?;
         // New files must be reachable after power loss: fsync the directory entries once.
         fsync_dir(dir)?;
@@ -158,6 +163,7 @@ impl Inner {
             idempotency,
             windows,
             wamids,
+            unfinished_batches,
             committer,
         })
     }
