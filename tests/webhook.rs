@@ -715,6 +715,41 @@ async fn large_payloads_up_to_the_limit() {
     d.shutdown().await;
 }
 
+/// A head past 64 KiB is refused with 431 whatever the timing of the reads (hyper's own buffer
+/// limit alone depends on it); a normal request on the next connection is served.
+#[tokio::test]
+async fn an_oversized_head_gets_431() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = start(dir.path(), "").await;
+    let c = reqwest::Client::new();
+    let big = "x".repeat(100 * 1024);
+    let r = c
+        .get(d.url())
+        .header("x-big", big)
+        .query(&[
+            ("hub.mode", "subscribe"),
+            ("hub.verify_token", VERIFY),
+            ("hub.challenge", "1"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 431);
+    let ok = c
+        .get(d.url())
+        .header("x-fine", "y".repeat(16 * 1024))
+        .query(&[
+            ("hub.mode", "subscribe"),
+            ("hub.verify_token", VERIFY),
+            ("hub.challenge", "2"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.text().await.unwrap(), "2");
+    d.shutdown().await;
+}
+
 /// POSTs `body` with `Transfer-Encoding: chunked`; returns the status code.
 async fn post_chunked(addr: SocketAddr, body: &[u8]) -> u16 {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
