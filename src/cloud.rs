@@ -135,6 +135,10 @@ pub enum SendOutcome {
     /// Meta accepted the message (HTTP 200 with `messages[0].id`).
     Accepted {
         wamid: String,
+        /// `contacts[0].wa_id`: the WhatsApp user id Meta resolved `to` to. It can differ
+        /// from the dialled digits (Brazil's extra 9th digit, Mexico's `521`), and inbound
+        /// messages and statuses then come from it.
+        wa_id: Option<String>,
     },
     Failed(CloudError),
 }
@@ -341,7 +345,7 @@ impl CloudClient {
             .try_send(phone_number_id, token, to, message_json)
             .await
         {
-            Ok(wamid) => SendOutcome::Accepted { wamid },
+            Ok(Accepted { wamid, wa_id }) => SendOutcome::Accepted { wamid, wa_id },
             Err(e) => SendOutcome::Failed(e.redact(token)),
         };
         match &outcome {
@@ -367,7 +371,7 @@ impl CloudClient {
         token: &str,
         to: &str,
         message_json: &str,
-    ) -> Result<String, CloudError> {
+    ) -> Result<Accepted, CloudError> {
         // The id becomes part of the URL path, so only the characters of Meta's ids pass.
         if phone_number_id.is_empty()
             || !phone_number_id
@@ -486,8 +490,16 @@ async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, reqwest
 struct UsualAnswer<'a> {
     #[serde(borrow)]
     messages: Vec<UsualMessage<'a>>,
+    #[serde(default, borrow)]
+    contacts: Vec<UsualContact<'a>>,
     #[serde(default)]
     error: Present,
+}
+
+#[derive(serde::Deserialize)]
+struct UsualContact<'a> {
+    #[serde(default, borrow)]
+    wa_id: Option<std::borrow::Cow<'a, str>>,
 }
 
 #[derive(serde::Deserialize)]
@@ -507,13 +519,29 @@ impl<'de> serde::Deserialize<'de> for Present {
     }
 }
 
-/// Turns an answer into a wamid or an error.
-fn interpret(status: u16, body: &[u8]) -> Result<String, CloudError> {
+/// What a success answer tells: the message id and whom Meta resolved the recipient to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Accepted {
+    wamid: String,
+    wa_id: Option<String>,
+}
+
+/// Turns an answer into a wamid (and the recipient's wa_id, when given) or an error.
+fn interpret(status: u16, body: &[u8]) -> Result<Accepted, CloudError> {
     if (200..300).contains(&status) {
         if let Ok(answer) = serde_json::from_slice::<UsualAnswer>(body) {
             if !answer.error.0 {
                 if let Some(first) = answer.messages.first().filter(|m| !m.id.is_empty()) {
-                    return Ok(first.id.clone().into_owned());
+                    let wa_id = answer
+                        .contacts
+                        .first()
+                        .and_then(|c| c.wa_id.as_deref())
+                        .filter(|w| !w.is_empty())
+                        .map(str::to_string);
+                    return Ok(Accepted {
+                        wamid: first.id.clone().into_owned(),
+                        wa_id,
+                    });
                 }
             }
         }
@@ -533,8 +561,17 @@ fn interpret(status: u16, body: &[u8]) -> Result<String, CloudError> {
             .and_then(|v| v.pointer("/messages/0/id"))
             .and_then(Value::as_str)
             .filter(|id| !id.is_empty());
+        let wa_id = parsed
+            .as_ref()
+            .and_then(|v| v.pointer("/contacts/0/wa_id"))
+            .and_then(Value::as_str)
+            .filter(|w| !w.is_empty())
+            .map(str::to_string);
         return match wamid {
-            Some(id) => Ok(id.to_string()),
+            Some(id) => Ok(Accepted {
+                wamid: id.to_string(),
+                wa_id,
+            }),
             None => Err(CloudError {
                 class: ErrorClass::Transient,
                 meta_code: None,
@@ -695,7 +732,31 @@ mod tests {
     #[test]
     fn interpret_answers() {
         let ok = br#"{"messaging_product":"whatsapp","contacts":[{"input":"1","wa_id":"1"}],"messages":[{"id":"wamid.A"}]}"#;
-        assert_eq!(interpret(200, ok), Ok("wamid.A".to_string()));
+        let accepted = |wamid: &str, wa_id: Option<&str>| {
+            Ok(Accepted {
+                wamid: wamid.to_string(),
+                wa_id: wa_id.map(str::to_string),
+            })
+        };
+        assert_eq!(interpret(200, ok), accepted("wamid.A", Some("1")));
+        // The wa_id Meta resolved the dialled number to (Brazil's old 12-digit ids).
+        let br = br#"{"contacts":[{"input":"+5511987654321","wa_id":"551187654321"}],"messages":[{"id":"wamid.B"}]}"#;
+        assert_eq!(
+            interpret(200, br),
+            accepted("wamid.B", Some("551187654321"))
+        );
+        // No contacts, or an odd one, still gives the wamid.
+        assert_eq!(
+            interpret(200, br#"{"messages":[{"id":"wamid.C"}]}"#),
+            accepted("wamid.C", None)
+        );
+        assert_eq!(
+            interpret(
+                200,
+                br#"{"contacts":[{"wa_id":7}],"messages":[{"id":"wamid.D"}]}"#
+            ),
+            accepted("wamid.D", None)
+        );
 
         let e = interpret(
             400,

@@ -201,7 +201,8 @@ async fn success_returns_the_wamid_and_sends_the_right_request() {
     assert_eq!(
         outcome,
         SendOutcome::Accepted {
-            wamid: "wamid.HBgLMTU1NTEyMzQ1NjcVAgARGBI".to_string()
+            wamid: "wamid.HBgLMTU1NTEyMzQ1NjcVAgARGBI".to_string(),
+            wa_id: Some(TO.to_string()),
         }
     );
 

@@ -720,6 +720,68 @@ async fn inbound_opens_the_window_and_is_signed() {
     sim.shutdown().await;
 }
 
+/// Brazil: dialled with the ninth digit, known to WhatsApp by the 12-digit id it registered with.
+const DIALLED_BR: &str = "5511987654321";
+const WA_ID_BR: &str = "551187654321";
+
+#[tokio::test]
+async fn a_number_known_under_another_wa_id_has_its_window_by_wa_id() {
+    let (inbox, url) = receiver().await;
+    let mut cfg = with_webhook(&url);
+    cfg.wa_ids.insert(format!("+{DIALLED_BR}"), WA_ID_BR.into());
+    let sim = start(cfg).await;
+
+    // The answer names the wa_id; the statuses carry it as recipient_id.
+    let (status, body) = send(&sim, &template_to("+55 11 98765-4321", "welcome", &["Ana"])).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["contacts"][0]["input"], "+55 11 98765-4321");
+    assert_eq!(body["contacts"][0]["wa_id"], WA_ID_BR);
+    let tid = wamid(&body);
+    assert!(eventually(|| inbox.has_status(&tid, "read")).await);
+    assert!(inbox
+        .statuses_of(&tid)
+        .iter()
+        .all(|s| s["recipient_id"] == WA_ID_BR));
+
+    // No inbound yet: a free-form send to the dialled number is outside the window.
+    let (_, body) = send(&sim, &text_to(DIALLED_BR, "still there?")).await;
+    let outside = wamid(&body);
+    assert!(eventually(|| inbox.has_status(&outside, "failed")).await);
+    assert_eq!(inbox.statuses_of(&outside)[0]["errors"][0]["code"], 131047);
+
+    // The user writes (named by the dialled number here): the webhook's `from` is the wa_id,
+    // and the window it opens is the one a send to the dialled number needs.
+    let (status, answer) = sim_post(
+        &sim,
+        "/sim/inbound",
+        json!({"from": DIALLED_BR, "text": "Oi"}),
+    )
+    .await;
+    assert_eq!(
+        (status, &answer["from"]),
+        (200, &json!(WA_ID_BR)),
+        "{answer}"
+    );
+    assert!(eventually(|| inbox.values().iter().any(|v| v["messages"].is_array())).await);
+    let value = inbox
+        .values()
+        .into_iter()
+        .find(|v| v["messages"].is_array())
+        .unwrap();
+    assert_eq!(value["messages"][0]["from"], WA_ID_BR);
+    assert_eq!(value["contacts"][0]["wa_id"], WA_ID_BR);
+    let (_, body) = send(&sim, &text_to(DIALLED_BR, "Olá!")).await;
+    let inside = wamid(&body);
+    assert!(eventually(|| inbox.has_status(&inside, "read")).await);
+    assert!(!inbox.has_status(&inside, "failed"));
+
+    // Unlisted numbers are their own wa_id, as before.
+    let (_, body) = send(&sim, &template_to("14155550113", "welcome", &["Ann"])).await;
+    assert_eq!(body["contacts"][0]["wa_id"], "14155550113");
+    assert_eq!(http_stats(&sim).await.violation(131047), 1);
+    sim.shutdown().await;
+}
+
 #[tokio::test]
 async fn injected_errors_by_kind() {
     let sim = start(SimConfig::default()).await;
@@ -948,6 +1010,10 @@ category = "marketing"
 
 [statuses]
 never_read_share = 0.5
+
+[wa_ids]
+"5511987654321" = "551187654321"
+"+52 1 55 1234 5678" = "525512345678"
 "#,
     )
     .unwrap();
@@ -966,6 +1032,9 @@ never_read_share = 0.5
         "untouched keys keep their defaults"
     );
     assert_eq!(cfg.app_secret, "sim-app-secret");
+    assert_eq!(cfg.wa_ids.len(), 2, "{:?}", cfg.wa_ids);
+    assert_eq!(cfg.wa_ids["5511987654321"], "551187654321");
+    assert_eq!(cfg.wa_ids["+52 1 55 1234 5678"], "525512345678");
 
     std::fs::write(&path, "[faults]\nlatency = 5\n").unwrap();
     let err = format!("{:#}", sim::load_config(&path).unwrap_err());
@@ -973,4 +1042,7 @@ never_read_share = 0.5
     std::fs::write(&path, "[faults]\ncode_1_share = 1.5\n").unwrap();
     let err = format!("{:#}", sim::load_config(&path).unwrap_err());
     assert!(err.contains("code_1_share"), "{err}");
+    std::fs::write(&path, "[wa_ids]\n\"5511987654321\" = \"not a number\"\n").unwrap();
+    let err = format!("{:#}", sim::load_config(&path).unwrap_err());
+    assert!(err.contains("wa_ids"), "{err}");
 }

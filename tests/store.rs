@@ -137,6 +137,63 @@ async fn windows_never_move_backwards_and_wamids_map_to_ids() {
 }
 
 #[tokio::test]
+async fn wa_id_aliases_survive_reopen_and_open_the_dialled_numbers_windows() {
+    // Brazil: dialled with the ninth digit, known to WhatsApp by the 12-digit wa_id.
+    let (dialled, wa_id) = ("5511987654321", "551187654321");
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path(), &cfg()).unwrap();
+        // The usual case: the wa_id is the number dialled, and nothing is recorded.
+        assert!(!store
+            .learn_wa_id("main", "14155550100", "14155550100")
+            .unwrap());
+        assert!(store
+            .dialled_numbers("main", "14155550100")
+            .unwrap()
+            .is_empty());
+        assert!(store.learn_wa_id("main", dialled, wa_id).unwrap());
+        // Every later send answers the same: already known.
+        assert!(!store.learn_wa_id("main", dialled, wa_id).unwrap());
+        store.commit().await.unwrap();
+    }
+    let store = Store::open(dir.path(), &cfg()).unwrap();
+    assert_eq!(store.dialled_numbers("main", wa_id).unwrap(), vec![dialled]);
+    assert_eq!(
+        store.dialled_numbers("main", &format!("+{wa_id}")).unwrap(),
+        vec![dialled]
+    );
+    assert!(store.dialled_numbers("other", wa_id).unwrap().is_empty());
+    assert!(store.dialled_numbers("main", dialled).unwrap().is_empty());
+
+    // An inbound from the wa_id opens its window and the dialled number's.
+    assert_eq!(store.record_inbound("main", wa_id, 5_000).unwrap(), 5_000);
+    assert_eq!(store.last_inbound("main", dialled).unwrap(), Some(5_000));
+    assert_eq!(store.last_inbound("other", dialled).unwrap(), None);
+    // Never backwards, for either of them.
+    store.record_inbound("main", dialled, 9_000).unwrap();
+    assert_eq!(store.record_inbound("main", wa_id, 7_000).unwrap(), 7_000);
+    assert_eq!(store.last_inbound("main", dialled).unwrap(), Some(9_000));
+    // 131047 for a message sent at 8 s: the windows older than that send are forgotten.
+    assert!(store.close_window("main", wa_id, 8_000).unwrap());
+    assert_eq!(store.last_inbound("main", wa_id).unwrap(), None);
+    assert_eq!(store.last_inbound("main", dialled).unwrap(), Some(9_000));
+    assert!(store.close_window("main", wa_id, 9_500).unwrap());
+    assert_eq!(store.last_inbound("main", dialled).unwrap(), None);
+
+    // A reply from the wa_id before the first send: learning the alias carries it over.
+    store
+        .record_inbound("main", "5215512345678", 4_000)
+        .unwrap();
+    assert!(store
+        .learn_wa_id("main", "525512345678", "5215512345678")
+        .unwrap());
+    assert_eq!(
+        store.last_inbound("main", "525512345678").unwrap(),
+        Some(4_000)
+    );
+}
+
+#[tokio::test]
 async fn durable_log_keeps_order_across_reopen() {
     let dir = tempfile::tempdir().unwrap();
     {

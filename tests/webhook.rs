@@ -950,3 +950,58 @@ async fn a_131047_failure_forgets_the_window_unless_the_user_wrote_again() {
     webhook::apply_payload(&app, failed("wamid.W2").as_bytes()).unwrap();
     assert!(window_open(&app, "16505550102"));
 }
+
+/// Brazil: dialled with the ninth digit, known to WhatsApp by the 12-digit wa_id.
+const DIALLED_BR: &str = "5511987654321";
+const WA_ID_BR: &str = "551187654321";
+
+#[tokio::test]
+async fn an_inbound_from_a_wa_id_opens_the_windows_of_the_numbers_aliased_to_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = build_app(dir.path(), "").await;
+    let inbound = |from: &str, id: &str| {
+        envelope(
+            PNID,
+            json!({"contacts": [{"profile": {"name": "Ana"}, "wa_id": from}],
+                   "messages": [{"from": from, "id": id, "timestamp": now_s().to_string(),
+                                 "type": "text", "text": {"body": "Oi"}}]}),
+        )
+    };
+    // Before any send waq cannot know that a number and a wa_id are one user.
+    webhook::apply_payload(&app, inbound("525512345678", "wamid.IN1").as_bytes()).unwrap();
+    assert!(window_open(&app, "525512345678"));
+    assert!(!window_open(&app, "5215512345678"));
+
+    // A send's answer said the dialled number is reached as the wa_id; nobody wrote yet.
+    assert!(app.store.learn_wa_id("main", DIALLED_BR, WA_ID_BR).unwrap());
+    assert!(!window_open(&app, DIALLED_BR));
+    webhook::apply_payload(&app, inbound(WA_ID_BR, "wamid.IN2").as_bytes()).unwrap();
+    assert!(window_open(&app, WA_ID_BR));
+    assert!(window_open(&app, DIALLED_BR));
+    assert_eq!(
+        app.store.last_inbound("main", DIALLED_BR).unwrap(),
+        app.store.last_inbound("main", WA_ID_BR).unwrap()
+    );
+}
+
+#[tokio::test]
+async fn a_131047_for_a_wa_id_forgets_the_windows_of_the_numbers_aliased_to_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = build_app(dir.path(), "").await;
+    app.store.learn_wa_id("main", DIALLED_BR, WA_ID_BR).unwrap();
+    app.store
+        .record_inbound("main", WA_ID_BR, now_ms() - 120_000)
+        .unwrap();
+    assert!(window_open(&app, DIALLED_BR) && window_open(&app, WA_ID_BR));
+    insert_sent(&app, DIALLED_BR, "wamid.BR1", State::Sent);
+    // Meta names the user by wa_id in the status.
+    let failed = envelope(
+        PNID,
+        json!({"statuses": [{"id": "wamid.BR1", "status": "failed", "timestamp": now_s().to_string(),
+            "recipient_id": WA_ID_BR,
+            "errors": [{"code": 131047, "title": "Re-engagement message"}]}]}),
+    );
+    webhook::apply_payload(&app, failed.as_bytes()).unwrap();
+    assert!(!window_open(&app, DIALLED_BR));
+    assert!(!window_open(&app, WA_ID_BR));
+}

@@ -7,12 +7,18 @@ mod common;
 use serde_json::{json, Value};
 
 use common::{sim_config, template_request, text_request, wait_until, Daemon, Sim, PATIENCE};
-use waq::sim::StatusConfig;
+use waq::sim::{SimConfig, StatusConfig};
 
 /// The simulator, with webhooks to a daemon that listens for them, and that daemon.
 fn start(statuses: StatusConfig) -> (Sim, Daemon) {
+    start_with(statuses, |_| {})
+}
+
+/// Like `start`, with the simulator's configuration adjusted by `tweak`.
+fn start_with(statuses: StatusConfig, tweak: impl FnOnce(&mut SimConfig)) -> (Sim, Daemon) {
     let port = common::free_port();
     let mut cfg = sim_config();
+    tweak(&mut cfg);
     cfg.webhook.url = Some(format!("http://127.0.0.1:{port}/webhook"));
     cfg.webhook.retry_backoff_ms = 50;
     cfg.statuses = statuses;
@@ -153,4 +159,107 @@ fn a_user_message_opens_the_window_and_free_form_goes_out_as_text() {
     // Had a text gone to a closed window, the simulator would have counted it and failed it.
     assert_eq!(n.violation(131047), 0, "{n:?}");
     assert_eq!((n.accepted, n.inbound), (3, 1), "{n:?}");
+}
+
+/// Brazil: dialled with the ninth digit, known to WhatsApp by the 12-digit wa_id.
+const DIALLED: &str = "+5511987654321";
+const WA_ID: &str = "551187654321";
+
+fn fast_statuses() -> StatusConfig {
+    StatusConfig {
+        sent_ms: 20,
+        delivered_ms: 40,
+        read_ms: 60,
+        ..StatusConfig::default()
+    }
+}
+
+/// The simulator knows the dialled number under `WA_ID`, as Meta does for such users.
+fn start_brazil() -> (Sim, Daemon) {
+    start_with(fast_statuses(), |cfg| {
+        cfg.wa_ids.insert(DIALLED.into(), WA_ID.into());
+    })
+}
+
+fn text_with_fallback(to: &str) -> Value {
+    let mut m = text_request(to, "Seu pedido foi enviado");
+    m["fallback_template"] = json!({"name": "order_update", "language": {"code": "en_US"},
+        "components": [{"type": "body", "parameters": [{"type": "text", "text": "4521"}]}]});
+    m
+}
+
+fn window_open(d: &Daemon, number: &str) -> bool {
+    let r = d.get(&format!("/v1/recipients/{number}?sender=main"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()["window_open"] == true
+}
+
+fn wait_window_open(d: &Daemon, number: &str) {
+    wait_until(
+        &format!("the window of {number} open in waq"),
+        PATIENCE,
+        || window_open(d, number).then_some(()),
+        || {
+            d.get(&format!("/v1/recipients/{number}?sender=main"))
+                .text()
+        },
+    );
+}
+
+#[test]
+fn an_inbound_from_the_wa_id_opens_the_window_of_the_number_dialled() {
+    let (sim, d) = start_brazil();
+    // A first contact is a template; Meta's answer tells waq the number's wa_id.
+    let first = d.enqueue(&template_request(DIALLED));
+    d.wait_message(&first, PATIENCE, |m| m["state"] == "read");
+
+    // The user replies: Meta's webhook says `from` the wa_id, not the dialled number.
+    let answer = sim.inbound(WA_ID);
+    assert_eq!(answer["from"], WA_ID, "{answer}");
+    wait_window_open(&d, "5511987654321");
+    assert!(window_open(&d, WA_ID));
+
+    // So the free-form text goes out as text, not as its fallback, and Meta delivers it.
+    let id = d.enqueue(&text_with_fallback(DIALLED));
+    let m = d.wait_message(&id, PATIENCE, |m| m["state"] == "read");
+    assert_eq!(m["type"], "text", "{m}");
+    assert_eq!(m["substituted_template"], Value::Null, "{m}");
+    // Nor is a text without a fallback refused at enqueue.
+    let plain = d.enqueue(&text_request(DIALLED, "Mais alguma coisa?"));
+    d.wait_message(&plain, PATIENCE, |m| m["state"] == "read");
+
+    wait_webhooks_drained(&sim);
+    let n = sim.number();
+    assert_eq!(n.violation(131047), 0, "{n:?}");
+    assert_eq!((n.accepted, n.inbound), (3, 1), "{n:?}");
+}
+
+#[test]
+fn without_a_send_the_wa_id_opens_only_its_own_window_until_one_is_answered() {
+    let (sim, d) = start_brazil();
+    // Nothing was sent to the dialled number yet: waq cannot know the two are one user.
+    sim.inbound(WA_ID);
+    wait_window_open(&d, WA_ID);
+    assert!(!window_open(&d, "5511987654321"));
+    let refused = d.post("/v1/messages", &text_request(DIALLED, "Oi"));
+    assert_eq!(
+        (refused.status, refused.code()),
+        (422, "window_closed".to_string())
+    );
+
+    // As before: the text goes out as its fallback template, and Meta has nothing to fail.
+    let id = d.enqueue(&text_with_fallback(DIALLED));
+    let m = d.wait_message(&id, PATIENCE, |m| m["state"] == "read");
+    assert_eq!(m["substituted_template"], "order_update", "{m}");
+
+    // That send's answer named the wa_id: its open window now counts for the dialled number.
+    assert!(window_open(&d, "5511987654321"));
+    let id = d.enqueue(&text_with_fallback(DIALLED));
+    let m = d.wait_message(&id, PATIENCE, |m| m["state"] == "read");
+    assert_eq!(m["substituted_template"], Value::Null, "{m}");
+
+    wait_webhooks_drained(&sim);
+    let n = sim.number();
+    assert_eq!(n.violation(131047), 0, "{n:?}");
+    assert_eq!((n.accepted, n.inbound), (2, 1), "{n:?}");
 }

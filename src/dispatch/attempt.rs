@@ -140,10 +140,24 @@ pub async fn run(mut input: AttemptInput<'_>) -> (Outcome, SenderEffect) {
         .await;
     let now = now_ms();
     match outcome {
-        SendOutcome::Accepted { wamid } => {
+        SendOutcome::Accepted { wamid, wa_id } => {
             Metrics::inc(&app.metrics.sends_accepted);
             if let Err(e) = app.store.set_wamid(&wamid, input.id) {
                 tracing::error!(id = input.id, "cannot record the wamid: {e}");
+            }
+            // Inbound messages will come from the wa_id, not from the number as dialled
+            // (a no-op without a write when the two are the same, as they almost always are).
+            if let Some(wa_id) = wa_id.as_deref() {
+                match app.store.learn_wa_id(input.sender, input.to, wa_id) {
+                    Ok(true) => tracing::info!(
+                        sender = input.sender,
+                        to = input.to,
+                        wa_id,
+                        "Meta knows this number under another wa_id; its inbound messages will open this number's window"
+                    ),
+                    Ok(false) => {}
+                    Err(e) => tracing::error!(id = input.id, "cannot record the wa_id alias: {e}"),
+                }
             }
             let written = app.store.update(input.id, |m| {
                 m.wamid = Some(wamid.clone());

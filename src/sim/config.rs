@@ -4,7 +4,7 @@
 //! Every key has a default, so an empty file (or `SimConfig::default()`) is a working sandbox:
 //! one number `120000000000001` at 80 MPS, token `sim-token`, app secret `sim-app-secret`.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
 use anyhow::{bail, Context};
@@ -27,6 +27,10 @@ pub struct SimConfig {
     pub accept_any_template: bool,
     /// Recipients that are not WhatsApp users: sends to them get 131026.
     pub not_on_whatsapp: Vec<String>,
+    /// Dialled number → the WhatsApp user id (wa_id) Meta knows it by, for users whose wa_id
+    /// is not the dialled digits (Brazil's ninth digit, Mexico's `521`). Unlisted numbers are
+    /// their own wa_id.
+    pub wa_ids: BTreeMap<String, String>,
     pub pair_rate: PairRateConfig,
     pub window: WindowConfig,
     pub webhook: WebhookConfig,
@@ -49,6 +53,7 @@ impl Default for SimConfig {
             ],
             accept_any_template: false,
             not_on_whatsapp: Vec::new(),
+            wa_ids: BTreeMap::new(),
             pair_rate: PairRateConfig::default(),
             window: WindowConfig::default(),
             webhook: WebhookConfig::default(),
@@ -394,6 +399,13 @@ impl SimConfig {
                 bail!("templates[{i}]: name and language are required");
             }
         }
+        for (dialled, wa_id) in &self.wa_ids {
+            for number in [dialled, wa_id] {
+                if super::validate::normalize_phone(number).is_none() {
+                    bail!("wa_ids.{dialled:?}: {number:?} is not a phone number (7-15 digits)");
+                }
+            }
+        }
         if self.pair_rate.burst == 0 || self.pair_rate.period_ms == 0 {
             bail!("pair_rate: burst and period_ms must be at least 1");
         }
@@ -481,6 +493,17 @@ mod tests {
         cfg.faults.code_2_share = 0.6;
         let err = cfg.check().unwrap_err().to_string();
         assert!(err.contains("faults"), "{err}");
+    }
+
+    #[test]
+    fn wa_ids_must_be_phone_numbers() {
+        let mut cfg = SimConfig::default();
+        cfg.wa_ids
+            .insert("+55 11 98765-4321".into(), "551187654321".into());
+        cfg.check().unwrap();
+        cfg.wa_ids.insert("5511987654322".into(), "abc".into());
+        let err = cfg.check().unwrap_err().to_string();
+        assert!(err.contains("wa_ids"), "{err}");
     }
 
     #[test]

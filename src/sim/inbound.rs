@@ -1,5 +1,6 @@
 //! `POST /sim/inbound`: a user writes to a business number. Opens (or resets) that user's
-//! customer-service window and sends the signed `messages` webhook Meta would send.
+//! customer-service window and sends the signed `messages` webhook Meta would send. The user
+//! is known by wa_id: a dialled number listed in `wa_ids` writes as its wa_id.
 //!
 //! Body: `{"phone_number_id"?, "from", "text"?, "type"?, "name"?, "context"?, "<type>"?: {...}}`.
 //! `type` defaults to `text` (body `text`, default "Hello"); for another type the object under
@@ -40,6 +41,8 @@ pub(crate) fn receive(sim: &Sim, req: InboundRequest) -> Result<Value, String> {
     };
     let from = normalize_phone(&req.from)
         .ok_or_else(|| format!("from: {:?} is not a phone number (7-15 digits)", req.from))?;
+    // Meta's `from` is the user's wa_id, also when the request names the number as dialled.
+    let from = sim.other_wa_id(&from).map(str::to_string).unwrap_or(from);
     let kind = req.kind.as_deref().unwrap_or("text");
 
     let mut message = Map::new();

@@ -160,6 +160,11 @@ fn decide(
     if sim.not_on_whatsapp.contains(&out.wa_id) {
         return reply(violation(st, MetaError::not_on_whatsapp()));
     }
+    // From here on the user is known by wa_id, as Meta knows them; the answer shows it.
+    let mut out = out;
+    if let Some(wa_id) = sim.other_wa_id(&out.wa_id) {
+        out.wa_id = wa_id.to_string();
+    }
     let category = match &out.template {
         Some(t) => match sim.templates.check(t) {
             Ok(category) => Some(category),

@@ -27,6 +27,8 @@ pub(crate) struct Sim {
     pub not_on_whatsapp: HashSet<String>,
     /// Recipients whose window is always open.
     pub always_open: HashSet<String>,
+    /// Dialled digits → wa_id digits, for users Meta knows under another id.
+    wa_ids: HashMap<String, String>,
     /// The token that requests to unknown numbers are checked against (the top-level token).
     pub global_token: Mutex<Token>,
     pub webhooks: Webhooks,
@@ -167,10 +169,23 @@ impl Sim {
                 .map(|r| normalize_phone(r).unwrap_or_else(|| r.clone()))
                 .collect()
         };
+        let wa_ids: HashMap<String, String> = cfg
+            .wa_ids
+            .iter()
+            .filter_map(|(dialled, wa_id)| {
+                Some((normalize_phone(dialled)?, normalize_phone(wa_id)?))
+            })
+            .collect();
+        // A window belongs to the user: a dialled number listed as always open opens its wa_id's.
+        let always_open = digits(&cfg.window.open)
+            .into_iter()
+            .map(|n| wa_ids.get(&n).cloned().unwrap_or(n))
+            .collect();
         Ok(Sim {
             templates: Templates::new(&cfg.templates, cfg.accept_any_template),
             not_on_whatsapp: digits(&cfg.not_on_whatsapp),
-            always_open: digits(&cfg.window.open),
+            always_open,
+            wa_ids,
             global_token: Mutex::new(Token::new(cfg.token.clone(), now)),
             numbers,
             default_number,
@@ -182,6 +197,13 @@ impl Sim {
             shutdown,
             cfg,
         })
+    }
+
+    /// The WhatsApp user id of a dialled number (digits) when `wa_ids` gives it another one;
+    /// `None`: the number is its own wa_id. Meta keys users, their windows and their pair rate
+    /// by wa_id.
+    pub fn other_wa_id(&self, digits: &str) -> Option<&str> {
+        self.wa_ids.get(digits).map(String::as_str)
     }
 
     /// A message id unique for this simulator run, shaped like Meta's.

@@ -29,7 +29,8 @@ pub(crate) enum Request {
 pub(crate) struct Outbound {
     /// `to` as given, echoed as `contacts[].input`.
     pub to_input: String,
-    /// `to` as digits: `contacts[].wa_id` and the recipient key of every rule.
+    /// `to` as digits. `send` replaces it with the user's configured wa_id (`wa_ids`), if any,
+    /// before the stateful rules: then it is `contacts[].wa_id` and the recipient key of them all.
     pub wa_id: String,
     /// The message type (`text`, `template`, ...).
     pub kind: String,

@@ -1,5 +1,5 @@
-//! Durable storage on sled: message records, idempotency keys, recipient windows and the
-//! wamid → id map. sled stays inside this module; callers see `Message` and `StoreError`.
+//! Durable storage on sled: message records, idempotency keys, recipient windows, the
+//! wamid → id map and wa_id aliases. sled stays inside this module; callers see `Message` and `StoreError`.
 //!
 //! Invariant: `commit()` returns only after everything written before it is fsync'd.
 
@@ -8,6 +8,7 @@ pub mod codec;
 mod commit;
 mod log;
 mod recovery;
+mod wa_ids;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -134,6 +135,7 @@ struct Inner {
     idempotency: sled::Tree,
     windows: sled::Tree,
     wamids: sled::Tree,
+    wa_ids: sled::Tree,
     unfinished_batches: sled::Tree,
     committer: commit::Committer,
 }
@@ -146,6 +148,7 @@ impl Inner {
         let idempotency = db.open_tree("idempotency")?;
         let windows = db.open_tree("windows")?;
         let wamids = db.open_tree("wamids")?;
+        let wa_ids = db.open_tree(wa_ids::TREE)?;
         let unfinished_batches = db.open_tree(batch::TREE)?;
         batch::roll_back_unfinished(&messages, &unfinished_batches)?;
         db.flush()?;
@@ -163,6 +166,7 @@ impl Inner {
             idempotency,
             windows,
             wamids,
+            wa_ids,
             unfinished_batches,
             committer,
         })
@@ -433,30 +437,27 @@ impl Store {
 
     /// When `to` last wrote to `sender` (Unix ms), if ever.
     pub fn last_inbound(&self, sender: &str, to: &str) -> Result<Option<u64>, StoreError> {
-        self.with(|inner| {
-            Ok(inner
-                .windows
-                .get(window_key(sender, to))?
-                .and_then(|v| id_from_bytes(&v)))
-        })
+        self.with(|inner| window_time(inner, sender, to))
     }
 
-    /// Records an inbound message at `at_ms`; never moves the window backwards. Returns the
-    /// effective last-inbound time.
-    pub fn record_inbound(&self, sender: &str, to: &str, at_ms: u64) -> Result<u64, StoreError> {
+    /// Records an inbound message from `from` at `at_ms`, for `from` and for every number
+    /// dialled to reach it when `from` is a wa_id with aliases (see `learn_wa_id`); never
+    /// moves a window backwards. Returns the effective last-inbound time of `from`.
+    pub fn record_inbound(&self, sender: &str, from: &str, at_ms: u64) -> Result<u64, StoreError> {
         self.with(|inner| {
-            let updated = inner
-                .windows
-                .update_and_fetch(window_key(sender, to), |old| {
-                    let prev = old.and_then(id_from_bytes).unwrap_or(0);
-                    Some(prev.max(at_ms).to_be_bytes().to_vec())
-                })?;
-            Ok(updated.and_then(|v| id_from_bytes(&v)).unwrap_or(at_ms))
+            let effective = raise_window(inner, sender, from, at_ms)?;
+            for dialled in wa_ids::aliases(inner, sender, from)? {
+                if dialled != from {
+                    raise_window(inner, sender, &dialled, at_ms)?;
+                }
+            }
+            Ok(effective)
         })
     }
 
     /// Meta said the window was closed when a message sent at `sent_at_ms` arrived (131047):
-    /// forgets the window unless the user wrote again after that send. Returns whether it did.
+    /// forgets the window of `to`, and of the numbers aliased to it when it is a wa_id, unless
+    /// the user wrote again after that send. Returns whether it forgot any.
     pub fn close_window(
         &self,
         sender: &str,
@@ -464,17 +465,12 @@ impl Store {
         sent_at_ms: u64,
     ) -> Result<bool, StoreError> {
         self.with(|inner| {
-            let key = window_key(sender, to);
-            let mut closed = false;
-            inner.windows.update_and_fetch(&key, |old| {
-                let prev = old.and_then(id_from_bytes)?;
-                if prev <= sent_at_ms {
-                    closed = true;
-                    None
-                } else {
-                    Some(prev.to_be_bytes().to_vec())
+            let mut closed = forget_window(inner, sender, to, sent_at_ms)?;
+            for dialled in wa_ids::aliases(inner, sender, to)? {
+                if dialled != to {
+                    closed |= forget_window(inner, sender, &dialled, sent_at_ms)?;
                 }
-            })?;
+            }
             Ok(closed)
         })
     }
@@ -542,6 +538,48 @@ impl Store {
             Ok(())
         })
     }
+}
+
+fn window_time(inner: &Inner, sender: &str, to: &str) -> Result<Option<u64>, StoreError> {
+    Ok(inner
+        .windows
+        .get(window_key(sender, to))?
+        .and_then(|v| id_from_bytes(&v)))
+}
+
+/// Sets the last inbound time of `to` to `at_ms` unless it is later already; returns it.
+fn raise_window(inner: &Inner, sender: &str, to: &str, at_ms: u64) -> Result<u64, StoreError> {
+    let updated = inner
+        .windows
+        .update_and_fetch(window_key(sender, to), |old| {
+            let prev = old.and_then(id_from_bytes).unwrap_or(0);
+            Some(prev.max(at_ms).to_be_bytes().to_vec())
+        })?;
+    Ok(updated.and_then(|v| id_from_bytes(&v)).unwrap_or(at_ms))
+}
+
+/// Removes the window of `to` unless the user wrote after `sent_at_ms`; returns whether it did.
+fn forget_window(
+    inner: &Inner,
+    sender: &str,
+    to: &str,
+    sent_at_ms: u64,
+) -> Result<bool, StoreError> {
+    let mut closed = false;
+    inner
+        .windows
+        .update_and_fetch(window_key(sender, to), |old| {
+            // sled may run this again after a lost race: decide afresh each time.
+            closed = false;
+            let prev = old.and_then(id_from_bytes)?;
+            if prev <= sent_at_ms {
+                closed = true;
+                None
+            } else {
+                Some(prev.to_be_bytes().to_vec())
+            }
+        })?;
+    Ok(closed)
 }
 
 fn get(inner: &Inner, id: u64) -> Result<Option<Message>, StoreError> {

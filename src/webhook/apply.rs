@@ -298,7 +298,7 @@ pub(crate) fn apply_status(
             if m.state == State::Failed
                 && m.last_error.as_ref().and_then(|e| e.meta_code) == Some(131047)
             {
-                forget_closed_window(app, &m);
+                forget_closed_window(app, &m, st.recipient_id.as_deref());
             }
             StatusOutcome::Applied
         }
@@ -309,7 +309,9 @@ pub(crate) fn apply_status(
 
 /// Meta failed `m` with 131047: the window waq believed open was closed. Forget it, so the
 /// next free-form message to this user goes out as its fallback template (or is refused).
-fn forget_closed_window(app: &App, m: &Message) {
+/// The status names the user by wa_id (`recipient_id`); when that is not the number dialled,
+/// the wa_id's window and those of the numbers aliased to it are the same user's: forgotten too.
+fn forget_closed_window(app: &App, m: &Message, recipient_id: Option<&str>) {
     let sent_at = m
         .history
         .iter()
@@ -317,7 +319,14 @@ fn forget_closed_window(app: &App, m: &Message) {
         .find(|h| h.state == State::Sending)
         .map(|h| h.at_ms)
         .unwrap_or(m.created_at_ms);
-    match app.store.close_window(&m.sender, &m.to, sent_at) {
+    let closed = app
+        .store
+        .close_window(&m.sender, &m.to, sent_at)
+        .and_then(|dialled| match recipient_id.filter(|r| *r != m.to) {
+            Some(wa_id) => Ok(app.store.close_window(&m.sender, wa_id, sent_at)? || dialled),
+            None => Ok(dialled),
+        });
+    match closed {
         Ok(true) => tracing::warn!(
             sender = %m.sender,
             to = %m.to,
