@@ -106,30 +106,36 @@ pub const SEND_FIELDS: [&str; 9] = [
 /// Parses and checks one send request body (already parsed as JSON), taking its parts over
 /// without copying them. `senders` = configured sender names.
 pub fn send_request<S: AsRef<str>>(v: Value, senders: &[S]) -> Result<ValidSend, ApiError> {
-    let Value::Object(mut obj) = v else {
+    let Value::Object(obj) = v else {
         return Err(ApiError::bad_request(format!(
             "The request body must be a JSON object like {{\"to\": \"+14155551234\", \"message\": {{...}}}}, \
              but it is {}.",
             type_name(&v)
         )));
     };
-    if let Some(key) = obj.keys().find(|k| !SEND_FIELDS.contains(&k.as_str())) {
-        return Err(ApiError::invalid(
-            code::UNKNOWN_FIELD,
-            json::key_path(key),
-            format!(
-                "{} is not a field of a send request{}; the fields are {}.",
-                quote(key),
-                did_you_mean(key, &SEND_FIELDS),
-                SEND_FIELDS.join(", ")
-            ),
-        ));
+    // One pass sorts the members into their fields (moved, not copied) and stops at the first
+    // unknown one. Absent and null mean the same for waq's own fields.
+    let mut fields: [Option<Value>; SEND_FIELDS.len()] = Default::default();
+    for (key, value) in obj {
+        let Some(i) = SEND_FIELDS.iter().position(|f| *f == key) else {
+            return Err(ApiError::invalid(
+                code::UNKNOWN_FIELD,
+                json::key_path(&key),
+                format!(
+                    "{} is not a field of a send request{}; the fields are {}.",
+                    quote(&key),
+                    did_you_mean(&key, &SEND_FIELDS),
+                    SEND_FIELDS.join(", ")
+                ),
+            ));
+        };
+        fields[i] = Some(value).filter(|v| !v.is_null());
     }
-    // Absent and null mean the same for waq's own fields. Each field is taken out of the body
-    // once, in the order it is checked.
-    let mut take = |key: &str| obj.remove(key).filter(|v| !v.is_null());
+    // In the order of SEND_FIELDS.
+    let [to, sender, message, fallback_template, idempotency_key, priority, send_at, ttl_s, metadata] =
+        fields;
 
-    let to = match take("to") {
+    let to = match to {
         None => {
             return Err(json::missing(
                 &Path::Root("to"),
@@ -139,22 +145,22 @@ pub fn send_request<S: AsRef<str>>(v: Value, senders: &[S]) -> Result<ValidSend,
         Some(Value::String(s)) => recipient(&s, "to")?,
         Some(other) => return Err(invalid_type(&Path::Root("to"), "a string", &other)),
     };
-    let sender = sender(take("sender"), senders)?;
-    let message = take("message").ok_or_else(|| {
+    let sender = configured_sender(sender, senders)?;
+    let message = message.ok_or_else(|| {
         json::missing(
             &Path::Root("message"),
             "the WhatsApp message object, e.g. {\"type\": \"text\", \"text\": {\"body\": \"Hi\"}}",
         )
     })?;
     let kind = message::message(&message, &Path::Root("message"))?;
-    let fallback_template = match take("fallback_template") {
+    let fallback_template = match fallback_template {
         None => None,
         Some(t) => {
             template::template(&t, &Path::Root("fallback_template"))?;
             Some(t)
         }
     };
-    let idempotency_key = match take("idempotency_key") {
+    let idempotency_key = match idempotency_key {
         None => None,
         Some(Value::String(s)) => {
             json::chars(
@@ -173,7 +179,7 @@ pub fn send_request<S: AsRef<str>>(v: Value, senders: &[S]) -> Result<ValidSend,
             ))
         }
     };
-    let priority = match take("priority") {
+    let priority = match priority {
         None => Priority::default(),
         Some(Value::String(s)) => Priority::parse(&s).ok_or_else(|| {
             ApiError::invalid(
@@ -188,7 +194,7 @@ pub fn send_request<S: AsRef<str>>(v: Value, senders: &[S]) -> Result<ValidSend,
         })?,
         Some(other) => return Err(invalid_type(&Path::Root("priority"), "a string", &other)),
     };
-    let send_at_ms = match take("send_at") {
+    let send_at_ms = match send_at {
         None => None,
         Some(Value::String(s)) => Some(parse_time(&s).ok_or_else(|| {
             ApiError::invalid(
@@ -209,8 +215,8 @@ pub fn send_request<S: AsRef<str>>(v: Value, senders: &[S]) -> Result<ValidSend,
             ))
         }
     };
-    let ttl_s = take("ttl_s").as_ref().map(ttl).transpose()?;
-    let metadata = match take("metadata") {
+    let ttl_s = ttl_s.as_ref().map(ttl).transpose()?;
+    let metadata = match metadata {
         None => None,
         Some(m) => {
             let size = serde_json::to_vec(&m)
@@ -298,7 +304,7 @@ pub fn recipient(raw: &str, field: &str) -> Result<String, ApiError> {
     Ok(digits)
 }
 
-fn sender<S: AsRef<str>>(v: Option<Value>, senders: &[S]) -> Result<String, ApiError> {
+fn configured_sender<S: AsRef<str>>(v: Option<Value>, senders: &[S]) -> Result<String, ApiError> {
     let names = || {
         let names: Vec<&str> = senders.iter().map(S::as_ref).collect();
         names.join(", ")

@@ -144,6 +144,23 @@ fn unknown_fields_are_named_with_a_suggestion() {
 }
 
 #[test]
+fn an_unknown_field_is_refused_before_any_other_check() {
+    // Named in key order, whatever comes before or after it, even when every other field is
+    // wrong or missing too.
+    let v = json!({"aaa": 1, "to": 5, "zzz": 2, "message": null});
+    request_err(v, code::UNKNOWN_FIELD, "aaa");
+    let v = json!({"to": 5, "zzz": 2, "message": null, "sender": "nobody"});
+    request_err(v, code::UNKNOWN_FIELD, "zzz");
+    let v = json!({"priority": "urgent", "z z": 1});
+    request_err(v, code::UNKNOWN_FIELD, "[\"z z\"]");
+    // Null members are absent, also those between others.
+    let v = json!({"to": "+1 415 555 1234", "sender": null, "ttl_s": null,
+        "message": {"type": "text", "text": {"body": "hi"}}});
+    let s = send_request(v, &one_sender()).unwrap();
+    assert_eq!((s.sender.as_str(), s.ttl_s), ("main", None));
+}
+
+#[test]
 fn to_is_required_and_a_string() {
     let mut v = text_request();
     v.as_object_mut().unwrap().remove("to");
