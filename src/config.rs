@@ -75,6 +75,14 @@ pub struct SenderConfig {
     pub mps: u32,
 }
 
+/// A sender stands for its name, so validation checks a request's `sender` against the
+/// configuration itself instead of a list of names copied for every request.
+impl AsRef<str> for SenderConfig {
+    fn as_ref(&self) -> &str {
+        &self.name
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct DispatchConfig {
     /// Requests to Meta in flight at once, across senders.

@@ -243,7 +243,7 @@ const REQUEST_FIELDS: &[&str] = &[
 proptest! {
     #[test]
     fn arbitrary_json_bodies_never_panic(v in arb_json()) {
-        check_send(&send_request(&v, &senders()))?;
+        check_send(&send_request(v, &senders()))?;
     }
 
     #[test]
@@ -251,7 +251,7 @@ proptest! {
         fields in prop::collection::vec((prop::sample::select(REQUEST_FIELDS), arb_json()), 0..9)
     ) {
         let v = Value::Object(fields.into_iter().map(|(k, v)| (k.to_string(), v)).collect());
-        check_send(&send_request(&v, &senders()))?;
+        check_send(&send_request(v, &senders()))?;
     }
 
     #[test]
@@ -285,7 +285,7 @@ proptest! {
                 }
             }
         }
-        check_send(&send_request(&v, &senders()))?;
+        check_send(&send_request(v, &senders()))?;
     }
 
     #[test]
@@ -295,7 +295,7 @@ proptest! {
         priority in prop::sample::select(&["high", "normal", "low"][..]),
     ) {
         let v = json!({"to": written, "message": {"type": "text", "text": {"body": body}}, "priority": priority});
-        let s = send_request(&v, &senders()).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let s = send_request(v.clone(), &senders()).map_err(|e| TestCaseError::fail(e.to_string()))?;
         prop_assert_eq!(s.to, digits);
         prop_assert_eq!(s.kind, "text");
         prop_assert_eq!(&s.message, &v["message"]);
@@ -334,7 +334,7 @@ proptest! {
 #[test]
 fn the_mutation_seeds_are_valid() {
     for v in valid_requests() {
-        if let Err(e) = send_request(&v, &senders()) {
+        if let Err(e) = send_request(v.clone(), &senders()) {
             panic!("{v} refused: {e}");
         }
     }

@@ -68,8 +68,7 @@ async fn enqueue_one(
     let bytes = read_body(headers, body, Limit::request(&cfg)).await?;
     let request = json::parse(&bytes)?;
     let generation = app.store.generation();
-    let outcome =
-        prepare(app, &cfg, &cfg.sender_names(), &request, now_ms()).and_then(|m| insert(app, m))?;
+    let outcome = prepare(app, &cfg, request, now_ms()).and_then(|m| insert(app, m))?;
     // Durable before the answer, duplicates included: the first copy's commit may still be
     // in progress when its replay arrives.
     commit_or_roll_back(app, generation, &[&outcome]).await?;
@@ -121,11 +120,10 @@ pub async fn batch(
     let generation = app.store.generation();
     let (results, mark) = tokio::task::spawn_blocking(move || {
         let now = now_ms();
-        let senders = cfg.sender_names();
         let prepared: Vec<Result<Message, ApiError>> = items
-            .iter()
+            .into_iter()
             .enumerate()
-            .map(|(i, item)| prepare(&writer, &cfg, &senders, item, now).map_err(|e| in_item(e, i)))
+            .map(|(i, item)| prepare(&writer, &cfg, item, now).map_err(|e| in_item(e, i)))
             .collect();
         // Recorded before the first message is written: a crash before the answer takes back
         // the whole batch, never part of it.
@@ -383,14 +381,8 @@ fn change_state(
 }
 
 /// Validates one request, applies the window rule and builds its record (not yet stored).
-fn prepare(
-    app: &App,
-    cfg: &Config,
-    senders: &[String],
-    request: &Value,
-    now: u64,
-) -> Result<Message, ApiError> {
-    let valid = validate::send_request(request, senders)?;
+fn prepare(app: &App, cfg: &Config, request: Value, now: u64) -> Result<Message, ApiError> {
+    let valid = validate::send_request(request, &cfg.senders)?;
     if valid.needs_window() && valid.fallback_template.is_none() {
         let w = window::lookup(&app.store, &valid.sender, &valid.to)?;
         let margin = cfg.dispatch.window_margin.as_millis() as u64;

@@ -738,7 +738,7 @@ mod tests {
     fn generated_requests_are_valid() {
         let v: serde_json::Value =
             serde_json::from_str(&load::send_request(7, PARKED_UNTIL)).unwrap();
-        let valid = crate::validate::send_request(&v, &["main".to_string()]).unwrap();
+        let valid = crate::validate::send_request(v, &["main".to_string()]).unwrap();
         assert_eq!(valid.to, "14150000007");
         let b: serde_json::Value =
             serde_json::from_str(&load::batch_request(0, 3, PARKED_UNTIL)).unwrap();

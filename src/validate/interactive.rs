@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use super::json::{self, child, did_you_mean, item, not_allowed, quote, Obj};
+use super::json::{self, child, did_you_mean, item, not_allowed, quote, Obj, Path};
 use super::{code, link, media};
 use crate::error::ApiError;
 
@@ -40,7 +40,7 @@ pub const MAX_CTA_DISPLAY_TEXT: usize = 20;
 pub const MAX_FLOW_CTA: usize = 30;
 pub const MAX_PRODUCTS: usize = 30;
 
-pub(super) fn interactive(v: &Value, path: &str) -> Result<(), ApiError> {
+pub(super) fn interactive(v: &Value, path: &Path) -> Result<(), ApiError> {
     let obj = json::object(v, path)?;
     let kind = json::req_str(obj, path, "type", "the interactive type, e.g. \"button\"")?;
     if !INTERACTIVE_TYPES.contains(&kind) {
@@ -115,7 +115,7 @@ pub(super) fn interactive(v: &Value, path: &str) -> Result<(), ApiError> {
     }
 }
 
-fn header(obj: &Obj, path: &str, kind: &str) -> Result<(), ApiError> {
+fn header(obj: &Obj, path: &Path, kind: &str) -> Result<(), ApiError> {
     let hpath = child(path, "header");
     let Some(h) = json::opt_object(obj, path, "header")? else {
         if kind == "product_list" {
@@ -166,7 +166,7 @@ fn header(obj: &Obj, path: &str, kind: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn buttons(action: &Obj, apath: &str) -> Result<(), ApiError> {
+fn buttons(action: &Obj, apath: &Path) -> Result<(), ApiError> {
     let list = json::req_array(action, apath, "buttons", "1 to 3 reply buttons")?;
     let bpath = child(apath, "buttons");
     json::count(list, &bpath, 1, MAX_BUTTONS, "buttons")?;
@@ -221,7 +221,7 @@ fn buttons(action: &Obj, apath: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn list(action: &Obj, apath: &str) -> Result<(), ApiError> {
+fn list(action: &Obj, apath: &Path) -> Result<(), ApiError> {
     json::req_text(
         action,
         apath,
@@ -273,7 +273,7 @@ fn list(action: &Obj, apath: &str) -> Result<(), ApiError> {
 }
 
 /// Section titles are optional with one section and required with several.
-fn section_title(section: &Obj, path: &str, sections: usize) -> Result<(), ApiError> {
+fn section_title(section: &Obj, path: &Path, sections: usize) -> Result<(), ApiError> {
     if sections > 1 && !section.contains_key("title") {
         return Err(json::missing(
             &child(path, "title"),
@@ -285,7 +285,7 @@ fn section_title(section: &Obj, path: &str, sections: usize) -> Result<(), ApiEr
 }
 
 /// `action.name` must be `name`.
-fn action_name(action: &Obj, apath: &str, name: &str) -> Result<(), ApiError> {
+fn action_name(action: &Obj, apath: &Path, name: &str) -> Result<(), ApiError> {
     let got = json::req_str(action, apath, "name", &format!("\"{name}\""))?;
     if got != name {
         let npath = child(apath, "name");
@@ -301,7 +301,7 @@ fn action_name(action: &Obj, apath: &str, name: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn cta_url(action: &Obj, apath: &str) -> Result<(), ApiError> {
+fn cta_url(action: &Obj, apath: &Path) -> Result<(), ApiError> {
     action_name(action, apath, "cta_url")?;
     let params = json::req_object(
         action,
@@ -323,7 +323,7 @@ fn cta_url(action: &Obj, apath: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn flow(action: &Obj, apath: &str) -> Result<(), ApiError> {
+fn flow(action: &Obj, apath: &Path) -> Result<(), ApiError> {
     action_name(action, apath, "flow")?;
     let params = json::req_object(action, apath, "parameters", "the flow parameters")?;
     let ppath = child(apath, "parameters");
@@ -374,7 +374,7 @@ fn flow(action: &Obj, apath: &str) -> Result<(), ApiError> {
 }
 
 /// An optional string among `allowed`.
-fn one_of(obj: &Obj, path: &str, key: &str, allowed: &[&str]) -> Result<(), ApiError> {
+fn one_of(obj: &Obj, path: &Path, key: &str, allowed: &[&str]) -> Result<(), ApiError> {
     if let Some(v) = json::opt_str(obj, path, key)? {
         if !allowed.contains(&v) {
             let fpath = child(path, key);
@@ -392,7 +392,7 @@ fn one_of(obj: &Obj, path: &str, key: &str, allowed: &[&str]) -> Result<(), ApiE
     Ok(())
 }
 
-fn product(action: &Obj, apath: &str) -> Result<(), ApiError> {
+fn product(action: &Obj, apath: &Path) -> Result<(), ApiError> {
     json::req_text(action, apath, "catalog_id", 1, usize::MAX, "the catalog id")?;
     json::req_text(
         action,
@@ -405,7 +405,7 @@ fn product(action: &Obj, apath: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn product_list(action: &Obj, apath: &str) -> Result<(), ApiError> {
+fn product_list(action: &Obj, apath: &Path) -> Result<(), ApiError> {
     json::req_text(action, apath, "catalog_id", 1, usize::MAX, "the catalog id")?;
     let sections = json::req_array(action, apath, "sections", "1 to 10 sections of products")?;
     let spath = child(apath, "sections");

@@ -8,13 +8,49 @@ use crate::error::ApiError;
 
 pub(super) type Obj = Map<String, Value>;
 
-/// `message` + `text` → `message.text`.
-pub(super) fn child(path: &str, key: &str) -> String {
-    if path.is_empty() {
-        key.to_string()
-    } else {
-        format!("{path}.{key}")
+/// The JSON path of the field being checked, e.g. `message.template.components[0]`: a chain
+/// of borrowed parts on the stack, written out only when an error names the field. Valid
+/// requests pass through dozens of fields, and formatting each path was a fifth of the cost of
+/// checking them.
+#[derive(Clone, Copy)]
+pub(super) enum Path<'a> {
+    Root(&'a str),
+    Key(&'a Path<'a>, &'a str),
+    Index(&'a Path<'a>, usize),
+}
+
+impl Path<'_> {
+    fn is_empty(&self) -> bool {
+        match self {
+            Path::Root(s) => s.is_empty(),
+            Path::Key(parent, key) => parent.is_empty() && key.is_empty(),
+            Path::Index(..) => false,
+        }
     }
+}
+
+impl std::fmt::Display for Path<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Path::Root(s) => f.write_str(s),
+            // A key of the empty root path stands alone, not as `.key`.
+            Path::Key(parent, key) if parent.is_empty() => f.write_str(key),
+            Path::Key(parent, key) => write!(f, "{parent}.{key}"),
+            Path::Index(parent, index) => write!(f, "{parent}[{index}]"),
+        }
+    }
+}
+
+/// The `field` of an error.
+impl From<&Path<'_>> for String {
+    fn from(path: &Path<'_>) -> String {
+        path.to_string()
+    }
+}
+
+/// `message` + `text` → `message.text`.
+pub(super) fn child<'a>(path: &'a Path<'a>, key: &'a str) -> Path<'a> {
+    Path::Key(path, key)
 }
 
 /// The path of an arbitrary key at the top level: as is when it is a plain name, else in
@@ -32,8 +68,8 @@ pub(super) fn key_path(key: &str) -> String {
 }
 
 /// `message.contacts` + 2 → `message.contacts[2]`.
-pub(super) fn item(path: &str, index: usize) -> String {
-    format!("{path}[{index}]")
+pub(super) fn item<'a>(path: &'a Path<'a>, index: usize) -> Path<'a> {
+    Path::Index(path, index)
 }
 
 /// The JSON type of `v` as a phrase for error messages.
@@ -57,7 +93,7 @@ pub(super) fn quote(s: &str) -> String {
     }
 }
 
-pub(super) fn invalid_type(path: &str, expected: &str, got: &Value) -> ApiError {
+pub(super) fn invalid_type(path: &Path, expected: &str, got: &Value) -> ApiError {
     let advice = if got.is_null() {
         "; leave the field out instead of sending null"
     } else {
@@ -73,7 +109,7 @@ pub(super) fn invalid_type(path: &str, expected: &str, got: &Value) -> ApiError 
     )
 }
 
-pub(super) fn missing(path: &str, what: &str) -> ApiError {
+pub(super) fn missing(path: &Path, what: &str) -> ApiError {
     ApiError::invalid(
         code::MISSING_FIELD,
         path,
@@ -81,7 +117,7 @@ pub(super) fn missing(path: &str, what: &str) -> ApiError {
     )
 }
 
-pub(super) fn not_allowed(path: &str, why: &str) -> ApiError {
+pub(super) fn not_allowed(path: &Path, why: &str) -> ApiError {
     ApiError::invalid(
         code::FIELD_NOT_ALLOWED,
         path,
@@ -90,7 +126,7 @@ pub(super) fn not_allowed(path: &str, why: &str) -> ApiError {
 }
 
 /// Expects `v` to be an object.
-pub(super) fn object<'a>(v: &'a Value, path: &str) -> Result<&'a Obj, ApiError> {
+pub(super) fn object<'a>(v: &'a Value, path: &Path) -> Result<&'a Obj, ApiError> {
     v.as_object()
         .ok_or_else(|| invalid_type(path, "an object", v))
 }
@@ -98,7 +134,7 @@ pub(super) fn object<'a>(v: &'a Value, path: &str) -> Result<&'a Obj, ApiError> 
 /// A required member of any type.
 pub(super) fn required<'a>(
     o: &'a Obj,
-    path: &str,
+    path: &Path,
     key: &str,
     what: &str,
 ) -> Result<&'a Value, ApiError> {
@@ -107,7 +143,7 @@ pub(super) fn required<'a>(
 
 pub(super) fn req_str<'a>(
     o: &'a Obj,
-    path: &str,
+    path: &Path,
     key: &str,
     what: &str,
 ) -> Result<&'a str, ApiError> {
@@ -116,7 +152,7 @@ pub(super) fn req_str<'a>(
         .ok_or_else(|| invalid_type(&child(path, key), "a string", v))
 }
 
-pub(super) fn opt_str<'a>(o: &'a Obj, path: &str, key: &str) -> Result<Option<&'a str>, ApiError> {
+pub(super) fn opt_str<'a>(o: &'a Obj, path: &Path, key: &str) -> Result<Option<&'a str>, ApiError> {
     match o.get(key) {
         None => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
@@ -126,7 +162,7 @@ pub(super) fn opt_str<'a>(o: &'a Obj, path: &str, key: &str) -> Result<Option<&'
 
 pub(super) fn req_object<'a>(
     o: &'a Obj,
-    path: &str,
+    path: &Path,
     key: &str,
     what: &str,
 ) -> Result<&'a Obj, ApiError> {
@@ -136,7 +172,7 @@ pub(super) fn req_object<'a>(
 
 pub(super) fn opt_object<'a>(
     o: &'a Obj,
-    path: &str,
+    path: &Path,
     key: &str,
 ) -> Result<Option<&'a Obj>, ApiError> {
     match o.get(key) {
@@ -147,7 +183,7 @@ pub(super) fn opt_object<'a>(
 
 pub(super) fn req_array<'a>(
     o: &'a Obj,
-    path: &str,
+    path: &Path,
     key: &str,
     what: &str,
 ) -> Result<&'a [Value], ApiError> {
@@ -159,7 +195,7 @@ pub(super) fn req_array<'a>(
 
 pub(super) fn opt_array<'a>(
     o: &'a Obj,
-    path: &str,
+    path: &Path,
     key: &str,
 ) -> Result<Option<&'a [Value]>, ApiError> {
     match o.get(key) {
@@ -169,7 +205,7 @@ pub(super) fn opt_array<'a>(
     }
 }
 
-pub(super) fn opt_bool(o: &Obj, path: &str, key: &str) -> Result<Option<bool>, ApiError> {
+pub(super) fn opt_bool(o: &Obj, path: &Path, key: &str) -> Result<Option<bool>, ApiError> {
     match o.get(key) {
         None => Ok(None),
         Some(Value::Bool(b)) => Ok(Some(*b)),
@@ -187,7 +223,7 @@ pub(super) fn char_len(s: &str) -> usize {
 }
 
 /// Checks that `s` has between `min` and `max` characters.
-pub(super) fn chars(s: &str, path: &str, min: usize, max: usize) -> Result<(), ApiError> {
+pub(super) fn chars(s: &str, path: &Path, min: usize, max: usize) -> Result<(), ApiError> {
     if min > 0 && s.is_empty() {
         return Err(ApiError::invalid(
             code::EMPTY_VALUE,
@@ -222,7 +258,7 @@ pub(super) fn chars(s: &str, path: &str, min: usize, max: usize) -> Result<(), A
 /// A required string of `min..=max` characters.
 pub(super) fn req_text<'a>(
     o: &'a Obj,
-    path: &str,
+    path: &Path,
     key: &str,
     min: usize,
     max: usize,
@@ -236,7 +272,7 @@ pub(super) fn req_text<'a>(
 /// An optional string of `min..=max` characters.
 pub(super) fn opt_text<'a>(
     o: &'a Obj,
-    path: &str,
+    path: &Path,
     key: &str,
     min: usize,
     max: usize,
@@ -251,7 +287,7 @@ pub(super) fn opt_text<'a>(
 /// Checks the number of items of an array.
 pub(super) fn count(
     items: &[Value],
-    path: &str,
+    path: &Path,
     min: usize,
     max: usize,
     what: &str,
@@ -278,7 +314,7 @@ pub(super) fn count(
 pub(super) fn unique<'a>(
     seen: &mut Vec<&'a str>,
     value: &'a str,
-    path: &str,
+    path: &Path,
     what: &str,
 ) -> Result<(), ApiError> {
     if seen.contains(&value) {
@@ -339,9 +375,21 @@ mod tests {
 
     #[test]
     fn paths_compose() {
-        assert_eq!(child("", "to"), "to");
-        assert_eq!(child("message", "text"), "message.text");
-        assert_eq!(item("message.contacts", 2), "message.contacts[2]");
+        let root = Path::Root("");
+        assert_eq!(child(&root, "to").to_string(), "to");
+        assert_eq!(child(&child(&root, ""), "to").to_string(), "to");
+        let message = Path::Root("message");
+        assert_eq!(child(&message, "text").to_string(), "message.text");
+        let contacts = child(&message, "contacts");
+        let second = item(&contacts, 2);
+        assert_eq!(second.to_string(), "message.contacts[2]");
+        assert_eq!(
+            child(&second, "name").to_string(),
+            "message.contacts[2].name"
+        );
+        assert_eq!(item(&root, 0).to_string(), "[0]");
+        assert_eq!(child(&item(&root, 0), "to").to_string(), "[0].to");
+        assert_eq!(String::from(&second), "message.contacts[2]");
         assert_eq!(key_path("recipient"), "recipient");
         assert_eq!(key_path(""), "[\"\"]");
         assert_eq!(key_path("a.b \""), "[\"a.b \\\"\"]");
@@ -370,10 +418,13 @@ mod tests {
     #[test]
     fn chars_counts_characters_not_bytes() {
         let four_emoji = "😀😀😀😀";
-        assert!(chars(four_emoji, "f", 1, 4).is_ok());
-        let err = chars(four_emoji, "f", 1, 3).unwrap_err();
+        assert!(chars(four_emoji, &Path::Root("f"), 1, 4).is_ok());
+        let err = chars(four_emoji, &Path::Root("f"), 1, 3).unwrap_err();
         assert_eq!(err.code, code::TOO_LONG);
-        assert_eq!(chars("", "f", 1, 3).unwrap_err().code, code::EMPTY_VALUE);
-        assert!(chars("", "f", 0, 3).is_ok());
+        assert_eq!(
+            chars("", &Path::Root("f"), 1, 3).unwrap_err().code,
+            code::EMPTY_VALUE
+        );
+        assert!(chars("", &Path::Root("f"), 0, 3).is_ok());
     }
 }

@@ -5,7 +5,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use reqwest::Url;
 
 use super::code;
-use super::json::quote;
+use super::json::{quote, Path};
 use crate::error::ApiError;
 
 /// URL shorteners: WhatsApp refuses to fetch media through them. Matched on the host and its
@@ -54,7 +54,7 @@ pub const URL_SHORTENERS: [&str; 40] = [
 ];
 
 /// Checks a media `link`: https, parsable, a public host, no URL shortener.
-pub(super) fn media_link(raw: &str, path: &str) -> Result<(), ApiError> {
+pub(super) fn media_link(raw: &str, path: &Path) -> Result<(), ApiError> {
     let host = https_url(raw, path)?;
     if let Some(s) = URL_SHORTENERS
         .iter()
@@ -74,7 +74,7 @@ pub(super) fn media_link(raw: &str, path: &str) -> Result<(), ApiError> {
 
 /// Checks that `raw` is an absolute https URL with a public host; returns the host in lowercase
 /// without a trailing dot.
-pub(super) fn https_url(raw: &str, path: &str) -> Result<String, ApiError> {
+pub(super) fn https_url(raw: &str, path: &Path) -> Result<String, ApiError> {
     let invalid = |why: String| ApiError::invalid(code::INVALID_LINK, path, why);
     // The URL is sent to Meta as written, so what a lenient parser would repair stays broken.
     if let Some(c) = raw.chars().find(|c| c.is_whitespace() || c.is_control()) {
@@ -158,12 +158,14 @@ mod tests {
 
     #[test]
     fn accepts_public_https() {
-        assert!(media_link("https://example.com/a.jpg", "f").is_ok());
-        assert!(media_link("HTTPS://cdn.Example.com./a.jpg?x=1#y", "f").is_ok());
-        assert!(media_link("https://93.184.216.34/a.jpg", "f").is_ok());
-        assert!(media_link("https://[2606:2800:220:1::1]/a.jpg", "f").is_ok());
+        assert!(media_link("https://example.com/a.jpg", &Path::Root("f")).is_ok());
+        assert!(media_link("HTTPS://cdn.Example.com./a.jpg?x=1#y", &Path::Root("f")).is_ok());
+        assert!(media_link("https://93.184.216.34/a.jpg", &Path::Root("f")).is_ok());
+        assert!(media_link("https://[2606:2800:220:1::1]/a.jpg", &Path::Root("f")).is_ok());
         assert_eq!(
-            https_url("https://Example.COM/x", "f").ok().as_deref(),
+            https_url("https://Example.COM/x", &Path::Root("f"))
+                .ok()
+                .as_deref(),
             Some("example.com")
         );
     }
@@ -183,7 +185,11 @@ mod tests {
             "https://example.com/a.jpg\n",
             "https://ex%zz ample",
         ] {
-            assert_eq!(code_of(media_link(bad, "f")), code::INVALID_LINK, "{bad:?}");
+            assert_eq!(
+                code_of(media_link(bad, &Path::Root("f"))),
+                code::INVALID_LINK,
+                "{bad:?}"
+            );
         }
     }
 
@@ -203,7 +209,11 @@ mod tests {
             "https://[fe80::1]/a.jpg",
             "https://[::ffff:10.0.0.1]/a.jpg",
         ] {
-            assert_eq!(code_of(media_link(bad, "f")), code::INVALID_LINK, "{bad:?}");
+            assert_eq!(
+                code_of(media_link(bad, &Path::Root("f"))),
+                code::INVALID_LINK,
+                "{bad:?}"
+            );
         }
     }
 
@@ -219,7 +229,7 @@ mod tests {
             "https://lnkd.in/abc",
             "https://bit.ly./abc",
         ] {
-            let err = media_link(bad, "message.image.link").unwrap_err();
+            let err = media_link(bad, &Path::Root("message.image.link")).unwrap_err();
             assert_eq!(err.code, code::SHORTENED_LINK, "{bad}");
             assert_eq!(err.field.as_deref(), Some("message.image.link"));
         }
@@ -229,7 +239,7 @@ mod tests {
             "https://mys.id.example.com/abc",
             "https://example.com/bit.ly",
         ] {
-            assert!(media_link(ok, "f").is_ok(), "{ok}");
+            assert!(media_link(ok, &Path::Root("f")).is_ok(), "{ok}");
         }
     }
 }

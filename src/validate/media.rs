@@ -2,14 +2,14 @@
 
 use serde_json::Value;
 
-use super::json::{self, child, not_allowed, Obj};
+use super::json::{self, child, not_allowed, Obj, Path};
 use super::{code, link};
 use crate::error::ApiError;
 
 pub const MAX_CAPTION: usize = 1024;
 
 /// Checks the media object of a message of type `kind`.
-pub(super) fn media(v: &Value, path: &str, kind: &str) -> Result<(), ApiError> {
+pub(super) fn media(v: &Value, path: &Path, kind: &str) -> Result<(), ApiError> {
     let obj = json::object(v, path)?;
     source(obj, path)?;
     if matches!(kind, "image" | "video" | "document") {
@@ -32,7 +32,7 @@ pub(super) fn media(v: &Value, path: &str, kind: &str) -> Result<(), ApiError> {
 }
 
 /// Exactly one of `id` (an uploaded media id) or `link` (a public https URL).
-pub(super) fn source(obj: &Obj, path: &str) -> Result<(), ApiError> {
+pub(super) fn source(obj: &Obj, path: &Path) -> Result<(), ApiError> {
     let id = json::opt_str(obj, path, "id")?;
     let link = json::opt_str(obj, path, "link")?;
     match (id, link) {

@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use super::json::{self, child, did_you_mean, invalid_type, item, not_allowed, quote, Obj};
+use super::json::{self, child, did_you_mean, invalid_type, item, not_allowed, quote, Obj, Path};
 use super::{code, interactive, media, template};
 use crate::error::ApiError;
 
@@ -33,6 +33,10 @@ pub const MAX_CONTACTS: usize = 257;
 /// Checks a Cloud API message object (without `messaging_product`, `to`, `recipient_type`) and
 /// returns its `type`. `field` is the object's path, normally `message`.
 pub fn message_object(v: &Value, field: &str) -> Result<String, ApiError> {
+    message(v, &Path::Root(field))
+}
+
+pub(super) fn message(v: &Value, field: &Path) -> Result<String, ApiError> {
     let obj = json::object(v, field)?;
     if let Some(key) = ADDED_BY_WAQ.iter().find(|k| obj.contains_key(**k)) {
         return Err(not_allowed(
@@ -45,7 +49,7 @@ pub fn message_object(v: &Value, field: &str) -> Result<String, ApiError> {
     if !MESSAGE_TYPES.contains(&kind) {
         return Err(ApiError::invalid(
             code::INVALID_VALUE,
-            child(field, "type"),
+            &child(field, "type"),
             format!(
                 "`{}` {} is not a message type{}; use one of {}.",
                 child(field, "type"),
@@ -97,20 +101,20 @@ pub fn message_object(v: &Value, field: &str) -> Result<String, ApiError> {
         "contacts" => contacts(content, &path)?,
         "interactive" => interactive::interactive(content, &path)?,
         "reaction" => reaction(content, &path)?,
-        "template" => template::template_object(content, &path)?,
+        "template" => template::template(content, &path)?,
         _ => {}
     }
     Ok(kind.to_string())
 }
 
-fn text(v: &Value, path: &str) -> Result<(), ApiError> {
+fn text(v: &Value, path: &Path) -> Result<(), ApiError> {
     let obj = json::object(v, path)?;
     json::req_text(obj, path, "body", 1, MAX_TEXT_BODY, "the text to send")?;
     json::opt_bool(obj, path, "preview_url")?;
     Ok(())
 }
 
-fn location(v: &Value, path: &str) -> Result<(), ApiError> {
+fn location(v: &Value, path: &Path) -> Result<(), ApiError> {
     let obj = json::object(v, path)?;
     coordinate(obj, path, "latitude", 90.0)?;
     coordinate(obj, path, "longitude", 180.0)?;
@@ -121,7 +125,7 @@ fn location(v: &Value, path: &str) -> Result<(), ApiError> {
 
 /// A number, or a numeric string (Meta's own schema types coordinates as strings), within
 /// ±`limit` degrees.
-fn coordinate(obj: &Obj, path: &str, key: &str, limit: f64) -> Result<(), ApiError> {
+fn coordinate(obj: &Obj, path: &Path, key: &str, limit: f64) -> Result<(), ApiError> {
     let field = child(path, key);
     let v = json::required(obj, path, key, &format!("the {key} in degrees"))?;
     let degrees = match v {
@@ -142,7 +146,7 @@ fn coordinate(obj: &Obj, path: &str, key: &str, limit: f64) -> Result<(), ApiErr
     Ok(())
 }
 
-fn contacts(v: &Value, path: &str) -> Result<(), ApiError> {
+fn contacts(v: &Value, path: &Path) -> Result<(), ApiError> {
     let list = v
         .as_array()
         .ok_or_else(|| invalid_type(path, "an array of contact objects", v))?;
@@ -183,7 +187,7 @@ fn contacts(v: &Value, path: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn reaction(v: &Value, path: &str) -> Result<(), ApiError> {
+fn reaction(v: &Value, path: &Path) -> Result<(), ApiError> {
     let obj = json::object(v, path)?;
     json::req_text(
         obj,

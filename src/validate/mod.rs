@@ -28,7 +28,7 @@ use serde_json::Value;
 
 use crate::error::ApiError;
 use crate::model::{parse_time, Priority, ValidSend};
-use json::{did_you_mean, invalid_type, quote, type_name};
+use json::{did_you_mean, invalid_type, quote, type_name, Path};
 
 pub use interactive::INTERACTIVE_TYPES;
 pub use link::URL_SHORTENERS;
@@ -103,99 +103,125 @@ pub const SEND_FIELDS: [&str; 9] = [
     "metadata",
 ];
 
-/// Parses and checks one send request body (already parsed as JSON). `senders` = configured
-/// sender names.
-pub fn send_request(v: &Value, senders: &[String]) -> Result<ValidSend, ApiError> {
-    let Some(obj) = v.as_object() else {
+/// Parses and checks one send request body (already parsed as JSON), taking its parts over
+/// without copying them. `senders` = configured sender names.
+pub fn send_request<S: AsRef<str>>(v: Value, senders: &[S]) -> Result<ValidSend, ApiError> {
+    let Value::Object(obj) = v else {
         return Err(ApiError::bad_request(format!(
             "The request body must be a JSON object like {{\"to\": \"+14155551234\", \"message\": {{...}}}}, \
              but it is {}.",
-            type_name(v)
+            type_name(&v)
         )));
     };
-    if let Some(key) = obj.keys().find(|k| !SEND_FIELDS.contains(&k.as_str())) {
-        return Err(ApiError::invalid(
-            code::UNKNOWN_FIELD,
-            json::key_path(key),
-            format!(
-                "{} is not a field of a send request{}; the fields are {}.",
-                quote(key),
-                did_you_mean(key, &SEND_FIELDS),
-                SEND_FIELDS.join(", ")
-            ),
-        ));
+    // One pass sorts the members into their fields (moved, not copied) and stops at the first
+    // unknown one. Absent and null mean the same for waq's own fields.
+    let mut fields: [Option<Value>; SEND_FIELDS.len()] = Default::default();
+    for (key, value) in obj {
+        let Some(i) = SEND_FIELDS.iter().position(|f| *f == key) else {
+            return Err(ApiError::invalid(
+                code::UNKNOWN_FIELD,
+                json::key_path(&key),
+                format!(
+                    "{} is not a field of a send request{}; the fields are {}.",
+                    quote(&key),
+                    did_you_mean(&key, &SEND_FIELDS),
+                    SEND_FIELDS.join(", ")
+                ),
+            ));
+        };
+        fields[i] = Some(value).filter(|v| !v.is_null());
     }
-    // Absent and null mean the same for waq's own fields.
-    let get = |key: &str| obj.get(key).filter(|v| !v.is_null());
+    // In the order of SEND_FIELDS.
+    let [to, sender, message, fallback_template, idempotency_key, priority, send_at, ttl_s, metadata] =
+        fields;
 
-    let to = match get("to") {
+    let to = match to {
         None => {
             return Err(json::missing(
-                "to",
+                &Path::Root("to"),
                 "the recipient's phone number, e.g. \"+1 415 555 1234\"",
             ))
         }
-        Some(Value::String(s)) => recipient(s, "to")?,
-        Some(other) => return Err(invalid_type("to", "a string", other)),
+        Some(Value::String(s)) => recipient(&s, "to")?,
+        Some(other) => return Err(invalid_type(&Path::Root("to"), "a string", &other)),
     };
-    let sender = sender(get("sender"), senders)?;
-    let message = get("message").ok_or_else(|| {
+    let sender = configured_sender(sender, senders)?;
+    let message = message.ok_or_else(|| {
         json::missing(
-            "message",
+            &Path::Root("message"),
             "the WhatsApp message object, e.g. {\"type\": \"text\", \"text\": {\"body\": \"Hi\"}}",
         )
     })?;
-    let kind = message_object(message, "message")?;
-    let fallback_template = match get("fallback_template") {
+    let kind = message::message(&message, &Path::Root("message"))?;
+    let fallback_template = match fallback_template {
         None => None,
         Some(t) => {
-            template_object(t, "fallback_template")?;
-            Some(t.clone())
+            template::template(&t, &Path::Root("fallback_template"))?;
+            Some(t)
         }
     };
-    let idempotency_key = match get("idempotency_key") {
+    let idempotency_key = match idempotency_key {
         None => None,
         Some(Value::String(s)) => {
-            json::chars(s, "idempotency_key", 1, MAX_IDEMPOTENCY_KEY_CHARS)?;
-            Some(s.clone())
+            json::chars(
+                &s,
+                &Path::Root("idempotency_key"),
+                1,
+                MAX_IDEMPOTENCY_KEY_CHARS,
+            )?;
+            Some(s)
         }
-        Some(other) => return Err(invalid_type("idempotency_key", "a string", other)),
+        Some(other) => {
+            return Err(invalid_type(
+                &Path::Root("idempotency_key"),
+                "a string",
+                &other,
+            ))
+        }
     };
-    let priority = match get("priority") {
+    let priority = match priority {
         None => Priority::default(),
-        Some(Value::String(s)) => Priority::parse(s).ok_or_else(|| {
+        Some(Value::String(s)) => Priority::parse(&s).ok_or_else(|| {
             ApiError::invalid(
                 code::INVALID_VALUE,
                 "priority",
                 format!(
                     "`priority` {} is not known{}; use \"high\", \"normal\" or \"low\".",
-                    quote(s),
-                    did_you_mean(s, &["high", "normal", "low"])
+                    quote(&s),
+                    did_you_mean(&s, &["high", "normal", "low"])
                 ),
             )
         })?,
-        Some(other) => return Err(invalid_type("priority", "a string", other)),
+        Some(other) => return Err(invalid_type(&Path::Root("priority"), "a string", &other)),
     };
-    let send_at_ms = match get("send_at") {
+    let send_at_ms = match send_at {
         None => None,
-        Some(Value::String(s)) => Some(parse_time(s).ok_or_else(|| {
+        Some(Value::String(s)) => Some(parse_time(&s).ok_or_else(|| {
             ApiError::invalid(
                 code::INVALID_TIME,
                 "send_at",
                 format!(
                     "`send_at` {} is not an RFC 3339 time; write it like \"2026-11-24T20:00:00Z\" \
                      or \"2026-11-24T21:00:00+01:00\".",
-                    quote(s)
+                    quote(&s)
                 ),
             )
         })?),
-        Some(other) => return Err(invalid_type("send_at", "a string (RFC 3339 time)", other)),
+        Some(other) => {
+            return Err(invalid_type(
+                &Path::Root("send_at"),
+                "a string (RFC 3339 time)",
+                &other,
+            ))
+        }
     };
-    let ttl_s = get("ttl_s").map(ttl).transpose()?;
-    let metadata = match get("metadata") {
+    let ttl_s = ttl_s.as_ref().map(ttl).transpose()?;
+    let metadata = match metadata {
         None => None,
         Some(m) => {
-            let size = serde_json::to_vec(m).map(|b| b.len()).unwrap_or(usize::MAX);
+            let size = serde_json::to_vec(&m)
+                .map(|b| b.len())
+                .unwrap_or(usize::MAX);
             if size > MAX_METADATA_BYTES {
                 return Err(ApiError::invalid(
                     code::METADATA_TOO_LARGE,
@@ -206,14 +232,14 @@ pub fn send_request(v: &Value, senders: &[String]) -> Result<ValidSend, ApiError
                     ),
                 ));
             }
-            Some(m.clone())
+            Some(m)
         }
     };
 
     Ok(ValidSend {
         to,
         sender,
-        message: message.clone(),
+        message,
         kind,
         fallback_template,
         idempotency_key,
@@ -278,11 +304,14 @@ pub fn recipient(raw: &str, field: &str) -> Result<String, ApiError> {
     Ok(digits)
 }
 
-fn sender(v: Option<&Value>, senders: &[String]) -> Result<String, ApiError> {
-    let names = || senders.join(", ");
+fn configured_sender<S: AsRef<str>>(v: Option<Value>, senders: &[S]) -> Result<String, ApiError> {
+    let names = || {
+        let names: Vec<&str> = senders.iter().map(S::as_ref).collect();
+        names.join(", ")
+    };
     match v {
         None => match senders {
-            [only] => Ok(only.clone()),
+            [only] => Ok(only.as_ref().to_string()),
             [] => Err(ApiError::invalid(
                 code::UNKNOWN_SENDER,
                 "sender",
@@ -297,9 +326,9 @@ fn sender(v: Option<&Value>, senders: &[String]) -> Result<String, ApiError> {
                 ),
             )),
         },
-        Some(Value::String(s)) if senders.iter().any(|n| n == s) => Ok(s.clone()),
+        Some(Value::String(s)) if senders.iter().any(|n| n.as_ref() == s) => Ok(s),
         Some(Value::String(s)) => {
-            let candidates: Vec<&str> = senders.iter().map(String::as_str).collect();
+            let candidates: Vec<&str> = senders.iter().map(S::as_ref).collect();
             Err(ApiError::invalid(
                 code::UNKNOWN_SENDER,
                 "sender",
@@ -307,19 +336,19 @@ fn sender(v: Option<&Value>, senders: &[String]) -> Result<String, ApiError> {
                     format!(
                         "`sender` {} is not configured, and no senders are: add a [[senders]] \
                          entry to the configuration.",
-                        quote(s)
+                        quote(&s)
                     )
                 } else {
                     format!(
                         "`sender` {} is not a configured sender{}; use one of {}.",
-                        quote(s),
-                        did_you_mean(s, &candidates),
+                        quote(&s),
+                        did_you_mean(&s, &candidates),
                         names()
                     )
                 },
             ))
         }
-        Some(other) => Err(invalid_type("sender", "a string", other)),
+        Some(other) => Err(invalid_type(&Path::Root("sender"), "a string", &other)),
     }
 }
 
@@ -335,7 +364,11 @@ fn ttl(v: &Value) -> Result<u64, ApiError> {
         )
     };
     let Value::Number(n) = v else {
-        return Err(invalid_type("ttl_s", "an integer number of seconds", v));
+        return Err(invalid_type(
+            &Path::Root("ttl_s"),
+            "an integer number of seconds",
+            v,
+        ));
     };
     let secs = if let Some(u) = n.as_u64() {
         u
@@ -346,7 +379,13 @@ fn ttl(v: &Value) -> Result<u64, ApiError> {
         match n.as_f64() {
             Some(f) if f.fract() == 0.0 && f >= 0.0 && f <= MAX_TTL_S as f64 => f as u64,
             Some(f) if f.fract() == 0.0 => return Err(out_of_range()),
-            _ => return Err(invalid_type("ttl_s", "an integer number of seconds", v)),
+            _ => {
+                return Err(invalid_type(
+                    &Path::Root("ttl_s"),
+                    "an integer number of seconds",
+                    v,
+                ))
+            }
         }
     };
     if !(1..=MAX_TTL_S).contains(&secs) {

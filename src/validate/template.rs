@@ -3,7 +3,7 @@
 use serde_json::Value;
 
 use super::code;
-use super::json::{self, child, item, quote};
+use super::json::{self, child, item, quote, Path};
 use crate::error::ApiError;
 
 pub const MAX_TEMPLATE_NAME: usize = 512;
@@ -11,6 +11,10 @@ pub const MAX_TEMPLATE_NAME: usize = 512;
 /// Checks a template object `{name, language: {code, policy?}, components?}`. `field` is its path
 /// (`message.template` or `fallback_template`).
 pub fn template_object(v: &Value, field: &str) -> Result<(), ApiError> {
+    template(v, &Path::Root(field))
+}
+
+pub(super) fn template(v: &Value, field: &Path) -> Result<(), ApiError> {
     let obj = json::object(v, field)?;
     let name = json::req_text(
         obj,
@@ -74,7 +78,7 @@ pub fn template_object(v: &Value, field: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn component(v: &Value, path: &str) -> Result<(), ApiError> {
+fn component(v: &Value, path: &Path) -> Result<(), ApiError> {
     let obj = json::object(v, path)?;
     let ctype = json::req_text(
         obj,
@@ -127,7 +131,7 @@ fn component(v: &Value, path: &str) -> Result<(), ApiError> {
 }
 
 /// Meta's codes are a language (`de`, `fil`) optionally followed by `_` and a region (`en_US`).
-fn language_code(code_str: &str, path: &str) -> Result<(), ApiError> {
+fn language_code(code_str: &str, path: &Path) -> Result<(), ApiError> {
     if is_language_code(code_str) {
         return Ok(());
     }

@@ -31,7 +31,7 @@ fn assert_err(r: Result<impl std::fmt::Debug, ApiError>, code: &str, field: &str
 
 #[track_caller]
 fn request_err(v: Value, code: &str, field: &str) -> ApiError {
-    assert_err(send_request(&v, &one_sender()), code, field)
+    assert_err(send_request(v, &one_sender()), code, field)
 }
 
 #[track_caller]
@@ -63,7 +63,7 @@ fn a_full_request_is_accepted_and_normalised() {
         "ttl_s": 600,
         "metadata": {"order": 4521}
     });
-    let s = send_request(&v, &one_sender()).unwrap();
+    let s = send_request(v.clone(), &one_sender()).unwrap();
     assert_eq!(s.to, "14155551234");
     assert_eq!(s.sender, "main");
     assert_eq!(s.kind, "text");
@@ -79,7 +79,7 @@ fn a_full_request_is_accepted_and_normalised() {
 
 #[test]
 fn a_minimal_request_gets_defaults() {
-    let s = send_request(&text_request(), &one_sender()).unwrap();
+    let s = send_request(text_request(), &one_sender()).unwrap();
     assert_eq!(s.sender, "main");
     assert_eq!(s.priority, Priority::Normal);
     assert_eq!(
@@ -108,7 +108,7 @@ fn null_means_absent_for_waq_fields() {
     ] {
         v[key] = Value::Null;
     }
-    let s = send_request(&v, &one_sender()).unwrap();
+    let s = send_request(v, &one_sender()).unwrap();
     assert_eq!(s.priority, Priority::Normal);
     assert_eq!(s.metadata, None);
 }
@@ -116,7 +116,7 @@ fn null_means_absent_for_waq_fields() {
 #[test]
 fn body_must_be_an_object() {
     for v in [json!([]), json!("x"), json!(1), Value::Null, json!(true)] {
-        let err = send_request(&v, &one_sender()).unwrap_err();
+        let err = send_request(v, &one_sender()).unwrap_err();
         assert_eq!(
             (err.status, err.code.as_str()),
             (400, code::MALFORMED_REQUEST)
@@ -141,6 +141,23 @@ fn unknown_fields_are_named_with_a_suggestion() {
         code::UNKNOWN_FIELD,
         "recipient",
     );
+}
+
+#[test]
+fn an_unknown_field_is_refused_before_any_other_check() {
+    // Named in key order, whatever comes before or after it, even when every other field is
+    // wrong or missing too.
+    let v = json!({"aaa": 1, "to": 5, "zzz": 2, "message": null});
+    request_err(v, code::UNKNOWN_FIELD, "aaa");
+    let v = json!({"to": 5, "zzz": 2, "message": null, "sender": "nobody"});
+    request_err(v, code::UNKNOWN_FIELD, "zzz");
+    let v = json!({"priority": "urgent", "z z": 1});
+    request_err(v, code::UNKNOWN_FIELD, "[\"z z\"]");
+    // Null members are absent, also those between others.
+    let v = json!({"to": "+1 415 555 1234", "sender": null, "ttl_s": null,
+        "message": {"type": "text", "text": {"body": "hi"}}});
+    let s = send_request(v, &one_sender()).unwrap();
+    assert_eq!((s.sender.as_str(), s.ttl_s), ("main", None));
 }
 
 #[test]
@@ -201,32 +218,32 @@ fn sender_rules() {
     let two = vec!["main".to_string(), "promo".to_string()];
     // Optional with exactly one sender.
     assert_eq!(
-        send_request(&text_request(), &one_sender()).unwrap().sender,
+        send_request(text_request(), &one_sender()).unwrap().sender,
         "main"
     );
     // Required with several.
     assert_err(
-        send_request(&text_request(), &two),
+        send_request(text_request(), &two),
         code::MISSING_FIELD,
         "sender",
     );
-    let s = send_request(&request_with("sender", json!("promo")), &two).unwrap();
+    let s = send_request(request_with("sender", json!("promo")), &two).unwrap();
     assert_eq!(s.sender, "promo");
     // Unknown names list the configured ones.
     let err = assert_err(
-        send_request(&request_with("sender", json!("mian")), &two),
+        send_request(request_with("sender", json!("mian")), &two),
         code::UNKNOWN_SENDER,
         "sender",
     );
     assert!(err.message.contains("main, promo"), "{err}");
     assert!(err.message.contains("did you mean `main`"), "{err}");
     assert_err(
-        send_request(&text_request(), &[]),
+        send_request(text_request(), &[] as &[String]),
         code::UNKNOWN_SENDER,
         "sender",
     );
     assert_err(
-        send_request(&request_with("sender", json!("main")), &[]),
+        send_request(request_with("sender", json!("main")), &[] as &[String]),
         code::UNKNOWN_SENDER,
         "sender",
     );
@@ -255,7 +272,7 @@ fn fallback_template_is_checked_with_its_own_paths() {
         "fallback_template",
         json!({"name": "hello_world", "language": {"code": "en_US"}}),
     );
-    assert!(send_request(&ok, &one_sender()).is_ok());
+    assert!(send_request(ok, &one_sender()).is_ok());
     request_err(
         request_with(
             "fallback_template",
@@ -297,7 +314,7 @@ fn idempotency_key_rules() {
         "idempotency_key",
     );
     let s = send_request(
-        &request_with("idempotency_key", json!("é".repeat(256))),
+        request_with("idempotency_key", json!("é".repeat(256))),
         &one_sender(),
     )
     .unwrap();
@@ -312,7 +329,7 @@ fn priority_rules() {
         ("low", Priority::Low),
     ] {
         assert_eq!(
-            send_request(&request_with("priority", json!(p)), &one_sender())
+            send_request(request_with("priority", json!(p)), &one_sender())
                 .unwrap()
                 .priority,
             want
@@ -339,7 +356,7 @@ fn priority_rules() {
 #[test]
 fn send_at_rules() {
     let s = send_request(
-        &request_with("send_at", json!("2026-11-24T21:00:00+01:00")),
+        request_with("send_at", json!("2026-11-24T21:00:00+01:00")),
         &one_sender(),
     )
     .unwrap();
@@ -369,7 +386,7 @@ fn ttl_rules() {
         (json!(600.0), 600),
     ] {
         assert_eq!(
-            send_request(&request_with("ttl_s", v), &one_sender())
+            send_request(request_with("ttl_s", v), &one_sender())
                 .unwrap()
                 .ttl_s,
             Some(want)
@@ -398,7 +415,7 @@ fn metadata_rules() {
         json!([1, 2]),
         json!({"a": {"b": [null]}}),
     ] {
-        let s = send_request(&request_with("metadata", m.clone()), &one_sender()).unwrap();
+        let s = send_request(request_with("metadata", m.clone()), &one_sender()).unwrap();
         assert_eq!(s.metadata, Some(m));
     }
     // `{"k":"…"}` is 8 bytes around the string.
@@ -407,7 +424,7 @@ fn metadata_rules() {
         serde_json::to_vec(&exactly).unwrap().len(),
         MAX_METADATA_BYTES
     );
-    assert!(send_request(&request_with("metadata", exactly), &one_sender()).is_ok());
+    assert!(send_request(request_with("metadata", exactly), &one_sender()).is_ok());
     let over = json!({"k": "x".repeat(MAX_METADATA_BYTES - 7)});
     request_err(
         request_with("metadata", over),
@@ -1321,7 +1338,7 @@ fn templates_do_not_need_the_window() {
         "message",
         template(json!({"name": "hello_world", "language": {"code": "en_US"}})),
     );
-    let s = send_request(&v, &one_sender()).unwrap();
+    let s = send_request(v, &one_sender()).unwrap();
     assert_eq!(s.kind, "template");
     assert!(!s.needs_window());
 }
