@@ -455,20 +455,32 @@ impl SimConfig {
 /// Reads a TOML file; `WAQ_SIM__KEY` / `WAQ_SIM__SECTION__KEY` environment variables override it
 /// (handy for the token and app secret).
 pub fn load_config(path: &Path) -> anyhow::Result<SimConfig> {
-    let built = config::Config::builder()
-        .add_source(config::File::from(path).format(config::FileFormat::Toml))
+    load(Some(path))
+}
+
+/// The configuration of `waq sim`: the file if there is one, else the defaults, and the
+/// `WAQ_SIM__...` environment variables over either.
+pub fn load(path: Option<&Path>) -> anyhow::Result<SimConfig> {
+    let what = match path {
+        Some(p) => format!("simulator config {}", p.display()),
+        None => "simulator defaults with WAQ_SIM__ variables".to_string(),
+    };
+    let mut builder = config::Config::builder();
+    if let Some(path) = path {
+        builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
+    }
+    let built = builder
         .add_source(
             config::Environment::with_prefix("WAQ_SIM")
                 .separator("__")
                 .try_parsing(true),
         )
         .build()
-        .with_context(|| format!("reading simulator config {}", path.display()))?;
+        .with_context(|| format!("reading {what}"))?;
     let cfg: SimConfig = built
         .try_deserialize()
-        .with_context(|| format!("invalid simulator config {}", path.display()))?;
-    cfg.check()
-        .with_context(|| format!("invalid simulator config {}", path.display()))?;
+        .with_context(|| format!("invalid {what}"))?;
+    cfg.check().with_context(|| format!("invalid {what}"))?;
     Ok(cfg)
 }
 

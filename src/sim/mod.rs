@@ -124,12 +124,10 @@ pub async fn start(config: SimConfig, listen: SocketAddr) -> anyhow::Result<SimH
     })
 }
 
-/// `waq sim`: serves until SIGINT or SIGTERM. Without a config file, the defaults apply.
+/// `waq sim`: serves until SIGINT or SIGTERM. Without a config file, the defaults apply
+/// (`WAQ_SIM__...` variables override keys either way).
 pub async fn run(listen: SocketAddr, config_path: Option<PathBuf>) -> anyhow::Result<()> {
-    let config = match &config_path {
-        Some(path) => load_config(path)?,
-        None => SimConfig::default(),
-    };
+    let config = config::load(config_path.as_deref())?;
     let numbers: Vec<String> = config
         .numbers
         .iter()
