@@ -621,6 +621,8 @@ async fn a_status_that_beats_the_dispatcher_is_applied_once_the_wamid_is_known()
     tokio::time::sleep(Duration::from_millis(1200)).await;
     assert_eq!(get(&d.app, id).state, State::Sent);
     assert_eq!(get(&d.app, sending).state, State::Sending);
+    let waiting = || d.app.store.log("webhook_waiting").unwrap().len();
+    assert_eq!(waiting(), 2, "both wait in the durable log");
 
     d.app.store.set_wamid("wamid.EARLY", id).unwrap();
     d.app
@@ -633,6 +635,12 @@ async fn a_status_that_beats_the_dispatcher_is_applied_once_the_wamid_is_known()
     eventually("early statuses applied", Duration::from_secs(5), || {
         get(&d.app, id).state == State::Delivered && get(&d.app, sending).state == State::Read
     })
+    .await;
+    eventually(
+        "settled statuses leave the durable log",
+        Duration::from_secs(5),
+        || waiting() == 0,
+    )
     .await;
     assert_eq!(d.app.metrics.statuses_unknown_wamid.load(Relaxed), 0);
     d.shutdown().await;
@@ -662,7 +670,9 @@ async fn waiting_statuses_and_inbox_leftovers_survive_a_restart() {
     .await;
     assert!(d.app.store.log("webhook_inbox").unwrap().is_empty());
 
-    // A status whose wamid is still unknown at shutdown is kept for the next start.
+    // A status whose wamid is still unknown waits in a durable log from the moment it leaves
+    // the inbox (not only from a clean stop: a kill must not lose it), and is kept for the
+    // next start.
     let body = envelope(
         PNID,
         json!({"statuses": [status("wamid.LATE", "read", now_s())]}),
@@ -672,8 +682,9 @@ async fn waiting_statuses_and_inbox_leftovers_survive_a_restart() {
         d.app.store.log("webhook_inbox").unwrap().is_empty()
     })
     .await;
+    assert_eq!(d.app.store.log("webhook_waiting").unwrap().len(), 1);
     let app = d.shutdown().await;
-    assert_eq!(app.store.log("webhook_inbox").unwrap().len(), 1);
+    assert_eq!(app.store.log("webhook_waiting").unwrap().len(), 1);
     drop(app);
 
     let app = build_app(dir.path(), "").await;
@@ -683,6 +694,7 @@ async fn waiting_statuses_and_inbox_leftovers_survive_a_restart() {
         get(&d.app, id).state == State::Read
     })
     .await;
+    assert!(d.app.store.log("webhook_waiting").unwrap().is_empty());
     assert_eq!(d.app.metrics.statuses_unknown_wamid.load(Relaxed), 0);
     d.shutdown().await;
 }

@@ -143,6 +143,7 @@ pub(crate) fn apply_with(
                         phone_number_id: phone_number_id.clone(),
                         status,
                         raw: raw_status,
+                        durable: None,
                     }),
                 }
             }

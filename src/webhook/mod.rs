@@ -40,6 +40,8 @@ pub use pending::PendingStatus;
 pub const INBOX_LOG: &str = "webhook_inbox";
 /// The durable log of verified payloads not yet relayed to `forward_url`.
 pub const RELAY_LOG: &str = "relay";
+/// The durable log of statuses waiting for their wamid (one payload each).
+pub const WAITING_LOG: &str = "webhook_waiting";
 
 /// How often statuses waiting for their wamid are retried.
 const PENDING_RETRY: Duration = Duration::from_secs(1);
@@ -70,6 +72,10 @@ pub async fn serve(
                 .context("opening the webhook inbox")?,
         ),
         relay: inbox::FramedLog::new(app.store.log(RELAY_LOG).context("opening the relay log")?),
+        waiting: app
+            .store
+            .log(WAITING_LOG)
+            .context("opening the log of waiting statuses")?,
         app,
         start_cfg,
         apply_wake: Notify::new(),
@@ -78,6 +84,10 @@ pub async fn serve(
         recent: Mutex::new(apply::RecentIds::default()),
     });
     let client = relay::client().context("building the relay's HTTP client")?;
+    shared
+        .requeue_waiting()
+        .await
+        .context("moving waiting statuses back to the webhook inbox")?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let workers = [
@@ -104,7 +114,6 @@ pub async fn serve(
             tracing::error!(error = %e, "a webhook worker ended abnormally");
         }
     }
-    shared.save_pending().await;
     served.context("the webhook listener failed")
 }
 
@@ -211,6 +220,8 @@ struct Shared {
     start_cfg: WebhookConfig,
     inbox: inbox::FramedLog,
     relay: inbox::FramedLog,
+    /// Statuses waiting for their wamid, kept until settled (see `pending`).
+    waiting: crate::store::DurableLog,
     apply_wake: Notify,
     relay_wake: Arc<Notify>,
     pending: Mutex<pending::Pending>,
@@ -246,9 +257,15 @@ impl Shared {
                 if !sum.deferred.is_empty() {
                     let now = Instant::now();
                     let mut dropped = Vec::new();
+                    // Written before the inbox entry goes: sled keeps writes in order, so after
+                    // a crash either the entry or these are still there.
+                    let mut deferred = sum.deferred;
+                    for d in &mut deferred {
+                        d.durable = Some(self.waiting.push(statuses_payload(&[&*d]).as_bytes())?);
+                    }
                     let waiting = {
                         let mut p = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-                        for d in sum.deferred {
+                        for d in deferred {
                             dropped.extend(p.add(d, now));
                         }
                         p.len()
@@ -276,7 +293,7 @@ impl Shared {
             match apply::apply_pending(&self.app, &w.status) {
                 Ok(StatusOutcome::Deferred) if now >= w.give_up_at => expired.push(w.status),
                 Ok(StatusOutcome::Deferred) => keep.push(w),
-                Ok(_) => {}
+                Ok(_) => self.settled(&w.status),
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot apply a waiting status yet");
                     keep.push(w);
@@ -287,57 +304,70 @@ impl Shared {
         keep
     }
 
+    /// A waiting status was applied or given up: its durable copy goes.
+    fn settled(&self, s: &PendingStatus) {
+        if let Some(seq) = s.durable {
+            if let Err(e) = self.waiting.remove(seq) {
+                tracing::warn!(error = %e, "cannot remove a settled status from the waiting log");
+            }
+        }
+    }
+
     fn give_up(&self, statuses: Vec<PendingStatus>, why: &str) {
         for s in statuses {
+            self.settled(&s);
             Metrics::inc(&self.app.metrics.statuses_unknown_wamid);
             tracing::info!(wamid = %s.status.id, status = %s.status.status, sender = %s.sender, "status not applied: {why}");
         }
     }
 
-    /// Statuses still waiting at shutdown go back to the inbox as a payload of their own, so
-    /// the next start retries them instead of losing them.
-    async fn save_pending(&self) {
-        let left = self
-            .pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take_all();
-        if left.is_empty() {
-            return;
-        }
-        let changes: Vec<_> = left
-            .iter()
-            .map(|w| {
-                serde_json::json!({
-                    "field": "messages",
-                    "value": {
-                        "messaging_product": "whatsapp",
-                        "metadata": {"phone_number_id": w.status.phone_number_id},
-                        "statuses": [w.status.raw],
-                    }
-                })
-            })
-            .collect();
-        let body = serde_json::json!({
-            "object": "whatsapp_business_account",
-            "entry": [{"id": "", "changes": changes}],
-        })
-        .to_string();
+    /// At start: statuses that were waiting when the daemon last stopped (or crashed) go back
+    /// to the inbox, to be applied, or to wait again, like any payload.
+    async fn requeue_waiting(&self) -> Result<(), crate::store::StoreError> {
         let generation = self.app.store.generation();
-        let saved = match self.inbox.push(None, body.as_bytes()) {
-            Ok(()) => self.app.store.commit_since(generation).await,
-            Err(e) => Err(e),
-        };
-        match saved {
-            Ok(()) => tracing::info!(
-                statuses = left.len(),
-                "statuses waiting for their wamid kept for the next start"
-            ),
-            Err(e) => {
-                tracing::error!(error = %e, statuses = left.len(), "cannot keep waiting statuses")
+        let mut moved = 0;
+        loop {
+            let batch = self.waiting.read(None, 256)?;
+            if batch.is_empty() {
+                break;
+            }
+            for (seq, body) in batch {
+                self.inbox.push(None, &body)?;
+                self.waiting.remove(seq)?;
+                moved += 1;
             }
         }
+        if moved > 0 {
+            self.app.store.commit_since(generation).await?;
+            tracing::info!(
+                statuses = moved,
+                "statuses that were waiting for their wamid are retried"
+            );
+        }
+        Ok(())
     }
+}
+
+/// A webhook payload holding `statuses`, in Meta's envelope, as the inbox stores payloads.
+fn statuses_payload(statuses: &[&PendingStatus]) -> String {
+    let changes: Vec<_> = statuses
+        .iter()
+        .map(|w| {
+            serde_json::json!({
+                "field": "messages",
+                "value": {
+                    "messaging_product": "whatsapp",
+                    "metadata": {"phone_number_id": w.phone_number_id},
+                    "statuses": [w.raw],
+                }
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "object": "whatsapp_business_account",
+        "entry": [{"id": "", "changes": changes}],
+    })
+    .to_string()
 }
 
 /// Drains the inbox whenever woken, one payload at a time so shutdown is noticed in between.

@@ -1,6 +1,8 @@
 //! Statuses that arrived before waq could apply them: the wamid is not recorded yet (the
 //! dispatcher stores it right after Meta's answer, and Meta's `sent` webhook can beat it), or
-//! the message is still `sending`. They wait here, bounded, and are retried for `WAIT`.
+//! the message is still `sending`. They wait here, bounded, and are retried for `WAIT`. Each
+//! is also kept in a durable log until it is settled, so that a crash does not lose a status
+//! that Meta was already answered 200 for.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -20,6 +22,8 @@ pub struct PendingStatus {
     pub status: Status,
     /// The status object as Meta sent it.
     pub raw: serde_json::Value,
+    /// Its entry in the durable log of waiting statuses, once written there.
+    pub durable: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -82,6 +86,7 @@ mod tests {
             phone_number_id: "1".into(),
             status: Status::parse(&raw).unwrap(),
             raw,
+            durable: None,
         }
     }
 
