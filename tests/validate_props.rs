@@ -228,18 +228,6 @@ fn phone() -> impl Strategy<Value = (String, String)> {
         })
 }
 
-const REQUEST_FIELDS: &[&str] = &[
-    "to",
-    "sender",
-    "message",
-    "fallback_template",
-    "idempotency_key",
-    "priority",
-    "send_at",
-    "ttl_s",
-    "metadata",
-];
-
 proptest! {
     #[test]
     fn arbitrary_json_bodies_never_panic(v in arb_json()) {
@@ -248,7 +236,7 @@ proptest! {
 
     #[test]
     fn arbitrary_objects_with_request_keys_never_panic(
-        fields in prop::collection::vec((prop::sample::select(REQUEST_FIELDS), arb_json()), 0..9)
+        fields in prop::collection::vec((prop::sample::select(&waq::validate::SEND_FIELDS[..]), arb_json()), 0..9)
     ) {
         let v = Value::Object(fields.into_iter().map(|(k, v)| (k.to_string(), v)).collect());
         check_send(&send_request(v, &senders()))?;
