@@ -7,6 +7,7 @@
 
 mod attempt;
 mod backoff;
+mod departures;
 mod pair;
 pub mod queue;
 mod rate;

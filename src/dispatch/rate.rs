@@ -58,8 +58,15 @@ impl SlidingWindow {
         self.starts.get(excess - 1).map(|t| *t + WINDOW)
     }
 
-    pub fn record(&mut self, now: Instant) {
-        self.starts.push_back(now);
+    /// Records a start at `at`, which may lie ahead of starts already recorded (a departure
+    /// stamped late, see `departures`): the log stays in time order.
+    pub fn record(&mut self, at: Instant) {
+        let after = self
+            .starts
+            .iter()
+            .rposition(|t| *t <= at)
+            .map_or(0, |i| i + 1);
+        self.starts.insert(after, at);
     }
 
     /// Requests started in the last second.

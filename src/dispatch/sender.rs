@@ -11,6 +11,7 @@ use crate::config::SenderConfig;
 use crate::model::{now_ms, State};
 
 use super::attempt::{self, AttemptInput, SenderEffect};
+use super::departures::Departures;
 use super::queue::{Entry, Next, Outcome, PairLimit, SenderQueue};
 use super::rate::{Aimd, Pacer, SlidingWindow};
 use super::{SenderSnapshot, Shared};
@@ -39,7 +40,7 @@ pub struct Schedule {
     pub window: SlidingWindow,
     pub pacer: Pacer,
     /// Requests that left for Meta (after their `sending` commit): what Meta's mps counts.
-    pub departures: SlidingWindow,
+    pub departures: Departures,
     pub aimd: Aimd,
     pub paused: Option<String>,
     /// Attempts picked whose request has not yet been handed to the HTTP client.
@@ -90,7 +91,7 @@ impl SenderState {
                 queue: SenderQueue::new(),
                 window: SlidingWindow::new(),
                 pacer: Pacer::new(),
-                departures: SlidingWindow::new(),
+                departures: Departures::new(),
                 aimd: Aimd::new(mps, Instant::now()),
                 paused: None,
                 starting: 0,
@@ -273,6 +274,8 @@ async fn attempt_one(
     };
     let sender_cfg = sender.config();
     let pair_strikes = sender.lock().queue.pair_strikes(&to);
+    // Whether the request left (was handed to the HTTP client), to count its answer.
+    let left = std::sync::atomic::AtomicBool::new(false);
     let pace = || {
         let mut s = sender.lock();
         let now = Instant::now();
@@ -283,7 +286,8 @@ async fn attempt_one(
                     .max(Duration::from_millis(1)),
             ),
             None => {
-                s.departures.record(now);
+                s.departures.leave(now);
+                left.store(true, std::sync::atomic::Ordering::Relaxed);
                 None
             }
         }
@@ -305,6 +309,9 @@ async fn attempt_one(
     {
         let mut s = sender.lock();
         let now = Instant::now();
+        if left.load(std::sync::atomic::Ordering::Relaxed) {
+            s.departures.answered();
+        }
         match &effect {
             SenderEffect::None => {}
             SenderEffect::Throttle => s.aimd.throttled(now),
