@@ -164,6 +164,16 @@ impl Inbox {
             .any(|s| s["status"] == status)
     }
 
+    /// The first change `value` carrying inbound messages, waiting for it to arrive.
+    async fn inbound_value(&self) -> Value {
+        let find = || self.values().into_iter().find(|v| v["messages"].is_array());
+        assert!(
+            eventually(|| find().is_some()).await,
+            "no inbound messages arrived"
+        );
+        find().unwrap()
+    }
+
     /// Every change `value` received.
     fn values(&self) -> Vec<Value> {
         self.payloads()
@@ -691,12 +701,7 @@ async fn inbound_opens_the_window_and_is_signed() {
     )
     .await;
     assert_eq!(status, 200, "{answer}");
-    assert!(eventually(|| inbox.values().iter().any(|v| v["messages"].is_array())).await);
-    let value = inbox
-        .values()
-        .into_iter()
-        .find(|v| v["messages"].is_array())
-        .unwrap();
+    let value = inbox.inbound_value().await;
     assert_eq!(value["metadata"]["phone_number_id"], NUMBER);
     assert_eq!(value["contacts"][0]["profile"]["name"], "Ann");
     assert_eq!(value["contacts"][0]["wa_id"], "14155550111");
@@ -762,12 +767,7 @@ async fn a_number_known_under_another_wa_id_has_its_window_by_wa_id() {
         (200, &json!(WA_ID_BR)),
         "{answer}"
     );
-    assert!(eventually(|| inbox.values().iter().any(|v| v["messages"].is_array())).await);
-    let value = inbox
-        .values()
-        .into_iter()
-        .find(|v| v["messages"].is_array())
-        .unwrap();
+    let value = inbox.inbound_value().await;
     assert_eq!(value["messages"][0]["from"], WA_ID_BR);
     assert_eq!(value["contacts"][0]["wa_id"], WA_ID_BR);
     let (_, body) = send(&sim, &text_to(DIALLED_BR, "Olá!")).await;
