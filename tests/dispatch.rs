@@ -610,6 +610,32 @@ fn a_bad_token_pauses_the_sender_and_a_reload_with_the_right_one_resumes_it() {
 }
 
 #[test]
+fn a_sender_added_by_a_reload_starts_sending() {
+    let _machine = shared();
+    let sim = Sim::start(sim_config());
+    let d = fast_retries(&sim);
+    let mut request = template_request("+14155550177");
+    request["sender"] = json!("second");
+    let body = request.to_string();
+    let refused = d.request("POST", "/v1/messages", Some(body.as_bytes()));
+    assert_eq!(refused.status, 422, "{}", refused.text());
+    assert_eq!(refused.json()["error"]["code"], "unknown_sender");
+
+    let added = format!(
+        "{}\n{}",
+        d.config_text(),
+        sender_toml("second", SIM_NUMBER, TOKEN, 10)
+    );
+    d.write_config(&added);
+    d.sighup();
+    d.wait_for_log("new sender configured and started");
+    let id = d.enqueue(&request);
+    let m = d.wait_message(&id, PATIENCE, |m| m["state"] == "sent");
+    assert_eq!(m["sender"], "second", "{m}");
+    assert_eq!(sim.number().accepted, 1);
+}
+
+#[test]
 fn a_paused_sender_resumes_on_request() {
     let _machine = shared();
     let sim = Sim::start(sim_config());

@@ -82,7 +82,7 @@ pub struct Running {
     stop_server: watch::Sender<bool>,
     server: JoinHandle<()>,
     webhook: Option<JoinHandle<anyhow::Result<()>>>,
-    dispatcher: JoinHandle<()>,
+    dispatcher: tokio::sync::oneshot::Receiver<()>,
 }
 
 /// Opens everything and starts serving. `inherited` is a listener the service manager opened
@@ -131,7 +131,9 @@ pub async fn start(
         .unwrap_or_else(|| "(inherited)".into());
     let senders = cfg.sender_names().join(",");
     let app = App::new(cfg, store, dispatcher.clone());
-    let dispatcher = tokio::spawn(dispatcher.run(app.clone()));
+    let dispatcher = dispatcher
+        .start(app.clone())
+        .context("cannot start the dispatcher's thread")?;
     let (stop_server, stopping) = watch::channel(false);
     let webhook = webhook_listener.map(|l| {
         if let Ok(addr) = l.local_addr() {
@@ -214,7 +216,7 @@ impl Running {
         let dispatch_grace = self.app.config().api.request_timeout + Duration::from_secs(5);
         match tokio::time::timeout(dispatch_grace, self.dispatcher).await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "the dispatcher ended abnormally"),
+            Ok(Err(_)) => tracing::error!("the dispatcher's thread ended abnormally"),
             Err(_) => tracing::warn!(
                 "the dispatcher did not finish in time; its pending sends resume at the next start"
             ),

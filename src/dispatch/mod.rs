@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde::Serialize;
-use tokio::sync::Semaphore;
+use tokio::sync::{oneshot, Semaphore};
 
 use crate::app::App;
 use crate::cloud::{ClientOptions, CloudClient};
@@ -81,8 +81,9 @@ pub struct Dispatcher {
     shared: Arc<Shared>,
     senders: Arc<RwLock<HashMap<String, Arc<SenderState>>>>,
     tasks: Arc<Mutex<tokio::task::JoinSet<()>>>,
-    /// Set by `run`: lets `reload` start loops for senders added to the configuration.
-    running: Arc<Mutex<Option<std::sync::Weak<App>>>>,
+    /// Set by `run`: lets `reload` start loops for senders added to the configuration, on the
+    /// dispatcher's own runtime.
+    running: Arc<Mutex<Option<(std::sync::Weak<App>, tokio::runtime::Handle)>>>,
 }
 
 fn client_options(config: &Config) -> ClientOptions {
@@ -197,14 +198,14 @@ impl Dispatcher {
                 None => {
                     let state = Arc::new(SenderState::new(s.clone()));
                     senders.insert(s.name.clone(), state.clone());
-                    let app = self
+                    let running = self
                         .running
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
                         .as_ref()
-                        .and_then(|w| w.upgrade());
-                    if let Some(app) = app {
-                        tokio::spawn(sender::run_loop(
+                        .and_then(|(app, rt)| Some((app.upgrade()?, rt.clone())));
+                    if let Some((app, rt)) = running {
+                        rt.spawn(sender::run_loop(
                             app,
                             self.shared.clone(),
                             state,
@@ -241,10 +242,33 @@ impl Dispatcher {
             .unwrap_or_else(crate::model::now_ms)
     }
 
+    /// Starts the scheduling loops on a thread of their own (see [`Dispatcher::run`]). The
+    /// receiver completes when they have ended: `Err` if the thread died (a panic).
+    ///
+    /// One thread with a single-threaded runtime: every send is a handful of short wake-ups
+    /// (pick, commit, departure, answer), and on a multi-threaded runtime each of them could
+    /// wake a second worker to steal it. Alone on one thread, CPU per message fell by about a
+    /// quarter (docs/PERFORMANCE.md, change 14); the socket server keeps the main runtime.
+    pub fn start(self, app: Arc<App>) -> std::io::Result<oneshot::Receiver<()>> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .thread_name("waq-dispatch-io")
+            .build()?;
+        let (done, finished) = oneshot::channel();
+        std::thread::Builder::new()
+            .name("waq-dispatch".into())
+            .spawn(move || {
+                runtime.block_on(self.run(app));
+                let _ = done.send(());
+            })?;
+        Ok(finished)
+    }
+
     /// The scheduling loops; returns when `app` is shutting down and in-flight sends are done
     /// (bound the wait with a timeout: a hung request should not hold the stop forever).
     pub async fn run(self, app: Arc<App>) {
-        *self.running.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::downgrade(&app));
+        *self.running.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((Arc::downgrade(&app), tokio::runtime::Handle::current()));
         let mut loops = tokio::task::JoinSet::new();
         let senders: Vec<Arc<SenderState>> = self
             .senders

@@ -487,11 +487,12 @@ impl Bench {
             if rates {
                 let max = all.iter().map(|r| r.max_in_window).max().unwrap_or(0);
                 let throttled: u64 = all.iter().map(|r| r.throttled).sum();
+                let bullmq = if mps == 80 { "131-159" } else { "up to 1,285" };
                 self.push(
                     Figure::new(dispatch_max_name(mps), max as f64, "msg")
                         .at_most(mps as f64)
                         .detail(format!(
-                            "most arrivals at the simulator in any sliding second; {throttled} refused with 130429; BullMQ at 80: 131-159"
+                            "most arrivals at the simulator in any sliding second; {throttled} refused with 130429; BullMQ at {mps}: {bullmq}"
                         )),
                 );
                 let avgs: Vec<f64> = all.iter().map(|r| r.rate / mps as f64 * 100.0).collect();
