@@ -83,8 +83,11 @@ pub struct Dispatcher {
     tasks: Arc<Mutex<tokio::task::JoinSet<()>>>,
     /// Set by `run`: lets `reload` start loops for senders added to the configuration, on the
     /// dispatcher's own runtime.
-    running: Arc<Mutex<Option<(std::sync::Weak<App>, tokio::runtime::Handle)>>>,
+    running: Arc<Mutex<Option<Running>>>,
 }
+
+/// The app the loops serve, and the runtime they run on.
+type Running = (std::sync::Weak<App>, tokio::runtime::Handle);
 
 fn client_options(config: &Config) -> ClientOptions {
     ClientOptions {
