@@ -164,17 +164,35 @@ impl Node {
     }
 
     pub(crate) fn split(mut self) -> (Node, Node) {
+        // waq: the fewest keys a node may keep without `should_merge` taking it back.
+        fn merge_floor(threshold: usize) -> usize {
+            if cfg!(any(test, feature = "lock_free_delays")) {
+                1
+            } else {
+                threshold
+            }
+        }
+
         fn split_inner<T>(
             keys: &mut Vec<IVec>,
             values: &mut Vec<T>,
             old_prefix: &[u8],
             old_hi: &[u8],
             suffix_truncation: bool,
+            min_right: usize,
         ) -> (IVec, u8, Vec<IVec>, Vec<T>)
         where
             T: Clone + Ord,
         {
-            let split_point = keys.len() / 2 + 1;
+            // waq: the rightmost node of a tree (no hi bound) is where ascending keys (waq's
+            // message ids) are appended. Splitting it in half leaves every full leaf half
+            // empty forever; keeping most keys on the left leaves the right node just above
+            // the merge threshold, so appends split less often and nodes stay full.
+            let split_point = if old_hi.is_empty() {
+                keys.len() - min_right
+            } else {
+                keys.len() / 2 + 1
+            };
             let right_keys = keys.split_off(split_point);
             let right_values = values.split_off(split_point);
             let right_min = &right_keys[0];
@@ -252,6 +270,7 @@ impl Node {
                         prefixed_lo,
                         prefixed_hi,
                         false,
+                        merge_floor(64),
                     );
 
                 (
@@ -271,6 +290,7 @@ impl Node {
                         prefixed_lo,
                         prefixed_hi,
                         true,
+                        merge_floor(4),
                     );
 
                 (
