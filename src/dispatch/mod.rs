@@ -251,7 +251,7 @@ impl Dispatcher {
     /// One thread with a single-threaded runtime: every send is a handful of short wake-ups
     /// (pick, commit, departure, answer), and on a multi-threaded runtime each of them could
     /// wake a second worker to steal it. Alone on one thread, CPU per message fell by about a
-    /// quarter (docs/PERFORMANCE.md, change 14); the socket server keeps the main runtime.
+    /// fifth (docs/PERFORMANCE.md, change 14); the socket server keeps the main runtime.
     pub fn start(self, app: Arc<App>) -> std::io::Result<oneshot::Receiver<()>> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
