@@ -25,6 +25,9 @@ use serde::Serialize;
 use daemon::{Daemon, Setup};
 use load::{Work, PARKED_UNTIL};
 
+/// How long after the `million_rss` reading the settled reading is taken.
+const RSS_SETTLE: Duration = Duration::from_secs(12);
+
 /// The parts of the run, in the order they run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Part {
@@ -555,6 +558,10 @@ impl Bench {
         let depth = stats["queue_depth"].as_u64().unwrap_or(0);
         let rss = d.rss_bytes()? as f64;
         let disk = d.disk_bytes()? as f64;
+        // The fill's own garbage (request bodies, parsed batches) can still be held then;
+        // what the daemon holds once it has settled is shown beside it.
+        tokio::time::sleep(RSS_SETTLE).await;
+        let rss_settled = d.rss_bytes()? as f64;
         let messages = stats["messages"]
             .as_object()
             .map(|m| m.values().filter_map(|v| v.as_u64()).sum::<u64>())
@@ -564,9 +571,11 @@ impl Bench {
             Figure::new("million_rss", rss / 1048576.0, "MiB")
                 .at_most(256.0)
                 .detail(format!(
-                    "{} queued (queue_depth), {} stored",
+                    "{} queued (queue_depth), {} stored; {:.0} MiB {} s later",
                     num(depth as f64),
-                    num(messages as f64)
+                    num(messages as f64),
+                    rss_settled / 1048576.0,
+                    RSS_SETTLE.as_secs()
                 )),
         );
         self.push(
