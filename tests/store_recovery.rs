@@ -494,6 +494,17 @@ fn a_full_disk_answers_full_loses_nothing_committed_and_heals_when_space_returns
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // Read while the child runs: one event per committed batch can exceed a pipe's buffer,
+    // and a child blocked writing to a full pipe would look hung.
+    let drain = |mut pipe: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            text
+        })
+    };
+    let stdout = drain(Box::new(proc.stdout.take().unwrap()));
+    let stderr = drain(Box::new(proc.stderr.take().unwrap()));
     // Bounded: the child gives up on its own after 25 s; this is the backstop.
     let status = loop {
         if let Some(s) = proc.try_wait().unwrap() {
@@ -505,17 +516,14 @@ fn a_full_disk_answers_full_loses_nothing_committed_and_heals_when_space_returns
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    let out = proc.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = stdout.join().unwrap();
+    let stderr = stderr.join().unwrap();
     let events: Vec<Value> = stdout
         .lines()
         .filter(|l| l.starts_with('{'))
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    let report = format!(
-        "status {status:?}\nstdout:\n{stdout}\nstderr:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let report = format!("status {status:?}\nstdout:\n{stdout}\nstderr:\n{stderr}");
     assert!(
         status.success(),
         "the child neither panicked nor died: {report}"

@@ -270,7 +270,7 @@ impl Node {
                         prefixed_lo,
                         prefixed_hi,
                         false,
-                        merge_floor(64),
+                        merge_floor(16),
                     );
 
                 (
@@ -616,11 +616,13 @@ impl Node {
         }
     }
 
+    // waq: index nodes split past 64 children and merge under 16 (sled: 256 and 64). A leaf
+    // split rewrites its parent whole into the log; smaller parents make each split cheaper.
     pub(crate) fn should_split(&self) -> bool {
         let threshold = if cfg!(any(test, feature = "lock_free_delays")) {
             2
         } else if self.data.is_index() {
-            256
+            64
         } else {
             16
         };
@@ -635,7 +637,7 @@ impl Node {
         let threshold = if cfg!(any(test, feature = "lock_free_delays")) {
             1
         } else if self.data.is_index() {
-            64
+            16
         } else {
             4
         };
