@@ -164,15 +164,6 @@ impl Node {
     }
 
     pub(crate) fn split(mut self) -> (Node, Node) {
-        // waq: the fewest keys a node may keep without `should_merge` taking it back.
-        fn merge_floor(threshold: usize) -> usize {
-            if cfg!(any(test, feature = "lock_free_delays")) {
-                1
-            } else {
-                threshold
-            }
-        }
-
         fn split_inner<T>(
             keys: &mut Vec<IVec>,
             values: &mut Vec<T>,
@@ -270,7 +261,7 @@ impl Node {
                         prefixed_lo,
                         prefixed_hi,
                         false,
-                        merge_floor(16),
+                        merge_threshold(true),
                     );
 
                 (
@@ -290,7 +281,7 @@ impl Node {
                         prefixed_lo,
                         prefixed_hi,
                         true,
-                        merge_floor(4),
+                        merge_threshold(false),
                     );
 
                 (
@@ -634,15 +625,7 @@ impl Node {
     }
 
     pub(crate) fn should_merge(&self) -> bool {
-        let threshold = if cfg!(any(test, feature = "lock_free_delays")) {
-            1
-        } else if self.data.is_index() {
-            16
-        } else {
-            4
-        };
-
-        let size_checks = self.data.len() < threshold;
+        let size_checks = self.data.len() < merge_threshold(self.data.is_index());
         let safety_checks = self.merging_child.is_none() && !self.merging;
 
         size_checks && safety_checks
@@ -780,4 +763,16 @@ fn merge_uneven_nodes() {
     };
 
     left.receive_merge(&right);
+}
+
+/// waq: a node with fewer keys than this is merged into its left sibling (`should_merge`); a
+/// split leaves at least this many in its right part, so the merge does not take it back.
+fn merge_threshold(is_index: bool) -> usize {
+    if cfg!(any(test, feature = "lock_free_delays")) {
+        1
+    } else if is_index {
+        16
+    } else {
+        4
+    }
 }
