@@ -9,10 +9,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// only for mimalloc 2).
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// How long mimalloc keeps freed pages before handing them back to the OS. Its default, 1 s,
-/// let the pages a burst of batches had freed count in RSS for seconds after it: with a
-/// million queued, 234-269 MiB right after the fill against 207-216 MiB at 250 ms, and
-/// 214-222 against 164-167 MiB after a restart, at the same enqueue throughput
-/// (docs/PERFORMANCE.md, change 18).
+/// let the pages a burst of batches had freed count in RSS for seconds after it, enough to
+/// pass 256 MiB with a million queued; 250 ms keeps the fill's speed (docs/PERFORMANCE.md,
+/// change 18).
 const PURGE_DELAY_MS: std::ffi::c_long = 250;
 
 /// Sets mimalloc's purge delay unless `MIMALLOC_PURGE_DELAY` in the environment chose one.
