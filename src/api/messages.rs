@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::Deserialize;
@@ -43,13 +43,11 @@ enum Outcome {
     },
 }
 
-pub async fn enqueue(
-    State(ctx): State<Ctx>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
+// The hot handlers take the request whole: axum's `HeaderMap` extractor clones the headers.
+pub async fn enqueue(State(ctx): State<Ctx>, request: Request) -> Result<Response, ApiError> {
     let app = &ctx.app;
-    let result = enqueue_one(app, &headers, body).await;
+    let (head, body) = request.into_parts();
+    let result = enqueue_one(app, &head.headers, body).await;
     if result.is_err() {
         Metrics::inc(&app.metrics.enqueue_rejected);
     }
@@ -86,12 +84,10 @@ async fn enqueue_one(
     })
 }
 
-pub async fn batch(
-    State(ctx): State<Ctx>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
+pub async fn batch(State(ctx): State<Ctx>, request: Request) -> Result<Response, ApiError> {
     let app = ctx.app.clone();
+    let (head, body) = request.into_parts();
+    let headers = head.headers;
     if app.is_shutting_down() {
         return Err(json::shutting_down());
     }
