@@ -45,13 +45,11 @@ pub fn accepted(m: &Message) -> Value {
 /// `accepted` as JSON text, written directly (the id is hex and the state a fixed word, so
 /// nothing needs escaping): the same bytes as serialising `accepted(m)`.
 pub fn accepted_text(m: &Message, out: &mut Vec<u8>) {
-    use std::io::Write as _;
-    let _ = write!(
-        out,
-        r#"{{"id":"{:016x}","state":"{}"}}"#,
-        m.id,
-        m.state.as_str()
-    );
+    out.extend_from_slice(br#"{"id":""#);
+    crate::model::write_id(out, m.id);
+    out.extend_from_slice(br#"","state":""#);
+    out.extend_from_slice(m.state.as_str().as_bytes());
+    out.extend_from_slice(br#""}"#);
 }
 
 /// `GET /v1/recipients/{number}` and `POST /v1/inbound`.
