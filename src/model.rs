@@ -197,10 +197,13 @@ impl Message {
 
 /// Message ids are u64 sequence numbers (monotonic across restarts); shown as 16 hex digits.
 pub fn format_id(id: u64) -> String {
-    format!("{id:016x}")
+    let mut out = Vec::with_capacity(16);
+    write_id(&mut out, id);
+    out.into_iter().map(char::from).collect()
 }
 
-/// `format_id(id)` appended to `out`, without the formatting machinery (every 202 writes one).
+/// An id as 16 lowercase hex digits, appended to `out` without the formatting machinery
+/// (every 202 writes one).
 pub fn write_id(out: &mut Vec<u8>, id: u64) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.extend(
@@ -277,7 +280,7 @@ mod tests {
     }
 
     #[test]
-    fn write_id_writes_what_format_id_formats() {
+    fn ids_are_sixteen_lowercase_hex_digits() {
         let mut ids = vec![0, 1, 0x1f, 0xabc, u64::MAX, 1 << 63, 0x0123_4567_89ab_cdef];
         let mut x = 0x9e37_79b9_7f4a_7c15_u64;
         for _ in 0..1000 {
@@ -290,7 +293,11 @@ mod tests {
             let mut out = b"prefix".to_vec();
             write_id(&mut out, id);
             assert_eq!(&out[..6], b"prefix");
-            assert_eq!(std::str::from_utf8(&out[6..]).unwrap(), format_id(id));
+            assert_eq!(
+                std::str::from_utf8(&out[6..]).unwrap(),
+                format!("{id:016x}")
+            );
+            assert_eq!(format_id(id), format!("{id:016x}"));
         }
     }
 
