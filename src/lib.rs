@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod app;
+pub mod borrowed_json;
 pub mod cli;
 pub mod cloud;
 pub mod config;

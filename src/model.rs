@@ -99,18 +99,20 @@ pub struct ValidSend {
     /// Name of a configured sender.
     pub sender: String,
     /// The Cloud API message object as the producer gave it (without
-    /// `messaging_product`, `to`, `recipient_type`).
-    pub message: serde_json::Value,
+    /// `messaging_product`, `to`, `recipient_type`), as compact JSON text.
+    pub message: String,
     /// `message.type`, e.g. `text` or `template`.
     pub kind: String,
     /// A template object (`{name, language:{code}, components?}`) to send instead when the window is closed.
-    pub fallback_template: Option<serde_json::Value>,
+    /// As compact JSON text.
+    pub fallback_template: Option<String>,
     pub idempotency_key: Option<String>,
     pub priority: Priority,
     /// Unix milliseconds; not before then.
     pub send_at_ms: Option<u64>,
     pub ttl_s: Option<u64>,
-    pub metadata: Option<serde_json::Value>,
+    /// As compact JSON text.
+    pub metadata: Option<String>,
 }
 
 impl ValidSend {

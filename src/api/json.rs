@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::Value;
 
+use crate::borrowed_json::{self, Json, NotJson};
 use crate::error::ApiError;
 
 impl IntoResponse for ApiError {
@@ -35,11 +36,6 @@ pub fn text(status: StatusCode, json: Vec<u8>) -> Response {
         HeaderValue::from_static("application/json"),
     );
     res
-}
-
-/// `value` as compact JSON text (what `Value::to_string` gives, written more cheaply).
-pub fn compact(value: &Value) -> String {
-    serde_json::to_string(value).unwrap_or_else(|_| value.to_string())
 }
 
 pub fn ok(value: &Value) -> Response {
@@ -124,25 +120,52 @@ pub async fn read_body(headers: &HeaderMap, body: Body, limit: Limit) -> Result<
 
 /// Parses a JSON body; malformed JSON is a 400 `malformed_json` saying where it breaks.
 pub fn parse(bytes: &[u8]) -> Result<Value, ApiError> {
-    if bytes.iter().all(|b| b.is_ascii_whitespace()) {
-        return Err(ApiError::new(
+    refuse_empty(bytes)?;
+    serde_json::from_slice(bytes).map_err(|e| malformed(&e))
+}
+
+/// [`parse`] into JSON that borrows from `bytes`: the send requests' path.
+pub fn parse_borrowed(bytes: &[u8]) -> Result<Json<'_>, ApiError> {
+    refuse_empty(bytes)?;
+    borrowed_json::parse(bytes).map_err(|NotJson| {
+        // serde_json says where and why; the two parsers accept the same texts, but the
+        // nesting limit is said here in case serde_json ever allows more.
+        match serde_json::from_slice::<Value>(bytes) {
+            Err(e) => malformed(&e),
+            Ok(_) => ApiError::new(
+                400,
+                "malformed_json",
+                format!(
+                    "the request body nests arrays and objects more than {} deep",
+                    borrowed_json::MAX_DEPTH
+                ),
+            ),
+        }
+    })
+}
+
+fn refuse_empty(bytes: &[u8]) -> Result<(), ApiError> {
+    match bytes.iter().all(|b| b.is_ascii_whitespace()) {
+        true => Err(ApiError::new(
             400,
             "malformed_json",
             "the request body is empty; send a JSON document",
-        ));
+        )),
+        false => Ok(()),
     }
-    serde_json::from_slice(bytes).map_err(|e| {
-        ApiError::new(
-            400,
-            "malformed_json",
-            format!(
-                "the request body is not valid JSON: {} at line {}, column {}",
-                describe(&e),
-                e.line(),
-                e.column()
-            ),
-        )
-    })
+}
+
+fn malformed(e: &serde_json::Error) -> ApiError {
+    ApiError::new(
+        400,
+        "malformed_json",
+        format!(
+            "the request body is not valid JSON: {} at line {}, column {}",
+            describe(e),
+            e.line(),
+            e.column()
+        ),
+    )
 }
 
 /// serde_json's message without its own " at line L column C" suffix (we add ours).
@@ -166,5 +189,15 @@ mod tests {
         assert!(e.message.contains("line 2, column"), "{}", e.message);
         assert_eq!(parse(b"  ").unwrap_err().code, "malformed_json");
         assert!(parse(b"{\"a\":1}").is_ok());
+    }
+
+    #[test]
+    fn the_borrowed_parse_gives_the_same_errors() {
+        for text in [&b"{\n  \"to\": ,\n}"[..], b"  ", b"[1,]", b"\"\\ud800\""] {
+            let e = parse_borrowed(text).unwrap_err();
+            assert_eq!(e.message, parse(text).unwrap_err().message);
+            assert_eq!((e.status, e.code.as_str()), (400, "malformed_json"));
+        }
+        assert!(parse_borrowed(b"{\"a\":1}").is_ok());
     }
 }

@@ -12,6 +12,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::app::App;
+use crate::borrowed_json::Json;
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
@@ -64,7 +65,7 @@ async fn enqueue_one(
     }
     let cfg = app.config();
     let bytes = read_body(headers, body, Limit::request(&cfg)).await?;
-    let request = json::parse(&bytes)?;
+    let request = json::parse_borrowed(&bytes)?;
     let generation = app.store.generation();
     let outcome = prepare(app, &cfg, request, now_ms()).and_then(|m| insert(app, m))?;
     // Durable before the answer, duplicates included: the first copy's commit may still be
@@ -93,28 +94,28 @@ pub async fn batch(State(ctx): State<Ctx>, request: Request) -> Result<Response,
     }
     let cfg = app.config();
     let bytes = read_body(&headers, body, Limit::batch(&cfg)).await?;
-    let items = match json::parse(&bytes)? {
-        Value::Array(items) => items,
-        _ => {
-            return Err(ApiError::bad_request(
-                "the batch body must be a JSON array of send requests",
-            ))
-        }
-    };
-    if items.len() > MAX_BATCH_ITEMS {
-        return Err(ApiError::new(
-            413,
-            "too_large",
-            format!(
-                "a batch holds at most {MAX_BATCH_ITEMS} requests, this one has {}; split it",
-                items.len()
-            ),
-        ));
-    }
-    // Thousands of store writes: keep them off the async workers.
+    // Parsing and thousands of store writes: keep them off the async workers.
     let writer = app.clone();
     let generation = app.store.generation();
     let (results, mark) = tokio::task::spawn_blocking(move || {
+        let items = match json::parse_borrowed(&bytes)? {
+            Json::Array(items) => items,
+            _ => {
+                return Err(ApiError::bad_request(
+                    "the batch body must be a JSON array of send requests",
+                ))
+            }
+        };
+        if items.len() > MAX_BATCH_ITEMS {
+            return Err(ApiError::new(
+                413,
+                "too_large",
+                format!(
+                    "a batch holds at most {MAX_BATCH_ITEMS} requests, this one has {}; split it",
+                    items.len()
+                ),
+            ));
+        }
         let now = now_ms();
         let prepared: Vec<Result<Message, ApiError>> = items
             .into_iter()
@@ -377,7 +378,7 @@ fn change_state(
 }
 
 /// Validates one request, applies the window rule and builds its record (not yet stored).
-fn prepare(app: &App, cfg: &Config, request: Value, now: u64) -> Result<Message, ApiError> {
+fn prepare(app: &App, cfg: &Config, request: Json<'_>, now: u64) -> Result<Message, ApiError> {
     let valid = validate::send_request(request, &cfg.senders)?;
     if valid.needs_window() && valid.fallback_template.is_none() {
         let w = window::lookup(&app.store, &valid.sender, &valid.to)?;
@@ -407,10 +408,10 @@ fn build(id: u64, v: ValidSend, now: u64) -> Message {
         kind: v.kind,
         priority: v.priority,
         state: MsgState::Queued,
-        body: json::compact(&v.message),
-        fallback_template: v.fallback_template.as_ref().map(json::compact),
+        body: v.message,
+        fallback_template: v.fallback_template,
         idempotency_key: v.idempotency_key,
-        metadata: v.metadata.as_ref().map(json::compact),
+        metadata: v.metadata,
         created_at_ms: now,
         updated_at_ms: now,
         next_attempt_at_ms: v.send_at_ms.unwrap_or(now),

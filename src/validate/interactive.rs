@@ -1,7 +1,7 @@
 //! Interactive messages: reply buttons, lists, call-to-action URLs, flows, location requests,
 //! product and catalog messages.
 
-use serde_json::Value;
+use crate::borrowed_json::Json;
 
 use super::json::{self, child, did_you_mean, item, not_allowed, quote, Obj, Path};
 use super::{code, link, media};
@@ -40,7 +40,7 @@ pub const MAX_CTA_DISPLAY_TEXT: usize = 20;
 pub const MAX_FLOW_CTA: usize = 30;
 pub const MAX_PRODUCTS: usize = 30;
 
-pub(super) fn interactive(v: &Value, path: &Path) -> Result<(), ApiError> {
+pub(super) fn interactive(v: &Json, path: &Path) -> Result<(), ApiError> {
     let obj = json::object(v, path)?;
     let kind = json::req_str(obj, path, "type", "the interactive type, e.g. \"button\"")?;
     if !INTERACTIVE_TYPES.contains(&kind) {

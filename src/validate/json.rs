@@ -1,12 +1,12 @@
 //! Helpers to walk a JSON value while keeping the path of the current field, so every error
 //! names exactly the field that is wrong and says what to do about it.
 
-use serde_json::{Map, Value};
+use crate::borrowed_json::{Json, Object};
 
 use super::code;
 use crate::error::ApiError;
 
-pub(super) type Obj = Map<String, Value>;
+pub(super) type Obj<'a> = Object<'a>;
 
 /// The JSON path of the field being checked, e.g. `message.template.components[0]`: a chain
 /// of borrowed parts on the stack, written out only when an error names the field. Valid
@@ -63,7 +63,7 @@ pub(super) fn key_path(key: &str) -> String {
     if plain {
         key.to_string()
     } else {
-        format!("[{}]", Value::String(key.to_string()))
+        format!("[{}]", serde_json::Value::String(key.to_string()))
     }
 }
 
@@ -73,14 +73,14 @@ pub(super) fn item<'a>(path: &'a Path<'a>, index: usize) -> Path<'a> {
 }
 
 /// The JSON type of `v` as a phrase for error messages.
-pub(super) fn type_name(v: &Value) -> &'static str {
+pub(super) fn type_name(v: &Json) -> &'static str {
     match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
+        Json::Null => "null",
+        Json::Bool(_) => "a boolean",
+        Json::Number(_) => "a number",
+        Json::String(_) => "a string",
+        Json::Array(_) => "an array",
+        Json::Object(_) => "an object",
     }
 }
 
@@ -93,7 +93,7 @@ pub(super) fn quote(s: &str) -> String {
     }
 }
 
-pub(super) fn invalid_type(path: &Path, expected: &str, got: &Value) -> ApiError {
+pub(super) fn invalid_type(path: &Path, expected: &str, got: &Json) -> ApiError {
     let advice = if got.is_null() {
         "; leave the field out instead of sending null"
     } else {
@@ -126,23 +126,23 @@ pub(super) fn not_allowed(path: &Path, why: &str) -> ApiError {
 }
 
 /// Expects `v` to be an object.
-pub(super) fn object<'a>(v: &'a Value, path: &Path) -> Result<&'a Obj, ApiError> {
+pub(super) fn object<'a>(v: &'a Json<'a>, path: &Path) -> Result<&'a Obj<'a>, ApiError> {
     v.as_object()
         .ok_or_else(|| invalid_type(path, "an object", v))
 }
 
 /// A required member of any type.
 pub(super) fn required<'a>(
-    o: &'a Obj,
+    o: &'a Obj<'a>,
     path: &Path,
     key: &str,
     what: &str,
-) -> Result<&'a Value, ApiError> {
+) -> Result<&'a Json<'a>, ApiError> {
     o.get(key).ok_or_else(|| missing(&child(path, key), what))
 }
 
 pub(super) fn req_str<'a>(
-    o: &'a Obj,
+    o: &'a Obj<'a>,
     path: &Path,
     key: &str,
     what: &str,
@@ -152,29 +152,33 @@ pub(super) fn req_str<'a>(
         .ok_or_else(|| invalid_type(&child(path, key), "a string", v))
 }
 
-pub(super) fn opt_str<'a>(o: &'a Obj, path: &Path, key: &str) -> Result<Option<&'a str>, ApiError> {
+pub(super) fn opt_str<'a>(
+    o: &'a Obj<'a>,
+    path: &Path,
+    key: &str,
+) -> Result<Option<&'a str>, ApiError> {
     match o.get(key) {
         None => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
+        Some(Json::String(s)) => Ok(Some(s)),
         Some(v) => Err(invalid_type(&child(path, key), "a string", v)),
     }
 }
 
 pub(super) fn req_object<'a>(
-    o: &'a Obj,
+    o: &'a Obj<'a>,
     path: &Path,
     key: &str,
     what: &str,
-) -> Result<&'a Obj, ApiError> {
+) -> Result<&'a Obj<'a>, ApiError> {
     let v = required(o, path, key, what)?;
     object(v, &child(path, key))
 }
 
 pub(super) fn opt_object<'a>(
-    o: &'a Obj,
+    o: &'a Obj<'a>,
     path: &Path,
     key: &str,
-) -> Result<Option<&'a Obj>, ApiError> {
+) -> Result<Option<&'a Obj<'a>>, ApiError> {
     match o.get(key) {
         None => Ok(None),
         Some(v) => object(v, &child(path, key)).map(Some),
@@ -182,11 +186,11 @@ pub(super) fn opt_object<'a>(
 }
 
 pub(super) fn req_array<'a>(
-    o: &'a Obj,
+    o: &'a Obj<'a>,
     path: &Path,
     key: &str,
     what: &str,
-) -> Result<&'a [Value], ApiError> {
+) -> Result<&'a [Json<'a>], ApiError> {
     let v = required(o, path, key, what)?;
     v.as_array()
         .map(Vec::as_slice)
@@ -194,13 +198,13 @@ pub(super) fn req_array<'a>(
 }
 
 pub(super) fn opt_array<'a>(
-    o: &'a Obj,
+    o: &'a Obj<'a>,
     path: &Path,
     key: &str,
-) -> Result<Option<&'a [Value]>, ApiError> {
+) -> Result<Option<&'a [Json<'a>]>, ApiError> {
     match o.get(key) {
         None => Ok(None),
-        Some(Value::Array(a)) => Ok(Some(a)),
+        Some(Json::Array(a)) => Ok(Some(a)),
         Some(v) => Err(invalid_type(&child(path, key), "an array", v)),
     }
 }
@@ -208,7 +212,7 @@ pub(super) fn opt_array<'a>(
 pub(super) fn opt_bool(o: &Obj, path: &Path, key: &str) -> Result<Option<bool>, ApiError> {
     match o.get(key) {
         None => Ok(None),
-        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(Json::Bool(b)) => Ok(Some(*b)),
         Some(v) => Err(invalid_type(
             &child(path, key),
             "a boolean (true or false)",
@@ -257,7 +261,7 @@ pub(super) fn chars(s: &str, path: &Path, min: usize, max: usize) -> Result<(), 
 
 /// A required string of `min..=max` characters.
 pub(super) fn req_text<'a>(
-    o: &'a Obj,
+    o: &'a Obj<'a>,
     path: &Path,
     key: &str,
     min: usize,
@@ -271,7 +275,7 @@ pub(super) fn req_text<'a>(
 
 /// An optional string of `min..=max` characters.
 pub(super) fn opt_text<'a>(
-    o: &'a Obj,
+    o: &'a Obj<'a>,
     path: &Path,
     key: &str,
     min: usize,
@@ -286,7 +290,7 @@ pub(super) fn opt_text<'a>(
 
 /// Checks the number of items of an array.
 pub(super) fn count(
-    items: &[Value],
+    items: &[Json],
     path: &Path,
     min: usize,
     max: usize,

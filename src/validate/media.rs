@@ -1,6 +1,6 @@
 //! Media objects: image, audio, video, document, sticker (and the media of interactive headers).
 
-use serde_json::Value;
+use crate::borrowed_json::Json;
 
 use super::json::{self, child, not_allowed, Obj, Path};
 use super::{code, link};
@@ -9,7 +9,7 @@ use crate::error::ApiError;
 pub const MAX_CAPTION: usize = 1024;
 
 /// Checks the media object of a message of type `kind`.
-pub(super) fn media(v: &Value, path: &Path, kind: &str) -> Result<(), ApiError> {
+pub(super) fn media(v: &Json, path: &Path, kind: &str) -> Result<(), ApiError> {
     let obj = json::object(v, path)?;
     source(obj, path)?;
     if matches!(kind, "image" | "video" | "document") {

@@ -2,7 +2,7 @@
 //! simple types (text, location, contacts, reaction). Media, interactive and template objects
 //! have their own files.
 
-use serde_json::Value;
+use crate::borrowed_json::Json;
 
 use super::json::{self, child, did_you_mean, invalid_type, item, not_allowed, quote, Obj, Path};
 use super::{code, interactive, media, template};
@@ -32,13 +32,13 @@ pub const MAX_CONTACTS: usize = 257;
 
 /// Checks a Cloud API message object (without `messaging_product`, `to`, `recipient_type`) and
 /// returns its `type`. `field` is the object's path, normally `message`.
-pub fn message_object(v: &Value, field: &str) -> Result<String, ApiError> {
+pub fn message_object(v: &Json, field: &str) -> Result<String, ApiError> {
     message(v, &Path::Root(field))
 }
 
-pub(super) fn message(v: &Value, field: &Path) -> Result<String, ApiError> {
+pub(super) fn message(v: &Json, field: &Path) -> Result<String, ApiError> {
     let obj = json::object(v, field)?;
-    if let Some(key) = ADDED_BY_WAQ.iter().find(|k| obj.contains_key(**k)) {
+    if let Some(key) = ADDED_BY_WAQ.iter().find(|k| obj.contains_key(k)) {
         return Err(not_allowed(
             &child(field, key),
             "waq adds messaging_product, recipient_type and to itself (the recipient comes from \
@@ -68,7 +68,7 @@ pub(super) fn message(v: &Value, field: &Path) -> Result<String, ApiError> {
     })?;
     if let Some(other) = MESSAGE_TYPES
         .iter()
-        .find(|t| **t != kind && obj.contains_key(**t))
+        .find(|t| **t != kind && obj.contains_key(t))
     {
         return Err(not_allowed(
             &child(field, other),
@@ -107,14 +107,14 @@ pub(super) fn message(v: &Value, field: &Path) -> Result<String, ApiError> {
     Ok(kind.to_string())
 }
 
-fn text(v: &Value, path: &Path) -> Result<(), ApiError> {
+fn text(v: &Json, path: &Path) -> Result<(), ApiError> {
     let obj = json::object(v, path)?;
     json::req_text(obj, path, "body", 1, MAX_TEXT_BODY, "the text to send")?;
     json::opt_bool(obj, path, "preview_url")?;
     Ok(())
 }
 
-fn location(v: &Value, path: &Path) -> Result<(), ApiError> {
+fn location(v: &Json, path: &Path) -> Result<(), ApiError> {
     let obj = json::object(v, path)?;
     coordinate(obj, path, "latitude", 90.0)?;
     coordinate(obj, path, "longitude", 180.0)?;
@@ -129,8 +129,8 @@ fn coordinate(obj: &Obj, path: &Path, key: &str, limit: f64) -> Result<(), ApiEr
     let field = child(path, key);
     let v = json::required(obj, path, key, &format!("the {key} in degrees"))?;
     let degrees = match v {
-        Value::Number(n) => n.as_f64(),
-        Value::String(s) => s.trim().parse::<f64>().ok(),
+        Json::Number(n) => n.as_f64(),
+        Json::String(s) => s.trim().parse::<f64>().ok(),
         _ => None,
     }
     .ok_or_else(|| invalid_type(&field, "a number of degrees", v))?;
@@ -146,7 +146,7 @@ fn coordinate(obj: &Obj, path: &Path, key: &str, limit: f64) -> Result<(), ApiEr
     Ok(())
 }
 
-fn contacts(v: &Value, path: &Path) -> Result<(), ApiError> {
+fn contacts(v: &Json, path: &Path) -> Result<(), ApiError> {
     let list = v
         .as_array()
         .ok_or_else(|| invalid_type(path, "an array of contact objects", v))?;
@@ -169,7 +169,7 @@ fn contacts(v: &Value, path: &Path) -> Result<(), ApiError> {
         for part in PARTS {
             json::opt_str(name, &npath, part)?;
         }
-        if !PARTS.iter().any(|p| name.contains_key(*p)) {
+        if !PARTS.iter().any(|p| name.contains_key(p)) {
             return Err(json::missing(
                 &child(&npath, "first_name"),
                 "first_name or last_name next to formatted_name (WhatsApp needs at least one name part)",
@@ -187,7 +187,7 @@ fn contacts(v: &Value, path: &Path) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn reaction(v: &Value, path: &Path) -> Result<(), ApiError> {
+fn reaction(v: &Json, path: &Path) -> Result<(), ApiError> {
     let obj = json::object(v, path)?;
     json::req_text(
         obj,

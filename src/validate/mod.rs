@@ -24,7 +24,7 @@ mod media;
 mod message;
 mod template;
 
-use serde_json::Value;
+use crate::borrowed_json::Json;
 
 use crate::error::ApiError;
 use crate::model::{parse_time, Priority, ValidSend};
@@ -103,10 +103,10 @@ pub const SEND_FIELDS: [&str; 9] = [
     "metadata",
 ];
 
-/// Parses and checks one send request body (already parsed as JSON), taking its parts over
-/// without copying them. `senders` = configured sender names.
-pub fn send_request<S: AsRef<str>>(v: Value, senders: &[S]) -> Result<ValidSend, ApiError> {
-    let Value::Object(obj) = v else {
+/// Checks one send request body (already parsed as JSON); the JSON parts of the result are
+/// their compact text. `senders` = configured sender names.
+pub fn send_request<S: AsRef<str>>(v: Json<'_>, senders: &[S]) -> Result<ValidSend, ApiError> {
+    let Json::Object(obj) = v else {
         return Err(ApiError::bad_request(format!(
             "The request body must be a JSON object like {{\"to\": \"+14155551234\", \"message\": {{...}}}}, \
              but it is {}.",
@@ -115,16 +115,17 @@ pub fn send_request<S: AsRef<str>>(v: Value, senders: &[S]) -> Result<ValidSend,
     };
     // One pass sorts the members into their fields (moved, not copied) and stops at the first
     // unknown one. Absent and null mean the same for waq's own fields.
-    let mut fields: [Option<Value>; SEND_FIELDS.len()] = Default::default();
+    let mut fields: [Option<Json>; SEND_FIELDS.len()] = Default::default();
     for (key, value) in obj {
+        let key = key.as_ref();
         let Some(i) = SEND_FIELDS.iter().position(|f| *f == key) else {
             return Err(ApiError::invalid(
                 code::UNKNOWN_FIELD,
-                json::key_path(&key),
+                json::key_path(key),
                 format!(
                     "{} is not a field of a send request{}; the fields are {}.",
-                    quote(&key),
-                    did_you_mean(&key, &SEND_FIELDS),
+                    quote(key),
+                    did_you_mean(key, &SEND_FIELDS),
                     SEND_FIELDS.join(", ")
                 ),
             ));
@@ -142,7 +143,7 @@ pub fn send_request<S: AsRef<str>>(v: Value, senders: &[S]) -> Result<ValidSend,
                 "the recipient's phone number, e.g. \"+1 415 555 1234\"",
             ))
         }
-        Some(Value::String(s)) => recipient(&s, "to")?,
+        Some(Json::String(s)) => recipient(&s, "to")?,
         Some(other) => return Err(invalid_type(&Path::Root("to"), "a string", &other)),
     };
     let sender = configured_sender(sender, senders)?;
@@ -157,19 +158,19 @@ pub fn send_request<S: AsRef<str>>(v: Value, senders: &[S]) -> Result<ValidSend,
         None => None,
         Some(t) => {
             template::template(&t, &Path::Root("fallback_template"))?;
-            Some(t)
+            Some(t.to_compact())
         }
     };
     let idempotency_key = match idempotency_key {
         None => None,
-        Some(Value::String(s)) => {
+        Some(Json::String(s)) => {
             json::chars(
                 &s,
                 &Path::Root("idempotency_key"),
                 1,
                 MAX_IDEMPOTENCY_KEY_CHARS,
             )?;
-            Some(s)
+            Some(s.into_owned())
         }
         Some(other) => {
             return Err(invalid_type(
@@ -181,7 +182,7 @@ pub fn send_request<S: AsRef<str>>(v: Value, senders: &[S]) -> Result<ValidSend,
     };
     let priority = match priority {
         None => Priority::default(),
-        Some(Value::String(s)) => Priority::parse(&s).ok_or_else(|| {
+        Some(Json::String(s)) => Priority::parse(&s).ok_or_else(|| {
             ApiError::invalid(
                 code::INVALID_VALUE,
                 "priority",
@@ -196,7 +197,7 @@ pub fn send_request<S: AsRef<str>>(v: Value, senders: &[S]) -> Result<ValidSend,
     };
     let send_at_ms = match send_at {
         None => None,
-        Some(Value::String(s)) => Some(parse_time(&s).ok_or_else(|| {
+        Some(Json::String(s)) => Some(parse_time(&s).ok_or_else(|| {
             ApiError::invalid(
                 code::INVALID_TIME,
                 "send_at",
@@ -219,9 +220,8 @@ pub fn send_request<S: AsRef<str>>(v: Value, senders: &[S]) -> Result<ValidSend,
     let metadata = match metadata {
         None => None,
         Some(m) => {
-            let size = serde_json::to_vec(&m)
-                .map(|b| b.len())
-                .unwrap_or(usize::MAX);
+            let text = m.to_compact();
+            let size = text.len();
             if size > MAX_METADATA_BYTES {
                 return Err(ApiError::invalid(
                     code::METADATA_TOO_LARGE,
@@ -232,14 +232,14 @@ pub fn send_request<S: AsRef<str>>(v: Value, senders: &[S]) -> Result<ValidSend,
                     ),
                 ));
             }
-            Some(m)
+            Some(text)
         }
     };
 
     Ok(ValidSend {
         to,
         sender,
-        message,
+        message: message.to_compact(),
         kind,
         fallback_template,
         idempotency_key,
@@ -304,7 +304,7 @@ pub fn recipient(raw: &str, field: &str) -> Result<String, ApiError> {
     Ok(digits)
 }
 
-fn configured_sender<S: AsRef<str>>(v: Option<Value>, senders: &[S]) -> Result<String, ApiError> {
+fn configured_sender<S: AsRef<str>>(v: Option<Json>, senders: &[S]) -> Result<String, ApiError> {
     let names = || {
         let names: Vec<&str> = senders.iter().map(S::as_ref).collect();
         names.join(", ")
@@ -326,8 +326,8 @@ fn configured_sender<S: AsRef<str>>(v: Option<Value>, senders: &[S]) -> Result<S
                 ),
             )),
         },
-        Some(Value::String(s)) if senders.iter().any(|n| n.as_ref() == s) => Ok(s),
-        Some(Value::String(s)) => {
+        Some(Json::String(s)) if senders.iter().any(|n| n.as_ref() == s) => Ok(s.into_owned()),
+        Some(Json::String(s)) => {
             let candidates: Vec<&str> = senders.iter().map(S::as_ref).collect();
             Err(ApiError::invalid(
                 code::UNKNOWN_SENDER,
@@ -352,7 +352,7 @@ fn configured_sender<S: AsRef<str>>(v: Option<Value>, senders: &[S]) -> Result<S
     }
 }
 
-fn ttl(v: &Value) -> Result<u64, ApiError> {
+fn ttl(v: &Json) -> Result<u64, ApiError> {
     let out_of_range = || {
         ApiError::invalid(
             code::OUT_OF_RANGE,
@@ -363,7 +363,7 @@ fn ttl(v: &Value) -> Result<u64, ApiError> {
             ),
         )
     };
-    let Value::Number(n) = v else {
+    let Json::Number(n) = v else {
         return Err(invalid_type(
             &Path::Root("ttl_s"),
             "an integer number of seconds",

@@ -1,6 +1,6 @@
 //! Template objects: `message.template` and `fallback_template`.
 
-use serde_json::Value;
+use crate::borrowed_json::Json;
 
 use super::code;
 use super::json::{self, child, item, quote, Path};
@@ -10,11 +10,11 @@ pub const MAX_TEMPLATE_NAME: usize = 512;
 
 /// Checks a template object `{name, language: {code, policy?}, components?}`. `field` is its path
 /// (`message.template` or `fallback_template`).
-pub fn template_object(v: &Value, field: &str) -> Result<(), ApiError> {
+pub fn template_object(v: &Json, field: &str) -> Result<(), ApiError> {
     template(v, &Path::Root(field))
 }
 
-pub(super) fn template(v: &Value, field: &Path) -> Result<(), ApiError> {
+pub(super) fn template(v: &Json, field: &Path) -> Result<(), ApiError> {
     let obj = json::object(v, field)?;
     let name = json::req_text(
         obj,
@@ -78,7 +78,7 @@ pub(super) fn template(v: &Value, field: &Path) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn component(v: &Value, path: &Path) -> Result<(), ApiError> {
+fn component(v: &Json, path: &Path) -> Result<(), ApiError> {
     let obj = json::object(v, path)?;
     let ctype = json::req_text(
         obj,
@@ -100,8 +100,8 @@ fn component(v: &Value, path: &Path) -> Result<(), ApiError> {
         let ipath = child(path, "index");
         let index = json::required(obj, path, "index", "the button's position, \"0\" to \"9\"")?;
         let ok = match index {
-            Value::String(s) => !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()),
-            Value::Number(n) => n.as_u64().is_some(),
+            Json::String(s) => !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()),
+            Json::Number(n) => n.as_u64().is_some(),
             _ => return Err(json::invalid_type(&ipath, "a string like \"0\"", index)),
         };
         if !ok {
