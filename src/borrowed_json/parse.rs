@@ -130,12 +130,14 @@ impl<'a> Parser<'a> {
         }
         let (start, loose) = (self.pos, self.loose);
         self.pos += 1; // {
-        let mut members: Vec<(Cow<'a, str>, Json<'a>)> = Vec::new();
         self.skip_whitespace();
         if self.peek() == Some(b'}') {
             self.pos += 1;
-            return Ok(self.finish_object(members, start, loose));
+            return Ok(self.finish_object(Vec::new(), start, loose));
         }
+        // Room for the members of most objects in a send request from the start: growing
+        // from nothing costs more than the allocation itself.
+        let mut members: Vec<(Cow<'a, str>, Json<'a>)> = Vec::with_capacity(4);
         loop {
             self.skip_whitespace();
             if self.peek() != Some(b'"') {
@@ -314,10 +316,15 @@ fn plain_run(bytes: &[u8]) -> usize {
     let mut done = 0;
     loop {
         let rest = &bytes[done..];
-        // Past the end reads as a quote, so the run stops there.
-        let mut word = [b'"'; 8];
-        let n = rest.len().min(8);
-        word[..n].copy_from_slice(&rest[..n]);
+        let word = match rest.first_chunk::<8>() {
+            Some(eight) => *eight,
+            None => {
+                // Past the end reads as a quote, so the run stops there.
+                let mut padded = [b'"'; 8];
+                padded[..rest.len()].copy_from_slice(rest);
+                padded
+            }
+        };
         let found = needs_attention(u64::from_le_bytes(word));
         if found != 0 {
             // The lowest flagged byte is the first one (a flag can spill only into the bytes

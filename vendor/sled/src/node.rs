@@ -717,10 +717,27 @@ impl Data {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Default)]
+#[derive(Debug, PartialEq, Default)]
 pub(crate) struct Leaf {
     pub(crate) keys: Vec<IVec>,
     pub(crate) values: Vec<IVec>,
+}
+
+// waq: a leaf is cloned to apply one more write to the copy (`PageCache::link`). Derived,
+// the clone's vectors were exactly full, so inserting the new key reallocated both of them
+// (and doubled their capacity); with room for one more, an insert does not reallocate.
+impl Clone for Leaf {
+    fn clone(&self) -> Leaf {
+        fn with_room_for_one<T: Clone>(items: &[T]) -> Vec<T> {
+            let mut copy = Vec::with_capacity(items.len() + 1);
+            copy.extend_from_slice(items);
+            copy
+        }
+        Leaf {
+            keys: with_room_for_one(&self.keys),
+            values: with_room_for_one(&self.values),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Default)]
