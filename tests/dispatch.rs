@@ -610,6 +610,41 @@ fn a_bad_token_pauses_the_sender_and_a_reload_with_the_right_one_resumes_it() {
 }
 
 #[test]
+fn a_batch_for_two_senders_is_sent_by_both() {
+    let _machine = shared();
+    let sim = Sim::start(sim_config());
+    let d = Daemon::builder()
+        .against(&sim)
+        .toml(&sender_toml("second", SIM_NUMBER, TOKEN, 20))
+        .start();
+    // Runs of one sender and the other, so the batch is handed to the scheduler in several
+    // groups: main, main, second, main, second, second, ...
+    let senders = [
+        "main", "main", "second", "main", "second", "second", "main", "second",
+    ];
+    let requests: Vec<Value> = senders
+        .iter()
+        .enumerate()
+        .map(|(i, sender)| {
+            let mut r = template_request(&recipient(i));
+            r["sender"] = json!(sender);
+            r
+        })
+        .collect();
+    let ids = d.enqueue_batch(&requests);
+    d.wait_count("sent", senders.len() as u64, PATIENCE);
+    for (id, sender) in ids.iter().zip(senders) {
+        let m = d.get(&format!("/v1/messages/{id}")).json();
+        assert_eq!(
+            (m["state"].as_str(), m["sender"].as_str()),
+            (Some("sent"), Some(sender)),
+            "{m}"
+        );
+    }
+    assert_eq!(sim.number().accepted, senders.len() as u64);
+}
+
+#[test]
 fn a_sender_added_by_a_reload_starts_sending() {
     let _machine = shared();
     let sim = Sim::start(sim_config());

@@ -164,18 +164,15 @@ pub async fn batch(State(ctx): State<Ctx>, request: Request) -> Result<Response,
     // `{"results": [...]}` built from values, without a value per item.
     let mut out = Vec::with_capacity(16 + results.len() * 48);
     out.extend_from_slice(br#"{"results":["#);
-    for (i, r) in results.into_iter().enumerate() {
+    for (i, r) in results.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
         match r {
-            Ok(Outcome::Created(m)) => {
-                hand_over(&app, &m);
-                view::accepted_text(&m, &mut out);
-            }
+            Ok(Outcome::Created(m)) => view::accepted_text(m, &mut out),
             Ok(Outcome::Duplicate { id, state }) => {
                 Metrics::inc(&app.metrics.duplicates);
-                write_value(&mut out, &duplicate(id, state));
+                write_value(&mut out, &duplicate(*id, *state));
             }
             Err(e) => {
                 Metrics::inc(&app.metrics.enqueue_rejected);
@@ -184,6 +181,7 @@ pub async fn batch(State(ctx): State<Ctx>, request: Request) -> Result<Response,
         }
     }
     out.extend_from_slice(b"]}");
+    hand_over_all(&app, created(&results));
     Ok(json::text(StatusCode::OK, out))
 }
 
@@ -482,6 +480,23 @@ fn hand_over(app: &App, m: &Message) {
     Metrics::inc(&app.metrics.enqueued);
     app.dispatcher.submit(m);
     app.publish_state(m, "queued");
+}
+
+/// [`hand_over`] for the new messages of a batch, scheduled together.
+fn hand_over_all<'m>(app: &App, messages: impl Iterator<Item = &'m Message> + Clone) {
+    app.dispatcher.submit_all(messages.clone());
+    for m in messages {
+        Metrics::inc(&app.metrics.enqueued);
+        app.publish_state(m, "queued");
+    }
+}
+
+/// The messages a batch created.
+fn created(results: &[Result<Outcome, ApiError>]) -> impl Iterator<Item = &Message> + Clone {
+    results.iter().filter_map(|r| match r {
+        Ok(Outcome::Created(m)) => Some(&**m),
+        _ => None,
+    })
 }
 
 fn duplicate(id: u64, state: MsgState) -> Value {

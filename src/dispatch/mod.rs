@@ -143,26 +143,37 @@ impl Dispatcher {
 
     /// Schedules a message that is durable in the store (new, recovered or retried). Cheap.
     pub fn submit(&self, m: &Message) {
-        let Some(sender) = self.sender(&m.sender) else {
-            tracing::warn!(
-                id = m.id,
-                sender = %m.sender,
-                "message for a sender that is no longer configured stays queued"
-            );
-            return;
-        };
-        let retry_at_ms = (m.state == State::Retrying).then_some(m.next_attempt_at_ms);
-        sender.push(
-            &Entry {
-                id: m.id,
-                to: m.to.clone(),
-                priority: m.priority,
-                due_ms: m.next_attempt_at_ms,
-                expires_at_ms: m.expires_at_ms,
-                retry_at_ms,
-            },
-            self.shared.pair_limit(),
-        );
+        match self.sender(&m.sender) {
+            Some(sender) => sender.push(&entry(m), self.shared.pair_limit()),
+            None => unconfigured(m, 1),
+        }
+    }
+
+    /// [`submit`](Self::submit) for many messages (a batch): one look-up of the sender and
+    /// one lock of its schedule per run of messages for the same sender.
+    pub fn submit_all<'m>(&self, messages: impl IntoIterator<Item = &'m Message>) {
+        let mut run: Vec<Entry> = Vec::new();
+        let mut run_of: Option<&'m Message> = None;
+        for m in messages {
+            if run_of.is_some_and(|first| first.sender != m.sender) {
+                self.submit_run(run_of, &mut run);
+            }
+            if run.is_empty() {
+                run_of = Some(m);
+            }
+            run.push(entry(m));
+        }
+        self.submit_run(run_of, &mut run);
+    }
+
+    /// Schedules `run` (messages for the sender of `first`) and empties it.
+    fn submit_run(&self, first: Option<&Message>, run: &mut Vec<Entry>) {
+        let Some(first) = first else { return };
+        match self.sender(&first.sender) {
+            Some(sender) => sender.push_all(run, self.shared.pair_limit()),
+            None => unconfigured(first, run.len()),
+        }
+        run.clear();
     }
 
     /// Resumes a sender paused by its circuit breaker. `Err` names the problem (unknown sender).
@@ -333,4 +344,26 @@ async fn resync_after_reopen(app: Arc<App>, dispatcher: Dispatcher) {
             Err(e) => tracing::error!("schedule resync failed: {e}"),
         }
     }
+}
+
+/// What the scheduler keeps of a message.
+fn entry(m: &Message) -> Entry {
+    Entry {
+        id: m.id,
+        to: m.to.clone(),
+        priority: m.priority,
+        due_ms: m.next_attempt_at_ms,
+        expires_at_ms: m.expires_at_ms,
+        retry_at_ms: (m.state == State::Retrying).then_some(m.next_attempt_at_ms),
+    }
+}
+
+/// `count` messages from `m` on are for a sender that is not configured (any more).
+fn unconfigured(m: &Message, count: usize) {
+    tracing::warn!(
+        id = m.id,
+        count,
+        sender = %m.sender,
+        "message for a sender that is no longer configured stays queued"
+    );
 }
