@@ -1374,3 +1374,16 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_repeated_key_is_written_once_even_in_compact_text() {
+    // Compact text is copied out whole only when it needs no change: a merged key is one.
+    for (text, compact) in [
+        (r#"{"a":1,"b":2,"a":3}"#, r#"{"a":3,"b":2}"#),
+        (r#"{"x":{"a":1,"a":2},"y":[]}"#, r#"{"x":{"a":2},"y":[]}"#),
+        (r#"[{"k":true,"k":false}]"#, r#"[{"k":false}]"#),
+    ] {
+        let json = parse(text.as_bytes()).unwrap();
+        assert_eq!(json.to_compact(), compact, "{text}");
+    }
+}
