@@ -63,7 +63,7 @@ impl<'a> Parser<'a> {
     }
 
     /// Consumes `byte` after optional whitespace.
-    fn expect(&mut self, byte: u8) -> Result<(), NotJson> {
+    fn consume(&mut self, byte: u8) -> Result<(), NotJson> {
         self.skip_whitespace();
         match self.peek() == Some(byte) {
             true => {
@@ -144,7 +144,7 @@ impl<'a> Parser<'a> {
                 return Err(NotJson);
             }
             let key = self.string()?;
-            self.expect(b':')?;
+            self.consume(b':')?;
             let value = self.value(depth)?;
             members.push((key, value));
             self.skip_whitespace();
