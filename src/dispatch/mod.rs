@@ -170,7 +170,10 @@ impl Dispatcher {
     fn submit_run(&self, first: Option<&Message>, run: &mut Vec<Entry>) {
         let Some(first) = first else { return };
         match self.sender(&first.sender) {
-            Some(sender) => sender.push_all(run, self.shared.pair_limit()),
+            // A few hundred at a time: the sender's loop waits for the lock to pick its next.
+            Some(sender) => run
+                .chunks(PUSHES_PER_LOCK)
+                .for_each(|chunk| sender.push_all(chunk, self.shared.pair_limit())),
             None => unconfigured(first, run.len()),
         }
         run.clear();
@@ -345,6 +348,10 @@ async fn resync_after_reopen(app: Arc<App>, dispatcher: Dispatcher) {
         }
     }
 }
+
+/// Most messages [`Dispatcher::submit_all`] schedules under one lock of a sender's schedule
+/// (tens of microseconds).
+const PUSHES_PER_LOCK: usize = 256;
 
 /// What the scheduler keeps of a message.
 fn entry(m: &Message) -> Entry {
