@@ -172,6 +172,7 @@ fn client(base_url: &str) -> CloudClient {
         request_timeout: Duration::from_millis(700),
         connect_timeout: Duration::from_millis(500),
         max_idle_per_host: 4,
+        extra_roots_pem: None,
     })
     .unwrap()
 }

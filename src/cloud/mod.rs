@@ -14,13 +14,19 @@
 //! A timeout or a connection lost after the request was written may hide a send Meta accepted:
 //! retrying it can deliver twice. Meta offers no idempotency key, so this is inherent.
 
-use std::sync::Arc;
+mod transport;
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use http::header::HeaderValue;
+use http::Uri;
 use serde::Serialize;
 use serde_json::Value;
+
+use transport::{Transport, TransportError};
 
 /// What to do about a failed send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -103,6 +109,9 @@ pub struct ClientOptions {
     pub connect_timeout: Duration,
     /// Idle keep-alive connections kept per host.
     pub max_idle_per_host: usize,
+    /// PEM certificates trusted besides the webpki roots (a test's own certificate
+    /// authority); `None` in the daemon.
+    pub extra_roots_pem: Option<String>,
 }
 
 impl Default for ClientOptions {
@@ -113,6 +122,7 @@ impl Default for ClientOptions {
             request_timeout: Duration::from_secs(15),
             connect_timeout: Duration::from_secs(5),
             max_idle_per_host: 32,
+            extra_roots_pem: None,
         }
     }
 }
@@ -120,13 +130,13 @@ impl Default for ClientOptions {
 /// A Graph API client. Cheap to clone: clones share the connection pool.
 #[derive(Debug, Clone)]
 pub struct CloudClient {
-    http: reqwest::Client,
+    transport: Transport,
     /// `{base_url}/{version}/`, to which `{phone_number_id}/messages` is appended.
     prefix: Arc<str>,
     request_timeout: Duration,
-    /// Parsed `/messages` URLs by phone number id: parsing the URL again for every send cost
+    /// Parsed `/messages` URIs by phone number id: parsing the URI again for every send cost
     /// about as much as building the rest of the request.
-    urls: Arc<std::sync::RwLock<std::collections::HashMap<String, reqwest::Url>>>,
+    uris: Arc<RwLock<HashMap<String, Uri>>>,
 }
 
 /// The result of one send.
@@ -245,8 +255,6 @@ impl std::fmt::Display for CloudError {
 
 impl std::error::Error for CloudError {}
 
-/// Answers are small JSON objects; reading is capped so a broken proxy cannot flood memory.
-const MAX_ANSWER_BYTES: usize = 64 * 1024;
 /// How much of an unexpected answer body is kept in `details`.
 const SNIPPET_CHARS: usize = 300;
 
@@ -264,6 +272,9 @@ impl CloudClient {
         if url.query().is_some() || url.fragment().is_some() {
             bail!("api.base_url {base:?} must not have a query or fragment");
         }
+        if !url.username().is_empty() || url.password().is_some() {
+            bail!("api.base_url {base:?} must not carry a user name or password");
+        }
         let version = opts.version.trim_matches('/');
         if version.is_empty()
             || !version
@@ -275,27 +286,12 @@ impl CloudClient {
                 opts.version
             );
         }
-        let http = reqwest::Client::builder()
-            .use_rustls_tls()
-            .timeout(opts.request_timeout)
-            .connect_timeout(opts.connect_timeout)
-            .pool_max_idle_per_host(opts.max_idle_per_host)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .tcp_nodelay(true)
-            .tcp_keepalive(Duration::from_secs(60))
-            // Detects dead HTTP/2 connections before a send is written into one.
-            .http2_keep_alive_interval(Duration::from_secs(30))
-            .http2_keep_alive_timeout(Duration::from_secs(10))
-            // A POST is never meant to be redirected, and a redirect must not carry the token on.
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("waq/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .context("building the HTTP client")?;
+        let transport = Transport::new(&opts).context("building the HTTP client")?;
         Ok(CloudClient {
-            http,
+            transport,
             prefix: format!("{base}/{version}/").into(),
             request_timeout: opts.request_timeout,
-            urls: Arc::default(),
+            uris: Arc::default(),
         })
     }
 
@@ -304,26 +300,24 @@ impl CloudClient {
         format!("{}{phone_number_id}/messages", self.prefix)
     }
 
-    /// `messages_url` parsed, from the cache when it was parsed before. A URL that does not
-    /// parse comes back as its text, so the request fails the way it always did.
-    fn parsed_messages_url(&self, phone_number_id: &str) -> Result<reqwest::Url, String> {
+    /// `messages_url` parsed, from the cache when it was parsed before.
+    fn messages_uri(&self, phone_number_id: &str) -> Result<Uri, http::uri::InvalidUri> {
         let cached = self
-            .urls
+            .uris
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(phone_number_id)
             .cloned();
-        if let Some(url) = cached {
-            return Ok(url);
+        if let Some(uri) = cached {
+            return Ok(uri);
         }
-        let text = self.messages_url(phone_number_id);
-        let url = reqwest::Url::parse(&text).map_err(|_| text)?;
-        let mut urls = self.urls.write().unwrap_or_else(|p| p.into_inner());
+        let uri: Uri = self.messages_url(phone_number_id).parse()?;
+        let mut uris = self.uris.write().unwrap_or_else(|p| p.into_inner());
         // A handful of senders: the map stays tiny.
-        if urls.len() < 1024 {
-            urls.insert(phone_number_id.to_string(), url.clone());
+        if uris.len() < 1024 {
+            uris.insert(phone_number_id.to_string(), uri.clone());
         }
-        Ok(url)
+        Ok(uri)
     }
 
     /// POSTs `{"messaging_product":"whatsapp","recipient_type":"individual","to":to, ...message
@@ -405,51 +399,46 @@ impl CloudClient {
         })?;
         auth.set_sensitive(true);
 
-        let request = match self.parsed_messages_url(phone_number_id) {
-            Ok(url) => self.http.post(url),
-            Err(text) => self.http.post(text),
-        };
-        let response = request
-            .header(AUTHORIZATION, auth)
-            .header(CONTENT_TYPE, "application/json")
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| self.transport_error(e))?;
-        let status = response.status().as_u16();
-        let answer = read_capped(response)
+        let uri = self.messages_uri(phone_number_id).map_err(|e| {
+            CloudError::new(
+                ErrorClass::PauseSender,
+                format!(
+                    "the request could not be built: the messages URL is not a valid URI ({e}); \
+                     check api.base_url"
+                ),
+            )
+        })?;
+        let (status, answer) = self
+            .transport
+            .post_json(uri, auth, body)
             .await
             .map_err(|e| self.transport_error(e))?;
         interpret(status, &answer)
     }
 
-    fn transport_error(&self, e: reqwest::Error) -> CloudError {
-        // The URL holds nothing secret, but errors are kept free of request details anyway.
-        let e = e.without_url();
-        if e.is_timeout() {
-            return CloudError::new(
-                ErrorClass::Transient,
-                format!(
-                    "{TIMEOUT_PREFIX} after {:?} waiting for the Graph API; Meta may or may not \
-                     have accepted the message",
-                    self.request_timeout
-                ),
-            );
-        }
-        if e.is_builder() {
-            return CloudError::new(
-                ErrorClass::PauseSender,
-                format!("the request could not be built: {}", error_chain(&e)),
-            );
-        }
-        let stage = if e.is_connect() {
-            "while connecting"
-        } else {
-            "during the request; Meta may or may not have accepted the message"
+    // Transport errors name no URL: it holds nothing secret, but errors are kept free of
+    // request details anyway.
+    fn transport_error(&self, e: TransportError) -> CloudError {
+        let (stage, chain) = match e {
+            TransportError::Timeout => {
+                return CloudError::new(
+                    ErrorClass::Transient,
+                    format!(
+                        "{TIMEOUT_PREFIX} after {:?} waiting for the Graph API; Meta may or may \
+                         not have accepted the message",
+                        self.request_timeout
+                    ),
+                )
+            }
+            TransportError::Connect(chain) => ("while connecting", chain),
+            TransportError::Request(chain) => (
+                "during the request; Meta may or may not have accepted the message",
+                chain,
+            ),
         };
         CloudError::new(
             ErrorClass::Transient,
-            format!("{CONNECTION_PREFIX} {stage}: {}", error_chain(&e)),
+            format!("{CONNECTION_PREFIX} {stage}: {chain}"),
         )
     }
 }
@@ -469,18 +458,6 @@ pub fn request_body(to: &str, message_json: &str) -> Option<String> {
     }
     body.push_str(rest);
     Some(body)
-}
-
-async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, reqwest::Error> {
-    let mut buf = Vec::new();
-    while let Some(chunk) = response.chunk().await? {
-        let room = MAX_ANSWER_BYTES - buf.len();
-        buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        if buf.len() >= MAX_ANSWER_BYTES {
-            break;
-        }
-    }
-    Ok(buf)
 }
 
 /// The shape of Meta's usual success answer, read without building a JSON value: just enough
@@ -640,21 +617,6 @@ fn snippet(body: &[u8]) -> Option<String> {
         .take(SNIPPET_CHARS)
         .collect();
     (!line.is_empty()).then_some(line)
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        // hyper and reqwest often repeat the inner message; keep each part once.
-        if !out.contains(&s_text) {
-            out.push_str(": ");
-            out.push_str(&s_text);
-        }
-        source = s.source();
-    }
-    out
 }
 
 #[cfg(test)]

@@ -1,0 +1,169 @@
+//! The HTTP side of a send: a keep-alive connection pool to the Graph API (HTTP/2 where TLS
+//! negotiates it, HTTP/1.1 otherwise), rustls with the webpki roots, one POST, and the answer
+//! read with a cap.
+//!
+//! This is hyper's pooled client used directly. reqwest, on the same pool underneath, added
+//! about a fifth to the instructions of a dispatched message: it parses the URL of every request
+//! twice more (in its redirect layer, which runs even with redirects off, and again for the
+//! answer) and wraps each request in layers waq does not use (docs/PERFORMANCE.md, change 24).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use bytes::Bytes;
+use http::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
+use http::{Method, Request, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
+
+use super::ClientOptions;
+
+/// Answers are small JSON objects; reading is capped so a broken proxy cannot flood memory.
+const MAX_ANSWER_BYTES: usize = 64 * 1024;
+
+const WAQ_USER_AGENT: HeaderValue =
+    HeaderValue::from_static(concat!("waq/", env!("CARGO_PKG_VERSION")));
+const JSON: HeaderValue = HeaderValue::from_static("application/json");
+
+/// A pooled HTTPS (or, for a local simulator, plain HTTP) client. Cheap to clone: clones share
+/// the pool.
+#[derive(Clone, Debug)]
+pub(super) struct Transport {
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    request_timeout: Duration,
+}
+
+/// Why no answer came back.
+#[derive(Debug)]
+pub(super) enum TransportError {
+    /// The whole request (connecting included) took longer than `request_timeout`.
+    Timeout,
+    /// No connection could be made: the request was never written.
+    Connect(String),
+    /// The connection failed after the request may have been written.
+    Request(String),
+}
+
+impl Transport {
+    pub(super) fn new(opts: &ClientOptions) -> anyhow::Result<Transport> {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(opts.connect_timeout));
+        http.set_nodelay(true);
+        http.set_keepalive(Some(Duration::from_secs(60)));
+
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls_config(opts.extra_roots_pem.as_deref())?)
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .pool_max_idle_per_host(opts.max_idle_per_host)
+            .pool_idle_timeout(Duration::from_secs(90))
+            // Detects dead HTTP/2 connections before a send is written into one.
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .http2_keep_alive_timeout(Duration::from_secs(10))
+            .build(https);
+        Ok(Transport {
+            client,
+            request_timeout: opts.request_timeout,
+        })
+    }
+
+    /// POSTs a JSON `body` to `uri` and returns the status and up to [`MAX_ANSWER_BYTES`] of
+    /// the answer. Redirects are answers like any other: a POST is never meant to be
+    /// redirected, and a redirect must not carry the token on.
+    pub(super) async fn post_json(
+        &self,
+        uri: Uri,
+        authorization: HeaderValue,
+        body: String,
+    ) -> Result<(u16, Vec<u8>), TransportError> {
+        let mut request = Request::new(Full::new(Bytes::from(body)));
+        *request.method_mut() = Method::POST;
+        *request.uri_mut() = uri;
+        let headers = request.headers_mut();
+        headers.insert(AUTHORIZATION, authorization);
+        headers.insert(CONTENT_TYPE, JSON);
+        headers.insert(USER_AGENT, WAQ_USER_AGENT);
+
+        let exchange = async {
+            let response = self.client.request(request).await.map_err(|e| {
+                if e.is_connect() {
+                    TransportError::Connect(error_chain(&e))
+                } else {
+                    TransportError::Request(error_chain(&e))
+                }
+            })?;
+            let status = response.status().as_u16();
+            let answer = read_capped(response.into_body())
+                .await
+                .map_err(|e| TransportError::Request(error_chain(&e)))?;
+            Ok((status, answer))
+        };
+        tokio::time::timeout(self.request_timeout, exchange)
+            .await
+            .unwrap_or(Err(TransportError::Timeout))
+    }
+}
+
+/// rustls with the ring provider, the webpki roots (and any extra ones given), and ALPN set by
+/// the connector builder (h2, then http/1.1).
+fn tls_config(extra_roots_pem: Option<&str>) -> anyhow::Result<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(pem) = extra_roots_pem {
+        for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+            let cert = cert.context("reading the extra root certificates (PEM)")?;
+            roots
+                .add(cert)
+                .context("adding an extra root certificate")?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("setting up TLS")?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+async fn read_capped(mut body: hyper::body::Incoming) -> Result<Vec<u8>, hyper::Error> {
+    let mut answer = Vec::new();
+    while let Some(frame) = body.frame().await {
+        if let Ok(chunk) = frame?.into_data() {
+            let room = MAX_ANSWER_BYTES - answer.len();
+            answer.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            if answer.len() >= MAX_ANSWER_BYTES {
+                break;
+            }
+        }
+    }
+    Ok(answer)
+}
+
+/// An error and its sources on one line. hyper often repeats the inner message; each part is
+/// kept once.
+pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !out.contains(&s_text) {
+            out.push_str(": ");
+            out.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    out
+}

@@ -1,0 +1,193 @@
+//! The Graph API client over TLS, as it talks to graph.facebook.com: a local HTTPS server with
+//! a test certificate authority (tests/fixtures/tls), HTTP/2 when the server offers it through
+//! ALPN and HTTP/1.1 when it does not, and a refusal when the certificate is not trusted.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, Version};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use waq::cloud::{ClientOptions, CloudClient, ErrorClass, SendOutcome};
+
+const CA: &str = include_str!("fixtures/tls/ca.pem");
+const SERVER_CERT: &str = include_str!("fixtures/tls/server.pem");
+const SERVER_KEY: &str = include_str!("fixtures/tls/server.key");
+
+const TOKEN: &str = "EAAG-tls-test-token";
+const TO: &str = "15551234567";
+const TEXT: &str = r#"{"type":"text","text":{"body":"hello"}}"#;
+const WAMID: &str = "wamid.TLS";
+
+/// One request as the server saw it: HTTP version, path, authorization.
+type SeenRequest = (Version, String, Option<String>);
+
+/// What the server saw: each request, and how many TLS connections it accepted.
+#[derive(Clone, Default)]
+struct Seen {
+    requests: Arc<Mutex<Vec<SeenRequest>>>,
+    connections: Arc<AtomicUsize>,
+}
+
+/// An HTTPS server on 127.0.0.1 that offers `alpn` and answers every POST like Meta's success.
+async fn start_server(alpn: &[&[u8]]) -> (String, Seen) {
+    let certs: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(SERVER_CERT.as_bytes())
+            .collect::<Result<_, _>>()
+            .unwrap();
+    let key = PrivateKeyDer::from_pem_slice(SERVER_KEY.as_bytes()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let acceptor = TlsAcceptor::from(Arc::new(config));
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("https://{}", listener.local_addr().unwrap());
+    let seen = Seen::default();
+    let server_seen = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let acceptor = acceptor.clone();
+            let seen = server_seen.clone();
+            tokio::spawn(async move {
+                // A client that refuses the certificate ends the handshake here.
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                seen.connections.fetch_add(1, Ordering::SeqCst);
+                let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                let service = service_fn(move |req: Request<Incoming>| {
+                    let seen = seen.clone();
+                    async move {
+                        let authorization = req
+                            .headers()
+                            .get(http::header::AUTHORIZATION)
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_string);
+                        seen.requests.lock().unwrap().push((
+                            req.version(),
+                            req.uri().path().to_string(),
+                            authorization,
+                        ));
+                        let body = format!(
+                            r#"{{"messaging_product":"whatsapp","contacts":[{{"input":"{TO}","wa_id":"{TO}"}}],"messages":[{{"id":"{WAMID}"}}]}}"#
+                        );
+                        Ok::<_, hyper::Error>(Response::new(Full::new(Bytes::from(body))))
+                    }
+                });
+                let io = TokioIo::new(tls);
+                if h2 {
+                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(io, service)
+                        .await;
+                } else {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(io, service)
+                        .await;
+                }
+            });
+        }
+    });
+    (base, seen)
+}
+
+fn client(base_url: &str, trust_test_ca: bool) -> CloudClient {
+    CloudClient::new(ClientOptions {
+        base_url: base_url.to_string(),
+        version: "v25.0".to_string(),
+        request_timeout: Duration::from_secs(5),
+        connect_timeout: Duration::from_secs(2),
+        max_idle_per_host: 4,
+        extra_roots_pem: trust_test_ca.then(|| CA.to_string()),
+    })
+    .unwrap()
+}
+
+fn accepted() -> SendOutcome {
+    SendOutcome::Accepted {
+        wamid: WAMID.to_string(),
+        wa_id: Some(TO.to_string()),
+    }
+}
+
+#[tokio::test]
+async fn http2_is_used_when_the_server_offers_it_and_one_connection_carries_all_sends() {
+    let (base, seen) = start_server(&[b"h2", b"http/1.1"]).await;
+    let c = client(&base, true);
+    // Concurrent sends: over HTTP/2 they share the one connection instead of opening more.
+    let sends = (0..8).map(|_| {
+        let c = c.clone();
+        tokio::spawn(async move { c.send("123", TOKEN, TO, TEXT).await })
+    });
+    for send in sends {
+        assert_eq!(send.await.unwrap(), accepted());
+    }
+    let requests = seen.requests.lock().unwrap().clone();
+    assert_eq!(requests.len(), 8);
+    for (version, path, authorization) in &requests {
+        assert_eq!(*version, Version::HTTP_2);
+        assert_eq!(path, "/v25.0/123/messages");
+        assert_eq!(
+            authorization.as_deref(),
+            Some(format!("Bearer {TOKEN}").as_str())
+        );
+    }
+    assert_eq!(seen.connections.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn http1_is_used_when_the_server_offers_only_http1() {
+    let (base, seen) = start_server(&[b"http/1.1"]).await;
+    let c = client(&base, true);
+    for _ in 0..3 {
+        assert_eq!(c.send("123", TOKEN, TO, TEXT).await, accepted());
+    }
+    let requests = seen.requests.lock().unwrap().clone();
+    assert_eq!(requests.len(), 3);
+    assert!(requests.iter().all(|(v, _, _)| *v == Version::HTTP_11));
+    // Keep-alive: one after another, the sends reuse the connection.
+    assert_eq!(seen.connections.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_certificate_not_signed_by_a_trusted_authority_is_refused() {
+    let (base, seen) = start_server(&[b"h2", b"http/1.1"]).await;
+    let outcome = client(&base, false).send("123", TOKEN, TO, TEXT).await;
+    let SendOutcome::Failed(e) = outcome else {
+        panic!("an untrusted certificate was accepted: {outcome:?}");
+    };
+    assert_eq!(e.class, ErrorClass::Transient);
+    assert_eq!(e.code_name(), "connection");
+    assert!(e.message.contains("certificate"), "{e}");
+    assert!(!e.to_string().contains(TOKEN), "{e}");
+    assert!(seen.requests.lock().unwrap().is_empty());
+    assert_eq!(seen.connections.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn extra_roots_that_are_not_pem_are_refused_with_a_clear_error() {
+    let err = CloudClient::new(ClientOptions {
+        extra_roots_pem: Some(
+            "-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n".to_string(),
+        ),
+        ..ClientOptions::default()
+    })
+    .unwrap_err();
+    assert!(format!("{err:#}").contains("root certificate"), "{err:#}");
+}
