@@ -363,6 +363,7 @@ impl Config {
                 format!("`{version}` is not a Graph API version such as \"v25.0\""),
             ));
         }
+        crate::cloud::check_endpoint(&base_url, &version).map_err(|e| err(e.key, e.message))?;
         let api = ApiConfig {
             base_url: base_url.trim_end_matches('/').to_string(),
             version,
@@ -663,6 +664,27 @@ token = "t0k3n"
         )
         .unwrap_err();
         assert_eq!(e.key, "senders[0].token_env");
+    }
+
+    #[test]
+    fn an_endpoint_the_client_cannot_use_is_refused_at_load() {
+        for (api, key) in [
+            (
+                "base_url = \"https://user:secret@graph.facebook.com\"",
+                "api.base_url",
+            ),
+            (
+                "base_url = \"https://graph.facebook.com?debug=all\"",
+                "api.base_url",
+            ),
+            ("base_url = \"https://graph facebook.com\"", "api.base_url"),
+            ("version = \"v25.0/x\"", "api.version"),
+        ] {
+            let e =
+                Config::from_toml(&format!("{MIN}\n[api]\n{api}\n"), Path::new(".")).unwrap_err();
+            assert_eq!(e.key, key, "{api}: {e}");
+            assert!(!e.to_string().contains("secret"), "{api}: {e}");
+        }
     }
 
     #[test]

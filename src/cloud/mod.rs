@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use http::header::HeaderValue;
 use http::Uri;
 use serde::Serialize;
@@ -125,6 +125,74 @@ impl Default for ClientOptions {
             extra_roots_pem: None,
         }
     }
+}
+
+/// Why `api.base_url` or `api.version` cannot work: the key at fault, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointError {
+    pub key: &'static str,
+    pub message: String,
+}
+
+/// `api.base_url` as requests use it (no trailing slash; a host with non-ASCII letters in its
+/// ASCII form) and `api.version` without slashes.
+struct Endpoint {
+    base: String,
+    version: String,
+}
+
+/// The checks [`CloudClient::new`] makes of the endpoint; configuration runs them first, so a
+/// daemon never starts with an endpoint it cannot send to.
+pub fn check_endpoint(base_url: &str, version: &str) -> Result<(), EndpointError> {
+    parse_endpoint(base_url, version).map(|_| ())
+}
+
+fn parse_endpoint(base_url: &str, version: &str) -> Result<Endpoint, EndpointError> {
+    // A user name and password may be secrets: such a URL is never repeated.
+    let shown = if base_url.contains('@') {
+        "(not shown, as it has an @)".to_string()
+    } else {
+        format!("{base_url:?}")
+    };
+    let base_err = |why: &str| EndpointError {
+        key: "api.base_url",
+        message: format!("{shown} {why}"),
+    };
+    let url = reqwest::Url::parse(base_url.trim_end_matches('/'))
+        .map_err(|e| base_err(&format!("is not a valid URL ({e})")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(base_err(
+            "must start with https:// (or http:// for a local simulator)",
+        ));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(base_err("must not have a query or fragment"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(base_err("must not carry a user name or password"));
+    }
+    let trimmed = version.trim_matches('/');
+    if trimmed.is_empty()
+        || !trimmed
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.')
+    {
+        return Err(EndpointError {
+            key: "api.version",
+            message: format!("{version:?} is not a Graph API version; write it like \"v25.0\""),
+        });
+    }
+    let base = url.as_str().trim_end_matches('/').to_string();
+    if format!("{base}/{trimmed}/0/messages")
+        .parse::<Uri>()
+        .is_err()
+    {
+        return Err(base_err("cannot be used in a request URI"));
+    }
+    Ok(Endpoint {
+        base,
+        version: trimmed.to_string(),
+    })
 }
 
 /// A Graph API client. Cheap to clone: clones share the connection pool.
@@ -261,31 +329,8 @@ const SNIPPET_CHARS: usize = 300;
 impl CloudClient {
     /// Builds the client; fails when `base_url` or `version` cannot work.
     pub fn new(opts: ClientOptions) -> anyhow::Result<Self> {
-        let base = opts.base_url.trim_end_matches('/');
-        let url = reqwest::Url::parse(base)
-            .with_context(|| format!("api.base_url {base:?} is not a valid URL"))?;
-        if !matches!(url.scheme(), "http" | "https") {
-            bail!(
-                "api.base_url {base:?} must start with https:// (or http:// for a local simulator)"
-            );
-        }
-        if url.query().is_some() || url.fragment().is_some() {
-            bail!("api.base_url {base:?} must not have a query or fragment");
-        }
-        if !url.username().is_empty() || url.password().is_some() {
-            bail!("api.base_url {base:?} must not carry a user name or password");
-        }
-        let version = opts.version.trim_matches('/');
-        if version.is_empty()
-            || !version
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'.')
-        {
-            bail!(
-                "api.version {:?} is not a Graph API version; write it like \"v25.0\"",
-                opts.version
-            );
-        }
+        let Endpoint { base, version } = parse_endpoint(&opts.base_url, &opts.version)
+            .map_err(|e| anyhow::anyhow!("{} {}", e.key, e.message))?;
         let transport = Transport::new(&opts).context("building the HTTP client")?;
         Ok(CloudClient {
             transport,
@@ -829,6 +874,12 @@ mod tests {
             c.messages_url("123"),
             "https://graph.facebook.com/v25.0/123/messages"
         );
+        // The host in its ASCII form, as it goes into the request.
+        let c = with("https://bücher.example", "v25.0").unwrap();
+        assert_eq!(
+            c.messages_url("1"),
+            "https://xn--bcher-kva.example/v25.0/1/messages"
+        );
         let c = with("http://127.0.0.1:9000/graph", "/v23.0/").unwrap();
         assert_eq!(
             c.messages_url("1"),
@@ -840,6 +891,7 @@ mod tests {
             ("https://graph.facebook.com?x=1", "v25.0"),
             ("https://graph.facebook.com", ""),
             ("https://graph.facebook.com", "v25.0/x"),
+            ("https://user:pw@graph.facebook.com", "v25.0"),
         ] {
             let err = with(base, version).unwrap_err().to_string();
             assert!(err.contains("api."), "{err}");
