@@ -111,8 +111,8 @@ fn client(base_url: &str, trust_test_ca: bool) -> CloudClient {
     CloudClient::new(ClientOptions {
         base_url: base_url.to_string(),
         version: "v25.0".to_string(),
-        request_timeout: Duration::from_secs(5),
-        connect_timeout: Duration::from_secs(2),
+        request_timeout: Duration::from_secs(10),
+        connect_timeout: Duration::from_millis(500),
         max_idle_per_host: 4,
         extra_roots_pem: trust_test_ca.then(|| CA.to_string()),
     })
@@ -178,6 +178,29 @@ async fn a_certificate_not_signed_by_a_trusted_authority_is_refused() {
     assert!(!e.to_string().contains(TOKEN), "{e}");
     assert!(seen.requests.lock().unwrap().is_empty());
     assert_eq!(seen.connections.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn a_server_that_never_completes_the_handshake_fails_as_a_connection_within_connect_timeout()
+{
+    // Accepts TCP connections and holds them without a word of TLS.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("https://{}", listener.local_addr().unwrap());
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((tcp, _)) = listener.accept().await {
+            open.push(tcp);
+        }
+    });
+    let outcome = client(&base, true).send("123", TOKEN, TO, TEXT).await;
+    held.abort();
+    let SendOutcome::Failed(e) = outcome else {
+        panic!("a silent server accepted a send: {outcome:?}");
+    };
+    // The request timeout (10 s) would say `timeout`; connecting (500 ms) ran out first.
+    assert_eq!(e.code_name(), "connection", "{e}");
+    assert_eq!(e.class, ErrorClass::Transient);
+    assert!(e.message.contains("while connecting"), "{e}");
 }
 
 #[test]

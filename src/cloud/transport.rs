@@ -7,7 +7,10 @@
 //! twice more (in its redirect layer, which runs even with redirects off, and again for the
 //! answer) and wraps each request in layers waq does not use (docs/PERFORMANCE.md, change 24).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -15,12 +18,13 @@ use bytes::Bytes;
 use http::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
 use http::{Method, Request, Uri};
 use http_body_util::{BodyExt, Full};
-use hyper_rustls::HttpsConnector;
+use hyper_rustls::{HttpsConnector, MaybeHttpsStream};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
+use tokio::net::TcpStream;
 
 use super::ClientOptions;
 
@@ -35,7 +39,7 @@ const JSON: HeaderValue = HeaderValue::from_static("application/json");
 /// the pool.
 #[derive(Clone, Debug)]
 pub(super) struct Transport {
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    client: Client<TimedConnector, Full<Bytes>>,
     request_timeout: Duration,
 }
 
@@ -54,7 +58,6 @@ impl Transport {
     pub(super) fn new(opts: &ClientOptions) -> anyhow::Result<Transport> {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
-        http.set_connect_timeout(Some(opts.connect_timeout));
         http.set_nodelay(true);
         http.set_keepalive(Some(Duration::from_secs(60)));
 
@@ -64,6 +67,10 @@ impl Transport {
             .enable_http1()
             .enable_http2()
             .wrap_connector(http);
+        let connector = TimedConnector {
+            inner: https,
+            timeout: opts.connect_timeout,
+        };
 
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
@@ -73,7 +80,7 @@ impl Transport {
             // Detects dead HTTP/2 connections before a send is written into one.
             .http2_keep_alive_interval(Duration::from_secs(30))
             .http2_keep_alive_timeout(Duration::from_secs(10))
-            .build(https);
+            .build(connector);
         Ok(Transport {
             client,
             request_timeout: opts.request_timeout,
@@ -114,6 +121,37 @@ impl Transport {
         tokio::time::timeout(self.request_timeout, exchange)
             .await
             .unwrap_or(Err(TransportError::Timeout))
+    }
+}
+
+/// The TLS connector with `connect_timeout` over all of connecting, TCP and the TLS handshake
+/// both: a server that accepts and then stalls fails as a connection that was never made, and
+/// soon, not as a request that timed out.
+#[derive(Clone, Debug)]
+struct TimedConnector {
+    inner: HttpsConnector<HttpConnector>,
+    timeout: Duration,
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl tower::Service<Uri> for TimedConnector {
+    type Response = MaybeHttpsStream<TokioIo<TcpStream>>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, destination: Uri) -> Self::Future {
+        let connecting = self.inner.call(destination);
+        let timeout = self.timeout;
+        Box::pin(async move {
+            tokio::time::timeout(timeout, connecting)
+                .await
+                .unwrap_or_else(|_| Err(format!("no connection within {timeout:?}").into()))
+        })
     }
 }
 
