@@ -134,10 +134,14 @@ pub async fn run(mut input: AttemptInput<'_>) -> (Outcome, SenderEffect) {
 
     Metrics::inc(&app.metrics.sends_attempted);
     drop(input.on_wire.take());
-    let outcome = input
-        .cloud
-        .send(input.phone_number_id, input.token, input.to, &body)
-        .await;
+    // Boxed: the request's future is most of an attempt's, and the task's future is moved
+    // whole when it is spawned and when it finishes.
+    let outcome = Box::pin(
+        input
+            .cloud
+            .send(input.phone_number_id, input.token, input.to, &body),
+    )
+    .await;
     let now = now_ms();
     match outcome {
         SendOutcome::Accepted { wamid, wa_id } => {
