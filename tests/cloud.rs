@@ -173,6 +173,7 @@ fn client(base_url: &str) -> CloudClient {
         connect_timeout: Duration::from_millis(500),
         max_idle_per_host: 4,
         extra_roots_pem: None,
+        proxy: None,
     })
     .unwrap()
 }

@@ -3,130 +3,15 @@
 //! ALPN; the client speaks HTTP/1.1 (src/cloud/transport.rs says why), refuses a certificate
 //! it does not trust, and gives up connecting after `connect_timeout`.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+#[path = "common/tls.rs"]
+mod tls;
 
-use bytes::Bytes;
-use http::{Request, Response, Version};
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use std::sync::atomic::Ordering;
+
+use http::Version;
+use tls::*;
 use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
 use waq::cloud::{ClientOptions, CloudClient, ErrorClass, SendOutcome};
-
-const CA: &str = include_str!("fixtures/tls/ca.pem");
-const SERVER_CERT: &str = include_str!("fixtures/tls/server.pem");
-const SERVER_KEY: &str = include_str!("fixtures/tls/server.key");
-
-const TOKEN: &str = "EAAG-tls-test-token";
-const TO: &str = "15551234567";
-const TEXT: &str = r#"{"type":"text","text":{"body":"hello"}}"#;
-const WAMID: &str = "wamid.TLS";
-
-/// One request as the server saw it: HTTP version, path, authorization.
-type SeenRequest = (Version, String, Option<String>);
-
-/// What the server saw: each request, and how many TLS connections it accepted.
-#[derive(Clone, Default)]
-struct Seen {
-    requests: Arc<Mutex<Vec<SeenRequest>>>,
-    connections: Arc<AtomicUsize>,
-}
-
-/// An HTTPS server on 127.0.0.1 that offers HTTP/2 and HTTP/1.1, as Meta does, and answers
-/// every POST like Meta's success.
-async fn start_server() -> (String, Seen) {
-    let certs: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_slice_iter(SERVER_CERT.as_bytes())
-            .collect::<Result<_, _>>()
-            .unwrap();
-    let key = PrivateKeyDer::from_pem_slice(SERVER_KEY.as_bytes()).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .unwrap();
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    let acceptor = TlsAcceptor::from(Arc::new(config));
-
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("https://{}", listener.local_addr().unwrap());
-    let seen = Seen::default();
-    let server_seen = seen.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                return;
-            };
-            let acceptor = acceptor.clone();
-            let seen = server_seen.clone();
-            tokio::spawn(async move {
-                // A client that refuses the certificate ends the handshake here.
-                let Ok(tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                seen.connections.fetch_add(1, Ordering::SeqCst);
-                let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-                let service = service_fn(move |req: Request<Incoming>| {
-                    let seen = seen.clone();
-                    async move {
-                        let authorization = req
-                            .headers()
-                            .get(http::header::AUTHORIZATION)
-                            .and_then(|v| v.to_str().ok())
-                            .map(str::to_string);
-                        seen.requests.lock().unwrap().push((
-                            req.version(),
-                            req.uri().path().to_string(),
-                            authorization,
-                        ));
-                        let body = format!(
-                            r#"{{"messaging_product":"whatsapp","contacts":[{{"input":"{TO}","wa_id":"{TO}"}}],"messages":[{{"id":"{WAMID}"}}]}}"#
-                        );
-                        Ok::<_, hyper::Error>(Response::new(Full::new(Bytes::from(body))))
-                    }
-                });
-                let io = TokioIo::new(tls);
-                if h2 {
-                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                        .serve_connection(io, service)
-                        .await;
-                } else {
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(io, service)
-                        .await;
-                }
-            });
-        }
-    });
-    (base, seen)
-}
-
-fn client(base_url: &str, trust_test_ca: bool) -> CloudClient {
-    CloudClient::new(ClientOptions {
-        base_url: base_url.to_string(),
-        version: "v25.0".to_string(),
-        request_timeout: Duration::from_secs(10),
-        connect_timeout: Duration::from_millis(500),
-        max_idle_per_host: 4,
-        extra_roots_pem: trust_test_ca.then(|| CA.to_string()),
-    })
-    .unwrap()
-}
-
-fn accepted() -> SendOutcome {
-    SendOutcome::Accepted {
-        wamid: WAMID.to_string(),
-        wa_id: Some(TO.to_string()),
-    }
-}
 
 #[tokio::test]
 async fn http1_is_used_even_when_the_server_offers_http2_and_connections_are_reused() {
@@ -206,6 +91,64 @@ async fn a_server_that_never_completes_the_handshake_fails_as_a_connection_withi
     assert_eq!(e.code_name(), "connection", "{e}");
     assert_eq!(e.class, ErrorClass::Transient);
     assert!(e.message.contains("while connecting"), "{e}");
+}
+
+#[tokio::test]
+async fn an_https_endpoint_is_reached_through_the_proxy_by_a_connect_tunnel() {
+    let (base, seen) = start_server().await;
+    let (proxy, heads) = start_connect_proxy().await;
+    let c = client_via(&base, true, Some(format!("http://waq:s3cret@{proxy}")));
+    for _ in 0..2 {
+        assert_eq!(c.send("123", TOKEN, TO, TEXT).await, accepted());
+    }
+    // TLS to the server went through the tunnel: the server saw both requests, on one
+    // connection, and the proxy one CONNECT to the server, with the proxy's credentials.
+    assert_eq!(seen.requests.lock().unwrap().len(), 2);
+    assert_eq!(seen.connections.load(Ordering::SeqCst), 1);
+    let heads = heads.lock().unwrap().clone();
+    assert_eq!(heads.len(), 1, "{heads:?}");
+    let server = base.trim_start_matches("https://");
+    assert!(
+        heads[0].starts_with(&format!("CONNECT {server} HTTP/1.1\r\n")),
+        "{heads:?}"
+    );
+    let authorization = heads[0]
+        .lines()
+        .find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case("proxy-authorization")
+                .then(|| value.trim().to_string())
+        })
+        .unwrap_or_default();
+    // "waq:s3cret" in base64.
+    assert_eq!(authorization, "Basic d2FxOnMzY3JldA==", "{heads:?}");
+}
+
+#[tokio::test]
+async fn a_plain_http_endpoint_never_goes_through_the_proxy() {
+    // A local simulator over http://: the proxy (which would refuse everything) is not asked.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    drop(listener);
+    let (proxy, heads) = start_connect_proxy().await;
+    let outcome = client_via(&base, false, Some(format!("http://{proxy}")))
+        .send("123", TOKEN, TO, TEXT)
+        .await;
+    assert!(matches!(outcome, SendOutcome::Failed(_)), "{outcome:?}");
+    assert!(heads.lock().unwrap().is_empty());
+}
+
+#[test]
+fn a_proxy_that_is_not_http_is_refused_with_a_clear_error() {
+    let err = CloudClient::new(ClientOptions {
+        proxy: Some("socks5://127.0.0.1:1080".to_string()),
+        ..ClientOptions::default()
+    })
+    .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("http:// proxies only"),
+        "{err:#}"
+    );
 }
 
 #[test]

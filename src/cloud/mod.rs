@@ -14,6 +14,7 @@
 //! A timeout or a connection lost after the request was written may hide a send Meta accepted:
 //! retrying it can deliver twice. Meta offers no idempotency key, so this is inherent.
 
+mod route;
 mod transport;
 
 use std::collections::HashMap;
@@ -112,6 +113,9 @@ pub struct ClientOptions {
     /// PEM certificates trusted besides the webpki roots (a test's own certificate
     /// authority); `None` in the daemon.
     pub extra_roots_pem: Option<String>,
+    /// The proxy for an `https://` endpoint, `http://[user:password@]host:port`. `None` (the
+    /// daemon) takes it from `HTTPS_PROXY`, `ALL_PROXY` and `NO_PROXY`, as curl does.
+    pub proxy: Option<String>,
 }
 
 impl Default for ClientOptions {
@@ -123,6 +127,7 @@ impl Default for ClientOptions {
             connect_timeout: Duration::from_secs(5),
             max_idle_per_host: 32,
             extra_roots_pem: None,
+            proxy: None,
         }
     }
 }

@@ -33,6 +33,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 use tokio::net::TcpStream;
 
+use super::route::{BoxError, Route};
 use super::ClientOptions;
 
 /// Answers are small JSON objects; reading is capped so a broken proxy cannot flood memory.
@@ -72,7 +73,7 @@ impl Transport {
             .with_tls_config(tls_config(opts.extra_roots_pem.as_deref())?)
             .https_or_http()
             .enable_http1()
-            .wrap_connector(http);
+            .wrap_connector(Route::new(&opts.base_url, opts.proxy.as_deref(), http)?);
         let connector = TimedConnector {
             inner: https,
             timeout: opts.connect_timeout,
@@ -131,11 +132,9 @@ impl Transport {
 /// soon, not as a request that timed out.
 #[derive(Clone, Debug)]
 struct TimedConnector {
-    inner: HttpsConnector<HttpConnector>,
+    inner: HttpsConnector<Route>,
     timeout: Duration,
 }
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 impl tower::Service<Uri> for TimedConnector {
     type Response = MaybeHttpsStream<TokioIo<TcpStream>>;

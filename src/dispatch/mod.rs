@@ -97,6 +97,7 @@ fn client_options(config: &Config) -> ClientOptions {
         connect_timeout: config.api.connect_timeout,
         max_idle_per_host: config.dispatch.max_in_flight,
         extra_roots_pem: None,
+        proxy: None,
     }
 }
 
