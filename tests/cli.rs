@@ -231,3 +231,35 @@ fn serve_with_a_bad_config_exits_2_naming_the_key() {
     assert_eq!(code(&o), 2);
     assert!(stderr(&o).contains("senders[0].mps"), "{}", stderr(&o));
 }
+
+#[test]
+fn serve_with_a_proxy_it_cannot_use_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("waq.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir = {:?}\n[socket]\npath = {:?}\n[[senders]]\nname = \"main\"\nphone_number_id = \"1\"\ntoken = \"t\"\n",
+            dir.path().join("state"),
+            dir.path().join("waq.sock"),
+        ),
+    )
+    .unwrap();
+    let o = Command::new(bin())
+        .arg("serve")
+        .arg("--config")
+        .arg(&config)
+        .env("HTTPS_PROXY", "socks5://user:secret@127.0.0.1:1080")
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy")
+        .output()
+        .unwrap();
+    // Not a daemon that runs and never sends: it stops at once and says why.
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("http:// proxies only"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!stderr(&o).contains("secret"), "{}", stderr(&o));
+}

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 use serde_json::{json, Value};
-use waq::cloud::{ClientOptions, CloudClient, CloudError, ErrorClass, SendOutcome};
+use waq::cloud::{ClientOptions, CloudClient, CloudError, ErrorClass, Proxy, SendOutcome};
 
 const TOKEN: &str = "EAAG-test-token-0123456789";
 const TO: &str = "15551234567";
@@ -173,7 +173,7 @@ fn client(base_url: &str) -> CloudClient {
         connect_timeout: Duration::from_millis(500),
         max_idle_per_host: 4,
         extra_roots_pem: None,
-        proxy: None,
+        proxy: Proxy::Direct,
     })
     .unwrap()
 }

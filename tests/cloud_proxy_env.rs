@@ -5,23 +5,8 @@
 #[path = "common/tls.rs"]
 mod tls;
 
-use std::time::Duration;
-
 use tls::*;
-use waq::cloud::{ClientOptions, CloudClient};
-
-fn client_from_env(base_url: &str) -> CloudClient {
-    CloudClient::new(ClientOptions {
-        base_url: base_url.to_string(),
-        version: "v25.0".to_string(),
-        request_timeout: Duration::from_secs(10),
-        connect_timeout: Duration::from_secs(2),
-        max_idle_per_host: 4,
-        extra_roots_pem: Some(CA.to_string()),
-        proxy: None,
-    })
-    .unwrap()
-}
+use waq::cloud::Proxy;
 
 #[tokio::test]
 async fn https_proxy_is_used_and_no_proxy_is_honoured() {
@@ -38,12 +23,12 @@ async fn https_proxy_is_used_and_no_proxy_is_honoured() {
     }
     std::env::set_var("HTTPS_PROXY", format!("http://{proxy}"));
 
-    let through_proxy = client_from_env(&base);
+    let through_proxy = client_via(&base, true, Proxy::FromEnvironment);
     assert_eq!(through_proxy.send("1", TOKEN, TO, TEXT).await, accepted());
     assert_eq!(heads.lock().unwrap().len(), 1);
 
     std::env::set_var("NO_PROXY", "127.0.0.1");
-    let direct = client_from_env(&base);
+    let direct = client_via(&base, true, Proxy::FromEnvironment);
     assert_eq!(direct.send("1", TOKEN, TO, TEXT).await, accepted());
     // The second client went straight to the server: no new CONNECT.
     assert_eq!(heads.lock().unwrap().len(), 1);

@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use http::Version;
 use tls::*;
 use tokio::net::TcpListener;
-use waq::cloud::{ClientOptions, CloudClient, ErrorClass, SendOutcome};
+use waq::cloud::{ClientOptions, CloudClient, ErrorClass, Proxy, SendOutcome};
 
 #[tokio::test]
 async fn http1_is_used_even_when_the_server_offers_http2_and_connections_are_reused() {
@@ -97,7 +97,11 @@ async fn a_server_that_never_completes_the_handshake_fails_as_a_connection_withi
 async fn an_https_endpoint_is_reached_through_the_proxy_by_a_connect_tunnel() {
     let (base, seen) = start_server().await;
     let (proxy, heads) = start_connect_proxy().await;
-    let c = client_via(&base, true, Some(format!("http://waq:s3cret@{proxy}")));
+    let c = client_via(
+        &base,
+        true,
+        Proxy::Via(format!("http://waq:s3cret@{proxy}")),
+    );
     for _ in 0..2 {
         assert_eq!(c.send("123", TOKEN, TO, TEXT).await, accepted());
     }
@@ -131,7 +135,7 @@ async fn a_plain_http_endpoint_never_goes_through_the_proxy() {
     let base = format!("http://{}", listener.local_addr().unwrap());
     drop(listener);
     let (proxy, heads) = start_connect_proxy().await;
-    let outcome = client_via(&base, false, Some(format!("http://{proxy}")))
+    let outcome = client_via(&base, false, Proxy::Via(format!("http://{proxy}")))
         .send("123", TOKEN, TO, TEXT)
         .await;
     assert!(matches!(outcome, SendOutcome::Failed(_)), "{outcome:?}");
@@ -141,7 +145,7 @@ async fn a_plain_http_endpoint_never_goes_through_the_proxy() {
 #[test]
 fn a_proxy_that_is_not_http_is_refused_with_a_clear_error() {
     let err = CloudClient::new(ClientOptions {
-        proxy: Some("socks5://127.0.0.1:1080".to_string()),
+        proxy: Proxy::Via("socks5://127.0.0.1:1080".to_string()),
         ..ClientOptions::default()
     })
     .unwrap_err();

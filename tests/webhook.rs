@@ -60,7 +60,7 @@ async fn open_store(dir: &Path, cfg: &Config) -> Store {
 async fn build_app(dir: &Path, extra: &str) -> Arc<App> {
     let cfg = config(dir, extra);
     let store = open_store(dir, &cfg).await;
-    let dispatcher = Dispatcher::new(&cfg);
+    let dispatcher = Dispatcher::new(&cfg).unwrap();
     App::new(cfg, store, dispatcher)
 }
 

@@ -113,9 +113,20 @@ pub struct ClientOptions {
     /// PEM certificates trusted besides the webpki roots (a test's own certificate
     /// authority); `None` in the daemon.
     pub extra_roots_pem: Option<String>,
-    /// The proxy for an `https://` endpoint, `http://[user:password@]host:port`. `None` (the
-    /// daemon) takes it from `HTTPS_PROXY`, `ALL_PROXY` and `NO_PROXY`, as curl does.
-    pub proxy: Option<String>,
+    /// How connections to an `https://` endpoint go (an `http://` one is always direct).
+    pub proxy: Proxy,
+}
+
+/// Whether and through what proxy the client reaches an `https://` endpoint.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Proxy {
+    /// `HTTPS_PROXY` (or `ALL_PROXY`) and `NO_PROXY`, as curl reads them: the daemon's way.
+    #[default]
+    FromEnvironment,
+    /// Straight to the endpoint.
+    Direct,
+    /// Through this `http://[user:password@]host:port` proxy.
+    Via(String),
 }
 
 impl Default for ClientOptions {
@@ -127,7 +138,7 @@ impl Default for ClientOptions {
             connect_timeout: Duration::from_secs(5),
             max_idle_per_host: 32,
             extra_roots_pem: None,
-            proxy: None,
+            proxy: Proxy::FromEnvironment,
         }
     }
 }

@@ -18,6 +18,8 @@ use hyper_util::client::proxy::matcher::Matcher;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use super::Proxy;
+
 pub(super) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A connector to the endpoint's host, chosen once for the client.
@@ -28,11 +30,10 @@ pub(super) enum Route {
 }
 
 impl Route {
-    /// The route to `base_url`: through `proxy` when given (`http://[user:password@]host:port`),
-    /// else through the environment's proxy for it, if any.
+    /// The route to `base_url` as `proxy` says.
     pub(super) fn new(
         base_url: &str,
-        proxy: Option<&str>,
+        proxy: &Proxy,
         connector: HttpConnector,
     ) -> anyhow::Result<Route> {
         let Ok(base) = base_url.parse::<Uri>() else {
@@ -43,8 +44,9 @@ impl Route {
             return Ok(Route::Direct(connector));
         }
         let matcher = match proxy {
-            Some(url) => Matcher::builder().all(url.to_string()).build(),
-            None => Matcher::from_env(),
+            Proxy::FromEnvironment => Matcher::from_env(),
+            Proxy::Direct => return Ok(Route::Direct(connector)),
+            Proxy::Via(url) => Matcher::builder().all(url.clone()).build(),
         };
         let Some(intercept) = matcher.intercept(&base) else {
             return Ok(Route::Direct(connector));

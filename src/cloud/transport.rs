@@ -73,7 +73,7 @@ impl Transport {
             .with_tls_config(tls_config(opts.extra_roots_pem.as_deref())?)
             .https_or_http()
             .enable_http1()
-            .wrap_connector(Route::new(&opts.base_url, opts.proxy.as_deref(), http)?);
+            .wrap_connector(Route::new(&opts.base_url, &opts.proxy, http)?);
         let connector = TimedConnector {
             inner: https,
             timeout: opts.connect_timeout,

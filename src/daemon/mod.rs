@@ -111,7 +111,7 @@ pub async fn start(
                 cfg.state_dir.display()
             )
         })?;
-    let dispatcher = Dispatcher::new(&cfg);
+    let dispatcher = Dispatcher::new(&cfg).context("api: cannot build the Graph API client")?;
     let (recovering_store, recovering) = (store.clone(), dispatcher.clone());
     let (total, pending) = tokio::task::spawn_blocking(move || {
         let mut pending = 0u64;

@@ -23,7 +23,7 @@ use serde::Serialize;
 use tokio::sync::{oneshot, Semaphore};
 
 use crate::app::App;
-use crate::cloud::{ClientOptions, CloudClient};
+use crate::cloud::{ClientOptions, CloudClient, Proxy};
 use crate::config::Config;
 use crate::model::{Message, State};
 
@@ -61,7 +61,7 @@ pub(crate) struct Shared {
     in_flight: Arc<Semaphore>,
     in_flight_limit: usize,
     global: Option<DefaultDirectRateLimiter>,
-    cloud: RwLock<Option<CloudClient>>,
+    cloud: RwLock<CloudClient>,
     pair: RwLock<PairLimit>,
 }
 
@@ -70,8 +70,8 @@ impl Shared {
         *self.pair.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The HTTP client; `None` only if building it failed (logged), then sends wait and retry.
-    fn cloud(&self) -> Option<CloudClient> {
+    /// The HTTP client, the one built by the last configuration that could build it.
+    fn cloud(&self) -> CloudClient {
         self.cloud.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
@@ -97,19 +97,15 @@ fn client_options(config: &Config) -> ClientOptions {
         connect_timeout: config.api.connect_timeout,
         max_idle_per_host: config.dispatch.max_in_flight,
         extra_roots_pem: None,
-        proxy: None,
+        proxy: Proxy::FromEnvironment,
     }
 }
 
 impl Dispatcher {
-    pub fn new(config: &Config) -> Dispatcher {
-        let cloud = match CloudClient::new(client_options(config)) {
-            Ok(c) => Some(c),
-            Err(e) => {
-                tracing::error!("cannot build the HTTP client: {e}");
-                None
-            }
-        };
+    /// Fails when the Graph API client cannot be built (an unusable proxy in the environment,
+    /// say): a daemon that could never send should not start.
+    pub fn new(config: &Config) -> anyhow::Result<Dispatcher> {
+        let cloud = CloudClient::new(client_options(config))?;
         let global = config
             .dispatch
             .global_mps
@@ -121,7 +117,7 @@ impl Dispatcher {
             .iter()
             .map(|s| (s.name.clone(), Arc::new(SenderState::new(s.clone()))))
             .collect();
-        Dispatcher {
+        Ok(Dispatcher {
             shared: Arc::new(Shared {
                 in_flight: Arc::new(Semaphore::new(config.dispatch.max_in_flight)),
                 in_flight_limit: config.dispatch.max_in_flight,
@@ -132,7 +128,7 @@ impl Dispatcher {
             senders: Arc::new(RwLock::new(senders)),
             tasks: Arc::new(Mutex::new(tokio::task::JoinSet::new())),
             running: Arc::new(Mutex::new(None)),
-        }
+        })
     }
 
     fn sender(&self, name: &str) -> Option<Arc<SenderState>> {
@@ -198,7 +194,7 @@ impl Dispatcher {
     /// new senders start. Paused senders resume (a reload is how a fixed token arrives).
     pub fn reload(&self, config: &Config) {
         match CloudClient::new(client_options(config)) {
-            Ok(c) => *self.shared.cloud.write().unwrap_or_else(|p| p.into_inner()) = Some(c),
+            Ok(c) => *self.shared.cloud.write().unwrap_or_else(|p| p.into_inner()) = c,
             Err(e) => tracing::error!("cannot rebuild the HTTP client, keeping the old one: {e}"),
         }
         *self.shared.pair.write().unwrap_or_else(|p| p.into_inner()) = pair_limit(config);

@@ -298,17 +298,7 @@ async fn attempt_one(
         sender: sender.clone(),
     };
     let config = app.config();
-    let Some(cloud) = shared.cloud() else {
-        let retry = Outcome::Retry {
-            at_ms: now_ms() + config.dispatch.retry_min.as_millis() as u64,
-        };
-        let mut s = sender.lock();
-        s.window.forget(started);
-        let limit = s.aimd.limit(Instant::now());
-        s.pacer.forget(limit);
-        s.queue.complete(&to, retry, now_ms(), shared.pair_limit());
-        return;
-    };
+    let cloud = shared.cloud();
     let sender_cfg = sender.config();
     let pair_strikes = sender.lock().queue.pair_strikes(&to);
     // Whether the request left (was handed to the HTTP client), to count its answer.

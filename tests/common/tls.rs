@@ -17,7 +17,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
-use waq::cloud::{ClientOptions, CloudClient, SendOutcome};
+use waq::cloud::{ClientOptions, CloudClient, Proxy, SendOutcome};
 
 pub const CA: &str = include_str!("../fixtures/tls/ca.pem");
 pub const SERVER_CERT: &str = include_str!("../fixtures/tls/server.pem");
@@ -110,10 +110,10 @@ pub async fn start_server() -> (String, Seen) {
 }
 
 pub fn client(base_url: &str, trust_test_ca: bool) -> CloudClient {
-    client_via(base_url, trust_test_ca, None)
+    client_via(base_url, trust_test_ca, Proxy::Direct)
 }
 
-pub fn client_via(base_url: &str, trust_test_ca: bool, proxy: Option<String>) -> CloudClient {
+pub fn client_via(base_url: &str, trust_test_ca: bool, proxy: Proxy) -> CloudClient {
     CloudClient::new(ClientOptions {
         base_url: base_url.to_string(),
         version: "v25.0".to_string(),
