@@ -1,13 +1,14 @@
 //! The HTTP side of a send: a keep-alive pool of HTTP/1.1 connections to the Graph API, rustls
 //! with the webpki roots, one POST, and the answer read with a cap.
 //!
-//! HTTP/1.1 and not HTTP/2, though Meta speaks both. One HTTP/2 connection carries at most the
-//! server's `SETTINGS_MAX_CONCURRENT_STREAMS` requests at once, and hyper's pool sends every
-//! request to a host over one such connection: at 1,000 MPS with answers taking 250 ms, 250 requests are on the way,
-//! and a cap below that would hold sends back unseen, bunching their arrival at Meta (the
-//! departure gate, `dispatch/departures.rs`, counts one connection per request on the way).
-//! HTTP/2 also cost more CPU per send, measured against the simulator (docs/PERFORMANCE.md,
-//! change 24). Connections are opened once and kept (idle ones for 90 s).
+//! HTTP/1.1 and not HTTP/2, though Meta speaks both. One HTTP/2 connection carries at most
+//! the server's `SETTINGS_MAX_CONCURRENT_STREAMS` requests at once, and hyper's pool sends
+//! every request to a host over one such connection: at 1,000 MPS with answers taking 250 ms,
+//! 250 requests are on the way, and a cap below that would hold sends back unseen, bunching
+//! their arrival at Meta (the departure gate, `dispatch/departures.rs`, counts one connection
+//! per request on the way). HTTP/2 also cost more CPU per send, measured against the
+//! simulator (docs/PERFORMANCE.md, change 24). Connections are opened once and kept (idle
+//! ones for 90 s).
 //!
 //! This is hyper's pooled client used directly. reqwest, on the same pool underneath, added
 //! about a fifth to the instructions of a dispatched message: it parses the URL of every request
