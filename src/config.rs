@@ -350,12 +350,6 @@ impl Config {
             .api
             .base_url
             .unwrap_or_else(|| "https://graph.facebook.com".into());
-        if !(base_url.starts_with("https://") || base_url.starts_with("http://")) {
-            return Err(err(
-                "api.base_url",
-                format!("`{base_url}` is not an http(s) URL"),
-            ));
-        }
         let version = raw.api.version.unwrap_or_else(|| "v25.0".into());
         if !version.starts_with('v') || version[1..].parse::<f64>().is_err() {
             return Err(err(

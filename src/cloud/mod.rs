@@ -217,7 +217,6 @@ pub struct CloudClient {
     transport: Transport,
     /// `{base_url}/{version}/`, to which `{phone_number_id}/messages` is appended.
     prefix: Arc<str>,
-    request_timeout: Duration,
     /// Parsed `/messages` URIs by phone number id: parsing the URI again for every send cost
     /// about as much as building the rest of the request.
     uris: Arc<RwLock<HashMap<String, Uri>>>,
@@ -351,7 +350,6 @@ impl CloudClient {
         Ok(CloudClient {
             transport,
             prefix: format!("{base}/{version}/").into(),
-            request_timeout: opts.request_timeout,
             uris: Arc::default(),
         })
     }
@@ -481,13 +479,13 @@ impl CloudClient {
     // request details anyway.
     fn transport_error(&self, e: TransportError) -> CloudError {
         let (stage, chain) = match e {
-            TransportError::Timeout => {
+            TransportError::Timeout(after) => {
                 return CloudError::new(
                     ErrorClass::Transient,
                     format!(
                         "{TIMEOUT_PREFIX} after {:?} waiting for the Graph API; Meta may or may \
                          not have accepted the message",
-                        self.request_timeout
+                        after
                     ),
                 )
             }

@@ -55,8 +55,8 @@ pub(super) struct Transport {
 /// Why no answer came back.
 #[derive(Debug)]
 pub(super) enum TransportError {
-    /// The whole request (connecting included) took longer than `request_timeout`.
-    Timeout,
+    /// The whole request (connecting included) took longer than `request_timeout`, given.
+    Timeout(Duration),
     /// No connection could be made: the request was never written.
     Connect(String),
     /// The connection failed after the request may have been written.
@@ -124,7 +124,7 @@ impl Transport {
         };
         tokio::time::timeout(self.request_timeout, exchange)
             .await
-            .unwrap_or(Err(TransportError::Timeout))
+            .unwrap_or(Err(TransportError::Timeout(self.request_timeout)))
     }
 }
 
