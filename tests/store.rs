@@ -271,3 +271,55 @@ async fn an_unfinished_batch_is_taken_back_whole_at_the_next_opening() {
     let retry = message(&store, "14160000000", Some("k0"));
     assert_eq!(store.insert_new(&retry).unwrap(), Insert::Created);
 }
+
+#[tokio::test]
+async fn pruning_windows_forgets_only_old_ones_a_slice_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), &cfg()).unwrap();
+    // Five recipients, two of them recent.
+    for (to, at) in [
+        ("11", 100),
+        ("12", 9_000),
+        ("13", 200),
+        ("14", 300),
+        ("15", 9_500),
+    ] {
+        store.record_inbound("main", to, at).unwrap();
+    }
+    let mut cursor: Option<Vec<u8>> = None;
+    let mut removed = 0;
+    let mut passes = 0;
+    loop {
+        let pass = store.prune_windows(1_000, cursor.as_deref(), 2).unwrap();
+        removed += pass.removed;
+        passes += 1;
+        cursor = pass.next;
+        if cursor.is_none() {
+            break;
+        }
+        assert!(passes < 10, "the cursor never came back to the start");
+    }
+    assert_eq!(removed, 3);
+    assert_eq!(passes, 3, "five entries, two a pass");
+    for (to, kept) in [
+        ("11", false),
+        ("12", true),
+        ("13", false),
+        ("14", false),
+        ("15", true),
+    ] {
+        assert_eq!(
+            store.last_inbound("main", to).unwrap().is_some(),
+            kept,
+            "{to}"
+        );
+    }
+    // Durable with the next commit, like every other write.
+    store.commit().await.unwrap();
+    drop(store);
+    let store = Store::open(dir.path(), &cfg()).unwrap();
+    assert_eq!(store.last_inbound("main", "11").unwrap(), None);
+    assert_eq!(store.last_inbound("main", "12").unwrap(), Some(9_000));
+    // A recipient who writes again has a window again.
+    assert_eq!(store.record_inbound("main", "11", 10_000).unwrap(), 10_000);
+}

@@ -9,6 +9,7 @@ mod commit;
 mod log;
 mod recovery;
 mod wa_ids;
+mod windows;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -26,6 +27,7 @@ pub use batch::BatchMark;
 pub use codec::RECORD_VERSION;
 pub use commit::CommitStats;
 pub use log::DurableLog;
+pub use windows::WindowsPruned;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
@@ -435,46 +437,6 @@ impl Store {
         })
     }
 
-    /// When `to` last wrote to `sender` (Unix ms), if ever.
-    pub fn last_inbound(&self, sender: &str, to: &str) -> Result<Option<u64>, StoreError> {
-        self.with(|inner| window_time(inner, sender, to))
-    }
-
-    /// Records an inbound message from `from` at `at_ms`, for `from` and for every number
-    /// dialled to reach it when `from` is a wa_id with aliases (see `learn_wa_id`); never
-    /// moves a window backwards. Returns the effective last-inbound time of `from`.
-    pub fn record_inbound(&self, sender: &str, from: &str, at_ms: u64) -> Result<u64, StoreError> {
-        self.with(|inner| {
-            let effective = raise_window(inner, sender, from, at_ms)?;
-            for dialled in wa_ids::aliases(inner, sender, from)? {
-                if dialled != from {
-                    raise_window(inner, sender, &dialled, at_ms)?;
-                }
-            }
-            Ok(effective)
-        })
-    }
-
-    /// Meta said the window was closed when a message sent at `sent_at_ms` arrived (131047):
-    /// forgets the window of `to`, and of the numbers aliased to it when it is a wa_id, unless
-    /// the user wrote again after that send. Returns whether it forgot any.
-    pub fn close_window(
-        &self,
-        sender: &str,
-        to: &str,
-        sent_at_ms: u64,
-    ) -> Result<bool, StoreError> {
-        self.with(|inner| {
-            let mut closed = forget_window(inner, sender, to, sent_at_ms)?;
-            for dialled in wa_ids::aliases(inner, sender, to)? {
-                if dialled != to {
-                    closed |= forget_window(inner, sender, &dialled, sent_at_ms)?;
-                }
-            }
-            Ok(closed)
-        })
-    }
-
     /// Counts of messages per state, in `State::ALL` order.
     pub fn counts(&self) -> Vec<(State, u64)> {
         State::ALL
@@ -538,48 +500,6 @@ impl Store {
             Ok(())
         })
     }
-}
-
-fn window_time(inner: &Inner, sender: &str, to: &str) -> Result<Option<u64>, StoreError> {
-    Ok(inner
-        .windows
-        .get(window_key(sender, to))?
-        .and_then(|v| id_from_bytes(&v)))
-}
-
-/// Sets the last inbound time of `to` to `at_ms` unless it is later already; returns it.
-fn raise_window(inner: &Inner, sender: &str, to: &str, at_ms: u64) -> Result<u64, StoreError> {
-    let updated = inner
-        .windows
-        .update_and_fetch(window_key(sender, to), |old| {
-            let prev = old.and_then(id_from_bytes).unwrap_or(0);
-            Some(prev.max(at_ms).to_be_bytes().to_vec())
-        })?;
-    Ok(updated.and_then(|v| id_from_bytes(&v)).unwrap_or(at_ms))
-}
-
-/// Removes the window of `to` unless the user wrote after `sent_at_ms`; returns whether it did.
-fn forget_window(
-    inner: &Inner,
-    sender: &str,
-    to: &str,
-    sent_at_ms: u64,
-) -> Result<bool, StoreError> {
-    let mut closed = false;
-    inner
-        .windows
-        .update_and_fetch(window_key(sender, to), |old| {
-            // sled may run this again after a lost race: decide afresh each time.
-            closed = false;
-            let prev = old.and_then(id_from_bytes)?;
-            if prev <= sent_at_ms {
-                closed = true;
-                None
-            } else {
-                Some(prev.to_be_bytes().to_vec())
-            }
-        })?;
-    Ok(closed)
 }
 
 fn get(inner: &Inner, id: u64) -> Result<Option<Message>, StoreError> {

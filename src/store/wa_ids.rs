@@ -76,8 +76,8 @@ impl Store {
                 Some(list.join(",").into_bytes())
             })?;
             if added {
-                if let Some(at) = super::window_time(inner, sender, &wa_id)? {
-                    super::raise_window(inner, sender, &to, at)?;
+                if let Some(at) = super::windows::window_time(inner, sender, &wa_id)? {
+                    super::windows::raise_window(inner, sender, &to, at)?;
                 }
             }
             Ok(added)
