@@ -40,7 +40,8 @@ pub struct Config {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogConfig {
-    /// `error`, `warn`, `info`, `debug`, `trace`, or a tracing filter directive.
+    /// `off`, `error`, `warn`, `info`, `debug`, `trace`, or tracing filter directives that
+    /// each end in one (`waq=debug,info`).
     pub level: String,
     pub json: bool,
 }
@@ -105,8 +106,7 @@ pub struct DispatchConfig {
 }
 
 /// What to do on start with messages found `sending` (the daemon stopped mid-request).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RestartPolicy {
     /// Send again: at-least-once (Meta may have accepted the first request).
     Resend,
@@ -131,6 +131,8 @@ pub struct StoreConfig {
 }
 
 /// Names of the fields as written in TOML: what deserialization sees.
+/// Names of the fields as written in TOML: what deserialization sees. Numbers are `i64`, as
+/// TOML's are, so that a negative or oversized value reaches the range check and its message.
 mod raw {
     use serde::Deserialize;
     use std::path::PathBuf;
@@ -166,11 +168,11 @@ mod raw {
     pub struct Socket {
         pub path: Option<PathBuf>,
         pub mode: Option<String>,
-        pub allowed_uids: Option<Vec<u32>>,
-        pub allowed_gids: Option<Vec<u32>>,
-        pub max_connections: Option<usize>,
-        pub max_request_bytes: Option<usize>,
-        pub max_batch_bytes: Option<usize>,
+        pub allowed_uids: Option<super::Ids>,
+        pub allowed_gids: Option<super::Ids>,
+        pub max_connections: Option<i64>,
+        pub max_request_bytes: Option<i64>,
+        pub max_batch_bytes: Option<i64>,
     }
 
     #[derive(Deserialize, Default)]
@@ -178,8 +180,8 @@ mod raw {
     pub struct Api {
         pub base_url: Option<String>,
         pub version: Option<String>,
-        pub request_timeout_ms: Option<u64>,
-        pub connect_timeout_ms: Option<u64>,
+        pub request_timeout_ms: Option<i64>,
+        pub connect_timeout_ms: Option<i64>,
     }
 
     #[derive(Deserialize)]
@@ -190,23 +192,23 @@ mod raw {
         pub token: Option<String>,
         pub token_env: Option<String>,
         pub token_file: Option<PathBuf>,
-        pub mps: Option<u32>,
+        pub mps: Option<i64>,
     }
 
     #[derive(Deserialize, Default)]
     #[serde(deny_unknown_fields)]
     pub struct Dispatch {
-        pub max_in_flight: Option<usize>,
-        pub global_mps: Option<u32>,
-        pub retry_min_ms: Option<u64>,
-        pub retry_max_ms: Option<u64>,
-        pub max_attempts: Option<u32>,
-        pub max_age_s: Option<u64>,
-        pub window_margin_s: Option<u64>,
-        pub pair_interval_ms: Option<u64>,
-        pub pair_burst: Option<u32>,
-        pub on_restart_sending: Option<super::RestartPolicy>,
-        pub retention_s: Option<u64>,
+        pub max_in_flight: Option<i64>,
+        pub global_mps: Option<i64>,
+        pub retry_min_ms: Option<i64>,
+        pub retry_max_ms: Option<i64>,
+        pub max_attempts: Option<i64>,
+        pub max_age_s: Option<i64>,
+        pub window_margin_s: Option<i64>,
+        pub pair_interval_ms: Option<i64>,
+        pub pair_burst: Option<i64>,
+        pub on_restart_sending: Option<String>,
+        pub retention_s: Option<i64>,
     }
 
     #[derive(Deserialize)]
@@ -221,15 +223,92 @@ mod raw {
         pub verify_token_env: Option<String>,
         pub verify_token_file: Option<PathBuf>,
         pub forward_url: Option<String>,
-        pub max_body_bytes: Option<usize>,
+        pub max_body_bytes: Option<i64>,
     }
 
     #[derive(Deserialize, Default)]
     #[serde(deny_unknown_fields)]
     pub struct Store {
-        pub cache_capacity_mb: Option<u64>,
-        pub flush_every_ms: Option<u64>,
+        pub cache_capacity_mb: Option<i64>,
+        pub flush_every_ms: Option<i64>,
     }
+}
+
+/// `socket.allowed_uids` / `allowed_gids`. A TOML list; from the environment, where every value
+/// is text, one id, `1000,1001` or `[1000, 1001]`.
+pub(crate) struct Ids(Vec<u32>);
+
+impl<'de> Deserialize<'de> for Ids {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Ids;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a list of numeric ids such as [1000, 1001]")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Ids, E> {
+                id_from_i64(v).map(|id| Ids(vec![id]))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Ids, E> {
+                id_from_i64(i64::try_from(v).unwrap_or(-1)).map(|id| Ids(vec![id]))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Ids, E> {
+                let t = v.trim();
+                let t = t
+                    .strip_prefix('[')
+                    .and_then(|t| t.strip_suffix(']'))
+                    .unwrap_or(t);
+                t.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(id_from_str)
+                    .collect::<Result<_, _>>()
+                    .map(Ids)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Ids, A::Error> {
+                let mut ids = Vec::new();
+                while let Some(Id(id)) = seq.next_element()? {
+                    ids.push(id);
+                }
+                Ok(Ids(ids))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+/// One element of an `Ids` list: a number, or a number as text.
+struct Id(u32);
+
+impl<'de> Deserialize<'de> for Id {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Id;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a numeric uid or gid")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Id, E> {
+                id_from_i64(v).map(Id)
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Id, E> {
+                id_from_i64(i64::try_from(v).unwrap_or(-1)).map(Id)
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Id, E> {
+                id_from_str(v.trim()).map(Id)
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+fn id_from_i64<E: serde::de::Error>(v: i64) -> Result<u32, E> {
+    u32::try_from(v).map_err(|_| E::custom(format!("`{v}` is not a uid or gid (0 to 4294967295)")))
+}
+
+fn id_from_str<E: serde::de::Error>(v: &str) -> Result<u32, E> {
+    v.parse()
+        .map_err(|_| E::custom(format!("`{v}` is not a uid or gid (0 to 4294967295)")))
 }
 
 /// A configuration error: which key, and what is wrong with it.
@@ -254,9 +333,29 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/waq";
 /// at depth still within a few percent of the empty figures (docs/PERFORMANCE.md).
 pub const DEFAULT_CACHE_MB: u64 = 8;
 
+/// What `log.level` may be made of. A directive without one of these (`loud`) is, to
+/// tracing, a target name: it would enable nothing the daemon logs and silence it.
+const LOG_LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+
+/// Environment variables that override keys: `WAQ__SECTION__KEY`, matched as the `config`
+/// crate matches them (case-insensitively).
+const ENV_PREFIX: &str = "waq__";
+const ENV_SEPARATOR: &str = "__";
+
+/// The largest body a request may be allowed: bodies are held in memory.
+const MAX_BODY_LIMIT: i64 = 1 << 30;
+
 impl Config {
     /// Loads `path` with `WAQ__SECTION__KEY` overrides from the environment.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Config::load_with_env(path, std::env::vars_os())
+    }
+
+    /// `load` with the environment given, so that tests need not change the process's.
+    fn load_with_env(
+        path: &Path,
+        vars: impl IntoIterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
+    ) -> Result<Config, ConfigError> {
         if !path.exists() {
             return Err(err(
                 "--config",
@@ -266,35 +365,58 @@ impl Config {
                 ),
             ));
         }
-        let built = config::Config::builder()
-            .add_source(config::File::from(path).format(config::FileFormat::Toml))
-            .add_source(
-                config::Environment::with_prefix("WAQ")
-                    .prefix_separator("__")
-                    .separator("__")
-                    .try_parsing(true)
-                    .list_separator(",")
-                    .with_list_parse_key("socket.allowed_uids")
-                    .with_list_parse_key("socket.allowed_gids"),
-            )
-            .build()
-            .map_err(|e| err(path.display().to_string(), e.to_string()))?;
-        let raw: raw::Root = built
-            .try_deserialize()
-            .map_err(|e| err(path.display().to_string(), e.to_string()))?;
+        let mut overrides = Vec::new();
+        for (name, value) in vars {
+            // A name that is not Unicode cannot be one of ours.
+            let Some(name) = name.to_str() else { continue };
+            if !name.to_lowercase().starts_with(ENV_PREFIX) {
+                continue;
+            }
+            let value = value
+                .into_string()
+                .map_err(|_| err(name, "the environment variable's value is not UTF-8"))?;
+            overrides.push((name.to_string(), value));
+        }
+        overrides.sort();
+
+        let file = config::File::from(path).format(config::FileFormat::Toml);
+        let file_origin = path.display().to_string();
+        // The file alone first, then each variable over it: an error names where the bad value
+        // was written, the file or the variable.
+        deserialize(
+            config::Config::builder().add_source(file.clone()),
+            &file_origin,
+        )?;
+        for one in &overrides {
+            deserialize(
+                config::Config::builder()
+                    .add_source(file.clone())
+                    .add_source(environment(std::slice::from_ref(one))),
+                &format!("the environment variable {}", one.0),
+            )?;
+        }
+        let raw = deserialize(
+            config::Config::builder()
+                .add_source(file)
+                .add_source(environment(&overrides)),
+            "the environment",
+        )?;
         let base = path.parent().unwrap_or(Path::new("."));
-        Config::from_raw(raw, base)
+        Config::from_raw(raw, base).map_err(|mut e| {
+            if let Some((name, _)) = overrides.iter().find(|(n, _)| env_key(n) == e.key) {
+                e.message = format!("{} (set by the environment variable {name})", e.message);
+            }
+            e
+        })
     }
 
     /// Parses TOML text (no environment overrides); relative file paths resolve against `base`.
     pub fn from_toml(text: &str, base: &Path) -> Result<Config, ConfigError> {
-        let built = config::Config::builder()
-            .add_source(config::File::from_str(text, config::FileFormat::Toml))
-            .build()
-            .map_err(|e| err("config", e.to_string()))?;
-        let raw: raw::Root = built
-            .try_deserialize()
-            .map_err(|e| err("config", e.to_string()))?;
+        let raw = deserialize(
+            config::Config::builder()
+                .add_source(config::File::from_str(text, config::FileFormat::Toml)),
+            "config",
+        )?;
         Config::from_raw(raw, base)
     }
 
@@ -312,8 +434,7 @@ impl Config {
                 }
             },
         };
-        tracing_subscriber::EnvFilter::try_new(&log.level)
-            .map_err(|e| err("log.level", format!("not a valid level or filter: {e}")))?;
+        check_log_level(&log.level)?;
 
         let mode_text = raw.socket.mode.unwrap_or_else(|| "0660".into());
         let mode = u32::from_str_radix(mode_text.trim_start_matches("0o"), 8)
@@ -325,25 +446,45 @@ impl Config {
                     format!("`{mode_text}` is not an octal file mode such as \"0660\""),
                 )
             })?;
-        let socket = SocketConfig {
-            path: raw
-                .socket
-                .path
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET_PATH)),
-            mode,
-            allowed_uids: raw.socket.allowed_uids,
-            allowed_gids: raw.socket.allowed_gids,
-            max_connections: positive("socket.max_connections", raw.socket.max_connections, 1024)?,
-            max_request_bytes: positive(
-                "socket.max_request_bytes",
-                raw.socket.max_request_bytes,
-                32 * 1024,
-            )?,
-            max_batch_bytes: positive(
+        let socket_path = raw
+            .socket
+            .path
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET_PATH));
+        if socket_path.as_os_str().is_empty() {
+            return Err(err("socket.path", "is empty"));
+        }
+        // A single send with a 4096-character text body and 1 KiB of metadata must fit.
+        let max_request_bytes = within(
+            "socket.max_request_bytes",
+            raw.socket.max_request_bytes,
+            32 * 1024,
+            16 * 1024..=MAX_BODY_LIMIT,
+        )?;
+        let max_batch_bytes = within(
+            "socket.max_batch_bytes",
+            raw.socket.max_batch_bytes,
+            32 * 1024 * 1024,
+            16 * 1024..=MAX_BODY_LIMIT,
+        )?;
+        if max_batch_bytes < max_request_bytes {
+            return Err(err(
                 "socket.max_batch_bytes",
-                raw.socket.max_batch_bytes,
-                32 * 1024 * 1024,
-            )?,
+                "must be at least socket.max_request_bytes: a batch of one must fit",
+            ));
+        }
+        let socket = SocketConfig {
+            path: socket_path,
+            mode,
+            allowed_uids: raw.socket.allowed_uids.map(|ids| ids.0),
+            allowed_gids: raw.socket.allowed_gids.map(|ids| ids.0),
+            max_connections: within(
+                "socket.max_connections",
+                raw.socket.max_connections,
+                1024,
+                1..=100_000,
+            )? as usize,
+            max_request_bytes: max_request_bytes as usize,
+            max_batch_bytes: max_batch_bytes as usize,
         };
 
         let base_url = raw
@@ -351,7 +492,11 @@ impl Config {
             .base_url
             .unwrap_or_else(|| "https://graph.facebook.com".into());
         let version = raw.api.version.unwrap_or_else(|| "v25.0".into());
-        if !version.starts_with('v') || version[1..].parse::<f64>().is_err() {
+        let number = version.strip_prefix('v').unwrap_or("");
+        if number.is_empty()
+            || !number.chars().all(|c| c.is_ascii_digit() || c == '.')
+            || number.parse::<f64>().is_err()
+        {
             return Err(err(
                 "api.version",
                 format!("`{version}` is not a Graph API version such as \"v25.0\""),
@@ -361,15 +506,17 @@ impl Config {
         let api = ApiConfig {
             base_url: base_url.trim_end_matches('/').to_string(),
             version,
-            request_timeout: Duration::from_millis(positive_u64(
+            request_timeout: Duration::from_millis(within(
                 "api.request_timeout_ms",
                 raw.api.request_timeout_ms,
                 15_000,
+                100..=600_000,
             )?),
-            connect_timeout: Duration::from_millis(positive_u64(
+            connect_timeout: Duration::from_millis(within(
                 "api.connect_timeout_ms",
                 raw.api.connect_timeout_ms,
                 5_000,
+                100..=600_000,
             )?),
         };
 
@@ -408,10 +555,7 @@ impl Config {
                 s.token_file.map(|p| base.join(p)),
             )?
             .ok_or_else(|| err(key("token"), "set token_env, token_file or token"))?;
-            let mps = s.mps.unwrap_or(80);
-            if !(1..=10_000).contains(&mps) {
-                return Err(err(key("mps"), "must be between 1 and 10000"));
-            }
+            let mps = within(&key("mps"), s.mps, 80, 1..=10_000)? as u32;
             senders.push(SenderConfig {
                 name: s.name,
                 phone_number_id: s.phone_number_id,
@@ -421,41 +565,65 @@ impl Config {
         }
 
         let d = raw.dispatch;
-        let retry_min = positive_u64("dispatch.retry_min_ms", d.retry_min_ms, 1_000)?;
-        let retry_max = positive_u64("dispatch.retry_max_ms", d.retry_max_ms, 300_000)?;
+        let day_ms = 86_400_000;
+        let retry_min = within("dispatch.retry_min_ms", d.retry_min_ms, 1_000, 1..=day_ms)?;
+        let retry_max = within("dispatch.retry_max_ms", d.retry_max_ms, 300_000, 1..=day_ms)?;
         if retry_max < retry_min {
             return Err(err(
                 "dispatch.retry_max_ms",
                 "must be at least dispatch.retry_min_ms",
             ));
         }
+        let on_restart_sending = match d.on_restart_sending.as_deref() {
+            None | Some("resend") => RestartPolicy::Resend,
+            Some("fail") => RestartPolicy::Fail,
+            Some(other) => {
+                return Err(err(
+                    "dispatch.on_restart_sending",
+                    format!("`{other}` is not a policy; use \"resend\" or \"fail\""),
+                ))
+            }
+        };
         let dispatch = DispatchConfig {
-            max_in_flight: positive("dispatch.max_in_flight", d.max_in_flight, 512)?,
-            global_mps: match d.global_mps {
-                Some(0) => {
-                    return Err(err(
-                        "dispatch.global_mps",
-                        "must be positive; remove it for no cap",
-                    ))
-                }
-                other => other,
-            },
+            max_in_flight: within("dispatch.max_in_flight", d.max_in_flight, 512, 1..=100_000)?
+                as usize,
+            // Absent is no cap.
+            global_mps: d
+                .global_mps
+                .map(|v| within("dispatch.global_mps", Some(v), 0, 1..=1_000_000))
+                .transpose()?
+                .map(|n| n as u32),
             retry_min: Duration::from_millis(retry_min),
             retry_max: Duration::from_millis(retry_max),
-            max_attempts: d.max_attempts.unwrap_or(10).max(1),
-            max_age: Duration::from_secs(positive_u64("dispatch.max_age_s", d.max_age_s, 86_400)?),
-            window_margin: Duration::from_secs(d.window_margin_s.unwrap_or(60)),
-            pair_interval: Duration::from_millis(positive_u64(
+            max_attempts: within("dispatch.max_attempts", d.max_attempts, 10, 1..=1_000_000)?
+                as u32,
+            max_age: Duration::from_secs(within(
+                "dispatch.max_age_s",
+                d.max_age_s,
+                86_400,
+                1..=365 * 86_400,
+            )?),
+            // A margin of the whole 24 hours would close every window: every free-form
+            // message refused.
+            window_margin: Duration::from_secs(within(
+                "dispatch.window_margin_s",
+                d.window_margin_s,
+                60,
+                0..=86_399,
+            )?),
+            pair_interval: Duration::from_millis(within(
                 "dispatch.pair_interval_ms",
                 d.pair_interval_ms,
                 6_000,
+                1..=day_ms,
             )?),
-            pair_burst: d.pair_burst.unwrap_or(45).max(1),
-            on_restart_sending: d.on_restart_sending.unwrap_or(RestartPolicy::Resend),
-            retention: Duration::from_secs(positive_u64(
+            pair_burst: within("dispatch.pair_burst", d.pair_burst, 45, 1..=100_000)? as u32,
+            on_restart_sending,
+            retention: Duration::from_secs(within(
                 "dispatch.retention_s",
                 d.retention_s,
                 7 * 86_400,
+                1..=3650 * 86_400,
             )?),
         };
 
@@ -504,31 +672,46 @@ impl Config {
                         app_secret,
                         verify_token,
                         forward_url: w.forward_url,
-                        max_body_bytes: positive(
+                        // Below a few KiB even one status update from Meta would be refused.
+                        max_body_bytes: within(
                             "webhook.max_body_bytes",
                             w.max_body_bytes,
                             3 * 1024 * 1024,
-                        )?,
+                            16 * 1024..=MAX_BODY_LIMIT,
+                        )? as usize,
                     })
                 }
             },
         };
 
         let store = StoreConfig {
-            cache_capacity_bytes: raw.store.cache_capacity_mb.unwrap_or(DEFAULT_CACHE_MB)
-                * 1024
+            // sled panics below 256 bytes; a MiB is the unit, so at least 1.
+            cache_capacity_bytes: within(
+                "store.cache_capacity_mb",
+                raw.store.cache_capacity_mb,
+                DEFAULT_CACHE_MB as i64,
+                1..=1 << 20,
+            )? * 1024
                 * 1024,
-            flush_every_ms: match raw.store.flush_every_ms {
-                Some(0) => None,
-                Some(ms) => Some(ms),
-                None => Some(500),
+            flush_every_ms: match within(
+                "store.flush_every_ms",
+                raw.store.flush_every_ms,
+                500,
+                0..=60_000,
+            )? {
+                0 => None,
+                ms => Some(ms),
             },
         };
 
+        let state_dir = raw
+            .state_dir
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+        if state_dir.as_os_str().is_empty() {
+            return Err(err("state_dir", "is empty"));
+        }
         Ok(Config {
-            state_dir: raw
-                .state_dir
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
+            state_dir,
             log,
             socket,
             api,
@@ -548,20 +731,132 @@ impl Config {
     }
 }
 
-fn positive(key: &str, v: Option<usize>, default: usize) -> Result<usize, ConfigError> {
-    match v {
-        Some(0) => Err(err(key, "must be positive")),
-        Some(n) => Ok(n),
-        None => Ok(default),
+/// The `WAQ__…` overrides as a `config` source. Values that look like numbers or booleans
+/// become them, as TOML would write them; lists stay text, read by `Ids`.
+fn environment(vars: &[(String, String)]) -> config::Environment {
+    config::Environment::with_prefix("WAQ")
+        .prefix_separator(ENV_SEPARATOR)
+        .separator(ENV_SEPARATOR)
+        .try_parsing(true)
+        .source(Some(vars.iter().cloned().collect()))
+}
+
+/// The key a `WAQ__SECTION__KEY` variable sets: `section.key`.
+fn env_key(name: &str) -> String {
+    name.to_lowercase()
+        .get(ENV_PREFIX.len()..)
+        .unwrap_or("")
+        .replace(ENV_SEPARATOR, ".")
+}
+
+/// Builds and deserializes; an error names the key and `origin`, where the value came from.
+fn deserialize(
+    builder: config::ConfigBuilder<config::builder::DefaultState>,
+    origin: &str,
+) -> Result<raw::Root, ConfigError> {
+    builder
+        .build()
+        .and_then(|c| c.try_deserialize())
+        .map_err(|e| from_crate(e, origin))
+}
+
+/// The `config` crate's error as ours. Its key is taken apart (it writes `senders[0]mps`),
+/// and an unknown field is named as the key it would be.
+fn from_crate(e: config::ConfigError, origin: &str) -> ConfigError {
+    use config::ConfigError as E;
+    let (key, message) = match e {
+        E::Type {
+            unexpected,
+            expected,
+            key,
+            ..
+        } => (
+            key,
+            format!("invalid type: {unexpected}, expected {expected}"),
+        ),
+        E::At { error, key, .. } => (key, error.to_string()),
+        E::NotFound(key) => (Some(key), "is required".to_string()),
+        E::FileParse { cause, .. } => (None, cause.to_string()),
+        other => (None, other.to_string()),
+    };
+    let mut key = key.map(|k| dotted(&k)).filter(|k| !k.is_empty());
+    if let Some(field) = message
+        .strip_prefix("unknown field `")
+        .and_then(|rest| rest.split('`').next())
+    {
+        key = Some(match key {
+            Some(k) => format!("{k}.{field}"),
+            None => field.to_string(),
+        });
+    }
+    match key {
+        Some(key) => err(key, format!("{message} (in {origin})")),
+        None => err(origin, message),
     }
 }
 
-fn positive_u64(key: &str, v: Option<u64>, default: u64) -> Result<u64, ConfigError> {
-    match v {
-        Some(0) => Err(err(key, "must be positive")),
-        Some(n) => Ok(n),
-        None => Ok(default),
+/// `senders[0]mps` → `senders[0].mps`.
+fn dotted(key: &str) -> String {
+    let mut out = String::with_capacity(key.len() + 2);
+    let mut chars = key.chars().peekable();
+    while let Some(c) = chars.next() {
+        out.push(c);
+        if c == ']' && chars.peek().is_some_and(|n| *n != '[' && *n != '.') {
+            out.push('.');
+        }
     }
+    out
+}
+
+/// `log.level` is a level, or tracing filter directives such as `waq=debug,info`; each
+/// directive must end in a level.
+fn check_log_level(level: &str) -> Result<(), ConfigError> {
+    let refuse = |why: String| {
+        err(
+            "log.level",
+            format!(
+                "{why}; use one of {}, or directives such as \"waq=debug,info\"",
+                LOG_LEVELS.join(", ")
+            ),
+        )
+    };
+    let mut directives = level.split(',').map(str::trim).filter(|d| !d.is_empty());
+    if directives.clone().next().is_none() {
+        return Err(refuse("is empty".into()));
+    }
+    if let Some(bad) = directives.find(|d| {
+        let named = d.rsplit_once('=').map_or(*d, |(_, l)| l).trim();
+        !LOG_LEVELS.iter().any(|l| l.eq_ignore_ascii_case(named))
+    }) {
+        return Err(refuse(format!(
+            "`{bad}` is not a level or a `target=level` directive"
+        )));
+    }
+    tracing_subscriber::EnvFilter::try_new(level)
+        .map(|_| ())
+        .map_err(|e| refuse(format!("`{level}` is not a valid filter ({e})")))
+}
+
+/// `v`, or `default` when absent; a value outside `range` is refused, the range named.
+fn within(
+    key: &str,
+    v: Option<i64>,
+    default: i64,
+    range: std::ops::RangeInclusive<i64>,
+) -> Result<u64, ConfigError> {
+    let n = v.unwrap_or(default);
+    if !range.contains(&n) {
+        return Err(err(
+            key,
+            format!(
+                "must be from {} to {} (it is {n})",
+                range.start(),
+                range.end()
+            ),
+        ));
+    }
+    // The ranges start at 0 or above.
+    Ok(n.unsigned_abs())
 }
 
 /// Resolves a secret given inline, by environment variable name, or by file (systemd credentials).
@@ -735,5 +1030,234 @@ mod env_overrides {
         assert_eq!(c.dispatch.retry_max, Duration::from_millis(4321));
         assert_eq!(c.api.version, "v26.0");
         assert_eq!(c.dispatch.max_in_flight, 4, "the file's value stays");
+    }
+}
+
+#[cfg(test)]
+mod bounds {
+    use super::*;
+    use std::ffi::OsString;
+
+    const MIN: &str = "state_dir = \"/tmp/x\"\n[[senders]]\nname = \"main\"\nphone_number_id = \"1\"\ntoken = \"t\"\n";
+
+    /// `MIN` with `line` added to `[section]`.
+    fn with(section: &str, line: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(&format!("{MIN}\n[{section}]\n{line}\n"), Path::new("."))
+    }
+
+    /// `MIN` as a file, loaded with `vars` as the whole environment.
+    fn load_env(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, MIN).unwrap();
+        let vars = vars
+            .iter()
+            .map(|(k, v)| (OsString::from(k), OsString::from(v)));
+        Config::load_with_env(&path, vars)
+    }
+
+    #[test]
+    fn a_zero_cache_is_refused_not_left_to_panic_in_sled() {
+        let e = with("store", "cache_capacity_mb = 0").unwrap_err();
+        assert_eq!(e.key, "store.cache_capacity_mb");
+        assert!(e.message.contains("from 1 to"), "{e}");
+        let c = with("store", "cache_capacity_mb = 1").unwrap();
+        assert_eq!(c.store.cache_capacity_bytes, 1024 * 1024);
+        let e = with("store", "cache_capacity_mb = 9223372036854775807").unwrap_err();
+        assert_eq!(e.key, "store.cache_capacity_mb");
+    }
+
+    #[test]
+    fn a_log_level_must_name_a_level() {
+        for bad in ["loud", "waq", "info,loud", "waq=loud", "", " , "] {
+            let e = with("log", &format!("level = {bad:?}")).unwrap_err();
+            assert_eq!(e.key, "log.level", "{bad}: {e}");
+            assert!(
+                e.message.contains("error, warn, info, debug, trace"),
+                "{bad}: {e}"
+            );
+        }
+        for good in [
+            "info",
+            "DEBUG",
+            "off",
+            "trace",
+            "waq=debug,info",
+            "waq=warn",
+        ] {
+            let c = with("log", &format!("level = {good:?}")).unwrap();
+            assert_eq!(c.log.level, good);
+        }
+        let e = load_env(&[("WAQ__LOG__LEVEL", "loud")]).unwrap_err();
+        assert_eq!(e.key, "log.level");
+        assert!(e.message.contains("WAQ__LOG__LEVEL"), "{e}");
+    }
+
+    #[test]
+    fn ids_from_the_environment_take_every_list_form() {
+        for (value, ids) in [
+            ("1000", vec![1000]),
+            ("[1000]", vec![1000]),
+            ("1000,1001", vec![1000, 1001]),
+            ("[1000, 1001]", vec![1000, 1001]),
+            (" 0 ", vec![0]),
+        ] {
+            let c = load_env(&[
+                ("WAQ__SOCKET__ALLOWED_UIDS", value),
+                ("WAQ__SOCKET__ALLOWED_GIDS", value),
+            ])
+            .unwrap_or_else(|e| panic!("{value}: {e}"));
+            assert_eq!(c.socket.allowed_uids.as_ref(), Some(&ids), "{value}");
+            assert_eq!(c.socket.allowed_gids.as_ref(), Some(&ids), "{value}");
+        }
+        for bad in ["-1", "4294967296", "1000;1001", "me"] {
+            let e = load_env(&[("WAQ__SOCKET__ALLOWED_GIDS", bad)]).unwrap_err();
+            assert!(e.key.starts_with("socket.allowed_gids"), "{bad}: {e}");
+            assert!(
+                e.message.contains("WAQ__SOCKET__ALLOWED_GIDS"),
+                "{bad}: {e}"
+            );
+        }
+        // The file keeps its list form.
+        let c = with("socket", "allowed_uids = [1000, 1001]").unwrap();
+        assert_eq!(c.socket.allowed_uids, Some(vec![1000, 1001]));
+        assert!(with("socket", "allowed_uids = [-1]").is_err());
+    }
+
+    #[test]
+    fn an_error_from_the_environment_names_the_variable_not_the_file() {
+        let e = load_env(&[("WAQ__BOGUS", "1")]).unwrap_err();
+        assert_eq!(e.key, "bogus");
+        assert!(e.message.contains("environment variable WAQ__BOGUS"), "{e}");
+        assert!(!e.to_string().contains("c.toml"), "{e}");
+        let e = load_env(&[
+            ("WAQ__API__VERSION", "v26.0"),
+            ("WAQ__DISPATCH__MAX_ATTEMPTS", "many"),
+        ])
+        .unwrap_err();
+        assert_eq!(e.key, "dispatch.max_attempts");
+        assert!(e.message.contains("WAQ__DISPATCH__MAX_ATTEMPTS"), "{e}");
+        let e = load_env(&[("WAQ__DISPATCH__PAIR_BURST", "0")]).unwrap_err();
+        assert_eq!(e.key, "dispatch.pair_burst");
+        assert!(e.message.contains("WAQ__DISPATCH__PAIR_BURST"), "{e}");
+        // Other variables are not ours.
+        let c = load_env(&[("WAQX", "1"), ("HOME", "/root")]).unwrap();
+        assert_eq!(c.dispatch.max_attempts, 10);
+    }
+
+    #[test]
+    fn values_that_leave_the_daemon_useless_are_refused_with_the_range() {
+        for (section, line, key) in [
+            (
+                "dispatch",
+                "window_margin_s = 90000",
+                "dispatch.window_margin_s",
+            ),
+            (
+                "dispatch",
+                "window_margin_s = 86400",
+                "dispatch.window_margin_s",
+            ),
+            ("dispatch", "max_attempts = 0", "dispatch.max_attempts"),
+            ("dispatch", "pair_burst = 0", "dispatch.pair_burst"),
+            ("dispatch", "max_in_flight = -1", "dispatch.max_in_flight"),
+            (
+                "dispatch",
+                "max_in_flight = 1000000000000",
+                "dispatch.max_in_flight",
+            ),
+            ("dispatch", "global_mps = 0", "dispatch.global_mps"),
+            ("dispatch", "retry_min_ms = 0", "dispatch.retry_min_ms"),
+            (
+                "dispatch",
+                "retry_max_ms = 9223372036854775807",
+                "dispatch.retry_max_ms",
+            ),
+            (
+                "dispatch",
+                "max_age_s = 18446744073709551",
+                "dispatch.max_age_s",
+            ),
+            (
+                "dispatch",
+                "pair_interval_ms = 0",
+                "dispatch.pair_interval_ms",
+            ),
+            ("dispatch", "retention_s = 0", "dispatch.retention_s"),
+            (
+                "socket",
+                "max_request_bytes = 10",
+                "socket.max_request_bytes",
+            ),
+            ("socket", "max_batch_bytes = 100", "socket.max_batch_bytes"),
+            ("socket", "max_connections = 0", "socket.max_connections"),
+            ("api", "request_timeout_ms = 1", "api.request_timeout_ms"),
+            ("api", "connect_timeout_ms = 0", "api.connect_timeout_ms"),
+            ("store", "flush_every_ms = -1", "store.flush_every_ms"),
+        ] {
+            let e = with(section, line).unwrap_err();
+            assert_eq!(e.key, key, "{line}: {e}");
+            assert!(e.message.contains("must be from"), "{line}: {e}");
+        }
+        let e = with(
+            "socket",
+            "max_request_bytes = 65536\nmax_batch_bytes = 32768",
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "socket.max_batch_bytes");
+        let e = Config::from_toml(
+            &format!("{MIN}\n[webhook]\nlisten = \"127.0.0.1:0\"\napp_secret = \"s\"\nmax_body_bytes = 10\n"),
+            Path::new("."),
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "webhook.max_body_bytes");
+        let e = Config::from_toml("state_dir = \"\"\n[[senders]]\nname = \"main\"\nphone_number_id = \"1\"\ntoken = \"t\"\n", Path::new(".")).unwrap_err();
+        assert_eq!(e.key, "state_dir");
+        let e = with("api", "version = \"vNaN\"").unwrap_err();
+        assert_eq!(e.key, "api.version");
+        // The edges themselves are fine.
+        let c = with(
+            "dispatch",
+            "window_margin_s = 86399\nmax_attempts = 1\npair_burst = 1",
+        )
+        .unwrap();
+        assert_eq!(c.dispatch.window_margin, Duration::from_secs(86_399));
+        let c = with("store", "flush_every_ms = 0").unwrap();
+        assert_eq!(c.store.flush_every_ms, None);
+    }
+
+    #[test]
+    fn an_enum_value_is_refused_naming_the_key_and_the_choices() {
+        let e = with("dispatch", "on_restart_sending = \"maybe\"").unwrap_err();
+        assert_eq!(e.key, "dispatch.on_restart_sending");
+        assert!(
+            e.message.contains("\"resend\"") && e.message.contains("\"fail\""),
+            "{e}"
+        );
+        let c = with("dispatch", "on_restart_sending = \"fail\"").unwrap();
+        assert_eq!(c.dispatch.on_restart_sending, RestartPolicy::Fail);
+        let e = with("log", "format = \"yaml\"").unwrap_err();
+        assert_eq!(e.key, "log.format");
+    }
+
+    #[test]
+    fn a_key_inside_a_sender_is_written_with_its_dot() {
+        let e = Config::from_toml(
+            &MIN.replace("token = \"t\"", "token = \"t\"\nmps = \"x\""),
+            Path::new("."),
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "senders[0].mps", "{e}");
+        let e = Config::from_toml(
+            &MIN.replace("token = \"t\"", "token = \"t\"\nmps = -3"),
+            Path::new("."),
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "senders[0].mps", "{e}");
+        assert!(e.message.contains("from 1 to 10000"), "{e}");
+        let e = Config::from_toml(&MIN.replace("token =", "tokn ="), Path::new(".")).unwrap_err();
+        assert_eq!(e.key, "senders[0].tokn", "{e}");
+        assert_eq!(dotted("senders[0]mps"), "senders[0].mps");
+        assert_eq!(dotted("a[0][1].b"), "a[0][1].b");
     }
 }

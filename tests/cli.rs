@@ -233,6 +233,33 @@ fn serve_with_a_bad_config_exits_2_naming_the_key() {
 }
 
 #[test]
+fn serve_with_a_zero_cache_exits_2_instead_of_panicking() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("waq.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir = {:?}\n[socket]\npath = {:?}\n[[senders]]\nname = \"main\"\nphone_number_id = \"1\"\ntoken = \"t\"\n[store]\ncache_capacity_mb = 0\n",
+            dir.path().join("state"),
+            dir.path().join("waq.sock"),
+        ),
+    )
+    .unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_waq"))
+        .arg("serve")
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("store.cache_capacity_mb") && !stderr(&o).contains("panicked"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
 fn serve_with_a_proxy_it_cannot_use_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("waq.toml");
