@@ -1340,6 +1340,73 @@ fn template_rules() {
 }
 
 #[test]
+fn template_media_parameters_follow_the_media_rules() {
+    let with_header = |param: Value| {
+        template(json!({"name": "x", "language": {"code": "en"},
+            "components": [{"type": "header", "parameters": [param]}]}))
+    };
+    let p = "message.template.components[0].parameters[0]";
+    for (kind, media) in [
+        ("image", json!({"link": "https://example.com/a.jpg"})),
+        ("video", json!({"id": "1234"})),
+        (
+            "document",
+            json!({"link": "https://example.com/a.pdf", "filename": "a.pdf"}),
+        ),
+    ] {
+        message_ok(with_header(json!({"type": kind, kind: media})));
+    }
+    message_err(
+        with_header(json!({"type": "image", "image": {"link": "http://e.com/a.jpg"}})),
+        code::INVALID_LINK,
+        &format!("{p}.image.link"),
+    );
+    message_err(
+        with_header(json!({"type": "video", "video": {"link": "https://bit.ly/abc"}})),
+        code::SHORTENED_LINK,
+        &format!("{p}.video.link"),
+    );
+    message_err(
+        with_header(
+            json!({"type": "document", "document": {"id": "1", "link": "https://e.com/a.pdf"}}),
+        ),
+        code::CONFLICTING_FIELDS,
+        &format!("{p}.document"),
+    );
+    message_err(
+        with_header(json!({"type": "image", "image": {}})),
+        code::MISSING_FIELD,
+        &format!("{p}.image"),
+    );
+    message_err(
+        with_header(json!({"type": "image"})),
+        code::MISSING_FIELD,
+        &format!("{p}.image"),
+    );
+    message_err(
+        with_header(json!({"type": "image", "image": "https://e.com/a.jpg"})),
+        code::INVALID_TYPE,
+        &format!("{p}.image"),
+    );
+    // The fallback template is checked the same way, under its own path.
+    let mut v = template_request_with_fallback();
+    v["fallback_template"]["components"] = json!([{"type": "header",
+        "parameters": [{"type": "image", "image": {"link": "http://e.com/a.jpg"}}]}]);
+    request_err(
+        v,
+        code::INVALID_LINK,
+        "fallback_template.components[0].parameters[0].image.link",
+    );
+}
+
+fn template_request_with_fallback() -> Value {
+    request_with(
+        "fallback_template",
+        json!({"name": "order_update", "language": {"code": "en_US"}}),
+    )
+}
+
+#[test]
 fn template_object_uses_the_given_path() {
     assert_err(
         template_object(
