@@ -67,7 +67,7 @@ async fn enqueue_one(
     let bytes = read_body(headers, body, Limit::request(&cfg)).await?;
     let request = json::parse_borrowed(&bytes)?;
     let generation = app.store.generation();
-    let outcome = prepare(app, &cfg, request, now_ms()).and_then(|m| insert(app, m))?;
+    let outcome = prepare(app, &cfg, request, None, now_ms()).and_then(|m| insert(app, m))?;
     // Durable before the answer, duplicates included: the first copy's commit may still be
     // in progress when its replay arrives.
     commit_or_roll_back(app, generation, &[&outcome]).await?;
@@ -120,7 +120,7 @@ pub async fn batch(State(ctx): State<Ctx>, request: Request) -> Result<Response,
         let prepared: Vec<Result<Message, ApiError>> = items
             .into_iter()
             .enumerate()
-            .map(|(i, item)| prepare(&writer, &cfg, item, now).map_err(|e| in_item(e, i)))
+            .map(|(i, item)| prepare(&writer, &cfg, item, Some(i), now).map_err(|e| in_item(e, i)))
             .collect();
         // Recorded before the first message is written: a crash before the answer takes back
         // the whole batch, never part of it.
@@ -375,9 +375,19 @@ fn change_state(
     }
 }
 
-/// Validates one request, applies the window rule and builds its record (not yet stored).
-fn prepare(app: &App, cfg: &Config, request: Json<'_>, now: u64) -> Result<Message, ApiError> {
-    let valid = validate::send_request(request, &cfg.senders)?;
+/// Validates one request (`item` of a batch, if it is one), applies the window rule and
+/// builds its record (not yet stored).
+fn prepare(
+    app: &App,
+    cfg: &Config,
+    request: Json<'_>,
+    item: Option<usize>,
+    now: u64,
+) -> Result<Message, ApiError> {
+    let valid = match item {
+        Some(i) => validate::batch_item(request, &cfg.senders, i)?,
+        None => validate::send_request(request, &cfg.senders)?,
+    };
     if valid.needs_window() && valid.fallback_template.is_none() {
         let w = window::lookup(&app.store, &valid.sender, &valid.to)?;
         let margin = cfg.dispatch.window_margin.as_millis() as u64;

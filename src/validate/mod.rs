@@ -164,12 +164,7 @@ pub fn send_request<S: AsRef<str>>(v: Json<'_>, senders: &[S]) -> Result<ValidSe
     let idempotency_key = match idempotency_key {
         None => None,
         Some(Json::String(s)) => {
-            json::chars(
-                &s,
-                &Path::Root("idempotency_key"),
-                1,
-                MAX_IDEMPOTENCY_KEY_CHARS,
-            )?;
+            check_idempotency_key(&s)?;
             Some(s.into_owned())
         }
         Some(other) => {
@@ -248,6 +243,23 @@ pub fn send_request<S: AsRef<str>>(v: Json<'_>, senders: &[S]) -> Result<ValidSe
         ttl_s,
         metadata,
     })
+}
+
+/// [`send_request`] for item `index` of a batch: an item that is not an object is named as
+/// that item, not as the request body.
+pub fn batch_item<S: AsRef<str>>(
+    v: Json<'_>,
+    senders: &[S],
+    index: usize,
+) -> Result<ValidSend, ApiError> {
+    if !matches!(v, Json::Object(_)) {
+        return Err(ApiError::bad_request(format!(
+            "Item [{index}] of the batch must be a send request, a JSON object like \
+             {{\"to\": \"+14155551234\", \"message\": {{...}}}}, but it is {}.",
+            type_name(&v)
+        )));
+    }
+    send_request(v, senders)
 }
 
 /// Normalises a phone number to digits only (E.164 without `+`): strips `+`, whitespace, dashes,
@@ -352,6 +364,33 @@ fn configured_sender<S: AsRef<str>>(v: Option<Json>, senders: &[S]) -> Result<St
     }
 }
 
+/// A number's text as written, cut short so a huge one cannot bloat the answer.
+fn cut(text: &str) -> String {
+    const MAX: usize = 40;
+    match text.get(..MAX) {
+        Some(head) if text.len() > MAX => format!("{head}…"),
+        _ => text.to_string(),
+    }
+}
+
+/// The limit is waq's own (keys are stored with every message), not one of WhatsApp's.
+fn check_idempotency_key(s: &str) -> Result<(), ApiError> {
+    let path = Path::Root("idempotency_key");
+    json::chars(s, &path, 1, usize::MAX)?;
+    let len = json::char_len(s);
+    if len > MAX_IDEMPOTENCY_KEY_CHARS {
+        return Err(ApiError::invalid(
+            code::TOO_LONG,
+            &path,
+            format!(
+                "`idempotency_key` is {len} characters long, over waq's limit of \
+                 {MAX_IDEMPOTENCY_KEY_CHARS}: use a shorter key (a hash of a long one works)."
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn ttl(v: &Json) -> Result<u64, ApiError> {
     let out_of_range = || {
         ApiError::invalid(
@@ -380,10 +419,14 @@ fn ttl(v: &Json) -> Result<u64, ApiError> {
             Some(f) if f.fract() == 0.0 && f >= 0.0 && f <= MAX_TTL_S as f64 => f as u64,
             Some(f) if f.fract() == 0.0 => return Err(out_of_range()),
             _ => {
-                return Err(invalid_type(
-                    &Path::Root("ttl_s"),
-                    "an integer number of seconds",
-                    v,
+                return Err(ApiError::invalid(
+                    code::INVALID_TYPE,
+                    "ttl_s",
+                    format!(
+                        "`ttl_s` must be a whole number of seconds, but it is {}: give whole \
+                         seconds, e.g. 600.",
+                        cut(n.as_text())
+                    ),
                 ))
             }
         }

@@ -327,11 +327,14 @@ fn idempotency_key_rules() {
         code::EMPTY_VALUE,
         "idempotency_key",
     );
-    request_err(
+    let err = request_err(
         request_with("idempotency_key", json!("k".repeat(257))),
         code::TOO_LONG,
         "idempotency_key",
     );
+    // The limit is waq's, not WhatsApp's: the message must not send the user to Meta.
+    assert!(err.message.contains("waq's limit of 256"), "{err}");
+    assert!(!err.message.contains("WhatsApp"), "{err}");
     request_err(
         request_with("idempotency_key", json!(42)),
         code::INVALID_TYPE,
@@ -429,6 +432,34 @@ fn ttl_rules() {
     for v in [json!(1.5), json!("600"), json!(true)] {
         request_err(request_with("ttl_s", v), code::INVALID_TYPE, "ttl_s");
     }
+    let err = request_err(
+        request_with("ttl_s", json!(1.5)),
+        code::INVALID_TYPE,
+        "ttl_s",
+    );
+    assert!(err.message.contains("but it is 1.5"), "{err}");
+    let err = request_err(
+        request_with("ttl_s", json!("600")),
+        code::INVALID_TYPE,
+        "ttl_s",
+    );
+    assert!(err.message.contains("but it is a string"), "{err}");
+}
+
+#[test]
+fn a_batch_item_that_is_not_an_object_is_named() {
+    let text = b"[1, 2, 3]";
+    let Ok(crate::borrowed_json::Json::Array(items)) = crate::borrowed_json::parse(text) else {
+        panic!("an array")
+    };
+    let item = items.into_iter().nth(2).unwrap();
+    let err = batch_item(item, &one_sender(), 2).unwrap_err();
+    assert_eq!(
+        (err.status, err.code.as_str()),
+        (400, code::MALFORMED_REQUEST)
+    );
+    assert!(err.message.contains("Item [2] of the batch"), "{err}");
+    assert!(err.message.contains("but it is a number"), "{err}");
 }
 
 #[test]
