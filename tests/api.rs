@@ -921,3 +921,31 @@ fn a_lagging_event_reader_is_told_how_much_it_missed() {
     };
     assert!(missed > 0);
 }
+
+#[test]
+fn enqueue_refuses_what_would_fail_later_and_names_the_field() {
+    let d = Daemon::start();
+    // A template header's media is fetched by Meta like a media message's.
+    let mut r = template_request("+14155551234");
+    r["message"]["template"]["components"] = json!([{"type": "header",
+        "parameters": [{"type": "image", "image": {"link": "http://e.com/a.jpg"}}]}]);
+    assert_error(
+        &d.post("/v1/messages", &r),
+        422,
+        "invalid_link",
+        Some("message.template.components[0].parameters[0].image.link"),
+    );
+    // Due after its time to live ends: it could only expire untried.
+    let mut r = template_request("+14155551234");
+    r["ttl_s"] = json!(5);
+    let answer = d.post("/v1/messages", &r);
+    assert_error(&answer, 422, "out_of_range", Some("send_at"));
+    assert!(answer.text().contains("ttl_s"), "{}", answer.text());
+    let batch = d.post("/v1/messages/batch", &json!([r, 7]));
+    let results = batch.json()["results"].clone();
+    assert_eq!(results[0]["error"]["field"], "[0].send_at", "{results}");
+    assert_eq!(results[1]["error"]["field"], "[1]", "{results}");
+    let why = results[1]["error"]["message"].as_str().unwrap();
+    assert!(why.contains("Item [1] of the batch"), "{why}");
+    assert_eq!(d.get("/v1/stats").json()["messages"]["queued"], 0);
+}

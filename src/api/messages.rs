@@ -388,6 +388,7 @@ fn prepare(
         Some(i) => validate::batch_item(request, &cfg.senders, i)?,
         None => validate::send_request(request, &cfg.senders)?,
     };
+    validate::schedule(&valid, now)?;
     if valid.needs_window() && valid.fallback_template.is_none() {
         let w = window::lookup(&app.store, &valid.sender, &valid.to)?;
         let margin = cfg.dispatch.window_margin.as_millis() as u64;

@@ -27,7 +27,7 @@ mod template;
 use crate::borrowed_json::Json;
 
 use crate::error::ApiError;
-use crate::model::{parse_time, Priority, ValidSend};
+use crate::model::{format_time, parse_time, Priority, ValidSend};
 use json::{did_you_mean, invalid_type, quote, type_name, Path};
 
 pub use interactive::INTERACTIVE_TYPES;
@@ -243,6 +243,30 @@ pub fn send_request<S: AsRef<str>>(v: Json<'_>, senders: &[S]) -> Result<ValidSe
         ttl_s,
         metadata,
     })
+}
+
+/// Checks that a valid request's times fit together at `now` (Unix ms), the enqueue time
+/// `ttl_s` counts from: a `send_at` at or after the end of the time to live would expire
+/// before its first attempt.
+pub fn schedule(v: &ValidSend, now: u64) -> Result<(), ApiError> {
+    let (Some(send_at), Some(ttl_s)) = (v.send_at_ms, v.ttl_s) else {
+        return Ok(());
+    };
+    let expires = now.saturating_add(ttl_s.saturating_mul(1000));
+    if send_at < expires {
+        return Ok(());
+    }
+    Err(ApiError::invalid(
+        code::OUT_OF_RANGE,
+        "send_at",
+        format!(
+            "`send_at` ({}) is not before the message's time to live ends ({}, `ttl_s` {ttl_s} \
+             counted from now), so it would expire without being tried: send it sooner, raise \
+             `ttl_s` (at most {MAX_TTL_S}), or leave `ttl_s` out.",
+            format_time(send_at),
+            format_time(expires)
+        ),
+    ))
 }
 
 /// [`send_request`] for item `index` of a batch: an item that is not an object is named as

@@ -447,6 +447,38 @@ fn ttl_rules() {
 }
 
 #[test]
+fn send_at_must_come_before_the_ttl_ends() {
+    let now = 1_795_550_400_000;
+    let with = |send_at: u64, ttl_s: u64| {
+        let mut v = request_with("send_at", json!(crate::model::format_time(send_at)));
+        v["ttl_s"] = json!(ttl_s);
+        send_request(v, &one_sender()).unwrap()
+    };
+    assert!(schedule(&with(now + 4_999, 5), now).is_ok());
+    assert!(
+        schedule(&with(now - 60_000, 5), now).is_ok(),
+        "past: due now"
+    );
+    let err = assert_err(
+        schedule(&with(now + 5_000, 5), now),
+        code::OUT_OF_RANGE,
+        "send_at",
+    );
+    assert!(err.message.contains("`ttl_s` 5"), "{err}");
+    assert_err(
+        schedule(&with(4_070_908_800_000, 5), now),
+        code::OUT_OF_RANGE,
+        "send_at",
+    );
+    let only_send_at = send_request(
+        request_with("send_at", json!("2099-01-01T00:00:00Z")),
+        &one_sender(),
+    )
+    .unwrap();
+    assert!(schedule(&only_send_at, now).is_ok());
+}
+
+#[test]
 fn a_batch_item_that_is_not_an_object_is_named() {
     let text = b"[1, 2, 3]";
     let Ok(crate::borrowed_json::Json::Array(items)) = crate::borrowed_json::parse(text) else {
