@@ -949,3 +949,84 @@ fn enqueue_refuses_what_would_fail_later_and_names_the_field() {
     assert!(why.contains("Item [1] of the batch"), "{why}");
     assert_eq!(d.get("/v1/stats").json()["messages"]["queued"], 0);
 }
+
+#[test]
+fn unknown_fields_and_query_parameters_are_refused_on_every_endpoint() {
+    let d = Daemon::start();
+    let id = id_of(&d.post("/v1/messages", &template_request("+14155551234")));
+
+    let r = d.post("/v1/inbound", &json!({"from": "14155550669", "foo": 1}));
+    assert_error(&r, 422, "unknown_field", Some("foo"));
+    let r = d.post("/v1/inbound", &json!({"fro": "14155550669"}));
+    assert_error(&r, 422, "unknown_field", Some("fro"));
+    assert!(r.text().contains("did you mean `from`"), "{}", r.text());
+
+    let endpoints = [
+        ("GET", "/v1/messages".to_string()),
+        ("POST", "/v1/messages".to_string()),
+        ("POST", "/v1/messages/batch".to_string()),
+        ("GET", format!("/v1/messages/{id}")),
+        ("DELETE", format!("/v1/messages/{id}")),
+        ("POST", format!("/v1/messages/{id}/retry")),
+        ("POST", "/v1/inbound".to_string()),
+        ("GET", "/v1/recipients/14155550669".to_string()),
+        ("POST", "/v1/senders/main/resume".to_string()),
+        ("GET", "/v1/stats".to_string()),
+        ("GET", "/v1/health".to_string()),
+        ("GET", "/metrics".to_string()),
+        ("GET", "/v1/events".to_string()),
+    ];
+    let enqueue = template_request("+14155551234").to_string();
+    let batch = format!("[{enqueue}]");
+    let inbound = json!({"from": "14155550669"}).to_string();
+    for (method, path) in endpoints {
+        let body = match path.as_str() {
+            "/v1/messages" if method == "POST" => Some(enqueue.as_bytes()),
+            "/v1/messages/batch" => Some(batch.as_bytes()),
+            "/v1/inbound" => Some(inbound.as_bytes()),
+            _ => None,
+        };
+        let r = d.request(method, &format!("{path}?foo=bar"), body);
+        assert_error(&r, 422, "unknown_parameter", Some("foo"));
+        assert!(r.text().contains(&path), "{method} {path}: {}", r.text());
+    }
+    assert_eq!(
+        d.get(&format!("/v1/messages/{id}")).json()["state"],
+        "queued"
+    );
+    assert_eq!(d.get("/v1/stats").json()["messages"]["queued"], 1);
+
+    let r = d.get("/v1/messages?sendr=main");
+    assert_error(&r, 422, "unknown_parameter", Some("sendr"));
+    assert!(r.text().contains("did you mean `sender`"), "{}", r.text());
+    let r = d.get("/v1/recipients/14155550669?sender=main&senders=main");
+    assert_error(&r, 422, "unknown_parameter", Some("senders"));
+    assert_error(
+        &d.get("/v1/messages?sender=nope"),
+        422,
+        "unknown_sender",
+        Some("sender"),
+    );
+    assert_eq!(
+        d.get("/v1/messages?sender=main").json()["messages"][0]["id"],
+        id
+    );
+
+    let r = d.get("/v1/messages?limit=1&limit=2");
+    assert_error(&r, 400, "malformed_query", Some("limit"));
+    let why = r.json()["error"]["message"].as_str().unwrap().to_string();
+    assert!(why.contains("`limit` is given more than once"), "{why}");
+    assert!(!why.contains("deserialize"), "{why}");
+
+    // Requests without data take no body, or an empty object.
+    let r = d.request(
+        "POST",
+        &format!("/v1/messages/{id}/retry"),
+        Some(b"{\"now\": true}"),
+    );
+    assert_error(&r, 422, "unknown_field", Some("now"));
+    let r = d.request("POST", "/v1/senders/main/resume", Some(b"[1]"));
+    assert_error(&r, 400, "malformed_request", None);
+    let r = d.request("POST", &format!("/v1/messages/{id}/retry"), Some(b"{}"));
+    assert_error(&r, 409, "not_retryable", None);
+}

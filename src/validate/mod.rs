@@ -28,9 +28,10 @@ use crate::borrowed_json::Json;
 
 use crate::error::ApiError;
 use crate::model::{format_time, parse_time, Priority, ValidSend};
-use json::{did_you_mean, invalid_type, quote, type_name, Path};
+use json::{did_you_mean, invalid_type, type_name, Path};
 
 pub use interactive::INTERACTIVE_TYPES;
+pub(crate) use json::{key_path, quote};
 pub use link::URL_SHORTENERS;
 pub use message::{message_object, MESSAGE_TYPES};
 pub use template::template_object;
@@ -119,16 +120,7 @@ pub fn send_request<S: AsRef<str>>(v: Json<'_>, senders: &[S]) -> Result<ValidSe
     for (key, value) in obj {
         let key = key.as_ref();
         let Some(i) = SEND_FIELDS.iter().position(|f| *f == key) else {
-            return Err(ApiError::invalid(
-                code::UNKNOWN_FIELD,
-                json::key_path(key),
-                format!(
-                    "{} is not a field of a send request{}; the fields are {}.",
-                    quote(key),
-                    did_you_mean(key, &SEND_FIELDS),
-                    SEND_FIELDS.join(", ")
-                ),
-            ));
+            return Err(unknown_field(key, "a send request", &SEND_FIELDS));
         };
         fields[i] = Some(value).filter(|v| !v.is_null());
     }
@@ -243,6 +235,26 @@ pub fn send_request<S: AsRef<str>>(v: Json<'_>, senders: &[S]) -> Result<ValidSe
         ttl_s,
         metadata,
     })
+}
+
+/// 422 `unknown_field` for member `key` of `what` (e.g. "a send request") whose fields are
+/// `fields`, with the field probably meant.
+pub fn unknown_field(key: &str, what: &str, fields: &[&str]) -> ApiError {
+    ApiError::invalid(
+        code::UNKNOWN_FIELD,
+        json::key_path(key),
+        format!(
+            "{} is not a field of {what}{}; the fields are {}.",
+            quote(key),
+            did_you_mean(key, fields),
+            fields.join(", ")
+        ),
+    )
+}
+
+/// `" (did you mean `x`?)"` when `input` is probably a typo of one of `candidates`, else "".
+pub fn suggest(input: &str, candidates: &[&str]) -> String {
+    did_you_mean(input, candidates)
 }
 
 /// Checks that a valid request's times fit together at `now` (Unix ms), the enqueue time
