@@ -1030,3 +1030,43 @@ fn unknown_fields_and_query_parameters_are_refused_on_every_endpoint() {
     let r = d.request("POST", &format!("/v1/messages/{id}/retry"), Some(b"{}"));
     assert_error(&r, 409, "not_retryable", None);
 }
+
+#[test]
+fn a_cancelled_message_no_longer_counts_as_queued_for_its_sender() {
+    let d = Daemon::start();
+    let sender_queued = |d: &Daemon| {
+        let stats = d.get("/v1/stats").json();
+        let metric = d
+            .get("/metrics")
+            .text()
+            .lines()
+            .find_map(|l| l.strip_prefix("waq_sender_queued{sender=\"main\"} "))
+            .map(|n| n.parse::<u64>().unwrap());
+        assert_eq!(stats["senders"][0]["name"], "main");
+        let queued = stats["senders"][0]["queued"].as_u64();
+        assert_eq!(queued, metric, "stats and metrics agree");
+        (
+            stats["messages"]["queued"].as_u64().unwrap(),
+            queued.unwrap(),
+        )
+    };
+    let parked = id_of(&d.post("/v1/messages", &template_request("+14155550555")));
+    // Parked too, with a time to live that outlasts its send_at.
+    let mut r = common::template_request("+14155550556");
+    let in_an_hour = std::time::SystemTime::now() + std::time::Duration::from_secs(3600);
+    r["send_at"] = json!(humantime::format_rfc3339_seconds(in_an_hour).to_string());
+    r["ttl_s"] = json!(7200);
+    let expiring = id_of(&d.post("/v1/messages", &r));
+    let kept = id_of(&d.post("/v1/messages", &template_request("+14155550557")));
+    assert_eq!(sender_queued(&d), (3, 3));
+
+    for id in [&parked, &expiring] {
+        let r = d.delete(&format!("/v1/messages/{id}"));
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    assert_eq!(sender_queued(&d), (1, 1));
+    assert_eq!(
+        d.get(&format!("/v1/messages/{kept}")).json()["state"],
+        "queued"
+    );
+}

@@ -318,6 +318,7 @@ pub async fn cancel(
         m.transition(MsgState::Cancelled, now, "cancelled by request")
     })?;
     app.store.commit_since(generation).await?;
+    app.dispatcher.withdraw(&m);
     app.publish_state(&m, "cancelled by request");
     Ok(json::ok(&view::message(&m)))
 }

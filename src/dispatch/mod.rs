@@ -177,6 +177,19 @@ impl Dispatcher {
         run.clear();
     }
 
+    /// Takes a message that left the queue unsent (cancelled) out of its sender's schedule at
+    /// once, so the sender's `queued` counts only what is still to be sent. One already picked
+    /// is left to its attempt.
+    pub fn withdraw(&self, m: &Message) {
+        if let Some(sender) = self.sender(&m.sender) {
+            let pair = self.shared.pair_limit();
+            sender
+                .lock()
+                .queue
+                .remove(m.id, &m.to, m.priority, crate::model::now_ms(), pair);
+        }
+    }
+
     /// Resumes a sender paused by its circuit breaker. `Err` names the problem (unknown sender).
     pub fn resume_sender(&self, name: &str) -> Result<(), String> {
         let sender = self
