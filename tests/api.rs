@@ -684,6 +684,12 @@ fn retry_and_resume_answer_for_unknowns() {
         "not_found",
         None,
     );
+    // Not paused: nothing to resume, and the answer says so instead of "resumed".
+    let r = d.request("POST", "/v1/senders/main/resume", None);
+    assert_error(&r, 409, "cannot_resume", None);
+    assert!(r.text().contains("not paused"), "{}", r.text());
+    let cli = d.waq(&["sender", "resume", "main"]);
+    assert_eq!(cli.status.code(), Some(1), "{cli:?}");
 }
 
 #[test]

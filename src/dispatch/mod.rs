@@ -190,15 +190,19 @@ impl Dispatcher {
         }
     }
 
-    /// Resumes a sender paused by its circuit breaker. `Err` names the problem (unknown sender).
+    /// Resumes a sender paused by its circuit breaker. `Err` names the problem (unknown
+    /// sender, or one that is not paused: answering "resumed" would claim a change that did
+    /// not happen).
     pub fn resume_sender(&self, name: &str) -> Result<(), String> {
         let sender = self
             .sender(name)
             .ok_or_else(|| format!("no sender named `{name}`"))?;
-        let was = sender.lock().resume();
-        if let Some(reason) = was {
-            tracing::info!(sender = name, "sender resumed (was paused: {reason})");
-        }
+        let Some(reason) = sender.lock().resume() else {
+            return Err(format!(
+                "sender `{name}` is not paused: it is sending, so there is nothing to resume"
+            ));
+        };
+        tracing::info!(sender = name, "sender resumed (was paused: {reason})");
         sender.wake.notify_one();
         Ok(())
     }
