@@ -684,6 +684,12 @@ fn retry_and_resume_answer_for_unknowns() {
         "not_found",
         None,
     );
+    // Not paused: nothing to resume, and the answer says so instead of "resumed".
+    let r = d.request("POST", "/v1/senders/main/resume", None);
+    assert_error(&r, 409, "cannot_resume", None);
+    assert!(r.text().contains("not paused"), "{}", r.text());
+    let cli = d.waq(&["sender", "resume", "main"]);
+    assert_eq!(cli.status.code(), Some(1), "{cli:?}");
 }
 
 #[test]
@@ -920,4 +926,153 @@ fn a_lagging_event_reader_is_told_how_much_it_missed() {
         assert_eq!(e["event"], "message");
     };
     assert!(missed > 0);
+}
+
+#[test]
+fn enqueue_refuses_what_would_fail_later_and_names_the_field() {
+    let d = Daemon::start();
+    // A template header's media is fetched by Meta like a media message's.
+    let mut r = template_request("+14155551234");
+    r["message"]["template"]["components"] = json!([{"type": "header",
+        "parameters": [{"type": "image", "image": {"link": "http://e.com/a.jpg"}}]}]);
+    assert_error(
+        &d.post("/v1/messages", &r),
+        422,
+        "invalid_link",
+        Some("message.template.components[0].parameters[0].image.link"),
+    );
+    // Due after its time to live ends: it could only expire untried.
+    let mut r = template_request("+14155551234");
+    r["ttl_s"] = json!(5);
+    let answer = d.post("/v1/messages", &r);
+    assert_error(&answer, 422, "out_of_range", Some("send_at"));
+    assert!(answer.text().contains("ttl_s"), "{}", answer.text());
+    let batch = d.post("/v1/messages/batch", &json!([r, 7]));
+    let results = batch.json()["results"].clone();
+    assert_eq!(results[0]["error"]["field"], "[0].send_at", "{results}");
+    assert_eq!(results[1]["error"]["field"], "[1]", "{results}");
+    let why = results[1]["error"]["message"].as_str().unwrap();
+    assert!(why.contains("Item [1] of the batch"), "{why}");
+    assert_eq!(d.get("/v1/stats").json()["messages"]["queued"], 0);
+}
+
+#[test]
+fn unknown_fields_and_query_parameters_are_refused_on_every_endpoint() {
+    let d = Daemon::start();
+    let id = id_of(&d.post("/v1/messages", &template_request("+14155551234")));
+
+    let r = d.post("/v1/inbound", &json!({"from": "14155550669", "foo": 1}));
+    assert_error(&r, 422, "unknown_field", Some("foo"));
+    let r = d.post("/v1/inbound", &json!({"fro": "14155550669"}));
+    assert_error(&r, 422, "unknown_field", Some("fro"));
+    assert!(r.text().contains("did you mean `from`"), "{}", r.text());
+
+    let endpoints = [
+        ("GET", "/v1/messages".to_string()),
+        ("POST", "/v1/messages".to_string()),
+        ("POST", "/v1/messages/batch".to_string()),
+        ("GET", format!("/v1/messages/{id}")),
+        ("DELETE", format!("/v1/messages/{id}")),
+        ("POST", format!("/v1/messages/{id}/retry")),
+        ("POST", "/v1/inbound".to_string()),
+        ("GET", "/v1/recipients/14155550669".to_string()),
+        ("POST", "/v1/senders/main/resume".to_string()),
+        ("GET", "/v1/stats".to_string()),
+        ("GET", "/v1/health".to_string()),
+        ("GET", "/metrics".to_string()),
+        ("GET", "/v1/events".to_string()),
+    ];
+    let enqueue = template_request("+14155551234").to_string();
+    let batch = format!("[{enqueue}]");
+    let inbound = json!({"from": "14155550669"}).to_string();
+    for (method, path) in endpoints {
+        let body = match path.as_str() {
+            "/v1/messages" if method == "POST" => Some(enqueue.as_bytes()),
+            "/v1/messages/batch" => Some(batch.as_bytes()),
+            "/v1/inbound" => Some(inbound.as_bytes()),
+            _ => None,
+        };
+        let r = d.request(method, &format!("{path}?foo=bar"), body);
+        assert_error(&r, 422, "unknown_parameter", Some("foo"));
+        assert!(r.text().contains(&path), "{method} {path}: {}", r.text());
+    }
+    assert_eq!(
+        d.get(&format!("/v1/messages/{id}")).json()["state"],
+        "queued"
+    );
+    assert_eq!(d.get("/v1/stats").json()["messages"]["queued"], 1);
+
+    let r = d.get("/v1/messages?sendr=main");
+    assert_error(&r, 422, "unknown_parameter", Some("sendr"));
+    assert!(r.text().contains("did you mean `sender`"), "{}", r.text());
+    let r = d.get("/v1/recipients/14155550669?sender=main&senders=main");
+    assert_error(&r, 422, "unknown_parameter", Some("senders"));
+    assert_error(
+        &d.get("/v1/messages?sender=nope"),
+        422,
+        "unknown_sender",
+        Some("sender"),
+    );
+    assert_eq!(
+        d.get("/v1/messages?sender=main").json()["messages"][0]["id"],
+        id
+    );
+
+    let r = d.get("/v1/messages?limit=1&limit=2");
+    assert_error(&r, 400, "malformed_query", Some("limit"));
+    let why = r.json()["error"]["message"].as_str().unwrap().to_string();
+    assert!(why.contains("`limit` is given more than once"), "{why}");
+    assert!(!why.contains("deserialize"), "{why}");
+
+    // Requests without data take no body, or an empty object.
+    let r = d.request(
+        "POST",
+        &format!("/v1/messages/{id}/retry"),
+        Some(b"{\"now\": true}"),
+    );
+    assert_error(&r, 422, "unknown_field", Some("now"));
+    let r = d.request("POST", "/v1/senders/main/resume", Some(b"[1]"));
+    assert_error(&r, 400, "malformed_request", None);
+    let r = d.request("POST", &format!("/v1/messages/{id}/retry"), Some(b"{}"));
+    assert_error(&r, 409, "not_retryable", None);
+}
+
+#[test]
+fn a_cancelled_message_no_longer_counts_as_queued_for_its_sender() {
+    let d = Daemon::start();
+    let sender_queued = |d: &Daemon| {
+        let stats = d.get("/v1/stats").json();
+        let metric = d
+            .get("/metrics")
+            .text()
+            .lines()
+            .find_map(|l| l.strip_prefix("waq_sender_queued{sender=\"main\"} "))
+            .map(|n| n.parse::<u64>().unwrap());
+        assert_eq!(stats["senders"][0]["name"], "main");
+        let queued = stats["senders"][0]["queued"].as_u64();
+        assert_eq!(queued, metric, "stats and metrics agree");
+        (
+            stats["messages"]["queued"].as_u64().unwrap(),
+            queued.unwrap(),
+        )
+    };
+    let parked = id_of(&d.post("/v1/messages", &template_request("+14155550555")));
+    // Parked too, with a time to live that outlasts its send_at.
+    let mut r = common::template_request("+14155550556");
+    let in_an_hour = std::time::SystemTime::now() + std::time::Duration::from_secs(3600);
+    r["send_at"] = json!(humantime::format_rfc3339_seconds(in_an_hour).to_string());
+    r["ttl_s"] = json!(7200);
+    let expiring = id_of(&d.post("/v1/messages", &r));
+    let kept = id_of(&d.post("/v1/messages", &template_request("+14155550557")));
+    assert_eq!(sender_queued(&d), (3, 3));
+
+    for id in [&parked, &expiring] {
+        let r = d.delete(&format!("/v1/messages/{id}"));
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    assert_eq!(sender_queued(&d), (1, 1));
+    assert_eq!(
+        d.get(&format!("/v1/messages/{kept}")).json()["state"],
+        "queued"
+    );
 }

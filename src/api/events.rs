@@ -15,6 +15,7 @@ use tokio::sync::{broadcast, mpsc};
 
 use crate::model::{format_time, now_ms};
 
+use super::extract::NoQuery;
 use super::routes::Ctx;
 use super::server::stopped;
 
@@ -22,7 +23,7 @@ use super::server::stopped;
 /// channel's own buffer absorbs the lag and reports it.
 const BUFFERED_LINES: usize = 64;
 
-pub async fn stream(State(ctx): State<Ctx>) -> Response {
+pub async fn stream(State(ctx): State<Ctx>, _: NoQuery) -> Response {
     let mut events = ctx.app.events.subscribe();
     let mut stopping = ctx.stopping.clone();
     let (tx, rx) = mpsc::channel::<Bytes>(BUFFERED_LINES);

@@ -1,10 +1,12 @@
-//! Extractors whose rejections use the API's error shape instead of axum's plain text.
+//! Extractors whose rejections use the API's error shape instead of axum's plain text, and the
+//! query string rules every endpoint shares.
 
-use axum::extract::{FromRequestParts, Path, Query};
+use axum::extract::{FromRequestParts, Path};
 use axum::http::request::Parts;
-use serde::de::DeserializeOwned;
+use axum::http::{Method, Uri};
 
 use crate::error::ApiError;
+use crate::validate;
 
 /// The single path parameter of a route (an id, a number, a sender name).
 pub struct Param(pub String);
@@ -20,22 +22,84 @@ impl<S: Send + Sync> FromRequestParts<S> for Param {
     }
 }
 
-/// The query string, deserialised into `T`.
-pub struct Params<T>(pub T);
+/// The parameters of a query string. Each must be one the endpoint knows (an unknown one is
+/// almost always a typo whose filter would silently not apply) and be given at most once
+/// (which of two values counts would be a guess).
+pub struct Query {
+    pairs: Vec<(String, String)>,
+}
 
-impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Params<T> {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        Query::<T>::from_request_parts(parts, state)
-            .await
-            .map(|Query(q)| Params(q))
-            .map_err(|e| {
+impl Query {
+    /// Reads the query of `uri` for the endpoint `method` `uri.path()`, whose parameters are
+    /// `known`.
+    pub fn parse(method: &Method, uri: &Uri, known: &[&str]) -> Result<Query, ApiError> {
+        let Some(raw) = uri.query() else {
+            return Ok(Query { pairs: Vec::new() });
+        };
+        let axum::extract::Query(pairs) =
+            axum::extract::Query::<Vec<(String, String)>>::try_from_uri(uri).map_err(|e| {
                 ApiError::new(
                     400,
                     "malformed_query",
-                    format!("bad query string: {}", e.body_text()),
+                    format!("the query string {raw:?} cannot be read: {}", e.body_text()),
                 )
-            })
+            })?;
+        let endpoint = || format!("{method} {}", uri.path());
+        for (i, (name, _)) in pairs.iter().enumerate() {
+            if !known.contains(&name.as_str()) {
+                let message = match known {
+                    [] => format!(
+                        "{} is not a parameter of {}, which takes none: remove it.",
+                        validate::quote(name),
+                        endpoint()
+                    ),
+                    _ => format!(
+                        "{} is not a parameter of {}{}; its parameters are {}.",
+                        validate::quote(name),
+                        endpoint(),
+                        validate::suggest(name, known),
+                        known.join(", ")
+                    ),
+                };
+                return Err(ApiError::invalid(
+                    "unknown_parameter",
+                    validate::key_path(name),
+                    message,
+                ));
+            }
+            if pairs[..i].iter().any(|(earlier, _)| earlier == name) {
+                let hint = match name.as_str() {
+                    "state" => " (several states go in one, comma-separated: state=failed,expired)",
+                    _ => "",
+                };
+                return Err(ApiError::new(
+                    400,
+                    "malformed_query",
+                    format!("`{name}` is given more than once; give it once{hint}."),
+                )
+                .with_field(name.as_str()));
+            }
+        }
+        Ok(Query { pairs })
+    }
+
+    /// The value of parameter `name`; an empty one (`?to=`) counts as absent.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.pairs
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .filter(|v| !v.is_empty())
+    }
+}
+
+/// For endpoints without query parameters: any parameter is refused.
+pub struct NoQuery;
+
+impl<S: Send + Sync> FromRequestParts<S> for NoQuery {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Query::parse(&parts.method, &parts.uri, &[]).map(|_| NoQuery)
     }
 }

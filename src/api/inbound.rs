@@ -12,6 +12,7 @@ use crate::metrics::Metrics;
 use crate::model::{format_time, now_ms, parse_time};
 use crate::{validate, window};
 
+use super::extract::NoQuery;
 use super::json::{self, read_body, Limit};
 use super::recipients::resolve_sender;
 use super::routes::Ctx;
@@ -21,8 +22,12 @@ use super::view;
 /// that would hold a window open past its real end.
 const MAX_FUTURE_MS: u64 = 5 * 60 * 1000;
 
+/// The fields of an inbound record.
+const FIELDS: [&str; 3] = ["sender", "from", "at"];
+
 pub async fn record(
     State(ctx): State<Ctx>,
+    _: NoQuery,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -33,6 +38,10 @@ pub async fn record(
     let obj = v.as_object().ok_or_else(|| {
         ApiError::bad_request("the body must be a JSON object: {\"sender\", \"from\", \"at\"}")
     })?;
+    // A misspelt `at` would otherwise record the message as received now.
+    if let Some(key) = obj.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+        return Err(validate::unknown_field(key, "an inbound record", &FIELDS));
+    }
     let sender = match obj.get("sender") {
         None | Some(Value::Null) => resolve_sender(&cfg, None, "sender")?,
         Some(Value::String(s)) => resolve_sender(&cfg, Some(s), "sender")?,

@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use crate::borrowed_json::{self, Json, NotJson};
 use crate::error::ApiError;
+use crate::validate;
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -115,6 +116,36 @@ pub async fn read_body(headers: &HeaderMap, body: Body, limit: Limit) -> Result<
                 BODY_TIMEOUT.as_secs()
             ),
         )),
+    }
+}
+
+/// For requests that carry no data (`what`: "a retry request"): no body, or an empty JSON
+/// object, which some clients always send. Anything else would be ignored, so it is refused.
+pub async fn no_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: Limit,
+    what: &str,
+) -> Result<(), ApiError> {
+    let bytes = read_body(headers, body, limit).await?;
+    if bytes.iter().all(|b| b.is_ascii_whitespace()) {
+        return Ok(());
+    }
+    match parse(&bytes)? {
+        Value::Object(o) => match o.keys().next() {
+            None => Ok(()),
+            Some(key) => Err(ApiError::invalid(
+                "unknown_field",
+                validate::key_path(key),
+                format!(
+                    "{} is not a field of {what}, which has none: send no body.",
+                    validate::quote(key)
+                ),
+            )),
+        },
+        _ => Err(ApiError::bad_request(format!(
+            "{what} has no body: send none (or {{}})."
+        ))),
     }
 }
 

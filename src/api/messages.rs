@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::Response;
-use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::app::App;
@@ -20,8 +20,9 @@ use crate::model::{self, format_id, now_ms, HistoryEntry, Message, State as MsgS
 use crate::store::Insert;
 use crate::{validate, window};
 
-use super::extract::{Param, Params};
+use super::extract::{NoQuery, Param, Query};
 use super::json::{self, read_body, Limit};
+use super::recipients::resolve_sender;
 use super::routes::Ctx;
 use super::view;
 
@@ -48,26 +49,23 @@ enum Outcome {
 pub async fn enqueue(State(ctx): State<Ctx>, request: Request) -> Result<Response, ApiError> {
     let app = &ctx.app;
     let (head, body) = request.into_parts();
-    let result = enqueue_one(app, &head.headers, body).await;
+    let result = enqueue_one(app, &head, body).await;
     if result.is_err() {
         Metrics::inc(&app.metrics.enqueue_rejected);
     }
     result
 }
 
-async fn enqueue_one(
-    app: &Arc<App>,
-    headers: &HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
+async fn enqueue_one(app: &Arc<App>, head: &Parts, body: Body) -> Result<Response, ApiError> {
     if app.is_shutting_down() {
         return Err(json::shutting_down());
     }
+    Query::parse(&head.method, &head.uri, &[])?;
     let cfg = app.config();
-    let bytes = read_body(headers, body, Limit::request(&cfg)).await?;
+    let bytes = read_body(&head.headers, body, Limit::request(&cfg)).await?;
     let request = json::parse_borrowed(&bytes)?;
     let generation = app.store.generation();
-    let outcome = prepare(app, &cfg, request, now_ms()).and_then(|m| insert(app, m))?;
+    let outcome = prepare(app, &cfg, request, None, now_ms()).and_then(|m| insert(app, m))?;
     // Durable before the answer, duplicates included: the first copy's commit may still be
     // in progress when its replay arrives.
     commit_or_roll_back(app, generation, &[&outcome]).await?;
@@ -88,12 +86,12 @@ async fn enqueue_one(
 pub async fn batch(State(ctx): State<Ctx>, request: Request) -> Result<Response, ApiError> {
     let app = ctx.app.clone();
     let (head, body) = request.into_parts();
-    let headers = head.headers;
     if app.is_shutting_down() {
         return Err(json::shutting_down());
     }
+    Query::parse(&head.method, &head.uri, &[])?;
     let cfg = app.config();
-    let bytes = read_body(&headers, body, Limit::batch(&cfg)).await?;
+    let bytes = read_body(&head.headers, body, Limit::batch(&cfg)).await?;
     // Parsing and thousands of store writes: keep them off the async workers.
     let writer = app.clone();
     let generation = app.store.generation();
@@ -120,7 +118,7 @@ pub async fn batch(State(ctx): State<Ctx>, request: Request) -> Result<Response,
         let prepared: Vec<Result<Message, ApiError>> = items
             .into_iter()
             .enumerate()
-            .map(|(i, item)| prepare(&writer, &cfg, item, now).map_err(|e| in_item(e, i)))
+            .map(|(i, item)| prepare(&writer, &cfg, item, Some(i), now).map_err(|e| in_item(e, i)))
             .collect();
         // Recorded before the first message is written: a crash before the answer takes back
         // the whole batch, never part of it.
@@ -191,27 +189,23 @@ fn write_value(out: &mut Vec<u8>, v: &Value) {
     }
 }
 
-pub async fn get(State(ctx): State<Ctx>, Param(id): Param) -> Result<Response, ApiError> {
+pub async fn get(
+    State(ctx): State<Ctx>,
+    Param(id): Param,
+    _: NoQuery,
+) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
     let m = ctx.app.store.get(id)?.ok_or_else(|| unknown(id))?;
     Ok(json::ok(&view::message(&m)))
 }
 
-#[derive(Deserialize)]
-pub struct ListQuery {
-    state: Option<String>,
-    to: Option<String>,
-    sender: Option<String>,
-    limit: Option<String>,
-    cursor: Option<String>,
-}
+/// The parameters of `GET /v1/messages`.
+const LIST_PARAMS: [&str; 5] = ["state", "to", "sender", "limit", "cursor"];
 
-pub async fn list(
-    State(ctx): State<Ctx>,
-    Params(q): Params<ListQuery>,
-) -> Result<Response, ApiError> {
-    let states = match q.state.as_deref() {
-        None | Some("") => None,
+pub async fn list(State(ctx): State<Ctx>, uri: Uri) -> Result<Response, ApiError> {
+    let q = Query::parse(&Method::GET, &uri, &LIST_PARAMS)?;
+    let states = match q.get("state") {
+        None => None,
         Some(s) => Some(
             s.split(',')
                 .map(|one| {
@@ -230,12 +224,12 @@ pub async fn list(
                 .collect::<Result<Vec<_>, _>>()?,
         ),
     };
-    let to = match q.to.as_deref() {
-        None | Some("") => None,
+    let to = match q.get("to") {
+        None => None,
         Some(n) => Some(validate::recipient(n, "to")?),
     };
-    let limit = match q.limit.as_deref() {
-        None | Some("") => DEFAULT_PAGE,
+    let limit = match q.get("limit") {
+        None => DEFAULT_PAGE,
         Some(l) => l
             .parse::<usize>()
             .ok()
@@ -248,8 +242,8 @@ pub async fn list(
                 )
             })?,
     };
-    let after = match q.cursor.as_deref() {
-        None | Some("") => None,
+    let after = match q.get("cursor") {
+        None => None,
         Some(c) => Some(model::parse_id(c).ok_or_else(|| {
             ApiError::invalid(
                 "invalid_parameter",
@@ -258,7 +252,19 @@ pub async fn list(
             )
         })?),
     };
-    let sender = q.sender.filter(|s| !s.is_empty());
+    // A filter by a sender that does not exist is a mistake, not an empty page (as everywhere
+    // a sender is named).
+    let sender = match q.get("sender") {
+        None => None,
+        Some(name) => Some(
+            resolve_sender(&ctx.app.config(), Some(name), "sender").map_err(|mut e| {
+                e.message.push_str(
+                    " (the messages of a sender no longer configured are listed without `sender`)",
+                );
+                e
+            })?,
+        ),
+    };
     let store = ctx.app.store.clone();
     let page = tokio::task::spawn_blocking(move || {
         let keep = |m: &Message| {
@@ -293,7 +299,11 @@ pub async fn list(
     Ok(json::ok(&page))
 }
 
-pub async fn cancel(State(ctx): State<Ctx>, Param(id): Param) -> Result<Response, ApiError> {
+pub async fn cancel(
+    State(ctx): State<Ctx>,
+    Param(id): Param,
+    _: NoQuery,
+) -> Result<Response, ApiError> {
     let app = &ctx.app;
     let id = parse_id(&id)?;
     let now = now_ms();
@@ -308,16 +318,24 @@ pub async fn cancel(State(ctx): State<Ctx>, Param(id): Param) -> Result<Response
         m.transition(MsgState::Cancelled, now, "cancelled by request")
     })?;
     app.store.commit_since(generation).await?;
+    app.dispatcher.withdraw(&m);
     app.publish_state(&m, "cancelled by request");
     Ok(json::ok(&view::message(&m)))
 }
 
-pub async fn retry(State(ctx): State<Ctx>, Param(id): Param) -> Result<Response, ApiError> {
+pub async fn retry(
+    State(ctx): State<Ctx>,
+    Param(id): Param,
+    _: NoQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
     let app = &ctx.app;
     if app.is_shutting_down() {
         return Err(json::shutting_down());
     }
     let id = parse_id(&id)?;
+    json::no_body(&headers, body, Limit::request(&app.config()), "a retry").await?;
     let now = now_ms();
     let rule = Rule {
         from: &[MsgState::Failed, MsgState::Expired],
@@ -375,9 +393,20 @@ fn change_state(
     }
 }
 
-/// Validates one request, applies the window rule and builds its record (not yet stored).
-fn prepare(app: &App, cfg: &Config, request: Json<'_>, now: u64) -> Result<Message, ApiError> {
-    let valid = validate::send_request(request, &cfg.senders)?;
+/// Validates one request (`item` of a batch, if it is one), applies the window rule and
+/// builds its record (not yet stored).
+fn prepare(
+    app: &App,
+    cfg: &Config,
+    request: Json<'_>,
+    item: Option<usize>,
+    now: u64,
+) -> Result<Message, ApiError> {
+    let valid = match item {
+        Some(i) => validate::batch_item(request, &cfg.senders, i)?,
+        None => validate::send_request(request, &cfg.senders)?,
+    };
+    validate::schedule(&valid, now)?;
     if valid.needs_window() && valid.fallback_template.is_none() {
         let w = window::lookup(&app.store, &valid.sender, &valid.to)?;
         let margin = cfg.dispatch.window_margin.as_millis() as u64;

@@ -1,31 +1,27 @@
 //! `GET /v1/recipients/{number}?sender=`: the customer-service window of one recipient.
 
 use axum::extract::State;
+use axum::http::{Method, Uri};
 use axum::response::Response;
-use serde::Deserialize;
 
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::model::now_ms;
 use crate::{validate, window};
 
-use super::extract::{Param, Params};
+use super::extract::{Param, Query};
 use super::json;
 use super::routes::Ctx;
 use super::view;
 
-#[derive(Deserialize)]
-pub struct RecipientQuery {
-    sender: Option<String>,
-}
-
 pub async fn get(
     State(ctx): State<Ctx>,
     Param(number): Param,
-    Params(q): Params<RecipientQuery>,
+    uri: Uri,
 ) -> Result<Response, ApiError> {
+    let q = Query::parse(&Method::GET, &uri, &["sender"])?;
     let cfg = ctx.app.config();
-    let sender = resolve_sender(&cfg, q.sender.as_deref(), "sender")?;
+    let sender = resolve_sender(&cfg, q.get("sender"), "sender")?;
     let to = validate::recipient(&number, "number")?;
     let w = window::lookup(&ctx.app.store, &sender, &to)?;
     let margin = cfg.dispatch.window_margin.as_millis() as u64;

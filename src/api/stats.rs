@@ -12,10 +12,11 @@ use serde_json::{json, Map, Value};
 use crate::error::ApiError;
 use crate::model::State as MsgState;
 
+use super::extract::NoQuery;
 use super::json;
 use super::routes::Ctx;
 
-pub async fn stats(State(ctx): State<Ctx>) -> Response {
+pub async fn stats(State(ctx): State<Ctx>, _: NoQuery) -> Response {
     let app = &ctx.app;
     let counts = app.store.counts();
     let by_state: Map<String, Value> = counts
@@ -51,7 +52,7 @@ pub async fn stats(State(ctx): State<Ctx>) -> Response {
     }))
 }
 
-pub async fn health(State(ctx): State<Ctx>) -> Result<Response, ApiError> {
+pub async fn health(State(ctx): State<Ctx>, _: NoQuery) -> Result<Response, ApiError> {
     if ctx.app.is_shutting_down() {
         return Err(json::shutting_down());
     }
@@ -70,7 +71,7 @@ pub async fn health(State(ctx): State<Ctx>) -> Result<Response, ApiError> {
     ))
 }
 
-pub async fn metrics(State(ctx): State<Ctx>) -> Response {
+pub async fn metrics(State(ctx): State<Ctx>, _: NoQuery) -> Response {
     let app = &ctx.app;
     let mut out = String::with_capacity(4096);
     for (name, help, value) in app.metrics.counters() {

@@ -177,15 +177,32 @@ impl Dispatcher {
         run.clear();
     }
 
-    /// Resumes a sender paused by its circuit breaker. `Err` names the problem (unknown sender).
+    /// Takes a message that left the queue unsent (cancelled) out of its sender's schedule at
+    /// once, so the sender's `queued` counts only what is still to be sent. One already picked
+    /// is left to its attempt.
+    pub fn withdraw(&self, m: &Message) {
+        if let Some(sender) = self.sender(&m.sender) {
+            let pair = self.shared.pair_limit();
+            sender
+                .lock()
+                .queue
+                .remove(m.id, &m.to, m.priority, crate::model::now_ms(), pair);
+        }
+    }
+
+    /// Resumes a sender paused by its circuit breaker. `Err` names the problem (unknown
+    /// sender, or one that is not paused: answering "resumed" would claim a change that did
+    /// not happen).
     pub fn resume_sender(&self, name: &str) -> Result<(), String> {
         let sender = self
             .sender(name)
             .ok_or_else(|| format!("no sender named `{name}`"))?;
-        let was = sender.lock().resume();
-        if let Some(reason) = was {
-            tracing::info!(sender = name, "sender resumed (was paused: {reason})");
-        }
+        let Some(reason) = sender.lock().resume() else {
+            return Err(format!(
+                "sender `{name}` is not paused: it is sending, so there is nothing to resume"
+            ));
+        };
+        tracing::info!(sender = name, "sender resumed (was paused: {reason})");
         sender.wake.notify_one();
         Ok(())
     }

@@ -146,8 +146,9 @@ pub struct SenderQueue {
     timers: BTreeSet<(u64, Recipient)>,
     /// Messages not yet due (send_at), earliest on top.
     scheduled: BinaryHeap<Parked>,
-    /// Ids in `scheduled` that expired meanwhile: skipped when they come to the top.
-    expired_parked: HashSet<u64>,
+    /// Ids in `scheduled` that left meanwhile (expired, cancelled): skipped when they come
+    /// to the top.
+    dropped_parked: HashSet<u64>,
     /// Messages with a ttl: (expires, id).
     expiries: BTreeSet<(u64, u64)>,
     expiry_info: HashMap<u64, Expiry>,
@@ -223,7 +224,7 @@ impl SenderQueue {
     /// The next message to send at `now_ms`, if any.
     pub fn next(&mut self, now_ms: u64, pair: PairLimit) -> Next {
         self.promote_scheduled(now_ms, pair);
-        self.drop_expired_parked();
+        self.drop_left_parked();
         self.promote_timers(now_ms);
         while let Some((prio, id, to)) = self.runnable.pop_first() {
             let Some(lane) = self.lanes.get_mut(&to) else {
@@ -352,7 +353,7 @@ impl SenderQueue {
             };
             if parked {
                 // Left in the heap, skipped when it comes to the top.
-                self.expired_parked.insert(id);
+                self.dropped_parked.insert(id);
                 self.waiting -= 1;
                 out.push(id);
                 continue;
@@ -368,12 +369,52 @@ impl SenderQueue {
         out
     }
 
+    /// Takes out message `id` if it is waiting (it was cancelled): it leaves without being
+    /// sent, so it must stop counting as waiting now, not when its turn would have come. A
+    /// message in flight is left to its attempt, which finds it cancelled. Whether it was
+    /// taken out.
+    pub fn remove(
+        &mut self,
+        id: u64,
+        to: &str,
+        priority: Priority,
+        now_ms: u64,
+        pair: PairLimit,
+    ) -> bool {
+        let expiry = self.expiry_info.remove(&id);
+        if let Some(e) = &expiry {
+            self.expiries.remove(&(e.expires_ms, id));
+        }
+        if let Some((key, lane)) = self.lanes.get_key_value(to) {
+            let key = key.clone();
+            if lane.queue.contains(&(priority, id)) {
+                if let Some(lane) = self.lanes.get_mut(&key) {
+                    lane.queue.remove(&(priority, id));
+                }
+                self.waiting -= 1;
+                self.reschedule(&key, now_ms, pair);
+                return true;
+            }
+        }
+        // Set aside for a later `send_at`: parked messages are not indexed by id (see
+        // `Parked`), so one without a ttl is looked for in the heap; cancels are rare.
+        let parked = match &expiry {
+            Some(e) => e.parked,
+            None => self.scheduled.iter().any(|p| p.id == id),
+        };
+        if parked && self.dropped_parked.insert(id) {
+            self.waiting -= 1;
+            return true;
+        }
+        false
+    }
+
     fn promote_scheduled(&mut self, now_ms: u64, pair: PairLimit) {
         while self.scheduled.peek().is_some_and(|p| p.due_ms <= now_ms) {
             let Some(Parked { id, to, .. }) = self.scheduled.pop() else {
                 break;
             };
-            if self.expired_parked.remove(&id) {
+            if self.dropped_parked.remove(&id) {
                 continue;
             }
             if let Some(e) = self.expiry_info.get_mut(&id) {
@@ -389,10 +430,11 @@ impl SenderQueue {
         }
     }
 
-    /// Pops expired messages off the top of `scheduled`, so its top is a real due time.
-    fn drop_expired_parked(&mut self) {
+    /// Pops messages that left (expired, cancelled) off the top of `scheduled`, so its top is
+    /// a real due time.
+    fn drop_left_parked(&mut self) {
         while let Some(top) = self.scheduled.peek() {
-            if !self.expired_parked.remove(&top.id) {
+            if !self.dropped_parked.remove(&top.id) {
                 break;
             }
             self.scheduled.pop();
@@ -811,5 +853,47 @@ mod tests {
         assert_eq!(send(&mut q, now + 60_000).0, 2);
         q.complete("a", Outcome::Done, now + 60_000, PAIR);
         assert!(!matches!(q.next(now + 60_000, PAIR), Next::Send { .. }));
+    }
+
+    #[test]
+    fn a_removed_message_stops_counting_wherever_it_waits() {
+        let mut q = SenderQueue::new();
+        let now = 1_000_000;
+        let entry = |id, to: &str, due_ms, expires_at_ms| Entry {
+            id,
+            to: to.into(),
+            priority: Priority::Normal,
+            due_ms,
+            expires_at_ms,
+            retry_at_ms: None,
+        };
+        let later = now + 60_000;
+        q.push(&entry(1, "a", now, None), now, PAIR);
+        q.push(&entry(2, "a", now, Some(later)), now, PAIR);
+        q.push(&entry(3, "b", later, None), now, PAIR);
+        q.push(&entry(4, "c", later, Some(later + 1)), now, PAIR);
+        q.push(&entry(5, "d", now, None), now, PAIR);
+        assert_eq!(q.waiting(), 5);
+        assert_eq!(send(&mut q, now).0, 1);
+
+        let n = Priority::Normal;
+        assert!(
+            !q.remove(1, "a", n, now, PAIR),
+            "in flight: left to its attempt"
+        );
+        assert!(q.remove(2, "a", n, now, PAIR), "waiting in its lane");
+        assert!(q.remove(3, "b", n, now, PAIR), "parked, no ttl");
+        assert!(q.remove(4, "c", n, now, PAIR), "parked, with a ttl");
+        assert!(!q.remove(3, "b", n, now, PAIR), "only once");
+        assert!(!q.remove(9, "a", n, now, PAIR), "never pushed");
+        assert_eq!((q.waiting(), q.in_flight()), (1, 1));
+
+        q.complete("a", Outcome::DoneWithoutRequest, now, PAIR);
+        assert_eq!(send(&mut q, now).0, 5);
+        q.complete("d", Outcome::Done, now, PAIR);
+        // Nothing left: neither the parked nor the expiring ones come back.
+        assert_eq!(q.take_expired(later + 1, PAIR), Vec::<u64>::new());
+        assert_eq!(q.next(later + 1, PAIR), Next::Idle);
+        assert_eq!((q.waiting(), q.in_flight()), (0, 0));
     }
 }

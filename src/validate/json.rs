@@ -55,7 +55,7 @@ pub(super) fn child<'a>(path: &'a Path<'a>, key: &'a str) -> Path<'a> {
 
 /// The path of an arbitrary key at the top level: as is when it is a plain name, else in
 /// bracket notation (`["odd key"]`) so the path stays unambiguous and never empty.
-pub(super) fn key_path(key: &str) -> String {
+pub(crate) fn key_path(key: &str) -> String {
     let plain = !key.is_empty()
         && key
             .bytes()
@@ -85,7 +85,7 @@ pub(super) fn type_name(v: &Json) -> &'static str {
 }
 
 /// User input echoed in a message, quoted and cut short so a huge value cannot bloat the answer.
-pub(super) fn quote(s: &str) -> String {
+pub(crate) fn quote(s: &str) -> String {
     const MAX: usize = 40;
     match s.char_indices().nth(MAX) {
         Some((cut, _)) => format!("{:?}…", &s[..cut]),
@@ -367,7 +367,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
 }
 
 /// " (did you mean `x`?)" or nothing.
-pub(super) fn did_you_mean(input: &str, candidates: &[&str]) -> String {
+pub(crate) fn did_you_mean(input: &str, candidates: &[&str]) -> String {
     closest(input, candidates)
         .map(|c| format!(" (did you mean `{c}`?)"))
         .unwrap_or_default()

@@ -27,10 +27,11 @@ mod template;
 use crate::borrowed_json::Json;
 
 use crate::error::ApiError;
-use crate::model::{parse_time, Priority, ValidSend};
-use json::{did_you_mean, invalid_type, quote, type_name, Path};
+use crate::model::{format_time, parse_time, Priority, ValidSend};
+use json::{did_you_mean, invalid_type, type_name, Path};
 
 pub use interactive::INTERACTIVE_TYPES;
+pub(crate) use json::{key_path, quote};
 pub use link::URL_SHORTENERS;
 pub use message::{message_object, MESSAGE_TYPES};
 pub use template::template_object;
@@ -119,16 +120,7 @@ pub fn send_request<S: AsRef<str>>(v: Json<'_>, senders: &[S]) -> Result<ValidSe
     for (key, value) in obj {
         let key = key.as_ref();
         let Some(i) = SEND_FIELDS.iter().position(|f| *f == key) else {
-            return Err(ApiError::invalid(
-                code::UNKNOWN_FIELD,
-                json::key_path(key),
-                format!(
-                    "{} is not a field of a send request{}; the fields are {}.",
-                    quote(key),
-                    did_you_mean(key, &SEND_FIELDS),
-                    SEND_FIELDS.join(", ")
-                ),
-            ));
+            return Err(unknown_field(key, "a send request", &SEND_FIELDS));
         };
         fields[i] = Some(value).filter(|v| !v.is_null());
     }
@@ -164,12 +156,7 @@ pub fn send_request<S: AsRef<str>>(v: Json<'_>, senders: &[S]) -> Result<ValidSe
     let idempotency_key = match idempotency_key {
         None => None,
         Some(Json::String(s)) => {
-            json::chars(
-                &s,
-                &Path::Root("idempotency_key"),
-                1,
-                MAX_IDEMPOTENCY_KEY_CHARS,
-            )?;
+            check_idempotency_key(&s)?;
             Some(s.into_owned())
         }
         Some(other) => {
@@ -248,6 +235,67 @@ pub fn send_request<S: AsRef<str>>(v: Json<'_>, senders: &[S]) -> Result<ValidSe
         ttl_s,
         metadata,
     })
+}
+
+/// 422 `unknown_field` for member `key` of `what` (e.g. "a send request") whose fields are
+/// `fields`, with the field probably meant.
+pub fn unknown_field(key: &str, what: &str, fields: &[&str]) -> ApiError {
+    ApiError::invalid(
+        code::UNKNOWN_FIELD,
+        json::key_path(key),
+        format!(
+            "{} is not a field of {what}{}; the fields are {}.",
+            quote(key),
+            did_you_mean(key, fields),
+            fields.join(", ")
+        ),
+    )
+}
+
+/// `" (did you mean `x`?)"` when `input` is probably a typo of one of `candidates`, else "".
+pub fn suggest(input: &str, candidates: &[&str]) -> String {
+    did_you_mean(input, candidates)
+}
+
+/// Checks that a valid request's times fit together at `now` (Unix ms), the enqueue time
+/// `ttl_s` counts from: a `send_at` at or after the end of the time to live would expire
+/// before its first attempt.
+pub fn schedule(v: &ValidSend, now: u64) -> Result<(), ApiError> {
+    let (Some(send_at), Some(ttl_s)) = (v.send_at_ms, v.ttl_s) else {
+        return Ok(());
+    };
+    let expires = now.saturating_add(ttl_s.saturating_mul(1000));
+    if send_at < expires {
+        return Ok(());
+    }
+    Err(ApiError::invalid(
+        code::OUT_OF_RANGE,
+        "send_at",
+        format!(
+            "`send_at` ({}) is not before the message's time to live ends ({}, `ttl_s` {ttl_s} \
+             counted from now), so it would expire without being tried: send it sooner, raise \
+             `ttl_s` (at most {MAX_TTL_S}), or leave `ttl_s` out.",
+            format_time(send_at),
+            format_time(expires)
+        ),
+    ))
+}
+
+/// [`send_request`] for item `index` of a batch: an item that is not an object is named as
+/// that item, not as the request body.
+pub fn batch_item<S: AsRef<str>>(
+    v: Json<'_>,
+    senders: &[S],
+    index: usize,
+) -> Result<ValidSend, ApiError> {
+    if !matches!(v, Json::Object(_)) {
+        return Err(ApiError::bad_request(format!(
+            "Item [{index}] of the batch must be a send request, a JSON object like \
+             {{\"to\": \"+14155551234\", \"message\": {{...}}}}, but it is {}.",
+            type_name(&v)
+        )));
+    }
+    send_request(v, senders)
 }
 
 /// Normalises a phone number to digits only (E.164 without `+`): strips `+`, whitespace, dashes,
@@ -352,6 +400,33 @@ fn configured_sender<S: AsRef<str>>(v: Option<Json>, senders: &[S]) -> Result<St
     }
 }
 
+/// A number's text as written, cut short so a huge one cannot bloat the answer.
+fn cut(text: &str) -> String {
+    const MAX: usize = 40;
+    match text.get(..MAX) {
+        Some(head) if text.len() > MAX => format!("{head}…"),
+        _ => text.to_string(),
+    }
+}
+
+/// The limit is waq's own (keys are stored with every message), not one of WhatsApp's.
+fn check_idempotency_key(s: &str) -> Result<(), ApiError> {
+    let path = Path::Root("idempotency_key");
+    json::chars(s, &path, 1, usize::MAX)?;
+    let len = json::char_len(s);
+    if len > MAX_IDEMPOTENCY_KEY_CHARS {
+        return Err(ApiError::invalid(
+            code::TOO_LONG,
+            &path,
+            format!(
+                "`idempotency_key` is {len} characters long, over waq's limit of \
+                 {MAX_IDEMPOTENCY_KEY_CHARS}: use a shorter key (a hash of a long one works)."
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn ttl(v: &Json) -> Result<u64, ApiError> {
     let out_of_range = || {
         ApiError::invalid(
@@ -380,10 +455,14 @@ fn ttl(v: &Json) -> Result<u64, ApiError> {
             Some(f) if f.fract() == 0.0 && f >= 0.0 && f <= MAX_TTL_S as f64 => f as u64,
             Some(f) if f.fract() == 0.0 => return Err(out_of_range()),
             _ => {
-                return Err(invalid_type(
-                    &Path::Root("ttl_s"),
-                    "an integer number of seconds",
-                    v,
+                return Err(ApiError::invalid(
+                    code::INVALID_TYPE,
+                    "ttl_s",
+                    format!(
+                        "`ttl_s` must be a whole number of seconds, but it is {}: give whole \
+                         seconds, e.g. 600.",
+                        cut(n.as_text())
+                    ),
                 ))
             }
         }

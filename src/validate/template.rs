@@ -2,8 +2,8 @@
 
 use crate::borrowed_json::Json;
 
-use super::code;
 use super::json::{self, child, item, quote, Path};
+use super::{code, media};
 use crate::error::ApiError;
 
 pub const MAX_TEMPLATE_NAME: usize = 512;
@@ -117,7 +117,7 @@ fn component(v: &Json, path: &Path) -> Result<(), ApiError> {
         for (i, p) in params.iter().enumerate() {
             let pp = item(&ppath, i);
             let param = json::object(p, &pp)?;
-            json::req_text(
+            let ptype = json::req_text(
                 param,
                 &pp,
                 "type",
@@ -125,6 +125,17 @@ fn component(v: &Json, path: &Path) -> Result<(), ApiError> {
                 usize::MAX,
                 "the parameter type, e.g. \"text\"",
             )?;
+            // Meta fetches a header's media when it sends the message: the same rules as a
+            // media message's, or the send fails at Meta instead of at enqueue.
+            if matches!(ptype, "image" | "video" | "document") {
+                let media = json::req_object(
+                    param,
+                    &pp,
+                    ptype,
+                    &format!("the {ptype} object with `id` or `link`"),
+                )?;
+                media::source(media, &child(&pp, ptype))?;
+            }
         }
     }
     Ok(())

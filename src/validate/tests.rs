@@ -327,11 +327,14 @@ fn idempotency_key_rules() {
         code::EMPTY_VALUE,
         "idempotency_key",
     );
-    request_err(
+    let err = request_err(
         request_with("idempotency_key", json!("k".repeat(257))),
         code::TOO_LONG,
         "idempotency_key",
     );
+    // The limit is waq's, not WhatsApp's: the message must not send the user to Meta.
+    assert!(err.message.contains("waq's limit of 256"), "{err}");
+    assert!(!err.message.contains("WhatsApp"), "{err}");
     request_err(
         request_with("idempotency_key", json!(42)),
         code::INVALID_TYPE,
@@ -429,6 +432,66 @@ fn ttl_rules() {
     for v in [json!(1.5), json!("600"), json!(true)] {
         request_err(request_with("ttl_s", v), code::INVALID_TYPE, "ttl_s");
     }
+    let err = request_err(
+        request_with("ttl_s", json!(1.5)),
+        code::INVALID_TYPE,
+        "ttl_s",
+    );
+    assert!(err.message.contains("but it is 1.5"), "{err}");
+    let err = request_err(
+        request_with("ttl_s", json!("600")),
+        code::INVALID_TYPE,
+        "ttl_s",
+    );
+    assert!(err.message.contains("but it is a string"), "{err}");
+}
+
+#[test]
+fn send_at_must_come_before_the_ttl_ends() {
+    let now = 1_795_550_400_000;
+    let with = |send_at: u64, ttl_s: u64| {
+        let mut v = request_with("send_at", json!(crate::model::format_time(send_at)));
+        v["ttl_s"] = json!(ttl_s);
+        send_request(v, &one_sender()).unwrap()
+    };
+    assert!(schedule(&with(now + 4_999, 5), now).is_ok());
+    assert!(
+        schedule(&with(now - 60_000, 5), now).is_ok(),
+        "past: due now"
+    );
+    let err = assert_err(
+        schedule(&with(now + 5_000, 5), now),
+        code::OUT_OF_RANGE,
+        "send_at",
+    );
+    assert!(err.message.contains("`ttl_s` 5"), "{err}");
+    assert_err(
+        schedule(&with(4_070_908_800_000, 5), now),
+        code::OUT_OF_RANGE,
+        "send_at",
+    );
+    let only_send_at = send_request(
+        request_with("send_at", json!("2099-01-01T00:00:00Z")),
+        &one_sender(),
+    )
+    .unwrap();
+    assert!(schedule(&only_send_at, now).is_ok());
+}
+
+#[test]
+fn a_batch_item_that_is_not_an_object_is_named() {
+    let text = b"[1, 2, 3]";
+    let Ok(crate::borrowed_json::Json::Array(items)) = crate::borrowed_json::parse(text) else {
+        panic!("an array")
+    };
+    let item = items.into_iter().nth(2).unwrap();
+    let err = batch_item(item, &one_sender(), 2).unwrap_err();
+    assert_eq!(
+        (err.status, err.code.as_str()),
+        (400, code::MALFORMED_REQUEST)
+    );
+    assert!(err.message.contains("Item [2] of the batch"), "{err}");
+    assert!(err.message.contains("but it is a number"), "{err}");
 }
 
 #[test]
@@ -1337,6 +1400,73 @@ fn template_rules() {
         code::INVALID_TYPE,
         &format!("{p}.components[0].parameters"),
     );
+}
+
+#[test]
+fn template_media_parameters_follow_the_media_rules() {
+    let with_header = |param: Value| {
+        template(json!({"name": "x", "language": {"code": "en"},
+            "components": [{"type": "header", "parameters": [param]}]}))
+    };
+    let p = "message.template.components[0].parameters[0]";
+    for (kind, media) in [
+        ("image", json!({"link": "https://example.com/a.jpg"})),
+        ("video", json!({"id": "1234"})),
+        (
+            "document",
+            json!({"link": "https://example.com/a.pdf", "filename": "a.pdf"}),
+        ),
+    ] {
+        message_ok(with_header(json!({"type": kind, kind: media})));
+    }
+    message_err(
+        with_header(json!({"type": "image", "image": {"link": "http://e.com/a.jpg"}})),
+        code::INVALID_LINK,
+        &format!("{p}.image.link"),
+    );
+    message_err(
+        with_header(json!({"type": "video", "video": {"link": "https://bit.ly/abc"}})),
+        code::SHORTENED_LINK,
+        &format!("{p}.video.link"),
+    );
+    message_err(
+        with_header(
+            json!({"type": "document", "document": {"id": "1", "link": "https://e.com/a.pdf"}}),
+        ),
+        code::CONFLICTING_FIELDS,
+        &format!("{p}.document"),
+    );
+    message_err(
+        with_header(json!({"type": "image", "image": {}})),
+        code::MISSING_FIELD,
+        &format!("{p}.image"),
+    );
+    message_err(
+        with_header(json!({"type": "image"})),
+        code::MISSING_FIELD,
+        &format!("{p}.image"),
+    );
+    message_err(
+        with_header(json!({"type": "image", "image": "https://e.com/a.jpg"})),
+        code::INVALID_TYPE,
+        &format!("{p}.image"),
+    );
+    // The fallback template is checked the same way, under its own path.
+    let mut v = template_request_with_fallback();
+    v["fallback_template"]["components"] = json!([{"type": "header",
+        "parameters": [{"type": "image", "image": {"link": "http://e.com/a.jpg"}}]}]);
+    request_err(
+        v,
+        code::INVALID_LINK,
+        "fallback_template.components[0].parameters[0].image.link",
+    );
+}
+
+fn template_request_with_fallback() -> Value {
+    request_with(
+        "fallback_template",
+        json!({"name": "order_update", "language": {"code": "en_US"}}),
+    )
 }
 
 #[test]
