@@ -43,10 +43,38 @@ pub enum StoreError {
 impl From<std::io::Error> for StoreError {
     fn from(e: std::io::Error) -> Self {
         if is_out_of_space(&e) {
-            StoreError::Full(e.to_string())
+            StoreError::Full(plain_io_error(&e))
         } else {
-            StoreError::Unavailable(e.to_string())
+            StoreError::Unavailable(plain_io_error(&e))
         }
+    }
+}
+
+/// The error as words for a person: sled's copies of an error carry the original's debug
+/// form (`Os { code: 28, kind: StorageFull, message: "..." }`) as their message.
+fn plain_io_error(e: &std::io::Error) -> String {
+    let text = match e.raw_os_error() {
+        Some(code) => std::io::Error::from_raw_os_error(code).to_string(),
+        None => {
+            let text = e.to_string();
+            match text.split_once("message: \"") {
+                Some((_, rest)) if text.starts_with("Os {") => {
+                    rest.split('"').next().unwrap_or_default().to_string()
+                }
+                _ if text.starts_with("Kind(") => e.kind().to_string(),
+                _ => text,
+            }
+        }
+    };
+    // "No space left on device (os error 28)" reads as "no space left on device".
+    let text = match text.rfind(" (os error ") {
+        Some(at) if text.ends_with(')') => &text[..at],
+        _ => text.as_str(),
+    };
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => e.kind().to_string(),
     }
 }
 
@@ -208,6 +236,21 @@ impl Store {
                 counts: Default::default(),
             }),
         })
+    }
+
+    /// Why writes are refused right now (the database is being reopened after a write
+    /// failed, e.g. on a full disk), or `None` when the store takes writes.
+    pub fn refusing_writes(&self) -> Option<StoreError> {
+        let open = self
+            .shared
+            .open
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some();
+        if open && !self.shared.healing.load(SeqCst) {
+            return None;
+        }
+        Some(self.shared.closed_error())
     }
 
     /// The open database, or the reason it is closed.
@@ -670,7 +713,18 @@ mod tests {
                 "{code}"
             );
         }
+        // Every way the error reaches a client reads as words, not as Rust's debug output.
+        let copy = sled::Error::Io(std::io::Error::from_raw_os_error(libc::ENOSPC)).clone();
+        let e = crate::error::ApiError::from(StoreError::from(copy));
+        assert_eq!(
+            e.message,
+            "the disk is full: no space left on device; nothing was stored: free disk space and retry"
+        );
         let eio = sled::Error::Io(std::io::Error::from_raw_os_error(libc::EIO));
+        let StoreError::Unavailable(text) = StoreError::from(eio.clone()) else {
+            panic!("EIO is not a full disk");
+        };
+        assert_eq!(text, "input/output error");
         assert!(matches!(
             StoreError::from(eio.clone()),
             StoreError::Unavailable(_)
