@@ -142,3 +142,97 @@ fn a_full_disk_refuses_new_work_and_keeps_what_was_acknowledged() {
         d.log()
     );
 }
+
+/// Every batch the full store refuses is refused as a whole (507 or 503, a message in words),
+/// the first and the later ones alike; health says the store refuses writes until it heals.
+#[test]
+fn batches_and_health_tell_the_same_story_while_the_disk_is_full() {
+    if Command::new("prlimit").arg("--version").output().is_err() {
+        eprintln!("disk full: skipped, `prlimit` (util-linux) is not installed");
+        return;
+    }
+    let d = Daemon::start();
+    let batch = |from: usize| {
+        let items: Vec<serde_json::Value> = (from..from + 300)
+            .map(|i| {
+                let mut r = parked(template_request(&format!("+1415777{:04}", i % 10_000)));
+                r["metadata"] = serde_json::json!({"pad": "p".repeat(900)});
+                r
+            })
+            .collect();
+        serde_json::Value::Array(items)
+    };
+    let r = d.post("/v1/messages/batch", &batch(0));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let health = d.get("/v1/health");
+    assert_eq!(health.status, 200, "{}", health.text());
+    assert_eq!(health.json()["status"], "ok");
+
+    let limit = state_bytes(&d) + 64 * 1024;
+    assert!(prlimit(d.pid(), &format!("{limit}:")), "prlimit failed");
+    let mut refused = Vec::new();
+    for round in 1..40 {
+        let r = d.post("/v1/messages/batch", &batch(round * 300));
+        if r.status == 200 {
+            assert!(
+                refused.is_empty(),
+                "a batch was taken after one was refused"
+            );
+            continue;
+        }
+        assert!(
+            r.status == 507 || r.status == 503,
+            "{}: {}",
+            r.status,
+            r.text()
+        );
+        let message = r.json()["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            !message.contains("Os {") && !message.contains("kind:"),
+            "not a sentence: {message}"
+        );
+        assert!(r.json()["error"]["field"].is_null(), "{}", r.text());
+        refused.push((r.status, r.code()));
+        if refused.len() == 3 {
+            break;
+        }
+    }
+    eprintln!("disk full: batches refused with {refused:?}");
+    assert_eq!(refused.len(), 3, "the limit was never reached");
+    assert!(
+        refused.iter().any(|(s, c)| *s == 507 && c == "disk_full"),
+        "{refused:?}"
+    );
+
+    let health = d.get("/v1/health");
+    assert_eq!(health.status, 503, "{}", health.text());
+    assert_eq!(health.json()["status"], "degraded");
+    assert_eq!(
+        health.json()["store"]["code"],
+        "disk_full",
+        "{}",
+        health.text()
+    );
+
+    // Room again: the store reopens, health says so, and batches are taken.
+    assert!(prlimit(d.pid(), "unlimited:"), "prlimit failed");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = d.post("/v1/messages/batch", &batch(50_000));
+        if r.status == 200 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the store did not heal: {}",
+            r.text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let health = d.get("/v1/health");
+    assert_eq!(health.status, 200, "{}", health.text());
+    assert_eq!(health.json()["status"], "ok");
+}

@@ -146,6 +146,11 @@ pub async fn batch(State(ctx): State<Ctx>, request: Request) -> Result<Response,
     // One commit makes every valid item durable together; a second one, that the batch is
     // finished and must stay whole.
     let written: Vec<&Outcome> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+    // A store that takes no writes fails the whole batch, as a failed commit does.
+    if let Some(e) = store_refusal(&results) {
+        roll_back(&app, &written);
+        return Err(e);
+    }
     commit_or_roll_back(&app, generation, &written).await?;
     if let Some(mark) = mark {
         let ended = app.store.end_batch(mark).map_err(ApiError::from);
@@ -530,6 +535,20 @@ fn created(results: &[Result<Outcome, ApiError>]) -> impl Iterator<Item = &Messa
 
 fn duplicate(id: u64, state: MsgState) -> Value {
     json!({ "id": format_id(id), "state": state.as_str(), "duplicate": true })
+}
+
+/// The first item refused because the store takes no writes (disk full, reopening), as the
+/// answer to the whole batch.
+fn store_refusal(results: &[Result<Outcome, ApiError>]) -> Option<ApiError> {
+    results.iter().find_map(|r| match r {
+        Err(e) if matches!(e.code.as_str(), "disk_full" | "storage_unavailable") => {
+            Some(ApiError {
+                field: None,
+                ..e.clone()
+            })
+        }
+        _ => None,
+    })
 }
 
 /// Prefixes the field of a batch item's error with its index: `[3].to`.

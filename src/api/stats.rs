@@ -65,6 +65,18 @@ pub async fn health(State(ctx): State<Ctx>, _: NoQuery) -> Result<Response, ApiE
         .filter(|s| s.paused)
         .map(|s| json!({ "name": s.name, "reason": s.pause_reason }))
         .collect();
+    // A store refusing writes (disk full) is 503, so that checks on the status see it.
+    if let Some(e) = ctx.app.store.refusing_writes() {
+        let e = ApiError::from(e);
+        return Ok(json::json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({
+                "status": "degraded",
+                "paused_senders": paused,
+                "store": {"code": e.code, "message": e.message},
+            }),
+        ));
+    }
     let status = if paused.is_empty() { "ok" } else { "degraded" };
     Ok(json::ok(
         &json!({ "status": status, "paused_senders": paused }),
