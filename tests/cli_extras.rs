@@ -163,3 +163,67 @@ fn man_pages() {
     let (code, _) = page(&["nope"]);
     assert_eq!(code, Some(2));
 }
+
+/// Runs `waq ARGS` with stdout on a pipe that is closed after the first line, as
+/// `waq ... | head -1` does; returns the exit code and stderr.
+fn closed_early(d: &Daemon, args: &[&str]) -> (Option<i32>, String) {
+    use std::io::Read;
+    let mut child = Command::new(bin())
+        .args(args)
+        .env("WAQ_SOCKET", &d.socket)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(!first.is_empty(), "no output from {args:?}");
+    // The reader is gone (dropped above); the rest of the output has nowhere to go.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{args:?} kept running after its reader went away");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    (status.code(), err)
+}
+
+#[test]
+fn a_reader_that_stops_early_ends_the_command_quietly() {
+    let d = Daemon::start();
+    // Enough messages that the listing outgrows a pipe's buffer (64 KiB).
+    let items: Vec<serde_json::Value> = (0..1000)
+        .map(|i| {
+            let mut r = common::parked(common::template_request(&format!("+1415888{i:04}")));
+            r["metadata"] = serde_json::json!({"pad": "p".repeat(100)});
+            r
+        })
+        .collect();
+    let r = d.post("/v1/messages/batch", &serde_json::Value::Array(items));
+    assert_eq!(r.status, 200, "{}", r.text());
+    for args in [
+        &["ls", "--limit", "1000"][..],
+        &["stats", "--watch", "--interval", "100ms"],
+    ] {
+        let (code, err) = closed_early(&d, args);
+        assert_eq!(code, Some(0), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(!err.contains("Broken pipe"), "{args:?}: {err}");
+    }
+}

@@ -4,8 +4,19 @@
 //! Exit codes: 0 success, 1 the daemon said no (its reason printed), 2 usage error,
 //! 3 daemon unreachable.
 
+/// `println!` for client commands: a closed stdout ends the command quietly (see `out`).
+macro_rules! outln {
+    () => {
+        $crate::cli::out::line(format_args!(""))
+    };
+    ($($arg:tt)*) => {
+        $crate::cli::out::line(format_args!($($arg)*))
+    };
+}
+
 pub(crate) mod client;
 mod generate;
+mod out;
 mod send;
 mod show;
 mod watch;
@@ -244,14 +255,14 @@ async fn client_command(command: Command) -> Result<i32, Failure> {
             )
             .await?;
             Ok(answer(&c, &reply, |v| {
-                println!("cancelled {}", text(v, "id"))
+                outln!("cancelled {}", text(v, "id"))
             }))
         }
         Command::Retry { id, client: c } => {
             let path = format!("/v1/messages/{}/retry", encode(&id));
             let reply = call(&c, Method::POST, &path, None).await?;
             Ok(answer(&c, &reply, |v| {
-                println!("queued {} again", text(v, "id"))
+                outln!("queued {} again", text(v, "id"))
             }))
         }
         Command::Stats {
@@ -272,7 +283,7 @@ async fn client_command(command: Command) -> Result<i32, Failure> {
         } => {
             let path = format!("/v1/senders/{}/resume", encode(&name));
             let reply = call(&c, Method::POST, &path, None).await?;
-            Ok(answer(&c, &reply, |_| println!("resumed {name}")))
+            Ok(answer(&c, &reply, |_| outln!("resumed {name}")))
         }
         Command::Inbound {
             from,
@@ -285,13 +296,8 @@ async fn client_command(command: Command) -> Result<i32, Failure> {
             Ok(answer(&c, &reply, show::recipient))
         }
         Command::Events { client: c } => {
-            use std::io::Write as _;
-            let mut out = std::io::stdout();
             let streamed = Client::new(&c.socket)
-                .stream("/v1/events", |chunk| {
-                    let _ = out.write_all(chunk);
-                    let _ = out.flush();
-                })
+                .stream("/v1/events", out::bytes)
                 .await?;
             Ok(match streamed {
                 Ok(()) => EXIT_OK,
@@ -347,7 +353,7 @@ async fn ls(args: LsArgs) -> Result<i32, Failure> {
         }
     }
     if c.json {
-        println!("{}", json!({ "messages": all, "next_cursor": null }));
+        outln!("{}", json!({ "messages": all, "next_cursor": null }));
     }
     Ok(EXIT_OK)
 }
@@ -373,7 +379,7 @@ fn answer(c: &ClientOpts, reply: &Reply, human: impl FnOnce(&Value)) -> i32 {
     let parsed: Option<Value> = serde_json::from_slice(&reply.body).ok();
     let ok = (200..300).contains(&reply.status);
     if c.json {
-        println!("{}", String::from_utf8_lossy(&reply.body).trim_end());
+        outln!("{}", String::from_utf8_lossy(&reply.body).trim_end());
     } else if ok {
         human(parsed.as_ref().unwrap_or(&Value::Null));
     } else {

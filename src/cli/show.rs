@@ -8,9 +8,9 @@ use super::text;
 
 pub fn enqueued(v: &Value) {
     if v.get("duplicate").and_then(Value::as_bool) == Some(true) {
-        println!("duplicate of {} ({})", text(v, "id"), text(v, "state"));
+        outln!("duplicate of {} ({})", text(v, "id"), text(v, "state"));
     } else {
-        println!("{} {}", text(v, "state"), text(v, "id"));
+        outln!("{} {}", text(v, "state"), text(v, "id"));
     }
 }
 
@@ -42,16 +42,16 @@ pub fn message(v: &Value) {
         ),
     ];
     for (k, val) in rows {
-        println!("{k:<13} {val}");
+        outln!("{k:<13} {val}");
     }
-    println!("history:");
+    outln!("history:");
     for h in v
         .get("history")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
     {
-        println!(
+        outln!(
             "  {}  {:<9}  {}",
             text(h, "at"),
             text(h, "state"),
@@ -76,9 +76,14 @@ fn last_error(e: Option<&Value>) -> String {
 /// One page of `ls`; `header` on the first page only.
 pub fn list(v: &Value, header: bool) {
     if header {
-        println!(
+        outln!(
             "{:<16}  {:<9}  {:<9}  {:<15}  {:<10}  {:>3}  UPDATED",
-            "ID", "STATE", "TYPE", "TO", "SENDER", "TRY"
+            "ID",
+            "STATE",
+            "TYPE",
+            "TO",
+            "SENDER",
+            "TRY"
         );
     }
     for m in v
@@ -87,7 +92,7 @@ pub fn list(v: &Value, header: bool) {
         .into_iter()
         .flatten()
     {
-        println!(
+        outln!(
             "{:<16}  {:<9}  {:<9}  {:<15}  {:<10}  {:>3}  {}",
             text(m, "id"),
             text(m, "state"),
@@ -112,8 +117,8 @@ pub fn stats(v: &Value) {
             Some(format!("{} {n}", s.as_str()))
         })
         .collect();
-    println!("messages     {}", counts.join(", "));
-    println!(
+    outln!("messages     {}", counts.join(", "));
+    outln!(
         "queue depth  {}   in flight {}",
         v.get("queue_depth").unwrap_or(&Value::Null),
         v.get("in_flight").unwrap_or(&Value::Null)
@@ -136,7 +141,7 @@ pub fn stats(v: &Value) {
         if s.get("paused").and_then(Value::as_bool) == Some(true) {
             line.push_str(&format!(", PAUSED: {}", text(s, "pause_reason")));
         }
-        println!("{line}");
+        outln!("{line}");
     }
     let counters: Vec<String> = v
         .get("counters")
@@ -147,10 +152,10 @@ pub fn stats(v: &Value) {
         .map(|(k, n)| format!("{k} {n}"))
         .collect();
     if !counters.is_empty() {
-        println!("counters     {}", counters.join(", "));
+        outln!("counters     {}", counters.join(", "));
     }
     if let Some(bytes) = v.get("disk_bytes").and_then(Value::as_u64) {
-        println!(
+        outln!(
             "store        {:.1} MiB on disk",
             bytes as f64 / (1024.0 * 1024.0)
         );
@@ -166,23 +171,23 @@ pub fn health(v: &Value) {
         .map(|p| format!("{} paused ({})", text(p, "name"), text(p, "reason")))
         .collect();
     if paused.is_empty() {
-        println!("{}", text(v, "status"));
+        outln!("{}", text(v, "status"));
     } else {
-        println!("{}: {}", text(v, "status"), paused.join("; "));
+        outln!("{}: {}", text(v, "status"), paused.join("; "));
     }
 }
 
 pub fn recipient(v: &Value) {
     let open = v.get("window_open").and_then(Value::as_bool) == Some(true);
     if open {
-        println!(
+        outln!(
             "window of {} with {} open until {}",
             text(v, "recipient"),
             text(v, "sender"),
             text(v, "window_open_until")
         );
     } else {
-        println!(
+        outln!(
             "window of {} with {} closed",
             text(v, "recipient"),
             text(v, "sender")

@@ -2,7 +2,7 @@
 //! (redrawn in place), as repeated blocks when stdout is not a terminal, or as one JSON line per
 //! refresh with `--json`. Ctrl-C (or SIGTERM) ends it with exit code 0.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -30,15 +30,13 @@ pub async fn watch(c: &ClientOpts, interval: Duration) -> Result<i32, Unreachabl
     let mut previous: Option<Value> = None;
     let mut first = true;
     let mut drawn = false;
-    let mut out = std::io::stdout();
     while !stop.load(Ordering::Relaxed) {
         let started = Instant::now();
         let frame = match client.call(Method::GET, "/v1/stats", None).await {
             Ok(reply) if (200..300).contains(&reply.status) => {
                 let v: Value = serde_json::from_slice(&reply.body).unwrap_or(Value::Null);
                 if c.json {
-                    let _ = writeln!(out, "{}", String::from_utf8_lossy(&reply.body).trim_end());
-                    let _ = out.flush();
+                    outln!("{}", String::from_utf8_lossy(&reply.body).trim_end());
                     None
                 } else {
                     let f = render(&v, previous.as_ref(), interval);
@@ -49,7 +47,7 @@ pub async fn watch(c: &ClientOpts, interval: Duration) -> Result<i32, Unreachabl
             Ok(reply) => {
                 // The daemon refuses (e.g. 403 for a peer outside allowed_uids): say why, stop.
                 if live {
-                    let _ = writeln!(out);
+                    outln!();
                 }
                 return Ok(super::answer(c, &reply, |_| {}));
             }
@@ -72,15 +70,14 @@ pub async fn watch(c: &ClientOpts, interval: Duration) -> Result<i32, Unreachabl
                     screen.push_str("\x1b[K\n");
                 }
                 screen.push_str("\x1b[J");
-                let _ = out.write_all(screen.as_bytes());
+                super::out::bytes(screen.as_bytes());
             } else {
-                let _ = writeln!(out, "--- {now}");
+                outln!("--- {now}");
                 for line in lines {
-                    let _ = writeln!(out, "{line}");
+                    outln!("{line}");
                 }
-                let _ = writeln!(out);
+                outln!();
             }
-            let _ = out.flush();
         }
         // Sleep in short steps so Ctrl-C is answered at once.
         while !stop.load(Ordering::Relaxed) && started.elapsed() < interval {
@@ -90,7 +87,7 @@ pub async fn watch(c: &ClientOpts, interval: Duration) -> Result<i32, Unreachabl
     }
     if live {
         // The prompt goes below the last frame, not after the terminal's `^C`.
-        let _ = writeln!(out);
+        outln!();
     }
     Ok(EXIT_OK)
 }
