@@ -97,6 +97,18 @@ impl MetaError {
         e
     }
 
+    /// 100 (subcode 33), as Graph answers a method an endpoint does not take.
+    pub fn unsupported_method(method: &str, path: &str) -> Self {
+        let method = method.to_ascii_lowercase();
+        let mut e = Self::invalid_parameter(format!(
+            "Unsupported {method} request. {path} does not support this operation: send \
+             messages with POST."
+        ));
+        e.title = format!("Unsupported {method} request");
+        e.subcode = Some(33);
+        e
+    }
+
     pub fn unknown_path(path: &str) -> Self {
         Self::new(
             StatusCode::BAD_REQUEST,

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, RawQuery, State};
-use axum::http::{header, HeaderMap, StatusCode, Uri};
+use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -28,6 +28,7 @@ pub(crate) fn router(sim: Arc<Sim>) -> Router {
         .route("/sim/token", post(set_token))
         .route("/sim/inbound", post(receive_inbound))
         .fallback(unknown_path)
+        .method_not_allowed_fallback(unsupported_method)
         .with_state(sim)
 }
 
@@ -65,6 +66,22 @@ async fn unknown_path(uri: Uri) -> Response {
     MetaError::unknown_path(uri.path()).into_response()
 }
 
+/// A known path with the wrong method: Graph's error for it (a `/sim/*` endpoint answers its
+/// own error shape), never a bare 405.
+async fn unsupported_method(method: Method, uri: Uri) -> Response {
+    if uri.path().starts_with("/sim/") {
+        return (
+            StatusCode::METHOD_NOT_ALLOWED,
+            Json(json!({"error": {"message": format!(
+                "{} does not take {method}; see docs/SIMULATOR.md for its methods",
+                uri.path()
+            )}})),
+        )
+            .into_response();
+    }
+    MetaError::unsupported_method(method.as_str(), uri.path()).into_response()
+}
+
 /// The answer of a `/sim/*` endpoint: JSON, or 400 with `{"error":{"message"}}`.
 fn sim_answer(result: Result<Value, String>) -> Response {
     match result {
@@ -87,6 +104,27 @@ fn object_body(body: &Bytes) -> Result<Map<String, Value>, String> {
         Ok(_) => Err("the body must be a JSON object".into()),
         Err(e) => Err(format!("the body is not valid JSON: {e}")),
     }
+}
+
+/// `body` as a `T`, naming the key at fault: serde's message for a wrong type ("invalid type:
+/// string \"x\", expected u64") does not say which key it was.
+fn typed<T: serde::de::DeserializeOwned>(body: Map<String, Value>) -> Result<T, String> {
+    let whole = match serde_json::from_value::<T>(Value::Object(body.clone())) {
+        Ok(t) => return Ok(t),
+        Err(e) => e.to_string(),
+    };
+    // A missing key is named already, and would fail every key tried alone.
+    if whole.starts_with("missing field") {
+        return Err(whole);
+    }
+    let culprit = body.into_iter().find(|(key, value)| {
+        let alone = Map::from_iter([(key.clone(), value.clone())]);
+        serde_json::from_value::<T>(Value::Object(alone)).is_err_and(|e| e.to_string() == whole)
+    });
+    Err(match culprit {
+        Some((key, _)) => format!("{key}: {whole}"),
+        None => whole,
+    })
 }
 
 /// Takes `phone_number_id` out of a body: which number (all when absent).
@@ -132,8 +170,7 @@ async fn set_faults(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
 fn apply_faults(sim: &Sim, body: &Bytes) -> Result<Value, String> {
     let mut body = object_body(body)?;
     let id = take_number_id(&mut body)?;
-    let faults: FaultConfig =
-        serde_json::from_value(Value::Object(body)).map_err(|e| format!("invalid faults: {e}"))?;
+    let faults: FaultConfig = typed(body).map_err(|e| format!("invalid faults: {e}"))?;
     faults.validate().map_err(|e| e.to_string())?;
     let mut ids = Vec::new();
     for n in sim.select(id.as_deref())? {
@@ -163,8 +200,7 @@ async fn set_token(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
 fn apply_token(sim: &Sim, body: &Bytes) -> Result<Value, String> {
     let mut body = object_body(body)?;
     let id = take_number_id(&mut body)?;
-    let req: TokenRequest = serde_json::from_value(Value::Object(body))
-        .map_err(|e| format!("invalid token request: {e}"))?;
+    let req: TokenRequest = typed(body).map_err(|e| format!("invalid token request: {e}"))?;
     if req.token.trim().is_empty() {
         return Err("token must not be empty".into());
     }
