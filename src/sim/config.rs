@@ -376,6 +376,13 @@ impl SimConfig {
         if self.numbers.is_empty() {
             bail!("numbers: configure at least one number");
         }
+        // An empty token (`WAQ_SIM__TOKEN=`) would accept requests that carry none.
+        if self.token.trim().is_empty() {
+            bail!("token must not be empty: set it (or WAQ_SIM__TOKEN) to the token waq sends");
+        }
+        if self.app_secret.trim().is_empty() {
+            bail!("app_secret must not be empty: set it (or WAQ_SIM__APP_SECRET) to the app secret waq checks");
+        }
         let mut seen = HashSet::new();
         for (i, n) in self.numbers.iter().enumerate() {
             if n.phone_number_id.is_empty() {
@@ -389,6 +396,9 @@ impl SimConfig {
             }
             if n.mps == 0 {
                 bail!("numbers[{i}].mps must be at least 1");
+            }
+            if n.token.as_ref().is_some_and(|t| t.trim().is_empty()) {
+                bail!("numbers[{i}].token must not be empty: leave it out to use `token`");
             }
             if let Some(f) = &n.faults {
                 f.check(&format!("numbers[{i}].faults"))?;
