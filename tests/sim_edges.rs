@@ -1,0 +1,162 @@
+//! `waq sim` as a process: answers to the wrong method, errors that name the key at fault, an
+//! empty token refused at start, and a log without colour codes when stderr is a file.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const NUMBER: &str = "120000000000001";
+
+/// Kills the simulator however the test ends.
+struct SimProcess {
+    child: Child,
+    port: u16,
+    log: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for SimProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts `waq sim` with stderr to a file and waits until it answers.
+fn start(env: &[(&str, &str)]) -> SimProcess {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("sim.log");
+    let port = free_port();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_waq"));
+    cmd.args(["sim", "--listen", &format!("127.0.0.1:{port}")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut sim = SimProcess {
+        child: cmd.spawn().unwrap(),
+        port,
+        log,
+        _dir: dir,
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Some(status) = sim.child.try_wait().unwrap() {
+            panic!(
+                "the simulator exited ({status}): {}",
+                std::fs::read_to_string(&sim.log).unwrap_or_default()
+            );
+        }
+        assert!(Instant::now() < deadline, "the simulator did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    sim
+}
+
+/// One request (the connection closed after it); the status and the body as JSON.
+fn request(sim: &SimProcess, method: &str, path: &str, body: &str) -> (u16, Value) {
+    let mut s = TcpStream::connect(("127.0.0.1", sim.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: sim\r\nConnection: close\r\n\
+         Authorization: Bearer sim-token\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let status = raw[9..12].parse().unwrap();
+    let body = raw.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    let json = serde_json::from_str(body)
+        .unwrap_or_else(|e| panic!("not JSON ({e}), status {status}: {body:?}"));
+    (status, json)
+}
+
+#[test]
+fn a_wrong_method_gets_metas_error_shape() {
+    let sim = start(&[]);
+    let (status, v) = request(&sim, "GET", &format!("/v25.0/{NUMBER}/messages"), "");
+    assert!((400..500).contains(&status), "{status} {v}");
+    assert_eq!(v["error"]["code"], 100, "{v}");
+    assert_eq!(v["error"]["error_subcode"], 33, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("Unsupported get request")),
+        "{v}"
+    );
+    assert!(v["error"]["type"].is_string(), "{v}");
+
+    let (status, v) = request(&sim, "GET", "/sim/reset", "");
+    assert_eq!(status, 405, "{v}");
+    assert!(v["error"]["message"].is_string(), "{v}");
+}
+
+#[test]
+fn a_bad_fault_value_names_its_key() {
+    let sim = start(&[]);
+    let (status, v) = request(&sim, "POST", "/sim/faults", r#"{"latency_ms": "x"}"#);
+    assert_eq!(status, 400, "{v}");
+    let message = v["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("latency_ms"), "{message}");
+
+    let (status, v) = request(
+        &sim,
+        "POST",
+        "/sim/token",
+        r#"{"token": "t", "expire_after_ms": -1}"#,
+    );
+    assert_eq!(status, 400, "{v}");
+    let message = v["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("expire_after_ms"), "{message}");
+
+    // A key that is missing is named as before, not pinned on another key.
+    let (status, v) = request(&sim, "POST", "/sim/token", r#"{"expire_after_ms": 5}"#);
+    assert_eq!(status, 400, "{v}");
+    let message = v["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("missing field `token`"), "{message}");
+    assert!(!message.contains("expire_after_ms"), "{message}");
+}
+
+#[test]
+fn an_empty_token_is_refused_at_start_naming_the_key() {
+    let out = Command::new(env!("CARGO_BIN_EXE_waq"))
+        .args(["sim", "--listen", &format!("127.0.0.1:{}", free_port())])
+        .env("WAQ_SIM__TOKEN", "")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "an empty token was accepted");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("token must not be empty"), "{err}");
+}
+
+#[test]
+fn the_log_has_no_colour_codes_in_a_file() {
+    let sim = start(&[]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let log = loop {
+        let log = std::fs::read_to_string(&sim.log).unwrap_or_default();
+        if !log.is_empty() {
+            break log;
+        }
+        assert!(Instant::now() < deadline, "the simulator logged nothing");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(!log.contains('\x1b'), "colour codes in a file: {log:?}");
+}
