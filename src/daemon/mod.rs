@@ -135,10 +135,8 @@ pub async fn start(
         .start(app.clone())
         .context("cannot start the dispatcher's thread")?;
     let (stop_server, stopping) = watch::channel(false);
+    // The listener logs its own "ready" line (address and path) once it serves.
     let webhook = webhook_listener.map(|l| {
-        if let Ok(addr) = l.local_addr() {
-            tracing::info!(%addr, "webhook listener ready");
-        }
         let mut stopping = stopping.clone();
         let shutdown = async move {
             let _ = stopping.wait_for(|stop| *stop).await;
