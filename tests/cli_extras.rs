@@ -1,4 +1,5 @@
-//! `waq stats --watch`, `waq completions` and `waq man`.
+//! `waq stats --watch`, `waq completions` and `waq man`; output to a reader that stops early;
+//! the usage line of errors; what `waq serve` logs at start.
 
 mod common;
 
@@ -226,4 +227,40 @@ fn a_reader_that_stops_early_ends_the_command_quietly() {
         assert!(!err.contains("panicked"), "{args:?}: {err}");
         assert!(!err.contains("Broken pipe"), "{args:?}: {err}");
     }
+}
+
+#[test]
+fn usage_errors_do_not_list_the_socket_from_the_environment_as_required() {
+    let out = Command::new(bin())
+        .args(["send", "--json"])
+        .env("WAQ_SOCKET", "/nonexistent/waq.sock")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let usage = err
+        .lines()
+        .find(|l| l.starts_with("Usage:"))
+        .unwrap_or_else(|| panic!("no usage line: {err}"));
+    assert!(!usage.contains("--socket"), "{usage}");
+    assert!(usage.contains("--to"), "{usage}");
+}
+
+#[test]
+fn the_webhook_listener_says_it_is_ready_once() {
+    let hook = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let d = Daemon::builder()
+        .toml(&format!(
+            "[webhook]\nlisten = \"{hook}\"\napp_secret = \"s3cret\"\nverify_token = \"v\""
+        ))
+        .start();
+    d.wait_for_log("webhook listener ready");
+    // Start-up is over once the daemon serves; give a second line time to appear.
+    std::thread::sleep(Duration::from_millis(300));
+    let log = d.log();
+    assert_eq!(log.matches("webhook listener ready").count(), 1, "{log}");
 }

@@ -154,12 +154,22 @@ pub struct LsArgs {
 /// How every client command finds the daemon and prints its answers.
 #[derive(Debug, Args)]
 pub struct ClientOpts {
-    /// The daemon's socket.
-    #[arg(long, value_name = "PATH", env = "WAQ_SOCKET", default_value = DEFAULT_SOCKET_PATH)]
+    /// The daemon's socket; by default $WAQ_SOCKET, else /run/waq/waq.sock.
+    // $WAQ_SOCKET is read as the default rather than with clap's `env`: clap lists an argument
+    // taken from the environment in the usage line of every error, as if it were required.
+    #[arg(long, value_name = "PATH", default_value_os_t = default_socket())]
     pub socket: PathBuf,
     /// Print the daemon's JSON answer instead of a summary.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `$WAQ_SOCKET` when set and not empty, else the default path.
+fn default_socket() -> PathBuf {
+    std::env::var_os("WAQ_SOCKET")
+        .filter(|s| !s.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET_PATH))
 }
 
 /// Runs one command; returns the process exit code.
