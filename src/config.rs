@@ -342,6 +342,9 @@ const LOG_LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"]
 const ENV_PREFIX: &str = "waq__";
 const ENV_SEPARATOR: &str = "__";
 
+/// The longest path a Unix socket can be bound to on Linux (`sun_path` less its NUL).
+const MAX_SOCKET_PATH: usize = 107;
+
 /// The largest body a request may be allowed: bodies are held in memory.
 const MAX_BODY_LIMIT: i64 = 1 << 30;
 
@@ -452,6 +455,16 @@ impl Config {
             .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET_PATH));
         if socket_path.as_os_str().is_empty() {
             return Err(err("socket.path", "is empty"));
+        }
+        // A Unix socket's address holds at most 107 bytes of path (108 with the NUL).
+        let path_len = socket_path.as_os_str().len();
+        if path_len > MAX_SOCKET_PATH {
+            return Err(err(
+                "socket.path",
+                format!(
+                    "is {path_len} bytes long; a Unix socket's path can be at most {MAX_SOCKET_PATH}: choose a shorter one"
+                ),
+            ));
         }
         // A single send with a 4096-character text body and 1 KiB of metadata must fit.
         let max_request_bytes = within(
@@ -1065,6 +1078,23 @@ mod bounds {
         assert_eq!(c.store.cache_capacity_bytes, 1024 * 1024);
         let e = with("store", "cache_capacity_mb = 9223372036854775807").unwrap_err();
         assert_eq!(e.key, "store.cache_capacity_mb");
+    }
+
+    #[test]
+    fn a_socket_path_longer_than_a_unix_address_is_refused() {
+        let long = format!("/tmp/{}", "s".repeat(103));
+        assert_eq!(long.len(), 108);
+        let e = with("socket", &format!("path = {long:?}")).unwrap_err();
+        assert_eq!(e.key, "socket.path");
+        assert!(e.message.contains("108 bytes"), "{e}");
+        let fits = &long[..107];
+        assert_eq!(
+            with("socket", &format!("path = {fits:?}"))
+                .unwrap()
+                .socket
+                .path,
+            Path::new(fits)
+        );
     }
 
     #[test]
