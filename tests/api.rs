@@ -583,6 +583,29 @@ fn an_oversized_head_gets_431_json_and_the_connection_serves_on() {
 }
 
 #[test]
+fn a_head_hyper_cannot_parse_gets_a_status_before_the_close() {
+    let d = Daemon::start();
+    let target = format!("/v1/health?x={}", "a".repeat(66_000));
+    for (raw, status) in [
+        ("GARBAGE\r\n\r\n".to_string(), 400),
+        (
+            "POST /v1/messages HTTP/1.1\r\nHost: waq\r\nContent-Length: abc\r\n\r\n".into(),
+            400,
+        ),
+        // Longer than any URI the server can hold.
+        (format!("GET {target} HTTP/1.1\r\nHost: waq\r\n\r\n"), 414),
+    ] {
+        let mut conn = d.conn();
+        conn.write_raw(raw.as_bytes()).unwrap();
+        let r = conn
+            .read_response()
+            .unwrap_or_else(|e| panic!("no answer to {:.40?}: {e}", raw));
+        assert_eq!(r.status, status, "{:.40?}", raw);
+    }
+    assert_eq!(d.get("/v1/health").status, 200);
+}
+
+#[test]
 fn events_stream_state_changes_as_json_lines() {
     let d = Daemon::start();
     let mut events = d.conn();

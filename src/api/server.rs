@@ -285,7 +285,9 @@ async fn serve_connection(
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
         .keep_alive(true)
-        .pipeline_flush(true)
+        // Aggregating the answers to pipelined requests would leave hyper's own answer to a
+        // head it cannot parse (400, 414, 431) unflushed when it closes the connection.
+        .pipeline_flush(false)
         .serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
     tokio::select! {
