@@ -288,6 +288,9 @@ async fn serve_connection(
         // Aggregating the answers to pipelined requests would leave hyper's own answer to a
         // head it cannot parse (400, 414, 431) unflushed when it closes the connection.
         .pipeline_flush(false)
+        // Head and body copied into one buffer and sent by one `send`: fewer instructions per
+        // answer than a vectored write of the two (answers are small).
+        .writev(false)
         .serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
     tokio::select! {
