@@ -30,8 +30,32 @@ struct Lane {
     pair: PairBudget,
     /// No send before this (a retry's backoff, or Meta's 4^X s after a 131056).
     blocked_until_ms: u64,
+    /// The message whose retry backoff set `blocked_until_ms`: if it leaves unsent
+    /// (cancelled, expired), its backoff must not hold back the messages behind it.
+    blocked_for_retry_of: Option<u64>,
     pair_strikes: u32,
     slot: Slot,
+}
+
+impl Lane {
+    /// Blocks the lane until `at_ms` for the retry of message `id` (never shortening a block).
+    fn block_for_retry(&mut self, id: u64, at_ms: u64) {
+        if at_ms >= self.blocked_until_ms {
+            self.blocked_until_ms = at_ms;
+            self.blocked_for_retry_of = Some(id);
+        }
+    }
+
+    /// Takes a waiting message out unsent, and the backoff of its retry with it. A 131056's
+    /// block stays: it is the recipient's, not the message's.
+    fn take_out(&mut self, priority: Priority, id: u64) -> bool {
+        let removed = self.queue.remove(&(priority, id));
+        if removed && self.blocked_for_retry_of == Some(id) {
+            self.blocked_until_ms = 0;
+            self.blocked_for_retry_of = None;
+        }
+        removed
+    }
 }
 
 /// Where a lane is filed now, so it can be taken out again.
@@ -209,7 +233,7 @@ impl SenderQueue {
         let lane = self.lanes.entry(to.clone()).or_default();
         lane.queue.insert((priority, id));
         if let Some(at) = retry_at_ms {
-            lane.blocked_until_ms = lane.blocked_until_ms.max(at);
+            lane.block_for_retry(id, at);
         }
         self.reschedule(&to, now_ms, pair);
     }
@@ -288,11 +312,14 @@ impl SenderQueue {
             }
             Outcome::Retry { at_ms } => {
                 lane.queue.insert((prio, id));
-                lane.blocked_until_ms = lane.blocked_until_ms.max(at_ms);
+                lane.block_for_retry(id, at_ms);
                 self.waiting += 1;
             }
             Outcome::PairLimited { at_ms } => {
                 lane.queue.insert((prio, id));
+                if at_ms >= lane.blocked_until_ms {
+                    lane.blocked_for_retry_of = None;
+                }
                 lane.blocked_until_ms = lane.blocked_until_ms.max(at_ms);
                 lane.pair_strikes += 1;
                 self.waiting += 1;
@@ -359,7 +386,7 @@ impl SenderQueue {
                 continue;
             }
             if let Some(lane) = self.lanes.get_mut(&to) {
-                if lane.queue.remove(&(prio, id)) {
+                if lane.take_out(prio, id) {
                     self.waiting -= 1;
                     out.push(id);
                     self.reschedule(&to, now_ms, pair);
@@ -391,7 +418,7 @@ impl SenderQueue {
             in_flight = lane.in_flight == Some((priority, id));
             if lane.queue.contains(&(priority, id)) {
                 if let Some(lane) = self.lanes.get_mut(&key) {
-                    lane.queue.remove(&(priority, id));
+                    lane.take_out(priority, id);
                 }
                 self.waiting = self.waiting.saturating_sub(1);
                 self.reschedule(&key, now_ms, pair);
@@ -897,5 +924,63 @@ mod tests {
         assert_eq!(q.take_expired(later + 1, PAIR), Vec::<u64>::new());
         assert_eq!(q.next(later + 1, PAIR), Next::Idle);
         assert_eq!((q.waiting(), q.in_flight()), (0, 0));
+    }
+
+    #[test]
+    fn a_retry_that_leaves_unsent_takes_its_backoff_along_but_not_a_131056() {
+        let mut q = SenderQueue::new();
+        let now = 1_000_000;
+        let n = Priority::Normal;
+        let entry = |id, expires_at_ms| Entry {
+            id,
+            to: "a".into(),
+            priority: n,
+            due_ms: now,
+            expires_at_ms,
+            retry_at_ms: None,
+        };
+        q.push(&entry(1, None), now, PAIR);
+        q.push(&entry(2, Some(now + 10_000)), now, PAIR);
+        q.push(&entry(3, None), now, PAIR);
+        q.push(&entry(4, None), now, PAIR);
+
+        // 1 fails for now: its backoff holds the lane, and 2 behind it.
+        assert_eq!(send(&mut q, now).0, 1);
+        q.complete(
+            "a",
+            Outcome::Retry {
+                at_ms: now + 60_000,
+            },
+            now,
+            PAIR,
+        );
+        assert!(!matches!(q.next(now + 1, PAIR), Next::Send { .. }));
+        // Cancelled, it leaves, and so does its backoff.
+        assert!(q.remove(1, "a", n, now + 1, PAIR));
+        assert_eq!(send(&mut q, now + 1).0, 2);
+
+        // The same when the retrying message expires instead.
+        q.complete(
+            "a",
+            Outcome::Retry {
+                at_ms: now + 60_000,
+            },
+            now + 1,
+            PAIR,
+        );
+        assert_eq!(q.take_expired(now + 10_000, PAIR), vec![2]);
+        assert_eq!(send(&mut q, now + 10_000).0, 3);
+
+        // A 131056 blocks the recipient, whichever message it came with.
+        let pair_block = now + 10_000 + 16_000;
+        q.complete(
+            "a",
+            Outcome::PairLimited { at_ms: pair_block },
+            now + 10_000,
+            PAIR,
+        );
+        assert!(q.remove(3, "a", n, now + 10_001, PAIR));
+        assert!(!matches!(q.next(now + 10_001, PAIR), Next::Send { .. }));
+        assert_eq!(send(&mut q, pair_block).0, 4);
     }
 }
