@@ -455,7 +455,12 @@ impl SenderQueue {
                 ParkedTo::Text(text, prio) => (self.intern(&text), prio),
             };
             let lane = self.lanes.entry(to.clone()).or_default();
-            lane.queue.insert((prio, id));
+            if lane.in_flight == Some((prio, id)) || !lane.queue.insert((prio, id)) {
+                // Parked twice (a resync after the store reopened submits every pending
+                // message again): it waits once, so it counts once.
+                self.waiting = self.waiting.saturating_sub(1);
+                continue;
+            }
             self.reschedule(&to, now_ms, pair);
         }
     }
@@ -881,8 +886,10 @@ mod tests {
         q.push(&entry(2, now + 60_000), now, PAIR);
         q.push(&entry(2, now + 60_000), now, PAIR);
         assert_eq!(send(&mut q, now + 60_000).0, 2);
+        assert_eq!(q.waiting(), 0, "counted once");
         q.complete("a", Outcome::Done, now + 60_000, PAIR);
         assert!(!matches!(q.next(now + 60_000, PAIR), Next::Send { .. }));
+        assert_eq!((q.waiting(), q.in_flight()), (0, 0));
     }
 
     #[test]
