@@ -212,6 +212,43 @@ fn ctrl_c_stops_the_daemon_and_removes_the_directory() {
     assert_nothing_left(tmp.path(), &format!("{seen}\n{stderr}"));
 }
 
+/// As `waq demo | head -3`: once the reader is gone the demo stops quietly (exit 0, no
+/// panic) and still removes its daemon, simulator and directory.
+#[test]
+fn a_reader_that_stops_early_ends_the_demo_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = demo(tmp.path(), &["--messages", "2000", "--mps", "50"]);
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    let mut seen = String::new();
+    for _ in 0..3 {
+        reader.read_line(&mut seen).unwrap();
+    }
+    assert!(seen.lines().count() == 3, "{seen}");
+    drop(reader);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the demo kept running after its reader went away:\n{seen}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "{seen}\n{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_nothing_left(tmp.path(), &format!("{seen}\n{stderr}"));
+}
+
 #[test]
 fn bad_options_are_usage_errors() {
     let out = Command::new(env!("CARGO_BIN_EXE_waq"))

@@ -16,7 +16,7 @@ macro_rules! outln {
 
 pub(crate) mod client;
 mod generate;
-mod out;
+pub(crate) mod out;
 mod send;
 mod show;
 mod watch;

@@ -6,6 +6,9 @@
 //! reported (exit 3), not end the command silently.
 
 use std::io::{self, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::sync::Notify;
 
 /// Writes `args` and a newline to stdout (see the module's note on a closed stdout).
 pub fn line(args: std::fmt::Arguments<'_>) {
@@ -31,5 +34,45 @@ fn settle(written: io::Result<()>) {
             eprintln!("waq: cannot write to standard output: {e}");
             std::process::exit(1);
         }
+    }
+}
+
+/// Set once a [`line_or_note`] write fails; the command learns of it through [`gone`].
+static GONE: AtomicBool = AtomicBool::new(false);
+/// Set with `GONE` when the failure was not a closed pipe (a full disk under a redirect).
+static FAILED: AtomicBool = AtomicBool::new(false);
+static GONE_NOTICE: Notify = Notify::const_new();
+
+/// For commands that own child processes and a work directory (`demo`, `bench`): a closed
+/// stdout is noted instead of ending the process, so that the command stops through its own
+/// clean-up path (see [`gone`]). Later lines are dropped.
+pub fn line_or_note(args: std::fmt::Arguments<'_>) {
+    if GONE.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut out = io::stdout().lock();
+    if let Err(e) = out.write_fmt(args).and_then(|()| out.write_all(b"\n")) {
+        if e.kind() != io::ErrorKind::BrokenPipe {
+            eprintln!("waq: cannot write to standard output: {e}");
+            FAILED.store(true, Ordering::Relaxed);
+        }
+        GONE.store(true, Ordering::Relaxed);
+        // A stored permit: the one waiter may start waiting after the write failed.
+        GONE_NOTICE.notify_one();
+    }
+}
+
+/// Resolves once a [`line_or_note`] write has failed: the reader is gone.
+pub async fn gone() {
+    GONE_NOTICE.notified().await;
+}
+
+/// The exit code of a command that stopped because its output is gone: 0 for a reader that
+/// closed the pipe, 1 for any other write failure (as [`line`] ends).
+pub fn gone_code() -> i32 {
+    if FAILED.load(Ordering::Relaxed) {
+        1
+    } else {
+        super::EXIT_OK
     }
 }

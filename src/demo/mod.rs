@@ -73,14 +73,17 @@ pub fn run(args: DemoArgs) -> i32 {
     let outcome = runtime.block_on(async {
         let signals = Interrupt::install()?;
         tokio::select! {
-            r = play(&args, &ui) => r.map(|()| true),
-            () = signals.wait() => Ok(false),
+            r = play(&args, &ui) => r.map(|()| Ending::Played),
+            () = signals.wait() => Ok(Ending::Interrupted),
+            // Like `waq ls | head -1`: the reader is gone, so the story ends quietly.
+            () = crate::cli::out::gone() => Ok(Ending::ReaderGone),
         }
     });
     runtime.shutdown_timeout(Duration::from_secs(2));
     match outcome {
-        Ok(true) => 0,
-        Ok(false) => {
+        Ok(Ending::Played) => 0,
+        Ok(Ending::ReaderGone) => crate::cli::out::gone_code(),
+        Ok(Ending::Interrupted) => {
             eprintln!(
                 "waq demo: interrupted; the daemon and the simulator are stopped and the temporary directory is removed"
             );
@@ -91,6 +94,14 @@ pub fn run(args: DemoArgs) -> i32 {
             1
         }
     }
+}
+
+/// How the demo ended, when it did not fail. Dropping `play` early stops the daemon and the
+/// simulator and removes the temporary directory (the stage's guards).
+enum Ending {
+    Played,
+    Interrupted,
+    ReaderGone,
 }
 
 async fn play(args: &DemoArgs, ui: &Ui) -> anyhow::Result<()> {

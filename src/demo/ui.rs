@@ -20,9 +20,10 @@ impl Ui {
     }
 
     /// Narrative is printed only while no bars are drawing (each chapter draws its bars in a
-    /// loop that prints nothing else), so plain `println!` never collides with them.
+    /// loop that prints nothing else), so plain lines never collide with them. A closed stdout
+    /// stops the demo through its clean-up path (see `demo::run`).
     fn line(&self, text: &str) {
-        println!("{text}");
+        crate::cli::out::line_or_note(format_args!("{text}"));
     }
 
     fn styled(&self, sgr: &str, text: &str) -> String {
@@ -116,7 +117,7 @@ impl Bars {
             .last_plain
             .is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
         if force || due {
-            println!("  {}", line());
+            crate::cli::out::line_or_note(format_args!("  {}", line()));
             self.last_plain = Some(Instant::now());
         }
     }

@@ -22,6 +22,7 @@ use anyhow::Context as _;
 use hyper::body::Bytes;
 use serde::Serialize;
 
+use crate::cli::out;
 use daemon::{Daemon, Setup};
 use load::{Work, PARKED_UNTIL};
 
@@ -209,7 +210,8 @@ pub fn run(args: BenchArgs) -> i32 {
         }
     };
     match rt.block_on(run_async(args)) {
-        Ok(()) => 0,
+        // 0 unless the output could not be written (`out::gone_code`).
+        Ok(()) => out::gone_code(),
         Err(e) => {
             eprintln!("waq bench: {e:#}");
             1
@@ -285,9 +287,17 @@ async fn run_async(args: BenchArgs) -> anyhow::Result<()> {
             .map_or("default".to_string(), |m| format!("{m} MiB")),
         root.display()
     ));
-    let result = bench.run_parts(&parts).await;
+    // A reader that is gone (`waq bench | head -3`) ends the run: its daemons stop as it is
+    // dropped, and the directory is removed below.
+    let result = tokio::select! {
+        r = bench.run_parts(&parts) => r,
+        () = out::gone() => Ok(()),
+    };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&bench.figures)?);
+        out::line_or_note(format_args!(
+            "{}",
+            serde_json::to_string_pretty(&bench.figures)?
+        ));
     }
     if !args.keep {
         let _ = std::fs::remove_dir_all(&root);
@@ -310,7 +320,7 @@ impl Bench {
         if self.json {
             eprintln!("{line}");
         } else {
-            println!("{line}");
+            out::line_or_note(format_args!("{line}"));
         }
     }
 
@@ -664,11 +674,11 @@ async fn attached(socket: &std::path::Path, part: Option<Part>, n: u64) -> anyho
             )
         }
     };
-    println!(
+    out::line_or_note(format_args!(
         "{} {what} in {secs:.2} s ({:.0} messages/s)",
         num(n as f64),
         messages as f64 / secs
-    );
+    ));
     Ok(())
 }
 
