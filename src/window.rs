@@ -1,5 +1,6 @@
 //! The 24-hour customer-service window: free-form messages only while it is open.
 
+use crate::model::{Message, State};
 use crate::store::{Store, StoreError};
 
 pub const WINDOW_MS: u64 = 24 * 60 * 60 * 1000;
@@ -27,6 +28,37 @@ pub fn lookup(store: &Store, sender: &str, to: &str) -> Result<Window, StoreErro
     Ok(Window {
         last_inbound_ms: store.last_inbound(sender, to)?,
     })
+}
+
+/// Meta failed `m` with 131047 (in its answer or in a `failed` status): the window waq believed
+/// open was closed. Forget it, so the next free-form message to this user goes out as its
+/// fallback template (or is refused), unless the user wrote after `m` was sent. A status names
+/// the user by wa_id (`recipient_id`); when that is not the number dialled, the wa_id's window
+/// and those of the numbers aliased to it are the same user's: forgotten too.
+pub fn forget_after_131047(store: &Store, m: &Message, recipient_id: Option<&str>) {
+    let sent_at = m
+        .history
+        .iter()
+        .rev()
+        .find(|h| h.state == State::Sending)
+        .map(|h| h.at_ms)
+        .unwrap_or(m.created_at_ms);
+    let closed =
+        store
+            .close_window(&m.sender, &m.to, sent_at)
+            .and_then(|dialled| match recipient_id.filter(|r| *r != m.to) {
+                Some(wa_id) => Ok(store.close_window(&m.sender, wa_id, sent_at)? || dialled),
+                None => Ok(dialled),
+            });
+    match closed {
+        Ok(true) => tracing::warn!(
+            sender = %m.sender,
+            to = %m.to,
+            "Meta reported the 24-hour window closed (131047); the window is forgotten"
+        ),
+        Ok(false) => {}
+        Err(e) => tracing::error!("cannot record the closed window: {e}"),
+    }
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ use common::{
     SIM_NUMBER, TOKEN,
 };
 use waq::model::{format_time, now_ms, parse_time};
-use waq::sim::{NumberStats, PairRateConfig};
+use waq::sim::{NumberStats, PairRateConfig, WindowAnswer};
 
 /// Throughput tests take it exclusively; the others share it.
 static MACHINE: RwLock<()> = RwLock::new(());
@@ -472,6 +472,52 @@ fn window_rule_on_the_wire() {
         "only the fallback template reached the API: {n:?}"
     );
     assert_rules_kept(&n);
+}
+
+/// Meta sometimes refuses a free-form message outside the window in its answer (400, 131047)
+/// rather than by a later `failed` status. waq then forgets the window it believed open: a
+/// message with a fallback goes out again as its template, and the next free-form message to
+/// that user is refused at enqueue.
+#[test]
+fn a_131047_in_the_answer_forgets_the_window() {
+    let _machine = shared();
+    let mut cfg = sim_config();
+    cfg.window.answer = WindowAnswer::Error;
+    let sim = Sim::start(cfg);
+    let d = Daemon::builder().against(&sim).start();
+    // waq hears of an inbound message that Meta never saw: the two disagree on the window.
+    for from in ["+14155550111", "+14155550112"] {
+        let r = d.post("/v1/inbound", &json!({ "from": from }));
+        assert_eq!(r.json()["window_open"], true, "{}", r.text());
+    }
+
+    let mut with_fallback = text_request("+14155550111", "Your order shipped");
+    with_fallback["fallback_template"] = json!({
+        "name": "order_update", "language": {"code": "en_US"},
+        "components": [{"type": "body", "parameters": [{"type": "text", "text": "4521"}]}]
+    });
+    let id = d.enqueue(&with_fallback);
+    let m = d.wait_message(&id, PATIENCE, |m| m["state"] == "sent");
+    assert_eq!(m["substituted_template"], "order_update", "{m}");
+    assert_eq!(m["attempts"], 2, "{m}");
+
+    let id = d.enqueue(&text_request("+14155550112", "hi"));
+    let m = d.wait_message(&id, PATIENCE, |m| m["state"] == "failed");
+    assert_eq!(m["last_error"]["meta_code"], 131047, "{m}");
+    assert_eq!(m["attempts"], 1, "{m}");
+
+    for number in ["14155550111", "14155550112"] {
+        let w = d.get(&format!("/v1/recipients/{number}"));
+        assert_eq!(w.json()["window_open"], false, "{}", w.text());
+        let r = d.post(
+            "/v1/messages",
+            &text_request(&format!("+{number}"), "again"),
+        );
+        assert_eq!(r.status, 422, "{}", r.text());
+        assert_eq!(r.code(), "window_closed");
+    }
+    let n = sim.number();
+    assert_eq!(n.requests, 3, "two free-form sends and one fallback: {n:?}");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -245,6 +245,11 @@ fn prepare(
     Prepared::Send { body }
 }
 
+/// Whether `m`, just refused as free-form, has a fallback template that a closed window sends.
+fn fallback_would_go(m: &Message) -> bool {
+    m.kind != "template" && m.substituted_template.is_none() && m.fallback_template.is_some()
+}
+
 /// `{"type":"template","template":<fallback>}`, keeping the original's `biz_opaque_callback_data`
 /// (status webhooks echo it) and `context`.
 fn fallback_body(original: &str, fallback: &str) -> String {
@@ -323,8 +328,23 @@ fn record_failure(input: AttemptInput<'_>, err: CloudError, now: u64) -> (Outcom
         ErrorClass::Transient if pair_limited => Some(backoff::pair_backoff(input.pair_strikes)),
         _ => None,
     };
+    let window_closed = err.meta_code == Some(131047);
     let written = app.store.update(input.id, |m| {
         m.last_error = Some(last_error.clone());
+        if window_closed && m.attempts < d.max_attempts && fallback_would_go(m) {
+            // Meta says the window is closed (it is forgotten below, before the schedule
+            // hears of this): the next attempt sends the fallback template.
+            m.next_attempt_at_ms = now;
+            m.transition(
+                State::Retrying,
+                now,
+                format!(
+                    "{}; window closed, sending the fallback template",
+                    err.code_name()
+                ),
+            );
+            return Some(Some(now));
+        }
         if err.class == ErrorClass::Permanent {
             m.transition(State::Failed, now, err.code_name());
             return Some(None);
@@ -366,6 +386,11 @@ fn record_failure(input: AttemptInput<'_>, err: CloudError, now: u64) -> (Outcom
         );
         Some(Some(at))
     });
+    if window_closed {
+        if let Ok(Some((_, m))) = &written {
+            window::forget_after_131047(&app.store, m, None);
+        }
+    }
     let effect = if is_throttle(err.meta_code) {
         SenderEffect::Throttle
     } else {

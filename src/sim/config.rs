@@ -170,6 +170,19 @@ pub struct WindowConfig {
     pub duration_s: u64,
     /// Recipients whose window is always open, for every number.
     pub open: Vec<String>,
+    /// How a free-form message outside the window is refused.
+    pub answer: WindowAnswer,
+}
+
+/// Meta reports a closed window (131047) both ways; a client must handle both.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WindowAnswer {
+    /// 200 with a wamid, then a `failed` status webhook with 131047.
+    #[default]
+    Webhook,
+    /// 400 with code 131047 in the answer; nothing is accepted.
+    Error,
 }
 
 impl Default for WindowConfig {
@@ -178,6 +191,7 @@ impl Default for WindowConfig {
             enforce: true,
             duration_s: 24 * 3600,
             open: Vec::new(),
+            answer: WindowAnswer::Webhook,
         }
     }
 }

@@ -137,6 +137,17 @@ impl MetaError {
         )
     }
 
+    /// 131047 in the answer, as Meta sometimes reports a closed window (see `WindowAnswer`).
+    pub fn re_engagement() -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            131047,
+            "Re-engagement message",
+            "Message failed to send because more than 24 hours have passed since the customer \
+             last replied to this number.",
+        )
+    }
+
     pub fn not_on_whatsapp() -> Self {
         Self::new(
             StatusCode::BAD_REQUEST,

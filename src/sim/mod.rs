@@ -31,7 +31,7 @@ use tokio::task::JoinHandle;
 
 pub use config::{
     FaultConfig, NumberConfig, PairRateConfig, SimConfig, StatusConfig, TemplateConfig,
-    WebhookConfig, WindowConfig,
+    WebhookConfig, WindowAnswer, WindowConfig,
 };
 pub use stats::{NumberStats, SimStats, WebhookStats};
 

@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
+use super::config::WindowAnswer;
 use super::error::MetaError;
 use super::faults::{Injected, TokenCheck};
 use super::state::{Number, NumberState, Sim};
@@ -175,7 +176,14 @@ fn decide(
     if !st.pairs.try_take(&out.wa_id, now) {
         return reply(violation(st, MetaError::pair_rate_limited()));
     }
-    accept(sim, st, out, category, latency, now)
+    let outside_window = sim.cfg.window.enforce
+        && out.template.is_none()
+        && !sim.always_open.contains(&out.wa_id)
+        && !st.windows.is_open(&out.wa_id, now);
+    if outside_window && sim.cfg.window.answer == WindowAnswer::Error {
+        return reply(violation(st, MetaError::re_engagement()));
+    }
+    accept(sim, st, out, category, latency, outside_window)
 }
 
 /// A 200: counts it, checks ordering and the window, plans its statuses.
@@ -185,17 +193,14 @@ fn accept(
     out: Outbound,
     category: Option<Arc<str>>,
     latency: Duration,
-    now: Instant,
+    outside_window: bool,
 ) -> Decision {
     st.counters.accepted += 1;
     if st.ordering.observe(&out.wa_id, out.biz_opaque.as_deref()) {
         st.counters.ordering_violations += 1;
     }
-    // Meta accepts a free-form message outside the window and fails it afterwards.
-    let outside_window = sim.cfg.window.enforce
-        && out.template.is_none()
-        && !sim.always_open.contains(&out.wa_id)
-        && !st.windows.is_open(&out.wa_id, now);
+    // Meta (by default here) accepts a free-form message outside the window and fails it
+    // afterwards.
     if outside_window {
         st.counters.violation(131047);
     }

@@ -299,43 +299,13 @@ pub(crate) fn apply_status(
             if m.state == State::Failed
                 && m.last_error.as_ref().and_then(|e| e.meta_code) == Some(131047)
             {
-                forget_closed_window(app, &m, st.recipient_id.as_deref());
+                crate::window::forget_after_131047(&app.store, &m, st.recipient_id.as_deref());
             }
             StatusOutcome::Applied
         }
         None if !found || pending => StatusOutcome::Deferred,
         None => StatusOutcome::Unchanged,
     })
-}
-
-/// Meta failed `m` with 131047: the window waq believed open was closed. Forget it, so the
-/// next free-form message to this user goes out as its fallback template (or is refused).
-/// The status names the user by wa_id (`recipient_id`); when that is not the number dialled,
-/// the wa_id's window and those of the numbers aliased to it are the same user's: forgotten too.
-fn forget_closed_window(app: &App, m: &Message, recipient_id: Option<&str>) {
-    let sent_at = m
-        .history
-        .iter()
-        .rev()
-        .find(|h| h.state == State::Sending)
-        .map(|h| h.at_ms)
-        .unwrap_or(m.created_at_ms);
-    let closed = app
-        .store
-        .close_window(&m.sender, &m.to, sent_at)
-        .and_then(|dialled| match recipient_id.filter(|r| *r != m.to) {
-            Some(wa_id) => Ok(app.store.close_window(&m.sender, wa_id, sent_at)? || dialled),
-            None => Ok(dialled),
-        });
-    match closed {
-        Ok(true) => tracing::warn!(
-            sender = %m.sender,
-            to = %m.to,
-            "Meta reported the 24-hour window closed (131047); the window is forgotten"
-        ),
-        Ok(false) => {}
-        Err(e) => tracing::error!("cannot record the closed window: {e}"),
-    }
 }
 
 /// Moves `m` as `st` says, if that is forward. Returns the history detail of the change.
