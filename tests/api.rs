@@ -438,6 +438,33 @@ fn window_rule_at_enqueue() {
     assert_eq!(open["sender"], "main");
     assert!(open["window_open_until"].as_str().is_some());
 
+    // A time a little ahead of the clock is skew: recorded as now, so the window cannot
+    // outlast the real one. Further ahead is refused.
+    let before = waq::model::now_ms();
+    let ahead = d.post(
+        "/v1/inbound",
+        &json!({"from": "+14155550102", "at": waq::model::format_time(before + 4 * 60_000)}),
+    );
+    assert_eq!(ahead.status, 200, "{}", ahead.text());
+    let recorded = ahead.json()["last_inbound_at"]
+        .as_str()
+        .and_then(waq::model::parse_time)
+        .unwrap();
+    assert!(
+        recorded <= waq::model::now_ms() && recorded >= before,
+        "{}",
+        ahead.text()
+    );
+    assert_error(
+        &d.post(
+            "/v1/inbound",
+            &json!({"from": "+14155550102", "at": waq::model::format_time(before + 6 * 60_000)}),
+        ),
+        422,
+        "invalid_value",
+        Some("at"),
+    );
+
     // An inbound message older than 24 hours opens nothing.
     let old = d.post(
         "/v1/inbound",

@@ -99,6 +99,9 @@ pub async fn record(
         ));
     }
 
+    // Within the skew allowance it is taken as now, as the webhook takes Meta's timestamps:
+    // a window must not outlast the real one.
+    let at = at.min(now);
     let generation = app.store.generation();
     app.store.record_inbound(&sender, &from, at)?;
     app.store.commit_since(generation).await?;
