@@ -93,7 +93,7 @@ pub struct DispatchConfig {
     pub retry_min: Duration,
     pub retry_max: Duration,
     pub max_attempts: u32,
-    /// A message not sent after this long since enqueue fails (`max_age_exceeded`).
+    /// A message without a `ttl_s` not sent this long after it fell due fails (`max_age_exceeded`).
     pub max_age: Duration,
     /// Treat a window as closed this long before its 24 h end.
     pub window_margin: Duration,

@@ -167,22 +167,24 @@ pub struct Message {
 }
 
 impl Message {
-    /// Where `dispatch.max_age_s` counts from: the last time it was (re)queued — enqueue, an
-    /// explicit retry, a paused sender's requeue — or its `send_at` if that is later.
+    /// Where `dispatch.max_age_s` counts from: when the message last fell due. That is the
+    /// last time it was (re)queued (enqueue, an explicit retry, a paused sender's requeue), or
+    /// its `send_at` if later; once tried, the first attempt since stands for the `send_at`,
+    /// whose own field a retry's backoff has overwritten.
     pub fn age_base_ms(&self) -> u64 {
-        let queued = self
-            .history
-            .iter()
-            .rev()
-            .find(|h| h.state == State::Queued)
-            .map(|h| h.at_ms)
+        let last_queued = self.history.iter().rposition(|h| h.state == State::Queued);
+        let queued = last_queued
+            .map(|i| self.history[i].at_ms)
             .unwrap_or(self.created_at_ms);
-        let scheduled = if self.attempts == 0 {
+        let due = if self.attempts == 0 {
             self.next_attempt_at_ms
         } else {
-            0
+            self.history[last_queued.map_or(0, |i| i + 1)..]
+                .iter()
+                .find(|h| h.state == State::Sending)
+                .map_or(0, |h| h.at_ms)
         };
-        queued.max(scheduled).max(self.created_at_ms)
+        queued.max(due).max(self.created_at_ms)
     }
 
     /// Moves to `state`, stamping the time and appending to the history.

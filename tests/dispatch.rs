@@ -532,6 +532,75 @@ fn fast_retries(sim: &Sim) -> Daemon {
         .start()
 }
 
+/// `dispatch.max_age_s` counts from when a message falls due: a scheduled message gets its
+/// retries after its `send_at`, and a message with its own `ttl_s` lives by that alone.
+#[test]
+fn max_age_counts_from_send_at_and_gives_way_to_ttl() {
+    let _machine = shared();
+    let sim = Sim::start(sim_config());
+    let d = Daemon::builder()
+        .against(&sim)
+        .set("dispatch", "retry_min_ms = 200")
+        .set("dispatch", "retry_max_ms = 400")
+        .set("dispatch", "max_age_s = 2")
+        .set("dispatch", "max_attempts = 1000")
+        .start();
+
+    // Due in 3 s, past max_age_s from its enqueue; its first try fails and is retried.
+    let mut scheduled = template_request("+14155550121");
+    scheduled["send_at"] = json!(format_time(now_ms() + 3_000));
+    let id = d.enqueue(&scheduled);
+    sim.faults(&json!({"fail_next_requests": 1}));
+    let m = d.wait_message(&id, PATIENCE, |m| {
+        m["state"] == "sent" || m["state"] == "failed"
+    });
+    assert_eq!(m["state"], "sent", "{m}");
+    assert_eq!(m["attempts"], 2, "{m}");
+
+    // An outage longer than max_age_s, within the message's ttl_s: it is sent afterwards.
+    sim.faults(&json!({"outage_for_ms": 3_500}));
+    let mut with_ttl = template_request("+14155550122");
+    with_ttl["ttl_s"] = json!(600);
+    let with_ttl = d.enqueue(&with_ttl);
+    // Without a ttl_s, the same outage ends in max_age_exceeded.
+    let without = d.enqueue(&template_request("+14155550123"));
+    let m = d.wait_message(&with_ttl, PATIENCE, |m| {
+        m["state"] == "sent" || m["state"] == "failed"
+    });
+    assert_eq!(m["state"], "sent", "{m}");
+    let m = d.wait_message(&without, PATIENCE, |m| m["state"] == "failed");
+    let last = m["history"].as_array().unwrap().last().unwrap().clone();
+    assert!(
+        last["detail"].as_str().unwrap().contains("max_age_s"),
+        "{m}"
+    );
+}
+
+/// A throttle is the number's, not the message's: it does not use up `max_attempts`.
+#[test]
+fn a_throttle_does_not_use_up_the_attempts() {
+    let _machine = shared();
+    let sim = Sim::start(sim_config());
+    let d = Daemon::builder()
+        .against(&sim)
+        .set("dispatch", "retry_min_ms = 100")
+        .set("dispatch", "retry_max_ms = 200")
+        .set("dispatch", "max_attempts = 2")
+        .start();
+    sim.faults(&json!({"rate_limit_for_ms": 2_000}));
+    let ids: Vec<String> = (0..5)
+        .map(|i| d.enqueue(&template_request(&format!("+1415555013{i}"))))
+        .collect();
+    for id in &ids {
+        let m = d.wait_message(id, PATIENCE, |m| {
+            m["state"] == "sent" || m["state"] == "failed"
+        });
+        assert_eq!(m["state"], "sent", "{m}");
+    }
+    let n = sim.number();
+    assert!(n.injected("rate_limit") > 0, "{n:?}");
+}
+
 #[test]
 fn server_errors_are_retried_until_sent() {
     let _machine = shared();

@@ -207,10 +207,11 @@ fn prepare(
         m.transition(State::Expired, now, "ttl passed before it could be sent");
         return Prepared::Finished("expired");
     }
-    if now.saturating_sub(m.age_base_ms()) > max_age_ms {
+    // A message with its own `ttl_s` lives by that alone.
+    if m.expires_at_ms.is_none() && now.saturating_sub(m.age_base_ms()) > max_age_ms {
         m.last_error = Some(LastError {
             code: "max_age_exceeded".into(),
-            message: "not sent within dispatch.max_age_s of its enqueue".into(),
+            message: "not sent within dispatch.max_age_s of falling due (its enqueue, or its send_at); give the message a ttl_s to set its own limit".into(),
             meta_code: None,
         });
         m.transition(State::Failed, now, "max_age_exceeded");
@@ -329,6 +330,7 @@ fn record_failure(input: AttemptInput<'_>, err: CloudError, now: u64) -> (Outcom
         _ => None,
     };
     let window_closed = err.meta_code == Some(131047);
+    let rate_limited = pair_limited || is_throttle(err.meta_code);
     let written = app.store.update(input.id, |m| {
         m.last_error = Some(last_error.clone());
         if window_closed && m.attempts < d.max_attempts && fallback_would_go(m) {
@@ -351,7 +353,11 @@ fn record_failure(input: AttemptInput<'_>, err: CloudError, now: u64) -> (Outcom
         }
         let wait = delay.unwrap_or_else(|| backoff::delay(m.attempts, d.retry_min, d.retry_max));
         let at = now + wait.as_millis() as u64;
-        if m.attempts >= d.max_attempts {
+        if rate_limited {
+            // Meta's rate limits are the number's or the pair's, not this message's fault:
+            // the attempt is given back, and only time (ttl, max_age) ends the retries.
+            m.attempts = m.attempts.saturating_sub(1);
+        } else if m.attempts >= d.max_attempts {
             m.transition(
                 State::Failed,
                 now,
@@ -363,17 +369,24 @@ fn record_failure(input: AttemptInput<'_>, err: CloudError, now: u64) -> (Outcom
             m.transition(
                 State::Expired,
                 now,
-                format!("ttl passes before the next attempt ({})", err.code_name()),
+                format!(
+                    "{}; the next attempt (in {} s) would be past its ttl",
+                    err.code_name(),
+                    wait.as_secs()
+                ),
             );
             return Some(None);
         }
-        if at.saturating_sub(m.age_base_ms()) > d.max_age.as_millis() as u64 {
+        if m.expires_at_ms.is_none()
+            && at.saturating_sub(m.age_base_ms()) > d.max_age.as_millis() as u64
+        {
             m.transition(
                 State::Failed,
                 now,
                 format!(
-                    "{}; max_age_exceeded before the next attempt",
-                    err.code_name()
+                    "{}; the next attempt (in {} s) would be past dispatch.max_age_s",
+                    err.code_name(),
+                    wait.as_secs()
                 ),
             );
             return Some(None);

@@ -434,7 +434,7 @@ fn ttl(v: &Json) -> Result<u64, ApiError> {
             "ttl_s",
             format!(
                 "`ttl_s` must be between 1 and {MAX_TTL_S} seconds (30 days); leave it out to \
-                 keep trying until attempts run out."
+                 keep trying for dispatch.max_age_s (a day by default)."
             ),
         )
     };
