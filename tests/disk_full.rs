@@ -207,6 +207,14 @@ fn batches_and_health_tell_the_same_story_while_the_disk_is_full() {
         "{refused:?}"
     );
 
+    // The refused batches' messages count nowhere: the store's count of queued messages
+    // agrees with the schedule's.
+    let stats = d.get("/v1/stats").json();
+    assert_eq!(
+        stats["messages"]["queued"], stats["senders"][0]["queued"],
+        "{stats}"
+    );
+
     let health = d.get("/v1/health");
     assert_eq!(health.status, 503, "{}", health.text());
     assert_eq!(health.json()["status"], "degraded");

@@ -504,7 +504,7 @@ async fn commit_or_roll_back(
 fn roll_back(app: &App, outcomes: &[&Outcome]) {
     for o in outcomes {
         if let Outcome::Created(m) = o {
-            let _ = app.store.remove(m);
+            app.store.take_back(m);
         }
     }
 }

@@ -432,6 +432,16 @@ impl Store {
         })
     }
 
+    /// Takes back (best effort) a new message whose request is refused after it was written.
+    /// When the database is closed for reopening, the record cannot be removed now, but the
+    /// reopening drops it (it was never committed) and counts again what is there; until then
+    /// the counts must not show a message the answer refused.
+    pub fn take_back(&self, m: &Message) {
+        if let Err(StoreError::Full(_) | StoreError::Unavailable(_)) = self.remove(m) {
+            self.shared.counts[state_index(m.state)].fetch_sub(1, Relaxed);
+        }
+    }
+
     /// Messages in id order, starting after `after` (a cursor).
     pub fn scan(
         &self,
