@@ -31,7 +31,8 @@ class Waq:
         self.conn = UnixHTTPConnection(path)  # one keep-alive connection for every call
 
     def call(self, method, path, body=None):
-        payload = json.dumps(body) if body is not None else None
+        # UTF-8, not \u escapes: an emoji escaped takes 12 bytes of socket.max_request_bytes.
+        payload = json.dumps(body, ensure_ascii=False).encode() if body is not None else None
         headers = {"content-type": "application/json"} if payload else {}
         self.conn.request(method, path, body=payload, headers=headers)
         resp = self.conn.getresponse()

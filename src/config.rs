@@ -347,6 +347,9 @@ const MAX_SOCKET_PATH: usize = 107;
 
 /// The largest body a request may be allowed: bodies are held in memory.
 const MAX_BODY_LIMIT: i64 = 1 << 30;
+/// The smallest request cap: a full 4096-character text body in 4-byte UTF-8 with 1 KiB of
+/// metadata and the rest of a send request.
+const MIN_REQUEST_LIMIT: i64 = 24 * 1024;
 
 impl Config {
     /// Loads `path` with `WAQ__SECTION__KEY` overrides from the environment.
@@ -466,18 +469,19 @@ impl Config {
                 ),
             ));
         }
-        // A single send with a 4096-character text body and 1 KiB of metadata must fit.
+        // A single send with a 4096-character text body (4 bytes a character in UTF-8) and
+        // 1 KiB of metadata must fit.
         let max_request_bytes = within(
             "socket.max_request_bytes",
             raw.socket.max_request_bytes,
             32 * 1024,
-            16 * 1024..=MAX_BODY_LIMIT,
+            MIN_REQUEST_LIMIT..=MAX_BODY_LIMIT,
         )?;
         let max_batch_bytes = within(
             "socket.max_batch_bytes",
             raw.socket.max_batch_bytes,
             32 * 1024 * 1024,
-            16 * 1024..=MAX_BODY_LIMIT,
+            MIN_REQUEST_LIMIT..=MAX_BODY_LIMIT,
         )?;
         if max_batch_bytes < max_request_bytes {
             return Err(err(

@@ -202,6 +202,23 @@ fn invalid_requests_get_4xx_with_code_and_field_and_the_daemon_keeps_serving() {
     );
 }
 
+/// The smallest request cap still takes the longest text Meta allows, in 4-byte characters,
+/// with a full kilobyte of metadata.
+#[test]
+fn the_smallest_request_cap_fits_a_full_text_body() {
+    let d = Daemon::builder()
+        .set("socket", "max_request_bytes = 24576")
+        .set("socket", "max_batch_bytes = 24576")
+        .start();
+    let to = "+14155551299";
+    assert_eq!(d.post("/v1/inbound", &json!({ "from": to })).status, 200);
+    let mut r = text_request(to, &"😀".repeat(4096));
+    r["metadata"] = json!({ "pad": "p".repeat(1000) });
+    r["idempotency_key"] = json!("k".repeat(256));
+    let answer = d.post("/v1/messages", &r);
+    assert_eq!(answer.status, 202, "{}", answer.text());
+}
+
 #[test]
 fn idempotent_replay_answers_the_first_message() {
     let mut d = Daemon::start();
