@@ -432,6 +432,15 @@ fn window_rule_at_enqueue() {
         .unwrap()
         .contains("fallback_template"));
 
+    // Open by the clock, closed by the margin (60 s by default): the refusal says so.
+    let edge = "+14155559877";
+    let at = waq::model::format_time(waq::model::now_ms() - 24 * 3600 * 1000 + 30_000);
+    d.post("/v1/inbound", &json!({"from": edge, "at": at}));
+    let r = d.post("/v1/messages", &text_request(edge, "hello"));
+    assert_error(&r, 422, "window_closed", Some("message.type"));
+    let why = r.json()["error"]["message"].as_str().unwrap().to_string();
+    assert!(why.contains("dispatch.window_margin_s (60 s)"), "{why}");
+
     let mut with_fallback = text_request(to, "hello");
     with_fallback["fallback_template"] =
         json!({"name": "hello_world", "language": {"code": "en_US"}});

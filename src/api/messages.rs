@@ -416,14 +416,29 @@ fn prepare(
         let w = window::lookup(&app.store, &valid.sender, &valid.to)?;
         let margin = cfg.dispatch.window_margin.as_millis() as u64;
         if !w.is_open(now, margin) {
+            // A window still open by Meta's clock but inside the margin is closed here too;
+            // the message says so rather than deny the customer wrote.
+            let why = match w.open_until_ms() {
+                Some(until) if until > now => format!(
+                    "the 24-hour window of {} with sender `{}` ends at {}, within \
+                     dispatch.window_margin_s ({} s) of now",
+                    valid.to,
+                    valid.sender,
+                    crate::model::format_time(until),
+                    margin / 1000
+                ),
+                _ => format!(
+                    "{} has not written to sender `{}` in the last 24 hours",
+                    valid.to, valid.sender
+                ),
+            };
             return Err(ApiError::invalid(
                 "window_closed",
                 "message.type",
                 format!(
-                    "{} has not written to sender `{}` in the last 24 hours, so a free-form `{}` message \
-                     cannot be delivered: send a template, add a fallback_template, or record the \
-                     customer's inbound message (POST /v1/inbound)",
-                    valid.to, valid.sender, valid.kind
+                    "{why}, so a free-form `{}` message cannot be delivered: send a template, add \
+                     a fallback_template, or record the customer's inbound message (POST /v1/inbound)",
+                    valid.kind
                 ),
             ));
         }
