@@ -1072,6 +1072,18 @@ fn unknown_fields_and_query_parameters_are_refused_on_every_endpoint() {
         assert_error(&r, 422, "unknown_parameter", Some("foo"));
         assert!(r.text().contains(&path), "{method} {path}: {}", r.text());
     }
+    // A body on a GET or a DELETE would be ignored: refused instead, and nothing happens.
+    for (method, path) in [
+        ("GET", "/v1/messages".to_string()),
+        ("GET", format!("/v1/messages/{id}")),
+        ("DELETE", format!("/v1/messages/{id}")),
+        ("GET", "/v1/recipients/14155550669".to_string()),
+        ("GET", "/v1/stats".to_string()),
+    ] {
+        let r = d.request(method, &path, Some(br#"{"state":"failed"}"#));
+        assert_error(&r, 400, "unexpected_body", None);
+        assert!(r.text().contains(&path), "{method} {path}: {}", r.text());
+    }
     assert_eq!(
         d.get(&format!("/v1/messages/{id}")).json()["state"],
         "queued"

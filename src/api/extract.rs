@@ -3,7 +3,7 @@
 
 use axum::extract::{FromRequestParts, Path};
 use axum::http::request::Parts;
-use axum::http::{Method, Uri};
+use axum::http::{header, Method, Uri};
 
 use crate::error::ApiError;
 use crate::validate;
@@ -93,13 +93,55 @@ impl Query {
     }
 }
 
-/// For endpoints without query parameters: any parameter is refused.
+/// For endpoints without query parameters: any parameter is refused (and, on a GET or a
+/// DELETE, any body: see [`NoBody`]).
 pub struct NoQuery;
 
 impl<S: Send + Sync> FromRequestParts<S> for NoQuery {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        if matches!(parts.method, Method::GET | Method::HEAD | Method::DELETE) {
+            refuse_body(parts)?;
+        }
         Query::parse(&parts.method, &parts.uri, &[]).map(|_| NoQuery)
     }
+}
+
+/// For GET and DELETE endpoints that read a query: a body is refused, since what it says
+/// would otherwise be ignored.
+pub struct NoBody;
+
+impl<S: Send + Sync> FromRequestParts<S> for NoBody {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        refuse_body(parts).map(|()| NoBody)
+    }
+}
+
+fn refuse_body(parts: &Parts) -> Result<(), ApiError> {
+    let length = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let chunked = parts.headers.contains_key(header::TRANSFER_ENCODING);
+    if length.is_some_and(|n| n > 0) || chunked {
+        let where_data_goes = if parts.method == Method::DELETE {
+            "it takes none"
+        } else {
+            "its parameters go in the query string"
+        };
+        return Err(ApiError::new(
+            400,
+            "unexpected_body",
+            format!(
+                "{} {} takes no body ({where_data_goes}): send it without one.",
+                parts.method,
+                parts.uri.path()
+            ),
+        ));
+    }
+    Ok(())
 }

@@ -20,7 +20,7 @@ use crate::model::{self, format_id, now_ms, HistoryEntry, Message, State as MsgS
 use crate::store::Insert;
 use crate::{validate, window};
 
-use super::extract::{NoQuery, Param, Query};
+use super::extract::{NoBody, NoQuery, Param, Query};
 use super::json::{self, read_body, Limit};
 use super::recipients::resolve_sender;
 use super::routes::Ctx;
@@ -207,7 +207,7 @@ pub async fn get(
 /// The parameters of `GET /v1/messages`.
 const LIST_PARAMS: [&str; 5] = ["state", "to", "sender", "limit", "cursor"];
 
-pub async fn list(State(ctx): State<Ctx>, uri: Uri) -> Result<Response, ApiError> {
+pub async fn list(State(ctx): State<Ctx>, _: NoBody, uri: Uri) -> Result<Response, ApiError> {
     let q = Query::parse(&Method::GET, &uri, &LIST_PARAMS)?;
     let states = match q.get("state") {
         None => None,

@@ -9,7 +9,7 @@ use crate::error::ApiError;
 use crate::model::now_ms;
 use crate::{validate, window};
 
-use super::extract::{Param, Query};
+use super::extract::{NoBody, Param, Query};
 use super::json;
 use super::routes::Ctx;
 use super::view;
@@ -17,6 +17,7 @@ use super::view;
 pub async fn get(
     State(ctx): State<Ctx>,
     Param(number): Param,
+    _: NoBody,
     uri: Uri,
 ) -> Result<Response, ApiError> {
     let q = Query::parse(&Method::GET, &uri, &["sender"])?;
