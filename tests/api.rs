@@ -1039,6 +1039,8 @@ fn unknown_fields_and_query_parameters_are_refused_on_every_endpoint() {
 
     let r = d.post("/v1/inbound", &json!({"from": "14155550669", "foo": 1}));
     assert_error(&r, 422, "unknown_field", Some("foo"));
+    let r = d.post("/v1/inbound", &json!({"from": 14155550669u64}));
+    assert_error(&r, 422, "invalid_type", Some("from"));
     let r = d.post("/v1/inbound", &json!({"fro": "14155550669"}));
     assert_error(&r, 422, "unknown_field", Some("fro"));
     assert!(r.text().contains("did you mean `from`"), "{}", r.text());

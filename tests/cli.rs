@@ -63,11 +63,14 @@ fn send_status_ls_cancel() {
         "k1",
     ]);
     assert_eq!(code(&replay), 0);
-    assert!(
-        stdout(&replay).starts_with("duplicate of "),
+    // The id is the second word, as after `queued`, for `cut -d' ' -f2`.
+    assert_eq!(
+        stdout(&replay).split(' ').nth(1),
+        Some(id.as_str()),
         "{}",
         stdout(&replay)
     );
+    assert!(stdout(&replay).starts_with("duplicate "));
 
     let status = d.waq(&["status", &id]);
     assert_eq!(code(&status), 0, "{}", stderr(&status));
@@ -88,6 +91,16 @@ fn send_status_ls_cancel() {
     assert!(page["next_cursor"].is_string());
     let all = d.waq(&["ls", "--limit", "1", "--all", "--json"]);
     assert_eq!(json(&all)["messages"].as_array().unwrap().len(), 2);
+    // Following the cursor itself, `--all` gives no hint to follow it.
+    let page = d.waq(&["ls", "--limit", "1"]);
+    assert!(
+        stderr(&page).contains("(more: --cursor"),
+        "{}",
+        stderr(&page)
+    );
+    let all = d.waq(&["ls", "--limit", "1", "--all"]);
+    assert_eq!(stdout(&all).lines().count(), 3, "{}", stdout(&all));
+    assert!(!stderr(&all).contains("more:"), "{}", stderr(&all));
 
     let cancel = d.waq(&["cancel", &id]);
     assert_eq!(code(&cancel), 0, "{}", stderr(&cancel));

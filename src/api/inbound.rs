@@ -57,7 +57,7 @@ pub async fn record(
         Some(Value::String(s)) => validate::recipient(s, "from")?,
         Some(_) => {
             return Err(ApiError::invalid(
-                "invalid_recipient",
+                "invalid_type",
                 "from",
                 "`from` must be a phone number string",
             ))

@@ -342,7 +342,7 @@ async fn ls(args: LsArgs) -> Result<i32, Failure> {
         };
         let reply = call(c, Method::GET, &path, None).await?;
         if reply.status >= 400 || !args.all {
-            return Ok(answer(c, &reply, |v| show::list(v, true)));
+            return Ok(answer(c, &reply, |v| show::list(v, true, false)));
         }
         let page: Value = serde_json::from_slice(&reply.body).unwrap_or(Value::Null);
         let next = page
@@ -354,7 +354,7 @@ async fn ls(args: LsArgs) -> Result<i32, Failure> {
                 all.extend(items.iter().cloned());
             }
         } else {
-            show::list(&page, first_page);
+            show::list(&page, first_page, true);
         }
         first_page = false;
         match next {

@@ -8,7 +8,8 @@ use super::text;
 
 pub fn enqueued(v: &Value) {
     if v.get("duplicate").and_then(Value::as_bool) == Some(true) {
-        outln!("duplicate of {} ({})", text(v, "id"), text(v, "state"));
+        // The id second, as in `queued ID`, so scripts can cut it out either way.
+        outln!("duplicate {} ({})", text(v, "id"), text(v, "state"));
     } else {
         outln!("{} {}", text(v, "state"), text(v, "id"));
     }
@@ -73,8 +74,9 @@ fn last_error(e: Option<&Value>) -> String {
     }
 }
 
-/// One page of `ls`; `header` on the first page only.
-pub fn list(v: &Value, header: bool) {
+/// One page of `ls`; `header` on the first page only. `paging`: `--all` follows the cursor
+/// itself, so the hint to do so is left out.
+pub fn list(v: &Value, header: bool, paging: bool) {
     if header {
         outln!(
             "{:<16}  {:<9}  {:<9}  {:<15}  {:<10}  {:>3}  UPDATED",
@@ -103,7 +105,11 @@ pub fn list(v: &Value, header: bool) {
             text(m, "updated_at"),
         );
     }
-    if let Some(next) = v.get("next_cursor").and_then(Value::as_str) {
+    if let Some(next) = v
+        .get("next_cursor")
+        .and_then(Value::as_str)
+        .filter(|_| !paging)
+    {
         eprintln!("(more: --cursor {next}, or --all)");
     }
 }
