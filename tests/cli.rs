@@ -66,7 +66,7 @@ fn send_status_ls_cancel() {
     // The id is the second word, as after `queued`, for `cut -d' ' -f2`.
     assert_eq!(
         stdout(&replay).split(' ').nth(1),
-        Some(id.as_str()),
+        stdout(&human).trim().split(' ').nth(1),
         "{}",
         stdout(&replay)
     );
