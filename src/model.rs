@@ -237,39 +237,141 @@ pub fn format_time(ms: u64) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
-/// Parses RFC 3339 (with `Z` or an offset) to Unix milliseconds.
-pub fn parse_time(s: &str) -> Option<u64> {
-    let t = humantime::parse_rfc3339_weak(s)
-        .ok()
-        .or_else(|| parse_rfc3339_offset(s))?;
-    t.duration_since(std::time::UNIX_EPOCH)
-        .ok()
-        .map(|d| d.as_millis() as u64)
+/// Why a text is not a time [`parse_time`] takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeError {
+    /// Not shaped like an RFC 3339 date-time, or a field out of range (month 13, 25:00).
+    Malformed,
+    /// A date and time without `Z` or `±hh:mm`: a local time, whose hour is unknown.
+    NoOffset,
+    /// Before 1970-01-01T00:00:00Z.
+    BeforeEpoch,
 }
 
-/// humantime accepts only `Z`; accept `+hh:mm` / `-hh:mm` offsets too.
-fn parse_rfc3339_offset(s: &str) -> Option<std::time::SystemTime> {
-    if s.len() < 6 {
-        return None;
+impl TimeError {
+    /// The error message for field `field` holding `value` (quoted by the caller).
+    pub fn message(self, field: &str, value: &str) -> String {
+        match self {
+            TimeError::Malformed => format!(
+                "`{field}` {value} is not an RFC 3339 time; write it like \"2026-11-24T20:00:00Z\" \
+                 or \"2026-11-24T21:00:00+01:00\"."
+            ),
+            TimeError::NoOffset => format!(
+                "`{field}` {value} has no UTC offset, so its hour is unknown; an offset such as `Z` \
+                 (UTC) or `+02:00` is required, e.g. \"2026-11-24T20:00:00Z\"."
+            ),
+            TimeError::BeforeEpoch => {
+                format!("`{field}` {value} is before 1970; give a time from 1970 on.")
+            }
+        }
     }
-    let (head, off) = s.split_at(s.len() - 6);
-    let sign = match off.as_bytes()[0] {
-        b'+' => 1i64,
-        b'-' => -1i64,
-        _ => return None,
+}
+
+/// Parses an RFC 3339 date-time to Unix milliseconds: `2026-11-24T20:00:00Z`,
+/// `2026-11-24t21:00:00.5+01:00`. The offset is required (a time without one is local, and
+/// the hour it means unknown). `T` and `Z` may be lower case, and a space may separate date
+/// and time (RFC 3339 §5.6 allows both). Digits past milliseconds are dropped; a leap second
+/// (`:60`) counts as `:59`, as Unix time has none.
+pub fn parse_time(s: &str) -> Result<u64, TimeError> {
+    use TimeError::Malformed;
+    let b = s.as_bytes();
+    // Fixed positions: YYYY-MM-DDTHH:MM:SS
+    if b.len() < 19
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't' | b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return Err(Malformed);
+    }
+    let year = digits(&b[0..4])?;
+    let month = digits(&b[5..7])?;
+    let day = digits(&b[8..10])?;
+    let hour = digits(&b[11..13])?;
+    let minute = digits(&b[14..16])?;
+    let second = digits(&b[17..19])?;
+    if !(1..=12).contains(&month)
+        || day < 1
+        || day > days_in_month(year, month)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
+        return Err(Malformed);
+    }
+    let mut rest = &b[19..];
+    let mut millis = 0u64;
+    if let Some((b'.', frac)) = rest.split_first() {
+        let n = frac.iter().take_while(|c| c.is_ascii_digit()).count();
+        if n == 0 {
+            return Err(Malformed);
+        }
+        for i in 0..3 {
+            millis = millis * 10
+                + frac
+                    .get(i)
+                    .filter(|_| i < n)
+                    .map_or(0, |c| u64::from(c - b'0'));
+        }
+        rest = &frac[n..];
+    }
+    // Offset east of UTC, in minutes.
+    let offset: i64 = match rest {
+        [] => return Err(TimeError::NoOffset),
+        [b'Z' | b'z'] => 0,
+        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
+            let hours = digits(&[*h1, *h2])?;
+            let minutes = digits(&[*m1, *m2])?;
+            if hours > 23 || minutes > 59 {
+                return Err(Malformed);
+            }
+            let off = i64::from(hours * 60 + minutes);
+            if *sign == b'-' {
+                -off
+            } else {
+                off
+            }
+        }
+        _ => return Err(Malformed),
     };
-    if off.as_bytes()[3] != b':' {
-        return None;
+    let days = days_from_civil(i64::from(year), month, day);
+    let secs =
+        days * 86_400 + i64::from(hour) * 3600 + i64::from(minute) * 60 + i64::from(second.min(59))
+            - offset * 60;
+    let secs = u64::try_from(secs).map_err(|_| TimeError::BeforeEpoch)?;
+    Ok(secs * 1000 + millis)
+}
+
+/// ASCII digits as a number; `bytes` is at most 4 long.
+fn digits(bytes: &[u8]) -> Result<u32, TimeError> {
+    bytes.iter().try_fold(0u32, |n, c| {
+        if c.is_ascii_digit() {
+            Ok(n * 10 + u32::from(c - b'0'))
+        } else {
+            Err(TimeError::Malformed)
+        }
+    })
+}
+
+fn days_in_month(year: u32, month: u32) -> u32 {
+    match month {
+        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
     }
-    let hours: i64 = off.get(1..3)?.parse().ok()?;
-    let mins: i64 = off.get(4..6)?.parse().ok()?;
-    let base = humantime::parse_rfc3339_weak(&format!("{head}Z")).ok()?;
-    let shift = std::time::Duration::from_secs((hours * 3600 + mins * 60) as u64);
-    if sign > 0 {
-        base.checked_sub(shift)
-    } else {
-        base.checked_add(shift)
-    }
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's `days_from_civil`).
+fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let m = i64::from(month);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
 }
 
 #[cfg(test)]
@@ -310,7 +412,79 @@ mod tests {
         let z = parse_time("2026-11-24T20:00:00Z").unwrap();
         let off = parse_time("2026-11-24T21:00:00+01:00").unwrap();
         assert_eq!(z, off);
+        assert_eq!(parse_time("2026-11-24T18:30:00-01:30"), Ok(z));
+        assert_eq!(parse_time("2026-11-24T20:00:00-00:00"), Ok(z));
         assert_eq!(format_time(z), "2026-11-24T20:00:00.000Z");
-        assert_eq!(parse_time("yesterday"), None);
+        assert_eq!(parse_time("yesterday"), Err(TimeError::Malformed));
+    }
+
+    #[test]
+    fn times_need_an_offset() {
+        for local in [
+            "2099-01-01T00:00:00",
+            "2099-01-01T00:00:00.250",
+            "2099-01-01 00:00:00",
+        ] {
+            assert_eq!(parse_time(local), Err(TimeError::NoOffset), "{local}");
+        }
+        let msg = TimeError::NoOffset.message("send_at", "\"2099-01-01T00:00:00\"");
+        assert!(msg.contains("`send_at`") && msg.contains("`Z`") && msg.contains("`+02:00`"));
+    }
+
+    #[test]
+    fn times_take_what_rfc_3339_allows() {
+        let z = parse_time("2099-01-01T00:00:00Z").unwrap();
+        assert_eq!(parse_time("2099-01-01t00:00:00z"), Ok(z));
+        assert_eq!(parse_time("2099-01-01 00:00:00Z"), Ok(z));
+        assert_eq!(parse_time("2099-01-01T00:00:00.123456Z"), Ok(z + 123));
+        assert_eq!(parse_time("2099-01-01T00:00:00.5Z"), Ok(z + 500));
+        // A leap second counts as the second before it.
+        assert_eq!(
+            parse_time("2016-12-31T23:59:60Z"),
+            parse_time("2016-12-31T23:59:59Z")
+        );
+        assert_eq!(
+            parse_time("2024-02-29T00:00:00Z").map(format_time),
+            Ok("2024-02-29T00:00:00.000Z".into())
+        );
+        assert_eq!(parse_time("1970-01-01T00:00:00Z"), Ok(0));
+        assert_eq!(
+            parse_time("1970-01-01T00:30:00+01:00"),
+            Err(TimeError::BeforeEpoch)
+        );
+        for bad in [
+            "",
+            "2099-01-01",
+            "2099-01-01T00:00Z",
+            "2099-1-01T00:00:00Z",
+            "2099-01-01X00:00:00Z",
+            "2099-13-01T00:00:00Z",
+            "2099-00-01T00:00:00Z",
+            "2023-02-29T00:00:00Z",
+            "2099-04-31T00:00:00Z",
+            "2099-01-01T24:00:00Z",
+            "2099-01-01T00:60:00Z",
+            "2099-01-01T00:00:61Z",
+            "2099-01-01T00:00:00.Z",
+            "2099-01-01T00:00:00+0100",
+            "2099-01-01T00:00:00+24:00",
+            "2099-01-01T00:00:00+01:60",
+            "2099-01-01T00:00:00ZZ",
+            "2099-01-01T00:00:00 Z",
+            "+099-01-01T00:00:00Z",
+            "2099-01-01T00:00:00UTC",
+        ] {
+            assert_eq!(parse_time(bad), Err(TimeError::Malformed), "{bad}");
+        }
+    }
+
+    #[test]
+    fn times_agree_with_format_time() {
+        // Every day of a few years, at an odd time, round-trips through format_time.
+        let mut ms = parse_time("1999-12-30T13:14:15.678Z").unwrap();
+        for _ in 0..3000 {
+            assert_eq!(parse_time(&format_time(ms)), Ok(ms));
+            ms += 86_400_000 + 1001;
+        }
     }
 }

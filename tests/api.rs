@@ -474,7 +474,7 @@ fn window_rule_at_enqueue() {
     assert_eq!(ahead.status, 200, "{}", ahead.text());
     let recorded = ahead.json()["last_inbound_at"]
         .as_str()
-        .and_then(waq::model::parse_time)
+        .and_then(|t| waq::model::parse_time(t).ok())
         .unwrap();
     assert!(
         recorded <= waq::model::now_ms() && recorded >= before,
@@ -497,6 +497,24 @@ fn window_rule_at_enqueue() {
         &json!({"from": "+14155550101", "at": "2020-01-01T00:00:00Z"}),
     );
     assert_eq!(old.json()["window_open"], false);
+    // A time without an offset is local, and its hour unknown: refused, not taken as UTC.
+    let local = d.post(
+        "/v1/inbound",
+        &json!({"from": "+14155550102", "at": "2020-01-01T00:00:00"}),
+    );
+    assert_error(&local, 422, "invalid_value", Some("at"));
+    assert!(
+        local.json()["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("offset such as `Z`")),
+        "{}",
+        local.text()
+    );
+    let lower = d.post(
+        "/v1/inbound",
+        &json!({"from": "+14155550102", "at": "2020-01-01t00:00:00z"}),
+    );
+    assert_eq!(lower.status, 200, "{}", lower.text());
     assert_error(
         &d.post("/v1/inbound", &json!({"from": "x"})),
         422,

@@ -53,6 +53,22 @@ fn send_status_ls_cancel() {
     ]);
     assert_eq!(code(&human), 0);
     assert!(stdout(&human).starts_with("queued "), "{}", stdout(&human));
+    // Meta refuses an empty parameter, so the enqueue does.
+    let empty = d.waq(&[
+        "send",
+        "--to",
+        "+14155551234",
+        "--template",
+        "hello_world",
+        "--param",
+        "",
+    ]);
+    assert_ne!(code(&empty), 0, "{}", stdout(&empty));
+    assert!(
+        stderr(&empty).contains("message.template.components[0].parameters[0].text"),
+        "{}",
+        stderr(&empty)
+    );
     let replay = d.waq(&[
         "send",
         "--to",

@@ -113,7 +113,7 @@ fn first_at(m: &Value, state: &str) -> Option<u64> {
         .as_array()?
         .iter()
         .find(|h| h["state"] == state)
-        .and_then(|h| parse_time(h["at"].as_str()?))
+        .and_then(|h| parse_time(h["at"].as_str()?).ok())
 }
 
 // ---------------------------------------------------------------------------------------------

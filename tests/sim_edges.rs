@@ -128,6 +128,108 @@ fn a_bad_fault_value_names_its_key() {
     assert!(!message.contains("expire_after_ms"), "{message}");
 }
 
+/// The message of a `/sim/*` error: 400 with `{"error": {"message"}}`.
+fn sim_error(answer: (u16, Value)) -> String {
+    let (status, v) = answer;
+    assert_eq!(status, 400, "{v}");
+    v["error"]["message"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error message: {v}"))
+        .to_string()
+}
+
+#[test]
+fn sim_endpoints_refuse_unknown_query_parameters_and_keys() {
+    let sim = start(&[]);
+    let message = sim_error(request(&sim, "POST", "/sim/reset?all=maybe", ""));
+    assert!(
+        message.contains("all") && message.contains("maybe"),
+        "{message}"
+    );
+    for (method, path, body) in [
+        ("POST", "/sim/reset?bogus=1", ""),
+        ("GET", "/sim/stats?bogus=1", ""),
+        ("GET", "/sim/faults?bogus=1", ""),
+        ("POST", "/sim/faults?bogus=1", "{}"),
+        ("POST", "/sim/token?bogus=1", r#"{"token": "sim-token"}"#),
+        (
+            "POST",
+            "/sim/inbound?bogus=1",
+            r#"{"from": "+14155550100"}"#,
+        ),
+        ("POST", "/sim/reset", r#"{"bogus": 1}"#),
+        (
+            "POST",
+            "/sim/inbound",
+            r#"{"from": "+14155550100", "bogus": 1}"#,
+        ),
+        (
+            "POST",
+            "/sim/inbound",
+            r#"{"from": "+14155550100", "type": "button", "button": {"text": "Yes"}, "image": {}}"#,
+        ),
+        ("POST", "/sim/faults", r#"{"bogus": 1}"#),
+        (
+            "POST",
+            "/sim/token",
+            r#"{"token": "sim-token", "bogus": 1}"#,
+        ),
+    ] {
+        let message = sim_error(request(&sim, method, path, body));
+        let key = if body.contains("\"image\"") {
+            "image"
+        } else {
+            "bogus"
+        };
+        assert!(message.contains(key), "{method} {path} {body}: {message}");
+    }
+    // What the endpoints do take still works.
+    for (method, path, body) in [
+        ("POST", "/sim/reset?all=true", ""),
+        ("POST", "/sim/reset?all=false", "{}"),
+        ("GET", "/sim/stats", ""),
+        ("GET", "/sim/faults", ""),
+        (
+            "POST",
+            "/sim/inbound",
+            r#"{"from": "+14155550100", "text": "Hi", "name": "Ann", "context": {"id": "wamid.x"}}"#,
+        ),
+        (
+            "POST",
+            "/sim/inbound",
+            r#"{"from": "+14155550100", "type": "button", "button": {"text": "Yes", "payload": "yes"}}"#,
+        ),
+    ] {
+        let (status, v) = request(&sim, method, path, body);
+        assert_eq!(status, 200, "{method} {path} {body}: {v}");
+    }
+}
+
+#[test]
+fn a_recipient_list_or_category_that_is_wrong_is_refused_at_start() {
+    for (toml, key) in [
+        ("not_on_whatsapp = [\"abc\"]\n", "not_on_whatsapp[0]"),
+        (
+            "[[templates]]\nname = \"x\"\nlanguage = \"en_US\"\ncategory = \"xyz\"\n",
+            "templates[0].category",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sim.toml");
+        std::fs::write(&path, toml).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_waq"))
+            .args(["sim", "--listen", &format!("127.0.0.1:{}", free_port())])
+            .arg("--config")
+            .arg(&path)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{toml:?} was accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(key), "{toml:?}: {err}");
+    }
+}
+
 #[test]
 fn an_empty_token_is_refused_at_start_naming_the_key() {
     let out = Command::new(env!("CARGO_BIN_EXE_waq"))

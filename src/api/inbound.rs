@@ -73,12 +73,8 @@ pub async fn record(
     let now = now_ms();
     let at = match obj.get("at") {
         None | Some(Value::Null) => now,
-        Some(Value::String(s)) => parse_time(s).ok_or_else(|| {
-            ApiError::invalid(
-                "invalid_value",
-                "at",
-                "`at` must be an RFC 3339 time such as 2026-11-24T20:00:00Z",
-            )
+        Some(Value::String(s)) => parse_time(s).map_err(|e| {
+            ApiError::invalid("invalid_value", "at", e.message("at", &validate::quote(s)))
         })?,
         Some(_) => {
             return Err(ApiError::invalid(

@@ -127,6 +127,9 @@ pub struct TemplateConfig {
     pub category: String,
 }
 
+/// Meta's pricing categories of a template.
+const TEMPLATE_CATEGORIES: [&str; 3] = ["marketing", "utility", "authentication"];
+
 fn default_category() -> String {
     "utility".into()
 }
@@ -422,6 +425,24 @@ impl SimConfig {
             if t.name.is_empty() || t.language.is_empty() {
                 bail!("templates[{i}]: name and language are required");
             }
+            if !TEMPLATE_CATEGORIES.contains(&t.category.as_str()) {
+                bail!(
+                    "templates[{i}].category: {:?} is not a category; use {}",
+                    t.category,
+                    TEMPLATE_CATEGORIES.join(", ")
+                );
+            }
+        }
+        // A recipient that is no phone number would never match a send: a typo, not a rule.
+        for (key, list) in [
+            ("not_on_whatsapp", &self.not_on_whatsapp),
+            ("window.open", &self.window.open),
+        ] {
+            for (i, number) in list.iter().enumerate() {
+                if super::validate::normalize_phone(number).is_none() {
+                    bail!("{key}[{i}]: {number:?} is not a phone number (7-15 digits)");
+                }
+            }
         }
         for (dialled, wa_id) in &self.wa_ids {
             for number in [dialled, wa_id] {
@@ -529,6 +550,41 @@ mod tests {
         cfg.faults.code_2_share = 0.6;
         let err = cfg.check().unwrap_err().to_string();
         assert!(err.contains("faults"), "{err}");
+    }
+
+    #[test]
+    fn recipient_lists_must_be_phone_numbers() {
+        let mut cfg = SimConfig {
+            not_on_whatsapp: vec!["+1 415 555 0199".into()],
+            ..SimConfig::default()
+        };
+        cfg.window.open = vec!["14155550108".into()];
+        cfg.check().unwrap();
+        cfg.not_on_whatsapp.push("abc".into());
+        let err = cfg.check().unwrap_err().to_string();
+        assert!(
+            err.contains("not_on_whatsapp[1]") && err.contains("\"abc\""),
+            "{err}"
+        );
+        cfg.not_on_whatsapp.pop();
+        cfg.window.open.push("12".into());
+        let err = cfg.check().unwrap_err().to_string();
+        assert!(err.contains("window.open[1]"), "{err}");
+    }
+
+    #[test]
+    fn template_categories_are_metas() {
+        let mut cfg = SimConfig::default();
+        for category in ["marketing", "utility", "authentication"] {
+            cfg.templates[1].category = category.into();
+            cfg.check().unwrap();
+        }
+        cfg.templates[1].category = "xyz".into();
+        let err = cfg.check().unwrap_err().to_string();
+        assert!(
+            err.contains("templates[1].category") && err.contains("\"xyz\""),
+            "{err}"
+        );
     }
 
     #[test]

@@ -31,6 +31,19 @@ pub(crate) struct InboundRequest {
 
 /// Records the inbound message; answers with its id and when the window closes.
 pub(crate) fn receive(sim: &Sim, req: InboundRequest) -> Result<Value, String> {
+    let kind = req.kind.as_deref().unwrap_or("text");
+    // Besides the named fields, only `context` and the object of a non-text `type`: anything
+    // else is a typo that would otherwise do nothing.
+    if let Some(key) = req
+        .rest
+        .keys()
+        .find(|k| *k != "context" && (kind == "text" || *k != kind))
+    {
+        return Err(format!(
+            "unknown key {key:?}; the keys are phone_number_id, from, type, text, name, context \
+             and, for a type other than text, the object named by type"
+        ));
+    }
     let number = match &req.phone_number_id {
         Some(id) => sim
             .numbers
@@ -43,7 +56,6 @@ pub(crate) fn receive(sim: &Sim, req: InboundRequest) -> Result<Value, String> {
         .ok_or_else(|| format!("from: {:?} is not a phone number (7-15 digits)", req.from))?;
     // Meta's `from` is the user's wa_id, also when the request names the number as dialled.
     let from = sim.other_wa_id(&from).map(str::to_string).unwrap_or(from);
-    let kind = req.kind.as_deref().unwrap_or("text");
 
     let mut message = Map::new();
     let wamid = sim.next_wamid();

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, RawQuery, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -127,6 +127,47 @@ fn typed<T: serde::de::DeserializeOwned>(body: Map<String, Value>) -> Result<T, 
     })
 }
 
+/// The query parameters of a `/sim/*` endpoint that takes `known` (often none): an unknown
+/// one, or one given twice, is an error naming it, so a typo never silently does nothing.
+fn query_params<'q>(
+    query: Option<&'q str>,
+    known: &[&str],
+) -> Result<Vec<(&'q str, &'q str)>, String> {
+    let mut params: Vec<(&str, &str)> = Vec::new();
+    for pair in query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if !known.contains(&key) {
+            return Err(match known {
+                [] => format!("unknown query parameter {key:?}: this endpoint takes none"),
+                _ => format!(
+                    "unknown query parameter {key:?}: this endpoint takes only {}",
+                    known.join(", ")
+                ),
+            });
+        }
+        if params.iter().any(|(k, _)| *k == key) {
+            return Err(format!("query parameter {key:?} is given twice"));
+        }
+        params.push((key, value));
+    }
+    Ok(params)
+}
+
+/// Refuses every key of `body` not in `known`, naming it.
+fn known_keys(body: &Map<String, Value>, known: &[&str]) -> Result<(), String> {
+    match body.keys().find(|k| !known.contains(&k.as_str())) {
+        None => Ok(()),
+        Some(key) => Err(format!(
+            "unknown key {key:?}; the keys are {}",
+            known.join(", ")
+        )),
+    }
+}
+
 /// Takes `phone_number_id` out of a body: which number (all when absent).
 fn take_number_id(body: &mut Map<String, Value>) -> Result<Option<String>, String> {
     match body.remove("phone_number_id") {
@@ -136,23 +177,37 @@ fn take_number_id(body: &mut Map<String, Value>) -> Result<Option<String>, Strin
     }
 }
 
-async fn stats(State(sim): State<Arc<Sim>>) -> Response {
+async fn stats(State(sim): State<Arc<Sim>>, RawQuery(query): RawQuery) -> Response {
+    if let Err(e) = query_params(query.as_deref(), &[]) {
+        return sim_answer(Err(e));
+    }
     Json(sim.stats()).into_response()
 }
 
-#[derive(Debug, Deserialize)]
-struct ResetQuery {
-    #[serde(default)]
-    all: bool,
-}
-
 /// Zeroes the stats; `?all=true` also forgets rate state and open windows.
-async fn reset(State(sim): State<Arc<Sim>>, Query(q): Query<ResetQuery>) -> Response {
-    sim.reset(q.all);
-    Json(json!({"reset": true, "all": q.all})).into_response()
+async fn reset(State(sim): State<Arc<Sim>>, RawQuery(query): RawQuery, body: Bytes) -> Response {
+    sim_answer(apply_reset(&sim, query.as_deref(), &body))
 }
 
-async fn get_faults(State(sim): State<Arc<Sim>>) -> Response {
+fn apply_reset(sim: &Sim, query: Option<&str>, body: &Bytes) -> Result<Value, String> {
+    let mut all = false;
+    for (_, value) in query_params(query, &["all"])? {
+        all = match value {
+            "true" => true,
+            "false" | "" => false,
+            other => return Err(format!("all: {other:?} is neither true nor false")),
+        };
+    }
+    // No body, or `{}`: the endpoint has no body fields.
+    known_keys(&object_body(body)?, &[])?;
+    sim.reset(all);
+    Ok(json!({"reset": true, "all": all}))
+}
+
+async fn get_faults(State(sim): State<Arc<Sim>>, RawQuery(query): RawQuery) -> Response {
+    if let Err(e) = query_params(query.as_deref(), &[]) {
+        return sim_answer(Err(e));
+    }
     let faults: BTreeMap<String, FaultConfig> = sim
         .numbers
         .iter()
@@ -161,8 +216,12 @@ async fn get_faults(State(sim): State<Arc<Sim>>) -> Response {
     Json(json!({ "faults": faults })).into_response()
 }
 
-async fn set_faults(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
-    sim_answer(apply_faults(&sim, &body))
+async fn set_faults(
+    State(sim): State<Arc<Sim>>,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> Response {
+    sim_answer(query_params(query.as_deref(), &[]).and_then(|_| apply_faults(&sim, &body)))
 }
 
 /// Replaces the faults of one number (`phone_number_id`) or of all: keys as in `[faults]`,
@@ -191,8 +250,12 @@ struct TokenRequest {
     expire_after_ms: Option<u64>,
 }
 
-async fn set_token(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
-    sim_answer(apply_token(&sim, &body))
+async fn set_token(
+    State(sim): State<Arc<Sim>>,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> Response {
+    sim_answer(query_params(query.as_deref(), &[]).and_then(|_| apply_token(&sim, &body)))
 }
 
 /// Sets the accepted token of one number (`phone_number_id`) or of all; the new token does
@@ -221,12 +284,18 @@ fn apply_token(sim: &Sim, body: &Bytes) -> Result<Value, String> {
     Ok(json!({ "applied_to": ids }))
 }
 
-async fn receive_inbound(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
-    sim_answer(
-        serde_json::from_slice::<InboundRequest>(&body)
-            .map_err(|e| format!("invalid inbound message: {e}"))
-            .and_then(|req| inbound::receive(&sim, req)),
-    )
+async fn receive_inbound(
+    State(sim): State<Arc<Sim>>,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> Response {
+    sim_answer(query_params(query.as_deref(), &[]).and_then(|_| apply_inbound(&sim, &body)))
+}
+
+fn apply_inbound(sim: &Sim, body: &Bytes) -> Result<Value, String> {
+    let body = object_body(body)?;
+    let req: InboundRequest = typed(body).map_err(|e| format!("invalid inbound message: {e}"))?;
+    inbound::receive(sim, req)
 }
 
 #[cfg(test)]
@@ -245,5 +314,21 @@ mod tests {
             Some("xyz")
         );
         assert_eq!(query_token(None), None);
+    }
+
+    #[test]
+    fn query_parameters_are_known_or_refused() {
+        assert_eq!(query_params(None, &[]), Ok(vec![]));
+        assert_eq!(query_params(Some(""), &["all"]), Ok(vec![]));
+        assert_eq!(
+            query_params(Some("all=true"), &["all"]),
+            Ok(vec![("all", "true")])
+        );
+        let err = query_params(Some("bogus=1"), &["all"]).unwrap_err();
+        assert!(err.contains("\"bogus\"") && err.contains("all"), "{err}");
+        let err = query_params(Some("x"), &[]).unwrap_err();
+        assert!(err.contains("\"x\"") && err.contains("takes none"), "{err}");
+        let err = query_params(Some("all=true&all=false"), &["all"]).unwrap_err();
+        assert!(err.contains("twice"), "{err}");
     }
 }

@@ -275,6 +275,10 @@ fn check_template(t: &Map<String, Value>) -> Check<TemplateRef> {
             })?;
             let ctype = req_str(c, "type", &format!("{path}['type']"))?;
             let params = opt_array(c, "parameters", &format!("{path}['parameters']"))?;
+            for (j, p) in params.into_iter().flatten().enumerate() {
+                let ppath = format!("{path}['parameters'][{j}]");
+                check_template_param(as_obj(p, &ppath)?, &ppath)?;
+            }
             if ctype.eq_ignore_ascii_case("body") {
                 body_params += params.map_or(0, Vec::len);
             }
@@ -285,6 +289,28 @@ fn check_template(t: &Map<String, Value>) -> Check<TemplateRef> {
         language: code.to_string(),
         body_params,
     })
+}
+
+/// A parameter's text, by its `type`: missing or empty is 131008, as Meta answers
+/// "Parameter of type text is missing text value". Other types, and texts that are not strings
+/// (Meta's own examples send booleans), pass.
+fn check_template_param(p: &Map<String, Value>, path: &str) -> Check<()> {
+    let text = |obj: &Map<String, Value>, key: &str, path: String| match obj.get(key) {
+        None | Some(Value::Null) => Err(MetaError::missing(&path)),
+        Some(Value::String(s)) if s.is_empty() => Err(MetaError::missing(&path)),
+        Some(_) => Ok(()),
+    };
+    match p.get("type").and_then(Value::as_str) {
+        Some(key @ ("text" | "payload" | "coupon_code")) => {
+            text(p, key, format!("{path}['{key}']"))
+        }
+        Some(key @ ("currency" | "date_time")) => {
+            let kpath = format!("{path}['{key}']");
+            let obj = req_obj(p, key, &kpath)?;
+            text(obj, "fallback_value", format!("{kpath}['fallback_value']"))
+        }
+        _ => Ok(()),
+    }
 }
 
 fn check_interactive(i: &Map<String, Value>) -> Check<()> {
@@ -736,6 +762,54 @@ mod tests {
         assert_eq!(out.template.unwrap().body_params, 2);
         let no_lang = json!({"messaging_product":"whatsapp","to":"14155551234","type":"template","template":{"name":"x"}});
         assert_eq!(code(no_lang), 131008);
+    }
+
+    #[test]
+    fn template_parameters_need_their_text() {
+        let with = |component: Value| {
+            json!({"messaging_product":"whatsapp","to":"14155551234","type":"template",
+                "template":{"name":"x","language":{"code":"en_US"},"components":[component]}})
+        };
+        let body = |param: Value| with(json!({"type":"body","parameters":[param]}));
+        let button = |param: Value| {
+            with(json!({"type":"button","sub_type":"quick_reply","index":"0","parameters":[param]}))
+        };
+        assert_eq!(code(body(json!({"type":"text","text":"John"}))), 0);
+        assert_eq!(code(body(json!({"type":"text","text":""}))), 131008);
+        assert_eq!(code(body(json!({"type":"text"}))), 131008);
+        assert_eq!(code(button(json!({"type":"text","text":true}))), 0);
+        assert_eq!(code(button(json!({"type":"payload","payload":"P"}))), 0);
+        assert_eq!(code(button(json!({"type":"payload","payload":""}))), 131008);
+        assert_eq!(
+            code(button(json!({"type":"coupon_code","coupon_code":""}))),
+            131008
+        );
+        for kind in ["currency", "date_time"] {
+            assert_eq!(
+                code(body(
+                    json!({"type":kind, kind:{"fallback_value":"$1","code":"USD","amount_1000":1000}})
+                )),
+                0
+            );
+            assert_eq!(
+                code(body(json!({"type":kind, kind:{"fallback_value":""}}))),
+                131008
+            );
+            assert_eq!(code(body(json!({"type":kind}))), 131008);
+        }
+        assert_eq!(code(body(json!("John"))), 100);
+        let err = check(
+            body(json!({"type":"text","text":""}))
+                .to_string()
+                .as_bytes(),
+        )
+        .unwrap_err();
+        assert!(
+            err.details
+                .contains("template['components'][0]['parameters'][0]['text']"),
+            "{}",
+            err.details
+        );
     }
 
     #[test]

@@ -229,11 +229,13 @@ pub(super) fn char_len(s: &str) -> usize {
 /// Checks that `s` has between `min` and `max` characters.
 pub(super) fn chars(s: &str, path: &Path, min: usize, max: usize) -> Result<(), ApiError> {
     if min > 0 && s.is_empty() {
-        return Err(ApiError::invalid(
-            code::EMPTY_VALUE,
-            path,
-            format!("`{path}` must not be empty: give it a value of 1 to {max} characters."),
-        ));
+        // usize::MAX stands for "no limit", which is no length to suggest.
+        let message = if max == usize::MAX {
+            format!("`{path}` must not be empty: give it a value.")
+        } else {
+            format!("`{path}` must not be empty: give it a value of 1 to {max} characters.")
+        };
+        return Err(ApiError::invalid(code::EMPTY_VALUE, path, message));
     }
     // A string has at most as many characters as bytes, so short strings skip the count.
     if s.len() <= max && min <= 1 {
@@ -376,6 +378,21 @@ pub(crate) fn did_you_mean(input: &str, candidates: &[&str]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn empty_values_name_only_real_limits() {
+        let path = Path::Root("message.context.message_id");
+        let err = chars("", &path, 1, usize::MAX).unwrap_err();
+        assert_eq!(
+            err.message,
+            "`message.context.message_id` must not be empty: give it a value."
+        );
+        let err = chars("", &path, 1, 20).unwrap_err();
+        assert!(
+            err.message.ends_with("a value of 1 to 20 characters."),
+            "{err}"
+        );
+    }
 
     #[test]
     fn paths_compose() {

@@ -76,7 +76,7 @@ pub mod code {
     pub const INVALID_TEMPLATE_NAME: &str = "invalid_template_name";
     /// A template language code not shaped like `en_US` or `de`.
     pub const INVALID_LANGUAGE_CODE: &str = "invalid_language_code";
-    /// `send_at` is not an RFC 3339 time.
+    /// `send_at` is not an RFC 3339 time with an offset.
     pub const INVALID_TIME: &str = "invalid_time";
     /// `metadata` serialises to more than [`super::MAX_METADATA_BYTES`].
     pub const METADATA_TOO_LARGE: &str = "metadata_too_large";
@@ -184,15 +184,11 @@ pub fn send_request<S: AsRef<str>>(v: Json<'_>, senders: &[S]) -> Result<ValidSe
     };
     let send_at_ms = match send_at {
         None => None,
-        Some(Json::String(s)) => Some(parse_time(&s).ok_or_else(|| {
+        Some(Json::String(s)) => Some(parse_time(&s).map_err(|e| {
             ApiError::invalid(
                 code::INVALID_TIME,
                 "send_at",
-                format!(
-                    "`send_at` {} is not an RFC 3339 time; write it like \"2026-11-24T20:00:00Z\" \
-                     or \"2026-11-24T21:00:00+01:00\".",
-                    quote(&s)
-                ),
+                e.message("send_at", &quote(&s)),
             )
         })?),
         Some(other) => {
@@ -412,8 +408,10 @@ fn cut(text: &str) -> String {
 /// The limit is waq's own (keys are stored with every message), not one of WhatsApp's.
 fn check_idempotency_key(s: &str) -> Result<(), ApiError> {
     let path = Path::Root("idempotency_key");
-    json::chars(s, &path, 1, usize::MAX)?;
     let len = json::char_len(s);
+    if len == 0 {
+        return json::chars(s, &path, 1, MAX_IDEMPOTENCY_KEY_CHARS);
+    }
     if len > MAX_IDEMPOTENCY_KEY_CHARS {
         return Err(ApiError::invalid(
             code::TOO_LONG,

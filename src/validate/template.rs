@@ -7,6 +7,8 @@ use super::{code, media};
 use crate::error::ApiError;
 
 pub const MAX_TEMPLATE_NAME: usize = 512;
+/// A text parameter's limit in Meta's API reference.
+pub const MAX_PARAMETER_TEXT: usize = 32_768;
 
 /// Checks a template object `{name, language: {code, policy?}, components?}`. `field` is its path
 /// (`message.template` or `fallback_template`).
@@ -125,18 +127,59 @@ fn component(v: &Json, path: &Path) -> Result<(), ApiError> {
                 usize::MAX,
                 "the parameter type, e.g. \"text\"",
             )?;
-            // Meta fetches a header's media when it sends the message: the same rules as a
-            // media message's, or the send fails at Meta instead of at enqueue.
-            if matches!(ptype, "image" | "video" | "document") {
-                let media = json::req_object(
-                    param,
-                    &pp,
-                    ptype,
-                    &format!("the {ptype} object with `id` or `link`"),
-                )?;
-                media::source(media, &child(&pp, ptype))?;
+            parameter(param, &pp, ptype)?;
+        }
+    }
+    Ok(())
+}
+
+/// The part of a parameter Meta checks by its `type`. Meta refuses a parameter whose text is
+/// empty (131008), so every kind that carries text must have some.
+fn parameter(param: &json::Obj, pp: &Path, ptype: &str) -> Result<(), ApiError> {
+    match ptype {
+        // Meta fetches a header's media when it sends the message: the same rules as a
+        // media message's, or the send fails at Meta instead of at enqueue.
+        "image" | "video" | "document" => {
+            let media = json::req_object(
+                param,
+                pp,
+                ptype,
+                &format!("the {ptype} object with `id` or `link`"),
+            )?;
+            media::source(media, &child(pp, ptype))?;
+        }
+        "text" => {
+            let tpath = child(pp, "text");
+            match param.get("text") {
+                None => return Err(json::missing(&tpath, "the text to put in its place")),
+                Some(Json::String(s)) => json::chars(s, &tpath, 1, MAX_PARAMETER_TEXT)?,
+                // Meta's own examples send quick-reply texts as booleans: left to Meta.
+                Some(_) => {}
             }
         }
+        "payload" => {
+            json::req_text(param, pp, "payload", 1, usize::MAX, "the button's payload")?;
+        }
+        "coupon_code" => {
+            json::req_text(param, pp, "coupon_code", 1, usize::MAX, "the coupon code")?;
+        }
+        "currency" | "date_time" => {
+            let obj = json::req_object(
+                param,
+                pp,
+                ptype,
+                &format!("the {ptype} object with `fallback_value`"),
+            )?;
+            json::req_text(
+                obj,
+                &child(pp, ptype),
+                "fallback_value",
+                1,
+                usize::MAX,
+                "the text shown in its place, e.g. \"$100.99\"",
+            )?;
+        }
+        _ => {}
     }
     Ok(())
 }

@@ -2,6 +2,7 @@
 
 use serde_json::{json, Value};
 
+use super::template::MAX_PARAMETER_TEXT;
 use super::*;
 
 /// `super::send_request` on the text of `v`, parsed as the enqueue path parses it.
@@ -322,11 +323,12 @@ fn fallback_template_is_checked_with_its_own_paths() {
 
 #[test]
 fn idempotency_key_rules() {
-    request_err(
+    let err = request_err(
         request_with("idempotency_key", json!("")),
         code::EMPTY_VALUE,
         "idempotency_key",
     );
+    assert!(err.message.contains("1 to 256 characters"), "{err}");
     let err = request_err(
         request_with("idempotency_key", json!("k".repeat(257))),
         code::TOO_LONG,
@@ -403,6 +405,36 @@ fn send_at_rules() {
         code::INVALID_TYPE,
         "send_at",
     );
+}
+
+#[test]
+fn send_at_needs_an_offset() {
+    // Taken as UTC, a local time would go out at the wrong hour.
+    for local in ["2099-01-01T00:00:00", "2099-01-01 00:00:00.5"] {
+        let err = request_err(
+            request_with("send_at", json!(local)),
+            code::INVALID_TIME,
+            "send_at",
+        );
+        assert!(err.message.contains("`send_at`"), "{err}");
+        assert!(err.message.contains("offset such as `Z`"), "{err}");
+        assert!(err.message.contains("`+02:00`"), "{err}");
+    }
+}
+
+#[test]
+fn send_at_takes_what_rfc_3339_allows() {
+    let at = |t: &str| {
+        send_request(request_with("send_at", json!(t)), &one_sender())
+            .unwrap()
+            .send_at_ms
+    };
+    let want = Some(1_795_550_400_000);
+    assert_eq!(at("2026-11-24t20:00:00z"), want);
+    assert_eq!(at("2026-11-24 20:00:00Z"), want);
+    assert_eq!(at("2026-11-24T22:00:00+02:00"), want);
+    // Unix time has no leap seconds: :60 is the second before.
+    assert_eq!(at("2026-11-24T19:59:60Z"), Some(1_795_550_399_000));
 }
 
 #[test]
@@ -1459,6 +1491,115 @@ fn template_media_parameters_follow_the_media_rules() {
         v,
         code::INVALID_LINK,
         "fallback_template.components[0].parameters[0].image.link",
+    );
+}
+
+#[test]
+fn template_parameters_need_their_text() {
+    let with = |component: Value| {
+        template(json!({"name": "x", "language": {"code": "en"}, "components": [component]}))
+    };
+    let body = |param: Value| with(json!({"type": "body", "parameters": [param]}));
+    let p = "message.template.components[0].parameters[0]";
+    message_ok(body(json!({"type": "text", "text": "John"})));
+    message_ok(body(
+        json!({"type": "text", "parameter_name": "first_name", "text": "John"}),
+    ));
+    let err = message_err(
+        body(json!({"type": "text", "text": ""})),
+        code::EMPTY_VALUE,
+        &format!("{p}.text"),
+    );
+    assert!(
+        err.message
+            .ends_with("give it a value of 1 to 32768 characters."),
+        "{err}"
+    );
+    message_err(
+        body(json!({"type": "text"})),
+        code::MISSING_FIELD,
+        &format!("{p}.text"),
+    );
+    message_ok(body(
+        json!({"type": "text", "text": "x".repeat(MAX_PARAMETER_TEXT)}),
+    ));
+    message_err(
+        body(json!({"type": "text", "text": "x".repeat(MAX_PARAMETER_TEXT + 1)})),
+        code::TOO_LONG,
+        &format!("{p}.text"),
+    );
+    // Meta's reference sends quick-reply texts as booleans; waq leaves those to Meta.
+    message_ok(with(
+        json!({"type": "button", "sub_type": "quick_reply", "index": 0, "parameters": [{"type": "text", "text": true}]}),
+    ));
+
+    for (kind, value) in [
+        (
+            "currency",
+            json!({"fallback_value": "$100.99", "code": "USD", "amount_1000": 100990}),
+        ),
+        ("date_time", json!({"fallback_value": "February 25, 1977"})),
+    ] {
+        message_ok(body(json!({"type": kind, kind: value})));
+        let mut empty = value.clone();
+        empty["fallback_value"] = json!("");
+        message_err(
+            body(json!({"type": kind, kind: empty})),
+            code::EMPTY_VALUE,
+            &format!("{p}.{kind}.fallback_value"),
+        );
+        message_err(
+            body(json!({"type": kind, kind: {}})),
+            code::MISSING_FIELD,
+            &format!("{p}.{kind}.fallback_value"),
+        );
+        message_err(
+            body(json!({"type": kind})),
+            code::MISSING_FIELD,
+            &format!("{p}.{kind}"),
+        );
+    }
+
+    let button = |param: Value| {
+        with(
+            json!({"type": "button", "sub_type": "quick_reply", "index": "0", "parameters": [param]}),
+        )
+    };
+    message_ok(button(json!({"type": "payload", "payload": "P"})));
+    message_err(
+        button(json!({"type": "payload", "payload": ""})),
+        code::EMPTY_VALUE,
+        &format!("{p}.payload"),
+    );
+    message_err(
+        button(json!({"type": "payload"})),
+        code::MISSING_FIELD,
+        &format!("{p}.payload"),
+    );
+    message_ok(button(
+        json!({"type": "coupon_code", "coupon_code": "25OFF"}),
+    ));
+    message_err(
+        button(json!({"type": "coupon_code", "coupon_code": ""})),
+        code::EMPTY_VALUE,
+        &format!("{p}.coupon_code"),
+    );
+    message_err(
+        with(
+            json!({"type": "button", "sub_type": "url", "index": "1", "parameters": [{"type": "text", "text": ""}]}),
+        ),
+        code::EMPTY_VALUE,
+        &format!("{p}.text"),
+    );
+
+    // In the fallback template too, under its own path.
+    let mut v = template_request_with_fallback();
+    v["fallback_template"]["components"] =
+        json!([{"type": "body", "parameters": [{"type": "text", "text": ""}]}]);
+    request_err(
+        v,
+        code::EMPTY_VALUE,
+        "fallback_template.components[0].parameters[0].text",
     );
 }
 
