@@ -167,7 +167,7 @@ mod raw {
     #[serde(deny_unknown_fields)]
     pub struct Socket {
         pub path: Option<PathBuf>,
-        pub mode: Option<String>,
+        pub mode: Option<super::Mode>,
         pub allowed_uids: Option<super::Ids>,
         pub allowed_gids: Option<super::Ids>,
         pub max_connections: Option<i64>,
@@ -271,6 +271,36 @@ impl<'de> Deserialize<'de> for Ids {
                     ids.push(id);
                 }
                 Ok(Ids(ids))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+/// `socket.mode`: octal digits as text. A TOML integer is refused: `0o660` is the number 432
+/// to the parser, and its decimal digits would be taken for octal ones (mode 0432).
+pub(crate) struct Mode(String);
+
+impl<'de> Deserialize<'de> for Mode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Mode;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a quoted octal string such as \"0660\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Mode, E> {
+                Ok(Mode(v.to_string()))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Mode, E> {
+                Err(E::custom(format!(
+                    "is a TOML integer ({v}, octal {v:o}); write the mode as a quoted octal string, e.g. mode = \"0660\""
+                )))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Mode, E> {
+                Err(E::custom(format!(
+                    "is a TOML integer ({v}, octal {v:o}); write the mode as a quoted octal string, e.g. mode = \"0660\""
+                )))
             }
         }
         d.deserialize_any(Visitor)
@@ -395,16 +425,15 @@ impl Config {
         )?;
         for one in &overrides {
             deserialize(
-                config::Config::builder()
-                    .add_source(file.clone())
-                    .add_source(environment(std::slice::from_ref(one))),
+                with_environment(
+                    config::Config::builder().add_source(file.clone()),
+                    std::slice::from_ref(one),
+                )?,
                 &format!("the environment variable {}", one.0),
             )?;
         }
         let raw = deserialize(
-            config::Config::builder()
-                .add_source(file)
-                .add_source(environment(&overrides)),
+            with_environment(config::Config::builder().add_source(file), &overrides)?,
             "the environment",
         )?;
         let base = path.parent().unwrap_or(Path::new("."));
@@ -442,7 +471,7 @@ impl Config {
         };
         check_log_level(&log.level)?;
 
-        let mode_text = raw.socket.mode.unwrap_or_else(|| "0660".into());
+        let mode_text = raw.socket.mode.map_or_else(|| "0660".into(), |m| m.0);
         let mode = u32::from_str_radix(mode_text.trim_start_matches("0o"), 8)
             .ok()
             .filter(|m| *m <= 0o777)
@@ -563,6 +592,20 @@ impl Config {
                 return Err(err(
                     key("phone_number_id"),
                     "must be the numeric Phone Number ID from Meta's WhatsApp Manager",
+                ));
+            }
+            // Two senders on one number would each send at the rate Meta allows the number,
+            // and a webhook for it could not tell which sender it is for.
+            if let Some(other) = senders
+                .iter()
+                .find(|o: &&SenderConfig| o.phone_number_id == s.phone_number_id)
+            {
+                return Err(err(
+                    key("phone_number_id"),
+                    format!(
+                        "`{}` is already the number of sender `{}`; give each number one [[senders]] block",
+                        s.phone_number_id, other.name
+                    ),
                 ));
             }
             let token = secret(
@@ -748,14 +791,32 @@ impl Config {
     }
 }
 
-/// The `WAQ__…` overrides as a `config` source. Values that look like numbers or booleans
-/// become them, as TOML would write them; lists stay text, read by `Ids`.
-fn environment(vars: &[(String, String)]) -> config::Environment {
-    config::Environment::with_prefix("WAQ")
-        .prefix_separator(ENV_SEPARATOR)
-        .separator(ENV_SEPARATOR)
-        .try_parsing(true)
-        .source(Some(vars.iter().cloned().collect()))
+/// Keys whose `WAQ__…` value stays text: `0660` is octal digits, not the number 660.
+const TEXT_KEYS: [&str; 1] = ["socket.mode"];
+
+/// `builder` with the `WAQ__…` overrides over it. Values that look like numbers or booleans
+/// become them, as TOML would write them, but for `TEXT_KEYS`; lists stay text, read by `Ids`.
+fn with_environment(
+    builder: config::ConfigBuilder<config::builder::DefaultState>,
+    vars: &[(String, String)],
+) -> Result<config::ConfigBuilder<config::builder::DefaultState>, ConfigError> {
+    let (text, typed): (Vec<_>, Vec<_>) = vars
+        .iter()
+        .cloned()
+        .partition(|(name, _)| TEXT_KEYS.contains(&env_key(name).as_str()));
+    let mut builder = builder.add_source(
+        config::Environment::with_prefix("WAQ")
+            .prefix_separator(ENV_SEPARATOR)
+            .separator(ENV_SEPARATOR)
+            .try_parsing(true)
+            .source(Some(typed.into_iter().collect())),
+    );
+    for (name, value) in text {
+        builder = builder
+            .set_override(env_key(&name), value)
+            .map_err(|e| from_crate(e, &format!("the environment variable {name}")))?;
+    }
+    Ok(builder)
 }
 
 /// The key a `WAQ__SECTION__KEY` variable sets: `section.key`.
@@ -894,32 +955,44 @@ fn secret(
         ));
     }
     if let Some(v) = inline {
-        return non_empty(key, v).map(Some);
+        return non_empty(key, v, || "is empty".into()).map(Some);
     }
     if let Some(var) = env {
-        let v = std::env::var(&var).map_err(|_| {
-            err(
-                format!("{key}_env"),
-                format!("environment variable {var} is not set"),
-            )
+        let key = format!("{key}_env");
+        if var.is_empty() {
+            return Err(err(
+                key,
+                "is empty; name the environment variable that holds the secret",
+            ));
+        }
+        let v = std::env::var(&var).map_err(|e| {
+            let why = match e {
+                std::env::VarError::NotPresent => "is not set",
+                std::env::VarError::NotUnicode(_) => "is not valid UTF-8",
+            };
+            err(&key, format!("environment variable {var} {why}"))
         })?;
-        return non_empty(&format!("{key}_env"), v).map(Some);
+        return non_empty(&key, v, || {
+            format!("environment variable {var} is set but empty")
+        })
+        .map(Some);
     }
     if let Some(path) = file {
-        let v = std::fs::read_to_string(&path).map_err(|e| {
-            err(
-                format!("{key}_file"),
-                format!("cannot read {}: {e}", path.display()),
-            )
-        })?;
-        return non_empty(&format!("{key}_file"), v.trim().to_string()).map(Some);
+        let key = format!("{key}_file");
+        let v = std::fs::read_to_string(&path)
+            .map_err(|e| err(&key, format!("cannot read {}: {e}", path.display())))?;
+        return non_empty(&key, v.trim().to_string(), || {
+            format!("{} is empty", path.display())
+        })
+        .map(Some);
     }
     Ok(None)
 }
 
-fn non_empty(key: &str, v: String) -> Result<Secret, ConfigError> {
+/// `v` as a secret, unless it is blank: then the error names `key` and says `why`.
+fn non_empty(key: &str, v: String, why: impl FnOnce() -> String) -> Result<Secret, ConfigError> {
     if v.trim().is_empty() {
-        Err(err(key, "is empty"))
+        Err(err(key, why()))
     } else {
         Ok(Secret(v))
     }
@@ -1272,6 +1345,111 @@ mod bounds {
         assert_eq!(c.dispatch.on_restart_sending, RestartPolicy::Fail);
         let e = with("log", "format = \"yaml\"").unwrap_err();
         assert_eq!(e.key, "log.format");
+    }
+
+    #[test]
+    fn an_integer_socket_mode_is_refused_and_a_quoted_one_is_read_as_octal() {
+        for line in ["mode = 0o660", "mode = 0o600", "mode = 660", "mode = 432"] {
+            let e = with("socket", line).unwrap_err();
+            assert_eq!(e.key, "socket.mode", "{line}: {e}");
+            assert!(
+                e.message.contains("quoted octal string") && e.message.contains("mode = \"0660\""),
+                "{line}: {e}"
+            );
+        }
+        for (line, mode) in [
+            ("mode = \"0660\"", 0o660),
+            ("mode = \"600\"", 0o600),
+            ("mode = \"0o640\"", 0o640),
+        ] {
+            assert_eq!(with("socket", line).unwrap().socket.mode, mode, "{line}");
+        }
+        // From the environment every value is text: `0660` stays octal digits.
+        for (value, mode) in [("0660", 0o660), ("0600", 0o600), ("0o640", 0o640)] {
+            let c = load_env(&[("WAQ__SOCKET__MODE", value)])
+                .unwrap_or_else(|e| panic!("{value}: {e}"));
+            assert_eq!(c.socket.mode, mode, "{value}");
+        }
+        let e = load_env(&[("WAQ__SOCKET__MODE", "999")]).unwrap_err();
+        assert_eq!(e.key, "socket.mode");
+        assert!(e.message.contains("WAQ__SOCKET__MODE"), "{e}");
+    }
+
+    #[test]
+    fn two_senders_on_one_phone_number_id_are_refused() {
+        let text = format!(
+            "{MIN}\n[[senders]]\nname = \"second\"\nphone_number_id = \"1\"\ntoken = \"t\"\n"
+        );
+        let e = Config::from_toml(&text, Path::new(".")).unwrap_err();
+        assert_eq!(e.key, "senders[1].phone_number_id", "{e}");
+        assert!(e.message.contains("`main`"), "{e}");
+        let ok = text.replace(
+            "name = \"second\"\nphone_number_id = \"1\"",
+            "name = \"second\"\nphone_number_id = \"2\"",
+        );
+        assert_eq!(
+            Config::from_toml(&ok, Path::new("."))
+                .unwrap()
+                .senders
+                .len(),
+            2
+        );
+    }
+
+    #[test]
+    fn an_empty_secret_source_says_it_is_empty_not_unset() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, "\n").unwrap();
+        // Names unique to this test: the environment is shared by the test process.
+        std::env::set_var("WAQ_TEST_EMPTY_SECRET", "");
+        std::env::set_var("WAQ_TEST_BLANK_SECRET", "  ");
+        for (line, key, says) in [
+            (
+                "token_env = \"WAQ_TEST_EMPTY_SECRET\"",
+                "senders[0].token_env",
+                "environment variable WAQ_TEST_EMPTY_SECRET is set but empty",
+            ),
+            (
+                "token_env = \"WAQ_TEST_BLANK_SECRET\"",
+                "senders[0].token_env",
+                "environment variable WAQ_TEST_BLANK_SECRET is set but empty",
+            ),
+            (
+                "token_env = \"WAQ_TEST_SURELY_UNSET\"",
+                "senders[0].token_env",
+                "environment variable WAQ_TEST_SURELY_UNSET is not set",
+            ),
+            (
+                "token_env = \"\"",
+                "senders[0].token_env",
+                "name the environment variable",
+            ),
+            (
+                &format!("token_file = {:?}", empty.display().to_string()),
+                "senders[0].token_file",
+                "is empty",
+            ),
+            ("token = \"\"", "senders[0].token", "is empty"),
+        ] {
+            let e =
+                Config::from_toml(&MIN.replace("token = \"t\"", line), Path::new(".")).unwrap_err();
+            assert_eq!(e.key, key, "{line}: {e}");
+            assert!(e.message.contains(says), "{line}: {e}");
+        }
+        let webhook = |line: &str| {
+            Config::from_toml(
+                &format!("{MIN}\n[webhook]\nlisten = \"127.0.0.1:0\"\n{line}\n"),
+                Path::new("."),
+            )
+            .unwrap_err()
+        };
+        let e = webhook("app_secret_env = \"WAQ_TEST_EMPTY_SECRET\"");
+        assert_eq!(e.key, "webhook.app_secret_env", "{e}");
+        assert!(e.message.contains("is set but empty"), "{e}");
+        let e = webhook("app_secret = \"s\"\nverify_token_env = \"WAQ_TEST_EMPTY_SECRET\"");
+        assert_eq!(e.key, "webhook.verify_token_env", "{e}");
+        assert!(e.message.contains("is set but empty"), "{e}");
     }
 
     #[test]

@@ -730,7 +730,10 @@ fn stats_health_and_metrics() {
     d.post("/v1/messages", &template_request("nope"));
 
     let health = d.get("/v1/health");
-    assert_eq!(health.json(), json!({"status": "ok", "paused_senders": []}));
+    assert_eq!(
+        health.json(),
+        json!({"status": "ok", "paused_senders": [], "unconfigured_senders": []})
+    );
 
     let stats = d.get("/v1/stats");
     assert_eq!(stats.status, 200);

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use common::{
-    sender_toml, sim_config, template_request, text_request, wait_until, Daemon, Sim, PATIENCE,
-    SIM_NUMBER, TOKEN,
+    sender_toml, sim_config, template_request, text_request, two_numbers, wait_until, Daemon, Sim,
+    PATIENCE, SECOND_NUMBER, SIM_NUMBER, TOKEN,
 };
 use waq::model::{format_time, now_ms, parse_time};
 use waq::sim::{NumberStats, PairRateConfig, WindowAnswer};
@@ -727,10 +727,10 @@ fn a_bad_token_pauses_the_sender_and_a_reload_with_the_right_one_resumes_it() {
 #[test]
 fn a_batch_for_two_senders_is_sent_by_both() {
     let _machine = shared();
-    let sim = Sim::start(sim_config());
+    let sim = Sim::start(two_numbers());
     let d = Daemon::builder()
         .against(&sim)
-        .toml(&sender_toml("second", SIM_NUMBER, TOKEN, 20))
+        .toml(&sender_toml("second", SECOND_NUMBER, TOKEN, 20))
         .start();
     // Runs of one sender and the other, so the batch is handed to the scheduler in several
     // groups: main, main, second, main, second, second, ...
@@ -756,13 +756,15 @@ fn a_batch_for_two_senders_is_sent_by_both() {
             "{m}"
         );
     }
-    assert_eq!(sim.number().accepted, senders.len() as u64);
+    let accepted = |number: &str| sim.stats().numbers[number].accepted;
+    assert_eq!(accepted(SIM_NUMBER), 4);
+    assert_eq!(accepted(SECOND_NUMBER), 4);
 }
 
 #[test]
 fn a_sender_added_by_a_reload_starts_sending() {
     let _machine = shared();
-    let sim = Sim::start(sim_config());
+    let sim = Sim::start(two_numbers());
     let d = fast_retries(&sim);
     let mut request = template_request("+14155550177");
     request["sender"] = json!("second");
@@ -774,7 +776,7 @@ fn a_sender_added_by_a_reload_starts_sending() {
     let added = format!(
         "{}\n{}",
         d.config_text(),
-        sender_toml("second", SIM_NUMBER, TOKEN, 10)
+        sender_toml("second", SECOND_NUMBER, TOKEN, 10)
     );
     d.write_config(&added);
     d.sighup();
@@ -782,7 +784,7 @@ fn a_sender_added_by_a_reload_starts_sending() {
     let id = d.enqueue(&request);
     let m = d.wait_message(&id, PATIENCE, |m| m["state"] == "sent");
     assert_eq!(m["sender"], "second", "{m}");
-    assert_eq!(sim.number().accepted, 1);
+    assert_eq!(sim.stats().numbers[SECOND_NUMBER].accepted, 1);
 }
 
 #[test]

@@ -261,6 +261,8 @@ pub async fn list(State(ctx): State<Ctx>, _: NoBody, uri: Uri) -> Result<Respons
     // a sender is named).
     let sender = match q.get("sender") {
         None => None,
+        // Its messages wait for it: they must be found to be cancelled.
+        Some(name) if ctx.app.dispatcher.holds(name) => Some(name.to_string()),
         Some(name) => Some(
             resolve_sender(&ctx.app.config(), Some(name), "sender").map_err(|mut e| {
                 e.message.push_str(

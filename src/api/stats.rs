@@ -56,14 +56,17 @@ pub async fn health(State(ctx): State<Ctx>, _: NoQuery) -> Result<Response, ApiE
     if ctx.app.is_shutting_down() {
         return Err(json::shutting_down());
     }
-    let paused: Vec<Value> = ctx
-        .app
-        .dispatcher
-        .snapshot()
-        .senders
-        .into_iter()
+    let senders = ctx.app.dispatcher.snapshot().senders;
+    let paused: Vec<Value> = senders
+        .iter()
         .filter(|s| s.paused)
         .map(|s| json!({ "name": s.name, "reason": s.pause_reason }))
+        .collect();
+    // Senders gone from the configuration whose messages wait for them to come back.
+    let unconfigured: Vec<Value> = senders
+        .iter()
+        .filter(|s| !s.configured)
+        .map(|s| json!({ "name": s.name, "queued": s.queued }))
         .collect();
     // A store refusing writes (disk full) is 503, so that checks on the status see it.
     if let Some(e) = ctx.app.store.refusing_writes() {
@@ -73,14 +76,21 @@ pub async fn health(State(ctx): State<Ctx>, _: NoQuery) -> Result<Response, ApiE
             &json!({
                 "status": "degraded",
                 "paused_senders": paused,
+                "unconfigured_senders": unconfigured,
                 "store": {"code": e.code, "message": e.message},
             }),
         ));
     }
-    let status = if paused.is_empty() { "ok" } else { "degraded" };
-    Ok(json::ok(
-        &json!({ "status": status, "paused_senders": paused }),
-    ))
+    let status = if paused.is_empty() && unconfigured.is_empty() {
+        "ok"
+    } else {
+        "degraded"
+    };
+    Ok(json::ok(&json!({
+        "status": status,
+        "paused_senders": paused,
+        "unconfigured_senders": unconfigured,
+    })))
 }
 
 pub async fn metrics(State(ctx): State<Ctx>, _: NoQuery) -> Response {
@@ -145,7 +155,7 @@ pub async fn metrics(State(ctx): State<Ctx>, _: NoQuery) -> Response {
     );
     let _ = writeln!(out, "waq_in_flight {}", snapshot.in_flight);
     type Gauge = fn(&crate::dispatch::SenderSnapshot) -> f64;
-    let per_sender: [(&str, &str, Gauge); 6] = [
+    let per_sender: [(&str, &str, Gauge); 7] = [
         ("waq_sender_mps", "Configured messages per second.", |s| {
             f64::from(s.mps)
         }),
@@ -173,6 +183,11 @@ pub async fn metrics(State(ctx): State<Ctx>, _: NoQuery) -> Response {
             "waq_sender_paused",
             "1 while the sender's circuit breaker holds it paused.",
             |s| if s.paused { 1.0 } else { 0.0 },
+        ),
+        (
+            "waq_sender_configured",
+            "0 for a sender no longer configured that holds messages, unsent.",
+            |s| if s.configured { 1.0 } else { 0.0 },
         ),
     ];
     for (name, help, get) in per_sender {

@@ -147,6 +147,9 @@ pub fn stats(v: &Value) {
         if s.get("paused").and_then(Value::as_bool) == Some(true) {
             line.push_str(&format!(", PAUSED: {}", text(s, "pause_reason")));
         }
+        if s.get("configured").and_then(Value::as_bool) == Some(false) {
+            line.push_str(", NOT CONFIGURED: its messages are held until it is configured again");
+        }
         outln!("{line}");
     }
     let counters: Vec<String> = v
@@ -169,12 +172,16 @@ pub fn stats(v: &Value) {
 }
 
 pub fn health(v: &Value) {
-    let paused: Vec<String> = v
-        .get("paused_senders")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
+    let listed = |key: &str| v.get(key).and_then(Value::as_array).into_iter().flatten();
+    let paused: Vec<String> = listed("paused_senders")
         .map(|p| format!("{} paused ({})", text(p, "name"), text(p, "reason")))
+        .chain(listed("unconfigured_senders").map(|u| {
+            format!(
+                "{} not configured, holding {} queued messages",
+                text(u, "name"),
+                u.get("queued").unwrap_or(&Value::Null)
+            )
+        }))
         .collect();
     if paused.is_empty() {
         outln!("{}", text(v, "status"));

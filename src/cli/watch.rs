@@ -142,7 +142,9 @@ fn render(v: &Value, previous: Option<&Value>, interval: Duration) -> Vec<String
         let mps = s["mps"].as_u64().unwrap_or(0);
         let effective = s["effective_mps"].as_f64().unwrap_or(mps as f64);
         let rate = s["sent_last_second"].as_u64().unwrap_or(0);
-        let state = if s["paused"] == true {
+        let state = if s["configured"] == false {
+            "NOT CONFIGURED (held)".to_string()
+        } else if s["paused"] == true {
             paused.push(format!("{} ({})", text(s, "name"), text(s, "pause_reason")));
             "PAUSED".to_string()
         } else if effective + 0.5 < mps as f64 {

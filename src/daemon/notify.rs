@@ -43,6 +43,18 @@ pub fn status_line(app: &App) -> String {
     if !paused.is_empty() {
         line.push_str(&format!("; paused: {}", paused.join(", ")));
     }
+    let held: Vec<&str> = snapshot
+        .senders
+        .iter()
+        .filter(|s| !s.configured)
+        .map(|s| s.name.as_str())
+        .collect();
+    if !held.is_empty() {
+        line.push_str(&format!(
+            "; not configured, holding messages: {}",
+            held.join(", ")
+        ));
+    }
     line
 }
 

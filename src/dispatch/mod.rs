@@ -42,8 +42,11 @@ pub struct DispatchSnapshot {
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct SenderSnapshot {
     pub name: String,
-    pub phone_number_id: String,
-    /// Configured messages per second.
+    /// False for a sender the configuration no longer names that still holds messages.
+    pub configured: bool,
+    /// `None` when not configured.
+    pub phone_number_id: Option<String>,
+    /// Configured messages per second (0 when not configured).
     pub mps: u32,
     /// The rate in force now (lower than `mps` after Meta asked to slow down).
     pub effective_mps: f64,
@@ -54,6 +57,13 @@ pub struct SenderSnapshot {
     pub queued: usize,
     pub paused: bool,
     pub pause_reason: Option<String>,
+}
+
+impl SenderSnapshot {
+    /// Whether the sender has messages waiting or in flight.
+    pub fn holds_messages(&self) -> bool {
+        self.queued > 0 || self.in_flight > 0
+    }
 }
 
 /// State shared by the sender loops and their attempts.
@@ -139,12 +149,37 @@ impl Dispatcher {
             .cloned()
     }
 
+    /// The sender named `name`; one that is not configured is made to hold its messages (a
+    /// message found at start, or retried, for a sender no longer in the configuration).
+    fn sender_or_held(&self, name: &str) -> Arc<SenderState> {
+        if let Some(sender) = self.sender(name) {
+            return sender;
+        }
+        let mut senders = self.senders.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(sender) = senders.get(name) {
+            return sender.clone();
+        }
+        tracing::warn!(
+            sender = name,
+            "messages for a sender that is not configured are held, unsent, until a configuration names it again"
+        );
+        let state = Arc::new(SenderState::held(name));
+        senders.insert(name.to_string(), state.clone());
+        self.spawn_loop(state.clone());
+        state
+    }
+
+    /// Whether `name` is a sender no longer configured that still holds messages: they can
+    /// be listed and cancelled by its name.
+    pub fn holds(&self, name: &str) -> bool {
+        self.sender(name)
+            .is_some_and(|s| !s.is_configured() && s.snapshot().holds_messages())
+    }
+
     /// Schedules a message that is durable in the store (new, recovered or retried). Cheap.
     pub fn submit(&self, m: &Message) {
-        match self.sender(&m.sender) {
-            Some(sender) => sender.push(&entry(m), self.shared.pair_limit()),
-            None => unconfigured(m, 1),
-        }
+        self.sender_or_held(&m.sender)
+            .push(&entry(m), self.shared.pair_limit());
     }
 
     /// [`submit`](Self::submit) for many messages (a batch): one look-up of the sender and
@@ -167,13 +202,10 @@ impl Dispatcher {
     /// Schedules `run` (messages for the sender of `first`) and empties it.
     fn submit_run(&self, first: Option<&Message>, run: &mut Vec<Entry>) {
         let Some(first) = first else { return };
-        match self.sender(&first.sender) {
-            // A few hundred at a time: the sender's loop waits for the lock to pick its next.
-            Some(sender) => run
-                .chunks(PUSHES_PER_LOCK)
-                .for_each(|chunk| sender.push_all(chunk, self.shared.pair_limit())),
-            None => unconfigured(first, run.len()),
-        }
+        let sender = self.sender_or_held(&first.sender);
+        // A few hundred at a time: the sender's loop waits for the lock to pick its next.
+        run.chunks(PUSHES_PER_LOCK)
+            .for_each(|chunk| sender.push_all(chunk, self.shared.pair_limit()));
         run.clear();
     }
 
@@ -196,7 +228,8 @@ impl Dispatcher {
     pub fn resume_sender(&self, name: &str) -> Result<(), String> {
         let sender = self
             .sender(name)
-            .ok_or_else(|| format!("no sender named `{name}`"))?;
+            .filter(|s| s.is_configured())
+            .ok_or_else(|| format!("no sender named `{name}` is configured"))?;
         let Some(reason) = sender.lock().resume() else {
             return Err(format!(
                 "sender `{name}` is not paused: it is sending, so there is nothing to resume"
@@ -208,7 +241,9 @@ impl Dispatcher {
     }
 
     /// Applies a reloaded configuration: senders' tokens and rates, limits, the API endpoint;
-    /// new senders start. Paused senders resume (a reload is how a fixed token arrives).
+    /// new senders start. Paused senders resume (a reload is how a fixed token arrives). A
+    /// sender left out stops sending and holds its messages until a configuration names it
+    /// again.
     pub fn reload(&self, config: &Config) {
         match CloudClient::new(client_options(config)) {
             Ok(c) => *self.shared.cloud.write().unwrap_or_else(|p| p.into_inner()) = c,
@@ -219,41 +254,67 @@ impl Dispatcher {
         for s in &config.senders {
             match senders.get(&s.name) {
                 Some(state) => {
-                    state.lock().aimd.set_configured(s.mps);
-                    *state.config.write().unwrap_or_else(|p| p.into_inner()) = s.clone();
+                    let was_configured = state.is_configured();
                     let was = state.lock().resume();
+                    state.configure(s.clone());
                     if let Some(reason) = was {
                         tracing::info!(sender = %s.name, "sender resumed by reload (was paused: {reason})");
                     }
-                    state.wake.notify_one();
+                    if !was_configured {
+                        let queued = state.lock().queue.waiting();
+                        tracing::info!(sender = %s.name, queued, "sender configured again: its held messages are sent");
+                    }
                 }
                 None => {
                     let state = Arc::new(SenderState::new(s.clone()));
                     senders.insert(s.name.clone(), state.clone());
-                    let running = self
-                        .running
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .as_ref()
-                        .and_then(|(app, rt)| Some((app.upgrade()?, rt.clone())));
-                    if let Some((app, rt)) = running {
-                        rt.spawn(sender::run_loop(
-                            app,
-                            self.shared.clone(),
-                            state,
-                            self.tasks.clone(),
-                        ));
-                    }
+                    self.spawn_loop(state);
                     tracing::info!(sender = %s.name, "new sender configured and started");
                 }
             }
+        }
+        for (name, state) in senders.iter() {
+            if state.is_configured() && config.sender(name).is_none() {
+                state.unconfigure();
+                let queued = state.lock().queue.waiting();
+                tracing::warn!(
+                    sender = %name,
+                    queued,
+                    "sender removed from the configuration: it sends nothing more, and its messages are held, unsent, until a configuration names it again"
+                );
+            }
+        }
+    }
+
+    /// Runs `state`'s loop on the dispatcher's runtime, once that runs (`run` starts the loops
+    /// of the senders known by then).
+    fn spawn_loop(&self, state: Arc<SenderState>) {
+        let running = self
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .and_then(|(app, rt)| Some((app.upgrade()?, rt.clone())));
+        if let Some((app, rt)) = running {
+            rt.spawn(sender::run_loop(
+                app,
+                self.shared.clone(),
+                state,
+                self.tasks.clone(),
+            ));
         }
     }
 
     pub fn snapshot(&self) -> DispatchSnapshot {
         let senders: Vec<SenderSnapshot> = {
             let map = self.senders.read().unwrap_or_else(|p| p.into_inner());
-            let mut v: Vec<_> = map.values().map(|s| s.snapshot()).collect();
+            // A sender no longer configured shows while it holds messages, so that the
+            // senders' counts add up to the queue's.
+            let mut v: Vec<_> = map
+                .values()
+                .map(|s| s.snapshot())
+                .filter(|s| s.configured || s.holds_messages())
+                .collect();
             v.sort_by(|a, b| a.name.cmp(&b.name));
             v
         };
@@ -299,16 +360,15 @@ impl Dispatcher {
     /// The scheduling loops; returns when `app` is shutting down and in-flight sends are done
     /// (bound the wait with a timeout: a hung request should not hold the stop forever).
     pub async fn run(self, app: Arc<App>) {
-        *self.running.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some((Arc::downgrade(&app), tokio::runtime::Handle::current()));
         let mut loops = tokio::task::JoinSet::new();
-        let senders: Vec<Arc<SenderState>> = self
-            .senders
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect();
+        let senders: Vec<Arc<SenderState>> = {
+            // Under the registry's lock: a sender added meanwhile gets its loop from here or
+            // from `spawn_loop`, not from both.
+            let map = self.senders.read().unwrap_or_else(|p| p.into_inner());
+            *self.running.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some((Arc::downgrade(&app), tokio::runtime::Handle::current()));
+            map.values().cloned().collect()
+        };
         for s in senders {
             loops.spawn(sender::run_loop(
                 app.clone(),
@@ -378,14 +438,4 @@ fn entry(m: &Message) -> Entry {
         expires_at_ms: m.expires_at_ms,
         retry_at_ms: (m.state == State::Retrying).then_some(m.next_attempt_at_ms),
     }
-}
-
-/// `count` messages from `m` on are for a sender that is not configured (any more).
-fn unconfigured(m: &Message, count: usize) {
-    tracing::warn!(
-        id = m.id,
-        count,
-        sender = %m.sender,
-        "message for a sender that is no longer configured stays queued"
-    );
 }

@@ -1,13 +1,14 @@
 //! One sender's scheduling loop: pick the next message its limits allow, start the attempt as a
 //! task, sleep until something changes. The loop never waits on disk or network itself.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
 use crate::app::App;
-use crate::config::SenderConfig;
+use crate::config::{Secret, SenderConfig};
 use crate::model::{now_ms, State};
 
 use super::attempt::{self, AttemptInput, SenderEffect};
@@ -32,6 +33,10 @@ pub struct SenderState {
     pub wake: Notify,
     /// Unix ms of the loop's last turn (the systemd watchdog checks it).
     pub heartbeat_ms: std::sync::atomic::AtomicU64,
+    /// False once the sender is gone from the configuration (a reload without it, or messages
+    /// of it found at start): the loop sends nothing and its messages wait, untouched, until a
+    /// configuration names it again.
+    configured: AtomicBool,
 }
 
 pub struct Schedule {
@@ -104,7 +109,49 @@ impl SenderState {
             }),
             wake: Notify::new(),
             heartbeat_ms: std::sync::atomic::AtomicU64::new(now_ms()),
+            configured: AtomicBool::new(true),
         }
+    }
+
+    /// A sender no configuration names, for messages of it found in the store: it holds them.
+    pub fn held(name: &str) -> Self {
+        let state = SenderState::new(SenderConfig {
+            name: name.to_string(),
+            phone_number_id: String::new(),
+            token: Secret::default(),
+            mps: 1,
+        });
+        state.configured.store(false, Ordering::SeqCst);
+        state
+    }
+
+    pub fn is_configured(&self) -> bool {
+        self.configured.load(Ordering::SeqCst)
+    }
+
+    /// Takes the sender out of service: it sends nothing more (an attempt already picked puts
+    /// its message back) and its messages stay as they are. A pause goes with it: a sender
+    /// configured again starts afresh.
+    pub fn unconfigure(&self) {
+        self.configured.store(false, Ordering::SeqCst);
+        self.lock().resume();
+        self.wake.notify_one();
+    }
+
+    /// Puts the sender (back) in service with `config`. One that was not configured starts at
+    /// its full rate, as a new sender does.
+    pub fn configure(&self, config: SenderConfig) {
+        {
+            let mut s = self.lock();
+            if self.is_configured() {
+                s.aimd.set_configured(config.mps);
+            } else {
+                s.aimd = Aimd::new(config.mps, Instant::now());
+            }
+        }
+        *self.config.write().unwrap_or_else(|p| p.into_inner()) = config;
+        self.configured.store(true, Ordering::SeqCst);
+        self.wake.notify_one();
     }
 
     pub fn lock(&self) -> std::sync::MutexGuard<'_, Schedule> {
@@ -153,13 +200,15 @@ impl SenderState {
 
     pub fn snapshot(&self) -> SenderSnapshot {
         let cfg = self.config();
+        let configured = self.is_configured();
         let mut s = self.lock();
         let sent_last_second = s.departures.count_last_second(Instant::now());
         SenderSnapshot {
             name: cfg.name,
-            phone_number_id: cfg.phone_number_id,
-            mps: cfg.mps,
-            effective_mps: s.aimd.current(),
+            configured,
+            phone_number_id: configured.then_some(cfg.phone_number_id),
+            mps: if configured { cfg.mps } else { 0 },
+            effective_mps: if configured { s.aimd.current() } else { 0.0 },
             sent_last_second,
             in_flight: s.queue.in_flight(),
             queued: s.queue.waiting(),
@@ -183,6 +232,14 @@ pub async fn run_loop(
         sender
             .heartbeat_ms
             .store(now_wall, std::sync::atomic::Ordering::Relaxed);
+        if !sender.is_configured() {
+            // Woken when configured again.
+            tokio::select! {
+                _ = sender.wake.notified() => {}
+                _ = tokio::time::sleep(MAX_SLEEP) => {}
+            }
+            continue;
+        }
         let pair = shared.pair_limit();
 
         // Expire what outlived its ttl while waiting (a paused sender included).
@@ -297,6 +354,20 @@ async fn attempt_one(
     let on_wire = OnWire {
         sender: sender.clone(),
     };
+    if !sender.is_configured() {
+        // Removed from the configuration after the loop picked it: back to the queue, unsent.
+        drop(on_wire);
+        {
+            let mut s = sender.lock();
+            s.window.forget(started);
+            let limit = s.aimd.limit(Instant::now());
+            s.pacer.forget(limit);
+            s.queue
+                .complete(&to, Outcome::Requeue, now_ms(), shared.pair_limit());
+        }
+        sender.wake.notify_one();
+        return;
+    }
     let config = app.config();
     let cloud = shared.cloud();
     let sender_cfg = sender.config();

@@ -604,6 +604,18 @@ pub fn sim_config() -> waq::sim::SimConfig {
     }
 }
 
+/// A second business number of the simulator, for a second sender (each sender has its own).
+pub const SECOND_NUMBER: &str = "120000000000002";
+
+/// `sim_config()` with `SECOND_NUMBER` as well.
+pub fn two_numbers() -> waq::sim::SimConfig {
+    let mut config = sim_config();
+    config
+        .numbers
+        .push(waq::sim::NumberConfig::new(SECOND_NUMBER));
+    config
+}
+
 /// A `[[senders]]` block.
 pub fn sender_toml(name: &str, phone_number_id: &str, token: &str, mps: u32) -> String {
     format!(
