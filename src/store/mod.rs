@@ -520,10 +520,12 @@ impl Store {
 
     /// Bytes the database occupies on disk.
     pub fn size_on_disk(&self) -> u64 {
-        self.inner()
-            .ok()
-            .and_then(|inner| inner.db.size_on_disk().ok())
-            .unwrap_or(0)
+        match self.inner() {
+            Ok(inner) => inner.db.size_on_disk().unwrap_or(0),
+            // Closed for reopening (a full disk, say): the files are still there, and their
+            // size is what the operator needs to see then.
+            Err(_) => files_size(&self.shared.dir),
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -701,6 +703,21 @@ fn window_key(sender: &str, to: &str) -> Vec<u8> {
 
 fn id_from_bytes(v: &[u8]) -> Option<u64> {
     <[u8; 8]>::try_from(v).ok().map(u64::from_be_bytes)
+}
+
+/// The bytes of the files under `dir`, subdirectories included (sled's blobs).
+fn files_size(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => files_size(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
 }
 
 fn fsync_dir(dir: &Path) -> std::io::Result<()> {
