@@ -115,12 +115,26 @@ pub async fn start(
     let (recovering_store, recovering) = (store.clone(), dispatcher.clone());
     let (total, pending) = tokio::task::spawn_blocking(move || {
         let mut pending = 0u64;
-        recovering_store
-            .recover(|m| {
+        // Meta still counts the requests made just before the stop: the pair budgets and
+        // windows of departures start from them, read in the same scan.
+        let mut recent = recovering.recent_departures();
+        let total = recovering_store.recover_observing(
+            |m| recent.observe(m),
+            |m| {
                 pending += 1;
                 recovering.submit(&m);
-            })
-            .map(|total| (total, pending))
+            },
+        )?;
+        let requests = recent.len();
+        let held = recovering.seed(recent);
+        if requests > 0 {
+            tracing::info!(
+                requests,
+                recipients_held_back = held,
+                "rate limits resume from the requests made before the restart"
+            );
+        }
+        Ok::<_, crate::store::StoreError>((total, pending))
     })
     .await?
     .context("state_dir: cannot read the stored messages")?;

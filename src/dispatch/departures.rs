@@ -63,6 +63,12 @@ impl Departures {
         opens_connection
     }
 
+    /// Counts a request that left before a restart at `at` (no later than then): it is in
+    /// Meta's window as much as one of this run's.
+    pub fn seed(&mut self, at: Instant) {
+        self.window.record(at);
+    }
+
     /// The answer to a request that left has arrived (or it failed): its connection is free.
     pub fn answered(&mut self) {
         self.on_the_way = self.on_the_way.saturating_sub(1);

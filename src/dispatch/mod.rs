@@ -3,7 +3,8 @@
 //! and records the outcome.
 //!
 //! `queue` is the pure schedule, `rate` and `pair` the limits, `backoff` the retry delays,
-//! `attempt` one request and its outcome, `sender` the loop that ties them together.
+//! `attempt` one request and its outcome, `sender` the loop that ties them together, `recent`
+//! the departures before a restart that the limits start from.
 
 mod attempt;
 mod backoff;
@@ -11,6 +12,7 @@ mod departures;
 mod pair;
 pub mod queue;
 mod rate;
+mod recent;
 mod retention;
 mod sender;
 
@@ -31,6 +33,7 @@ use queue::{Entry, PairLimit};
 use sender::SenderState;
 
 pub use rate::WINDOW as RATE_WINDOW;
+pub use recent::RecentDepartures;
 
 /// What `/v1/stats` and `/v1/health` show of the dispatcher.
 #[derive(Debug, Clone, Serialize, Default)]
@@ -207,6 +210,27 @@ impl Dispatcher {
         run.chunks(PUSHES_PER_LOCK)
             .for_each(|chunk| sender.push_all(chunk, self.shared.pair_limit()));
         run.clear();
+    }
+
+    /// Starts gathering the departures that the limits must remember at a start (pass it
+    /// every stored message, then to [`seed`](Self::seed)).
+    pub fn recent_departures(&self) -> RecentDepartures {
+        RecentDepartures::new(crate::model::now_ms(), self.shared.pair_limit())
+    }
+
+    /// Starts each recipient's pair budget and each sender's window of departures from the
+    /// requests made before a restart, before the loops run: Meta still counts them. Answers
+    /// how many recipients are held back by their budget.
+    pub fn seed(&self, recent: RecentDepartures) -> usize {
+        let pair = self.shared.pair_limit();
+        let (now_ms, now) = (crate::model::now_ms(), std::time::Instant::now());
+        let mut lanes = 0;
+        for (name, departures) in recent.senders {
+            if let Some(sender) = self.sender(&name) {
+                lanes += sender.seed(departures, now_ms, now, pair);
+            }
+        }
+        lanes
     }
 
     /// Takes a message that left the queue unsent (cancelled) out of its sender's schedule at
@@ -404,7 +428,8 @@ fn pair_limit(config: &Config) -> PairLimit {
 }
 
 /// After the store reopened itself (an I/O error such as a full disk), writes made since the
-/// last commit are gone: the schedule is brought back in line with what the store holds.
+/// last commit are gone: the schedule is brought back in line with what the store holds. The
+/// limits are not seeded again: this process's own budgets and windows saw every request.
 async fn resync_after_reopen(app: Arc<App>, dispatcher: Dispatcher) {
     let mut seen = app.store.generation();
     while !app.is_shutting_down() {

@@ -7,6 +7,9 @@
 //! difference and a request sent exactly on time gets 131056. The budget keeps a margin in
 //! hand ([`margin_ms`]): the last message of a full burst, and every later one, waits that
 //! much longer. The rate is unchanged.
+//!
+//! Meta's budget outlives a restart of the daemon, so this one does too: at start it is rebuilt
+//! from the `sending` entries of the stored messages ([`PairBudget::from_sent`]).
 
 /// Slack between our clock and Meta's: 1% of the interval, at least 50 ms.
 pub fn margin_ms(interval_ms: u64) -> u64 {
@@ -37,6 +40,21 @@ impl PairBudget {
 }
 
 impl PairBudget {
+    /// The budget left by requests sent at `sent_ms` (Unix ms, in time order): each is
+    /// consumed as it was when it left.
+    pub fn from_sent(sent_ms: &[u64], interval_ms: u64) -> PairBudget {
+        let mut budget = PairBudget::default();
+        for &at in sent_ms {
+            budget.consume(at, interval_ms);
+        }
+        budget
+    }
+
+    /// Keeps whichever of the two budgets has less left.
+    pub fn merge(&mut self, other: PairBudget) {
+        self.tat_ms = self.tat_ms.max(other.tat_ms);
+    }
+
     /// Gives back one message's worth (no request was made after all).
     pub fn refund(&mut self, interval_ms: u64) {
         self.tat_ms = self.tat_ms.saturating_sub(interval_ms);
@@ -65,5 +83,36 @@ mod tests {
         assert_eq!(b.allowed_at(6_000, 45), now + 2 * 6_000 + margin);
         assert!(!b.is_full(now));
         assert!(b.is_full(now + 46 * 6_000));
+    }
+
+    #[test]
+    fn a_budget_rebuilt_from_sent_times_is_the_one_that_sent_them() {
+        let now = 1_000_000;
+        let sent: Vec<u64> = (0..45).map(|i| now + i * 100).collect();
+        let mut live = PairBudget::default();
+        for &at in &sent {
+            live.consume(at, 6_000);
+        }
+        let rebuilt = PairBudget::from_sent(&sent, 6_000);
+        let later = now + 5_000;
+        assert_eq!(
+            rebuilt.allowed_at(6_000, 45),
+            live.allowed_at(6_000, 45),
+            "the same budget"
+        );
+        // The burst is spent: the next waits about one interval after the first of it.
+        assert!(rebuilt.allowed_at(6_000, 45) > later);
+        assert!(!rebuilt.is_full(later));
+
+        // Requests long past leave a full budget (nothing to remember).
+        assert!(PairBudget::from_sent(&[now - 7_000], 6_000).is_full(now));
+
+        // Merging keeps the budget with less left.
+        let mut fresh = PairBudget::default();
+        fresh.merge(rebuilt);
+        assert_eq!(fresh.allowed_at(6_000, 45), rebuilt.allowed_at(6_000, 45));
+        let mut spent = rebuilt;
+        spent.merge(PairBudget::default());
+        assert_eq!(spent.allowed_at(6_000, 45), rebuilt.allowed_at(6_000, 45));
     }
 }

@@ -2,6 +2,11 @@
 //! order, one in flight at a time, its own pair budget and backoff), lanes that may send now,
 //! lanes waiting for a time, and messages scheduled for later. Pure data: no I/O, no clock.
 //!
+//! A lane's pair budget is rebuilt at start from the departures found in the store
+//! ([`SenderQueue::seed_pair`]); its count of consecutive 131056 answers (the X in Meta's 4^X s
+//! backoff) is not: after a restart it starts again from 0. The backoff of the 131056 itself
+//! survives, as the message's `next_attempt_at`.
+//!
 //! Picking the next message is O(log n) in the number of lanes and messages.
 
 use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet};
@@ -356,6 +361,21 @@ impl SenderQueue {
             })
     }
 
+    /// Carries the pair budget of `to` over from before a restart: `sent_ms` are the times
+    /// (Unix ms, in time order) its recent requests were sent. A lane is kept for it, even
+    /// with nothing waiting, until its budget is full again (see `sweep_idle`), so that a
+    /// message enqueued later still waits its turn. Whether the budget was still in use.
+    pub fn seed_pair(&mut self, to: &str, sent_ms: &[u64], now_ms: u64, pair: PairLimit) -> bool {
+        let budget = PairBudget::from_sent(sent_ms, pair.interval_ms);
+        if budget.is_full(now_ms) {
+            return false;
+        }
+        let to = self.intern(to);
+        self.lanes.entry(to.clone()).or_default().pair.merge(budget);
+        self.reschedule(&to, now_ms, pair);
+        true
+    }
+
     /// Consecutive 131056 answers for this lane (X in Meta's 4^X s).
     pub fn pair_strikes(&self, to: &str) -> u32 {
         self.lanes.get(to).map(|l| l.pair_strikes).unwrap_or(0)
@@ -554,7 +574,11 @@ mod tests {
     };
 
     fn send(q: &mut SenderQueue, now: u64) -> (u64, Recipient) {
-        match q.next(now, PAIR) {
+        send_with(q, now, PAIR)
+    }
+
+    fn send_with(q: &mut SenderQueue, now: u64, pair: PairLimit) -> (u64, Recipient) {
+        match q.next(now, pair) {
             Next::Send { id, to } => (id, to),
             other => panic!("expected a send, got {other:?}"),
         }
@@ -989,5 +1013,84 @@ mod tests {
         assert!(q.remove(3, "a", n, now + 10_001, PAIR));
         assert!(!matches!(q.next(now + 10_001, PAIR), Next::Send { .. }));
         assert_eq!(send(&mut q, pair_block).0, 4);
+    }
+
+    #[test]
+    fn a_seeded_pair_budget_holds_back_waiting_and_later_messages() {
+        let pair = PairLimit {
+            interval_ms: 500,
+            burst: 10,
+        };
+        let margin = super::super::pair::margin_ms(500);
+        let now = 1_000_000;
+        let entry = |id, to: &str| Entry {
+            id,
+            to: to.into(),
+            priority: Priority::Normal,
+            due_ms: now,
+            expires_at_ms: None,
+            retry_at_ms: None,
+        };
+        // Before the restart, 10 requests to "a" went out at once: the burst is spent.
+        let sent: Vec<u64> = (0..10).map(|i| now - 100 + i * 10).collect();
+        let mut q = SenderQueue::new();
+        q.push(&entry(1, "a"), now, pair);
+        q.push(&entry(2, "b"), now, pair);
+        assert!(q.seed_pair("a", &sent, now, pair));
+        // "b" goes; "a" waits one interval after the first of the burst (and the margin).
+        assert_eq!(send_with(&mut q, now, pair).0, 2);
+        let allowed = now - 100 + 500 + margin;
+        assert_eq!(q.next(now, pair), Next::WaitUntil(allowed));
+        assert_eq!(send_with(&mut q, allowed, pair).0, 1);
+
+        // A recipient with nothing waiting keeps its lane, for a message enqueued later.
+        let mut q = SenderQueue::new();
+        assert!(q.seed_pair("c", &sent, now, pair));
+        assert_eq!(q.lanes(), 1);
+        q.sweep_idle(now);
+        assert_eq!(q.lanes(), 1, "not forgotten while its budget is in use");
+        q.push(&entry(3, "c"), now, pair);
+        assert_eq!(q.next(now, pair), Next::WaitUntil(allowed));
+        assert_eq!(send_with(&mut q, allowed, pair).0, 3);
+        q.complete("c", Outcome::Done, allowed, pair);
+        q.sweep_idle(now + 12 * 500);
+        assert_eq!(q.lanes(), 0, "forgotten once the burst is back");
+
+        // Departures long enough ago leave a full budget: no lane for them.
+        let mut q = SenderQueue::new();
+        assert!(!q.seed_pair("d", &[now - 600], now, pair));
+        assert_eq!(q.lanes(), 0);
+        q.push(&entry(4, "d"), now, pair);
+        assert_eq!(send_with(&mut q, now, pair).0, 4);
+    }
+
+    #[test]
+    fn seeding_keeps_what_the_lane_already_spent() {
+        let pair = PairLimit {
+            interval_ms: 500,
+            burst: 2,
+        };
+        let now = 1_000_000;
+        let mut q = SenderQueue::new();
+        for id in 1..=3 {
+            q.push(
+                &Entry {
+                    id,
+                    to: "a".into(),
+                    priority: Priority::Normal,
+                    due_ms: now,
+                    expires_at_ms: None,
+                    retry_at_ms: None,
+                },
+                now,
+                pair,
+            );
+        }
+        assert_eq!(send_with(&mut q, now, pair).0, 1);
+        q.complete("a", Outcome::Done, now, pair);
+        // An older, smaller record of departures does not give back what was spent since.
+        assert!(q.seed_pair("a", &[now - 400], now, pair));
+        let margin = super::super::pair::margin_ms(500);
+        assert_eq!(q.next(now, pair), Next::WaitUntil(now + margin));
     }
 }

@@ -14,7 +14,8 @@ use crate::model::{now_ms, State};
 use super::attempt::{self, AttemptInput, SenderEffect};
 use super::departures::Departures;
 use super::queue::{Entry, Next, Outcome, PairLimit, SenderQueue};
-use super::rate::{Aimd, Pacer, SlidingWindow};
+use super::rate::{Aimd, Pacer, SlidingWindow, WINDOW};
+use super::recent::SenderDepartures;
 use super::{SenderSnapshot, Shared};
 
 /// The longest the loop sleeps, so that it notices shutdown and keeps its heartbeat fresh.
@@ -196,6 +197,36 @@ impl SenderState {
         if wake {
             self.wake.notify_one();
         }
+    }
+
+    /// Starts the pair budgets and the windows of departures from the requests made before a
+    /// restart (see `recent`). Answers how many recipients are held back by their budget.
+    pub(super) fn seed(
+        &self,
+        departures: SenderDepartures,
+        now_ms: u64,
+        now: Instant,
+        pair: PairLimit,
+    ) -> usize {
+        let mut s = self.lock();
+        let mut lanes = 0;
+        for (to, mut sent) in departures.pairs {
+            sent.sort_unstable();
+            lanes += usize::from(s.queue.seed_pair(&to, &sent, now_ms, pair));
+        }
+        for left_by in departures.left_by {
+            // No answer: it may have left right before the stop, so it counts as leaving now.
+            let age = now_ms.saturating_sub(left_by.unwrap_or(now_ms));
+            let Some(at) = now.checked_sub(Duration::from_millis(age)) else {
+                continue;
+            };
+            if now.duration_since(at) < WINDOW {
+                // The loop's window of starts too, so that it picks no more than can leave.
+                s.window.record(at);
+                s.departures.seed(at);
+            }
+        }
+        lanes
     }
 
     pub fn snapshot(&self) -> SenderSnapshot {
@@ -447,5 +478,44 @@ fn expire(app: &Arc<App>, id: u64, now: u64) {
         Ok(Some((_, m))) => app.publish_state(&m, "expired"),
         Ok(None) => {}
         Err(e) => tracing::error!(id, "cannot mark a message expired: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Secret;
+
+    #[test]
+    fn departures_before_a_restart_fill_the_window_they_are_still_in() {
+        let sender = SenderState::new(SenderConfig {
+            name: "main".into(),
+            phone_number_id: "1".into(),
+            token: Secret::new("t"),
+            mps: 10,
+        });
+        let pair = PairLimit {
+            interval_ms: 6_000,
+            burst: 45,
+        };
+        let (now_ms, now) = (10_000_000, Instant::now());
+        let mut departures = SenderDepartures::default();
+        // 8 answered in the last second, one too long ago, two interrupted (no answer).
+        departures
+            .left_by
+            .extend((0..8).map(|i| Some(now_ms - 900 + i * 100)));
+        departures.left_by.push(Some(now_ms - 1_500));
+        departures.left_by.extend([None, None]);
+        departures.pairs.insert("a".into(), vec![now_ms - 50]);
+        assert_eq!(sender.seed(departures, now_ms, now, pair), 1);
+
+        let mut s = sender.lock();
+        assert_eq!(s.departures.count_last_second(now), 10);
+        // At 10 per second the window is full until the oldest seeded departure leaves it.
+        let oldest = now - Duration::from_millis(900);
+        assert_eq!(s.departures.next_slot(now, 10), Some(oldest + WINDOW));
+        assert_eq!(s.window.next_slot(now, 10), Some(oldest + WINDOW));
+        assert_eq!(s.departures.next_slot(now, 11), None);
+        assert_eq!(s.queue.lanes(), 1, "the recipient's budget is remembered");
     }
 }

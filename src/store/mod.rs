@@ -281,10 +281,22 @@ impl Store {
     }
 
     /// Scans every record once: rebuilds the per-state counts and calls `pending` for each
-    /// message the dispatcher still owns. Nothing lives only in memory, so this is all a restart needs.
-    pub fn recover(&self, mut pending: impl FnMut(Message)) -> Result<u64, StoreError> {
+    /// message the dispatcher still owns. Nothing lives only in memory, so this (with
+    /// [`recover_observing`](Self::recover_observing)) is all a restart needs.
+    pub fn recover(&self, pending: impl FnMut(Message)) -> Result<u64, StoreError> {
+        self.recover_observing(|_| {}, pending)
+    }
+
+    /// [`recover`](Self::recover) that also shows every message, pending or not, to `each`
+    /// first (the dispatcher's limits read their recent requests from it), in the same scan.
+    pub fn recover_observing(
+        &self,
+        mut each: impl FnMut(&Message),
+        mut pending: impl FnMut(Message),
+    ) -> Result<u64, StoreError> {
         self.with(|inner| {
             let counts = count_states(inner, |m| {
+                each(&m);
                 if m.state.is_pending() {
                     pending(m);
                 }

@@ -1,0 +1,195 @@
+//! The requests of the last moments before a restart, read from the store at start, so that
+//! the pair budgets and the senders' windows of departures carry on where the last run left
+//! them: Meta still counts those requests, and nothing the limits need lives only in memory.
+//!
+//! A request leaves after its message's `sending` entry is committed and before the entry that
+//! follows it (the answer: `sent`, `retrying`, `failed`, ...). The pair budget is rebuilt from
+//! the `sending` times, which is when a running daemon consumed it. The window of departures
+//! counts each request at its answer instead, the latest it can have left; one with no answer
+//! (the daemon stopped mid-request) counts as leaving at the restart. Both err on the side of
+//! waiting.
+//!
+//! [`RecentDepartures::observe`] sees every stored message during the start-up scan, so it
+//! looks no further than `updated_at` for all but the messages touched lately.
+
+use std::collections::HashMap;
+
+use crate::model::{Message, State};
+
+use super::queue::PairLimit;
+use super::rate::WINDOW;
+
+/// How far back departures are kept for the windows of departures: their second, with room
+/// for a scan that started a while before the windows are seeded.
+const WINDOW_LOOKBACK_MS: u64 = 2 * WINDOW.as_millis() as u64;
+
+/// Recent departures per sender, gathered from the stored messages.
+pub struct RecentDepartures {
+    /// Entries older than this cannot matter any more.
+    since_ms: u64,
+    /// Answers older than this are out of every window of departures.
+    window_since_ms: u64,
+    pub(super) senders: HashMap<String, SenderDepartures>,
+}
+
+#[derive(Default)]
+pub(super) struct SenderDepartures {
+    /// When each recent request was sent, per recipient (not in order).
+    pub pairs: HashMap<String, Vec<u64>>,
+    /// When each request of the last moments had left at the latest (its answer); `None`: it
+    /// had no answer, the daemon stopped while it was out.
+    pub left_by: Vec<Option<u64>>,
+}
+
+impl RecentDepartures {
+    /// Keeps what can still matter at `now_ms`: the pair budget remembers `interval × burst`.
+    pub fn new(now_ms: u64, pair: PairLimit) -> RecentDepartures {
+        let pair_memory = pair.interval_ms.saturating_mul(pair.burst as u64);
+        RecentDepartures {
+            since_ms: now_ms.saturating_sub(pair_memory.max(WINDOW_LOOKBACK_MS)),
+            window_since_ms: now_ms.saturating_sub(WINDOW_LOOKBACK_MS),
+            senders: HashMap::new(),
+        }
+    }
+
+    /// Notes the requests `m` made lately. Cheap for the rest: one comparison.
+    pub fn observe(&mut self, m: &Message) {
+        if m.updated_at_ms < self.since_ms {
+            return;
+        }
+        // Newest first; the history is in time order, so the first entry too old ends it.
+        let mut answered_at = None;
+        for h in m.history.iter().rev() {
+            if h.at_ms < self.since_ms {
+                break;
+            }
+            if h.state == State::Sending {
+                self.note(m, h.at_ms, answered_at);
+            }
+            answered_at = Some(h.at_ms);
+        }
+    }
+
+    fn note(&mut self, m: &Message, sent_ms: u64, answered_ms: Option<u64>) {
+        let sender = match self.senders.get_mut(&m.sender) {
+            Some(s) => s,
+            None => self.senders.entry(m.sender.clone()).or_default(),
+        };
+        match sender.pairs.get_mut(&m.to) {
+            Some(times) => times.push(sent_ms),
+            None => {
+                sender.pairs.insert(m.to.clone(), vec![sent_ms]);
+            }
+        }
+        if answered_ms.is_none_or(|a| a >= self.window_since_ms) {
+            sender.left_by.push(answered_ms);
+        }
+    }
+
+    /// Requests noted, over all senders.
+    pub fn len(&self) -> usize {
+        self.senders
+            .values()
+            .flat_map(|s| s.pairs.values())
+            .map(Vec::len)
+            .sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{HistoryEntry, Priority};
+
+    fn message(to: &str, history: &[(u64, State)]) -> Message {
+        Message {
+            id: 1,
+            sender: "main".into(),
+            to: to.into(),
+            kind: "template".into(),
+            priority: Priority::Normal,
+            state: history.last().map_or(State::Queued, |h| h.1),
+            body: "{}".into(),
+            fallback_template: None,
+            idempotency_key: None,
+            metadata: None,
+            created_at_ms: history.first().map_or(0, |h| h.0),
+            updated_at_ms: history.last().map_or(0, |h| h.0),
+            next_attempt_at_ms: 0,
+            expires_at_ms: None,
+            attempts: 0,
+            wamid: None,
+            substituted_template: None,
+            last_error: None,
+            history: history
+                .iter()
+                .map(|&(at_ms, state)| HistoryEntry {
+                    at_ms,
+                    state,
+                    detail: String::new(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn sending_entries_of_recent_messages_are_noted_with_their_answers() {
+        let now = 10_000_000;
+        let pair = PairLimit {
+            interval_ms: 6_000,
+            burst: 45,
+        };
+        let mut r = RecentDepartures::new(now, pair);
+        use State::*;
+        // Sent a moment ago, then delivered: left between `sending` and `sent`.
+        r.observe(&message(
+            "a",
+            &[
+                (now - 900, Queued),
+                (now - 500, Sending),
+                (now - 400, Sent),
+                (now - 10, Delivered),
+            ],
+        ));
+        // Retried: two requests; the first answered too long ago for the window of departures.
+        r.observe(&message(
+            "a",
+            &[
+                (now - 60_000, Queued),
+                (now - 50_000, Sending),
+                (now - 49_000, Retrying),
+                (now - 300, Sending),
+            ],
+        ));
+        // Out of the pair budget's memory (270 s), though touched lately by a status.
+        r.observe(&message(
+            "b",
+            &[
+                (now - 400_000, Sending),
+                (now - 399_000, Sent),
+                (now - 5, Read),
+            ],
+        ));
+        // Long ago: not looked at.
+        r.observe(&message(
+            "c",
+            &[(now - 300_000, Sending), (now - 299_000, Sent)],
+        ));
+        // Never sent.
+        r.observe(&message("d", &[(now - 5, Queued)]));
+
+        let main = &r.senders["main"];
+        let mut a = main.pairs["a"].clone();
+        a.sort_unstable();
+        assert_eq!(a, vec![now - 50_000, now - 500, now - 300]);
+        assert_eq!(main.pairs.len(), 1, "{:?}", main.pairs.keys());
+        let mut left_by = main.left_by.clone();
+        left_by.sort_unstable();
+        assert_eq!(left_by, vec![None, Some(now - 400)]);
+        assert_eq!(r.len(), 3);
+    }
+}
