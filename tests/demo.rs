@@ -60,6 +60,28 @@ fn assert_nothing_left(tmp: &Path, output: &str) {
     assert!(left.is_empty(), "left behind: {left:?}\n{output}");
 }
 
+/// Waits up to `limit` for the demo to exit (killing it and failing the test after that,
+/// saying it did not stop `when`); returns its status and stderr.
+fn wait_exit(child: &mut Child, limit: Duration, when: &str) -> (std::process::ExitStatus, String) {
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the demo did not stop {when}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    if let Some(mut err) = child.stderr.take() {
+        err.read_to_string(&mut stderr).unwrap();
+    }
+    (status, stderr)
+}
+
 /// The value column of the summary row whose label starts with `label`.
 fn summary_value(stdout: &str, label: &str) -> u64 {
     let summary = stdout
@@ -191,22 +213,8 @@ fn ctrl_c_stops_the_daemon_and_removes_the_directory() {
 
     let rc = unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     assert_eq!(rc, 0);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "the demo did not stop on SIGINT");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let (status, stderr) = wait_exit(&mut child, Duration::from_secs(30), "on SIGINT");
     let _ = reader.join();
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
     assert_eq!(status.code(), Some(130), "{seen}\n{stderr}");
     assert!(stderr.contains("interrupted"), "{stderr}");
     assert_nothing_left(tmp.path(), &format!("{seen}\n{stderr}"));
@@ -225,25 +233,11 @@ fn a_reader_that_stops_early_ends_the_demo_cleanly() {
     }
     assert!(seen.lines().count() == 3, "{seen}");
     drop(reader);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the demo kept running after its reader went away:\n{seen}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
+    let (status, stderr) = wait_exit(
+        &mut child,
+        Duration::from_secs(60),
+        "after its reader went away",
+    );
     assert_eq!(status.code(), Some(0), "{seen}\n{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_nothing_left(tmp.path(), &format!("{seen}\n{stderr}"));

@@ -422,6 +422,16 @@ fn a_rate_limit_burst_slows_the_sender_down_then_it_recovers() {
 // ---------------------------------------------------------------------------------------------
 // The 24-hour window
 
+/// A free-form text to `to` with a template to send instead when the window is closed.
+fn shipped_with_fallback(to: &str) -> Value {
+    let mut r = text_request(to, "Your order shipped");
+    r["fallback_template"] = json!({
+        "name": "order_update", "language": {"code": "en_US"},
+        "components": [{"type": "body", "parameters": [{"type": "text", "text": "4521"}]}]
+    });
+    r
+}
+
 #[test]
 fn window_rule_on_the_wire() {
     let _machine = shared();
@@ -433,11 +443,7 @@ fn window_rule_on_the_wire() {
         .start();
 
     // Closed window with a fallback: the template goes out instead.
-    let mut with_fallback = text_request("+14155550101", "Your order shipped");
-    with_fallback["fallback_template"] = json!({
-        "name": "order_update", "language": {"code": "en_US"},
-        "components": [{"type": "body", "parameters": [{"type": "text", "text": "4521"}]}]
-    });
+    let with_fallback = shipped_with_fallback("+14155550101");
     let id = d.enqueue(&with_fallback);
     let m = d.wait_message(&id, PATIENCE, |m| m["state"] == "sent");
     assert_eq!(m["substituted_template"], "order_update", "{m}");
@@ -491,11 +497,7 @@ fn a_131047_in_the_answer_forgets_the_window() {
         assert_eq!(r.json()["window_open"], true, "{}", r.text());
     }
 
-    let mut with_fallback = text_request("+14155550111", "Your order shipped");
-    with_fallback["fallback_template"] = json!({
-        "name": "order_update", "language": {"code": "en_US"},
-        "components": [{"type": "body", "parameters": [{"type": "text", "text": "4521"}]}]
-    });
+    let with_fallback = shipped_with_fallback("+14155550111");
     let id = d.enqueue(&with_fallback);
     let m = d.wait_message(&id, PATIENCE, |m| m["state"] == "sent");
     assert_eq!(m["substituted_template"], "order_update", "{m}");
