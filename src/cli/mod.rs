@@ -104,7 +104,7 @@ pub enum Command {
         /// The sender written to (optional with a single sender).
         #[arg(long)]
         sender: Option<String>,
-        /// When the message was received (RFC 3339); default now.
+        /// When the message was received: RFC 3339 with its UTC offset; default now.
         #[arg(long, value_name = "TIME")]
         at: Option<String>,
         #[command(flatten)]

@@ -52,7 +52,7 @@ pub struct SendArgs {
     /// Order among this recipient's waiting messages.
     #[arg(long, value_parser = ["high", "normal", "low"])]
     priority: Option<String>,
-    /// Not before this time (RFC 3339).
+    /// Not before this time: RFC 3339 with its UTC offset, e.g. 2026-11-24T20:00:00Z.
     #[arg(long = "at", value_name = "TIME")]
     send_at: Option<String>,
     /// Give up if not sent within this many seconds.
