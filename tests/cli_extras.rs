@@ -168,7 +168,6 @@ fn man_pages() {
 /// Runs `waq ARGS` with stdout on a pipe that is closed after the first line, as
 /// `waq ... | head -1` does; returns the exit code and stderr.
 fn closed_early(d: &Daemon, args: &[&str]) -> (Option<i32>, String) {
-    use std::io::Read;
     let mut child = Command::new(bin())
         .args(args)
         .env("WAQ_SOCKET", &d.socket)
@@ -183,25 +182,11 @@ fn closed_early(d: &Daemon, args: &[&str]) -> (Option<i32>, String) {
         .unwrap();
     assert!(!first.is_empty(), "no output from {args:?}");
     // The reader is gone (dropped above); the rest of the output has nowhere to go.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{args:?} kept running after its reader went away");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    let (status, err) = common::wait_exit(
+        &mut child,
+        Duration::from_secs(30),
+        &format!("{args:?} after its reader went away"),
+    );
     (status.code(), err)
 }
 

@@ -2,11 +2,15 @@
 //! its story, ends with a summary whose claims hold, and leaves nothing behind: no process, no
 //! temporary directory, whether it finishes or is interrupted with Ctrl-C.
 
-use std::io::{BufRead, BufReader, Read};
+mod common;
+
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+use common::wait_exit;
 
 /// The demo with its temporary directory under `tmp` (so what it leaves there can be seen).
 fn demo(tmp: &Path, args: &[&str]) -> Child {
@@ -58,28 +62,6 @@ fn assert_nothing_left(tmp: &Path, output: &str) {
         .map(|e| e.path())
         .collect();
     assert!(left.is_empty(), "left behind: {left:?}\n{output}");
-}
-
-/// Waits up to `limit` for the demo to exit (killing it and failing the test after that,
-/// saying it did not stop `when`); returns its status and stderr.
-fn wait_exit(child: &mut Child, limit: Duration, when: &str) -> (std::process::ExitStatus, String) {
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the demo did not stop {when}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let mut stderr = String::new();
-    if let Some(mut err) = child.stderr.take() {
-        err.read_to_string(&mut stderr).unwrap();
-    }
-    (status, stderr)
 }
 
 /// The value column of the summary row whose label starts with `label`.
@@ -213,7 +195,7 @@ fn ctrl_c_stops_the_daemon_and_removes_the_directory() {
 
     let rc = unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     assert_eq!(rc, 0);
-    let (status, stderr) = wait_exit(&mut child, Duration::from_secs(30), "on SIGINT");
+    let (status, stderr) = wait_exit(&mut child, Duration::from_secs(30), "the demo on SIGINT");
     let _ = reader.join();
     assert_eq!(status.code(), Some(130), "{seen}\n{stderr}");
     assert!(stderr.contains("interrupted"), "{stderr}");
@@ -236,7 +218,7 @@ fn a_reader_that_stops_early_ends_the_demo_cleanly() {
     let (status, stderr) = wait_exit(
         &mut child,
         Duration::from_secs(60),
-        "after its reader went away",
+        "the demo after its reader went away",
     );
     assert_eq!(status.code(), Some(0), "{seen}\n{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");

@@ -1015,6 +1015,18 @@ mod tests {
         assert_eq!(send(&mut q, pair_block).0, 4);
     }
 
+    /// A normal-priority message to `to`, due at `now`, without a ttl.
+    fn due_now(id: u64, to: &str, now: u64) -> Entry {
+        Entry {
+            id,
+            to: to.into(),
+            priority: Priority::Normal,
+            due_ms: now,
+            expires_at_ms: None,
+            retry_at_ms: None,
+        }
+    }
+
     #[test]
     fn a_seeded_pair_budget_holds_back_waiting_and_later_messages() {
         let pair = PairLimit {
@@ -1023,14 +1035,7 @@ mod tests {
         };
         let margin = super::super::pair::margin_ms(500);
         let now = 1_000_000;
-        let entry = |id, to: &str| Entry {
-            id,
-            to: to.into(),
-            priority: Priority::Normal,
-            due_ms: now,
-            expires_at_ms: None,
-            retry_at_ms: None,
-        };
+        let entry = |id, to: &str| due_now(id, to, now);
         // Before the restart, 10 requests to "a" went out at once: the burst is spent.
         let sent: Vec<u64> = (0..10).map(|i| now - 100 + i * 10).collect();
         let mut q = SenderQueue::new();
@@ -1073,18 +1078,7 @@ mod tests {
         let now = 1_000_000;
         let mut q = SenderQueue::new();
         for id in 1..=3 {
-            q.push(
-                &Entry {
-                    id,
-                    to: "a".into(),
-                    priority: Priority::Normal,
-                    due_ms: now,
-                    expires_at_ms: None,
-                    retry_at_ms: None,
-                },
-                now,
-                pair,
-            );
+            q.push(&due_now(id, "a", now), now, pair);
         }
         assert_eq!(send_with(&mut q, now, pair).0, 1);
         q.complete("a", Outcome::Done, now, pair);

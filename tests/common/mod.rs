@@ -800,3 +800,25 @@ impl Daemon {
         )
     }
 }
+
+/// Waits up to `limit` for `child` to exit (killing it and failing the test after that, saying
+/// `what` did not stop); returns its status and stderr.
+pub fn wait_exit(child: &mut Child, limit: Duration, what: &str) -> (ExitStatus, String) {
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} did not stop");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    if let Some(mut err) = child.stderr.take() {
+        err.read_to_string(&mut stderr).unwrap();
+    }
+    (status, stderr)
+}
