@@ -422,6 +422,43 @@ fn a_peer_outside_allowed_uids_gets_403_on_every_request() {
 }
 
 #[test]
+fn a_replay_after_the_window_closed_is_the_duplicate_not_a_refusal() {
+    let d = Daemon::start();
+    let to = "+14155559878";
+    // The window is open for about 4 s more beyond the 60 s margin.
+    let at = waq::model::format_time(waq::model::now_ms() - 24 * 3600 * 1000 + 64_000);
+    assert_eq!(
+        d.post("/v1/inbound", &json!({"from": to, "at": at})).status,
+        200
+    );
+    let mut send = text_request(to, "hello");
+    send["send_at"] = json!("2099-01-01T00:00:00Z");
+    send["idempotency_key"] = json!("lost-answer");
+    let first = d.post("/v1/messages", &send);
+    assert_eq!(first.status, 202, "{}", first.text());
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while d.get("/v1/recipients/14155559878?sender=main").json()["window_open"] != false {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the window never closed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let replay = d.post("/v1/messages", &send);
+    assert_eq!(replay.status, 200, "{}", replay.text());
+    assert_eq!(replay.json()["id"], first.json()["id"]);
+    assert_eq!(replay.json()["duplicate"], true);
+    // In a batch too; a new key is refused by the window as before.
+    let mut fresh = send.clone();
+    fresh["idempotency_key"] = json!("new-key");
+    let r = d.post("/v1/messages/batch", &json!([send, fresh]));
+    let results = r.json()["results"].clone();
+    assert_eq!(results[0]["duplicate"], true, "{results}");
+    assert_eq!(results[1]["error"]["code"], "window_closed", "{results}");
+}
+
+#[test]
 fn window_rule_at_enqueue() {
     let d = Daemon::start();
     let to = "+14155559876";

@@ -122,6 +122,31 @@ async fn idempotency_key_returns_the_first_message() {
     assert_eq!(store.insert_new(&again).unwrap(), Insert::Created);
 }
 
+#[test]
+fn concurrent_requests_with_one_key_store_one_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), &cfg()).unwrap();
+    for round in 0..200 {
+        let key = format!("retry-{round}");
+        let start = Arc::new(std::sync::Barrier::new(8));
+        let outcomes: Vec<Insert> = (0..8)
+            .map(|_| {
+                let (store, start, key) = (store.clone(), start.clone(), key.clone());
+                std::thread::spawn(move || {
+                    let m = message(&store, "14155550000", Some(&key));
+                    start.wait();
+                    store.insert_new(&m).unwrap()
+                })
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .collect();
+        let created = outcomes.iter().filter(|o| **o == Insert::Created).count();
+        assert_eq!(created, 1, "round {round}: {outcomes:?}");
+    }
+}
+
 #[tokio::test]
 async fn windows_never_move_backwards_and_wamids_map_to_ids() {
     let dir = tempfile::tempdir().unwrap();

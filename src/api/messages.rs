@@ -35,6 +35,17 @@ const MAX_PAGE: usize = 1000;
 /// cursor instead of scanning the whole store in one request.
 const SCAN_BUDGET: usize = 50_000;
 
+/// A request ready to be written, or the replay of an earlier one.
+enum Prepared {
+    New(Box<Message>),
+    /// A retained message holds the request's idempotency key, and the request failed a check
+    /// that depends on the time or the window: it is answered as the duplicate it is.
+    Replay {
+        id: u64,
+        state: MsgState,
+    },
+}
+
 /// What writing one new message came to.
 enum Outcome {
     Created(Box<Message>),
@@ -115,14 +126,20 @@ pub async fn batch(State(ctx): State<Ctx>, request: Request) -> Result<Response,
             ));
         }
         let now = now_ms();
-        let prepared: Vec<Result<Message, ApiError>> = items
+        let prepared: Vec<Result<Prepared, ApiError>> = items
             .into_iter()
             .enumerate()
             .map(|(i, item)| prepare(&writer, &cfg, item, Some(i), now).map_err(|e| in_item(e, i)))
             .collect();
         // Recorded before the first message is written: a crash before the answer takes back
         // the whole batch, never part of it.
-        let ids: Vec<u64> = prepared.iter().flatten().map(|m| m.id).collect();
+        let ids: Vec<u64> = prepared
+            .iter()
+            .filter_map(|p| match p {
+                Ok(Prepared::New(m)) => Some(m.id),
+                _ => None,
+            })
+            .collect();
         let mark = match ids.is_empty() {
             true => None,
             false => Some(writer.store.begin_batch(&ids)?),
@@ -408,12 +425,32 @@ fn prepare(
     request: Json<'_>,
     item: Option<usize>,
     now: u64,
-) -> Result<Message, ApiError> {
+) -> Result<Prepared, ApiError> {
     let valid = match item {
         Some(i) => validate::batch_item(request, &cfg.senders, i)?,
         None => validate::send_request(request, &cfg.senders)?,
     };
-    validate::schedule(&valid, now)?;
+    let timely = validate::schedule(&valid, now).and_then(|()| window_rule(app, cfg, &valid, now));
+    if let Err(refused) = timely {
+        // A producer retrying a send whose answer it lost must hear that the send was taken,
+        // not that the window has closed since.
+        if let Some(key) = &valid.idempotency_key {
+            if let Some(first) = app.store.holder_of_key(&valid.sender, key)? {
+                return Ok(Prepared::Replay {
+                    id: first.id,
+                    state: first.state,
+                });
+            }
+        }
+        return Err(refused);
+    }
+    let id = app.store.next_id()?;
+    Ok(Prepared::New(Box::new(build(id, valid, now))))
+}
+
+/// Free-form messages only inside the recipient's 24-hour window (less the margin), unless a
+/// fallback template can stand in.
+fn window_rule(app: &App, cfg: &Config, valid: &ValidSend, now: u64) -> Result<(), ApiError> {
     if valid.needs_window() && valid.fallback_template.is_none() {
         let w = window::lookup(&app.store, &valid.sender, &valid.to)?;
         let margin = cfg.dispatch.window_margin.as_millis() as u64;
@@ -445,8 +482,7 @@ fn prepare(
             ));
         }
     }
-    let id = app.store.next_id()?;
-    Ok(build(id, valid, now))
+    Ok(())
 }
 
 fn build(id: u64, v: ValidSend, now: u64) -> Message {
@@ -477,11 +513,15 @@ fn build(id: u64, v: ValidSend, now: u64) -> Message {
     }
 }
 
-fn insert(app: &App, m: Message) -> Result<Outcome, ApiError> {
+fn insert(app: &App, prepared: Prepared) -> Result<Outcome, ApiError> {
+    let m = match prepared {
+        Prepared::New(m) => m,
+        Prepared::Replay { id, state } => return Ok(Outcome::Duplicate { id, state }),
+    };
     // Twice at most: a duplicate whose message retention just removed frees its key.
     for _ in 0..2 {
         match app.store.insert_new(&m)? {
-            Insert::Created => return Ok(Outcome::Created(Box::new(m))),
+            Insert::Created => return Ok(Outcome::Created(m)),
             Insert::Duplicate(id) => {
                 if let Some(first) = app.store.get(id)? {
                     return Ok(Outcome::Duplicate {

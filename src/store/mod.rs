@@ -154,6 +154,9 @@ struct Shared {
     generation: AtomicU64,
     commit_stats: Arc<CommitStats>,
     stripes: Vec<Mutex<()>>,
+    /// Held from an idempotency key's claim to its message's write, so a concurrent request
+    /// with the same key never takes a claimed key for one a crash left behind.
+    key_stripes: Vec<Mutex<()>>,
     counts: [AtomicI64; State::ALL.len()],
 }
 
@@ -233,6 +236,7 @@ impl Store {
                 generation: AtomicU64::new(0),
                 commit_stats,
                 stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+                key_stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
                 counts: Default::default(),
             }),
         })
@@ -314,8 +318,14 @@ impl Store {
     /// Writes a new message. Not durable until `commit()` returns.
     pub fn insert_new(&self, m: &Message) -> Result<Insert, StoreError> {
         self.with(|inner| {
+            let mut _claim = None;
             if let Some(key) = &m.idempotency_key {
                 let idem_key = idempotency_key(&m.sender, key);
+                _claim = Some(
+                    self.shared.key_stripes[stripe_of(&idem_key)]
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner()),
+                );
                 let id_bytes = m.id.to_be_bytes();
                 loop {
                     match inner.idempotency.compare_and_swap(
@@ -327,7 +337,9 @@ impl Store {
                         Err(cas) => {
                             let existing = cas.current.as_deref().and_then(id_from_bytes);
                             match existing {
-                                // A key left behind by a crash before its message was written counts as free.
+                                // A key left behind by a crash before its message was written
+                                // counts as free (under the key's lock no other request is
+                                // between its claim and its write).
                                 Some(id) if inner.messages.contains_key(id.to_be_bytes())? => {
                                     return Ok(Insert::Duplicate(id))
                                 }
@@ -491,6 +503,20 @@ impl Store {
                 .insert(wamid.as_bytes(), &id.to_be_bytes()[..])?;
             Ok(())
         })
+    }
+
+    /// The retained message that holds idempotency key `key` of `sender`, if any.
+    pub fn holder_of_key(&self, sender: &str, key: &str) -> Result<Option<Message>, StoreError> {
+        let id = self.with(|inner| {
+            Ok(inner
+                .idempotency
+                .get(idempotency_key(sender, key))?
+                .and_then(|v| id_from_bytes(&v)))
+        })?;
+        match id {
+            Some(id) => self.get(id),
+            None => Ok(None),
+        }
     }
 
     pub fn lookup_wamid(&self, wamid: &str) -> Result<Option<u64>, StoreError> {
@@ -699,6 +725,14 @@ fn start_healer(shared: &Arc<Shared>, cause: &StoreError) {
         tracing::error!(error = %e, "cannot start the thread that reopens the database");
         shared.healing.store(false, SeqCst);
     }
+}
+
+/// The lock stripe of a key (FNV-1a).
+fn stripe_of(key: &[u8]) -> usize {
+    let hash = key.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    (hash % STRIPES as u64) as usize
 }
 
 fn idempotency_key(sender: &str, key: &str) -> Vec<u8> {
