@@ -128,8 +128,8 @@ fn refuse_body(parts: &Parts) -> Result<(), ApiError> {
         .and_then(|v| v.trim().parse::<u64>().ok());
     let chunked = parts.headers.contains_key(header::TRANSFER_ENCODING);
     if length.is_some_and(|n| n > 0) || chunked {
-        let where_data_goes = if parts.method == Method::DELETE {
-            "it takes none"
+        let advice = if parts.method == Method::DELETE {
+            "send it without one"
         } else {
             "its parameters go in the query string"
         };
@@ -137,7 +137,7 @@ fn refuse_body(parts: &Parts) -> Result<(), ApiError> {
             400,
             "unexpected_body",
             format!(
-                "{} {} takes no body ({where_data_goes}): send it without one.",
+                "{} {} takes no body: {advice}.",
                 parts.method,
                 parts.uri.path()
             ),

@@ -556,9 +556,44 @@ async fn receive(sh: &Shared, cfg: &WebhookConfig, headers: &HeaderMap, body: Bo
     text(StatusCode::OK, "ok")
 }
 
+/// The deepest nesting of arrays and objects serde_json reads (its recursion limit is 128).
+const MAX_NESTING: usize = 127;
+
+/// A JSON object the apply worker can read. `IgnoredAny` skips values without serde_json's
+/// recursion limit, which the worker's reading of messages and statuses then hits: a deeper
+/// body would be answered 200 and dropped, so it is refused here instead.
 fn is_json_object(raw: &[u8]) -> bool {
     raw.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
+        && nesting_within(raw, MAX_NESTING)
         && serde_json::from_slice::<serde::de::IgnoredAny>(raw).is_ok()
+}
+
+/// Whether arrays and objects nest at most `max` deep (brackets inside strings do not count).
+fn nesting_within(raw: &[u8], max: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in raw {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return false;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    true
 }
 
 fn too_large(cfg: &WebhookConfig) -> Response {
@@ -582,4 +617,27 @@ fn text(status: StatusCode, body: impl Into<String>) -> Response {
         body.into(),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nested(depth: usize) -> String {
+        format!(
+            r#"{{"a":"[{{\"]","b":{}0{}}}"#,
+            "[".repeat(depth - 1),
+            "]".repeat(depth - 1)
+        )
+    }
+
+    #[test]
+    fn the_nesting_accepted_is_the_nesting_serde_json_reads() {
+        for depth in [2, MAX_NESTING, MAX_NESTING + 1, 5_000] {
+            let body = nested(depth);
+            let readable = serde_json::from_str::<serde_json::Value>(&body).is_ok();
+            assert_eq!(is_json_object(body.as_bytes()), readable, "depth {depth}");
+            assert_eq!(readable, depth <= MAX_NESTING, "depth {depth}");
+        }
+    }
 }
