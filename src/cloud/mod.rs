@@ -656,8 +656,20 @@ fn meta_error(e: &Value) -> Option<CloudError> {
         .pointer("/error_data/details")
         .and_then(Value::as_str)
         .map(str::to_string);
+    // Meta's answer when the phone number id does not exist or the token cannot reach it:
+    // code 100 (a bad parameter) with subcode 33. It fails every message of the sender alike,
+    // so it is the sender's configuration, not this message, that is wrong.
+    let number_unreachable = code == 100
+        && match e.get("error_subcode") {
+            Some(Value::Number(n)) => n.as_i64() == Some(33),
+            Some(Value::String(s)) => s == "33",
+            _ => false,
+        };
     Some(CloudError {
-        class: classify(code),
+        class: match number_unreachable {
+            true => ErrorClass::PauseSender,
+            false => classify(code),
+        },
         meta_code: Some(code),
         http_status: None,
         message,
@@ -790,6 +802,22 @@ mod tests {
         assert_eq!(e.details.as_deref(), Some("slow down"));
         assert_eq!(e.code_name(), "meta_130429");
         assert!(e.throttled() && !e.recipient_only());
+
+        // A phone number id Meta does not know (or the token cannot reach) is the sender's
+        // configuration; any other code 100 is this message's.
+        let e = interpret(
+            400,
+            br#"{"error":{"message":"Unsupported post request. Object with ID '1' does not exist","type":"GraphMethodException","code":100,"error_subcode":33}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(
+            (e.class, e.code_name().as_str()),
+            (ErrorClass::PauseSender, "meta_100")
+        );
+        let e = interpret(400, br#"{"error":{"code":100,"error_subcode":"33"}}"#).unwrap_err();
+        assert_eq!(e.class, ErrorClass::PauseSender);
+        let e = interpret(400, br#"{"error":{"code":100,"error_subcode":2494010}}"#).unwrap_err();
+        assert_eq!(e.class, ErrorClass::Permanent);
 
         // A Meta error inside a 200 still wins.
         let e = interpret(200, br#"{"error":{"code":131026}}"#).unwrap_err();
