@@ -604,6 +604,32 @@ fn a_throttle_does_not_use_up_the_attempts() {
 }
 
 #[test]
+fn throttled_retries_back_off_further_each_time() {
+    let _machine = shared();
+    let sim = Sim::start(sim_config());
+    let d = Daemon::builder()
+        .against(&sim)
+        .set("dispatch", "retry_min_ms = 50")
+        .set("dispatch", "retry_max_ms = 60000")
+        .start();
+    sim.faults(&json!({"rate_limit_for_ms": 3_000}));
+    let id = d.enqueue(&template_request("+14155550140"));
+    let m = d.wait_message(&id, PATIENCE, |m| m["state"] == "sent");
+    // "meta_130429; retry in N ms": growing bounds, so not every wait is the 50 ms floor.
+    let waits: Vec<u64> = m["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|h| h["detail"].as_str()?.strip_prefix("meta_130429; retry in "))
+        .filter_map(|rest| rest.strip_suffix(" ms")?.parse().ok())
+        .collect();
+    assert!(!waits.is_empty(), "{m}");
+    assert!(waits.iter().any(|w| *w > 50), "{waits:?}");
+    // Three seconds of throttling took a few growing waits, not one every 50 ms.
+    assert!(waits.len() < 12, "{waits:?}");
+}
+
+#[test]
 fn server_errors_are_retried_until_sent() {
     let _machine = shared();
     let sim = Sim::start(sim_config());
@@ -709,6 +735,12 @@ fn a_bad_token_pauses_the_sender_and_a_reload_with_the_right_one_resumes_it() {
     for id in &ids {
         assert_eq!(d.message(id)["state"], "queued");
     }
+    // A pause fails nothing.
+    let metrics = d.get("/metrics").text();
+    assert!(
+        metrics.contains("\nwaq_sends_failed_permanent_total 0\n"),
+        "{metrics}"
+    );
 
     let fixed = d
         .config_text()

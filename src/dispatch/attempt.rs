@@ -50,6 +50,22 @@ fn is_throttle(code: Option<i64>) -> bool {
     matches!(code, Some(130429) | Some(4) | Some(80007))
 }
 
+/// The retries a throttle of Meta's scheduled for `m` so far (its history's `meta_130429;
+/// retry in …` entries and the like).
+fn throttled_retries(m: &Message) -> u32 {
+    let throttle = |detail: &str| {
+        detail
+            .strip_prefix("meta_")
+            .and_then(|rest| rest.split_once(';'))
+            .and_then(|(code, _)| code.parse().ok())
+            .is_some_and(|code: i64| is_throttle(Some(code)))
+    };
+    m.history
+        .iter()
+        .filter(|h| h.state == State::Retrying && throttle(&h.detail))
+        .count() as u32
+}
+
 pub struct AttemptInput<'a> {
     pub app: &'a Arc<App>,
     pub config: &'a Config,
@@ -303,7 +319,6 @@ fn record_failure(input: AttemptInput<'_>, err: CloudError, now: u64) -> (Outcom
         meta_code: err.meta_code,
     };
     if err.class == ErrorClass::PauseSender {
-        Metrics::inc(&app.metrics.sends_failed_permanent);
         let reason = format!("{}: {}", err.code_name(), err.message);
         let written = app.store.update(input.id, |m| {
             // Not the message's fault: give the attempt back and wait for the sender.
@@ -351,7 +366,16 @@ fn record_failure(input: AttemptInput<'_>, err: CloudError, now: u64) -> (Outcom
             m.transition(State::Failed, now, err.code_name());
             return Some(None);
         }
-        let wait = delay.unwrap_or_else(|| backoff::delay(m.attempts, d.retry_min, d.retry_max));
+        let wait = delay.unwrap_or_else(|| {
+            // A throttle gives its attempt back, so the attempts do not grow the delay: the
+            // throttles this message met do, or throttled messages would all retry in lockstep
+            // after `retry_min`.
+            let tries = match rate_limited {
+                true => m.attempts + throttled_retries(m) + 1,
+                false => m.attempts,
+            };
+            backoff::delay(tries, d.retry_min, d.retry_max)
+        });
         let at = now + wait.as_millis() as u64;
         if rate_limited {
             // Meta's rate limits are the number's or the pair's, not this message's fault:
