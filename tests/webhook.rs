@@ -151,6 +151,14 @@ async fn post_signed(url: &str, body: &str, sig: Option<String>) -> reqwest::Res
 
 /// A message Meta accepted a minute ago, known by `wamid`.
 fn insert_sent(app: &App, to: &str, wamid: &str, state: State) -> u64 {
+    let id = insert_unmapped(app, to, wamid, state);
+    app.store.set_wamid(wamid, id).unwrap();
+    id
+}
+
+/// `insert_sent`, but the wamid → id map does not know `wamid` yet (the dispatcher has not
+/// recorded Meta's answer).
+fn insert_unmapped(app: &App, to: &str, wamid: &str, state: State) -> u64 {
     let id = app.store.next_id().unwrap();
     let at = now_ms() - 60_000;
     let m = Message {
@@ -179,7 +187,6 @@ fn insert_sent(app: &App, to: &str, wamid: &str, state: State) -> u64 {
         }],
     };
     app.store.insert_new(&m).unwrap();
-    app.store.set_wamid(wamid, id).unwrap();
     id
 }
 
@@ -466,6 +473,103 @@ async fn failed_status_records_meta_error() {
     assert_eq!(get(&app, id).history.len(), 2);
 }
 
+fn failed_with(wamid: &str, code: i64) -> String {
+    envelope(
+        PNID,
+        json!({"statuses": [{"id": wamid, "status": "failed", "timestamp": now_s().to_string(),
+            "errors": [{"code": code, "title": format!("error {code}")}]}]}),
+    )
+}
+
+#[tokio::test]
+async fn a_status_of_an_earlier_attempts_wamid_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = build_app(dir.path(), "").await;
+    // Sent again after a first attempt (wamid.OLD) failed: it now goes by wamid.NEW.
+    let id = insert_sent(&app, "16505550301", "wamid.NEW", State::Sent);
+    app.store.set_wamid("wamid.OLD", id).unwrap();
+    let read_old = envelope(
+        PNID,
+        json!({"statuses": [status("wamid.OLD", "read", now_s())]}),
+    );
+    for body in [failed_with("wamid.OLD", 131047), read_old] {
+        let s = webhook::apply_payload(&app, body.as_bytes()).unwrap();
+        assert_eq!((s.statuses_applied, s.statuses_unchanged), (0, 1), "{s:?}");
+        let m = get(&app, id);
+        assert_eq!(m.state, State::Sent, "{m:?}");
+        assert_eq!(m.history.len(), 1, "{m:?}");
+    }
+    // Its own wamid still moves it.
+    let delivered = envelope(
+        PNID,
+        json!({"statuses": [status("wamid.NEW", "delivered", now_s())]}),
+    );
+    webhook::apply_payload(&app, delivered.as_bytes()).unwrap();
+    assert_eq!(get(&app, id).state, State::Delivered);
+}
+
+#[tokio::test]
+async fn a_failed_status_is_retried_or_failed_by_its_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = build_app(dir.path(), "").await;
+    // Transient (131000): sent again after a backoff, as an error in the answer would be.
+    let transient = insert_sent(&app, "16505550311", "wamid.T", State::Sent);
+    webhook::apply_payload(&app, failed_with("wamid.T", 131000).as_bytes()).unwrap();
+    let m = get(&app, transient);
+    assert_eq!(m.state, State::Retrying, "{m:?}");
+    assert!(m.next_attempt_at_ms >= now_ms() - 1_000, "{m:?}");
+    assert_eq!(m.last_error.as_ref().unwrap().meta_code, Some(131000));
+    let detail = &m.history.last().unwrap().detail;
+    assert!(
+        detail.starts_with("status webhook: failed: meta_131000; retry in"),
+        "{detail}"
+    );
+
+    // Permanent (131026): failed with Meta's code.
+    let permanent = insert_sent(&app, "16505550312", "wamid.P", State::Sent);
+    webhook::apply_payload(&app, failed_with("wamid.P", 131026).as_bytes()).unwrap();
+    assert_eq!(get(&app, permanent).state, State::Failed);
+
+    // 24 h (131049) is past the default max_age_s of a day: failed, saying so.
+    let long = insert_sent(&app, "16505550313", "wamid.L", State::Sent);
+    webhook::apply_payload(&app, failed_with("wamid.L", 131049).as_bytes()).unwrap();
+    let m = get(&app, long);
+    assert_eq!(m.state, State::Failed, "{m:?}");
+    assert!(
+        m.history.last().unwrap().detail.contains("max_age_s"),
+        "{m:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_131047_status_sends_the_fallback_template() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = build_app(dir.path(), "").await;
+    app.store
+        .record_inbound("main", "16505550321", now_ms() - 120_000)
+        .unwrap();
+    let id = insert_sent(&app, "16505550321", "wamid.FB", State::Sent);
+    app.store
+        .update(id, |m| {
+            m.fallback_template =
+                Some(r#"{"name":"hello_world","language":{"code":"en_US"}}"#.into());
+            Some(())
+        })
+        .unwrap();
+    webhook::apply_payload(&app, failed_with("wamid.FB", 131047).as_bytes()).unwrap();
+    let m = get(&app, id);
+    assert_eq!(m.state, State::Retrying, "{m:?}");
+    assert!(
+        m.history
+            .last()
+            .unwrap()
+            .detail
+            .contains("sending the fallback template"),
+        "{m:?}"
+    );
+    assert!(!window_open(&app, "16505550321"));
+}
+
 #[tokio::test]
 async fn every_inbound_type_opens_the_window_and_is_published() {
     let dir = tempfile::tempdir().unwrap();
@@ -609,7 +713,7 @@ async fn a_status_that_beats_the_dispatcher_is_applied_once_the_wamid_is_known()
     let dir = tempfile::tempdir().unwrap();
     let d = start(dir.path(), "").await;
     // The dispatcher has not recorded this wamid yet.
-    let id = insert_sent(&d.app, "16505550001", "wamid.other", State::Sent);
+    let id = insert_unmapped(&d.app, "16505550001", "wamid.EARLY", State::Sent);
     // And this message is still `sending` although its wamid is known.
     let sending = insert_sent(&d.app, "16505550002", "wamid.S", State::Sending);
     let ts = now_s();
@@ -650,7 +754,7 @@ async fn a_status_that_beats_the_dispatcher_is_applied_once_the_wamid_is_known()
 async fn waiting_statuses_and_inbox_leftovers_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let app = build_app(dir.path(), "").await;
-    let id = insert_sent(&app, "16505550001", "wamid.other", State::Sent);
+    let id = insert_unmapped(&app, "16505550001", "wamid.LATE", State::Sent);
     // A payload made durable before a crash, never applied.
     let leftover = envelope(
         PNID,

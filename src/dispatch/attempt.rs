@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::app::App;
 use crate::cloud::{CloudClient, CloudError, ErrorClass, SendOutcome};
-use crate::config::{Config, RestartPolicy};
+use crate::config::{Config, DispatchConfig, RestartPolicy};
 use crate::metrics::Metrics;
 use crate::model::{now_ms, LastError, Message, State};
 use crate::window;
@@ -263,7 +263,7 @@ fn prepare(
 }
 
 /// Whether `m`, just refused as free-form, has a fallback template that a closed window sends.
-fn fallback_would_go(m: &Message) -> bool {
+pub(crate) fn fallback_would_go(m: &Message) -> bool {
     m.kind != "template" && m.substituted_template.is_none() && m.fallback_template.is_some()
 }
 
@@ -337,91 +337,10 @@ fn record_failure(input: AttemptInput<'_>, err: CloudError, now: u64) -> (Outcom
         return (Outcome::Requeue, SenderEffect::Pause(reason));
     }
 
-    let pair_limited = err.meta_code == Some(131056);
-    let delay = match err.class {
-        ErrorClass::Permanent => None,
-        ErrorClass::LongWait => Some(long_wait(err.meta_code)),
-        ErrorClass::Transient if pair_limited => Some(backoff::pair_backoff(input.pair_strikes)),
-        _ => None,
-    };
     let window_closed = err.meta_code == Some(131047);
-    let rate_limited = pair_limited || is_throttle(err.meta_code);
+    let pair_limited = err.meta_code == Some(131056);
     let written = app.store.update(input.id, |m| {
-        m.last_error = Some(last_error.clone());
-        if window_closed && m.attempts < d.max_attempts && fallback_would_go(m) {
-            // Meta says the window is closed (it is forgotten below, before the schedule
-            // hears of this): the next attempt sends the fallback template.
-            m.next_attempt_at_ms = now;
-            m.transition(
-                State::Retrying,
-                now,
-                format!(
-                    "{}; window closed, sending the fallback template",
-                    err.code_name()
-                ),
-            );
-            return Some(Some(now));
-        }
-        if err.class == ErrorClass::Permanent {
-            m.transition(State::Failed, now, err.code_name());
-            return Some(None);
-        }
-        let wait = delay.unwrap_or_else(|| {
-            // A throttle gives its attempt back, so the attempts do not grow the delay: the
-            // throttles this message met do, or throttled messages would all retry in lockstep
-            // after `retry_min`.
-            let tries = match rate_limited {
-                true => m.attempts + throttled_retries(m) + 1,
-                false => m.attempts,
-            };
-            backoff::delay(tries, d.retry_min, d.retry_max)
-        });
-        let at = now + wait.as_millis() as u64;
-        if rate_limited {
-            // Meta's rate limits are the number's or the pair's, not this message's fault:
-            // the attempt is given back, and only time (ttl, max_age) ends the retries.
-            m.attempts = m.attempts.saturating_sub(1);
-        } else if m.attempts >= d.max_attempts {
-            m.transition(
-                State::Failed,
-                now,
-                format!("{} after {} attempts", err.code_name(), m.attempts),
-            );
-            return Some(None);
-        }
-        if m.expires_at_ms.is_some_and(|e| e <= at) {
-            m.transition(
-                State::Expired,
-                now,
-                format!(
-                    "{}; the next attempt (in {} s) would be past its ttl",
-                    err.code_name(),
-                    wait.as_secs()
-                ),
-            );
-            return Some(None);
-        }
-        if m.expires_at_ms.is_none()
-            && at.saturating_sub(m.age_base_ms()) > d.max_age.as_millis() as u64
-        {
-            m.transition(
-                State::Failed,
-                now,
-                format!(
-                    "{}; the next attempt (in {} s) would be past dispatch.max_age_s",
-                    err.code_name(),
-                    wait.as_secs()
-                ),
-            );
-            return Some(None);
-        }
-        m.next_attempt_at_ms = at;
-        m.transition(
-            State::Retrying,
-            now,
-            format!("{}; retry in {} ms", err.code_name(), wait.as_millis()),
-        );
-        Some(Some(at))
+        Some(after_failure(m, &err, now, d, input.pair_strikes))
     });
     if window_closed {
         if let Ok(Some((_, m))) = &written {
@@ -461,6 +380,106 @@ fn record_failure(input: AttemptInput<'_>, err: CloudError, now: u64) -> (Outcom
             )
         }
     }
+}
+
+/// What a failed send of `m` comes to, decided under its record's lock: `Some(at)` to try again
+/// at `at` (`m` is then `retrying`), `None` when it ended (`failed` or `expired`). For an error
+/// in Meta's answer and for a `failed` status webhook alike.
+pub(crate) fn after_failure(
+    m: &mut Message,
+    err: &CloudError,
+    now: u64,
+    d: &DispatchConfig,
+    pair_strikes: u32,
+) -> Option<u64> {
+    let pair_limited = err.meta_code == Some(131056);
+    let delay = match err.class {
+        ErrorClass::Permanent => None,
+        ErrorClass::LongWait => Some(long_wait(err.meta_code)),
+        ErrorClass::Transient if pair_limited => Some(backoff::pair_backoff(pair_strikes)),
+        _ => None,
+    };
+    let window_closed = err.meta_code == Some(131047);
+    let rate_limited = pair_limited || is_throttle(err.meta_code);
+    m.last_error = Some(LastError {
+        code: err.code_name(),
+        message: err.message.clone(),
+        meta_code: err.meta_code,
+    });
+    if window_closed && m.attempts < d.max_attempts && fallback_would_go(m) {
+        // Meta says the window is closed (the caller forgets it before the schedule hears
+        // of this): the next attempt sends the fallback template.
+        m.next_attempt_at_ms = now;
+        m.transition(
+            State::Retrying,
+            now,
+            format!(
+                "{}; window closed, sending the fallback template",
+                err.code_name()
+            ),
+        );
+        return Some(now);
+    }
+    if err.class == ErrorClass::Permanent {
+        m.transition(State::Failed, now, err.code_name());
+        return None;
+    }
+    let wait = delay.unwrap_or_else(|| {
+        // A throttle gives its attempt back, so the attempts do not grow the delay: the
+        // throttles this message met do, or throttled messages would all retry in lockstep
+        // after `retry_min`.
+        let tries = match rate_limited {
+            true => m.attempts + throttled_retries(m) + 1,
+            false => m.attempts,
+        };
+        backoff::delay(tries, d.retry_min, d.retry_max)
+    });
+    let at = now + wait.as_millis() as u64;
+    if rate_limited {
+        // Meta's rate limits are the number's or the pair's, not this message's fault:
+        // the attempt is given back, and only time (ttl, max_age) ends the retries.
+        m.attempts = m.attempts.saturating_sub(1);
+    } else if m.attempts >= d.max_attempts {
+        m.transition(
+            State::Failed,
+            now,
+            format!("{} after {} attempts", err.code_name(), m.attempts),
+        );
+        return None;
+    }
+    if m.expires_at_ms.is_some_and(|e| e <= at) {
+        m.transition(
+            State::Expired,
+            now,
+            format!(
+                "{}; the next attempt (in {} s) would be past its ttl",
+                err.code_name(),
+                wait.as_secs()
+            ),
+        );
+        return None;
+    }
+    if m.expires_at_ms.is_none()
+        && at.saturating_sub(m.age_base_ms()) > d.max_age.as_millis() as u64
+    {
+        m.transition(
+            State::Failed,
+            now,
+            format!(
+                "{}; the next attempt (in {} s) would be past dispatch.max_age_s",
+                err.code_name(),
+                wait.as_secs()
+            ),
+        );
+        return None;
+    }
+    m.next_attempt_at_ms = at;
+    m.transition(
+        State::Retrying,
+        now,
+        format!("{}; retry in {} ms", err.code_name(), wait.as_millis()),
+    );
+    Some(at)
 }
 
 #[cfg(test)]

@@ -32,6 +32,7 @@ use crate::model::{Message, State};
 use queue::{Entry, PairLimit};
 use sender::SenderState;
 
+pub(crate) use attempt::{after_failure, fallback_would_go};
 pub use rate::WINDOW as RATE_WINDOW;
 pub use recent::RecentDepartures;
 

@@ -11,6 +11,7 @@ use std::sync::Mutex;
 use serde_json::{json, Value};
 
 use crate::app::App;
+use crate::cloud::{CloudError, ErrorClass};
 use crate::metrics::Metrics;
 use crate::model::{format_time, now_ms, LastError, Message, State};
 use crate::store::StoreError;
@@ -275,11 +276,18 @@ pub(crate) fn apply_status(
     };
     let mut found = false;
     let mut pending = false;
+    let dispatch = &app.config().dispatch;
     let changed = app.store.update(id, |m| {
         found = true;
         if m.state.is_pending() {
             // The dispatcher still owns it and is about to record `sent`: let it, then apply.
             pending = true;
+            return None;
+        }
+        if m.wamid.as_deref() != Some(st.id.as_str()) {
+            // An earlier attempt's wamid (a late or redelivered status): the message has been
+            // sent again since, and this says nothing about that send.
+            tracing::debug!(wamid = %st.id, id, "status of an earlier attempt; ignored");
             return None;
         }
         if m.sender != sender {
@@ -290,22 +298,73 @@ pub(crate) fn apply_status(
                 "status arrived for another sender's phone number; applied by wamid"
             );
         }
-        advance(m, target, st, now_ms())
+        let now = now_ms();
+        if target == Target::Failed && m.state == State::Sent {
+            if let Some(retry_at) = retry_after_failed_status(m, st, now, dispatch) {
+                let detail = m
+                    .history
+                    .last()
+                    .map(|h| h.detail.clone())
+                    .unwrap_or_default();
+                return Some((detail, retry_at));
+            }
+        }
+        advance(m, target, st, now).map(|detail| (detail, None))
     })?;
     Ok(match changed {
-        Some((detail, m)) => {
+        Some(((detail, retry_at), m)) => {
             app.publish_state(&m, &detail);
             Metrics::inc(&app.metrics.statuses_applied);
-            if m.state == State::Failed
+            if target == Target::Failed
                 && m.last_error.as_ref().and_then(|e| e.meta_code) == Some(131047)
             {
                 crate::window::forget_after_131047(&app.store, &m, st.recipient_id.as_deref());
+            }
+            if retry_at.is_some() {
+                Metrics::inc(&app.metrics.retries_scheduled);
+                app.dispatcher.submit(&m);
             }
             StatusOutcome::Applied
         }
         None if !found || pending => StatusOutcome::Deferred,
         None => StatusOutcome::Unchanged,
     })
+}
+
+/// A `failed` status is Meta's error for a send it had accepted, and its code says what to do
+/// as it does in an answer: a transient or long-wait code is retried (a new send, so no
+/// duplicate), and 131047 sends the message's fallback template. `Some(Some(at))` when the
+/// message is to be sent again at `at`, `Some(None)` when it ended on the way (attempts,
+/// `ttl_s`, `max_age_s`), `None` when the status simply fails it (permanent codes, and account
+/// codes: the sender's next send shows those and pauses it).
+fn retry_after_failed_status(
+    m: &mut Message,
+    st: &Status,
+    now: u64,
+    dispatch: &crate::config::DispatchConfig,
+) -> Option<Option<u64>> {
+    let e = st.errors.first()?;
+    let code = e.code?;
+    let class = match crate::cloud::classify(code) {
+        ErrorClass::PauseSender => ErrorClass::Permanent,
+        class => class,
+    };
+    let fallback = code == 131047 && crate::dispatch::fallback_would_go(m);
+    if class == ErrorClass::Permanent && !fallback {
+        return None;
+    }
+    let err = CloudError {
+        class,
+        meta_code: Some(code),
+        http_status: None,
+        message: e.describe(),
+        details: None,
+    };
+    let at = crate::dispatch::after_failure(m, &err, now, dispatch, 0);
+    if let Some(last) = m.history.last_mut() {
+        last.detail = format!("status webhook: failed: {}", last.detail);
+    }
+    Some(at)
 }
 
 /// Moves `m` as `st` says, if that is forward. Returns the history detail of the change.
