@@ -196,6 +196,93 @@ fn usage_errors_exit_2() {
     }
 }
 
+/// Runs `waq ARGS --socket <a path where nothing is>`: exit 3 shows the daemon was asked.
+fn without_daemon(args: &[&str]) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    Command::new(bin())
+        .args(args)
+        .arg("--socket")
+        .arg(dir.path().join("absent.sock"))
+        .env_remove("WAQ_SOCKET")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn send_refuses_an_option_without_the_one_it_needs() {
+    let text_message = r#"{"type":"text","text":{"body":"hi"}}"#;
+    for (args, option, needs) in [
+        (
+            &["--template", "hello_world", "--preview-url"][..],
+            "--preview-url",
+            "--text",
+        ),
+        (
+            &["--message", text_message, "--preview-url"],
+            "--preview-url",
+            "--text",
+        ),
+        (&["--text", "hi", "--lang", "de"], "--lang", "--template"),
+        (
+            &["--message", text_message, "--lang", "de"],
+            "--lang",
+            "--template",
+        ),
+        (&["--text", "hi", "--param", "x"], "--param", "--template"),
+        (
+            &["--message", text_message, "--param", "x"],
+            "--param",
+            "--template",
+        ),
+        (
+            &["--template", "hello_world", "--fallback-lang", "de"],
+            "--fallback-lang",
+            "--fallback-template",
+        ),
+        (
+            &["--template", "hello_world", "--fallback-param", "x"],
+            "--fallback-param",
+            "--fallback-template",
+        ),
+    ] {
+        let mut full = vec!["send", "--to", "+14155551234"];
+        full.extend_from_slice(args);
+        let o = without_daemon(&full);
+        // 2, not 3: refused before the daemon is asked.
+        assert_eq!(code(&o), 2, "{args:?}: {}", stderr(&o));
+        let needed = format!("{option} needs {needs}");
+        assert!(stderr(&o).contains(&needed), "{args:?}: {}", stderr(&o));
+    }
+    // With what they need, the same options go through to the daemon.
+    let o = without_daemon(&[
+        "send",
+        "--to",
+        "+14155551234",
+        "--text",
+        "https://example.com",
+        "--preview-url",
+        "--fallback-template",
+        "order_update",
+        "--fallback-lang",
+        "de",
+        "--fallback-param",
+        "x",
+    ]);
+    assert_eq!(code(&o), 3, "{}", stderr(&o));
+    let o = without_daemon(&[
+        "send",
+        "--to",
+        "+14155551234",
+        "--template",
+        "order_update",
+        "--lang",
+        "de",
+        "--param",
+        "x",
+    ]);
+    assert_eq!(code(&o), 3, "{}", stderr(&o));
+}
+
 #[test]
 fn no_daemon_exits_3() {
     let dir = tempfile::tempdir().unwrap();
