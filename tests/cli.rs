@@ -284,6 +284,66 @@ fn send_refuses_an_option_without_the_one_it_needs() {
 }
 
 #[test]
+fn a_malformed_id_is_a_usage_error_without_asking_the_daemon() {
+    for command in ["status", "cancel", "retry"] {
+        for id in [
+            "",
+            "12",
+            "000000000000000g",
+            "00000000000000001",
+            "0000000000000001/retry",
+        ] {
+            let o = without_daemon(&[command, id]);
+            assert_eq!(code(&o), 2, "{command} {id:?}: {}", stderr(&o));
+            assert!(
+                stderr(&o).contains("16 hex digits"),
+                "{command} {id:?}: {}",
+                stderr(&o)
+            );
+        }
+        let o = without_daemon(&[command, ""]);
+        assert!(stderr(&o).contains("the id is empty"), "{}", stderr(&o));
+        // What the daemon takes is let through, upper case included.
+        for id in ["0000000000000001", "00000000000000AB"] {
+            let o = without_daemon(&[command, id]);
+            assert_eq!(code(&o), 3, "{command} {id}: {}", stderr(&o));
+        }
+    }
+}
+
+#[test]
+fn a_socket_path_too_long_for_a_unix_socket_is_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    // A path of `len` bytes in `dir`.
+    let path = |len: usize| {
+        let base = dir.path().as_os_str().len() + 1;
+        dir.path().join("s".repeat(len - base))
+    };
+    let run = |socket: &std::path::Path, from_env: bool| {
+        let mut c = Command::new(bin());
+        c.arg("health");
+        if from_env {
+            c.env("WAQ_SOCKET", socket);
+        } else {
+            c.arg("--socket").arg(socket).env_remove("WAQ_SOCKET");
+        }
+        c.output().unwrap()
+    };
+    for from_env in [false, true] {
+        let o = run(&path(108), from_env);
+        assert_eq!(code(&o), 2, "{}", stderr(&o));
+        assert!(
+            stderr(&o).contains("108 bytes long") && stderr(&o).contains("at most 107 bytes"),
+            "{}",
+            stderr(&o)
+        );
+        // The longest that fits is dialled: nothing there, so exit 3.
+        let o = run(&path(107), from_env);
+        assert_eq!(code(&o), 3, "{}", stderr(&o));
+    }
+}
+
+#[test]
 fn no_daemon_exits_3() {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("absent.sock");

@@ -27,7 +27,7 @@ use clap::{Args, Subcommand};
 use hyper::Method;
 use serde_json::{json, Value};
 
-use crate::config::{ConfigError, DEFAULT_SOCKET_PATH};
+use crate::config::{ConfigError, DEFAULT_SOCKET_PATH, MAX_SOCKET_PATH};
 
 use client::{Client, Reply, Unreachable};
 pub use generate::{completions, man};
@@ -55,6 +55,7 @@ pub enum Command {
     /// Show one message: state, attempts, last error, history.
     Status {
         /// The message id (16 hex digits).
+        #[arg(value_parser = message_id)]
         id: String,
         #[command(flatten)]
         client: ClientOpts,
@@ -63,12 +64,16 @@ pub enum Command {
     Ls(LsArgs),
     /// Cancel a message not yet handed to Meta.
     Cancel {
+        /// The message id (16 hex digits).
+        #[arg(value_parser = message_id)]
         id: String,
         #[command(flatten)]
         client: ClientOpts,
     },
     /// Put a failed or expired message back in the queue.
     Retry {
+        /// The message id (16 hex digits).
+        #[arg(value_parser = message_id)]
         id: String,
         #[command(flatten)]
         client: ClientOpts,
@@ -164,6 +169,52 @@ pub struct ClientOpts {
     pub json: bool,
 }
 
+impl Command {
+    /// The client options of a client command (`None` for `serve`).
+    fn client_opts(&self) -> Option<&ClientOpts> {
+        match self {
+            Command::Serve { .. } => None,
+            Command::Send(args) => Some(&args.client),
+            Command::Ls(args) => Some(&args.client),
+            Command::Sender {
+                action: SenderAction::Resume { client, .. },
+            } => Some(client),
+            Command::Status { client, .. }
+            | Command::Cancel { client, .. }
+            | Command::Retry { client, .. }
+            | Command::Stats { client, .. }
+            | Command::Health { client }
+            | Command::Inbound { client, .. }
+            | Command::Events { client } => Some(client),
+        }
+    }
+}
+
+/// A socket path that cannot be dialled whatever runs: a usage error rather than exit 3.
+fn check_socket(socket: &Path) -> Result<(), String> {
+    let len = socket.as_os_str().len();
+    if len > MAX_SOCKET_PATH {
+        return Err(format!(
+            "the socket path {} is {len} bytes long; a Unix socket's path can be at most \
+             {MAX_SOCKET_PATH} bytes: give a shorter --socket or $WAQ_SOCKET",
+            socket.display()
+        ));
+    }
+    Ok(())
+}
+
+/// `ID` of status, cancel and retry, checked as the daemon checks it, so that a mistyped id
+/// is a usage error without a round trip.
+fn message_id(s: &str) -> Result<String, String> {
+    const LOOKS: &str =
+        "a message id is 16 hex digits, as `waq send` prints it, e.g. 0000000000000007";
+    match crate::model::parse_id(s) {
+        Some(id) => Ok(crate::model::format_id(id)),
+        None if s.is_empty() => Err(format!("the id is empty; {LOOKS}")),
+        None => Err(LOOKS.to_string()),
+    }
+}
+
 /// `$WAQ_SOCKET` when set and not empty, else the default path.
 fn default_socket() -> PathBuf {
     std::env::var_os("WAQ_SOCKET")
@@ -237,6 +288,9 @@ impl From<Unreachable> for Failure {
 }
 
 async fn client_command(command: Command) -> Result<i32, Failure> {
+    if let Some(c) = command.client_opts() {
+        check_socket(&c.socket).map_err(Failure::Usage)?;
+    }
     match command {
         Command::Serve { .. } => Ok(EXIT_USAGE),
         Command::Send(args) => {
