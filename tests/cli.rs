@@ -164,6 +164,89 @@ fn a_refusal_exits_1_with_code_and_field() {
 }
 
 #[test]
+fn a_refused_send_names_the_option_behind_the_field() {
+    let d = Daemon::start();
+    let send = |args: &[&str]| {
+        let mut full = vec!["send", "--to", "+14155551234"];
+        full.extend_from_slice(args);
+        d.waq(&full)
+    };
+    let template = ["--template", "hello_world"];
+    for (args, field, option) in [
+        (&["--at", "tomorrow"][..], "send_at", "--at"),
+        (&["--ttl", "0"], "ttl_s", "--ttl"),
+        (&["--lang", ""], "message.template.language.code", "--lang"),
+        (
+            &["--param", ""],
+            "message.template.components[0].parameters[0].text",
+            "--param",
+        ),
+        (&["--key", ""], "idempotency_key", "--key"),
+        (&["--sender", "nobody"], "sender", "--sender"),
+        (
+            &["--fallback-template", ""],
+            "fallback_template.name",
+            "--fallback-template",
+        ),
+        (
+            &["--fallback-template", "hello_world", "--fallback-lang", ""],
+            "fallback_template.language.code",
+            "--fallback-lang",
+        ),
+    ] {
+        let mut full = template.to_vec();
+        full.extend_from_slice(args);
+        let o = send(&full);
+        assert_eq!(code(&o), 1, "{args:?}: {}", stderr(&o));
+        let named = format!("field {field}, option {option}]");
+        assert!(stderr(&o).contains(&named), "{args:?}: {}", stderr(&o));
+        // --json prints the daemon's answer as it is.
+        full.push("--json");
+        let o = send(&full);
+        assert_eq!(code(&o), 1);
+        let answer = json(&o);
+        assert_eq!(answer["error"]["field"], field, "{answer}");
+        assert!(!stdout(&o).contains("option"), "{}", stdout(&o));
+    }
+    for (args, field, option) in [
+        (&["--text", ""][..], "message.text.body", "--text"),
+        (
+            &["--message", r#"{"type":"text"}"#],
+            "message.text",
+            "--message",
+        ),
+    ] {
+        let o = send(args);
+        assert_eq!(code(&o), 1, "{args:?}: {}", stderr(&o));
+        let named = format!("field {field}, option {option}]");
+        assert!(stderr(&o).contains(&named), "{args:?}: {}", stderr(&o));
+    }
+    let o = d.waq(&["send", "--to", "12", "--text", "hi"]);
+    assert!(
+        stderr(&o).contains("field to, option --to]"),
+        "{}",
+        stderr(&o)
+    );
+
+    // A closed window: the way out, in options.
+    let o = d.waq(&["send", "--to", "+1 415 555 1234", "--text", "hi"]);
+    assert_eq!(code(&o), 1);
+    let err = stderr(&o);
+    assert!(
+        err.contains("[window_closed, field message.type, option --text]"),
+        "{err}"
+    );
+    assert!(err.contains("--fallback-template NAME"), "{err}");
+    assert!(
+        err.contains("`waq inbound --from '+1 415 555 1234'`"),
+        "{err}"
+    );
+    let o = d.waq(&["send", "--to", "+14155551234", "--text", "hi", "--json"]);
+    assert_eq!(json(&o)["error"]["code"], "window_closed");
+    assert!(!stdout(&o).contains("waq inbound"), "{}", stdout(&o));
+}
+
+#[test]
 fn usage_errors_exit_2() {
     let d = Daemon::start();
     for args in [

@@ -297,7 +297,9 @@ async fn client_command(command: Command) -> Result<i32, Failure> {
             let body = args.request().map_err(Failure::Usage)?;
             let c = &args.client;
             let reply = post(c, "/v1/messages", &body).await?;
-            Ok(answer(c, &reply, show::enqueued))
+            Ok(answer_explained(c, &reply, show::enqueued, |e| {
+                args.explain(e)
+            }))
         }
         Command::Status { id, client: c } => {
             let reply = call(
@@ -440,6 +442,25 @@ async fn post(c: &ClientOpts, path: &str, body: &Value) -> Result<Reply, Unreach
 /// Prints the answer (`--json`: as is; else `human` for success, the reason for an error)
 /// and returns the exit code.
 fn answer(c: &ClientOpts, reply: &Reply, human: impl FnOnce(&Value)) -> i32 {
+    answer_explained(c, reply, human, |_| Explained::default())
+}
+
+/// What a command adds to a refusal it prints for a person (never to `--json` output).
+#[derive(Debug, Default)]
+struct Explained {
+    /// The option the user typed for the refused JSON field.
+    option: Option<&'static str>,
+    /// A next step in terms of the command line, printed on a line of its own.
+    hint: Option<String>,
+}
+
+/// [`answer`], with `explain` adding to a refusal (it gets the answer's `error` object).
+fn answer_explained(
+    c: &ClientOpts,
+    reply: &Reply,
+    human: impl FnOnce(&Value),
+    explain: impl FnOnce(&Value) -> Explained,
+) -> i32 {
     let parsed: Option<Value> = serde_json::from_slice(&reply.body).ok();
     let ok = (200..300).contains(&reply.status);
     if c.json {
@@ -449,12 +470,19 @@ fn answer(c: &ClientOpts, reply: &Reply, human: impl FnOnce(&Value)) -> i32 {
     } else {
         match parsed.as_ref().and_then(|v| v.get("error")) {
             Some(e) => {
+                let explained = explain(e);
                 let mut line = format!("waq: {} [{}", text(e, "message"), text(e, "code"));
                 if let Some(f) = e.get("field").and_then(Value::as_str) {
                     line.push_str(&format!(", field {f}"));
                 }
+                if let Some(option) = explained.option {
+                    line.push_str(&format!(", option {option}"));
+                }
                 line.push(']');
                 eprintln!("{line}");
+                if let Some(hint) = explained.hint {
+                    eprintln!("waq: {hint}");
+                }
             }
             None => eprintln!(
                 "waq: the daemon answered {}: {}",

@@ -5,7 +5,7 @@
 use clap::{ArgGroup, Args};
 use serde_json::{json, Map, Value};
 
-use super::ClientOpts;
+use super::{ClientOpts, Explained};
 
 // The options that need another (`--preview-url` needs `--text`, ...) are checked in
 // `kind_mismatch`, not with clap's `requires`: clap waives a requirement that conflicts with a
@@ -157,6 +157,81 @@ impl SendArgs {
             }
         }
         None
+    }
+}
+
+impl SendArgs {
+    /// What a person needs beside the daemon's refusal `error`: the option behind its JSON
+    /// field, and for a closed window the options that get the message out.
+    pub(super) fn explain(&self, error: &Value) -> Explained {
+        let option = error
+            .get("field")
+            .and_then(Value::as_str)
+            .and_then(|f| self.option_for(f));
+        let hint =
+            (error.get("code").and_then(Value::as_str) == Some("window_closed")).then(|| {
+                let sender = match &self.sender {
+                    Some(s) => format!(" --sender {}", shell_word(s)),
+                    None => String::new(),
+                };
+                format!(
+                "add --fallback-template NAME to send that template while the window is closed, \
+                 or record the customer's message with `waq inbound --from {}{sender}`",
+                shell_word(&self.to)
+            )
+            });
+        Explained { option, hint }
+    }
+
+    /// The option that set `field` (a JSON path of the request body, e.g. `send_at` or
+    /// `message.template.language.code`).
+    fn option_for(&self, field: &str) -> Option<&'static str> {
+        let (head, rest) = field.split_at(field.find(['.', '[']).unwrap_or(field.len()));
+        Some(match head {
+            "to" => "--to",
+            "sender" => "--sender",
+            "idempotency_key" => "--key",
+            "priority" => "--priority",
+            "send_at" => "--at",
+            "ttl_s" => "--ttl",
+            "metadata" => "--metadata",
+            "fallback_template" => template_option(
+                rest,
+                ["--fallback-template", "--fallback-lang", "--fallback-param"],
+            ),
+            "message" if self.message.is_some() => "--message",
+            "message" if self.template.is_some() => template_option(
+                rest.strip_prefix(".template").unwrap_or(""),
+                ["--template", "--lang", "--param"],
+            ),
+            "message" if rest == ".text.preview_url" => "--preview-url",
+            "message" => "--text",
+            _ => return None,
+        })
+    }
+}
+
+/// The option behind a field of a template object; `rest` is the field's path after the
+/// object's, `options` the template's name, language and parameter options.
+fn template_option(rest: &str, [name, lang, param]: [&'static str; 3]) -> &'static str {
+    if rest.starts_with(".language") {
+        lang
+    } else if rest.starts_with(".components") {
+        param
+    } else {
+        name
+    }
+}
+
+/// `s` as one shell word, for a command line a person can paste: quoted unless it is plain.
+fn shell_word(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'_' | b'.'));
+    if plain {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
     }
 }
 
