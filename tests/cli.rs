@@ -463,6 +463,34 @@ fn stats_and_health() {
 }
 
 #[test]
+fn health_counts_the_messages_a_sender_no_longer_configured_holds() {
+    let second = common::sender_toml("second", "120000000000002", "t", 10);
+    let d = Daemon::builder().toml(&second).start();
+    let ids: Vec<String> = (0..2)
+        .map(|n| {
+            let mut r = common::parked(common::template_request(&format!("+1415555020{n}")));
+            r["sender"] = "second".into();
+            d.enqueue(&r)
+        })
+        .collect();
+    d.write_config(&d.config_text().replace(&second, ""));
+    d.sighup();
+    d.wait_for_log("configuration reloaded");
+    let o = d.waq(&["health"]);
+    assert_eq!(
+        stdout(&o).trim(),
+        "degraded: second not configured, holding 2 queued messages"
+    );
+    let o = d.waq(&["cancel", &ids[0]]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let o = d.waq(&["health"]);
+    assert_eq!(
+        stdout(&o).trim(),
+        "degraded: second not configured, holding 1 queued message"
+    );
+}
+
+#[test]
 fn serve_with_a_bad_config_exits_2_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("missing.toml");
