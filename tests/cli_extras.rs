@@ -165,6 +165,52 @@ fn man_pages() {
     assert_eq!(code, Some(2));
 }
 
+#[test]
+fn help_describes_every_argument() {
+    let help = |args: &[&str]| {
+        let out = Command::new(bin())
+            .args(args)
+            .arg("--help")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    for command in ["status", "cancel", "retry"] {
+        let text = help(&[command]);
+        assert!(
+            text.contains("<ID>  The message id (16 hex digits)"),
+            "{command}: {text}"
+        );
+    }
+    let text = help(&["sender", "resume"]);
+    assert!(text.contains("<NAME>  The sender's name"), "{text}");
+    // Events are JSON lines with or without --json, and the help says so.
+    let text = help(&["events"]);
+    assert!(
+        text.contains("events are JSON lines either way") && !text.contains("instead of a summary"),
+        "{text}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(bin())
+        .args(["events", "--json", "--socket"])
+        .arg(dir.path().join("none.sock"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "--json is still accepted");
+}
+
+#[test]
+fn socket_goes_after_the_command_and_the_error_says_so() {
+    let out = Command::new(bin())
+        .args(["--socket", "/nonexistent/waq.sock", "health"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("'health --socket' exists"), "{err}");
+}
+
 /// Runs `waq ARGS` with stdout on a pipe that is closed after the first line, as
 /// `waq ... | head -1` does; returns the exit code and stderr.
 fn closed_early(d: &Daemon, args: &[&str]) -> (Option<i32>, String) {

@@ -116,6 +116,10 @@ pub enum Command {
         client: ClientOpts,
     },
     /// Follow the daemon's events (state changes, inbound messages) as JSON lines.
+    // Events are JSON either way; --json still decides how a refusal is printed.
+    #[command(mut_arg("json", |a| a.help(
+        "Print a refusal as the daemon's JSON answer (events are JSON lines either way)"
+    )))]
     Events {
         #[command(flatten)]
         client: ClientOpts,
@@ -126,6 +130,7 @@ pub enum Command {
 pub enum SenderAction {
     /// Resume a sender its circuit breaker paused.
     Resume {
+        /// The sender's name, as in the configuration.
         name: String,
         #[command(flatten)]
         client: ClientOpts,
