@@ -373,7 +373,7 @@ const ENV_PREFIX: &str = "waq__";
 const ENV_SEPARATOR: &str = "__";
 
 /// The longest path a Unix socket can be bound to on Linux (`sun_path` less its NUL).
-const MAX_SOCKET_PATH: usize = 107;
+pub const MAX_SOCKET_PATH: usize = 107;
 
 /// The largest body a request may be allowed: bodies are held in memory.
 const MAX_BODY_LIMIT: i64 = 1 << 30;

@@ -164,6 +164,89 @@ fn a_refusal_exits_1_with_code_and_field() {
 }
 
 #[test]
+fn a_refused_send_names_the_option_behind_the_field() {
+    let d = Daemon::start();
+    let send = |args: &[&str]| {
+        let mut full = vec!["send", "--to", "+14155551234"];
+        full.extend_from_slice(args);
+        d.waq(&full)
+    };
+    let template = ["--template", "hello_world"];
+    for (args, field, option) in [
+        (&["--at", "tomorrow"][..], "send_at", "--at"),
+        (&["--ttl", "0"], "ttl_s", "--ttl"),
+        (&["--lang", ""], "message.template.language.code", "--lang"),
+        (
+            &["--param", ""],
+            "message.template.components[0].parameters[0].text",
+            "--param",
+        ),
+        (&["--key", ""], "idempotency_key", "--key"),
+        (&["--sender", "nobody"], "sender", "--sender"),
+        (
+            &["--fallback-template", ""],
+            "fallback_template.name",
+            "--fallback-template",
+        ),
+        (
+            &["--fallback-template", "hello_world", "--fallback-lang", ""],
+            "fallback_template.language.code",
+            "--fallback-lang",
+        ),
+    ] {
+        let mut full = template.to_vec();
+        full.extend_from_slice(args);
+        let o = send(&full);
+        assert_eq!(code(&o), 1, "{args:?}: {}", stderr(&o));
+        let named = format!("field {field}, option {option}]");
+        assert!(stderr(&o).contains(&named), "{args:?}: {}", stderr(&o));
+        // --json prints the daemon's answer as it is.
+        full.push("--json");
+        let o = send(&full);
+        assert_eq!(code(&o), 1);
+        let answer = json(&o);
+        assert_eq!(answer["error"]["field"], field, "{answer}");
+        assert!(!stdout(&o).contains("option"), "{}", stdout(&o));
+    }
+    for (args, field, option) in [
+        (&["--text", ""][..], "message.text.body", "--text"),
+        (
+            &["--message", r#"{"type":"text"}"#],
+            "message.text",
+            "--message",
+        ),
+    ] {
+        let o = send(args);
+        assert_eq!(code(&o), 1, "{args:?}: {}", stderr(&o));
+        let named = format!("field {field}, option {option}]");
+        assert!(stderr(&o).contains(&named), "{args:?}: {}", stderr(&o));
+    }
+    let o = d.waq(&["send", "--to", "12", "--text", "hi"]);
+    assert!(
+        stderr(&o).contains("field to, option --to]"),
+        "{}",
+        stderr(&o)
+    );
+
+    // A closed window: the way out, in options.
+    let o = d.waq(&["send", "--to", "+1 415 555 1234", "--text", "hi"]);
+    assert_eq!(code(&o), 1);
+    let err = stderr(&o);
+    assert!(
+        err.contains("[window_closed, field message.type, option --text]"),
+        "{err}"
+    );
+    assert!(err.contains("--fallback-template NAME"), "{err}");
+    assert!(
+        err.contains("`waq inbound --from '+1 415 555 1234'`"),
+        "{err}"
+    );
+    let o = d.waq(&["send", "--to", "+14155551234", "--text", "hi", "--json"]);
+    assert_eq!(json(&o)["error"]["code"], "window_closed");
+    assert!(!stdout(&o).contains("waq inbound"), "{}", stdout(&o));
+}
+
+#[test]
 fn usage_errors_exit_2() {
     let d = Daemon::start();
     for args in [
@@ -193,6 +276,153 @@ fn usage_errors_exit_2() {
     ] {
         let o = d.waq(&args);
         assert_eq!(code(&o), 2, "{args:?}: {}", stderr(&o));
+    }
+}
+
+/// Runs `waq ARGS --socket <a path where nothing is>`: exit 3 shows the daemon was asked.
+fn without_daemon(args: &[&str]) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    Command::new(bin())
+        .args(args)
+        .arg("--socket")
+        .arg(dir.path().join("absent.sock"))
+        .env_remove("WAQ_SOCKET")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn send_refuses_an_option_without_the_one_it_needs() {
+    let text_message = r#"{"type":"text","text":{"body":"hi"}}"#;
+    for (args, option, needs) in [
+        (
+            &["--template", "hello_world", "--preview-url"][..],
+            "--preview-url",
+            "--text",
+        ),
+        (
+            &["--message", text_message, "--preview-url"],
+            "--preview-url",
+            "--text",
+        ),
+        (&["--text", "hi", "--lang", "de"], "--lang", "--template"),
+        (
+            &["--message", text_message, "--lang", "de"],
+            "--lang",
+            "--template",
+        ),
+        (&["--text", "hi", "--param", "x"], "--param", "--template"),
+        (
+            &["--message", text_message, "--param", "x"],
+            "--param",
+            "--template",
+        ),
+        (
+            &["--template", "hello_world", "--fallback-lang", "de"],
+            "--fallback-lang",
+            "--fallback-template",
+        ),
+        (
+            &["--template", "hello_world", "--fallback-param", "x"],
+            "--fallback-param",
+            "--fallback-template",
+        ),
+    ] {
+        let mut full = vec!["send", "--to", "+14155551234"];
+        full.extend_from_slice(args);
+        let o = without_daemon(&full);
+        // 2, not 3: refused before the daemon is asked.
+        assert_eq!(code(&o), 2, "{args:?}: {}", stderr(&o));
+        let needed = format!("{option} needs {needs}");
+        assert!(stderr(&o).contains(&needed), "{args:?}: {}", stderr(&o));
+    }
+    // With what they need, the same options go through to the daemon.
+    let o = without_daemon(&[
+        "send",
+        "--to",
+        "+14155551234",
+        "--text",
+        "https://example.com",
+        "--preview-url",
+        "--fallback-template",
+        "order_update",
+        "--fallback-lang",
+        "de",
+        "--fallback-param",
+        "x",
+    ]);
+    assert_eq!(code(&o), 3, "{}", stderr(&o));
+    let o = without_daemon(&[
+        "send",
+        "--to",
+        "+14155551234",
+        "--template",
+        "order_update",
+        "--lang",
+        "de",
+        "--param",
+        "x",
+    ]);
+    assert_eq!(code(&o), 3, "{}", stderr(&o));
+}
+
+#[test]
+fn a_malformed_id_is_a_usage_error_without_asking_the_daemon() {
+    for command in ["status", "cancel", "retry"] {
+        for id in [
+            "",
+            "12",
+            "000000000000000g",
+            "00000000000000001",
+            "0000000000000001/retry",
+        ] {
+            let o = without_daemon(&[command, id]);
+            assert_eq!(code(&o), 2, "{command} {id:?}: {}", stderr(&o));
+            assert!(
+                stderr(&o).contains("16 hex digits"),
+                "{command} {id:?}: {}",
+                stderr(&o)
+            );
+        }
+        let o = without_daemon(&[command, ""]);
+        assert!(stderr(&o).contains("the id is empty"), "{}", stderr(&o));
+        // What the daemon takes is let through, upper case included.
+        for id in ["0000000000000001", "00000000000000AB"] {
+            let o = without_daemon(&[command, id]);
+            assert_eq!(code(&o), 3, "{command} {id}: {}", stderr(&o));
+        }
+    }
+}
+
+#[test]
+fn a_socket_path_too_long_for_a_unix_socket_is_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    // A path of `len` bytes in `dir`.
+    let path = |len: usize| {
+        let base = dir.path().as_os_str().len() + 1;
+        dir.path().join("s".repeat(len - base))
+    };
+    let run = |socket: &std::path::Path, from_env: bool| {
+        let mut c = Command::new(bin());
+        c.arg("health");
+        if from_env {
+            c.env("WAQ_SOCKET", socket);
+        } else {
+            c.arg("--socket").arg(socket).env_remove("WAQ_SOCKET");
+        }
+        c.output().unwrap()
+    };
+    for from_env in [false, true] {
+        let o = run(&path(108), from_env);
+        assert_eq!(code(&o), 2, "{}", stderr(&o));
+        assert!(
+            stderr(&o).contains("108 bytes long") && stderr(&o).contains("at most 107 bytes"),
+            "{}",
+            stderr(&o)
+        );
+        // The longest that fits is dialled: nothing there, so exit 3.
+        let o = run(&path(107), from_env);
+        assert_eq!(code(&o), 3, "{}", stderr(&o));
     }
 }
 
@@ -230,6 +460,34 @@ fn stats_and_health() {
     assert_eq!(json(&o)["queue_depth"], 0);
     let o = d.waq(&["sender", "resume", "nobody"]);
     assert_eq!(code(&o), 1);
+}
+
+#[test]
+fn health_counts_the_messages_a_sender_no_longer_configured_holds() {
+    let second = common::sender_toml("second", "120000000000002", "t", 10);
+    let d = Daemon::builder().toml(&second).start();
+    let ids: Vec<String> = (0..2)
+        .map(|n| {
+            let mut r = common::parked(common::template_request(&format!("+1415555020{n}")));
+            r["sender"] = "second".into();
+            d.enqueue(&r)
+        })
+        .collect();
+    d.write_config(&d.config_text().replace(&second, ""));
+    d.sighup();
+    d.wait_for_log("configuration reloaded");
+    let o = d.waq(&["health"]);
+    assert_eq!(
+        stdout(&o).trim(),
+        "degraded: second not configured, holding 2 queued messages"
+    );
+    let o = d.waq(&["cancel", &ids[0]]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let o = d.waq(&["health"]);
+    assert_eq!(
+        stdout(&o).trim(),
+        "degraded: second not configured, holding 1 queued message"
+    );
 }
 
 #[test]

@@ -165,6 +165,104 @@ fn man_pages() {
     assert_eq!(code, Some(2));
 }
 
+#[test]
+fn man_pages_have_exit_status_and_environment() {
+    let page = |args: &[&str]| {
+        let out = Command::new(bin()).arg("man").args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // The exit codes a page lists, in order.
+    let codes = |text: &str| -> Vec<String> {
+        let section = text
+            .split(".SH \"EXIT STATUS\"\n")
+            .nth(1)
+            .unwrap_or_else(|| panic!("no EXIT STATUS: {text}"));
+        let section = section.split("\n.SH ").next().unwrap_or_default();
+        section
+            .lines()
+            .filter_map(|l| l.strip_prefix("\\fB")?.strip_suffix("\\fR"))
+            .map(str::to_string)
+            .collect()
+    };
+    let top = page(&[]);
+    assert_eq!(codes(&top), ["0", "1", "2", "3", "130"], "{top}");
+    for variable in [
+        "WAQ_SOCKET",
+        "WAQ__SECTION__KEY",
+        "WA_ACCESS_TOKEN",
+        "NO_COLOR",
+    ] {
+        assert!(
+            top.contains(&format!("\\fB{variable}\\fR")),
+            "{variable}: {top}"
+        );
+    }
+    // Before VERSION, as man pages order them.
+    let exit = top.find(".SH \"EXIT STATUS\"").unwrap();
+    let environment = top.find(".SH ENVIRONMENT").unwrap();
+    let version = top.find(".SH VERSION").unwrap();
+    assert!(exit < environment && environment < version, "{top}");
+
+    for command in ["send", "sender resume", "events"] {
+        let text = page(&[command]);
+        assert_eq!(codes(&text), ["0", "1", "2", "3"], "{command}: {text}");
+        assert!(text.contains("\\fBWAQ_SOCKET\\fR"), "{command}: {text}");
+        assert!(!text.contains("WAQ__SECTION__KEY"), "{command}: {text}");
+    }
+    let serve = page(&["serve"]);
+    assert_eq!(codes(&serve), ["0", "1", "2"], "{serve}");
+    assert!(serve.contains("\\fBWAQ__SECTION__KEY\\fR") && serve.contains("token_env"));
+    assert!(!serve.contains("\\fBWAQ_SOCKET\\fR"), "{serve}");
+    assert_eq!(codes(&page(&["demo"])), ["0", "1", "2", "130"]);
+}
+
+#[test]
+fn help_describes_every_argument() {
+    let help = |args: &[&str]| {
+        let out = Command::new(bin())
+            .args(args)
+            .arg("--help")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    for command in ["status", "cancel", "retry"] {
+        let text = help(&[command]);
+        assert!(
+            text.contains("<ID>  The message id (16 hex digits)"),
+            "{command}: {text}"
+        );
+    }
+    let text = help(&["sender", "resume"]);
+    assert!(text.contains("<NAME>  The sender's name"), "{text}");
+    // Events are JSON lines with or without --json, and the help says so.
+    let text = help(&["events"]);
+    assert!(
+        text.contains("events are JSON lines either way") && !text.contains("instead of a summary"),
+        "{text}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(bin())
+        .args(["events", "--json", "--socket"])
+        .arg(dir.path().join("none.sock"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "--json is still accepted");
+}
+
+#[test]
+fn socket_goes_after_the_command_and_the_error_says_so() {
+    let out = Command::new(bin())
+        .args(["--socket", "/nonexistent/waq.sock", "health"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("'health --socket' exists"), "{err}");
+}
+
 /// Runs `waq ARGS` with stdout on a pipe that is closed after the first line, as
 /// `waq ... | head -1` does; returns the exit code and stderr.
 fn closed_early(d: &Daemon, args: &[&str]) -> (Option<i32>, String) {

@@ -268,9 +268,10 @@ fn try_it_by_hand_runs() {
 
     // What the README says each step prints.
     for expected in [
-        "ok\n",                                // waq health
-        "queued 0000000000000001",             // the first template
-        "[window_closed, field message.type]", // the refused text (on stderr)
+        "ok\n",                                               // waq health
+        "queued 0000000000000001",                            // the first template
+        "[window_closed, field message.type, option --text]", // the refused text (on stderr)
+        "`waq inbound --from '+1 415 555 0100'`",             // and the way out
         "exit code 1",
         "type          text", // waq status of the free-form text
         "\"state\":\"queued\"",

@@ -27,7 +27,7 @@ use clap::{Args, Subcommand};
 use hyper::Method;
 use serde_json::{json, Value};
 
-use crate::config::{ConfigError, DEFAULT_SOCKET_PATH};
+use crate::config::{ConfigError, DEFAULT_SOCKET_PATH, MAX_SOCKET_PATH};
 
 use client::{Client, Reply, Unreachable};
 pub use generate::{completions, man};
@@ -55,6 +55,7 @@ pub enum Command {
     /// Show one message: state, attempts, last error, history.
     Status {
         /// The message id (16 hex digits).
+        #[arg(value_parser = message_id)]
         id: String,
         #[command(flatten)]
         client: ClientOpts,
@@ -63,12 +64,16 @@ pub enum Command {
     Ls(LsArgs),
     /// Cancel a message not yet handed to Meta.
     Cancel {
+        /// The message id (16 hex digits).
+        #[arg(value_parser = message_id)]
         id: String,
         #[command(flatten)]
         client: ClientOpts,
     },
     /// Put a failed or expired message back in the queue.
     Retry {
+        /// The message id (16 hex digits).
+        #[arg(value_parser = message_id)]
         id: String,
         #[command(flatten)]
         client: ClientOpts,
@@ -111,6 +116,10 @@ pub enum Command {
         client: ClientOpts,
     },
     /// Follow the daemon's events (state changes, inbound messages) as JSON lines.
+    // Events are JSON either way; --json still decides how a refusal is printed.
+    #[command(mut_arg("json", |a| a.help(
+        "Print a refusal as the daemon's JSON answer (events are JSON lines either way)"
+    )))]
     Events {
         #[command(flatten)]
         client: ClientOpts,
@@ -121,6 +130,7 @@ pub enum Command {
 pub enum SenderAction {
     /// Resume a sender its circuit breaker paused.
     Resume {
+        /// The sender's name, as in the configuration.
         name: String,
         #[command(flatten)]
         client: ClientOpts,
@@ -162,6 +172,52 @@ pub struct ClientOpts {
     /// Print the daemon's JSON answer instead of a summary.
     #[arg(long)]
     pub json: bool,
+}
+
+impl Command {
+    /// The client options of a client command (`None` for `serve`).
+    fn client_opts(&self) -> Option<&ClientOpts> {
+        match self {
+            Command::Serve { .. } => None,
+            Command::Send(args) => Some(&args.client),
+            Command::Ls(args) => Some(&args.client),
+            Command::Sender {
+                action: SenderAction::Resume { client, .. },
+            } => Some(client),
+            Command::Status { client, .. }
+            | Command::Cancel { client, .. }
+            | Command::Retry { client, .. }
+            | Command::Stats { client, .. }
+            | Command::Health { client }
+            | Command::Inbound { client, .. }
+            | Command::Events { client } => Some(client),
+        }
+    }
+}
+
+/// A socket path that cannot be dialled whatever runs: a usage error rather than exit 3.
+fn check_socket(socket: &Path) -> Result<(), String> {
+    let len = socket.as_os_str().len();
+    if len > MAX_SOCKET_PATH {
+        return Err(format!(
+            "the socket path {} is {len} bytes long; a Unix socket's path can be at most \
+             {MAX_SOCKET_PATH} bytes: give a shorter --socket or $WAQ_SOCKET",
+            socket.display()
+        ));
+    }
+    Ok(())
+}
+
+/// `ID` of status, cancel and retry, checked as the daemon checks it, so that a mistyped id
+/// is a usage error without a round trip.
+fn message_id(s: &str) -> Result<String, String> {
+    const LOOKS: &str =
+        "a message id is 16 hex digits, as `waq send` prints it, e.g. 0000000000000007";
+    match crate::model::parse_id(s) {
+        Some(id) => Ok(crate::model::format_id(id)),
+        None if s.is_empty() => Err(format!("the id is empty; {LOOKS}")),
+        None => Err(LOOKS.to_string()),
+    }
 }
 
 /// `$WAQ_SOCKET` when set and not empty, else the default path.
@@ -237,13 +293,18 @@ impl From<Unreachable> for Failure {
 }
 
 async fn client_command(command: Command) -> Result<i32, Failure> {
+    if let Some(c) = command.client_opts() {
+        check_socket(&c.socket).map_err(Failure::Usage)?;
+    }
     match command {
         Command::Serve { .. } => Ok(EXIT_USAGE),
         Command::Send(args) => {
             let body = args.request().map_err(Failure::Usage)?;
             let c = &args.client;
             let reply = post(c, "/v1/messages", &body).await?;
-            Ok(answer(c, &reply, show::enqueued))
+            Ok(answer_explained(c, &reply, show::enqueued, |e| {
+                args.explain(e)
+            }))
         }
         Command::Status { id, client: c } => {
             let reply = call(
@@ -386,6 +447,25 @@ async fn post(c: &ClientOpts, path: &str, body: &Value) -> Result<Reply, Unreach
 /// Prints the answer (`--json`: as is; else `human` for success, the reason for an error)
 /// and returns the exit code.
 fn answer(c: &ClientOpts, reply: &Reply, human: impl FnOnce(&Value)) -> i32 {
+    answer_explained(c, reply, human, |_| Explained::default())
+}
+
+/// What a command adds to a refusal it prints for a person (never to `--json` output).
+#[derive(Debug, Default)]
+struct Explained {
+    /// The option the user typed for the refused JSON field.
+    option: Option<&'static str>,
+    /// A next step in terms of the command line, printed on a line of its own.
+    hint: Option<String>,
+}
+
+/// [`answer`], with `explain` adding to a refusal (it gets the answer's `error` object).
+fn answer_explained(
+    c: &ClientOpts,
+    reply: &Reply,
+    human: impl FnOnce(&Value),
+    explain: impl FnOnce(&Value) -> Explained,
+) -> i32 {
     let parsed: Option<Value> = serde_json::from_slice(&reply.body).ok();
     let ok = (200..300).contains(&reply.status);
     if c.json {
@@ -395,12 +475,19 @@ fn answer(c: &ClientOpts, reply: &Reply, human: impl FnOnce(&Value)) -> i32 {
     } else {
         match parsed.as_ref().and_then(|v| v.get("error")) {
             Some(e) => {
+                let explained = explain(e);
                 let mut line = format!("waq: {} [{}", text(e, "message"), text(e, "code"));
                 if let Some(f) = e.get("field").and_then(Value::as_str) {
                     line.push_str(&format!(", field {f}"));
                 }
+                if let Some(option) = explained.option {
+                    line.push_str(&format!(", option {option}"));
+                }
                 line.push(']');
                 eprintln!("{line}");
+                if let Some(hint) = explained.hint {
+                    eprintln!("waq: {hint}");
+                }
             }
             None => eprintln!(
                 "waq: the daemon answered {}: {}",

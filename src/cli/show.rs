@@ -176,10 +176,15 @@ pub fn health(v: &Value) {
     let paused: Vec<String> = listed("paused_senders")
         .map(|p| format!("{} paused ({})", text(p, "name"), text(p, "reason")))
         .chain(listed("unconfigured_senders").map(|u| {
+            let queued = u.get("queued").unwrap_or(&Value::Null);
+            let noun = if queued.as_u64() == Some(1) {
+                "message"
+            } else {
+                "messages"
+            };
             format!(
-                "{} not configured, holding {} queued messages",
-                text(u, "name"),
-                u.get("queued").unwrap_or(&Value::Null)
+                "{} not configured, holding {queued} queued {noun}",
+                text(u, "name")
             )
         }))
         .collect();
