@@ -409,6 +409,16 @@ impl Config {
                 ),
             ));
         }
+        // The `config` crate would say a directory is "not found".
+        if path.is_dir() {
+            return Err(err(
+                "--config",
+                format!(
+                    "{} is a directory; pass the path of a waq config.toml",
+                    path.display()
+                ),
+            ));
+        }
         let mut overrides = Vec::new();
         for (name, value) in vars {
             // A name that is not Unicode cannot be one of ours.
@@ -422,6 +432,19 @@ impl Config {
             overrides.push((name.to_string(), value));
         }
         overrides.sort();
+        // `WAQ__SENDERS__0__MPS` would make `senders` a table, which reads as a type error.
+        if let Some((name, _)) = overrides.iter().find(|(n, _)| {
+            let key = env_key(n);
+            key == "senders" || key.starts_with("senders.")
+        }) {
+            return Err(err(
+                env_key(name),
+                format!(
+                    "[[senders]] cannot be set from the environment (the environment variable {name}); \
+                     write the senders in the file: a sender's token can come from the environment through its token_env"
+                ),
+            ));
+        }
 
         let file = config::File::from(path).format(config::FileFormat::Toml);
         let file_origin = path.display().to_string();
@@ -446,9 +469,12 @@ impl Config {
         )?;
         let base = path.parent().unwrap_or(Path::new("."));
         Config::from_raw(raw, base).map_err(|mut e| {
-            if let Some((name, _)) = overrides.iter().find(|(n, _)| env_key(n) == e.key) {
-                e.message = format!("{} (set by the environment variable {name})", e.message);
-            }
+            e.message = match overrides.iter().find(|(n, _)| env_key(n) == e.key) {
+                Some((name, _)) => {
+                    format!("{} (set by the environment variable {name})", e.message)
+                }
+                None => format!("{} (in {file_origin})", e.message),
+            };
             e
         })
     }
@@ -1583,6 +1609,58 @@ mod bounds {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_range_or_semantic_error_says_where_the_value_came_from() {
+        for (text, key) in [
+            (doc_with("senders", "mps = 0"), "senders[0].mps"),
+            (
+                doc_with("dispatch", "retry_min_ms = 5000\nretry_max_ms = 10"),
+                "dispatch.retry_max_ms",
+            ),
+            (
+                format!("{MIN}\n[[senders]]\nname = \"second\"\nphone_number_id = \"1\"\ntoken = \"t\"\n"),
+                "senders[1].phone_number_id",
+            ),
+        ] {
+            let (e, path) = load_text(&text, &[]);
+            let e = e.unwrap_err();
+            assert_eq!(e.key, key, "{e}");
+            assert!(
+                e.message.ends_with(&format!("(in {})", path.display())),
+                "{e}"
+            );
+        }
+        let e = load_env(&[("WAQ__DISPATCH__MAX_IN_FLIGHT", "0")]).unwrap_err();
+        assert_eq!(e.key, "dispatch.max_in_flight");
+        assert!(
+            e.message
+                .ends_with("(set by the environment variable WAQ__DISPATCH__MAX_IN_FLIGHT)"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn senders_from_the_environment_are_refused_saying_they_cannot_be_set_there() {
+        for var in ["WAQ__SENDERS__0__MPS", "WAQ__SENDERS", "waq__senders__mps"] {
+            let e = load_env(&[(var, "0")]).unwrap_err();
+            assert!(e.key.starts_with("senders"), "{var}: {e}");
+            assert!(
+                e.message
+                    .contains("[[senders]] cannot be set from the environment")
+                    && e.message.contains(var),
+                "{var}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_directory_for_the_configuration_is_named_a_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = Config::load_with_env(dir.path(), []).unwrap_err();
+        assert_eq!(e.key, "--config");
+        assert!(e.message.contains("is a directory"), "{e}");
     }
 
     /// Every field of the raw configuration is read by a type that sees the value as written
