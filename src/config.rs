@@ -552,11 +552,27 @@ impl Config {
                 "must be at least socket.max_request_bytes: a batch of one must fit",
             ));
         }
+        let allowed_uids = raw.socket.allowed_uids.map(|ids| ids.0);
+        let allowed_gids = raw.socket.allowed_gids.map(|ids| ids.0);
+        // An empty list would refuse every peer, and nothing would say why but each 403. The
+        // usual way to clear a value with systemd, an empty `Environment=` line, gives one.
+        for (key, ids) in [
+            ("socket.allowed_uids", &allowed_uids),
+            ("socket.allowed_gids", &allowed_gids),
+        ] {
+            if ids.as_ref().is_some_and(Vec::is_empty) {
+                return Err(err(
+                    key,
+                    "is empty, which would refuse every peer; list at least one id, or leave the \
+                     key out to let the socket file's mode alone decide who may connect",
+                ));
+            }
+        }
         let socket = SocketConfig {
             path: socket_path,
             mode,
-            allowed_uids: raw.socket.allowed_uids.map(|ids| ids.0),
-            allowed_gids: raw.socket.allowed_gids.map(|ids| ids.0),
+            allowed_uids,
+            allowed_gids,
             max_connections: within(
                 "socket.max_connections",
                 raw.socket.max_connections,
@@ -1299,6 +1315,30 @@ mod bounds {
             let e = with("socket", &format!("allowed_uids = {bad}")).unwrap_err();
             assert!(e.key.starts_with("socket.allowed_uids"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn an_empty_list_of_allowed_ids_is_refused_naming_the_key() {
+        for key in ["allowed_uids", "allowed_gids"] {
+            let e = with("socket", &format!("{key} = []")).unwrap_err();
+            assert_eq!(e.key, format!("socket.{key}"));
+            assert!(
+                e.message.contains("is empty") && e.message.contains("leave the key out"),
+                "{e}"
+            );
+            let var = format!("WAQ__SOCKET__{}", key.to_uppercase());
+            for value in ["", " ", "[]", "[ ]"] {
+                let e = load_env(&[(&var, value)]).unwrap_err();
+                assert_eq!(e.key, format!("socket.{key}"), "{value:?}: {e}");
+                assert!(
+                    e.message.contains("is empty") && e.message.contains(&var),
+                    "{value:?}: {e}"
+                );
+            }
+        }
+        // One list set and the other left out is fine.
+        let c = with("socket", "allowed_gids = [998]").unwrap();
+        assert_eq!(c.socket.allowed_uids, None);
     }
 
     #[test]

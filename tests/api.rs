@@ -422,6 +422,25 @@ fn a_peer_outside_allowed_uids_gets_403_on_every_request() {
 }
 
 #[test]
+fn an_empty_list_of_allowed_ids_stops_start_up_instead_of_locking_every_peer_out() {
+    for (builder, says) in [
+        (
+            Daemon::builder().set("socket", "allowed_uids = []"),
+            "socket.allowed_uids",
+        ),
+        (
+            Daemon::builder().env("WAQ__SOCKET__ALLOWED_GIDS", ""),
+            "WAQ__SOCKET__ALLOWED_GIDS",
+        ),
+    ] {
+        let mut d = builder.no_wait().start();
+        assert_eq!(d.wait_exit().code(), Some(2), "{}", d.log());
+        let log = d.log();
+        assert!(log.contains(says) && log.contains("is empty"), "{log}");
+    }
+}
+
+#[test]
 fn a_replay_after_the_window_closed_is_the_duplicate_not_a_refusal() {
     let d = Daemon::start();
     let to = "+14155559878";
