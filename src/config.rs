@@ -663,6 +663,7 @@ impl Config {
                 s.token,
                 s.token_env,
                 s.token_file.map(|p| base.join(p)),
+                SecretUse::Header,
             )?
             .ok_or_else(|| err(key("token"), "set token_env, token_file or token"))?;
             let mps = within(&key("mps"), s.mps, 80, 1..=10_000)? as u32;
@@ -757,6 +758,7 @@ impl Config {
                         w.app_secret,
                         w.app_secret_env,
                         w.app_secret_file.map(|p| base.join(p)),
+                        SecretUse::Compared,
                     )?
                     .ok_or_else(|| {
                         err(
@@ -769,6 +771,7 @@ impl Config {
                         w.verify_token,
                         w.verify_token_env,
                         w.verify_token_file.map(|p| base.join(p)),
+                        SecretUse::Compared,
                     )?
                     .unwrap_or_default();
                     if let Some(url) = &w.forward_url {
@@ -1020,12 +1023,21 @@ fn within(
     Ok(n.unsigned_abs())
 }
 
+/// What a secret is for. An access token follows `Bearer ` in a request header, so it must be
+/// one word a header can carry; the webhook's secrets are only compared or used as a key.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SecretUse {
+    Header,
+    Compared,
+}
+
 /// Resolves a secret given inline, by environment variable name, or by file (systemd credentials).
 fn secret(
     key: &str,
     inline: Option<String>,
     env: Option<String>,
     file: Option<PathBuf>,
+    usage: SecretUse,
 ) -> Result<Option<Secret>, ConfigError> {
     let given = [inline.is_some(), env.is_some(), file.is_some()]
         .iter()
@@ -1037,10 +1049,11 @@ fn secret(
             "set only one of the inline value, `_env` and `_file`",
         ));
     }
-    if let Some(v) = inline {
-        return non_empty(key, v, || "is empty".into()).map(Some);
-    }
-    if let Some(var) = env {
+    // The key an error names, what holds the value (for the message; none when inline), what
+    // an empty value is called, and the value.
+    let (key, holder, empty, v) = if let Some(v) = inline {
+        (key.to_string(), None, "is empty".to_string(), v)
+    } else if let Some(var) = env {
         let key = format!("{key}_env");
         if var.is_empty() {
             return Err(err(
@@ -1055,30 +1068,53 @@ fn secret(
             };
             err(&key, format!("environment variable {var} {why}"))
         })?;
-        return non_empty(&key, v, || {
-            format!("environment variable {var} is set but empty")
-        })
-        .map(Some);
-    }
-    if let Some(path) = file {
+        let holder = format!("environment variable {var}");
+        let empty = format!("{holder} is set but empty");
+        (key, Some(holder), empty, v)
+    } else if let Some(path) = file {
         let key = format!("{key}_file");
         let v = std::fs::read_to_string(&path)
             .map_err(|e| err(&key, format!("cannot read {}: {e}", path.display())))?;
-        return non_empty(&key, v.trim().to_string(), || {
-            format!("{} is empty", path.display())
-        })
-        .map(Some);
+        let holder = path.display().to_string();
+        let empty = format!("{holder} is empty");
+        // A file ends in a line break as a rule; it is not part of the secret.
+        (key, Some(holder), empty, v.trim().to_string())
+    } else {
+        return Ok(None);
+    };
+    if v.trim().is_empty() {
+        return Err(err(key, empty));
     }
-    Ok(None)
+    if usage == SecretUse::Header {
+        if let Some(why) = header_unsafe(&v) {
+            let has = holder.map_or_else(|| "has".to_string(), |h| format!("{h} has"));
+            return Err(err(
+                key,
+                format!(
+                    "{has} {why}, which cannot go in an HTTP header: an access token is one word \
+                     of visible ASCII characters"
+                ),
+            ));
+        }
+    }
+    Ok(Some(Secret(v)))
 }
 
-/// `v` as a secret, unless it is blank: then the error names `key` and says `why`.
-fn non_empty(key: &str, v: String, why: impl FnOnce() -> String) -> Result<Secret, ConfigError> {
-    if v.trim().is_empty() {
-        Err(err(key, why()))
-    } else {
-        Ok(Secret(v))
-    }
+/// What in `token` cannot follow `Bearer ` in a header: the first character that is not
+/// visible ASCII (RFC 6750's tokens never hold one), by kind and position, never the token.
+fn header_unsafe(token: &str) -> Option<String> {
+    let (at, c) = token
+        .chars()
+        .enumerate()
+        .find(|(_, c)| !c.is_ascii_graphic())?;
+    let what = match c {
+        '\n' | '\r' => "a line break",
+        ' ' => "a space",
+        '\t' => "a tab",
+        c if c.is_control() => "a control character",
+        _ => "a non-ASCII character",
+    };
+    Some(format!("{what} at character {}", at + 1))
 }
 
 #[cfg(test)]
@@ -1744,6 +1780,66 @@ mod bounds {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_token_that_cannot_go_in_a_header_is_refused_naming_where_it_came_from() {
+        let dir = tempfile::tempdir().unwrap();
+        for (token, says) in [
+            ("sekrit\nline", "a line break at character 7"),
+            ("sekrit\r", "a line break"),
+            (" sekrit", "a space at character 1"),
+            ("sekrit ", "a space at character 7"),
+            ("sek rit", "a space"),
+            ("sek\trit", "a tab"),
+            ("sek\u{7f}rit", "a control character"),
+            ("sekrit\u{e9}", "a non-ASCII character"),
+        ] {
+            // TOML escapes DEL as \u007F; Rust's `{:?}` would write \u{7f}.
+            let quoted = format!("{token:?}").replace("\\u{7f}", "\\u007F");
+            let inline = MIN.replace("token = \"t\"", &format!("token = {quoted}"));
+            let e = Config::from_toml(&inline, Path::new(".")).unwrap_err();
+            assert_eq!(e.key, "senders[0].token", "{token:?}: {e}");
+            // Names unique to this test: the environment is shared by the test process.
+            std::env::set_var("WAQ_TEST_HEADER_TOKEN", token);
+            let by_env = MIN.replace("token = \"t\"", "token_env = \"WAQ_TEST_HEADER_TOKEN\"");
+            let e2 = Config::from_toml(&by_env, Path::new(".")).unwrap_err();
+            assert_eq!(e2.key, "senders[0].token_env", "{token:?}: {e2}");
+            assert!(
+                e2.message
+                    .contains("environment variable WAQ_TEST_HEADER_TOKEN has"),
+                "{e2}"
+            );
+            for e in [e, e2] {
+                assert!(
+                    e.message.contains(says) && e.message.contains("HTTP header"),
+                    "{token:?}: {e}"
+                );
+                assert!(!e.to_string().contains("sek"), "{token:?}: {e}");
+            }
+        }
+        std::env::remove_var("WAQ_TEST_HEADER_TOKEN");
+        let file = dir.path().join("token");
+        std::fs::write(&file, "sekrit\nline\n").unwrap();
+        let by_file = MIN.replace(
+            "token = \"t\"",
+            &format!("token_file = {:?}", file.display().to_string()),
+        );
+        let e = Config::from_toml(&by_file, Path::new(".")).unwrap_err();
+        assert_eq!(e.key, "senders[0].token_file", "{e}");
+        assert!(e.message.contains("a line break"), "{e}");
+        assert!(!e.to_string().contains("sek"), "{e}");
+        // The line break that ends the file is not part of the token.
+        std::fs::write(&file, "sekrit-token_0.9~+/=\n").unwrap();
+        let c = Config::from_toml(&by_file, Path::new(".")).unwrap();
+        assert_eq!(c.senders[0].token.expose(), "sekrit-token_0.9~+/=");
+        // The webhook's secrets go in no header.
+        let c = Config::from_toml(
+            &format!("{MIN}\n[webhook]\nlisten = \"127.0.0.1:0\"\napp_secret = \"s e\"\nverify_token = \"v t\"\n"),
+            Path::new("."),
+        )
+        .unwrap();
+        assert!(c.webhook.is_some());
     }
 
     #[test]
