@@ -709,6 +709,31 @@ fn a_second_daemon_on_the_same_socket_refuses_to_start() {
 }
 
 #[test]
+fn a_second_daemon_on_the_same_state_dir_says_another_one_holds_it() {
+    let d = Daemon::start();
+    let mut second = Daemon::builder()
+        .set(
+            "",
+            &format!("state_dir = {:?}", d.state_dir.display().to_string()),
+        )
+        .no_wait()
+        .start();
+    assert_eq!(second.wait_exit().code(), Some(1), "{}", second.log());
+    let log = second.log();
+    assert!(
+        log.contains("state_dir")
+            && log.contains("another waq daemon (or another process) holds the lock"),
+        "{log}"
+    );
+    assert!(!log.contains("Os {"), "a debug dump: {log}");
+    assert_eq!(
+        d.get("/v1/health").status,
+        200,
+        "the first one is untouched"
+    );
+}
+
+#[test]
 fn a_stale_socket_file_is_replaced() {
     let mut d = Daemon::start();
     d.kill9();
