@@ -130,9 +130,10 @@ pub struct StoreConfig {
     pub flush_every_ms: Option<u64>,
 }
 
-/// Names of the fields as written in TOML: what deserialization sees.
-/// Names of the fields as written in TOML: what deserialization sees. Numbers are `i64`, as
-/// TOML's are, so that a negative or oversized value reaches the range check and its message.
+/// Names of the fields as written in TOML: what deserialization sees. Every number is an
+/// `Int` (an `i64`, as TOML's are, so that a negative or oversized value reaches the range
+/// check and its message), never a bare integer type: the `config` crate would turn `true`,
+/// `80.9` or `"80"` into one.
 mod raw {
     use serde::Deserialize;
     use std::path::PathBuf;
@@ -170,9 +171,9 @@ mod raw {
         pub mode: Option<super::Mode>,
         pub allowed_uids: Option<super::Ids>,
         pub allowed_gids: Option<super::Ids>,
-        pub max_connections: Option<i64>,
-        pub max_request_bytes: Option<i64>,
-        pub max_batch_bytes: Option<i64>,
+        pub max_connections: Option<super::Int>,
+        pub max_request_bytes: Option<super::Int>,
+        pub max_batch_bytes: Option<super::Int>,
     }
 
     #[derive(Deserialize, Default)]
@@ -180,8 +181,8 @@ mod raw {
     pub struct Api {
         pub base_url: Option<String>,
         pub version: Option<String>,
-        pub request_timeout_ms: Option<i64>,
-        pub connect_timeout_ms: Option<i64>,
+        pub request_timeout_ms: Option<super::Int>,
+        pub connect_timeout_ms: Option<super::Int>,
     }
 
     #[derive(Deserialize)]
@@ -192,23 +193,23 @@ mod raw {
         pub token: Option<String>,
         pub token_env: Option<String>,
         pub token_file: Option<PathBuf>,
-        pub mps: Option<i64>,
+        pub mps: Option<super::Int>,
     }
 
     #[derive(Deserialize, Default)]
     #[serde(deny_unknown_fields)]
     pub struct Dispatch {
-        pub max_in_flight: Option<i64>,
-        pub global_mps: Option<i64>,
-        pub retry_min_ms: Option<i64>,
-        pub retry_max_ms: Option<i64>,
-        pub max_attempts: Option<i64>,
-        pub max_age_s: Option<i64>,
-        pub window_margin_s: Option<i64>,
-        pub pair_interval_ms: Option<i64>,
-        pub pair_burst: Option<i64>,
+        pub max_in_flight: Option<super::Int>,
+        pub global_mps: Option<super::Int>,
+        pub retry_min_ms: Option<super::Int>,
+        pub retry_max_ms: Option<super::Int>,
+        pub max_attempts: Option<super::Int>,
+        pub max_age_s: Option<super::Int>,
+        pub window_margin_s: Option<super::Int>,
+        pub pair_interval_ms: Option<super::Int>,
+        pub pair_burst: Option<super::Int>,
         pub on_restart_sending: Option<String>,
-        pub retention_s: Option<i64>,
+        pub retention_s: Option<super::Int>,
     }
 
     #[derive(Deserialize)]
@@ -223,19 +224,47 @@ mod raw {
         pub verify_token_env: Option<String>,
         pub verify_token_file: Option<PathBuf>,
         pub forward_url: Option<String>,
-        pub max_body_bytes: Option<i64>,
+        pub max_body_bytes: Option<super::Int>,
     }
 
     #[derive(Deserialize, Default)]
     #[serde(deny_unknown_fields)]
     pub struct Store {
-        pub cache_capacity_mb: Option<i64>,
-        pub flush_every_ms: Option<i64>,
+        pub cache_capacity_mb: Option<super::Int>,
+        pub flush_every_ms: Option<super::Int>,
     }
 }
 
-/// `socket.allowed_uids` / `allowed_gids`. A TOML list; from the environment, where every value
-/// is text, one id, `1000,1001` or `[1000, 1001]`.
+/// An integer key. Read with `deserialize_any`, so that it sees the value as written: the
+/// `config` crate's `deserialize_i64` would take `true` as 1, round `80.9` to 81 (and `0.4` to
+/// 0, which turns some features off) and parse `"80"`. From the environment, where every value
+/// is text, only an integer literal becomes an integer (`with_environment`).
+#[derive(Clone, Copy)]
+pub(crate) struct Int(i64);
+
+impl<'de> Deserialize<'de> for Int {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Int;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an integer, written without quotes or a decimal point")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Int, E> {
+                Ok(Int(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Int, E> {
+                i64::try_from(v)
+                    .map(Int)
+                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Unsigned(v), &self))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+/// `socket.allowed_uids` / `allowed_gids`: a TOML list of ids, or one id. From the
+/// environment the text is made a list first (`env_ids`).
 pub(crate) struct Ids(Vec<u32>);
 
 impl<'de> Deserialize<'de> for Ids {
@@ -251,19 +280,6 @@ impl<'de> Deserialize<'de> for Ids {
             }
             fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Ids, E> {
                 id_from_i64(i64::try_from(v).unwrap_or(-1)).map(|id| Ids(vec![id]))
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Ids, E> {
-                let t = v.trim();
-                let t = t
-                    .strip_prefix('[')
-                    .and_then(|t| t.strip_suffix(']'))
-                    .unwrap_or(t);
-                t.split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(id_from_str)
-                    .collect::<Result<_, _>>()
-                    .map(Ids)
             }
             fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Ids, A::Error> {
                 let mut ids = Vec::new();
@@ -307,7 +323,7 @@ impl<'de> Deserialize<'de> for Mode {
     }
 }
 
-/// One element of an `Ids` list: a number, or a number as text.
+/// One element of an `Ids` list: an integer.
 struct Id(u32);
 
 impl<'de> Deserialize<'de> for Id {
@@ -324,9 +340,6 @@ impl<'de> Deserialize<'de> for Id {
             fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Id, E> {
                 id_from_i64(i64::try_from(v).unwrap_or(-1)).map(Id)
             }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Id, E> {
-                id_from_str(v.trim()).map(Id)
-            }
         }
         d.deserialize_any(Visitor)
     }
@@ -334,11 +347,6 @@ impl<'de> Deserialize<'de> for Id {
 
 fn id_from_i64<E: serde::de::Error>(v: i64) -> Result<u32, E> {
     u32::try_from(v).map_err(|_| E::custom(format!("`{v}` is not a uid or gid (0 to 4294967295)")))
-}
-
-fn id_from_str<E: serde::de::Error>(v: &str) -> Result<u32, E> {
-    v.parse()
-        .map_err(|_| E::custom(format!("`{v}` is not a uid or gid (0 to 4294967295)")))
 }
 
 /// A configuration error: which key, and what is wrong with it.
@@ -401,6 +409,16 @@ impl Config {
                 ),
             ));
         }
+        // The `config` crate would say a directory is "not found".
+        if path.is_dir() {
+            return Err(err(
+                "--config",
+                format!(
+                    "{} is a directory; pass the path of a waq config.toml",
+                    path.display()
+                ),
+            ));
+        }
         let mut overrides = Vec::new();
         for (name, value) in vars {
             // A name that is not Unicode cannot be one of ours.
@@ -414,6 +432,19 @@ impl Config {
             overrides.push((name.to_string(), value));
         }
         overrides.sort();
+        // `WAQ__SENDERS__0__MPS` would make `senders` a table, which reads as a type error.
+        if let Some((name, _)) = overrides.iter().find(|(n, _)| {
+            let key = env_key(n);
+            key == "senders" || key.starts_with("senders.")
+        }) {
+            return Err(err(
+                env_key(name),
+                format!(
+                    "[[senders]] cannot be set from the environment (the environment variable {name}); \
+                     write the senders in the file: a sender's token can come from the environment through its token_env"
+                ),
+            ));
+        }
 
         let file = config::File::from(path).format(config::FileFormat::Toml);
         let file_origin = path.display().to_string();
@@ -438,9 +469,12 @@ impl Config {
         )?;
         let base = path.parent().unwrap_or(Path::new("."));
         Config::from_raw(raw, base).map_err(|mut e| {
-            if let Some((name, _)) = overrides.iter().find(|(n, _)| env_key(n) == e.key) {
-                e.message = format!("{} (set by the environment variable {name})", e.message);
-            }
+            e.message = match overrides.iter().find(|(n, _)| env_key(n) == e.key) {
+                Some((name, _)) => {
+                    format!("{} (set by the environment variable {name})", e.message)
+                }
+                None => format!("{} (in {file_origin})", e.message),
+            };
             e
         })
     }
@@ -518,11 +552,27 @@ impl Config {
                 "must be at least socket.max_request_bytes: a batch of one must fit",
             ));
         }
+        let allowed_uids = raw.socket.allowed_uids.map(|ids| ids.0);
+        let allowed_gids = raw.socket.allowed_gids.map(|ids| ids.0);
+        // An empty list would refuse every peer, and nothing would say why but each 403. The
+        // usual way to clear a value with systemd, an empty `Environment=` line, gives one.
+        for (key, ids) in [
+            ("socket.allowed_uids", &allowed_uids),
+            ("socket.allowed_gids", &allowed_gids),
+        ] {
+            if ids.as_ref().is_some_and(Vec::is_empty) {
+                return Err(err(
+                    key,
+                    "is empty, which would refuse every peer; list at least one id, or leave the \
+                     key out to let the socket file's mode alone decide who may connect",
+                ));
+            }
+        }
         let socket = SocketConfig {
             path: socket_path,
             mode,
-            allowed_uids: raw.socket.allowed_uids.map(|ids| ids.0),
-            allowed_gids: raw.socket.allowed_gids.map(|ids| ids.0),
+            allowed_uids,
+            allowed_gids,
             max_connections: within(
                 "socket.max_connections",
                 raw.socket.max_connections,
@@ -613,6 +663,7 @@ impl Config {
                 s.token,
                 s.token_env,
                 s.token_file.map(|p| base.join(p)),
+                SecretUse::Header,
             )?
             .ok_or_else(|| err(key("token"), "set token_env, token_file or token"))?;
             let mps = within(&key("mps"), s.mps, 80, 1..=10_000)? as u32;
@@ -707,6 +758,7 @@ impl Config {
                         w.app_secret,
                         w.app_secret_env,
                         w.app_secret_file.map(|p| base.join(p)),
+                        SecretUse::Compared,
                     )?
                     .ok_or_else(|| {
                         err(
@@ -719,6 +771,7 @@ impl Config {
                         w.verify_token,
                         w.verify_token_env,
                         w.verify_token_file.map(|p| base.join(p)),
+                        SecretUse::Compared,
                     )?
                     .unwrap_or_default();
                     if let Some(url) = &w.forward_url {
@@ -794,29 +847,62 @@ impl Config {
 /// Keys whose `WAQ__…` value stays text: `0660` is octal digits, not the number 660.
 const TEXT_KEYS: [&str; 1] = ["socket.mode"];
 
-/// `builder` with the `WAQ__…` overrides over it. Values that look like numbers or booleans
-/// become them, as TOML would write them, but for `TEXT_KEYS`; lists stay text, read by `Ids`.
+/// Keys whose `WAQ__…` value is a list of ids: one id, `1000,1001` or `[1000, 1001]`.
+const ID_LIST_KEYS: [&str; 2] = ["socket.allowed_uids", "socket.allowed_gids"];
+
+/// `builder` with the `WAQ__…` overrides over it. A value that is an integer literal becomes
+/// an integer, `true` / `false` a boolean and a decimal a float, as TOML would write them, so
+/// that a key of another type refuses them; but `TEXT_KEYS` stay text and `ID_LIST_KEYS`
+/// become lists.
 fn with_environment(
     builder: config::ConfigBuilder<config::builder::DefaultState>,
     vars: &[(String, String)],
 ) -> Result<config::ConfigBuilder<config::builder::DefaultState>, ConfigError> {
-    let (text, typed): (Vec<_>, Vec<_>) = vars
-        .iter()
-        .cloned()
-        .partition(|(name, _)| TEXT_KEYS.contains(&env_key(name).as_str()));
-    let mut builder = builder.add_source(
+    let mut builder = builder;
+    let mut typed = Vec::new();
+    for (name, value) in vars {
+        let key = env_key(name);
+        let origin = || format!("the environment variable {name}");
+        if TEXT_KEYS.contains(&key.as_str()) {
+            builder = builder
+                .set_override(&key, value.as_str())
+                .map_err(|e| from_crate(e, &origin()))?;
+        } else if ID_LIST_KEYS.contains(&key.as_str()) {
+            let ids = env_ids(value).map_err(|m| err(&key, format!("{m} (in {})", origin())))?;
+            builder = builder
+                .set_override(&key, ids)
+                .map_err(|e| from_crate(e, &origin()))?;
+        } else {
+            typed.push((name.clone(), value.clone()));
+        }
+    }
+    // Overrides win over sources whatever the order they were added in.
+    Ok(builder.add_source(
         config::Environment::with_prefix("WAQ")
             .prefix_separator(ENV_SEPARATOR)
             .separator(ENV_SEPARATOR)
             .try_parsing(true)
             .source(Some(typed.into_iter().collect())),
-    );
-    for (name, value) in text {
-        builder = builder
-            .set_override(env_key(&name), value)
-            .map_err(|e| from_crate(e, &format!("the environment variable {name}")))?;
-    }
-    Ok(builder)
+    ))
+}
+
+/// A list of ids as an environment variable writes it: `1000`, `1000,1001` or `[1000, 1001]`;
+/// empty text is the empty list.
+fn env_ids(value: &str) -> Result<Vec<i64>, String> {
+    let t = value.trim();
+    let t = t
+        .strip_prefix('[')
+        .and_then(|t| t.strip_suffix(']'))
+        .unwrap_or(t);
+    t.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<u32>()
+                .map(i64::from)
+                .map_err(|_| format!("`{s}` is not a uid or gid (0 to 4294967295)"))
+        })
+        .collect()
 }
 
 /// The key a `WAQ__SECTION__KEY` variable sets: `section.key`.
@@ -918,11 +1004,11 @@ fn check_log_level(level: &str) -> Result<(), ConfigError> {
 /// `v`, or `default` when absent; a value outside `range` is refused, the range named.
 fn within(
     key: &str,
-    v: Option<i64>,
+    v: Option<Int>,
     default: i64,
     range: std::ops::RangeInclusive<i64>,
 ) -> Result<u64, ConfigError> {
-    let n = v.unwrap_or(default);
+    let n = v.map_or(default, |v| v.0);
     if !range.contains(&n) {
         return Err(err(
             key,
@@ -937,12 +1023,21 @@ fn within(
     Ok(n.unsigned_abs())
 }
 
+/// What a secret is for. An access token follows `Bearer ` in a request header, so it must be
+/// one word a header can carry; the webhook's secrets are only compared or used as a key.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SecretUse {
+    Header,
+    Compared,
+}
+
 /// Resolves a secret given inline, by environment variable name, or by file (systemd credentials).
 fn secret(
     key: &str,
     inline: Option<String>,
     env: Option<String>,
     file: Option<PathBuf>,
+    usage: SecretUse,
 ) -> Result<Option<Secret>, ConfigError> {
     let given = [inline.is_some(), env.is_some(), file.is_some()]
         .iter()
@@ -954,10 +1049,11 @@ fn secret(
             "set only one of the inline value, `_env` and `_file`",
         ));
     }
-    if let Some(v) = inline {
-        return non_empty(key, v, || "is empty".into()).map(Some);
-    }
-    if let Some(var) = env {
+    // The key an error names, what holds the value (for the message; none when inline), what
+    // an empty value is called, and the value.
+    let (key, holder, empty, v) = if let Some(v) = inline {
+        (key.to_string(), None, "is empty".to_string(), v)
+    } else if let Some(var) = env {
         let key = format!("{key}_env");
         if var.is_empty() {
             return Err(err(
@@ -972,30 +1068,53 @@ fn secret(
             };
             err(&key, format!("environment variable {var} {why}"))
         })?;
-        return non_empty(&key, v, || {
-            format!("environment variable {var} is set but empty")
-        })
-        .map(Some);
-    }
-    if let Some(path) = file {
+        let holder = format!("environment variable {var}");
+        let empty = format!("{holder} is set but empty");
+        (key, Some(holder), empty, v)
+    } else if let Some(path) = file {
         let key = format!("{key}_file");
         let v = std::fs::read_to_string(&path)
             .map_err(|e| err(&key, format!("cannot read {}: {e}", path.display())))?;
-        return non_empty(&key, v.trim().to_string(), || {
-            format!("{} is empty", path.display())
-        })
-        .map(Some);
+        let holder = path.display().to_string();
+        let empty = format!("{holder} is empty");
+        // A file ends in a line break as a rule; it is not part of the secret.
+        (key, Some(holder), empty, v.trim().to_string())
+    } else {
+        return Ok(None);
+    };
+    if v.trim().is_empty() {
+        return Err(err(key, empty));
     }
-    Ok(None)
+    if usage == SecretUse::Header {
+        if let Some(why) = header_unsafe(&v) {
+            let has = holder.map_or_else(|| "has".to_string(), |h| format!("{h} has"));
+            return Err(err(
+                key,
+                format!(
+                    "{has} {why}, which cannot go in an HTTP header: an access token is one word \
+                     of visible ASCII characters"
+                ),
+            ));
+        }
+    }
+    Ok(Some(Secret(v)))
 }
 
-/// `v` as a secret, unless it is blank: then the error names `key` and says `why`.
-fn non_empty(key: &str, v: String, why: impl FnOnce() -> String) -> Result<Secret, ConfigError> {
-    if v.trim().is_empty() {
-        Err(err(key, why()))
-    } else {
-        Ok(Secret(v))
-    }
+/// What in `token` cannot follow `Bearer ` in a header: the first character that is not
+/// visible ASCII (RFC 6750's tokens never hold one), by kind and position, never the token.
+fn header_unsafe(token: &str) -> Option<String> {
+    let (at, c) = token
+        .chars()
+        .enumerate()
+        .find(|(_, c)| !c.is_ascii_graphic())?;
+    let what = match c {
+        '\n' | '\r' => "a line break",
+        ' ' => "a space",
+        '\t' => "a tab",
+        c if c.is_control() => "a control character",
+        _ => "a non-ASCII character",
+    };
+    Some(format!("{what} at character {}", at + 1))
 }
 
 #[cfg(test)]
@@ -1225,10 +1344,37 @@ mod bounds {
                 "{bad}: {e}"
             );
         }
-        // The file keeps its list form.
+        // The file keeps its list form, of integers.
         let c = with("socket", "allowed_uids = [1000, 1001]").unwrap();
         assert_eq!(c.socket.allowed_uids, Some(vec![1000, 1001]));
-        assert!(with("socket", "allowed_uids = [-1]").is_err());
+        for bad in ["[-1]", "[\"1000\"]", "\"1000\"", "[1000.7]", "[true]"] {
+            let e = with("socket", &format!("allowed_uids = {bad}")).unwrap_err();
+            assert!(e.key.starts_with("socket.allowed_uids"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn an_empty_list_of_allowed_ids_is_refused_naming_the_key() {
+        for key in ["allowed_uids", "allowed_gids"] {
+            let e = with("socket", &format!("{key} = []")).unwrap_err();
+            assert_eq!(e.key, format!("socket.{key}"));
+            assert!(
+                e.message.contains("is empty") && e.message.contains("leave the key out"),
+                "{e}"
+            );
+            let var = format!("WAQ__SOCKET__{}", key.to_uppercase());
+            for value in ["", " ", "[]", "[ ]"] {
+                let e = load_env(&[(&var, value)]).unwrap_err();
+                assert_eq!(e.key, format!("socket.{key}"), "{value:?}: {e}");
+                assert!(
+                    e.message.contains("is empty") && e.message.contains(&var),
+                    "{value:?}: {e}"
+                );
+            }
+        }
+        // One list set and the other left out is fine.
+        let c = with("socket", "allowed_gids = [998]").unwrap();
+        assert_eq!(c.socket.allowed_uids, None);
     }
 
     #[test]
@@ -1452,6 +1598,250 @@ mod bounds {
         assert!(e.message.contains("is set but empty"), "{e}");
     }
 
+    /// The integer keys `config.toml` shows, commented out or not: (section, key, value).
+    fn integer_keys_of_the_shipped_config() -> Vec<(String, String, i64)> {
+        let mut section = String::new();
+        let mut keys = Vec::new();
+        for line in include_str!("../config.toml").lines() {
+            let mut line = line.trim();
+            while let Some(rest) = line.strip_prefix('#') {
+                line = rest.trim_start();
+            }
+            if line.starts_with('[') {
+                section = line.trim_matches(|c| c == '[' || c == ']').to_string();
+            } else if let Some((key, value)) = line.split_once(" = ") {
+                if let (true, Ok(n)) = (
+                    key.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
+                    value.parse::<i64>(),
+                ) {
+                    keys.push((section.clone(), key.to_string(), n));
+                }
+            }
+        }
+        keys
+    }
+
+    /// `MIN` with `line` in `[section]`, and what that section needs to be read.
+    fn doc_with(section: &str, line: &str) -> String {
+        match section {
+            // MIN's last table is its sender.
+            "senders" => format!("{MIN}{line}\n"),
+            "webhook" => {
+                format!("{MIN}\n[webhook]\nlisten = \"127.0.0.1:0\"\napp_secret = \"s\"\n{line}\n")
+            }
+            _ => format!("{MIN}\n[{section}]\n{line}\n"),
+        }
+    }
+
+    /// `text` as the file c.toml, loaded with `vars` as the whole environment.
+    fn load_text(text: &str, vars: &[(&str, &str)]) -> (Result<Config, ConfigError>, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, text).unwrap();
+        let vars = vars
+            .iter()
+            .map(|(k, v)| (OsString::from(k), OsString::from(v)));
+        (Config::load_with_env(&path, vars), path)
+    }
+
+    #[test]
+    fn every_integer_key_refuses_a_boolean_a_fraction_and_quoted_digits() {
+        let keys = integer_keys_of_the_shipped_config();
+        assert!(keys.len() >= 19, "config.toml shows fewer keys: {keys:?}");
+        for (section, key, good) in &keys {
+            let named = match section.as_str() {
+                "senders" => format!("senders[0].{key}"),
+                _ => format!("{section}.{key}"),
+            };
+            let (c, _) = load_text(&doc_with(section, &format!("{key} = {good}")), &[]);
+            c.unwrap_or_else(|e| panic!("{named} = {good}: {e}"));
+            for bad in ["true", "false", "80.9", "0.4", "-0.4", "80.0", "\"80\""] {
+                let (e, path) = load_text(&doc_with(section, &format!("{key} = {bad}")), &[]);
+                let e = e.expect_err(&format!("{named} = {bad} was taken"));
+                assert_eq!(e.key, named, "{bad}: {e}");
+                assert!(e.message.contains("expected an integer"), "{bad}: {e}");
+                assert!(
+                    e.message.contains(&format!("(in {})", path.display())),
+                    "{bad}: {e}"
+                );
+            }
+            // [[senders]] cannot come from the environment.
+            if section == "senders" {
+                continue;
+            }
+            let var = format!("WAQ__{}__{}", section.to_uppercase(), key.to_uppercase());
+            let (c, _) = load_text(&doc_with(section, ""), &[(&var, &good.to_string())]);
+            c.unwrap_or_else(|e| panic!("{var}={good}: {e}"));
+            for bad in [
+                "true", "FALSE", "2.5", "80.0", "1e3", "\"80\"", " 80", "0x50", "",
+            ] {
+                let (e, _) = load_text(&doc_with(section, ""), &[(&var, bad)]);
+                let e = e.expect_err(&format!("{var}={bad:?} was taken"));
+                assert_eq!(e.key, named, "{var}={bad:?}: {e}");
+                assert!(
+                    e.message
+                        .contains(&format!("(in the environment variable {var})")),
+                    "{var}={bad:?}: {e}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_range_or_semantic_error_says_where_the_value_came_from() {
+        for (text, key) in [
+            (doc_with("senders", "mps = 0"), "senders[0].mps"),
+            (
+                doc_with("dispatch", "retry_min_ms = 5000\nretry_max_ms = 10"),
+                "dispatch.retry_max_ms",
+            ),
+            (
+                format!("{MIN}\n[[senders]]\nname = \"second\"\nphone_number_id = \"1\"\ntoken = \"t\"\n"),
+                "senders[1].phone_number_id",
+            ),
+        ] {
+            let (e, path) = load_text(&text, &[]);
+            let e = e.unwrap_err();
+            assert_eq!(e.key, key, "{e}");
+            assert!(
+                e.message.ends_with(&format!("(in {})", path.display())),
+                "{e}"
+            );
+        }
+        let e = load_env(&[("WAQ__DISPATCH__MAX_IN_FLIGHT", "0")]).unwrap_err();
+        assert_eq!(e.key, "dispatch.max_in_flight");
+        assert!(
+            e.message
+                .ends_with("(set by the environment variable WAQ__DISPATCH__MAX_IN_FLIGHT)"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn senders_from_the_environment_are_refused_saying_they_cannot_be_set_there() {
+        for var in ["WAQ__SENDERS__0__MPS", "WAQ__SENDERS", "waq__senders__mps"] {
+            let e = load_env(&[(var, "0")]).unwrap_err();
+            assert!(e.key.starts_with("senders"), "{var}: {e}");
+            assert!(
+                e.message
+                    .contains("[[senders]] cannot be set from the environment")
+                    && e.message.contains(var),
+                "{var}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_directory_for_the_configuration_is_named_a_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = Config::load_with_env(dir.path(), []).unwrap_err();
+        assert_eq!(e.key, "--config");
+        assert!(e.message.contains("is a directory"), "{e}");
+    }
+
+    /// Every field of the raw configuration is read by a type that sees the value as written
+    /// (`Int`, `Mode`, `Ids`: `deserialize_any`), as text, or as a table or list of them; a bare
+    /// number or bool would be read with the `config` crate's conversions (`true` as 1, 80.9 as
+    /// 81, "80" as 80).
+    #[test]
+    fn no_raw_field_is_read_with_the_crates_number_conversions() {
+        let allowed = [
+            "deserialize_any",
+            "deserialize_string",
+            "deserialize_struct",
+            "deserialize_seq",
+        ];
+        let root = probe::fields::<raw::Root>();
+        let tables: Vec<&str> = root
+            .iter()
+            .filter(|(_, m)| m == "deserialize_struct" || m == "deserialize_seq")
+            .map(|(f, _)| *f)
+            .collect();
+        // Each table of the root is one of those probed below.
+        assert_eq!(
+            tables,
+            ["log", "socket", "api", "senders", "dispatch", "webhook", "store"]
+        );
+        for (table, fields) in [
+            ("", root.clone()),
+            ("log", probe::fields::<raw::Log>()),
+            ("socket", probe::fields::<raw::Socket>()),
+            ("api", probe::fields::<raw::Api>()),
+            ("senders", probe::fields::<raw::Sender>()),
+            ("dispatch", probe::fields::<raw::Dispatch>()),
+            ("webhook", probe::fields::<raw::Webhook>()),
+            ("store", probe::fields::<raw::Store>()),
+        ] {
+            assert!(!fields.is_empty(), "{table}");
+            for (field, method) in fields {
+                assert!(
+                    allowed.contains(&method.as_str()),
+                    "{table}.{field} is read with {method}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_token_that_cannot_go_in_a_header_is_refused_naming_where_it_came_from() {
+        let dir = tempfile::tempdir().unwrap();
+        for (token, says) in [
+            ("sekrit\nline", "a line break at character 7"),
+            ("sekrit\r", "a line break"),
+            (" sekrit", "a space at character 1"),
+            ("sekrit ", "a space at character 7"),
+            ("sek rit", "a space"),
+            ("sek\trit", "a tab"),
+            ("sek\u{7f}rit", "a control character"),
+            ("sekrit\u{e9}", "a non-ASCII character"),
+        ] {
+            // TOML escapes DEL as \u007F; Rust's `{:?}` would write \u{7f}.
+            let quoted = format!("{token:?}").replace("\\u{7f}", "\\u007F");
+            let inline = MIN.replace("token = \"t\"", &format!("token = {quoted}"));
+            let e = Config::from_toml(&inline, Path::new(".")).unwrap_err();
+            assert_eq!(e.key, "senders[0].token", "{token:?}: {e}");
+            // Names unique to this test: the environment is shared by the test process.
+            std::env::set_var("WAQ_TEST_HEADER_TOKEN", token);
+            let by_env = MIN.replace("token = \"t\"", "token_env = \"WAQ_TEST_HEADER_TOKEN\"");
+            let e2 = Config::from_toml(&by_env, Path::new(".")).unwrap_err();
+            assert_eq!(e2.key, "senders[0].token_env", "{token:?}: {e2}");
+            assert!(
+                e2.message
+                    .contains("environment variable WAQ_TEST_HEADER_TOKEN has"),
+                "{e2}"
+            );
+            for e in [e, e2] {
+                assert!(
+                    e.message.contains(says) && e.message.contains("HTTP header"),
+                    "{token:?}: {e}"
+                );
+                assert!(!e.to_string().contains("sek"), "{token:?}: {e}");
+            }
+        }
+        std::env::remove_var("WAQ_TEST_HEADER_TOKEN");
+        let file = dir.path().join("token");
+        std::fs::write(&file, "sekrit\nline\n").unwrap();
+        let by_file = MIN.replace(
+            "token = \"t\"",
+            &format!("token_file = {:?}", file.display().to_string()),
+        );
+        let e = Config::from_toml(&by_file, Path::new(".")).unwrap_err();
+        assert_eq!(e.key, "senders[0].token_file", "{e}");
+        assert!(e.message.contains("a line break"), "{e}");
+        assert!(!e.to_string().contains("sek"), "{e}");
+        // The line break that ends the file is not part of the token.
+        std::fs::write(&file, "sekrit-token_0.9~+/=\n").unwrap();
+        let c = Config::from_toml(&by_file, Path::new(".")).unwrap();
+        assert_eq!(c.senders[0].token.expose(), "sekrit-token_0.9~+/=");
+        // The webhook's secrets go in no header.
+        let c = Config::from_toml(
+            &format!("{MIN}\n[webhook]\nlisten = \"127.0.0.1:0\"\napp_secret = \"s e\"\nverify_token = \"v t\"\n"),
+            Path::new("."),
+        )
+        .unwrap();
+        assert!(c.webhook.is_some());
+    }
+
     #[test]
     fn a_key_inside_a_sender_is_written_with_its_dot() {
         let e = Config::from_toml(
@@ -1471,5 +1861,145 @@ mod bounds {
         assert_eq!(e.key, "senders[0].tokn", "{e}");
         assert_eq!(dotted("senders[0]mps"), "senders[0].mps");
         assert_eq!(dotted("a[0][1].b"), "a[0][1].b");
+    }
+}
+
+/// Which `Deserializer` method a struct's fields call, each found by deserializing the struct
+/// from a map that holds that one field: the method's name comes back as the error.
+#[cfg(test)]
+mod probe {
+    use serde::de::{self, value::Error, Deserialize, Deserializer, IntoDeserializer, Visitor};
+
+    /// The struct's fields, each with the method its type calls (inside an `Option`).
+    pub fn fields<T: for<'de> Deserialize<'de>>() -> Vec<(&'static str, String)> {
+        let Err(names) = T::deserialize(Struct(None)) else {
+            panic!("not a struct");
+        };
+        names
+            .to_string()
+            .split(',')
+            .map(|name| {
+                let name: &'static str = Box::leak(name.to_string().into_boxed_str());
+                let method = match T::deserialize(Struct(Some(name))) {
+                    Err(e) => e.to_string(),
+                    Ok(_) => "nothing".into(),
+                };
+                (name, method)
+            })
+            .collect()
+    }
+
+    /// Without a field: answers with the struct's field names. With one: a map of that field.
+    struct Struct(Option<&'static str>);
+
+    impl<'de> Deserializer<'de> for Struct {
+        type Error = Error;
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Error> {
+            Err(de::Error::custom("not a struct"))
+        }
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            visitor: V,
+        ) -> Result<V::Value, Error> {
+            match self.0 {
+                None => Err(de::Error::custom(fields.join(","))),
+                Some(field) => visitor.visit_map(One(Some(field))),
+            }
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+            byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map enum
+            identifier ignored_any
+        }
+    }
+
+    struct One(Option<&'static str>);
+
+    impl<'de> de::MapAccess<'de> for One {
+        type Error = Error;
+        fn next_key_seed<K: de::DeserializeSeed<'de>>(
+            &mut self,
+            seed: K,
+        ) -> Result<Option<K::Value>, Error> {
+            self.0
+                .take()
+                .map(|name| seed.deserialize(name.into_deserializer()))
+                .transpose()
+        }
+        fn next_value_seed<V: de::DeserializeSeed<'de>>(
+            &mut self,
+            seed: V,
+        ) -> Result<V::Value, Error> {
+            seed.deserialize(Leaf)
+        }
+    }
+
+    /// A field's value: fails with the name of the method called, looking inside an `Option`.
+    struct Leaf;
+
+    macro_rules! named {
+        ($($method:ident)*) => {$(
+            fn $method<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Error> {
+                Err(de::Error::custom(stringify!($method)))
+            }
+        )*};
+    }
+
+    impl<'de> Deserializer<'de> for Leaf {
+        type Error = Error;
+        fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+            visitor.visit_some(Leaf)
+        }
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            _: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Error> {
+            Err(de::Error::custom("deserialize_struct"))
+        }
+        fn deserialize_unit_struct<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            _: V,
+        ) -> Result<V::Value, Error> {
+            Err(de::Error::custom("deserialize_unit_struct"))
+        }
+        fn deserialize_newtype_struct<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            _: V,
+        ) -> Result<V::Value, Error> {
+            Err(de::Error::custom("deserialize_newtype_struct"))
+        }
+        fn deserialize_tuple<V: Visitor<'de>>(self, _: usize, _: V) -> Result<V::Value, Error> {
+            Err(de::Error::custom("deserialize_tuple"))
+        }
+        fn deserialize_tuple_struct<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            _: usize,
+            _: V,
+        ) -> Result<V::Value, Error> {
+            Err(de::Error::custom("deserialize_tuple_struct"))
+        }
+        fn deserialize_enum<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            _: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Error> {
+            Err(de::Error::custom("deserialize_enum"))
+        }
+        named! {
+            deserialize_any deserialize_bool deserialize_i8 deserialize_i16 deserialize_i32
+            deserialize_i64 deserialize_i128 deserialize_u8 deserialize_u16 deserialize_u32
+            deserialize_u64 deserialize_u128 deserialize_f32 deserialize_f64 deserialize_char
+            deserialize_str deserialize_string deserialize_bytes deserialize_byte_buf
+            deserialize_unit deserialize_seq deserialize_map deserialize_identifier
+            deserialize_ignored_any
+        }
     }
 }

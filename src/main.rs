@@ -86,6 +86,14 @@ fn run_sim(listen: std::net::SocketAddr, config: Option<std::path::PathBuf>) -> 
         // Colour codes only for a person at a terminal, not in a redirected log.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
+    // A configuration error is a usage error (2), as for `waq serve`; what fails later is 1.
+    let config = match waq::sim::load(config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("waq sim: {e:#}");
+            return waq::cli::EXIT_USAGE;
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -422,6 +422,25 @@ fn a_peer_outside_allowed_uids_gets_403_on_every_request() {
 }
 
 #[test]
+fn an_empty_list_of_allowed_ids_stops_start_up_instead_of_locking_every_peer_out() {
+    for (builder, says) in [
+        (
+            Daemon::builder().set("socket", "allowed_uids = []"),
+            "socket.allowed_uids",
+        ),
+        (
+            Daemon::builder().env("WAQ__SOCKET__ALLOWED_GIDS", ""),
+            "WAQ__SOCKET__ALLOWED_GIDS",
+        ),
+    ] {
+        let mut d = builder.no_wait().start();
+        assert_eq!(d.wait_exit().code(), Some(2), "{}", d.log());
+        let log = d.log();
+        assert!(log.contains(says) && log.contains("is empty"), "{log}");
+    }
+}
+
+#[test]
 fn a_replay_after_the_window_closed_is_the_duplicate_not_a_refusal() {
     let d = Daemon::start();
     let to = "+14155559878";
@@ -617,6 +636,58 @@ fn sighup_with_a_broken_config_keeps_serving_and_a_good_one_applies() {
     d.wait_for_log("log level changed");
 }
 
+/// Waits until the log holds `needle` `n` times; the log's lines that name a key needing a
+/// restart.
+fn restart_warnings_after(d: &Daemon, needle: &str, n: usize) -> Vec<String> {
+    let deadline = std::time::Instant::now() + common::PATIENCE;
+    while d.log().matches(needle).count() < n {
+        assert!(std::time::Instant::now() < deadline, "{}", d.log());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    d.log()
+        .lines()
+        .filter(|l| l.contains("takes effect only at the next start"))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn a_reload_names_the_keys_that_differ_from_what_runs_not_from_the_last_file() {
+    let d = Daemon::start();
+    let started = d.config_text();
+    let moved = d.dir().join("elsewhere");
+    let pending = format!(
+        "{}\n",
+        started
+            .replace("[socket]\n", "[socket]\nmode = \"0600\"\n")
+            .replace(
+                &format!("state_dir = {:?}", d.state_dir.display().to_string()),
+                &format!("state_dir = {:?}", moved.display().to_string()),
+            )
+    );
+    assert!(pending.contains("0600") && pending.contains("elsewhere"));
+    let reloaded = "configuration reloaded";
+    let both = |lines: &[String]| {
+        (
+            lines.iter().filter(|l| l.contains("socket.mode")).count(),
+            lines.iter().filter(|l| l.contains("state_dir")).count(),
+        )
+    };
+
+    d.write_config(&pending);
+    d.sighup();
+    assert_eq!(both(&restart_warnings_after(&d, reloaded, 1)), (1, 1));
+    // Still pending at the next reload: said again.
+    d.sighup();
+    assert_eq!(both(&restart_warnings_after(&d, reloaded, 2)), (2, 2));
+    // Back to what runs: nothing to restart for.
+    d.write_config(&started);
+    d.sighup();
+    assert_eq!(both(&restart_warnings_after(&d, reloaded, 3)), (2, 2));
+    let mode = std::fs::metadata(&d.socket).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o660, "the socket kept its mode");
+}
+
 #[test]
 fn a_second_daemon_on_the_same_socket_refuses_to_start() {
     let d = Daemon::start();
@@ -630,6 +701,31 @@ fn a_second_daemon_on_the_same_socket_refuses_to_start() {
     let status = second.wait_exit();
     assert!(!status.success());
     assert!(second.log().contains("already serving"), "{}", second.log());
+    assert_eq!(
+        d.get("/v1/health").status,
+        200,
+        "the first one is untouched"
+    );
+}
+
+#[test]
+fn a_second_daemon_on_the_same_state_dir_says_another_one_holds_it() {
+    let d = Daemon::start();
+    let mut second = Daemon::builder()
+        .set(
+            "",
+            &format!("state_dir = {:?}", d.state_dir.display().to_string()),
+        )
+        .no_wait()
+        .start();
+    assert_eq!(second.wait_exit().code(), Some(1), "{}", second.log());
+    let log = second.log();
+    assert!(
+        log.contains("state_dir")
+            && log.contains("another waq daemon (or another process) holds the lock"),
+        "{log}"
+    );
+    assert!(!log.contains("Os {"), "a debug dump: {log}");
     assert_eq!(
         d.get("/v1/health").status,
         200,

@@ -517,6 +517,60 @@ fn serve_with_a_bad_config_exits_2_naming_the_key() {
         .unwrap();
     assert_eq!(code(&o), 2);
     assert!(stderr(&o).contains("senders[0].mps"), "{}", stderr(&o));
+    // Where the value came from, as for a type error.
+    let from_file = format!("(in {})", bad.display());
+    assert!(stderr(&o).contains(&from_file), "{}", stderr(&o));
+
+    let serve = |config: &std::path::Path, env: &[(&str, &str)]| {
+        let mut cmd = Command::new(bin());
+        cmd.arg("serve").arg("--config").arg(config);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    };
+    let o = serve(dir.path(), &[]);
+    assert_eq!(code(&o), 2);
+    assert!(stderr(&o).contains("is a directory"), "{}", stderr(&o));
+
+    // A boolean, a fraction or quoted digits are not numbers, in the file or in a variable.
+    let ok = std::fs::read_to_string(&bad)
+        .unwrap()
+        .replace("mps = 0", "");
+    for line in ["mps = true", "mps = 80.9", "mps = 0.4", "mps = \"80\""] {
+        std::fs::write(&bad, format!("{ok}{line}\n")).unwrap();
+        let o = serve(&bad, &[]);
+        assert_eq!(code(&o), 2, "{line}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert!(
+            err.contains("senders[0].mps") && err.contains("expected an integer"),
+            "{line}: {err}"
+        );
+        assert!(err.contains(&from_file), "{line}: {err}");
+    }
+    std::fs::write(&bad, &ok).unwrap();
+    for (var, value, says) in [
+        (
+            "WAQ__DISPATCH__MAX_IN_FLIGHT",
+            "true",
+            "expected an integer",
+        ),
+        ("WAQ__DISPATCH__MAX_IN_FLIGHT", "2.5", "expected an integer"),
+        ("WAQ__STORE__FLUSH_EVERY_MS", "0.4", "expected an integer"),
+        (
+            "WAQ__SENDERS__0__MPS",
+            "0",
+            "[[senders]] cannot be set from the environment",
+        ),
+    ] {
+        let o = serve(&bad, &[(var, value)]);
+        assert_eq!(code(&o), 2, "{var}={value}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert!(
+            err.contains(says) && err.contains(var),
+            "{var}={value}: {err}"
+        );
+    }
 }
 
 #[test]

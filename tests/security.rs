@@ -154,6 +154,40 @@ fn an_invalid_configuration_does_not_print_the_token() {
 }
 
 #[test]
+fn a_token_that_cannot_go_in_a_header_is_refused_at_start_and_on_reload() {
+    let sender =
+        "[[senders]]\nname = \"main\"\nphone_number_id = \"1\"\ntoken_env = \"WA_ACCESS_TOKEN\"\n";
+    let mut d = Daemon::builder()
+        .without_default_sender()
+        .toml(sender)
+        .env("WA_ACCESS_TOKEN", &format!("{TOKEN}\nX-Injected: 1"))
+        .no_wait()
+        .start();
+    assert_eq!(d.wait_exit().code(), Some(2), "{}", d.log());
+    let log = d.log();
+    assert!(
+        log.contains("senders[0].token_env")
+            && log.contains("WA_ACCESS_TOKEN has a line break")
+            && log.contains("HTTP header"),
+        "{log}"
+    );
+    assert_no_token("the error at start", &log);
+
+    let d = Daemon::start();
+    let good = d.config_text();
+    d.write_config(&good.replace("token = \"test-token\"", &format!("token = \"{TOKEN} \"")));
+    d.sighup();
+    d.wait_for_log("reload failed, keeping the running configuration");
+    let log = d.log();
+    assert!(
+        log.contains("senders[0].token") && log.contains("a space at character"),
+        "{log}"
+    );
+    assert_no_token("the error on reload", &log);
+    assert_eq!(d.get("/v1/health").status, 200);
+}
+
+#[test]
 fn peers_outside_the_allowed_ids_get_403() {
     let me = unsafe { libc::geteuid() };
     let my_gid = unsafe { libc::getegid() };

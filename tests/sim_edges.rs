@@ -209,6 +209,11 @@ fn sim_endpoints_refuse_unknown_query_parameters_and_keys() {
 fn a_recipient_list_or_category_that_is_wrong_is_refused_at_start() {
     for (toml, key) in [
         ("not_on_whatsapp = [\"abc\"]\n", "not_on_whatsapp[0]"),
+        ("bogus = 1\n", "bogus"),
+        (
+            "[[numbers]]\nphone_number_id = \"120000000000001\"\nmps = 0\n",
+            "numbers[0].mps",
+        ),
         (
             "[[templates]]\nname = \"x\"\nlanguage = \"en_US\"\ncategory = \"xyz\"\n",
             "templates[0].category",
@@ -224,7 +229,8 @@ fn a_recipient_list_or_category_that_is_wrong_is_refused_at_start() {
             .stdin(Stdio::null())
             .output()
             .unwrap();
-        assert!(!out.status.success(), "{toml:?} was accepted");
+        // A configuration error is a usage error, as for `waq serve`.
+        assert_eq!(out.status.code(), Some(2), "{toml:?} was accepted");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(key), "{toml:?}: {err}");
     }
@@ -238,7 +244,7 @@ fn an_empty_token_is_refused_at_start_naming_the_key() {
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    assert!(!out.status.success(), "an empty token was accepted");
+    assert_eq!(out.status.code(), Some(2), "an empty token was accepted");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("token must not be empty"), "{err}");
 }

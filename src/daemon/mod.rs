@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 
 use crate::api;
 use crate::app::App;
-use crate::config::Config;
+use crate::config::{Config, StoreConfig};
 use crate::dispatch::Dispatcher;
 use crate::store::Store;
 
@@ -79,6 +79,8 @@ fn ignore_file_size_signal() {
 pub struct Running {
     app: Arc<App>,
     config_path: PathBuf,
+    /// What the keys read only at start were when it started.
+    started: StartOnly,
     stop_server: watch::Sender<bool>,
     server: JoinHandle<()>,
     webhook: Option<JoinHandle<anyhow::Result<()>>>,
@@ -92,6 +94,7 @@ pub async fn start(
     config_path: &Path,
     inherited: Option<std::os::unix::net::UnixListener>,
 ) -> anyhow::Result<Running> {
+    let started = StartOnly::of(&cfg);
     // The socket first: a live daemon on it is the likeliest start-up mistake, and says so.
     let listener = api::bind(&cfg.socket, inherited)?;
     let webhook_listener = match &cfg.webhook {
@@ -169,6 +172,7 @@ pub async fn start(
     Ok(Running {
         app,
         config_path: config_path.to_path_buf(),
+        started,
         stop_server,
         server,
         webhook,
@@ -192,7 +196,7 @@ impl Running {
             }
         };
         let old = self.app.config();
-        for key in restart_only_changes(&old, &new) {
+        for key in self.started.changed_in(&new) {
             tracing::warn!(
                 key,
                 "changed in the file, but takes effect only at the next start"
@@ -242,29 +246,58 @@ impl Running {
     }
 }
 
-/// Keys read only at start-up that differ between `old` and `new`.
-fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
-    let mut changed = Vec::new();
-    if old.state_dir != new.state_dir {
-        changed.push("state_dir");
+/// The keys read only at start, with the values the daemon runs with. A reload compares the
+/// file with these, not with the file it replaces: a change still waiting for a restart is
+/// named at every reload, and one reverted is no longer.
+#[derive(Debug, Clone, PartialEq)]
+struct StartOnly {
+    state_dir: PathBuf,
+    socket_path: PathBuf,
+    socket_mode: u32,
+    max_connections: usize,
+    store: StoreConfig,
+    log_json: bool,
+    webhook_listen: Option<String>,
+}
+
+impl StartOnly {
+    fn of(cfg: &Config) -> StartOnly {
+        StartOnly {
+            state_dir: cfg.state_dir.clone(),
+            socket_path: cfg.socket.path.clone(),
+            socket_mode: cfg.socket.mode,
+            max_connections: cfg.socket.max_connections,
+            store: cfg.store.clone(),
+            log_json: cfg.log.json,
+            webhook_listen: cfg.webhook.as_ref().map(|w| w.listen.clone()),
+        }
     }
-    if old.socket.path != new.socket.path {
-        changed.push("socket.path");
+
+    /// The keys whose value in `new` is not the one running.
+    fn changed_in(&self, new: &Config) -> Vec<&'static str> {
+        let new = StartOnly::of(new);
+        let mut changed = Vec::new();
+        if self.state_dir != new.state_dir {
+            changed.push("state_dir");
+        }
+        if self.socket_path != new.socket_path {
+            changed.push("socket.path");
+        }
+        if self.socket_mode != new.socket_mode {
+            changed.push("socket.mode");
+        }
+        if self.max_connections != new.max_connections {
+            changed.push("socket.max_connections");
+        }
+        if self.store != new.store {
+            changed.push("store");
+        }
+        if self.log_json != new.log_json {
+            changed.push("log.format");
+        }
+        if self.webhook_listen != new.webhook_listen {
+            changed.push("webhook.listen");
+        }
+        changed
     }
-    if old.socket.mode != new.socket.mode {
-        changed.push("socket.mode");
-    }
-    if old.socket.max_connections != new.socket.max_connections {
-        changed.push("socket.max_connections");
-    }
-    if old.store != new.store {
-        changed.push("store");
-    }
-    if old.log.json != new.log.json {
-        changed.push("log.format");
-    }
-    if old.webhook.as_ref().map(|w| &w.listen) != new.webhook.as_ref().map(|w| &w.listen) {
-        changed.push("webhook.listen");
-    }
-    changed
 }

@@ -20,7 +20,7 @@ mod validate;
 mod webhooks;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -124,10 +124,8 @@ pub async fn start(config: SimConfig, listen: SocketAddr) -> anyhow::Result<SimH
     })
 }
 
-/// `waq sim`: serves until SIGINT or SIGTERM. Without a config file, the defaults apply
-/// (`WAQ_SIM__...` variables override keys either way).
-pub async fn run(listen: SocketAddr, config_path: Option<PathBuf>) -> anyhow::Result<()> {
-    let config = config::load(config_path.as_deref())?;
+/// `waq sim`: serves `config` (see `load`) until SIGINT or SIGTERM.
+pub async fn run(listen: SocketAddr, config: SimConfig) -> anyhow::Result<()> {
     let numbers: Vec<String> = config
         .numbers
         .iter()
@@ -152,6 +150,12 @@ pub async fn run(listen: SocketAddr, config_path: Option<PathBuf>) -> anyhow::Re
 /// Reads a simulator config file (TOML; `WAQ_SIM__...` environment variables override keys).
 pub fn load_config(path: &Path) -> anyhow::Result<SimConfig> {
     config::load_config(path)
+}
+
+/// The configuration of `waq sim`: the file if there is one, else the defaults, with the
+/// `WAQ_SIM__...` variables over either.
+pub fn load(path: Option<&Path>) -> anyhow::Result<SimConfig> {
+    config::load(path)
 }
 
 /// Blocks (off the async threads) until SIGINT or SIGTERM.

@@ -97,10 +97,19 @@ fn open_waiting_for_lock(dir: &Path, cfg: &StoreConfig) -> Result<sled::Db, Open
     let deadline = Instant::now() + LOCK_WAIT;
     loop {
         match try_open(dir, cfg) {
-            Err(OpenFailure::Sled(sled::Error::Io(e)))
-                if is_lock_conflict(&e) && Instant::now() < deadline =>
-            {
-                std::thread::sleep(Duration::from_millis(20));
+            Err(OpenFailure::Sled(sled::Error::Io(e))) if is_lock_conflict(&e) => {
+                if Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(20));
+                    continue;
+                }
+                // sled's text ends in the lock error's debug form (`Os { code: 11, ... }`).
+                return Err(OpenFailure::Sled(sled::Error::Io(io::Error::other(
+                    format!(
+                    "another waq daemon (or another process) holds the lock on {}: stop it, or \
+                     give this daemon a state_dir of its own",
+                    dir.join("db").display()
+                ),
+                ))));
             }
             other => return other,
         }
