@@ -710,12 +710,19 @@ fn a_second_daemon_on_the_same_socket_refuses_to_start() {
 
 #[test]
 fn a_second_daemon_on_the_same_state_dir_says_another_one_holds_it() {
-    let d = Daemon::start();
+    // Copies of one configuration: the webhook port clashes too, but the lock is the cause.
+    let listen = format!("listen = \"127.0.0.1:{}\"", common::free_port());
+    let d = Daemon::builder()
+        .set("webhook", &listen)
+        .set("webhook", "app_secret = \"s\"")
+        .start();
     let mut second = Daemon::builder()
         .set(
             "",
             &format!("state_dir = {:?}", d.state_dir.display().to_string()),
         )
+        .set("webhook", &listen)
+        .set("webhook", "app_secret = \"s\"")
         .no_wait()
         .start();
     assert_eq!(second.wait_exit().code(), Some(1), "{}", second.log());

@@ -655,6 +655,31 @@ fn server_errors_are_retried_until_sent() {
     assert_rules_kept(&n);
 }
 
+fn metric(d: &Daemon, name: &str) -> u64 {
+    let text = d.get("/metrics").text();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+}
+
+#[test]
+fn server_errors_that_use_up_the_attempts_count_as_transient() {
+    let _machine = shared();
+    let sim = Sim::start(sim_config());
+    let d = Daemon::builder()
+        .against(&sim)
+        .set("dispatch", "retry_min_ms = 20")
+        .set("dispatch", "retry_max_ms = 40")
+        .set("dispatch", "max_attempts = 2")
+        .start();
+    sim.faults(&json!({"http_5xx_share": 1.0}));
+    let id = d.enqueue(&template_request("+14155550112"));
+    let m = d.wait_message(&id, PATIENCE, |m| m["state"] == "failed");
+    assert_eq!(m["attempts"], 2, "{m}");
+    assert_eq!(metric(&d, "waq_sends_failed_transient_total"), 2);
+    assert_eq!(metric(&d, "waq_sends_failed_permanent_total"), 0);
+}
+
 #[test]
 fn not_on_whatsapp_fails_after_one_attempt() {
     let _machine = shared();

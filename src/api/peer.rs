@@ -39,15 +39,28 @@ pub fn check(cfg: &SocketConfig, peer: Option<Peer>) -> Option<ApiError> {
     if uid_ok || gid_ok {
         return None;
     }
+    // 65534 is the overflow id: how the kernel shows a peer whose ids the daemon's user
+    // namespace does not map (systemd's `PrivateUsers=yes`). Allowing it would allow them all.
+    let advice = if p.uid == OVERFLOW_ID || p.gid == OVERFLOW_ID {
+        "65534 is how a peer outside the daemon's user namespace appears (e.g. under systemd's \
+         PrivateUsers=yes), so socket.allowed_uids / allowed_gids cannot tell peers apart there: \
+         run the daemon without PrivateUsers, or leave those keys out and control access with \
+         socket.mode and the socket's group"
+    } else {
+        "ask the operator to add it to socket.allowed_uids or socket.allowed_gids"
+    };
     Some(ApiError::new(
         403,
         "peer_not_allowed",
         format!(
-            "uid {} / gid {} may not use this socket: ask the operator to add it to socket.allowed_uids or socket.allowed_gids",
+            "uid {} / gid {} may not use this socket: {advice}",
             p.uid, p.gid
         ),
     ))
 }
+
+/// The kernel's default `overflowuid` / `overflowgid`.
+const OVERFLOW_ID: u32 = 65534;
 
 #[cfg(test)]
 mod tests {
@@ -81,5 +94,23 @@ mod tests {
         let e = check(&cfg(Some(vec![1]), Some(vec![2])), p).unwrap();
         assert_eq!((e.status, e.code.as_str()), (403, "peer_not_allowed"));
         assert!(check(&cfg(Some(vec![1000]), None), None).is_some());
+    }
+
+    #[test]
+    fn an_unmapped_peer_is_explained() {
+        let nobody = Some(Peer {
+            uid: OVERFLOW_ID,
+            gid: OVERFLOW_ID,
+            pid: None,
+        });
+        let e = check(&cfg(Some(vec![1000]), None), nobody).unwrap();
+        assert!(e.message.contains("PrivateUsers"), "{}", e.message);
+        let p = Some(Peer {
+            uid: 1001,
+            gid: 100,
+            pid: None,
+        });
+        let e = check(&cfg(Some(vec![1000]), None), p).unwrap();
+        assert!(!e.message.contains("PrivateUsers"), "{}", e.message);
     }
 }

@@ -97,14 +97,8 @@ pub async fn start(
     let started = StartOnly::of(&cfg);
     // The socket first: a live daemon on it is the likeliest start-up mistake, and says so.
     let listener = api::bind(&cfg.socket, inherited)?;
-    let webhook_listener = match &cfg.webhook {
-        Some(w) => Some(
-            tokio::net::TcpListener::bind(&w.listen)
-                .await
-                .with_context(|| format!("webhook.listen: cannot listen on {}", w.listen))?,
-        ),
-        None => None,
-    };
+    // Then the store: a second daemon on the same state_dir (whose webhook port would clash
+    // too) is told about the lock, the cause, rather than the port.
     let (dir, store_cfg) = (cfg.state_dir.clone(), cfg.store.clone());
     let store = tokio::task::spawn_blocking(move || Store::open(&dir, &store_cfg))
         .await?
@@ -114,6 +108,14 @@ pub async fn start(
                 cfg.state_dir.display()
             )
         })?;
+    let webhook_listener = match &cfg.webhook {
+        Some(w) => Some(
+            tokio::net::TcpListener::bind(&w.listen)
+                .await
+                .with_context(|| format!("webhook.listen: cannot listen on {}", w.listen))?,
+        ),
+        None => None,
+    };
     let dispatcher = Dispatcher::new(&cfg).context("api: cannot build the Graph API client")?;
     let (recovering_store, recovering) = (store.clone(), dispatcher.clone());
     let (total, pending) = tokio::task::spawn_blocking(move || {

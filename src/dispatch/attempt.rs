@@ -365,7 +365,12 @@ fn record_failure(input: AttemptInput<'_>, err: CloudError, now: u64) -> (Outcom
             (outcome, effect)
         }
         Ok(Some((None, m))) => {
-            Metrics::inc(&app.metrics.sends_failed_permanent);
+            // The request's failure is counted by its class: a 5xx that used up the last
+            // attempt is still a transient failure of Meta's, though it ends the message.
+            match err.class {
+                ErrorClass::Permanent => Metrics::inc(&app.metrics.sends_failed_permanent),
+                _ => Metrics::inc(&app.metrics.sends_failed_transient),
+            }
             app.publish_state(&m, &err.code_name());
             (Outcome::Done, effect)
         }
