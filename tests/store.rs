@@ -122,6 +122,27 @@ async fn idempotency_key_returns_the_first_message() {
     assert_eq!(store.insert_new(&again).unwrap(), Insert::Created);
 }
 
+#[tokio::test]
+async fn retention_removes_only_the_record_it_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), &cfg()).unwrap();
+    let mut m = message(&store, "14155550000", Some("k"));
+    m.state = State::Failed;
+    store.insert_new(&m).unwrap();
+    // A retry lands between retention's read and its removal.
+    let (_, retried) = store
+        .update(m.id, |m| {
+            m.transition(State::Queued, 5, "retry requested");
+            Some(())
+        })
+        .unwrap()
+        .unwrap();
+    assert!(!store.remove_unchanged(&m).unwrap());
+    assert_eq!(store.get(m.id).unwrap().unwrap().state, State::Queued);
+    assert!(store.remove_unchanged(&retried).unwrap());
+    assert!(store.get(m.id).unwrap().is_none());
+}
+
 #[test]
 fn concurrent_requests_with_one_key_store_one_message() {
     let dir = tempfile::tempdir().unwrap();

@@ -67,8 +67,9 @@ pub fn sweep(app: &App) -> Result<u64, StoreError> {
         if m.created_at_ms > cutoff {
             break;
         }
-        if !m.state.is_pending() && m.updated_at_ms <= cutoff {
-            app.store.remove(&m)?;
+        // A retry between the scan's read and the removal makes the record pending again:
+        // it is then kept.
+        if !m.state.is_pending() && m.updated_at_ms <= cutoff && app.store.remove_unchanged(&m)? {
             removed += 1;
         }
     }

@@ -437,23 +437,43 @@ impl Store {
         let _guard = self.shared.stripes[(m.id as usize) % STRIPES]
             .lock()
             .unwrap_or_else(|p| p.into_inner());
+        self.with(|inner| self.remove_locked(inner, m))
+    }
+
+    /// Retention's removal of `seen`, a copy read earlier: only if the record is still that
+    /// copy (no retry or status changed it since). Returns whether it was removed.
+    pub fn remove_unchanged(&self, seen: &Message) -> Result<bool, StoreError> {
+        let _guard = self.shared.stripes[(seen.id as usize) % STRIPES]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         self.with(|inner| {
-            if inner.messages.remove(m.id.to_be_bytes())?.is_some() {
-                self.shared.counts[state_index(m.state)].fetch_sub(1, Relaxed);
+            let unchanged = get(inner, seen.id)?.is_some_and(|now| {
+                now.state == seen.state && now.updated_at_ms == seen.updated_at_ms
+            });
+            if unchanged {
+                self.remove_locked(inner, seen)?;
             }
-            if let Some(key) = &m.idempotency_key {
-                let idem_key = idempotency_key(&m.sender, key);
-                let _ = inner.idempotency.compare_and_swap(
-                    idem_key,
-                    Some(&m.id.to_be_bytes()[..]),
-                    None as Option<&[u8]>,
-                )?;
-            }
-            if let Some(w) = &m.wamid {
-                inner.wamids.remove(w.as_bytes())?;
-            }
-            Ok(())
+            Ok(unchanged)
         })
+    }
+
+    /// Deletes `m`, its idempotency key and its wamid; the caller holds its stripe.
+    fn remove_locked(&self, inner: &Inner, m: &Message) -> Result<(), StoreError> {
+        if inner.messages.remove(m.id.to_be_bytes())?.is_some() {
+            self.shared.counts[state_index(m.state)].fetch_sub(1, Relaxed);
+        }
+        if let Some(key) = &m.idempotency_key {
+            let idem_key = idempotency_key(&m.sender, key);
+            let _ = inner.idempotency.compare_and_swap(
+                idem_key,
+                Some(&m.id.to_be_bytes()[..]),
+                None as Option<&[u8]>,
+            )?;
+        }
+        if let Some(w) = &m.wamid {
+            inner.wamids.remove(w.as_bytes())?;
+        }
+        Ok(())
     }
 
     /// Takes back (best effort) a new message whose request is refused after it was written.
