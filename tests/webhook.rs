@@ -393,7 +393,10 @@ async fn every_status_from_one_batched_payload() {
         states,
         [
             ("wamid.A", "delivered"),
+            // A `read` from `sent` publishes the `delivered` it implies first.
+            ("wamid.B", "delivered"),
             ("wamid.B", "read"),
+            ("wamid.C", "delivered"),
             ("wamid.C", "read"),
             ("wamid.D", "failed")
         ]
@@ -541,6 +544,92 @@ async fn a_failed_status_is_retried_or_failed_by_its_code() {
     );
 }
 
+fn effective_mps(app: &App) -> f64 {
+    let snap = app.dispatcher.snapshot();
+    snap.senders
+        .iter()
+        .find(|s| s.name == "main")
+        .unwrap()
+        .effective_mps
+}
+
+#[tokio::test]
+async fn throttles_in_failed_statuses_slow_the_sender_and_back_off_further() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = build_app(
+        dir.path(),
+        "[dispatch]\nretry_min_ms = 500\nretry_max_ms = 600000",
+    )
+    .await;
+    let full = effective_mps(&app);
+    let id = insert_sent(&app, "16505550331", "wamid.R0", State::Sent);
+    let mut waits = Vec::new();
+    for round in 0..6 {
+        let wamid = format!("wamid.R{round}");
+        webhook::apply_payload(&app, failed_with(&wamid, 130429).as_bytes()).unwrap();
+        let m = get(&app, id);
+        assert_eq!(m.state, State::Retrying, "{m:?}");
+        let detail = m.history.last().unwrap().detail.clone();
+        let wait: u64 = detail
+            .strip_prefix("status webhook: failed: meta_130429; retry in ")
+            .and_then(|rest| rest.strip_suffix(" ms"))
+            .and_then(|ms| ms.parse().ok())
+            .unwrap_or_else(|| panic!("{detail}"));
+        waits.push(wait);
+        // Sent again, by a new wamid, before the next throttle.
+        let next = format!("wamid.R{}", round + 1);
+        app.store.set_wamid(&next, id).unwrap();
+        app.store
+            .update(id, |m| {
+                m.wamid = Some(next.clone());
+                m.transition(State::Sent, now_ms(), "accepted");
+                Some(())
+            })
+            .unwrap();
+    }
+    assert!(
+        effective_mps(&app) < full,
+        "the sender's rate was not lowered"
+    );
+    // The bounds grow (500 ms, then up to 1 s, 2 s, ...): the later waits are not all short.
+    assert!(waits[3..].iter().any(|w| *w > 1_000), "{waits:?}");
+}
+
+#[tokio::test]
+async fn a_read_that_implies_delivered_publishes_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = build_app(dir.path(), "").await;
+    let mut rx = app.events.subscribe();
+    let id = insert_sent(&app, "16505550341", "wamid.RD", State::Sent);
+    let read = envelope(
+        PNID,
+        json!({"statuses": [status("wamid.RD", "read", now_s())]}),
+    );
+    webhook::apply_payload(&app, read.as_bytes()).unwrap();
+    assert_eq!(get(&app, id).state, State::Read);
+    let states: Vec<String> = drain(&mut rx)
+        .iter()
+        .filter(|e| e["event"] == "message")
+        .map(|e| e["state"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(states, ["delivered", "read"]);
+}
+
+#[tokio::test]
+async fn a_replayed_failed_status_of_a_retrying_message_is_not_kept_waiting() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = build_app(dir.path(), "").await;
+    let id = insert_sent(&app, "16505550351", "wamid.W", State::Sent);
+    let failed = failed_with("wamid.W", 131048);
+    webhook::apply_payload(&app, failed.as_bytes()).unwrap();
+    assert_eq!(get(&app, id).state, State::Retrying);
+    // Meta delivers it again while the message waits its hour: nothing to apply, nothing to
+    // wait for.
+    let s = webhook::apply_payload(&app, failed.as_bytes()).unwrap();
+    assert!(s.deferred.is_empty(), "{s:?}");
+    assert_eq!(s.statuses_unchanged, 1, "{s:?}");
+}
+
 #[tokio::test]
 async fn a_131047_status_sends_the_fallback_template() {
     let dir = tempfile::tempdir().unwrap();
@@ -564,7 +653,7 @@ async fn a_131047_status_sends_the_fallback_template() {
             .last()
             .unwrap()
             .detail
-            .contains("sending the fallback template"),
+            .contains("sends the fallback template"),
         "{m:?}"
     );
     assert!(!window_open(&app, "16505550321"));

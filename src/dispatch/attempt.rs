@@ -46,25 +46,29 @@ fn long_wait(code: Option<i64>) -> Duration {
     }
 }
 
-fn is_throttle(code: Option<i64>) -> bool {
+pub(crate) fn is_throttle(code: Option<i64>) -> bool {
     matches!(code, Some(130429) | Some(4) | Some(80007))
 }
 
-/// The retries a throttle of Meta's scheduled for `m` so far (its history's `meta_130429;
-/// retry in …` entries and the like).
-fn throttled_retries(m: &Message) -> u32 {
-    let throttle = |detail: &str| {
+/// The retries of `m` so far that a Meta code matching `code` scheduled (its history's
+/// `meta_130429; retry in …` entries, after Meta's answer or a `failed` status).
+pub(crate) fn retries_after(m: &Message, code: impl Fn(i64) -> bool) -> u32 {
+    let matches = |detail: &str| {
+        let detail = detail.strip_prefix(FAILED_STATUS_PREFIX).unwrap_or(detail);
         detail
             .strip_prefix("meta_")
             .and_then(|rest| rest.split_once(';'))
-            .and_then(|(code, _)| code.parse().ok())
-            .is_some_and(|code: i64| is_throttle(Some(code)))
+            .and_then(|(c, _)| c.parse().ok())
+            .is_some_and(&code)
     };
     m.history
         .iter()
-        .filter(|h| h.state == State::Retrying && throttle(&h.detail))
+        .filter(|h| h.state == State::Retrying && matches(&h.detail))
         .count() as u32
 }
+
+/// How the history entry of a change made by a `failed` status webhook begins.
+pub(crate) const FAILED_STATUS_PREFIX: &str = "status webhook: failed: ";
 
 pub struct AttemptInput<'a> {
     pub app: &'a Arc<App>,
@@ -419,7 +423,8 @@ pub(crate) fn after_failure(
             State::Retrying,
             now,
             format!(
-                "{}; window closed, sending the fallback template",
+                "{}; window closed: the next attempt sends the fallback template, unless the \
+                 customer has written since",
                 err.code_name()
             ),
         );
@@ -434,7 +439,7 @@ pub(crate) fn after_failure(
         // throttles this message met do, or throttled messages would all retry in lockstep
         // after `retry_min`.
         let tries = match rate_limited {
-            true => m.attempts + throttled_retries(m) + 1,
+            true => m.attempts + retries_after(m, |c| is_throttle(Some(c))) + 1,
             false => m.attempts,
         };
         backoff::delay(tries, d.retry_min, d.retry_max)

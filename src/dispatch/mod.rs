@@ -32,7 +32,9 @@ use crate::model::{Message, State};
 use queue::{Entry, PairLimit};
 use sender::SenderState;
 
-pub(crate) use attempt::{after_failure, fallback_would_go};
+pub(crate) use attempt::{
+    after_failure, fallback_would_go, is_throttle, retries_after, FAILED_STATUS_PREFIX,
+};
 pub use rate::WINDOW as RATE_WINDOW;
 pub use recent::RecentDepartures;
 
@@ -244,6 +246,14 @@ impl Dispatcher {
                 .lock()
                 .queue
                 .remove(m.id, &m.to, m.priority, crate::model::now_ms(), pair);
+        }
+    }
+
+    /// Meta reported a throttle for `name` outside an answer (a `failed` status): its rate
+    /// is lowered as after a throttle in an answer.
+    pub fn throttled(&self, name: &str) {
+        if let Some(sender) = self.sender(name) {
+            sender.lock().aimd.throttled(std::time::Instant::now());
         }
     }
 

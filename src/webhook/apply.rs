@@ -279,14 +279,15 @@ pub(crate) fn apply_status(
     let dispatch = &app.config().dispatch;
     let changed = app.store.update(id, |m| {
         found = true;
-        if m.state.is_pending() {
-            // The dispatcher still owns it and is about to record `sent`: let it, then apply.
+        if m.state == State::Sending {
+            // A request is on its way, and its answer (a new wamid, perhaps this one) is not
+            // recorded yet: let the dispatcher record it, then apply.
             pending = true;
             return None;
         }
-        if m.wamid.as_deref() != Some(st.id.as_str()) {
-            // An earlier attempt's wamid (a late or redelivered status): the message has been
-            // sent again since, and this says nothing about that send.
+        if m.state.is_pending() || m.wamid.as_deref() != Some(st.id.as_str()) {
+            // Waiting for its next attempt, or sent again since: a status of an earlier
+            // attempt's wamid (late, or one of Meta's redeliveries) says nothing about it.
             tracing::debug!(wamid = %st.id, id, "status of an earlier attempt; ignored");
             return None;
         }
@@ -313,6 +314,9 @@ pub(crate) fn apply_status(
     })?;
     Ok(match changed {
         Some(((detail, retry_at), m)) => {
+            if let Some(implied) = implied_delivery(&m, target) {
+                app.publish_state(&implied, "implied by a read status");
+            }
             app.publish_state(&m, &detail);
             Metrics::inc(&app.metrics.statuses_applied);
             if target == Target::Failed
@@ -322,6 +326,9 @@ pub(crate) fn apply_status(
             }
             if retry_at.is_some() {
                 Metrics::inc(&app.metrics.retries_scheduled);
+                if crate::dispatch::is_throttle(m.last_error.as_ref().and_then(|e| e.meta_code)) {
+                    app.dispatcher.throttled(&m.sender);
+                }
                 app.dispatcher.submit(&m);
             }
             StatusOutcome::Applied
@@ -360,11 +367,31 @@ fn retry_after_failed_status(
         message: e.describe(),
         details: None,
     };
-    let at = crate::dispatch::after_failure(m, &err, now, dispatch, 0);
+    // Meta's advice for 131056 is 4^X s, X the strikes so far: here, this message's.
+    let pair_strikes = crate::dispatch::retries_after(m, |c| c == 131056);
+    let at = crate::dispatch::after_failure(m, &err, now, dispatch, pair_strikes);
     if let Some(last) = m.history.last_mut() {
-        last.detail = format!("status webhook: failed: {}", last.detail);
+        last.detail = format!("{}{}", crate::dispatch::FAILED_STATUS_PREFIX, last.detail);
     }
     Some(at)
+}
+
+/// The `delivered` a `read` status implied on the way (history: `delivered` "implied by a read
+/// status", then `read`), as its own event: a consumer following events sees every state.
+fn implied_delivery(m: &Message, target: Target) -> Option<Message> {
+    if !matches!(target, Target::Read { .. }) {
+        return None;
+    }
+    let [.., delivered, _] = m.history.as_slice() else {
+        return None;
+    };
+    if delivered.state != State::Delivered || delivered.detail != "implied by a read status" {
+        return None;
+    }
+    let mut at_delivery = m.clone();
+    at_delivery.state = State::Delivered;
+    at_delivery.updated_at_ms = delivered.at_ms;
+    Some(at_delivery)
 }
 
 /// Moves `m` as `st` says, if that is forward. Returns the history detail of the change.
