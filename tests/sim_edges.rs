@@ -146,6 +146,9 @@ fn sim_endpoints_refuse_unknown_query_parameters_and_keys() {
         message.contains("all") && message.contains("maybe"),
         "{message}"
     );
+    // An endpoint without body keys says so, rather than list none.
+    let message = sim_error(request(&sim, "POST", "/sim/reset", r#"{"a": 1}"#));
+    assert!(message.contains("takes no body keys"), "{message}");
     for (method, path, body) in [
         ("POST", "/sim/reset?bogus=1", ""),
         ("GET", "/sim/stats?bogus=1", ""),

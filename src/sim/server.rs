@@ -161,6 +161,9 @@ fn query_params<'q>(
 fn known_keys(body: &Map<String, Value>, known: &[&str]) -> Result<(), String> {
     match body.keys().find(|k| !known.contains(&k.as_str())) {
         None => Ok(()),
+        Some(key) if known.is_empty() => Err(format!(
+            "unknown key {key:?}; this endpoint takes no body keys (send no body, or {{}})"
+        )),
         Some(key) => Err(format!(
             "unknown key {key:?}; the keys are {}",
             known.join(", ")
