@@ -761,11 +761,7 @@ fn a_bad_token_pauses_the_sender_and_a_reload_with_the_right_one_resumes_it() {
         assert_eq!(d.message(id)["state"], "queued");
     }
     // A pause fails nothing.
-    let metrics = d.get("/metrics").text();
-    assert!(
-        metrics.contains("\nwaq_sends_failed_permanent_total 0\n"),
-        "{metrics}"
-    );
+    assert_eq!(metric(&d, "waq_sends_failed_permanent_total"), 0);
 
     let fixed = d
         .config_text()
