@@ -144,10 +144,29 @@ pub async fn batch(State(ctx): State<Ctx>, request: Request) -> Result<Response,
             true => None,
             false => Some(writer.store.begin_batch(&ids)?),
         };
+        // Items without an idempotency key cannot be duplicates: written together, several
+        // to a leaf. The others claim their keys one by one.
+        let keyless: Vec<&Message> = prepared
+            .iter()
+            .filter_map(|p| match p {
+                Ok(Prepared::New(m)) if m.idempotency_key.is_none() => Some(&**m),
+                _ => None,
+            })
+            .collect();
+        let keyless_written = writer
+            .store
+            .insert_new_keyless(&keyless)
+            .map_err(ApiError::from);
         let results: Vec<Result<Outcome, ApiError>> = prepared
             .into_iter()
             .enumerate()
-            .map(|(i, m)| m.and_then(|m| insert(&writer, m).map_err(|e| in_item(e, i))))
+            .map(|(i, p)| match p {
+                Ok(Prepared::New(m)) if m.idempotency_key.is_none() => match &keyless_written {
+                    Ok(()) => Ok(Outcome::Created(m)),
+                    Err(e) => Err(in_item(e.clone(), i)),
+                },
+                p => p.and_then(|m| insert(&writer, m).map_err(|e| in_item(e, i))),
+            })
             .collect();
         Ok::<_, ApiError>((results, mark))
     })

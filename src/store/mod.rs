@@ -363,6 +363,30 @@ impl Store {
         })
     }
 
+    /// Writes new messages without idempotency keys (a batch's), several to each copy of a
+    /// leaf (`sled::Tree::insert_many`): the ids of a batch ascend, so most of them land in
+    /// the same leaf. Not durable until `commit()` returns. On an error, the ones already
+    /// written are taken back (best effort) and none is counted.
+    pub fn insert_new_keyless(&self, messages: &[&Message]) -> Result<(), StoreError> {
+        debug_assert!(messages.iter().all(|m| m.idempotency_key.is_none()));
+        self.with(|inner| {
+            let records = messages
+                .iter()
+                .map(|m| Ok((m.id.to_be_bytes(), codec::encode(*m)?)))
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            if let Err(e) = inner.messages.insert_many(records) {
+                for m in messages {
+                    let _ = inner.messages.remove(m.id.to_be_bytes());
+                }
+                return Err(e.into());
+            }
+            for m in messages {
+                self.shared.counts[state_index(m.state)].fetch_add(1, Relaxed);
+            }
+            Ok(())
+        })
+    }
+
     /// Waits until everything written so far is on disk (shared flush + fsync).
     /// Like `commit`, for writes made since `generation()` returned `generation`: fails if the
     /// database was reopened in between (those writes may be gone), so no caller is told

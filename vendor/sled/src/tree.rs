@@ -168,6 +168,64 @@ impl Tree {
         }
     }
 
+    /// waq: inserts every key of `items` with its value, applying all the keys that land in
+    /// one leaf to a single copy of it: one descent, one copy and one log write per leaf,
+    /// where `insert` pays them per key. Keys in ascending order (as waq's message ids come)
+    /// gain the most; any order is correct. Like a series of `insert`s, it is not atomic: an
+    /// error can leave a prefix of `items` written, each key whole.
+    pub fn insert_many<K, V, I>(&self, items: I) -> Result<()>
+    where
+        K: AsRef<[u8]>,
+        V: Into<IVec>,
+        I: IntoIterator<Item = (K, V)>,
+    {
+        let items: Vec<(K, IVec)> =
+            items.into_iter().map(|(k, v)| (k, v.into())).collect();
+        let guard = pin();
+        let _cc = concurrency_control::read();
+        let mut start = 0;
+        while start < items.len() {
+            let View { node_view, pid, .. } =
+                self.view_for_key(items[start].0.as_ref(), &guard)?;
+            let mut node: Node = node_view.deref().clone();
+            let mut reservations = Vec::new();
+            let mut end = start;
+            // Up to the size at which the next descent splits the leaf, as a series of
+            // inserts would have filled it.
+            while end < items.len() && (end == start || !node.should_split()) {
+                let (key, value) = (items[end].0.as_ref(), &items[end].1);
+                let in_leaf = key >= node.lo.as_ref()
+                    && (node.hi.is_empty() || key < node.hi.as_ref());
+                if !in_leaf {
+                    break;
+                }
+                let (encoded_key, _) = node.node_kv_pair(key);
+                node.set_leaf(encoded_key, value.clone());
+                reservations.push(self.subscribers.reserve(key));
+                end += 1;
+            }
+            let replaced =
+                self.context.pagecache.replace(pid, node_view.0, node, &guard)?;
+            if replaced.is_err() {
+                // Another writer changed the leaf first: descend again.
+                M.tree_looped();
+                continue;
+            }
+            for (reservation, (key, value)) in
+                reservations.into_iter().zip(&items[start..end])
+            {
+                if let Some(res) = reservation {
+                    res.complete(&subscriber::Event::Insert {
+                        key: key.as_ref().into(),
+                        value: value.clone(),
+                    });
+                }
+            }
+            start = end;
+        }
+        Ok(())
+    }
+
     pub(crate) fn insert_inner(
         &self,
         key: &[u8],
