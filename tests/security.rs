@@ -225,11 +225,16 @@ fn the_webhook_refuses_unsigned_bodies() {
         .env("WA_VERIFY_TOKEN", "verify")
         .start();
     d.wait_for_log("webhook listener ready");
+    // Sent now: a window opened by an older message may already have closed.
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     let body = json!({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{
         "field": "messages", "value": {"messaging_product": "whatsapp",
         "metadata": {"display_phone_number": "15550000001", "phone_number_id": rel::PHONE_ID},
         "contacts": [{"profile": {"name": "Eve"}, "wa_id": "14155550177"}],
-        "messages": [{"from": "14155550177", "id": "wamid.x", "timestamp": "1795628623",
+        "messages": [{"from": "14155550177", "id": "wamid.x", "timestamp": now_s.to_string(),
                       "type": "text", "text": {"body": "hi"}}]}}]}]})
     .to_string();
     let wrong = waq::webhook::signature::sign(b"not-the-secret", body.as_bytes());
