@@ -105,6 +105,66 @@ async fn concurrent_commits_share_flushes() {
     );
 }
 
+/// Enqueues without a key hand their records to the commit thread, which writes each
+/// commit's records together: every one is there after a reopen, counted once, and the
+/// writes were shared (fewer commits than records).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn records_written_by_the_commit_thread_are_durable_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut expected = Vec::new();
+    {
+        let store = Arc::new(Store::open(dir.path(), &cfg()).unwrap());
+        let mut tasks = vec![];
+        for t in 0..64 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut written = Vec::new();
+                for i in 0..20 {
+                    let m = message(&store, &format!("1415{t:03}{i:04}"), None);
+                    store
+                        .insert_new_durably(&m, store.generation())
+                        .await
+                        .unwrap();
+                    // Readable as soon as it is durable.
+                    assert_eq!(store.get(m.id).unwrap().unwrap().to, m.to);
+                    written.push((m.id, m.to));
+                }
+                written
+            }));
+        }
+        for t in tasks {
+            expected.extend(t.await.unwrap());
+        }
+        let counts = store.counts();
+        assert!(counts.contains(&(State::Queued, 64 * 20)), "{counts:?}");
+        let stats = store.commit_stats();
+        let commits = stats.commits.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(
+            commits < 64 * 20,
+            "{commits} commits for {} records",
+            64 * 20
+        );
+        // Not durable in a database reopened since the generation given: refused.
+        let m = message(&store, "14150000001", None);
+        let err = store
+            .insert_new_durably(&m, store.generation() + 1)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("reopened"), "{err}");
+        assert!(
+            store.get(m.id).unwrap().is_none(),
+            "the refused record stays"
+        );
+    }
+    let store = Store::open(dir.path(), &cfg()).unwrap();
+    let mut recovered = 0;
+    store.recover(|_| recovered += 1).unwrap();
+    assert_eq!(recovered, expected.len());
+    for (id, to) in expected {
+        assert_eq!(store.get(id).unwrap().unwrap().to, to, "message {id}");
+    }
+}
+
 #[tokio::test]
 async fn idempotency_key_returns_the_first_message() {
     let dir = tempfile::tempdir().unwrap();

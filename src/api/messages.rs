@@ -76,10 +76,24 @@ async fn enqueue_one(app: &Arc<App>, head: &Parts, body: Body) -> Result<Respons
     let bytes = read_body(&head.headers, body, Limit::request(&cfg)).await?;
     let request = json::parse_borrowed(&bytes)?;
     let generation = app.store.generation();
-    let outcome = prepare(app, &cfg, request, None, now_ms()).and_then(|m| insert(app, m))?;
-    // Durable before the answer, duplicates included: the first copy's commit may still be
-    // in progress when its replay arrives.
-    commit_or_roll_back(app, generation, &[&outcome]).await?;
+    let outcome = match prepare(app, &cfg, request, None, now_ms())? {
+        // No key, so no duplicate: written by the commit thread with the other enqueues of
+        // its commit.
+        Prepared::New(m) if m.idempotency_key.is_none() => {
+            if let Err(e) = app.store.insert_new_durably(&m, generation).await {
+                tracing::error!(error = %e, "commit failed; enqueue refused");
+                return Err(e.into());
+            }
+            Outcome::Created(m)
+        }
+        prepared => {
+            let outcome = insert(app, prepared)?;
+            // Durable before the answer, duplicates included: the first copy's commit may
+            // still be in progress when its replay arrives.
+            commit_or_roll_back(app, generation, &[&outcome]).await?;
+            outcome
+        }
+    };
     Ok(match outcome {
         Outcome::Created(m) => {
             hand_over(app, &m);

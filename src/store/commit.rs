@@ -15,8 +15,20 @@ use super::StoreError;
 /// [`PATIENCE`] for company, so a steady stream of sends shares few fsyncs; an enqueue's
 /// commit is never delayed, and takes every waiting patient one with it.
 struct Waiter {
-    reply: oneshot::Sender<Result<(), StoreError>>,
+    reply: oneshot::Sender<Result<(), Failure>>,
     patient: bool,
+    /// A new message's record (key, value) that the commit thread writes to the `messages`
+    /// tree before the flush, with the records of every other waiter of the same commit in
+    /// one `sled::Tree::insert_many`: their ids ascend, so they share a leaf copy.
+    record: Option<([u8; 8], Vec<u8>)>,
+}
+
+/// Why a commit failed, and whether the waiter's record was written (and so must be taken
+/// back) or not (the commit thread removed what it could of it already).
+#[derive(Debug)]
+pub struct Failure {
+    pub error: StoreError,
+    pub written: bool,
 }
 
 /// How long a patient commit may wait for others before its fsync.
@@ -64,11 +76,16 @@ pub struct CommitStats {
 impl Committer {
     /// Starts the commit thread. `files` are fsync'd after each sled flush: sled 0.34 ends its
     /// flush with `sync_file_range`, which does not make the data durable on every filesystem.
-    pub fn start(db: sled::Db, files: Vec<File>, stats: Arc<CommitStats>) -> std::io::Result<Self> {
+    pub fn start(
+        db: sled::Db,
+        messages: sled::Tree,
+        files: Vec<File>,
+        stats: Arc<CommitStats>,
+    ) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel::<Waiter>();
         let thread = std::thread::Builder::new()
             .name("waq-commit".into())
-            .spawn(move || run(db, files, rx, stats))?;
+            .spawn(move || run(db, messages, files, rx, stats))?;
         Ok(Committer {
             requests: Some(tx),
             thread: Some(thread),
@@ -77,33 +94,65 @@ impl Committer {
 
     /// Resolves once everything written before the call is on disk.
     pub async fn commit(&self) -> Result<(), StoreError> {
-        self.request(false).await
+        self.request(false, None).await.map_err(|f| f.error)
     }
 
     /// Like `commit`, but may wait a few milliseconds to share its fsync with others.
     pub async fn commit_patient(&self) -> Result<(), StoreError> {
-        self.request(true).await
+        self.request(true, None).await.map_err(|f| f.error)
     }
 
-    async fn request(&self, patient: bool) -> Result<(), StoreError> {
+    /// Writes `value` at `key` in the `messages` tree and commits it, with the records of
+    /// the other enqueues of the same commit.
+    pub async fn write_and_commit(&self, key: [u8; 8], value: Vec<u8>) -> Result<(), Failure> {
+        self.request(false, Some((key, value))).await
+    }
+
+    async fn request(
+        &self,
+        patient: bool,
+        record: Option<([u8; 8], Vec<u8>)>,
+    ) -> Result<(), Failure> {
+        let not_written = |error| Failure {
+            error,
+            written: false,
+        };
         let (tx, rx) = oneshot::channel();
         self.requests
             .as_ref()
-            .ok_or_else(|| StoreError::Unavailable("the store is closing".into()))?
-            .send(Waiter { reply: tx, patient })
-            .map_err(|_| StoreError::Unavailable("the commit thread has stopped".into()))?;
+            .ok_or_else(|| not_written(StoreError::Unavailable("the store is closing".into())))?
+            .send(Waiter {
+                reply: tx,
+                patient,
+                record,
+            })
+            .map_err(|_| {
+                not_written(StoreError::Unavailable(
+                    "the commit thread has stopped".into(),
+                ))
+            })?;
         if !patient {
             // A thread waiting out the patience of others is parked, not in `recv`.
             if let Some(t) = &self.thread {
                 t.thread().unpark();
             }
         }
-        rx.await
-            .map_err(|_| StoreError::Unavailable("the commit thread has stopped".into()))?
+        // A commit thread that stopped before answering never wrote the record.
+        rx.await.map_err(|_| {
+            not_written(StoreError::Unavailable(
+                "the commit thread has stopped".into(),
+            ))
+        })?
     }
 }
 
-fn run(db: sled::Db, files: Vec<File>, rx: mpsc::Receiver<Waiter>, stats: Arc<CommitStats>) {
+fn run(
+    db: sled::Db,
+    messages: sled::Tree,
+    files: Vec<File>,
+    rx: mpsc::Receiver<Waiter>,
+    stats: Arc<CommitStats>,
+) {
     use std::sync::atomic::Ordering::Relaxed;
     let mut batch: Vec<Waiter> = Vec::with_capacity(1024);
     let mut last_served = 0;
@@ -119,13 +168,45 @@ fn run(db: sled::Db, files: Vec<File>, rx: mpsc::Receiver<Waiter>, stats: Arc<Co
             wait_out_patience(&rx, &mut batch);
         }
         last_served = batch.len();
+        let written = write_records(&messages, &batch);
         let result = sync(&db, &files);
         stats.commits.fetch_add(1, Relaxed);
         stats.waiters.fetch_add(batch.len() as u64, Relaxed);
         for waiter in batch.drain(..) {
-            let _ = waiter.reply.send(result.clone());
+            let answer = match (waiter.record.is_some(), &written, &result) {
+                (true, Err(e), _) => Err(Failure {
+                    error: e.clone(),
+                    written: false,
+                }),
+                (writes, _, Err(e)) => Err(Failure {
+                    error: e.clone(),
+                    written: writes,
+                }),
+                (_, _, Ok(())) => Ok(()),
+            };
+            let _ = waiter.reply.send(answer);
         }
     }
+}
+
+/// Writes the records the waiters carry, in key order. On an error, removes what it can of
+/// them, so that none is left behind unanswered.
+fn write_records(messages: &sled::Tree, batch: &[Waiter]) -> Result<(), StoreError> {
+    let mut records: Vec<([u8; 8], &[u8])> = batch
+        .iter()
+        .filter_map(|w| w.record.as_ref().map(|(k, v)| (*k, &v[..])))
+        .collect();
+    if records.is_empty() {
+        return Ok(());
+    }
+    records.sort_unstable_by_key(|(k, _)| *k);
+    let result = messages.insert_many(records.iter().copied());
+    if result.is_err() {
+        for (k, _) in records.iter() {
+            let _ = messages.remove(k);
+        }
+    }
+    result.map_err(StoreError::from)
 }
 
 fn sync(db: &sled::Db, files: &[File]) -> Result<(), StoreError> {
@@ -174,7 +255,8 @@ mod tests {
     fn committer(dir: &std::path::Path) -> (sled::Db, Committer, Arc<CommitStats>) {
         let db = sled::open(dir).unwrap();
         let stats = Arc::new(CommitStats::default());
-        let c = Committer::start(db.clone(), Vec::new(), stats.clone()).unwrap();
+        let messages = db.open_tree("messages").unwrap();
+        let c = Committer::start(db.clone(), messages, Vec::new(), stats.clone()).unwrap();
         (db, c, stats)
     }
 

@@ -126,6 +126,12 @@ pub enum Insert {
     Duplicate(u64),
 }
 
+fn reopened_meanwhile() -> StoreError {
+    StoreError::Unavailable(
+        "the store was reopened after an I/O error while this write was waiting for its commit; it may not have been kept, retry it".into(),
+    )
+}
+
 /// Striped locks serialise read-modify-write of one record without a lock per message.
 const STRIPES: usize = 64;
 
@@ -192,7 +198,8 @@ impl Inner {
         if data_file.exists() {
             files.push(File::open(&data_file)?);
         }
-        let committer = commit::Committer::start(db.clone(), files, stats.clone())?;
+        let committer =
+            commit::Committer::start(db.clone(), messages.clone(), files, stats.clone())?;
         Ok(Inner {
             db,
             messages,
@@ -387,6 +394,42 @@ impl Store {
         })
     }
 
+    /// Writes a new message without an idempotency key and makes it durable: the commit
+    /// thread writes the records of all the enqueues that share its commit with one
+    /// `sled::Tree::insert_many` (their ids ascend, so they share leaf copies) before the
+    /// flush. Fails, like `commit_since`, if the database was reopened since `generation`.
+    /// On an error nothing of the message is kept (best effort) or counted.
+    pub async fn insert_new_durably(&self, m: &Message, generation: u64) -> Result<(), StoreError> {
+        debug_assert!(m.idempotency_key.is_none());
+        let inner = self.inner()?;
+        let record = codec::encode(m)?;
+        let result = inner
+            .committer
+            .write_and_commit(m.id.to_be_bytes(), record)
+            .await;
+        drop(inner);
+        match result {
+            Ok(()) if self.generation() != generation => {
+                // The reopening counted what it found; the record is taken back from there.
+                self.take_back(m);
+                Err(reopened_meanwhile())
+            }
+            Ok(()) => {
+                self.shared.counts[state_index(m.state)].fetch_add(1, Relaxed);
+                Ok(())
+            }
+            Err(failure) => {
+                self.failed(&failure.error);
+                if failure.written {
+                    // Counted as written, so that taking it back counts it out again.
+                    self.shared.counts[state_index(m.state)].fetch_add(1, Relaxed);
+                    self.take_back(m);
+                }
+                Err(failure.error)
+            }
+        }
+    }
+
     /// Waits until everything written so far is on disk (shared flush + fsync).
     /// Like `commit`, for writes made since `generation()` returned `generation`: fails if the
     /// database was reopened in between (those writes may be gone), so no caller is told
@@ -394,9 +437,7 @@ impl Store {
     pub async fn commit_since(&self, generation: u64) -> Result<(), StoreError> {
         self.commit().await?;
         if self.generation() != generation {
-            return Err(StoreError::Unavailable(
-                "the store was reopened after an I/O error while this write was waiting for its commit; it may not have been kept, retry it".into(),
-            ));
+            return Err(reopened_meanwhile());
         }
         Ok(())
     }
