@@ -43,7 +43,7 @@ impl Metrics {
             ),
             (
                 "waq_enqueue_rejected_total",
-                "Send requests refused with a 4xx/5xx.",
+                "Send requests refused with a 4xx/5xx (a batch refused as a whole counts each of its items).",
                 g(&self.enqueue_rejected),
             ),
             (

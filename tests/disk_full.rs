@@ -202,6 +202,8 @@ fn batches_and_health_tell_the_same_story_while_the_disk_is_full() {
     }
     eprintln!("disk full: batches refused with {refused:?}");
     assert_eq!(refused.len(), 3, "the limit was never reached");
+    // Each of a refused batch's 300 send requests counts as refused.
+    assert_eq!(d.metric("waq_enqueue_rejected_total"), 3 * 300);
     assert!(
         refused.iter().any(|(s, c)| *s == 507 && c == "disk_full"),
         "{refused:?}"

@@ -655,13 +655,6 @@ fn server_errors_are_retried_until_sent() {
     assert_rules_kept(&n);
 }
 
-fn metric(d: &Daemon, name: &str) -> u64 {
-    let text = d.get("/metrics").text();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in {text}"))
-}
-
 #[test]
 fn server_errors_that_use_up_the_attempts_count_as_transient() {
     let _machine = shared();
@@ -676,8 +669,8 @@ fn server_errors_that_use_up_the_attempts_count_as_transient() {
     let id = d.enqueue(&template_request("+14155550112"));
     let m = d.wait_message(&id, PATIENCE, |m| m["state"] == "failed");
     assert_eq!(m["attempts"], 2, "{m}");
-    assert_eq!(metric(&d, "waq_sends_failed_transient_total"), 2);
-    assert_eq!(metric(&d, "waq_sends_failed_permanent_total"), 0);
+    assert_eq!(d.metric("waq_sends_failed_transient_total"), 2);
+    assert_eq!(d.metric("waq_sends_failed_permanent_total"), 0);
 }
 
 #[test]
@@ -761,7 +754,7 @@ fn a_bad_token_pauses_the_sender_and_a_reload_with_the_right_one_resumes_it() {
         assert_eq!(d.message(id)["state"], "queued");
     }
     // A pause fails nothing.
-    assert_eq!(metric(&d, "waq_sends_failed_permanent_total"), 0);
+    assert_eq!(d.metric("waq_sends_failed_permanent_total"), 0);
 
     let fixed = d
         .config_text()

@@ -429,3 +429,42 @@ async fn pruning_windows_forgets_only_old_ones_a_slice_at_a_time() {
     // A recipient who writes again has a window again.
     assert_eq!(store.record_inbound("main", "11", 10_000).unwrap(), 10_000);
 }
+
+/// After the store reopens itself (a full disk, say), the dispatcher submits every pending
+/// message again. Messages parked for later must still count once in their sender's
+/// `queued`, with or without a ttl, and so must those already due.
+#[tokio::test]
+async fn a_resync_after_a_reopen_counts_each_message_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = waq::config::Config::from_toml(
+        &format!(
+            "state_dir = \"{0}\"\n[socket]\npath = \"{0}/waq.sock\"\n[[senders]]\nname = \"main\"\nphone_number_id = \"120000000000001\"\ntoken = \"t\"\n",
+            dir.path().display()
+        ),
+        dir.path(),
+    )
+    .unwrap();
+    let store = Store::open(&dir.path().join("state"), &cfg()).unwrap();
+    let dispatcher = waq::dispatch::Dispatcher::new(&config).unwrap();
+    let later = waq::model::now_ms() + 3_600_000;
+    let mut parked = message(&store, "14155550101", None);
+    parked.next_attempt_at_ms = later;
+    let mut parked_with_ttl = message(&store, "14155550102", None);
+    parked_with_ttl.next_attempt_at_ms = later;
+    parked_with_ttl.expires_at_ms = Some(later + 60_000);
+    let due = message(&store, "14155550103", None);
+    for m in [&parked, &parked_with_ttl, &due] {
+        store.insert_new(m).unwrap();
+    }
+    store.commit().await.unwrap();
+    dispatcher.submit_all([&parked, &parked_with_ttl, &due]);
+    let queued = |d: &waq::dispatch::Dispatcher| {
+        let snapshot = d.snapshot();
+        snapshot.senders.iter().map(|s| s.queued).sum::<usize>()
+    };
+    assert_eq!(queued(&dispatcher), 3);
+    for _ in 0..2 {
+        assert_eq!(dispatcher.resync(&store).unwrap(), 3);
+        assert_eq!(queued(&dispatcher), 3, "each message counts once");
+    }
+}

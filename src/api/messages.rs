@@ -109,7 +109,21 @@ async fn enqueue_one(app: &Arc<App>, head: &Parts, body: Body) -> Result<Respons
 }
 
 pub async fn batch(State(ctx): State<Ctx>, request: Request) -> Result<Response, ApiError> {
-    let app = ctx.app.clone();
+    // A batch refused as a whole refuses each of its send requests (one, if it was refused
+    // before its items were read).
+    let mut items = 1;
+    let result = enqueue_batch(ctx.app.clone(), request, &mut items).await;
+    if result.is_err() {
+        Metrics::add(&ctx.app.metrics.enqueue_rejected, items as u64);
+    }
+    result
+}
+
+async fn enqueue_batch(
+    app: Arc<App>,
+    request: Request,
+    items: &mut usize,
+) -> Result<Response, ApiError> {
     let (head, body) = request.into_parts();
     if app.is_shutting_down() {
         return Err(json::shutting_down());
@@ -193,6 +207,7 @@ pub async fn batch(State(ctx): State<Ctx>, request: Request) -> Result<Response,
         )
     })??;
 
+    *items = results.len();
     // One commit makes every valid item durable together; a second one, that the batch is
     // finished and must stay whole.
     let written: Vec<&Outcome> = results.iter().filter_map(|r| r.as_ref().ok()).collect();

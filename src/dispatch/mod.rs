@@ -28,6 +28,7 @@ use crate::app::App;
 use crate::cloud::{ClientOptions, CloudClient, Proxy};
 use crate::config::Config;
 use crate::model::{Message, State};
+use crate::store::{Store, StoreError};
 
 use queue::{Entry, PairLimit};
 use sender::SenderState;
@@ -451,12 +452,34 @@ async fn resync_after_reopen(app: Arc<App>, dispatcher: Dispatcher) {
         }
         seen = now;
         let (store, d) = (app.store.clone(), dispatcher.clone());
-        let result = tokio::task::spawn_blocking(move || store.recover(|m| d.submit(&m))).await;
+        let result = tokio::task::spawn_blocking(move || d.resync(&store)).await;
         match result {
             Ok(Ok(n)) => tracing::info!(messages = n, "schedule resynced after the store reopened"),
             Ok(Err(e)) => tracing::error!("cannot resync the schedule after a store reopen: {e}"),
             Err(e) => tracing::error!("schedule resync failed: {e}"),
         }
+    }
+}
+
+impl Dispatcher {
+    /// Submits every pending message of `store` again, but those parked in the schedule
+    /// already: the schedule cannot tell a parked message without a ttl is there (it keeps no
+    /// index of them, to stay small at a million), and one parked twice would count twice
+    /// in the sender's `queued` until it falls due. The set of parked ids lives only for the
+    /// resync.
+    pub fn resync(&self, store: &Store) -> Result<u64, StoreError> {
+        let mut parked = std::collections::HashSet::new();
+        {
+            let map = self.senders.read().unwrap_or_else(|p| p.into_inner());
+            for sender in map.values() {
+                sender.parked_ids(&mut parked);
+            }
+        }
+        store.recover(|m| {
+            if !parked.contains(&m.id) {
+                self.submit(&m);
+            }
+        })
     }
 }
 

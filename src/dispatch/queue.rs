@@ -351,6 +351,15 @@ impl SenderQueue {
         self.reschedule(&to, now_ms, pair);
     }
 
+    /// The ids of the messages parked for a later time (a resync checks against them, since
+    /// [`contains`](Self::contains) does not see a parked message without a ttl).
+    pub fn parked_ids(&self) -> impl Iterator<Item = u64> + '_ {
+        self.scheduled
+            .iter()
+            .map(|p| p.id)
+            .filter(|id| !self.dropped_parked.contains(id))
+    }
+
     /// Whether message `id` is already in its lane (waiting or in flight). Messages parked for
     /// a later `send_at` are not indexed by id (40 bytes each, no map): one pushed twice is
     /// filed once when it becomes due, since a lane is a set.

@@ -229,6 +229,11 @@ impl SenderState {
         lanes
     }
 
+    /// Adds the ids of the messages parked in this sender's schedule to `ids`.
+    pub fn parked_ids(&self, ids: &mut std::collections::HashSet<u64>) {
+        ids.extend(self.lock().queue.parked_ids());
+    }
+
     pub fn snapshot(&self) -> SenderSnapshot {
         let cfg = self.config();
         let configured = self.is_configured();

@@ -51,17 +51,23 @@ impl From<std::io::Error> for StoreError {
 }
 
 /// The error as words for a person: sled's copies of an error carry the original's debug
-/// form (`Os { code: 28, kind: StorageFull, message: "..." }`) as their message.
+/// form (`Os { code: 28, kind: StorageFull, message: "..." }`) as their message, and a copy
+/// of a copy that form inside another (`Custom { kind: .., error: "Os { .. message: \"..\" }" }`).
 fn plain_io_error(e: &std::io::Error) -> String {
     let text = match e.raw_os_error() {
         Some(code) => std::io::Error::from_raw_os_error(code).to_string(),
         None => {
             let text = e.to_string();
-            match text.split_once("message: \"") {
-                Some((_, rest)) if text.starts_with("Os {") => {
-                    rest.split('"').next().unwrap_or_default().to_string()
+            match text.rsplit_once("message: ") {
+                Some((_, rest)) if text.starts_with("Os {") || text.starts_with("Custom {") => rest
+                    .trim_start_matches(['\\', '"'])
+                    .split(['\\', '"'])
+                    .next()
+                    .unwrap_or_default()
+                    .to_string(),
+                _ if text.starts_with("Kind(") || text.starts_with("Custom {") => {
+                    e.kind().to_string()
                 }
-                _ if text.starts_with("Kind(") => e.kind().to_string(),
                 _ => text,
             }
         }
@@ -871,12 +877,31 @@ mod tests {
                 "{code}"
             );
         }
-        // Every way the error reaches a client reads as words, not as Rust's debug output.
+        // Every way the error reaches a client reads as words, not as Rust's debug output:
+        // sled's copy, and a copy of that copy.
         let copy = sled::Error::Io(std::io::Error::from_raw_os_error(libc::ENOSPC)).clone();
-        let e = crate::error::ApiError::from(StoreError::from(copy));
+        let copy_of_copy = copy.clone().clone();
+        for copy in [copy, copy_of_copy] {
+            let e = crate::error::ApiError::from(StoreError::from(copy));
+            assert_eq!(
+                e.message,
+                "the disk is full: no space left on device; nothing was stored: free disk space and retry"
+            );
+        }
+        let wrapped = std::io::Error::new(
+            std::io::ErrorKind::StorageFull,
+            format!(
+                "{:?}",
+                std::io::Error::new(
+                    std::io::ErrorKind::StorageFull,
+                    format!("{:?}", std::io::Error::from_raw_os_error(libc::ENOSPC))
+                )
+            ),
+        );
+        assert!(wrapped.to_string().starts_with("Custom {"), "{wrapped}");
         assert_eq!(
-            e.message,
-            "the disk is full: no space left on device; nothing was stored: free disk space and retry"
+            StoreError::from(wrapped).to_string(),
+            "the disk is full: no space left on device"
         );
         let eio = sled::Error::Io(std::io::Error::from_raw_os_error(libc::EIO));
         let StoreError::Unavailable(text) = StoreError::from(eio.clone()) else {

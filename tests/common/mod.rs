@@ -406,6 +406,14 @@ impl Daemon {
         self.request("GET", path, None)
     }
 
+    /// The value of an unlabelled counter or gauge of `/metrics`.
+    pub fn metric(&self, name: &str) -> u64 {
+        let text = self.get("/metrics").text();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+    }
+
     pub fn post(&self, path: &str, body: &Value) -> Response {
         self.request("POST", path, Some(body.to_string().as_bytes()))
     }
