@@ -167,7 +167,7 @@ pub struct ClientOpts {
     /// The daemon's socket; by default $WAQ_SOCKET, else /run/waq/waq.sock.
     // $WAQ_SOCKET is read as the default rather than with clap's `env`: clap lists an argument
     // taken from the environment in the usage line of every error, as if it were required.
-    #[arg(long, value_name = "PATH", default_value_os_t = default_socket())]
+    #[arg(long, value_name = "PATH", default_value_os_t = default_socket(), hide_default_value = true)]
     pub socket: PathBuf,
     /// Print the daemon's JSON answer instead of a summary.
     #[arg(long)]

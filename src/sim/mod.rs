@@ -137,7 +137,7 @@ pub async fn run(listen: SocketAddr, config: SimConfig) -> anyhow::Result<()> {
         url = %handle.base_url(),
         numbers = %numbers.join(", "),
         webhook = %webhook,
-        "Cloud API simulator listening: POST {}/v23.0/{{phone_number_id}}/messages, stats at {}/sim/stats",
+        "Cloud API simulator listening: POST {}/{{version}}/{{phone_number_id}}/messages, stats at {}/sim/stats",
         handle.base_url(),
         handle.base_url(),
     );
