@@ -4,9 +4,13 @@
 //! runs as a batch writes them, runs in any order over keys already there, runs racing plain
 //! inserts and other runs on other threads — and checks every key, also after a reopen.
 
+mod sled_support;
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, Barrier};
 use std::thread;
+
+use sled_support::{contents, reopen};
 
 type Expected = BTreeMap<Vec<u8>, Vec<u8>>;
 
@@ -22,13 +26,7 @@ fn value(id: u64, round: u32) -> Vec<u8> {
 }
 
 fn assert_same(tree: &sled::Tree, expected: &Expected) {
-    let found: Vec<(Vec<u8>, Vec<u8>)> = tree
-        .iter()
-        .map(|kv| {
-            let (k, v) = kv.unwrap();
-            (k.to_vec(), v.to_vec())
-        })
-        .collect();
+    let found = contents(tree);
     assert_eq!(found.len(), expected.len(), "number of keys");
     for ((k, v), (ek, ev)) in found.iter().zip(expected) {
         assert_eq!(k, ek, "keys differ");
@@ -91,7 +89,7 @@ fn ascending_runs_and_runs_in_any_order_keep_every_key_across_a_reopen() {
         assert_same(&tree, &expected);
         db.flush().unwrap();
     }
-    let db = sled::open(dir.path()).unwrap();
+    let db = reopen(dir.path());
     assert_same(&db.open_tree("messages").unwrap(), &expected);
 }
 
@@ -142,7 +140,7 @@ fn runs_racing_inserts_and_other_runs_lose_no_key() {
         db.flush().unwrap();
         expected
     };
-    let db = sled::open(dir.path()).unwrap();
+    let db = reopen(dir.path());
     assert_same(&db.open_tree("messages").unwrap(), &expected);
 }
 

@@ -3,7 +3,11 @@
 //! temp dir through every shape of change that meets that split — appends (leaf, index and root
 //! splits), random inserts, removals down to merges — and checks every key after a reopen.
 
+mod sled_support;
+
 use std::collections::BTreeMap;
+
+use sled_support::{contents, reopen};
 
 const APPENDED: u64 = 60_000;
 const RANDOM: usize = 20_000;
@@ -18,13 +22,7 @@ fn value(id: u64) -> Vec<u8> {
 
 /// Every key of `tree` in order, against what should be there.
 fn assert_same(tree: &sled::Tree, expected: &BTreeMap<Vec<u8>, Vec<u8>>) {
-    let found: Vec<(Vec<u8>, Vec<u8>)> = tree
-        .iter()
-        .map(|kv| {
-            let (k, v) = kv.unwrap();
-            (k.to_vec(), v.to_vec())
-        })
-        .collect();
+    let found = contents(tree);
     let wanted: Vec<(Vec<u8>, Vec<u8>)> = expected
         .iter()
         .map(|(k, v)| (k.clone(), v.clone()))
@@ -87,7 +85,7 @@ fn appends_random_inserts_and_removals_keep_every_key_across_a_reopen() {
         assert_same(&names, &random);
         db.flush().unwrap();
     }
-    let db = sled::open(dir.path()).unwrap();
+    let db = reopen(dir.path());
     assert_same(&db.open_tree("ids").unwrap(), &appended);
     assert_same(&db.open_tree("names").unwrap(), &random);
 }
