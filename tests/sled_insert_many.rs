@@ -1,8 +1,9 @@
 //! The carried sled (`vendor/sled`) has `Tree::insert_many`, which applies every key of a run
-//! that lands in one leaf to a single copy of it (waq writes a batch's messages with it; see
-//! `vendor/sled/WAQ_PATCH.md`). This drives real sled in a temp dir through it — ascending
-//! runs as a batch writes them, runs in any order over keys already there, runs racing plain
-//! inserts and other runs on other threads — and checks every key, also after a reopen.
+//! that lands in one leaf to a single copy of it, and splits a leaf the run overfills in
+//! memory (waq writes a batch's messages with it; see `vendor/sled/WAQ_PATCH.md`). This
+//! drives real sled in a temp dir through it — ascending runs as a batch writes them, runs
+//! in any order over keys already there, runs racing plain inserts and other runs on other
+//! threads — and checks every key, also after a reopen.
 
 mod sled_support;
 
@@ -47,9 +48,10 @@ fn ascending_runs_and_runs_in_any_order_keep_every_key_across_a_reopen() {
         let db = sled::open(dir.path()).unwrap();
         let tree = db.open_tree("messages").unwrap();
         // Batches of ascending ids, of every size from 1 to past a few leaves, between
-        // single inserts: what the daemon's batch and single enqueues write.
+        // single inserts: what the daemon's batch and single enqueues write. The longest
+        // runs split their leaves in memory past what one index node takes.
         let mut next = 0u64;
-        for size in (1..=60).chain([1000, 1, 2, 999]) {
+        for size in (1..=60).chain([1000, 1, 2, 999, 5000]) {
             let run: Vec<(Vec<u8>, Vec<u8>)> = (next..next + size)
                 .map(|id| (key(id), value(id, 0)))
                 .collect();

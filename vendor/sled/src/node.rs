@@ -610,15 +610,7 @@ impl Node {
     // waq: index nodes split past 64 children and merge under 16 (sled: 256 and 64). A leaf
     // split rewrites its parent whole into the log; smaller parents make each split cheaper.
     pub(crate) fn should_split(&self) -> bool {
-        let threshold = if cfg!(any(test, feature = "lock_free_delays")) {
-            2
-        } else if self.data.is_index() {
-            64
-        } else {
-            16
-        };
-
-        let size_checks = self.data.len() > threshold;
+        let size_checks = self.data.len() > split_above(self.data.is_index());
         let safety_checks = self.merging_child.is_none() && !self.merging;
 
         size_checks && safety_checks
@@ -715,6 +707,23 @@ impl Data {
     pub(crate) fn is_index(&self) -> bool {
         if let Data::Index(..) = self { true } else { false }
     }
+
+    /// waq: gives back the spare capacity of a node filled by appending
+    /// (`Tree::insert_many`), which the page cache would hold for as long as it keeps the
+    /// node: a leaf's vectors double as they fill, so a 13-entry part of a split would
+    /// keep room for 32.
+    pub(crate) fn shrink_to_fit(&mut self) {
+        match self {
+            Data::Index(index) => {
+                index.keys.shrink_to_fit();
+                index.pointers.shrink_to_fit();
+            }
+            Data::Leaf(leaf) => {
+                leaf.keys.shrink_to_fit();
+                leaf.values.shrink_to_fit();
+            }
+        }
+    }
 }
 
 #[derive(Debug, PartialEq, Default)]
@@ -784,6 +793,18 @@ fn merge_uneven_nodes() {
 
 /// waq: a node with fewer keys than this is merged into its left sibling (`should_merge`); a
 /// split leaves at least this many in its right part, so the merge does not take it back.
+/// waq: the size past which a node splits (named so that `Tree::insert_many` can tell how
+/// many children an index node takes before it splits).
+pub(crate) fn split_above(is_index: bool) -> usize {
+    if cfg!(any(test, feature = "lock_free_delays")) {
+        2
+    } else if is_index {
+        64
+    } else {
+        16
+    }
+}
+
 fn merge_threshold(is_index: bool) -> usize {
     if cfg!(any(test, feature = "lock_free_delays")) {
         1

@@ -173,6 +173,11 @@ impl Tree {
     /// where `insert` pays them per key. Keys in ascending order (as waq's message ids come)
     /// gain the most; any order is correct. Like a series of `insert`s, it is not atomic: an
     /// error can leave a prefix of `items` written, each key whole.
+    ///
+    /// A run of keys that overfills its leaf splits it in memory, as the descents of a
+    /// series of inserts would have (`Node::split`), and keeps filling the right part: each
+    /// new leaf is written once, whole, and the parent takes all of them in one copy, where
+    /// splitting on later descents writes every leaf twice and the parent once per split.
     pub fn insert_many<K, V, I>(&self, items: I) -> Result<()>
     where
         K: AsRef<[u8]>,
@@ -185,14 +190,28 @@ impl Tree {
         let _cc = concurrency_control::read();
         let mut start = 0;
         while start < items.len() {
-            let View { node_view, pid, .. } =
-                self.view_for_key(items[start].0.as_ref(), &guard)?;
+            let (View { node_view, pid, .. }, parent_view) =
+                self.view_and_parent_for_key(items[start].0.as_ref(), &guard)?;
+            // New leaves the parent can take before it is due to split itself (a later
+            // descent splits it, as after any split). A leaf without a parent is the root:
+            // it splits on the next descent, which hoists a new root.
+            let room = parent_view.as_ref().map_or(0, |parent| {
+                (node::split_above(true) + 1).saturating_sub(parent.data.len()).max(1)
+            });
             let mut node: Node = node_view.deref().clone();
+            let mut left_parts: Vec<Node> = Vec::new();
             let mut reservations = Vec::new();
             let mut end = start;
-            // Up to the size at which the next descent splits the leaf, as a series of
-            // inserts would have filled it.
-            while end < items.len() && (end == start || !node.should_split()) {
+            while end < items.len() {
+                if end > start && node.should_split() {
+                    if left_parts.len() >= room {
+                        break;
+                    }
+                    let (mut lhs, rhs) = node.split();
+                    lhs.data.shrink_to_fit();
+                    left_parts.push(lhs);
+                    node = rhs;
+                }
                 let (key, value) = (items[end].0.as_ref(), &items[end].1);
                 let in_leaf = key >= node.lo.as_ref()
                     && (node.hi.is_empty() || key < node.hi.as_ref());
@@ -204,9 +223,15 @@ impl Tree {
                 reservations.push(self.subscribers.reserve(key));
                 end += 1;
             }
-            let replaced =
-                self.context.pagecache.replace(pid, node_view.0, node, &guard)?;
-            if replaced.is_err() {
+            if node.should_split() && left_parts.len() < room {
+                let (mut lhs, rhs) = node.split();
+                lhs.data.shrink_to_fit();
+                left_parts.push(lhs);
+                node = rhs;
+            }
+            let mut chain = left_parts;
+            chain.push(node);
+            if !self.write_chain(pid, node_view, chain, parent_view, &guard)? {
                 // Another writer changed the leaf first: descend again.
                 M.tree_looped();
                 continue;
@@ -224,6 +249,72 @@ impl Tree {
             start = end;
         }
         Ok(())
+    }
+
+    /// waq: writes `chain`, the parts of the leaf `pid` in key order, the first in its
+    /// place and the others as new pages, then tells the parent of the new ones. They are
+    /// written right to left, each pointing to the one after it, so no reader meets a
+    /// pointer to a page not yet written; until the leaf is replaced nothing points to them
+    /// (as with `split_node`'s right side). Returns false, with nothing written, if another
+    /// writer changed the leaf first.
+    fn write_chain<'g>(
+        &self,
+        pid: PageId,
+        old: NodeView<'g>,
+        mut chain: Vec<Node>,
+        parent_view: Option<View<'g>>,
+        guard: &'g Guard,
+    ) -> Result<bool> {
+        let mut first = chain.remove(0);
+        let mut new_pages = Vec::with_capacity(chain.len());
+        // The leaf's right sibling, which `Node::split` hands to the right part.
+        let mut next = chain.last().map_or(first.next, |last| last.next);
+        for mut node in chain.into_iter().rev() {
+            node.next = next;
+            let lo = node.lo.clone();
+            let (new_pid, new_ptr) = self.context.pagecache.allocate(node, guard)?;
+            next = NonZeroU64::new(new_pid);
+            new_pages.push((lo, new_pid, new_ptr));
+        }
+        first.next = next;
+        let replaced = self.context.pagecache.replace(pid, old.0, first, guard)?;
+        if replaced.is_err() {
+            for (_, new_pid, new_ptr) in new_pages {
+                let _freed = self
+                    .context
+                    .pagecache
+                    .free(new_pid, new_ptr, guard)?
+                    .expect("could not free allocated page");
+            }
+            return Ok(false);
+        }
+        if new_pages.is_empty() {
+            return Ok(true);
+        }
+        M.tree_child_split_success();
+        if let Some(parent_view) = parent_view {
+            M.tree_parent_split_attempt();
+            let mut parent: Node = parent_view.deref().clone();
+            // Left to right, as the leaves' own splits would have added them. A separator
+            // the parent already has (a deep race) leaves it to later descents, which
+            // complete any split the parent misses.
+            let applied = new_pages
+                .iter()
+                .rev()
+                .all(|(lo, new_pid, _)| parent.parent_split(lo, *new_pid));
+            if applied {
+                let replaced = self.context.pagecache.replace(
+                    parent_view.pid,
+                    parent_view.node_view.0,
+                    parent,
+                    guard,
+                )?;
+                if replaced.is_ok() {
+                    M.tree_parent_split_success();
+                }
+            }
+        }
+        Ok(true)
     }
 
     pub(crate) fn insert_inner(
@@ -1665,6 +1756,21 @@ impl Tree {
     where
         K: AsRef<[u8]>,
     {
+        self.view_and_parent_for_key(key, guard).map(|(view, _)| view)
+    }
+
+    /// waq: `view_for_key`, also returning the index node it descended from (None for
+    /// the root). After a descent that followed a sibling link, that view is stale (the
+    /// descent completed the split in the parent), so a write to it fails its
+    /// compare-and-swap.
+    pub(crate) fn view_and_parent_for_key<'g, K>(
+        &self,
+        key: K,
+        guard: &'g Guard,
+    ) -> Result<(View<'g>, Option<View<'g>>)>
+    where
+        K: AsRef<[u8]>,
+    {
         #[cfg(any(test, feature = "lock_free_delays"))]
         const MAX_LOOPS: usize = usize::max_value();
 
@@ -1791,7 +1897,7 @@ impl Tree {
             // would add considerable complexity to this already
             // fairly complex implementation.
             if view.should_merge() && !took_leftmost_branch {
-                if let Some(ref mut parent) = parent_view {
+                if let Some(ref parent) = parent_view {
                     assert!(parent.merging_child.is_none());
                     if parent.can_merge_child() {
                         let frag = Link::ParentMergeIntention(cursor);
@@ -1804,8 +1910,11 @@ impl Tree {
                         )?;
 
                         if let Ok(new_parent_ptr) = link {
+                            // waq: a copy, so that `parent_view` (returned by this
+                            // function) keeps the guard's lifetime, not the link's.
+                            let mut parent = parent.clone();
                             parent.node_view = NodeView(new_parent_ptr);
-                            self.merge_node(parent, cursor, guard)?;
+                            self.merge_node(&parent, cursor, guard)?;
                             retry!();
                         }
                     }
@@ -1819,7 +1928,7 @@ impl Tree {
                 cursor = next.1;
             } else {
                 assert!(!overshot && !undershot);
-                return Ok(view);
+                return Ok((view, parent_view));
             }
         }
         panic!(
