@@ -3,7 +3,8 @@
 //! memory (waq writes a batch's messages with it; see `vendor/sled/WAQ_PATCH.md`). This
 //! drives real sled in a temp dir through it — ascending runs as a batch writes them, runs
 //! in any order over keys already there, runs racing plain inserts and other runs on other
-//! threads — and checks every key, also after a reopen.
+//! threads, runs racing removals that merge leaves — and checks every key, also after a
+//! reopen.
 
 mod sled_support;
 
@@ -138,6 +139,81 @@ fn runs_racing_inserts_and_other_runs_lose_no_key() {
             expected.extend(w.join().unwrap());
         }
         assert_eq!(expected.len() as u64, THREADS * RUNS * RUN);
+        assert_same(&tree, &expected);
+        db.flush().unwrap();
+        expected
+    };
+    let db = reopen(dir.path());
+    assert_same(&db.open_tree("messages").unwrap(), &expected);
+}
+
+#[test]
+fn runs_racing_removals_that_merge_leaves_lose_no_key() {
+    const PREFILL: u64 = 40_000;
+    const RUNS: u64 = 30;
+    const RUN: u64 = 300;
+    // The prefill writes the even ids below PREFILL; the remover takes all but every 10th
+    // of them while the refiller writes every odd id in between.
+    let removed = |id: u64| id < PREFILL && id % 2 == 0 && id % 10 != 0;
+    let dir = tempfile::tempdir().unwrap();
+    let expected = {
+        let db = sled::open(dir.path()).unwrap();
+        let tree = db.open_tree("messages").unwrap();
+        let prefill: Vec<(Vec<u8>, Vec<u8>)> = (0..PREFILL)
+            .step_by(2)
+            .map(|id| (key(id), value(id, 0)))
+            .collect();
+        tree.insert_many(prefill.clone()).unwrap();
+        let mut expected: Expected = prefill.into_iter().collect();
+        let start = Arc::new(Barrier::new(4));
+        // Removals empty leaves below the merge threshold, so sled merges them into their
+        // left siblings...
+        let remover = {
+            let (tree, start) = (tree.clone(), start.clone());
+            thread::spawn(move || {
+                start.wait();
+                for id in (0..PREFILL).filter(|id| removed(*id)) {
+                    tree.remove(key(id)).unwrap();
+                }
+            })
+        };
+        // ...while ascending runs of new keys overfill the same leaves and split them in
+        // memory (leaves with a right sibling, not the tree's right edge)...
+        let refiller = {
+            let (tree, start) = (tree.clone(), start.clone());
+            thread::spawn(move || {
+                start.wait();
+                let odd: Vec<u64> = (1..PREFILL).step_by(2).collect();
+                for chunk in odd.chunks(150) {
+                    let run: Vec<(Vec<u8>, Vec<u8>)> =
+                        chunk.iter().map(|id| (key(*id), value(*id, 1))).collect();
+                    tree.insert_many(run).unwrap();
+                }
+            })
+        };
+        // ...and runs at the right edge, as the daemon's batches write them meanwhile.
+        let appender = {
+            let (tree, start) = (tree.clone(), start.clone());
+            thread::spawn(move || {
+                start.wait();
+                let mut written = Expected::new();
+                for r in 0..RUNS {
+                    let first = PREFILL + r * RUN;
+                    let run: Vec<(Vec<u8>, Vec<u8>)> = (first..first + RUN)
+                        .map(|id| (key(id), value(id, 0)))
+                        .collect();
+                    tree.insert_many(run.clone()).unwrap();
+                    written.extend(run);
+                }
+                written
+            })
+        };
+        start.wait();
+        remover.join().unwrap();
+        refiller.join().unwrap();
+        expected.extend(appender.join().unwrap());
+        expected.retain(|k, _| !removed(u64::from_be_bytes(k[..].try_into().unwrap())));
+        expected.extend((1..PREFILL).step_by(2).map(|id| (key(id), value(id, 1))));
         assert_same(&tree, &expected);
         db.flush().unwrap();
         expected
