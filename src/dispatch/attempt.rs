@@ -34,8 +34,6 @@ enum Prepared {
     },
     /// Ended without a request (expired, window closed, interrupted); already written.
     Finished(&'static str),
-    /// Nothing to do (cancelled or no longer pending).
-    Skip,
 }
 
 /// Codes after which Meta asks to wait long before trying again.
@@ -92,18 +90,24 @@ pub async fn run(mut input: AttemptInput<'_>) -> (Outcome, SenderEffect) {
     let app = input.app;
     let d = &input.config.dispatch;
     let now = now_ms();
-    let window_open = match window::lookup(&app.store, input.sender, input.to) {
-        Ok(w) => w.is_open(now, d.window_margin.as_millis() as u64),
-        Err(e) => {
-            tracing::error!(id = input.id, "cannot read the recipient window: {e}");
-            return retry_later(input, now);
-        }
-    };
     let policy = d.on_restart_sending;
     let max_age_ms = d.max_age.as_millis() as u64;
+    // Read only for a free-form message: a template goes out whatever the window says.
+    let mut window_error = None;
+    let window_open = || match window::lookup(&app.store, input.sender, input.to) {
+        Ok(w) => Some(w.is_open(now, d.window_margin.as_millis() as u64)),
+        Err(e) => {
+            window_error = Some(e);
+            None
+        }
+    };
     let prepared = app.store.update(input.id, |m| {
-        Some(prepare(m, now, window_open, policy, max_age_ms))
+        prepare(m, now, window_open, policy, max_age_ms)
     });
+    if let Some(e) = window_error {
+        tracing::error!(id = input.id, "cannot read the recipient window: {e}");
+        return retry_later(input, now);
+    }
     let body = match prepared {
         Ok(Some((Prepared::Send { body }, m))) => {
             if m.substituted_template.is_some() {
@@ -140,9 +144,7 @@ pub async fn run(mut input: AttemptInput<'_>) -> (Outcome, SenderEffect) {
             app.publish_state(&m, detail);
             return (Outcome::DoneWithoutRequest, SenderEffect::None);
         }
-        Ok(Some((Prepared::Skip, _))) | Ok(None) => {
-            return (Outcome::DoneWithoutRequest, SenderEffect::None)
-        }
+        Ok(None) => return (Outcome::DoneWithoutRequest, SenderEffect::None),
         Err(e) => {
             tracing::error!(
                 id = input.id,
@@ -201,13 +203,15 @@ pub async fn run(mut input: AttemptInput<'_>) -> (Outcome, SenderEffect) {
 }
 
 /// Decides, under the record's lock, what this attempt sends — or why it sends nothing.
+/// `window_open` reads the recipient's window (`None`: it could not be read, and the record
+/// is left as it was).
 fn prepare(
     m: &mut Message,
     now: u64,
-    window_open: bool,
+    window_open: impl FnOnce() -> Option<bool>,
     policy: RestartPolicy,
     max_age_ms: u64,
-) -> Prepared {
+) -> Option<Prepared> {
     match m.state {
         State::Queued | State::Retrying => {}
         // Found `sending` at start: the daemon stopped mid-request.
@@ -218,14 +222,15 @@ fn prepare(
                 meta_code: None,
             });
             m.transition(State::Failed, now, "interrupted");
-            return Prepared::Finished("interrupted");
+            return Some(Prepared::Finished("interrupted"));
         }
         State::Sending => {}
-        _ => return Prepared::Skip,
+        // Cancelled, or no longer pending: nothing to do, nothing to write.
+        _ => return None,
     }
     if m.expires_at_ms.is_some_and(|e| e <= now) {
         m.transition(State::Expired, now, "ttl passed before it could be sent");
-        return Prepared::Finished("expired");
+        return Some(Prepared::Finished("expired"));
     }
     // A message with its own `ttl_s` lives by that alone.
     if m.expires_at_ms.is_none() && now.saturating_sub(m.age_base_ms()) > max_age_ms {
@@ -235,9 +240,9 @@ fn prepare(
             meta_code: None,
         });
         m.transition(State::Failed, now, "max_age_exceeded");
-        return Prepared::Finished("max_age_exceeded");
+        return Some(Prepared::Finished("max_age_exceeded"));
     }
-    let body = if m.kind == "template" || window_open {
+    let body = if m.kind == "template" || window_open()? {
         m.substituted_template = None;
         m.body.clone()
     } else if let Some(fallback) = &m.fallback_template {
@@ -254,7 +259,7 @@ fn prepare(
             meta_code: None,
         });
         m.transition(State::Failed, now, "window_closed");
-        return Prepared::Finished("window_closed");
+        return Some(Prepared::Finished("window_closed"));
     };
     m.attempts += 1;
     let detail = if m.substituted_template.is_some() {
@@ -263,7 +268,7 @@ fn prepare(
         "sending"
     };
     m.transition(State::Sending, now, detail);
-    Prepared::Send { body }
+    Some(Prepared::Send { body })
 }
 
 /// Whether `m`, just refused as free-form, has a fallback template that a closed window sends.
