@@ -41,6 +41,13 @@ fn assert_same(tree: &sled::Tree, expected: &Expected) {
     assert!(reversed.eq(expected.keys().rev().cloned()));
 }
 
+/// Opens the database in `dir` again (its last handle just dropped, after a flush) and
+/// checks its tree against `expected`.
+fn assert_same_after_reopen(dir: &std::path::Path, expected: &Expected) {
+    let db = reopen(dir);
+    assert_same(&db.open_tree("messages").unwrap(), expected);
+}
+
 #[test]
 fn ascending_runs_and_runs_in_any_order_keep_every_key_across_a_reopen() {
     let dir = tempfile::tempdir().unwrap();
@@ -92,8 +99,7 @@ fn ascending_runs_and_runs_in_any_order_keep_every_key_across_a_reopen() {
         assert_same(&tree, &expected);
         db.flush().unwrap();
     }
-    let db = reopen(dir.path());
-    assert_same(&db.open_tree("messages").unwrap(), &expected);
+    assert_same_after_reopen(dir.path(), &expected);
 }
 
 #[test]
@@ -143,8 +149,7 @@ fn runs_racing_inserts_and_other_runs_lose_no_key() {
         db.flush().unwrap();
         expected
     };
-    let db = reopen(dir.path());
-    assert_same(&db.open_tree("messages").unwrap(), &expected);
+    assert_same_after_reopen(dir.path(), &expected);
 }
 
 #[test]
@@ -218,8 +223,7 @@ fn runs_racing_removals_that_merge_leaves_lose_no_key() {
         db.flush().unwrap();
         expected
     };
-    let db = reopen(dir.path());
-    assert_same(&db.open_tree("messages").unwrap(), &expected);
+    assert_same_after_reopen(dir.path(), &expected);
 }
 
 #[test]
