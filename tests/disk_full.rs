@@ -164,6 +164,11 @@ fn batches_and_health_tell_the_same_story_while_the_disk_is_full() {
     };
     let r = d.post("/v1/messages/batch", &batch(0));
     assert_eq!(r.status, 200, "{}", r.text());
+    let first_id = r.json()["results"][0]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(!first_id.is_empty(), "{}", r.text());
     let health = d.get("/v1/health");
     assert_eq!(health.status, 200, "{}", health.text());
     assert_eq!(health.json()["status"], "ok");
@@ -228,6 +233,33 @@ fn batches_and_health_tell_the_same_story_while_the_disk_is_full() {
         "{}",
         health.text()
     );
+
+    // Reads the closed store cannot serve get the same code, in words about a read.
+    for path in [
+        format!("/v1/messages/{first_id}"),
+        "/v1/messages?limit=5".to_string(),
+        "/v1/recipients/+14157770001".to_string(),
+    ] {
+        let r = d.get(&path);
+        eprintln!("disk full: GET {path} answered {}", r.status);
+        if r.status == 200 {
+            continue;
+        }
+        assert_eq!(
+            (r.status, r.code()),
+            (507, "disk_full".into()),
+            "{path}: {}",
+            r.text()
+        );
+        let message = r.json()["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            message.contains("nothing could be read") && !message.contains("stored"),
+            "{path}: {message}"
+        );
+    }
 
     // Nothing is written while the disk stays full, yet health keeps saying so: the store's
     // reopening is not taken for room (several reopen attempts fall in these seconds).

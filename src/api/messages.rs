@@ -17,7 +17,7 @@ use crate::config::Config;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::model::{self, format_id, now_ms, HistoryEntry, Message, State as MsgState, ValidSend};
-use crate::store::Insert;
+use crate::store::{Insert, StoreError};
 use crate::{validate, window};
 
 use super::extract::{NoBody, NoQuery, Param, Query};
@@ -265,7 +265,12 @@ pub async fn get(
     _: NoQuery,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
-    let m = ctx.app.store.get(id)?.ok_or_else(|| unknown(id))?;
+    let m = ctx
+        .app
+        .store
+        .get(id)
+        .map_err(StoreError::into_read_error)?
+        .ok_or_else(|| unknown(id))?;
     Ok(json::ok(&view::message(&m)))
 }
 
@@ -348,7 +353,7 @@ pub async fn list(State(ctx): State<Ctx>, _: NoBody, uri: Uri) -> Result<Respons
         let mut last_seen = None;
         let mut more = false;
         for (scanned, item) in store.scan(after).enumerate() {
-            let m = item?;
+            let m = item.map_err(StoreError::into_read_error)?;
             if scanned >= SCAN_BUDGET {
                 // Out of budget: the cursor resumes right after the last record looked at.
                 more = true;

@@ -7,6 +7,7 @@ use axum::response::Response;
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::model::now_ms;
+use crate::store::StoreError;
 use crate::{validate, window};
 
 use super::extract::{NoBody, Param, Query};
@@ -24,7 +25,7 @@ pub async fn get(
     let cfg = ctx.app.config();
     let sender = resolve_sender(&cfg, q.get("sender"), "sender")?;
     let to = validate::recipient(&number, "number")?;
-    let w = window::lookup(&ctx.app.store, &sender, &to)?;
+    let w = window::lookup(&ctx.app.store, &sender, &to).map_err(StoreError::into_read_error)?;
     let margin = cfg.dispatch.window_margin.as_millis() as u64;
     Ok(json::ok(&view::recipient(
         &sender,

@@ -108,17 +108,30 @@ impl From<sled::Error> for StoreError {
 }
 
 impl From<StoreError> for crate::error::ApiError {
+    /// The answer to a write the store refused.
     fn from(e: StoreError) -> Self {
-        match e {
+        e.into_api_error("nothing was stored")
+    }
+}
+
+impl StoreError {
+    /// The answer to a read the store cannot serve (while it is closed after a full disk or
+    /// a write error): the code a write gets, in words about the read.
+    pub fn into_read_error(self) -> crate::error::ApiError {
+        self.into_api_error("nothing could be read")
+    }
+
+    fn into_api_error(self, outcome: &str) -> crate::error::ApiError {
+        match self {
             StoreError::Full(_) => crate::error::ApiError::new(
                 507,
                 "disk_full",
-                format!("{e}; nothing was stored: free disk space and retry"),
+                format!("{self}; {outcome}: free disk space and retry"),
             ),
             _ => crate::error::ApiError::new(
                 503,
                 "storage_unavailable",
-                format!("{e}; nothing was stored: retry later"),
+                format!("{self}; {outcome}: retry later"),
             ),
         }
     }
