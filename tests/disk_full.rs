@@ -191,10 +191,7 @@ fn batches_and_health_tell_the_same_story_while_the_disk_is_full() {
             r.status,
             r.text()
         );
-        let message = r.json()["error"]["message"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
+        let message = r.message();
         assert!(
             !message.contains("Os {") && !message.contains("kind:"),
             "not a sentence: {message}"
@@ -251,10 +248,7 @@ fn batches_and_health_tell_the_same_story_while_the_disk_is_full() {
             "{path}: {}",
             r.text()
         );
-        let message = r.json()["error"]["message"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
+        let message = r.message();
         assert!(
             message.contains("nothing could be read") && !message.contains("stored"),
             "{path}: {message}"

@@ -470,6 +470,14 @@ impl Response {
             .unwrap_or_default()
             .to_string()
     }
+
+    /// `error.message` of an error answer.
+    pub fn message(&self) -> String {
+        self.json()["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
 }
 
 /// One HTTP/1.1 connection over the Unix socket: send requests one by one (keep-alive), or
