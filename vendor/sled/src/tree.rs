@@ -207,10 +207,7 @@ impl Tree {
                     if left_parts.len() >= room {
                         break;
                     }
-                    let (mut lhs, rhs) = node.split();
-                    lhs.data.shrink_to_fit();
-                    left_parts.push(lhs);
-                    node = rhs;
+                    split_in_memory(&mut node, &mut left_parts);
                 }
                 let (key, value) = (items[end].0.as_ref(), &items[end].1);
                 let in_leaf = key >= node.lo.as_ref()
@@ -224,10 +221,7 @@ impl Tree {
                 end += 1;
             }
             if node.should_split() && left_parts.len() < room {
-                let (mut lhs, rhs) = node.split();
-                lhs.data.shrink_to_fit();
-                left_parts.push(lhs);
-                node = rhs;
+                split_in_memory(&mut node, &mut left_parts);
             }
             let mut chain = left_parts;
             chain.push(node);
@@ -2448,3 +2442,14 @@ impl fmt::Display for CompareAndSwapError {
 }
 
 impl std::error::Error for CompareAndSwapError {}
+
+/// waq: splits `node` where a descent would (`Node::split`), keeps the left part in
+/// `left_parts` and leaves the right part in `node` for `Tree::insert_many` to go on
+/// filling. The left part's vectors are shrunk: the run grew them (32 slots for 13 keys),
+/// and the cache would keep that room for as long as it keeps the leaf.
+fn split_in_memory(node: &mut Node, left_parts: &mut Vec<Node>) {
+    let (mut lhs, rhs) = std::mem::take(node).split();
+    lhs.data.shrink_to_fit();
+    left_parts.push(lhs);
+    *node = rhs;
+}
