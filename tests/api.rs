@@ -1178,6 +1178,18 @@ fn enqueue_refuses_what_would_fail_later_and_names_the_field() {
         "invalid_link",
         Some("message.template.components[0].parameters[0].image.link"),
     );
+    // Meta refuses a body parameter's text with a line break (132018): caught at enqueue.
+    let mut r = template_request("+14155551234");
+    r["message"]["template"]["components"] = json!([{"type": "body",
+        "parameters": [{"type": "text", "text": "Dear John,\nyour order shipped"}]}]);
+    let answer = d.post("/v1/messages", &r);
+    assert_error(
+        &answer,
+        422,
+        "invalid_value",
+        Some("message.template.components[0].parameters[0].text"),
+    );
+    assert!(answer.text().contains("line break"), "{}", answer.text());
     // Due after its time to live ends: it could only expire untried.
     let mut r = template_request("+14155551234");
     r["ttl_s"] = json!(5);

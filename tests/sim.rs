@@ -354,6 +354,18 @@ async fn validation_uses_metas_codes() {
             131008,
         ),
         (
+            json!({"messaging_product": "whatsapp", "to": to, "type": "template", "template": {
+                "name": "hello_world", "language": {"code": "en_US"},
+                "components": [{"type": "body", "parameters": [{"type": "text", "text": "two\nlines"}]}]}}),
+            132018,
+        ),
+        (
+            json!({"messaging_product": "whatsapp", "to": to, "type": "template", "template": {
+                "name": "hello_world", "language": {"code": "en_US"},
+                "components": [{"type": "header", "parameters": [{"type": "text", "text": "five     spaces"}]}]}}),
+            132018,
+        ),
+        (
             json!({"messaging_product": "whatsapp", "to": to, "type": "interactive",
                 "interactive": {"type": "button", "body": {"text": "Pick"}, "action": {"buttons": buttons}}}),
             131009,

@@ -178,6 +178,17 @@ impl MetaError {
         )
     }
 
+    /// 132018 (since v23.0): a body or header parameter's text with a line break, a tab or
+    /// more than 4 spaces in a row.
+    pub fn template_param_layout() -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            132018,
+            "There was an issue with the parameters in your template.",
+            "Param text cannot have new-line/tab characters or more than 4 consecutive spaces",
+        )
+    }
+
     pub fn unknown_error() -> Self {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,

@@ -38,7 +38,7 @@ pub struct NumberStats {
     /// The most requests that arrived within any 1-second window.
     pub max_in_window: u64,
     /// Errors the sender earned, by Meta code: 130429, 131056, 131047 (accepted, then failed),
-    /// 132001, 132000, 131026, 190, 100, 131008, 131009.
+    /// 132001, 132000, 131026, 190, 100, 131008, 131009, 132018.
     pub violations: BTreeMap<i64, u64>,
     /// Accepted messages whose `seq:<n>` was lower than one accepted before for the same recipient.
     pub ordering_violations: u64,

@@ -6,13 +6,16 @@
 //!   (`messaging_product`, `type`, `recipient_type`, interactive or header type);
 //! - 131008 "Required parameter is missing";
 //! - 131009 "Parameter value is not valid": a length or count limit, a bad link or phone number,
-//!   duplicate button titles.
+//!   duplicate button titles;
+//! - 132018 "There was an issue with the parameters in your template": a body or header
+//!   parameter's text with a line break, a tab or more than 4 spaces in a row.
 
 use std::collections::HashSet;
 
 use serde_json::{Map, Value};
 
 use super::error::MetaError;
+use crate::validate::parameter_layout_problem;
 
 /// What a valid request asks for.
 #[derive(Debug, Clone, PartialEq)]
@@ -275,9 +278,15 @@ fn check_template(t: &Map<String, Value>) -> Check<TemplateRef> {
             })?;
             let ctype = req_str(c, "type", &format!("{path}['type']"))?;
             let params = opt_array(c, "parameters", &format!("{path}['parameters']"))?;
+            let laid_out =
+                ctype.eq_ignore_ascii_case("body") || ctype.eq_ignore_ascii_case("header");
             for (j, p) in params.into_iter().flatten().enumerate() {
                 let ppath = format!("{path}['parameters'][{j}]");
-                check_template_param(as_obj(p, &ppath)?, &ppath)?;
+                let p = as_obj(p, &ppath)?;
+                check_template_param(p, &ppath)?;
+                if laid_out {
+                    check_param_layout(p)?;
+                }
             }
             if ctype.eq_ignore_ascii_case("body") {
                 body_params += params.map_or(0, Vec::len);
@@ -308,6 +317,16 @@ fn check_template_param(p: &Map<String, Value>, path: &str) -> Check<()> {
             let kpath = format!("{path}['{key}']");
             let obj = req_obj(p, key, &kpath)?;
             text(obj, "fallback_value", format!("{kpath}['fallback_value']"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The text of a body or header parameter: no line break, no tab, at most 4 spaces in a row.
+fn check_param_layout(p: &Map<String, Value>) -> Check<()> {
+    match p.get("text").and_then(Value::as_str) {
+        Some(text) if parameter_layout_problem(text).is_some() => {
+            Err(MetaError::template_param_layout())
         }
         _ => Ok(()),
     }

@@ -34,6 +34,7 @@ pub use interactive::INTERACTIVE_TYPES;
 pub(crate) use json::{key_path, quote};
 pub use link::URL_SHORTENERS;
 pub use message::{message_object, MESSAGE_TYPES};
+pub(crate) use template::parameter_layout_problem;
 pub use template::template_object;
 
 /// The stable error codes of validation failures (the `code` of the error body).

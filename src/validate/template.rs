@@ -9,6 +9,29 @@ use crate::error::ApiError;
 pub const MAX_TEMPLATE_NAME: usize = 512;
 /// A text parameter's limit in Meta's API reference.
 pub const MAX_PARAMETER_TEXT: usize = 32_768;
+/// The most spaces in a row Meta takes in the text of a body or header parameter.
+pub const MAX_PARAMETER_SPACES: usize = 4;
+
+/// What Meta refuses in the text of a body or header parameter, if `text` has it: "Param text
+/// cannot have new-line/tab characters or more than 4 consecutive spaces" (132018 since v23.0,
+/// 100 before). The template's own text may have line breaks; its parameters may not.
+pub fn parameter_layout_problem(text: &str) -> Option<&'static str> {
+    let mut spaces = 0;
+    for c in text.chars() {
+        match c {
+            '\n' | '\r' => return Some("a line break"),
+            '\t' => return Some("a tab"),
+            ' ' => {
+                spaces += 1;
+                if spaces > MAX_PARAMETER_SPACES {
+                    return Some("more than 4 spaces in a row");
+                }
+            }
+            _ => spaces = 0,
+        }
+    }
+    None
+}
 
 /// Checks a template object `{name, language: {code, policy?}, components?}`. `field` is its path
 /// (`message.template` or `fallback_template`).
@@ -128,6 +151,9 @@ fn component(v: &Json, path: &Path) -> Result<(), ApiError> {
                 "the parameter type, e.g. \"text\"",
             )?;
             parameter(param, &pp, ptype)?;
+            if ctype.eq_ignore_ascii_case("body") || ctype.eq_ignore_ascii_case("header") {
+                text_layout(param, &pp)?;
+            }
         }
     }
     Ok(())
@@ -182,6 +208,28 @@ fn parameter(param: &json::Obj, pp: &Path, ptype: &str) -> Result<(), ApiError> 
         _ => {}
     }
     Ok(())
+}
+
+/// A body or header parameter's text as Meta takes it: no line break, no tab, at most
+/// [`MAX_PARAMETER_SPACES`] spaces in a row (a button's text is a URL suffix or a payload, with
+/// rules of its own, left to Meta).
+fn text_layout(param: &json::Obj, pp: &Path) -> Result<(), ApiError> {
+    let Some(Json::String(text)) = param.get("text") else {
+        return Ok(());
+    };
+    let Some(problem) = parameter_layout_problem(text) else {
+        return Ok(());
+    };
+    let tpath = child(pp, "text");
+    Err(ApiError::invalid(
+        code::INVALID_VALUE,
+        &tpath,
+        format!(
+            "`{tpath}` has {problem}: Meta refuses a template parameter whose text has a line \
+             break, a tab or more than {MAX_PARAMETER_SPACES} spaces in a row (error 132018). \
+             Put line breaks in the approved template itself, or replace them with a space."
+        ),
+    ))
 }
 
 /// Meta's codes are a language (`de`, `fil`) optionally followed by `_` and a region (`en_US`).

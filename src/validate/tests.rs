@@ -1603,6 +1603,53 @@ fn template_parameters_need_their_text() {
     );
 }
 
+#[test]
+fn body_and_header_parameters_have_no_line_breaks_tabs_or_runs_of_spaces() {
+    let with = |ctype: &str, text: &str| {
+        template(json!({"name": "x", "language": {"code": "en"},
+            "components": [{"type": "body", "parameters": [{"type": "text", "text": "ok"}]},
+                           {"type": ctype, "parameters": [{"type": "text", "text": text}]}]}))
+    };
+    let field = "message.template.components[1].parameters[0].text";
+    for ctype in ["body", "header", "BODY"] {
+        message_ok(with(ctype, "Order 4521 ships today"));
+        message_ok(with(ctype, "four    spaces"));
+        message_ok(with(ctype, "emoji 🚚 and ünïcode"));
+        for (text, problem) in [
+            ("line\nbreak", "a line break"),
+            ("carriage\rreturn", "a line break"),
+            ("ends with a line break\n", "a line break"),
+            ("tab\there", "a tab"),
+            ("five     spaces", "more than 4 spaces in a row"),
+            ("      ", "more than 4 spaces in a row"),
+        ] {
+            let err = message_err(with(ctype, text), code::INVALID_VALUE, field);
+            assert!(err.message.contains(&format!("has {problem}:")), "{err}");
+            assert!(err.message.contains("132018"), "{err}");
+        }
+    }
+    // A button's text parameter is a URL suffix, with rules of its own: left to Meta.
+    message_ok(with_button_text("a\tb"));
+
+    // The fallback template is checked the same way, under its own path.
+    let mut v = template_request_with_fallback();
+    v["fallback_template"]["components"] =
+        json!([{"type": "body", "parameters": [{"type": "text", "text": "two\nlines"}]}]);
+    request_err(
+        v,
+        code::INVALID_VALUE,
+        "fallback_template.components[0].parameters[0].text",
+    );
+}
+
+fn with_button_text(text: &str) -> Value {
+    template(
+        json!({"name": "x", "language": {"code": "en"}, "components": [
+        {"type": "button", "sub_type": "url", "index": "0",
+         "parameters": [{"type": "text", "text": text}]}]}),
+    )
+}
+
 fn template_request_with_fallback() -> Value {
     request_with(
         "fallback_template",
