@@ -469,10 +469,24 @@ impl Config {
         )?;
         let base = path.parent().unwrap_or(Path::new("."));
         Config::from_raw(raw, base).map_err(|mut e| {
+            // A check across keys (a secret that `listen` requires, a cap that must cover
+            // another) may fail for a key the file never set: the section's overrides are
+            // named too, as they may be what the file is missing or what it clashes with.
+            let section = e.key.split('.').next().unwrap_or_default().to_string();
+            let related: Vec<&str> = overrides
+                .iter()
+                .filter(|(n, _)| env_key(n).split('.').next() == Some(section.as_str()))
+                .map(|(n, _)| n.as_str())
+                .collect();
             e.message = match overrides.iter().find(|(n, _)| env_key(n) == e.key) {
                 Some((name, _)) => {
                     format!("{} (set by the environment variable {name})", e.message)
                 }
+                None if !related.is_empty() && e.key.contains('.') => format!(
+                    "{} (in {file_origin}, with {} from the environment)",
+                    e.message,
+                    related.join(", ")
+                ),
                 None => format!("{} (in {file_origin})", e.message),
             };
             e
@@ -588,14 +602,13 @@ impl Config {
             .base_url
             .unwrap_or_else(|| "https://graph.facebook.com".into());
         let version = raw.api.version.unwrap_or_else(|| "v25.0".into());
-        let number = version.strip_prefix('v').unwrap_or("");
-        if number.is_empty()
-            || !number.chars().all(|c| c.is_ascii_digit() || c == '.')
-            || number.parse::<f64>().is_err()
-        {
+        if !crate::cloud::is_graph_version(&version) {
             return Err(err(
                 "api.version",
-                format!("`{version}` is not a Graph API version such as \"v25.0\""),
+                format!(
+                    "`{version}` is not a Graph API version: write it as v<major>.<minor>, \
+                     such as \"v25.0\""
+                ),
             ));
         }
         crate::cloud::check_endpoint(&base_url, &version).map_err(|e| err(e.key, e.message))?;
@@ -1177,6 +1190,14 @@ token = "t0k3n"
             ),
             ("base_url = \"https://graph facebook.com\"", "api.base_url"),
             ("version = \"v25.0/x\"", "api.version"),
+            // Meta knows no path without the minor number, or with leading zeros.
+            ("version = \"v25\"", "api.version"),
+            ("version = \"v25.00\"", "api.version"),
+            ("version = \"v025.0\"", "api.version"),
+            ("version = \"v0.0\"", "api.version"),
+            ("version = \"25.0\"", "api.version"),
+            ("version = \"V25.0\"", "api.version"),
+            ("version = \"v25.0.1\"", "api.version"),
         ] {
             let e =
                 Config::from_toml(&format!("{MIN}\n[api]\n{api}\n"), Path::new(".")).unwrap_err();
@@ -1708,6 +1729,21 @@ mod bounds {
                 "{e}"
             );
         }
+        // A check across keys names the section's overrides next to the file.
+        let e = load_env(&[("WAQ__WEBHOOK__LISTEN", "127.0.0.1:8080")]).unwrap_err();
+        assert_eq!(e.key, "webhook.app_secret");
+        assert!(
+            e.message
+                .ends_with(", with WAQ__WEBHOOK__LISTEN from the environment)"),
+            "{e}"
+        );
+        let e = load_env(&[("WAQ__SOCKET__MAX_REQUEST_BYTES", "40000000")]).unwrap_err();
+        assert_eq!(e.key, "socket.max_batch_bytes");
+        assert!(
+            e.message
+                .ends_with(", with WAQ__SOCKET__MAX_REQUEST_BYTES from the environment)"),
+            "{e}"
+        );
         let e = load_env(&[("WAQ__DISPATCH__MAX_IN_FLIGHT", "0")]).unwrap_err();
         assert_eq!(e.key, "dispatch.max_in_flight");
         assert!(

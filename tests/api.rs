@@ -518,7 +518,15 @@ fn window_rule_at_enqueue() {
     assert_eq!(open["window_open"], true);
     assert_eq!(open["recipient"], "14155559876");
     assert_eq!(open["sender"], "main");
-    assert!(open["window_open_until"].as_str().is_some());
+    // Meta's 24 hours, and the part of them free-form sends use: less the margin (60 s).
+    let time = |field: &str| waq::model::parse_time(open[field].as_str().unwrap()).unwrap();
+    let last = time("last_inbound_at");
+    assert_eq!(time("window_open_until"), last + 24 * 3600 * 1000, "{open}");
+    assert_eq!(
+        time("free_form_until"),
+        last + (24 * 3600 - 60) * 1000,
+        "{open}"
+    );
 
     // A time a little ahead of the clock is skew: recorded as now, so the window cannot
     // outlast the real one. Further ahead is refused.

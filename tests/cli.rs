@@ -155,6 +155,11 @@ fn a_refusal_exits_1_with_code_and_field() {
     let o = d.waq(&["inbound", "--from", "+14155551234"]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert!(stdout(&o).contains("open until"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("; free-form messages are sent until 20"),
+        "{}",
+        stdout(&o)
+    );
     let o = d.waq(&["send", "--to", "+14155551234", "--text", "hi"]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
 
@@ -175,6 +180,7 @@ fn a_refused_send_names_the_option_behind_the_field() {
     for (args, field, option) in [
         (&["--at", "tomorrow"][..], "send_at", "--at"),
         (&["--ttl", "0"], "ttl_s", "--ttl"),
+        (&["--ttl", "-5"], "ttl_s", "--ttl"),
         (&["--lang", ""], "message.template.language.code", "--lang"),
         (
             &["--param", ""],
@@ -444,6 +450,27 @@ fn no_daemon_exits_3() {
             .unwrap();
         assert_eq!(code(&o), 3, "{args:?}");
         assert!(stderr(&o).contains("absent.sock"), "{}", stderr(&o));
+    }
+}
+
+#[test]
+fn a_socket_path_that_is_a_file_or_a_directory_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("config.toml");
+    std::fs::write(&file, "state_dir = \"x\"\n").unwrap();
+    for (path, kind) in [(file.as_path(), "file"), (dir.path(), "directory")] {
+        let o = Command::new(bin())
+            .args(["health", "--socket"])
+            .arg(path)
+            .env_remove("WAQ_SOCKET")
+            .output()
+            .unwrap();
+        assert_eq!(code(&o), 3, "{}", stderr(&o));
+        assert!(
+            stderr(&o).contains(&format!("is not a socket but a {kind}")),
+            "{}",
+            stderr(&o)
+        );
     }
 }
 

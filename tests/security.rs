@@ -265,3 +265,25 @@ fn the_webhook_refuses_unsigned_bodies() {
         d.get("/v1/recipients/14155550177?sender=main").json()["window_open"] == true
     });
 }
+
+#[test]
+fn plain_http_beyond_the_loopback_is_warned_of_at_start_and_on_reload() {
+    const WARNING: &str = "api.base_url is plain http:// to another machine";
+    // A name that never resolves: nothing is sent, as nothing is queued.
+    let d = Daemon::builder()
+        .set("api", "base_url = \"http://waq-sim.invalid:8090\"")
+        .start();
+    d.wait_for_log(WARNING);
+    assert_eq!(d.get("/v1/health").status, 200);
+
+    let d = Daemon::start();
+    assert!(!d.log().contains(WARNING), "{}", d.log());
+    let remote = d.config_text().replace(
+        "base_url = \"http://127.0.0.1:9\"",
+        "base_url = \"http://waq-sim.invalid:8090\"",
+    );
+    assert_ne!(remote, d.config_text());
+    d.write_config(&remote);
+    d.sighup();
+    d.wait_for_log(WARNING);
+}

@@ -59,6 +59,9 @@ pub fn recipient(sender: &str, to: &str, w: &Window, now_ms: u64, margin_ms: u64
         "recipient": to,
         "last_inbound_at": w.last_inbound_ms.map(format_time),
         "window_open_until": w.open_until_ms().map(format_time),
+        // The margin is waq's, taken off Meta's 24 hours: free-form messages are accepted at
+        // enqueue, and sent, until then.
+        "free_form_until": w.open_until_ms().map(|t| format_time(t.saturating_sub(margin_ms))),
         "window_open": w.is_open(now_ms, margin_ms),
     })
 }

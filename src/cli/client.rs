@@ -135,9 +135,16 @@ impl Client {
             io::ErrorKind::NotFound => format!(
                 "no daemon socket at {path}: is `waq serve` running? (choose the socket with --socket or $WAQ_SOCKET)"
             ),
-            io::ErrorKind::ConnectionRefused => {
-                format!("nothing is listening on {path}: the daemon is not running")
-            }
+            io::ErrorKind::ConnectionRefused => match std::fs::metadata(&self.socket) {
+                Ok(meta) if !std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type()) => {
+                    format!(
+                        "{path} is not a socket but a {}: point --socket or $WAQ_SOCKET at the \
+                         daemon's socket (socket.path of its configuration)",
+                        if meta.is_dir() { "directory" } else { "file" }
+                    )
+                }
+                _ => format!("nothing is listening on {path}: the daemon is not running"),
+            },
             io::ErrorKind::PermissionDenied => format!(
                 "permission denied on {path}: run as a user the socket's mode allows (see socket.mode)"
             ),

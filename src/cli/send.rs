@@ -58,8 +58,10 @@ pub struct SendArgs {
     #[arg(long = "at", value_name = "TIME")]
     send_at: Option<String>,
     /// Give up if not sent within this many seconds.
-    #[arg(long, value_name = "SECONDS")]
-    ttl: Option<u64>,
+    // Signed, so that a negative value reaches the daemon's range check (which names the
+    // range) instead of reading as an unknown option.
+    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
+    ttl: Option<i64>,
     /// Opaque JSON echoed in status and events (at most 1 KiB).
     #[arg(long, value_name = "JSON")]
     metadata: Option<String>,

@@ -199,10 +199,11 @@ pub fn recipient(v: &Value) {
     let open = v.get("window_open").and_then(Value::as_bool) == Some(true);
     if open {
         outln!(
-            "window of {} with {} open until {}",
+            "window of {} with {} open until {}; free-form messages are sent until {}",
             text(v, "recipient"),
             text(v, "sender"),
-            text(v, "window_open_until")
+            text(v, "window_open_until"),
+            text(v, "free_form_until")
         );
     } else {
         outln!(

@@ -161,6 +161,36 @@ struct Endpoint {
 
 /// The checks [`CloudClient::new`] makes of the endpoint; configuration runs them first, so a
 /// daemon never starts with an endpoint it cannot send to.
+/// Graph API versions are `v<major>.<minor>`, such as `v25.0` (or `v2.12` of old): a path
+/// without the minor number, with leading zeros or with a third part is unknown to Meta
+/// (2500, "Unknown path components"), so every send would fail.
+pub fn is_graph_version(v: &str) -> bool {
+    let Some((major, minor)) = v.strip_prefix('v').and_then(|rest| rest.split_once('.')) else {
+        return false;
+    };
+    let number = |p: &str| {
+        !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && (p == "0" || !p.starts_with('0'))
+    };
+    number(major) && major != "0" && number(minor)
+}
+
+/// Whether requests to `base_url` would carry the senders' tokens in clear text beyond this
+/// machine: `http://` to a host other than the loopback. Allowed (a simulator on another host
+/// of a private network), but worth a warning.
+pub fn cleartext_beyond_loopback(base_url: &str) -> bool {
+    let Ok(url) = reqwest::Url::parse(base_url) else {
+        return false;
+    };
+    let host = url.host_str().unwrap_or_default();
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    url.scheme() == "http" && !loopback
+}
+
 pub fn check_endpoint(base_url: &str, version: &str) -> Result<(), EndpointError> {
     parse_endpoint(base_url, version).map(|_| ())
 }
@@ -694,6 +724,39 @@ fn snippet(body: &[u8]) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn cleartext_is_flagged_only_beyond_the_loopback() {
+        for remote in [
+            "http://graph.example.com",
+            "http://10.0.0.5:8090",
+            "http://[2001:db8::1]",
+        ] {
+            assert!(cleartext_beyond_loopback(remote), "{remote}");
+        }
+        for fine in [
+            "https://graph.facebook.com",
+            "http://127.0.0.1:18090",
+            "http://127.1.2.3",
+            "http://localhost:8090",
+            "http://[::1]:8090",
+        ] {
+            assert!(!cleartext_beyond_loopback(fine), "{fine}");
+        }
+    }
+
+    #[test]
+    fn graph_versions_are_major_dot_minor() {
+        for ok in ["v25.0", "v23.0", "v9.10", "v2.12", "v1.0"] {
+            assert!(is_graph_version(ok), "{ok}");
+        }
+        for bad in [
+            "v25", "v25.", "v.0", "v25.00", "v025.0", "v0.0", "25.0", "V25.0", "v25.0.1", "vX.0",
+            "v25.0/", "",
+        ] {
+            assert!(!is_graph_version(bad), "{bad}");
+        }
+    }
     use super::*;
 
     #[test]

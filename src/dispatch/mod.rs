@@ -268,7 +268,7 @@ impl Dispatcher {
             .ok_or_else(|| format!("no sender named `{name}` is configured"))?;
         let Some(reason) = sender.lock().resume() else {
             return Err(format!(
-                "sender `{name}` is not paused: it is sending, so there is nothing to resume"
+                "sender `{name}` is not paused, so there is nothing to resume"
             ));
         };
         tracing::info!(sender = name, "sender resumed (was paused: {reason})");

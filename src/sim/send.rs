@@ -44,7 +44,7 @@ pub(crate) async fn handle(
     bearer: Option<&str>,
     body: &[u8],
 ) -> Response {
-    if !is_version(version) {
+    if !crate::cloud::is_graph_version(version) {
         sim.unrouted
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         return MetaError::unknown_path(&format!("/{version}/{phone_number_id}/messages"))
@@ -93,17 +93,6 @@ pub(crate) async fn handle(
             }
         }
     }
-}
-
-/// Graph versions look like `v23.0`.
-fn is_version(v: &str) -> bool {
-    let Some(rest) = v.strip_prefix('v') else {
-        return false;
-    };
-    let mut parts = rest.split('.');
-    let ok =
-        |p: Option<&str>| p.is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
-    ok(parts.next()) && ok(parts.next()) && parts.next().is_none()
 }
 
 /// Sleeps `d` unless the simulator stops first; false when it stopped.
@@ -257,20 +246,5 @@ fn inject(st: &mut NumberState, fault: Injected) -> Answer {
         Injected::Code131000 => Answer::Error(MetaError::something_went_wrong()),
         Injected::RateLimit => Answer::Error(MetaError::rate_limited()),
         Injected::TokenExpired => Answer::Error(MetaError::token_expired()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::is_version;
-
-    #[test]
-    fn versions() {
-        assert!(is_version("v23.0"));
-        assert!(is_version("v9.10"));
-        assert!(!is_version("23.0"));
-        assert!(!is_version("v23"));
-        assert!(!is_version("v23.0.1"));
-        assert!(!is_version("vX.0"));
     }
 }

@@ -322,16 +322,16 @@ pub fn recipient(raw: &str, field: &str) -> Result<String, ApiError> {
         }
     }
     if !RECIPIENT_DIGITS.contains(&digits.len()) {
-        let n = if digits.len() > *RECIPIENT_DIGITS.end() {
-            "more than 15".to_string()
-        } else {
-            digits.len().to_string()
+        let n = match digits.len() {
+            n if n > *RECIPIENT_DIGITS.end() => "more than 15 digits".to_string(),
+            1 => "1 digit".to_string(),
+            n => format!("{n} digits"),
         };
         return Err(ApiError::invalid(
             code::INVALID_RECIPIENT,
             field,
             format!(
-                "`{field}` has {n} digits; a phone number in international format has 7 to 15 \
+                "`{field}` has {n}; a phone number in international format has 7 to 15 \
                  (country code first), e.g. \"+1 415 555 1234\"."
             ),
         ));

@@ -226,8 +226,11 @@ fn bad_recipients_are_refused() {
     ] {
         assert_err(recipient(raw, "to"), code::INVALID_RECIPIENT, "to");
     }
-    // The caller's field name is used.
-    assert_err(recipient("12", "from"), code::INVALID_RECIPIENT, "from");
+    // The caller's field name is used, and the count reads as English.
+    let err = assert_err(recipient("12", "from"), code::INVALID_RECIPIENT, "from");
+    assert!(err.message.starts_with("`from` has 2 digits;"), "{err}");
+    let err = assert_err(recipient("+7", "to"), code::INVALID_RECIPIENT, "to");
+    assert!(err.message.starts_with("`to` has 1 digit;"), "{err}");
     request_err(
         request_with("to", json!("12")),
         code::INVALID_RECIPIENT,

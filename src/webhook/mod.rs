@@ -513,13 +513,10 @@ async fn receive(sh: &Shared, cfg: &WebhookConfig, headers: &HeaderMap, body: Bo
         tracing::warn!(reason = %e, bytes = raw.len(), "webhook rejected");
         return text(StatusCode::UNAUTHORIZED, e.to_string());
     }
-    if !is_json_object(&raw) {
+    if let Err(why) = check_json_object(&raw) {
         Metrics::inc(&metrics.webhooks_rejected);
-        tracing::warn!(
-            bytes = raw.len(),
-            "signed webhook body is not a JSON object; rejected"
-        );
-        return text(StatusCode::BAD_REQUEST, "the body is not a JSON object");
+        tracing::warn!(bytes = raw.len(), "signed webhook body {why}; rejected");
+        return text(StatusCode::BAD_REQUEST, format!("the body {why}"));
     }
 
     // Durable before the 200: Meta does not resend what it saw accepted.
@@ -562,10 +559,17 @@ const MAX_NESTING: usize = 127;
 /// A JSON object the apply worker can read. `IgnoredAny` skips values without serde_json's
 /// recursion limit, which the worker's reading of messages and statuses then hits: a deeper
 /// body would be answered 200 and dropped, so it is refused here instead.
-fn is_json_object(raw: &[u8]) -> bool {
-    raw.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
-        && nesting_within(raw, MAX_NESTING)
-        && serde_json::from_slice::<serde::de::IgnoredAny>(raw).is_ok()
+fn check_json_object(raw: &[u8]) -> Result<(), String> {
+    let object = raw.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+    if object && !nesting_within(raw, MAX_NESTING) {
+        return Err(format!(
+            "nests arrays and objects more than {MAX_NESTING} deep (Meta's payloads nest a few)"
+        ));
+    }
+    if !object || serde_json::from_slice::<serde::de::IgnoredAny>(raw).is_err() {
+        return Err("is not a JSON object".into());
+    }
+    Ok(())
 }
 
 /// Whether arrays and objects nest at most `max` deep (brackets inside strings do not count).
@@ -636,8 +640,19 @@ mod tests {
         for depth in [2, MAX_NESTING, MAX_NESTING + 1, 5_000] {
             let body = nested(depth);
             let readable = serde_json::from_str::<serde_json::Value>(&body).is_ok();
-            assert_eq!(is_json_object(body.as_bytes()), readable, "depth {depth}");
+            let checked = check_json_object(body.as_bytes());
+            assert_eq!(checked.is_ok(), readable, "depth {depth}");
             assert_eq!(readable, depth <= MAX_NESTING, "depth {depth}");
+            if let Err(why) = checked {
+                assert!(
+                    why.starts_with("nests arrays and objects more than"),
+                    "{why}"
+                );
+            }
+        }
+        for not_object in ["[1]", "{\"a\":", "\"text\"", ""] {
+            let why = check_json_object(not_object.as_bytes()).unwrap_err();
+            assert_eq!(why, "is not a JSON object", "{not_object}");
         }
     }
 }
