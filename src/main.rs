@@ -43,7 +43,7 @@ enum Command {
         config: Option<std::path::PathBuf>,
     },
     /// A self-contained tour: the simulator and a daemon in a temporary directory, a realistic
-    /// mixed load with progress and a summary, then everything cleaned up (under a minute).
+    /// mixed load with progress and a summary, then everything cleaned up (under half a minute).
     Demo(waq::demo::DemoArgs),
     /// Print a shell completion script, e.g. `waq completions bash > /etc/bash_completion.d/waq`.
     Completions {

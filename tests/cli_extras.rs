@@ -81,6 +81,50 @@ fn stats_watch_repeats_plain_blocks_and_stops_on_ctrl_c() {
 }
 
 #[test]
+fn events_follows_until_ctrl_c_and_exits_0() {
+    let d = Daemon::start();
+    let mut child = Command::new(bin())
+        .arg("events")
+        .env("WAQ_SOCKET", &d.socket)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    // Enqueue until an event shows the stream is followed (it may connect after the first).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let line = loop {
+        assert!(Instant::now() < deadline, "no event arrived");
+        let r = d.post("/v1/messages", &parked(template_request("+14155551234")));
+        assert_eq!(r.status, 202);
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
+            break line;
+        }
+    };
+    assert!(line.starts_with('{'), "{line}");
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "events did not stop on SIGINT");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let _ = reader.join();
+    assert_eq!(status.code(), Some(0));
+}
+
+#[test]
 fn stats_watch_json_prints_one_answer_per_line() {
     let d = Daemon::start();
     let (out, code) = watch(&d, &["--json", "--interval", "100ms"], 2, true);

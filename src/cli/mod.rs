@@ -367,9 +367,12 @@ async fn client_command(command: Command) -> Result<i32, Failure> {
             Ok(answer(&c, &reply, show::recipient))
         }
         Command::Events { client: c } => {
-            let streamed = Client::new(&c.socket)
-                .stream("/v1/events", out::bytes)
-                .await?;
+            let stop = watch::stop_flag()?;
+            let client = Client::new(&c.socket);
+            let streamed = tokio::select! {
+                streamed = client.stream("/v1/events", out::bytes) => streamed?,
+                _ = watch::stopped(&stop) => Ok(()),
+            };
             Ok(match streamed {
                 Ok(()) => EXIT_OK,
                 Err(refusal) => answer(&c, &refusal, |_| {}),

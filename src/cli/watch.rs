@@ -18,13 +18,27 @@ use super::{text, ClientOpts, EXIT_OK};
 /// Shortest refresh accepted: faster is load without information (rates are per second).
 pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
 
-pub async fn watch(c: &ClientOpts, interval: Duration) -> Result<i32, Unreachable> {
+/// A flag raised by Ctrl-C (SIGINT) or SIGTERM, for the commands that run until stopped:
+/// stopping them is how they end, so it is a success (exit 0), not an interruption.
+pub fn stop_flag() -> Result<Arc<AtomicBool>, Unreachable> {
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         if let Err(e) = signal_hook::flag::register(sig, stop.clone()) {
             return Err(Unreachable(format!("cannot install a signal handler: {e}")));
         }
     }
+    Ok(stop)
+}
+
+/// Resolves once `stop` is raised.
+pub async fn stopped(stop: &AtomicBool) {
+    while !stop.load(Ordering::Relaxed) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub async fn watch(c: &ClientOpts, interval: Duration) -> Result<i32, Unreachable> {
+    let stop = stop_flag()?;
     let live = !c.json && std::io::stdout().is_terminal();
     let client = Client::new(&c.socket);
     let mut previous: Option<Value> = None;

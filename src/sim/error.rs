@@ -178,8 +178,8 @@ impl MetaError {
         )
     }
 
-    /// 132018 (since v23.0): a body or header parameter's text with a line break, a tab or
-    /// more than 4 spaces in a row.
+    /// 132018: a body or header parameter's text with a line break, a tab or more than 4
+    /// spaces in a row (Meta's code since v23.0, and the simulator's on every version).
     pub fn template_param_layout() -> Self {
         Self::new(
             StatusCode::BAD_REQUEST,
