@@ -159,8 +159,6 @@ struct Endpoint {
     version: String,
 }
 
-/// The checks [`CloudClient::new`] makes of the endpoint; configuration runs them first, so a
-/// daemon never starts with an endpoint it cannot send to.
 /// Graph API versions are `v<major>.<minor>`, such as `v25.0` (or `v2.12` of old): a path
 /// without the minor number, with leading zeros or with a third part is unknown to Meta
 /// (2500, "Unknown path components"), so every send would fail.
@@ -191,6 +189,8 @@ pub fn cleartext_beyond_loopback(base_url: &str) -> bool {
     url.scheme() == "http" && !loopback
 }
 
+/// The checks [`CloudClient::new`] makes of the endpoint; configuration runs them first, so a
+/// daemon never starts with an endpoint it cannot send to.
 pub fn check_endpoint(base_url: &str, version: &str) -> Result<(), EndpointError> {
     parse_endpoint(base_url, version).map(|_| ())
 }
@@ -724,6 +724,7 @@ fn snippet(body: &[u8]) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
 
     #[test]
     fn cleartext_is_flagged_only_beyond_the_loopback() {
@@ -757,7 +758,6 @@ mod tests {
             assert!(!is_graph_version(bad), "{bad}");
         }
     }
-    use super::*;
 
     #[test]
     fn classify_follows_the_table() {
