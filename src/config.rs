@@ -1730,20 +1730,23 @@ mod bounds {
             );
         }
         // A check across keys names the section's overrides next to the file.
-        let e = load_env(&[("WAQ__WEBHOOK__LISTEN", "127.0.0.1:8080")]).unwrap_err();
-        assert_eq!(e.key, "webhook.app_secret");
-        assert!(
-            e.message
-                .ends_with(", with WAQ__WEBHOOK__LISTEN from the environment)"),
-            "{e}"
-        );
-        let e = load_env(&[("WAQ__SOCKET__MAX_REQUEST_BYTES", "40000000")]).unwrap_err();
-        assert_eq!(e.key, "socket.max_batch_bytes");
-        assert!(
-            e.message
-                .ends_with(", with WAQ__SOCKET__MAX_REQUEST_BYTES from the environment)"),
-            "{e}"
-        );
+        for (var, value, key) in [
+            (
+                "WAQ__WEBHOOK__LISTEN",
+                "127.0.0.1:8080",
+                "webhook.app_secret",
+            ),
+            (
+                "WAQ__SOCKET__MAX_REQUEST_BYTES",
+                "40000000",
+                "socket.max_batch_bytes",
+            ),
+        ] {
+            let e = load_env(&[(var, value)]).unwrap_err();
+            assert_eq!(e.key, key);
+            let said = format!(", with {var} from the environment)");
+            assert!(e.message.ends_with(&said), "{e}");
+        }
         let e = load_env(&[("WAQ__DISPATCH__MAX_IN_FLIGHT", "0")]).unwrap_err();
         assert_eq!(e.key, "dispatch.max_in_flight");
         assert!(

@@ -10,18 +10,22 @@ use std::time::{Duration, Instant};
 
 use common::{bin, parked, template_request, Daemon};
 
-/// Runs `waq stats --watch ARGS` without a terminal until `frames` frames (blocks separated by
-/// `---` lines, or JSON lines) arrived, then sends SIGINT; returns the output and exit code.
-fn watch(d: &Daemon, args: &[&str], frames: usize, json: bool) -> (String, Option<i32>) {
-    let mut child = Command::new(bin())
-        .args(["stats", "--watch"])
+/// Starts `waq ARGS` against `d` without a terminal, its stdout piped.
+fn spawn_client(d: &Daemon, args: &[&str]) -> std::process::Child {
+    Command::new(bin())
         .args(args)
         .env("WAQ_SOCKET", &d.socket)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+/// Reads `child`'s stdout line by line on a thread: the lines arrive on the receiver.
+fn lines_of(
+    child: &mut std::process::Child,
+) -> (mpsc::Receiver<String>, std::thread::JoinHandle<()>) {
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = mpsc::channel();
     let reader = std::thread::spawn(move || {
@@ -29,6 +33,29 @@ fn watch(d: &Daemon, args: &[&str], frames: usize, json: bool) -> (String, Optio
             let _ = tx.send(line);
         }
     });
+    (rx, reader)
+}
+
+/// Sends SIGINT (Ctrl-C) to `child` and waits for it to exit.
+fn interrupt(child: &mut std::process::Child) -> std::process::ExitStatus {
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "it did not stop on SIGINT");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs `waq stats --watch ARGS` without a terminal until `frames` frames (blocks separated by
+/// `---` lines, or JSON lines) arrived, then sends SIGINT; returns the output and exit code.
+fn watch(d: &Daemon, args: &[&str], frames: usize, json: bool) -> (String, Option<i32>) {
+    let mut child = spawn_client(d, &[&["stats", "--watch"][..], args].concat());
+    let (rx, reader) = lines_of(&mut child);
     let mut out = String::new();
     let mut seen = 0;
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -42,17 +69,7 @@ fn watch(d: &Daemon, args: &[&str], frames: usize, json: bool) -> (String, Optio
             out.push('\n');
         }
     }
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGINT);
-    }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "--watch did not stop on SIGINT");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = interrupt(&mut child);
     let _ = reader.join();
     (out, status.code())
 }
@@ -83,21 +100,8 @@ fn stats_watch_repeats_plain_blocks_and_stops_on_ctrl_c() {
 #[test]
 fn events_follows_until_ctrl_c_and_exits_0() {
     let d = Daemon::start();
-    let mut child = Command::new(bin())
-        .arg("events")
-        .env("WAQ_SOCKET", &d.socket)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let mut child = spawn_client(&d, &["events"]);
+    let (rx, reader) = lines_of(&mut child);
     // Enqueue until an event shows the stream is followed (it may connect after the first).
     let deadline = Instant::now() + Duration::from_secs(30);
     let line = loop {
@@ -109,17 +113,7 @@ fn events_follows_until_ctrl_c_and_exits_0() {
         }
     };
     assert!(line.starts_with('{'), "{line}");
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGINT);
-    }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "events did not stop on SIGINT");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = interrupt(&mut child);
     let _ = reader.join();
     assert_eq!(status.code(), Some(0));
 }
