@@ -268,6 +268,43 @@ fn pair_limit_and_order_per_recipient() {
 }
 
 #[test]
+fn a_message_that_ends_on_a_131056_leaves_its_recipients_pause_to_the_next() {
+    let _machine = shared();
+    // The simulator lets one message a minute to a recipient through; waq's own budget (45
+    // per 6 s) would let them all go.
+    let mut cfg = sim_config();
+    cfg.pair_rate = PairRateConfig {
+        period_ms: 60_000,
+        burst: 1,
+    };
+    let sim = Sim::start(cfg);
+    let d = Daemon::builder().against(&sim).start();
+    let to = recipient(7);
+    let mut short_lived = seq_template(&to, 2);
+    short_lived["ttl_s"] = json!(3);
+    let ids = d.enqueue_batch(&[seq_template(&to, 1), short_lived, seq_template(&to, 3)]);
+
+    // 1 is accepted; 2 draws a 131056, waits 1 s, draws another, and as the next pause (4 s)
+    // would outlast its ttl, it expires. 3 must still wait those 4 s out.
+    let expired = d.wait_message(&ids[1], Duration::from_secs(30), |m| {
+        m["state"] == "expired"
+    });
+    let third = d.wait_message(&ids[2], Duration::from_secs(30), |m| {
+        first_at(m, "sending").is_some()
+    });
+    let (ended, tried) = (
+        first_at(&expired, "expired").unwrap(),
+        first_at(&third, "sending").unwrap(),
+    );
+    assert!(
+        tried >= ended + 3_500,
+        "the next message went {} ms after the one that ended on 131056: {expired}\n{third}",
+        tried.saturating_sub(ended)
+    );
+    assert_eq!(expired["last_error"]["meta_code"], 131056, "{expired}");
+}
+
+#[test]
 fn a_pair_limit_storm_holds_back_only_its_recipient() {
     let _machine = shared();
     // The simulator's pair limit is far tighter than waq's (45 per 6 s): it answers 131056.

@@ -381,7 +381,16 @@ fn record_failure(input: AttemptInput<'_>, err: CloudError, now: u64) -> (Outcom
                 _ => Metrics::inc(&app.metrics.sends_failed_transient),
             }
             app.publish_state(&m, &err.code_name());
-            (Outcome::Done, effect)
+            // Meta's pause is the recipient's: the next message waits it out too.
+            let outcome = if pair_limited {
+                let pause = backoff::pair_backoff(input.pair_strikes);
+                Outcome::PairLimitedEnded {
+                    at_ms: now + pause.as_millis() as u64,
+                }
+            } else {
+                Outcome::Done
+            };
+            (outcome, effect)
         }
         Ok(None) => (Outcome::Done, effect),
         Err(e) => {

@@ -51,6 +51,16 @@ impl Lane {
         }
     }
 
+    /// Meta answered 131056: the recipient's lane waits until `at_ms` (never shortening a
+    /// block), whatever becomes of the message, and the next one counts one strike more.
+    fn pair_limited(&mut self, at_ms: u64) {
+        if at_ms >= self.blocked_until_ms {
+            self.blocked_for_retry_of = None;
+        }
+        self.blocked_until_ms = self.blocked_until_ms.max(at_ms);
+        self.pair_strikes += 1;
+    }
+
     /// Takes a waiting message out unsent, and the backoff of its retry with it. A 131056's
     /// block stays: it is the recipient's, not the message's.
     fn take_out(&mut self, priority: Priority, id: u64) -> bool {
@@ -92,6 +102,10 @@ pub enum Outcome {
     Retry { at_ms: u64 },
     /// Meta's pair limit (131056): the lane backs off 4^X s.
     PairLimited { at_ms: u64 },
+    /// Meta's pair limit (131056) for a message that ended on it (its ttl or
+    /// `dispatch.max_age_s` would pass before the next attempt): it leaves the queue, and the
+    /// lane still backs off until `at_ms`, its strikes counting on, as Meta asked of the pair.
+    PairLimitedEnded { at_ms: u64 },
     /// Back to the queue unchanged (sender paused).
     Requeue,
     /// No request was made (e.g. the message was cancelled): give the pair budget back.
@@ -322,13 +336,10 @@ impl SenderQueue {
             }
             Outcome::PairLimited { at_ms } => {
                 lane.queue.insert((prio, id));
-                if at_ms >= lane.blocked_until_ms {
-                    lane.blocked_for_retry_of = None;
-                }
-                lane.blocked_until_ms = lane.blocked_until_ms.max(at_ms);
-                lane.pair_strikes += 1;
+                lane.pair_limited(at_ms);
                 self.waiting += 1;
             }
+            Outcome::PairLimitedEnded { at_ms } => lane.pair_limited(at_ms),
             Outcome::Requeue => {
                 lane.queue.insert((prio, id));
                 lane.pair.refund(pair.interval_ms);
@@ -1022,6 +1033,39 @@ mod tests {
         assert!(q.remove(3, "a", n, now + 10_001, PAIR));
         assert!(!matches!(q.next(now + 10_001, PAIR), Next::Send { .. }));
         assert_eq!(send(&mut q, pair_block).0, 4);
+    }
+
+    #[test]
+    fn a_message_that_ends_on_a_131056_leaves_the_pause_and_the_strike_behind() {
+        let mut q = SenderQueue::new();
+        let now = 1_000_000;
+        for id in 1..=3 {
+            q.push(&due_now(id, "a", now), now, PAIR);
+        }
+        // 1 draws a 131056 and waits it out: one strike.
+        assert_eq!(send(&mut q, now).0, 1);
+        q.complete("a", Outcome::PairLimited { at_ms: now + 1_000 }, now, PAIR);
+        assert_eq!(q.pair_strikes("a"), 1);
+        assert!(!matches!(q.next(now + 999, PAIR), Next::Send { .. }));
+        // Tried again, it draws another, and its ttl would pass before the 4 s are over: it
+        // ends, and the recipient still waits them out, with two strikes.
+        assert_eq!(send(&mut q, now + 1_000).0, 1);
+        q.complete(
+            "a",
+            Outcome::PairLimitedEnded { at_ms: now + 5_000 },
+            now + 1_000,
+            PAIR,
+        );
+        assert_eq!(q.pair_strikes("a"), 2);
+        assert_eq!(q.in_flight(), 0);
+        for t in [now + 1_000, now + 4_999] {
+            assert!(!matches!(q.next(t, PAIR), Next::Send { .. }), "sent at {t}");
+        }
+        assert_eq!(send(&mut q, now + 5_000).0, 2);
+        // A success ends the strikes, as before.
+        q.complete("a", Outcome::Done, now + 5_000, PAIR);
+        assert_eq!(q.pair_strikes("a"), 0);
+        assert_eq!(send(&mut q, now + 5_000).0, 3);
     }
 
     /// A normal-priority message to `to`, due at `now`, without a ttl.
