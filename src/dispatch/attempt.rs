@@ -476,9 +476,9 @@ pub(crate) fn after_failure(
             State::Expired,
             now,
             format!(
-                "{}; the next attempt (in {} s) would be past its ttl",
+                "{}; the next attempt (in {} ms) would be past its ttl",
                 err.code_name(),
-                wait.as_secs()
+                wait.as_millis()
             ),
         );
         return None;
@@ -490,9 +490,9 @@ pub(crate) fn after_failure(
             State::Failed,
             now,
             format!(
-                "{}; the next attempt (in {} s) would be past dispatch.max_age_s",
+                "{}; the next attempt (in {} ms) would be past dispatch.max_age_s",
                 err.code_name(),
-                wait.as_secs()
+                wait.as_millis()
             ),
         );
         return None;
