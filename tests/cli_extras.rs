@@ -38,15 +38,23 @@ fn lines_of(
 
 /// Sends SIGINT (Ctrl-C) to `child` and waits for it to exit.
 fn interrupt(child: &mut std::process::Child) -> std::process::ExitStatus {
+    stop(child, libc::SIGINT)
+}
+
+/// Sends `signal` to `child` and waits for it to exit.
+fn stop(child: &mut std::process::Child, signal: i32) -> std::process::ExitStatus {
     unsafe {
-        libc::kill(child.id() as i32, libc::SIGINT);
+        libc::kill(child.id() as i32, signal);
     }
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         if let Some(s) = child.try_wait().unwrap() {
             return s;
         }
-        assert!(Instant::now() < deadline, "it did not stop on SIGINT");
+        assert!(
+            Instant::now() < deadline,
+            "it did not stop on signal {signal}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -116,6 +124,34 @@ fn events_follows_until_ctrl_c_and_exits_0() {
     let status = interrupt(&mut child);
     let _ = reader.join();
     assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn events_exits_0_on_sigterm_even_while_its_reader_has_stalled() {
+    let d = Daemon::start();
+    // Its stdout is a pipe nobody reads: once the pipe is full, every write blocks.
+    let mut child = spawn_client(&d, &["events"]);
+    let wchan = format!("/proc/{}/wchan", child.id());
+    let batch: Vec<serde_json::Value> = (0..1000)
+        .map(|i| parked(template_request(&format!("+1415555{i:04}"))))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&wchan)
+        .unwrap_or_default()
+        .contains("pipe")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the events client never blocked on its pipe"
+        );
+        assert_eq!(
+            d.post("/v1/messages/batch", &serde_json::json!(batch))
+                .status,
+            200
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(stop(&mut child, libc::SIGTERM).code(), Some(0));
 }
 
 #[test]

@@ -367,12 +367,10 @@ async fn client_command(command: Command) -> Result<i32, Failure> {
             Ok(answer(&c, &reply, show::recipient))
         }
         Command::Events { client: c } => {
-            let stop = watch::stop_flag()?;
-            let client = Client::new(&c.socket);
-            let streamed = tokio::select! {
-                streamed = client.stream("/v1/events", out::bytes) => streamed?,
-                _ = watch::stopped(&stop) => Ok(()),
-            };
+            watch::exit_0_on_stop()?;
+            let streamed = Client::new(&c.socket)
+                .stream("/v1/events", out::bytes)
+                .await?;
             Ok(match streamed {
                 Ok(()) => EXIT_OK,
                 Err(refusal) => answer(&c, &refusal, |_| {}),

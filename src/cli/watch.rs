@@ -18,23 +18,37 @@ use super::{text, ClientOpts, EXIT_OK};
 /// Shortest refresh accepted: faster is load without information (rates are per second).
 pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
 
+const STOP_SIGNALS: [i32; 2] = [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM];
+
+fn no_handler(e: std::io::Error) -> Unreachable {
+    Unreachable(format!("cannot install a signal handler: {e}"))
+}
+
 /// A flag raised by Ctrl-C (SIGINT) or SIGTERM, for the commands that run until stopped:
-/// stopping them is how they end, so it is a success (exit 0), not an interruption.
-pub fn stop_flag() -> Result<Arc<AtomicBool>, Unreachable> {
+/// stopping them is how they end, so it is a success (exit 0), not an interruption. A second
+/// signal ends the process at once (exit 0), should the first find it blocked, say writing
+/// to a reader that stalled.
+fn stop_flag() -> Result<Arc<AtomicBool>, Unreachable> {
     let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        if let Err(e) = signal_hook::flag::register(sig, stop.clone()) {
-            return Err(Unreachable(format!("cannot install a signal handler: {e}")));
-        }
+    for sig in STOP_SIGNALS {
+        // Checked before the flag is raised: only a signal after the first exits at once.
+        signal_hook::flag::register_conditional_shutdown(sig, EXIT_OK, stop.clone())
+            .map_err(no_handler)?;
+        signal_hook::flag::register(sig, stop.clone()).map_err(no_handler)?;
     }
     Ok(stop)
 }
 
-/// Resolves once `stop` is raised.
-pub async fn stopped(stop: &AtomicBool) {
-    while !stop.load(Ordering::Relaxed) {
-        tokio::time::sleep(Duration::from_millis(50)).await;
+/// Ends the process with exit code 0 at Ctrl-C or SIGTERM, from the signal handler itself,
+/// whatever the command is doing (even blocked writing to a reader that stalled): for output
+/// that is flushed as it goes, such as `waq events`.
+pub fn exit_0_on_stop() -> Result<(), Unreachable> {
+    let always = Arc::new(AtomicBool::new(true));
+    for sig in STOP_SIGNALS {
+        signal_hook::flag::register_conditional_shutdown(sig, EXIT_OK, always.clone())
+            .map_err(no_handler)?;
     }
+    Ok(())
 }
 
 pub async fn watch(c: &ClientOpts, interval: Duration) -> Result<i32, Unreachable> {
