@@ -355,12 +355,28 @@ fn id_from_i64<E: serde::de::Error>(v: i64) -> Result<u32, E> {
 pub struct ConfigError {
     pub key: String,
     pub message: String,
+    /// The other keys a check across keys looked at: an environment override of one of them
+    /// is named with the error, as it may be what the key clashes with or requires.
+    pub related: &'static [&'static str],
 }
 
 fn err(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError {
         key: key.into(),
         message: message.into(),
+        related: &[],
+    }
+}
+
+/// An error of `key` found by looking at the `related` keys too.
+fn err_across(
+    key: impl Into<String>,
+    related: &'static [&'static str],
+    message: impl Into<String>,
+) -> ConfigError {
+    ConfigError {
+        related,
+        ..err(key, message)
     }
 }
 
@@ -470,19 +486,18 @@ impl Config {
         let base = path.parent().unwrap_or(Path::new("."));
         Config::from_raw(raw, base).map_err(|mut e| {
             // A check across keys (a secret that `listen` requires, a cap that must cover
-            // another) may fail for a key the file never set: the section's overrides are
-            // named too, as they may be what the file is missing or what it clashes with.
-            let section = e.key.split('.').next().unwrap_or_default().to_string();
+            // another) may fail for a key the file never set: the overrides of the keys it
+            // looked at are named too, as they may be what the key clashes with or requires.
             let related: Vec<&str> = overrides
                 .iter()
-                .filter(|(n, _)| env_key(n).split('.').next() == Some(section.as_str()))
+                .filter(|(n, _)| e.related.contains(&env_key(n).as_str()))
                 .map(|(n, _)| n.as_str())
                 .collect();
             e.message = match overrides.iter().find(|(n, _)| env_key(n) == e.key) {
                 Some((name, _)) => {
                     format!("{} (set by the environment variable {name})", e.message)
                 }
-                None if !related.is_empty() && e.key.contains('.') => format!(
+                None if !related.is_empty() => format!(
                     "{} (in {file_origin}, with {} from the environment)",
                     e.message,
                     related.join(", ")
@@ -561,8 +576,9 @@ impl Config {
             MIN_REQUEST_LIMIT..=MAX_BODY_LIMIT,
         )?;
         if max_batch_bytes < max_request_bytes {
-            return Err(err(
+            return Err(err_across(
                 "socket.max_batch_bytes",
+                &["socket.max_request_bytes"],
                 "must be at least socket.max_request_bytes: a batch of one must fit",
             ));
         }
@@ -693,8 +709,9 @@ impl Config {
         let retry_min = within("dispatch.retry_min_ms", d.retry_min_ms, 1_000, 1..=day_ms)?;
         let retry_max = within("dispatch.retry_max_ms", d.retry_max_ms, 300_000, 1..=day_ms)?;
         if retry_max < retry_min {
-            return Err(err(
+            return Err(err_across(
                 "dispatch.retry_max_ms",
+                &["dispatch.retry_min_ms"],
                 "must be at least dispatch.retry_min_ms",
             ));
         }
@@ -774,8 +791,9 @@ impl Config {
                         SecretUse::Compared,
                     )?
                     .ok_or_else(|| {
-                        err(
+                        err_across(
                             "webhook.app_secret",
+                            &["webhook.listen"],
                             "required when webhook.listen is set: set app_secret_env or app_secret_file",
                         )
                     })?;
@@ -1747,6 +1765,24 @@ mod bounds {
             let said = format!(", with {var} from the environment)");
             assert!(e.message.ends_with(&said), "{e}");
         }
+        let e = load_env(&[("WAQ__DISPATCH__RETRY_MIN_MS", "600000")]).unwrap_err();
+        assert_eq!(e.key, "dispatch.retry_max_ms");
+        assert!(
+            e.message
+                .ends_with(", with WAQ__DISPATCH__RETRY_MIN_MS from the environment)"),
+            "{e}"
+        );
+        // An override the check did not look at is not named, even in the same section.
+        let (e, path) = load_text(
+            &format!("{MIN}\n[dispatch]\nmax_attempts = 0\n"),
+            &[("WAQ__DISPATCH__PAIR_BURST", "10")],
+        );
+        let e = e.unwrap_err();
+        assert_eq!(e.key, "dispatch.max_attempts");
+        assert!(
+            e.message.ends_with(&format!("(in {})", path.display())),
+            "{e}"
+        );
         let e = load_env(&[("WAQ__DISPATCH__MAX_IN_FLIGHT", "0")]).unwrap_err();
         assert_eq!(e.key, "dispatch.max_in_flight");
         assert!(
