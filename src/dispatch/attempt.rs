@@ -348,6 +348,9 @@ fn record_failure(input: AttemptInput<'_>, err: CloudError, now: u64) -> (Outcom
 
     let window_closed = err.meta_code == Some(131047);
     let pair_limited = err.meta_code == Some(131056);
+    // Meta's 4^X s for the recipient, whatever becomes of this message.
+    let pair_pause =
+        pair_limited.then(|| now + backoff::pair_backoff(input.pair_strikes).as_millis() as u64);
     let written = app.store.update(input.id, |m| {
         Some(after_failure(m, &err, now, d, input.pair_strikes))
     });
@@ -382,25 +385,26 @@ fn record_failure(input: AttemptInput<'_>, err: CloudError, now: u64) -> (Outcom
             }
             app.publish_state(&m, &err.code_name());
             // Meta's pause is the recipient's: the next message waits it out too.
-            let outcome = if pair_limited {
-                let pause = backoff::pair_backoff(input.pair_strikes);
-                Outcome::PairLimitedEnded {
-                    at_ms: now + pause.as_millis() as u64,
-                }
-            } else {
-                Outcome::Done
+            let outcome = match pair_pause {
+                Some(at_ms) => Outcome::PairLimitedEnded { at_ms },
+                None => Outcome::Done,
             };
             (outcome, effect)
         }
-        Ok(None) => (Outcome::Done, effect),
+        Ok(None) => match pair_pause {
+            Some(at_ms) => (Outcome::PairLimitedEnded { at_ms }, effect),
+            None => (Outcome::Done, effect),
+        },
         Err(e) => {
             tracing::error!(id = input.id, "cannot record the outcome of a send: {e}");
-            (
-                Outcome::Retry {
+            let outcome = match pair_pause {
+                // Not written, so tried again: after Meta's pause, not sooner.
+                Some(at_ms) => Outcome::PairLimited { at_ms },
+                None => Outcome::Retry {
                     at_ms: now + d.retry_min.as_millis() as u64,
                 },
-                effect,
-            )
+            };
+            (outcome, effect)
         }
     }
 }

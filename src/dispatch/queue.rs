@@ -5,7 +5,9 @@
 //! A lane's pair budget is rebuilt at start from the departures found in the store
 //! ([`SenderQueue::seed_pair`]); its count of consecutive 131056 answers (the X in Meta's 4^X s
 //! backoff) is not: after a restart it starts again from 0. The backoff of the 131056 itself
-//! survives, as the message's `next_attempt_at`.
+//! survives, as the message's `next_attempt_at`, unless the message ended on it (its ttl or
+//! `dispatch.max_age_s` would have passed first): that pause lives in the lane alone, and a
+//! restart during it lets the recipient's next message go.
 //!
 //! Picking the next message is O(log n) in the number of lanes and messages.
 
