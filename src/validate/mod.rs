@@ -336,6 +336,16 @@ pub fn recipient(raw: &str, field: &str) -> Result<String, ApiError> {
             ),
         ));
     }
+    if digits.starts_with("00") {
+        return Err(ApiError::invalid(
+            code::INVALID_RECIPIENT,
+            field,
+            format!(
+                "`{field}` starts with 00, a dialling prefix: write + instead, e.g. \
+                 \"+44 20 7946 0958\" instead of \"0044 20 7946 0958\"."
+            ),
+        ));
+    }
     if digits.starts_with('0') {
         return Err(ApiError::invalid(
             code::INVALID_RECIPIENT,

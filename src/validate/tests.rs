@@ -231,6 +231,23 @@ fn bad_recipients_are_refused() {
     assert!(err.message.starts_with("`from` has 2 digits;"), "{err}");
     let err = assert_err(recipient("+7", "to"), code::INVALID_RECIPIENT, "to");
     assert!(err.message.starts_with("`to` has 1 digit;"), "{err}");
+    // A national number lacks its country code; 00 is the dialling prefix for one.
+    let err = assert_err(
+        recipient("020 7946 0958", "to"),
+        code::INVALID_RECIPIENT,
+        "to",
+    );
+    assert!(err.message.contains("lacks its country code"), "{err}");
+    let err = assert_err(
+        recipient("0044 20 7946 0958", "to"),
+        code::INVALID_RECIPIENT,
+        "to",
+    );
+    assert!(
+        err.message
+            .contains("starts with 00, a dialling prefix: write + instead"),
+        "{err}"
+    );
     request_err(
         request_with("to", json!("12")),
         code::INVALID_RECIPIENT,
