@@ -1347,3 +1347,27 @@ fn a_cancelled_message_no_longer_counts_as_queued_for_its_sender() {
         "queued"
     );
 }
+
+#[test]
+fn a_client_that_writes_its_whole_oversized_body_first_still_reads_the_413() {
+    use std::io::{Read, Write};
+    let d = Daemon::start();
+    // 4 MiB against the 32 KiB cap: far more than the socket's buffers hold, so without the
+    // daemon reading on, this write would fail with a broken pipe before any answer is read.
+    let body = vec![b' '; 4 * 1024 * 1024];
+    let mut s = std::os::unix::net::UnixStream::connect(&d.socket).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let head = format!(
+        "POST /v1/messages HTTP/1.1\r\nHost: waq\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(&body)
+        .expect("the daemon stopped reading the body");
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("\"too_large\""), "{answer}");
+}

@@ -91,14 +91,24 @@ pub fn shutting_down() -> ApiError {
     )
 }
 
+/// A body declared over the limit is still read, and dropped, up to this size and for this
+/// long: a client that writes its whole request before it reads the answer (Python's
+/// `http.client`, for one) then gets the 413, not a broken pipe. Larger ones are refused
+/// unread, the connection closed.
+const DRAIN_BYTES: u64 = 64 * 1024 * 1024;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Reads the whole body, refusing more than the limit (checked against Content-Length
-/// first, so an oversized upload is refused before it is read).
+/// first, so an oversized upload is refused without being kept).
 pub async fn read_body(headers: &HeaderMap, body: Body, limit: Limit) -> Result<Bytes, ApiError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit.bytes as u64) {
+    if let Some(declared) = declared.filter(|n| *n > limit.bytes as u64) {
+        if declared <= DRAIN_BYTES {
+            let _ = tokio::time::timeout(DRAIN_TIME, drain(body)).await;
+        }
         return Err(limit.exceeded());
     }
     let collected = tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, limit.bytes).collect());
@@ -117,6 +127,11 @@ pub async fn read_body(headers: &HeaderMap, body: Body, limit: Limit) -> Result<
             ),
         )),
     }
+}
+
+/// Reads a body to its end, keeping nothing.
+async fn drain(mut body: Body) {
+    while let Some(Ok(_)) = body.frame().await {}
 }
 
 /// For requests that carry no data (`what`: "a retry request"): no body, or an empty JSON
