@@ -351,6 +351,11 @@ fn record_failure(input: AttemptInput<'_>, err: CloudError, now: u64) -> (Outcom
     // Meta's 4^X s for the recipient, whatever becomes of this message.
     let pair_pause =
         pair_limited.then(|| now + backoff::pair_backoff(input.pair_strikes).as_millis() as u64);
+    // The message has left the queue; Meta's pause stays with its recipient.
+    let ended = || match pair_pause {
+        Some(at_ms) => Outcome::PairLimitedEnded { at_ms },
+        None => Outcome::Done,
+    };
     let written = app.store.update(input.id, |m| {
         Some(after_failure(m, &err, now, d, input.pair_strikes))
     });
@@ -384,17 +389,9 @@ fn record_failure(input: AttemptInput<'_>, err: CloudError, now: u64) -> (Outcom
                 _ => Metrics::inc(&app.metrics.sends_failed_transient),
             }
             app.publish_state(&m, &err.code_name());
-            // Meta's pause is the recipient's: the next message waits it out too.
-            let outcome = match pair_pause {
-                Some(at_ms) => Outcome::PairLimitedEnded { at_ms },
-                None => Outcome::Done,
-            };
-            (outcome, effect)
+            (ended(), effect)
         }
-        Ok(None) => match pair_pause {
-            Some(at_ms) => (Outcome::PairLimitedEnded { at_ms }, effect),
-            None => (Outcome::Done, effect),
-        },
+        Ok(None) => (ended(), effect),
         Err(e) => {
             tracing::error!(id = input.id, "cannot record the outcome of a send: {e}");
             let outcome = match pair_pause {
