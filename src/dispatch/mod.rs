@@ -243,10 +243,14 @@ impl Dispatcher {
     pub fn withdraw(&self, m: &Message) {
         if let Some(sender) = self.sender(&m.sender) {
             let pair = self.shared.pair_limit();
-            sender
-                .lock()
-                .queue
-                .remove(m.id, &m.to, m.priority, crate::model::now_ms(), pair);
+            sender.lock().queue.remove(
+                m.id,
+                &m.to,
+                m.priority,
+                m.next_attempt_at_ms,
+                crate::model::now_ms(),
+                pair,
+            );
         }
     }
 

@@ -440,16 +440,20 @@ impl SenderQueue {
 
     /// Takes out message `id` if it is waiting (it was cancelled): it leaves without being
     /// sent, so it must stop counting as waiting now, not when its turn would have come. A
-    /// message in flight is left to its attempt, which finds it cancelled. `id` must have been
-    /// pushed (every queued or retrying message is). Whether it was taken out.
+    /// message in flight is left to its attempt, which finds it cancelled; so is one whose
+    /// attempt already found it cancelled and ended (the cancel's commit gives the loop time
+    /// to pick it). `due_ms` is when it was due to be sent. Whether it was taken out.
     pub fn remove(
         &mut self,
         id: u64,
         to: &str,
         priority: Priority,
+        due_ms: u64,
         now_ms: u64,
         pair: PairLimit,
     ) -> bool {
+        // What is due is in its lane from here on, so only a message due later can be parked.
+        self.promote_scheduled(now_ms, pair);
         let expiry = self.expiry_info.remove(&id);
         if let Some(e) = &expiry {
             self.expiries.remove(&(e.expires_ms, id));
@@ -467,12 +471,12 @@ impl SenderQueue {
                 return true;
             }
         }
-        // Neither in its lane nor in flight: set aside for a later `send_at`. Parked messages
-        // are not indexed by id (see `Parked`); a search of the heap per cancel would make
-        // cancelling a scheduled campaign quadratic.
+        // Neither in its lane nor in flight: set aside for a later `send_at`, or already gone
+        // (picked and ended). Parked messages are not indexed by id (see `Parked`); a search
+        // of the heap per cancel would make cancelling a scheduled campaign quadratic.
         let parked = match &expiry {
             Some(e) => e.parked,
-            None => !in_flight,
+            None => !in_flight && due_ms > now_ms,
         };
         if parked && self.dropped_parked.insert(id) {
             self.waiting = self.waiting.saturating_sub(1);
@@ -961,18 +965,31 @@ mod tests {
 
         let n = Priority::Normal;
         assert!(
-            !q.remove(1, "a", n, now, PAIR),
+            !q.remove(1, "a", n, now, now, PAIR),
             "in flight: left to its attempt"
         );
-        assert!(q.remove(2, "a", n, now, PAIR), "waiting in its lane");
-        assert!(q.remove(3, "b", n, now, PAIR), "parked, no ttl");
-        assert!(q.remove(4, "c", n, now, PAIR), "parked, with a ttl");
-        assert!(!q.remove(3, "b", n, now, PAIR), "only once");
+        assert!(q.remove(2, "a", n, now, now, PAIR), "waiting in its lane");
+        assert!(q.remove(3, "b", n, later, now, PAIR), "parked, no ttl");
+        assert!(q.remove(4, "c", n, later, now, PAIR), "parked, with a ttl");
+        assert!(!q.remove(3, "b", n, later, now, PAIR), "only once");
         assert_eq!((q.waiting(), q.in_flight()), (1, 1));
 
         q.complete("a", Outcome::DoneWithoutRequest, now, PAIR);
         assert_eq!(send(&mut q, now).0, 5);
         q.complete("d", Outcome::Done, now, PAIR);
+        // Cancelled while its attempt ran, which found it so and ended: counted once.
+        q.push(&entry(6, "e", now, None), now, PAIR);
+        q.push(&entry(7, "e", now, None), now, PAIR);
+        assert_eq!(send(&mut q, now).0, 6);
+        q.complete("e", Outcome::DoneWithoutRequest, now, PAIR);
+        assert!(!q.remove(6, "e", n, now, now, PAIR), "already gone");
+        assert_eq!((q.waiting(), q.in_flight()), (1, 0));
+        // A parked message whose time came while nobody looked is in its lane by now.
+        q.push(&entry(8, "f", now + 5, None), now, PAIR);
+        assert!(q.remove(8, "f", n, now + 5, now + 5, PAIR));
+        assert_eq!(q.waiting(), 1);
+        assert_eq!(send(&mut q, now + 5).0, 7);
+        q.complete("e", Outcome::Done, now + 5, PAIR);
         // Nothing left: neither the parked nor the expiring ones come back.
         assert_eq!(q.take_expired(later + 1, PAIR), Vec::<u64>::new());
         assert_eq!(q.next(later + 1, PAIR), Next::Idle);
@@ -1009,7 +1026,7 @@ mod tests {
         );
         assert!(!matches!(q.next(now + 1, PAIR), Next::Send { .. }));
         // Cancelled, it leaves, and so does its backoff.
-        assert!(q.remove(1, "a", n, now + 1, PAIR));
+        assert!(q.remove(1, "a", n, now + 60_000, now + 1, PAIR));
         assert_eq!(send(&mut q, now + 1).0, 2);
 
         // The same when the retrying message expires instead.
@@ -1032,7 +1049,7 @@ mod tests {
             now + 10_000,
             PAIR,
         );
-        assert!(q.remove(3, "a", n, now + 10_001, PAIR));
+        assert!(q.remove(3, "a", n, now, now + 10_001, PAIR));
         assert!(!matches!(q.next(now + 10_001, PAIR), Next::Send { .. }));
         assert_eq!(send(&mut q, pair_block).0, 4);
     }
