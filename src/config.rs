@@ -957,7 +957,7 @@ fn deserialize(
 
 /// The `config` crate's error as ours. Its key is taken apart (it writes `senders[0]mps`),
 /// and an unknown field is named as the key it would be.
-fn from_crate(e: config::ConfigError, origin: &str) -> ConfigError {
+pub(crate) fn from_crate(e: config::ConfigError, origin: &str) -> ConfigError {
     use config::ConfigError as E;
     let (key, message) = match e {
         E::Type {

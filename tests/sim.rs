@@ -342,6 +342,10 @@ async fn validation_uses_metas_codes() {
             131008,
         ),
         (
+            json!({"messaging_product": "whatsapp", "to": to, "type": "image", "image": {"id": ""}}),
+            131008,
+        ),
+        (
             json!({"messaging_product": "whatsapp", "to": to, "type": "image", "image": {"link": "not a url"}}),
             131009,
         ),
@@ -1047,6 +1051,40 @@ never_read_share = 0.5
     assert_eq!(cfg.wa_ids.len(), 2, "{:?}", cfg.wa_ids);
     assert_eq!(cfg.wa_ids["5511987654321"], "551187654321");
     assert_eq!(cfg.wa_ids["+52 1 55 1234 5678"], "525512345678");
+
+    // Keys are named as written, and a wrong choice is told the right ones.
+    std::fs::write(
+        &path,
+        "[[numbers]]\nphone_number_id = \"1\"\nmps = \"fast\"\n",
+    )
+    .unwrap();
+    let err = format!("{:#}", sim::load_config(&path).unwrap_err());
+    assert!(err.contains("numbers[0].mps"), "{err}");
+    std::fs::write(&path, "[window]\nanswer = \"sometimes\"\n").unwrap();
+    let err = format!("{:#}", sim::load_config(&path).unwrap_err());
+    assert!(
+        err.contains("window.answer") && err.contains("\"webhook\"") && err.contains("\"error\""),
+        "{err}"
+    );
+    assert!(!err.contains("WindowAnswer"), "{err}");
+    std::fs::write(
+        &path,
+        "[[numbers]]\nphone_number_id = \"1\"\ndisplay_phone_number = \"+1 555 000 0004\"\n",
+    )
+    .unwrap();
+    let cfg = sim::load_config(&path).expect("loads");
+    assert_eq!(
+        cfg.numbers[0].display(),
+        "15550000004",
+        "digits, as Meta writes it"
+    );
+    std::fs::write(
+        &path,
+        "[[numbers]]\nphone_number_id = \"1\"\ndisplay_phone_number = \"main line\"\n",
+    )
+    .unwrap();
+    let err = format!("{:#}", sim::load_config(&path).unwrap_err());
+    assert!(err.contains("numbers[0].display_phone_number"), "{err}");
 
     std::fs::write(&path, "[faults]\nlatency = 5\n").unwrap();
     let err = format!("{:#}", sim::load_config(&path).unwrap_err());

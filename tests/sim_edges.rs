@@ -185,6 +185,10 @@ fn sim_endpoints_refuse_unknown_query_parameters_and_keys() {
             "bogus"
         };
         assert!(message.contains(key), "{method} {path} {body}: {message}");
+        // The keys it lists include the one taken apart before the rest is read.
+        if path == "/sim/token" || path == "/sim/faults" {
+            assert!(message.contains("phone_number_id"), "{path}: {message}");
+        }
     }
     // What the endpoints do take still works.
     for (method, path, body) in [
@@ -265,4 +269,45 @@ fn the_log_has_no_colour_codes_in_a_file() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(!log.contains('\x1b'), "colour codes in a file: {log:?}");
+}
+
+#[test]
+fn webhooks_given_up_on_are_logged_once_not_per_payload() {
+    // A port nobody listens on: every POST of the status webhooks fails at once.
+    let closed = free_port();
+    let sim = start(&[
+        (
+            "WAQ_SIM__WEBHOOK__URL",
+            &format!("http://127.0.0.1:{closed}/webhook"),
+        ),
+        ("WAQ_SIM__WEBHOOK__MAX_RETRIES", "0"),
+        ("WAQ_SIM__STATUSES__SENT_MS", "1"),
+    ]);
+    let send = r#"{"messaging_product":"whatsapp","to":"14155550100","type":"template","template":{"name":"hello_world","language":{"code":"en_US"}}}"#;
+    for _ in 0..3 {
+        let (status, v) = request(&sim, "POST", &format!("/v25.0/{NUMBER}/messages"), send);
+        assert_eq!(status, 200, "{v}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let log = loop {
+        let log = std::fs::read_to_string(&sim.log).unwrap_or_default();
+        let (_, stats) = request(&sim, "GET", "/sim/stats", "");
+        let failed = stats["numbers"][NUMBER]["webhooks"]["failed"]
+            .as_u64()
+            .unwrap_or(0);
+        if log.contains("webhook payloads dropped") && failed >= 3 {
+            break log;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no warning for {failed} dropped payloads: {log}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(log.contains(&format!("127.0.0.1:{closed}")), "{log}");
+    assert_eq!(
+        log.matches("webhook payloads dropped").count(),
+        1,
+        "one line for a burst: {log}"
+    );
 }

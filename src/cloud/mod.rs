@@ -16,6 +16,7 @@
 
 mod route;
 mod transport;
+pub(crate) use transport::error_chain;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};

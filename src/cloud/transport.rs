@@ -194,7 +194,7 @@ async fn read_capped(mut body: hyper::body::Incoming) -> Result<Vec<u8>, hyper::
 
 /// An error and its sources on one line. hyper often repeats the inner message; each part is
 /// kept once.
-pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

@@ -97,11 +97,12 @@ impl NumberConfig {
         }
     }
 
-    /// What webhooks show as the business's own number: configured, or `1555` plus the
-    /// id's last seven digits (Meta's test numbers look like that).
+    /// What webhooks show as the business's own number: configured (its digits alone, as
+    /// Meta writes it), or `1555` plus the id's last seven digits (Meta's test numbers look
+    /// like that).
     pub fn display(&self) -> String {
-        if !self.display_phone_number.is_empty() {
-            return self.display_phone_number.clone();
+        if let Some(digits) = super::validate::normalize_phone(&self.display_phone_number) {
+            return digits;
         }
         let digits: String = self
             .phone_number_id
@@ -179,13 +180,27 @@ pub struct WindowConfig {
 
 /// Meta reports a closed window (131047) both ways; a client must handle both.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(rename_all = "snake_case", try_from = "String")]
 pub enum WindowAnswer {
     /// 200 with a wamid, then a `failed` status webhook with 131047.
     #[default]
     Webhook,
     /// 400 with code 131047 in the answer; nothing is accepted.
     Error,
+}
+
+/// Read from a string so that a wrong value is told the right ones, not serde's enum name.
+impl TryFrom<String> for WindowAnswer {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, String> {
+        match value.as_str() {
+            "webhook" => Ok(WindowAnswer::Webhook),
+            "error" => Ok(WindowAnswer::Error),
+            other => Err(format!(
+                "must be \"webhook\" (200, then a failed status webhook) or \"error\" (400 with 131047), not {other:?}"
+            )),
+        }
+    }
 }
 
 impl Default for WindowConfig {
@@ -417,6 +432,14 @@ impl SimConfig {
             if n.token.as_ref().is_some_and(|t| t.trim().is_empty()) {
                 bail!("numbers[{i}].token must not be empty: leave it out to use `token`");
             }
+            if !n.display_phone_number.is_empty()
+                && super::validate::normalize_phone(&n.display_phone_number).is_none()
+            {
+                bail!(
+                    "numbers[{i}].display_phone_number: {:?} is not a phone number (7-15 digits)",
+                    n.display_phone_number
+                );
+            }
             if let Some(f) = &n.faults {
                 f.check(&format!("numbers[{i}].faults"))?;
             }
@@ -522,8 +545,10 @@ pub fn load(path: Option<&Path>) -> anyhow::Result<SimConfig> {
         )
         .build()
         .with_context(|| format!("reading {what}"))?;
+    // The daemon's mapping names the key as written (`numbers[0].mps`, not `numbers[0]mps`).
     let cfg: SimConfig = built
         .try_deserialize()
+        .map_err(|e| crate::config::from_crate(e, &what))
         .with_context(|| format!("invalid {what}"))?;
     cfg.check().with_context(|| format!("invalid {what}"))?;
     Ok(cfg)

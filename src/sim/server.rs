@@ -172,6 +172,16 @@ fn known_keys(body: &Map<String, Value>, known: &[&str]) -> Result<(), String> {
 }
 
 /// Takes `phone_number_id` out of a body: which number (all when absent).
+/// A body's error after `take_number_id` took that key away: serde's list of the keys it
+/// expected must still name it.
+fn naming_number_id(error: String) -> String {
+    error.replacen(
+        "expected one of ",
+        "expected `phone_number_id` or one of ",
+        1,
+    )
+}
+
 fn take_number_id(body: &mut Map<String, Value>) -> Result<Option<String>, String> {
     match body.remove("phone_number_id") {
         None | Some(Value::Null) => Ok(None),
@@ -232,7 +242,8 @@ async fn set_faults(
 fn apply_faults(sim: &Sim, body: &Bytes) -> Result<Value, String> {
     let mut body = object_body(body)?;
     let id = take_number_id(&mut body)?;
-    let faults: FaultConfig = typed(body).map_err(|e| format!("invalid faults: {e}"))?;
+    let faults: FaultConfig =
+        typed(body).map_err(|e| format!("invalid faults: {}", naming_number_id(e)))?;
     faults.validate().map_err(|e| e.to_string())?;
     let mut ids = Vec::new();
     for n in sim.select(id.as_deref())? {
@@ -266,7 +277,8 @@ async fn set_token(
 fn apply_token(sim: &Sim, body: &Bytes) -> Result<Value, String> {
     let mut body = object_body(body)?;
     let id = take_number_id(&mut body)?;
-    let req: TokenRequest = typed(body).map_err(|e| format!("invalid token request: {e}"))?;
+    let req: TokenRequest =
+        typed(body).map_err(|e| format!("invalid token request: {}", naming_number_id(e)))?;
     if req.token.trim().is_empty() {
         return Err("token must not be empty".into());
     }

@@ -176,6 +176,7 @@ pub(crate) fn spawn(
         permits: Semaphore::new(cfg.webhook.concurrency),
         pending: pending.clone(),
         shutdown: shutdown.clone(),
+        gave_up: GiveUpLog::default(),
     });
     let scheduler = Scheduler {
         delivery,
@@ -351,6 +352,38 @@ struct Delivery {
     permits: Semaphore,
     pending: Arc<AtomicU64>,
     shutdown: watch::Receiver<bool>,
+    gave_up: GiveUpLog,
+}
+
+/// Payloads given up on are logged at most once per `GIVE_UP_LOG_EVERY`, with how many went
+/// since: a receiver that is down would otherwise flood the log, and silence hides it.
+#[derive(Default)]
+struct GiveUpLog {
+    last: std::sync::Mutex<Option<Instant>>,
+    unlogged: AtomicU64,
+}
+
+const GIVE_UP_LOG_EVERY: Duration = Duration::from_secs(5);
+
+impl GiveUpLog {
+    fn record(&self, url: &str, attempts: u32, error: &str) {
+        let unlogged = self.unlogged.fetch_add(1, Ordering::Relaxed) + 1;
+        let now = Instant::now();
+        let Ok(mut last) = self.last.lock() else {
+            return;
+        };
+        if last.is_some_and(|at| now.duration_since(at) < GIVE_UP_LOG_EVERY) {
+            return;
+        }
+        *last = Some(now);
+        self.unlogged.fetch_sub(unlogged, Ordering::Relaxed);
+        tracing::warn!(
+            url,
+            attempts,
+            payloads = unlogged,
+            "webhook payloads dropped after every retry failed; last error: {error}"
+        );
+    }
 }
 
 impl Delivery {
@@ -365,6 +398,7 @@ impl Delivery {
         };
         let signature = sign(&self.secret, &raw);
         let mut delivered = false;
+        let mut last_error = String::new();
         for attempt in 0..=self.cfg.max_retries {
             if attempt > 0 {
                 number.webhooks.retries.fetch_add(1, Ordering::Relaxed);
@@ -377,9 +411,12 @@ impl Delivery {
                     _ = stop.wait_for(|s| *s) => return,
                 }
             }
-            if self.post_once(&raw, &signature).await {
-                delivered = true;
-                break;
+            match self.post_once(&raw, &signature).await {
+                Ok(()) => {
+                    delivered = true;
+                    break;
+                }
+                Err(e) => last_error = e,
             }
         }
         let w = &number.webhooks;
@@ -391,13 +428,15 @@ impl Delivery {
             };
         } else {
             w.failed.fetch_add(1, Ordering::Relaxed);
+            self.gave_up
+                .record(&self.url, self.cfg.max_retries + 1, &last_error);
         }
         self.pending.fetch_sub(kind.events(), Ordering::Relaxed);
     }
 
-    async fn post_once(&self, raw: &Bytes, signature: &str) -> bool {
+    async fn post_once(&self, raw: &Bytes, signature: &str) -> Result<(), String> {
         let Ok(_permit) = self.permits.acquire().await else {
-            return false;
+            return Err("the simulator is stopping".into());
         };
         let sent = self
             .client
@@ -409,12 +448,16 @@ impl Delivery {
             .await;
         match sent {
             Ok(resp) => {
-                let ok = resp.status().is_success();
+                let status = resp.status();
                 // Reading the body lets the connection go back to the pool.
                 let _ = resp.bytes().await;
-                ok
+                if status.is_success() {
+                    Ok(())
+                } else {
+                    Err(format!("the receiver answered {status}"))
+                }
             }
-            Err(_) => false,
+            Err(e) => Err(crate::cloud::error_chain(&e)),
         }
     }
 }
