@@ -21,6 +21,9 @@ pub struct Metrics {
     pub statuses_unknown_wamid: AtomicU64,
     pub inbound_messages: AtomicU64,
     pub webhook_value_errors: AtomicU64,
+    /// A gauge: failed deliveries in a row of the oldest payload waiting for `forward_url`
+    /// (0 while the relay keeps up).
+    pub webhook_relay_failures: AtomicU64,
 }
 
 impl Metrics {

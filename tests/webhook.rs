@@ -779,6 +779,35 @@ async fn an_older_inbound_never_moves_the_window_back_and_replays_publish_once()
 }
 
 #[tokio::test]
+async fn an_inbound_from_written_with_punctuation_or_a_key_written_twice_still_opens_the_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = build_app(dir.path(), "").await;
+    let inbound = |from: &str, id: &str| {
+        envelope(
+            PNID,
+            json!({"messages": [{"from": from, "id": id, "timestamp": now_s().to_string(),
+                                 "type": "text", "text": {"body": "hi"}}]}),
+        )
+    };
+    // Normalised as `POST /v1/inbound` does: the window is the one a send looks up.
+    let s = webhook::apply_payload(&app, inbound("+1 650-555-0081", "wamid.p").as_bytes()).unwrap();
+    assert_eq!((s.inbound, s.malformed), (1, 0));
+    assert!(window_open(&app, "16505550081"));
+    // Not a phone number at all: no window, counted as malformed.
+    let s = webhook::apply_payload(&app, inbound("not a number", "wamid.q").as_bytes()).unwrap();
+    assert_eq!((s.inbound, s.malformed), (0, 1));
+
+    // `object` twice at the top: the signature held and Meta has its 200, so it is applied
+    // (the last value counts, as for keys deeper down).
+    let body = inbound("16505550082", "wamid.r");
+    let doubled = body.replacen('{', r#"{"object":"whatsapp_business_account","#, 1);
+    assert!(doubled.matches("\"object\"").count() == 2, "{doubled}");
+    let s = webhook::apply_payload(&app, doubled.as_bytes()).unwrap();
+    assert_eq!(s.inbound, 1);
+    assert!(window_open(&app, "16505550082"));
+}
+
+#[tokio::test]
 async fn a_payload_for_an_unconfigured_number_is_not_applied() {
     let dir = tempfile::tempdir().unwrap();
     let app = build_app(dir.path(), "").await;
@@ -1047,6 +1076,9 @@ async fn relay_holds_payloads_while_the_consumer_is_down_then_delivers_in_order(
     .await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(d.app.store.log("relay").unwrap().len(), 3);
+    // The failures so far show in the gauge, for an alert on a consumer that is down.
+    let relay_failures = || d.app.metrics.webhook_relay_failures.load(Relaxed);
+    assert!(relay_failures() >= 1, "{}", relay_failures());
 
     let (got, stop, task) = consumer(target).await;
     eventually("relayed", Duration::from_secs(20), || {
@@ -1066,6 +1098,7 @@ async fn relay_holds_payloads_while_the_consumer_is_down_then_delivers_in_order(
         d.app.store.log("relay").unwrap().is_empty()
     })
     .await;
+    assert_eq!(relay_failures(), 0, "back to 0 once delivered");
     d.shutdown().await;
     let _ = stop.send(());
     task.await.unwrap();

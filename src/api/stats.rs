@@ -146,6 +146,18 @@ pub async fn metrics(State(ctx): State<Ctx>, _: NoQuery) -> Response {
     );
     let _ = writeln!(out, "waq_store_disk_bytes {}", app.store.size_on_disk());
 
+    family(
+        &mut out,
+        "waq_webhook_relay_failures",
+        "gauge",
+        "Failed deliveries in a row of the oldest payload waiting for webhook.forward_url (0 while the relay keeps up).",
+    );
+    let _ = writeln!(
+        out,
+        "waq_webhook_relay_failures {}",
+        app.metrics.webhook_relay_failures.load(Relaxed)
+    );
+
     let snapshot = app.dispatcher.snapshot();
     family(
         &mut out,

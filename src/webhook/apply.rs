@@ -65,6 +65,16 @@ pub fn apply_pending(app: &App, p: &PendingStatus) -> Result<StatusOutcome, Stor
     apply_status(app, &p.sender, &p.status)
 }
 
+/// The envelope of a payload the listener took as a JSON object. A key written twice (which
+/// the listener lets through, as JSON parsers do) keeps its last value instead of failing the
+/// typed read, so a payload Meta has its 200 for is not thrown away.
+fn parse_envelope(raw: &[u8]) -> Result<Envelope, serde_json::Error> {
+    serde_json::from_slice(raw).or_else(|_| {
+        let value: serde_json::Value = serde_json::from_slice(raw)?;
+        serde_json::from_value(value)
+    })
+}
+
 /// `apply_payload`, remembering recent inbound message ids in `recent` so a duplicate delivery
 /// does not publish its event or count it twice.
 pub(crate) fn apply_with(
@@ -72,7 +82,7 @@ pub(crate) fn apply_with(
     raw: &[u8],
     recent: Option<&Mutex<RecentIds>>,
 ) -> Result<ApplySummary, ApplyError> {
-    let envelope: Envelope = serde_json::from_slice(raw)?;
+    let envelope = parse_envelope(raw)?;
     let cfg = app.config();
     let now = now_ms();
     let mut sum = ApplySummary::default();
@@ -183,12 +193,21 @@ pub(crate) fn apply_with(
                         "system message from WhatsApp (no window opened)"
                     );
                     sum.system += 1;
-                } else {
-                    app.store.record_inbound(&sender.name, &msg.from, at)?;
+                } else if let Ok(from) = crate::validate::recipient(&msg.from, "from") {
+                    // Meta writes digits; anything else is normalised as `POST /v1/inbound`
+                    // does, so the window is the one a send to that number looks up.
+                    app.store.record_inbound(&sender.name, &from, at)?;
                     sum.inbound += 1;
                     if fresh {
                         Metrics::inc(&app.metrics.inbound_messages);
                     }
+                } else {
+                    tracing::warn!(
+                        sender = %sender.name,
+                        from = %msg.from,
+                        "inbound message whose `from` is not a phone number: no window opened"
+                    );
+                    sum.malformed += 1;
                 }
                 if fresh {
                     let contact = value

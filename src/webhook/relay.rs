@@ -5,6 +5,7 @@
 //! Payloads wait in the durable `relay` log and are delivered strictly in order: the head is
 //! removed only after a 2xx, retried with exponential backoff forever, and survives restarts.
 
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,13 +20,15 @@ const BACKOFF_MIN: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// Look at the log now and then even without a wake-up (e.g. `forward_url` set by a reload).
 const IDLE_RECHECK: Duration = Duration::from_secs(30);
+/// One delivery, from connecting to the end of the answer.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The HTTP client of the relay: bounded connect and total times so a hung consumer cannot stall
 /// the queue for long, no redirects (a local consumer has no reason to send any).
 pub fn client() -> anyhow::Result<reqwest::Client> {
     Ok(reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(30))
+        .timeout(REQUEST_TIMEOUT)
         .pool_idle_timeout(Duration::from_secs(60))
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("waq/", env!("CARGO_PKG_VERSION"), " webhook-relay"))
@@ -116,13 +119,21 @@ pub async fn run(
                     tracing::info!(url, failures, "webhook relay: consumer reachable again");
                 }
                 failures = 0;
+                app.metrics.webhook_relay_failures.store(0, Relaxed);
                 backoff = BACKOFF_MIN;
                 continue;
             }
             Ok(resp) => format!("answered {}", resp.status()),
-            Err(e) => format!("unreachable: {e}"),
+            Err(e) if e.is_timeout() => {
+                format!("did not answer within {} s", REQUEST_TIMEOUT.as_secs())
+            }
+            Err(e) if e.is_connect() => {
+                format!("unreachable: {}", crate::cloud::error_chain(&e))
+            }
+            Err(e) => format!("failed: {}", crate::cloud::error_chain(&e)),
         };
         failures += 1;
+        app.metrics.webhook_relay_failures.store(failures, Relaxed);
         tracing::warn!(
             url,
             failures,
