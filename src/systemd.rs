@@ -56,6 +56,13 @@ pub fn take_listener() -> io::Result<Option<std::os::unix::net::UnixListener>> {
     if !pid_matches || fds < 1 {
         return Ok(None);
     }
+    if fds > 1 {
+        tracing::warn!(
+            passed = fds,
+            "the service manager passed more than one socket; waq serves the first and leaves \
+             the others unused (give waq.socket a single ListenStream=)"
+        );
+    }
     // The protocol gives us descriptor 3; taking ownership of a raw descriptor is the one
     // `unsafe` step socket activation needs.
     // SAFETY: LISTEN_PID names this process, so systemd passed descriptor 3 to us and nothing

@@ -964,7 +964,50 @@ fn tells_the_service_manager_ready_and_stopping() {
     }
     assert!(status.unwrap().contains("queued"));
     assert_eq!(d.sigterm().code(), Some(0));
-    while !next().contains("STOPPING=1") {}
+    let stopping = loop {
+        let m = next();
+        if m.contains("STOPPING=1") {
+            break m;
+        }
+    };
+    // With it, the time a stop may take: 10 s for the socket's requests, the request timeout
+    // (15 s) + 5 s for the dispatcher's, 10 s for the flush.
+    let extend = stopping
+        .lines()
+        .find_map(|l| l.strip_prefix("EXTEND_TIMEOUT_USEC="))
+        .unwrap_or_else(|| panic!("no EXTEND_TIMEOUT_USEC in {stopping:?}"));
+    assert_eq!(extend, "40000000", "{stopping:?}");
+}
+
+#[test]
+fn log_lines_leave_the_time_to_journald_when_stderr_is_the_journal() {
+    use std::os::unix::fs::MetadataExt;
+    let start = |journal: bool| {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("daemon.log");
+        std::fs::write(&log, "").unwrap();
+        let meta = std::fs::metadata(&log).unwrap();
+        // systemd names the stream by device and inode; another stream's must not count.
+        let ino = if journal { meta.ino() } else { meta.ino() + 1 };
+        let mut d = Daemon::builder()
+            .env("JOURNAL_STREAM", &format!("{}:{ino}", meta.dev()))
+            .start_in(dir);
+        assert_eq!(d.sigterm().code(), Some(0));
+        d.log()
+    };
+    let stamped = |log: &str| {
+        log.lines()
+            .filter(|l| !l.is_empty())
+            .all(|l| l.starts_with("20") && l.contains('T'))
+    };
+    let journal = start(true);
+    assert!(journal.contains("INFO"), "{journal}");
+    assert!(
+        journal.lines().all(|l| !l.starts_with("20")),
+        "journald adds the time: {journal}"
+    );
+    let elsewhere = start(false);
+    assert!(stamped(&elsewhere), "{elsewhere}");
 }
 
 #[test]

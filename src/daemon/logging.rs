@@ -23,6 +23,11 @@ pub fn init(cfg: &LogConfig, json_override: Option<bool>) -> anyhow::Result<()> 
         .with_target(false);
     let installed = if json_override.unwrap_or(cfg.json) {
         registry.with(fmt.json().flatten_event(true)).try_init()
+    } else if stderr_is_the_journal() {
+        // journald stamps every line itself: a second time in the text is noise.
+        registry
+            .with(fmt.with_ansi(false).without_time())
+            .try_init()
     } else {
         registry.with(fmt.with_ansi(false)).try_init()
     };
@@ -31,6 +36,20 @@ pub fn init(cfg: &LogConfig, json_override: Option<bool>) -> anyhow::Result<()> 
         let _ = LEVEL.set(handle);
     }
     Ok(())
+}
+
+/// Whether stderr is connected to journald: systemd then sets `JOURNAL_STREAM` to the
+/// `device:inode` of that stream (a child with stderr redirected elsewhere inherits the
+/// variable, hence the comparison).
+fn stderr_is_the_journal() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Some(stream) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Ok(stderr) = std::fs::metadata("/proc/self/fd/2") else {
+        return false;
+    };
+    stream.to_str() == Some(&format!("{}:{}", stderr.dev(), stderr.ino()))
 }
 
 /// Applies a new `log.level` (already validated by the configuration).

@@ -53,7 +53,12 @@ pub async fn serve(config_path: &Path, json_logs_override: Option<bool>) -> anyh
             }
         }
     }
-    notify::state("STOPPING=1");
+    // The stop may take longer than the unit's TimeoutStopSec when requests to Meta are slow
+    // (api.request_timeout_ms can be minutes): ask for the time it may need, not a SIGKILL.
+    notify::state(&format!(
+        "STOPPING=1\nEXTEND_TIMEOUT_USEC={}",
+        running.longest_stop().as_micros()
+    ));
     tokio::select! {
         r = running.stop() => r,
         name = signals.next_stop() => {
@@ -229,9 +234,21 @@ impl Running {
         tracing::info!(path = %self.config_path.display(), "configuration reloaded");
     }
 
+    /// How long the dispatcher may wait for its requests in flight at a stop.
+    fn dispatch_grace(&self) -> Duration {
+        self.app.config().api.request_timeout + Duration::from_secs(5)
+    }
+
+    /// The longest a graceful stop can take: the socket's requests, then the dispatcher's,
+    /// then the final flush (given 10 s).
+    pub fn longest_stop(&self) -> Duration {
+        REQUEST_GRACE + self.dispatch_grace() + Duration::from_secs(10)
+    }
+
     /// Graceful stop: refuse new work, finish in-flight requests (and so their commits), let
     /// the dispatcher finish its in-flight sends, flush the store.
     pub async fn stop(self) -> anyhow::Result<()> {
+        let dispatch_grace = self.dispatch_grace();
         self.app.begin_shutdown();
         let _ = self.stop_server.send(true);
         if let Err(e) = self.server.await {
@@ -245,7 +262,14 @@ impl Running {
             }
         }
         // The dispatcher waits for its in-flight requests, each bounded by the request timeout.
-        let dispatch_grace = self.app.config().api.request_timeout + Duration::from_secs(5);
+        let in_flight = self.app.dispatcher.snapshot().in_flight;
+        if in_flight > 0 {
+            tracing::info!(
+                in_flight,
+                at_most_s = dispatch_grace.as_secs(),
+                "waiting for the requests in flight to Meta"
+            );
+        }
         match tokio::time::timeout(dispatch_grace, self.dispatcher).await {
             Ok(Ok(())) => {}
             Ok(Err(_)) => tracing::error!("the dispatcher's thread ended abnormally"),
