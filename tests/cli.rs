@@ -181,6 +181,8 @@ fn a_refused_send_names_the_option_behind_the_field() {
         (&["--at", "tomorrow"][..], "send_at", "--at"),
         (&["--ttl", "0"], "ttl_s", "--ttl"),
         (&["--ttl", "-5"], "ttl_s", "--ttl"),
+        (&["--ttl", "abc"], "ttl_s", "--ttl"),
+        (&["--ttl", "1.5"], "ttl_s", "--ttl"),
         (&["--lang", ""], "message.template.language.code", "--lang"),
         (
             &["--param", ""],

@@ -58,10 +58,10 @@ pub struct SendArgs {
     #[arg(long = "at", value_name = "TIME")]
     send_at: Option<String>,
     /// Give up if not sent within this many seconds.
-    // Signed, so that a negative value reaches the daemon's range check (which names the
-    // range) instead of reading as an unknown option.
+    // Taken as written, so that the daemon checks it as any producer's `ttl_s` (its error names
+    // the range or the type); negative numbers are values here, not unknown options.
     #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
-    ttl: Option<i64>,
+    ttl: Option<String>,
     /// Opaque JSON echoed in status and events (at most 1 KiB).
     #[arg(long, value_name = "JSON")]
     metadata: Option<String>,
@@ -103,7 +103,7 @@ impl SendArgs {
             ),
             ("priority", self.priority.clone().map(Value::from)),
             ("send_at", self.send_at.clone().map(Value::from)),
-            ("ttl_s", self.ttl.map(Value::from)),
+            ("ttl_s", self.ttl.as_deref().map(ttl_value)),
         ];
         for (key, value) in optional {
             if let Some(v) = value {
@@ -241,6 +241,19 @@ fn shell_word(s: &str) -> String {
 const DEFAULT_LANG: &str = "en_US";
 
 /// A template object with its body parameters, as the Cloud API takes it.
+/// `--ttl` as JSON: a number when it reads as one (`1.5` too, which the daemon then refuses
+/// as not whole), else the text, which the daemon refuses as the wrong type.
+fn ttl_value(raw: &str) -> Value {
+    if let Ok(n) = raw.parse::<i64>() {
+        return Value::from(n);
+    }
+    raw.parse::<f64>()
+        .ok()
+        .and_then(serde_json::Number::from_f64)
+        .map(Value::Number)
+        .unwrap_or_else(|| Value::from(raw))
+}
+
 fn template(name: &str, lang: &str, params: &[String]) -> Value {
     let mut t = json!({ "name": name, "language": { "code": lang } });
     if !params.is_empty() {
