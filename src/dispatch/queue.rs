@@ -197,7 +197,9 @@ pub struct SenderQueue {
     /// Messages with a ttl: (expires, id).
     expiries: BTreeSet<(u64, u64)>,
     expiry_info: HashMap<u64, Expiry>,
-    waiting: usize,
+    /// Signed: a message cancelled before it reached the queue is counted out first and in
+    /// (to no effect) when it arrives.
+    waiting: i64,
     in_flight: usize,
 }
 
@@ -208,7 +210,7 @@ impl SenderQueue {
 
     /// Messages waiting (not in flight).
     pub fn waiting(&self) -> usize {
-        self.waiting
+        usize::try_from(self.waiting).unwrap_or(0)
     }
 
     pub fn in_flight(&self) -> usize {
@@ -230,6 +232,12 @@ impl SenderQueue {
             retry_at_ms,
             ..
         } = *e;
+        self.waiting += 1;
+        // Cancelled while its enqueue was still on the way here (`remove` found it nowhere
+        // and counted it out): it stops here.
+        if self.dropped_parked.remove(&id) {
+            return;
+        }
         let parked = due_ms > now_ms && retry_at_ms.is_none();
         if let Some(exp) = expires_at_ms {
             self.expiries.insert((exp, id));
@@ -241,7 +249,6 @@ impl SenderQueue {
             };
             self.expiry_info.insert(id, expiry);
         }
-        self.waiting += 1;
         if parked {
             self.scheduled.push(Parked {
                 due_ms,
@@ -466,20 +473,21 @@ impl SenderQueue {
                 if let Some(lane) = self.lanes.get_mut(&key) {
                     lane.take_out(priority, id);
                 }
-                self.waiting = self.waiting.saturating_sub(1);
+                self.waiting -= 1;
                 self.reschedule(&key, now_ms, pair);
                 return true;
             }
         }
-        // Neither in its lane nor in flight: set aside for a later `send_at`, or already gone
-        // (picked and ended). Parked messages are not indexed by id (see `Parked`); a search
-        // of the heap per cancel would make cancelling a scheduled campaign quadratic.
+        // Neither in its lane nor in flight: set aside for a later `send_at`, not here yet
+        // (its enqueue has not handed it over; `push` then drops it), or already gone (picked
+        // and ended). Parked messages are not indexed by id (see `Parked`); a search of the
+        // heap per cancel would make cancelling a scheduled campaign quadratic.
         let parked = match &expiry {
             Some(e) => e.parked,
             None => !in_flight && due_ms > now_ms,
         };
         if parked && self.dropped_parked.insert(id) {
-            self.waiting = self.waiting.saturating_sub(1);
+            self.waiting -= 1;
             return true;
         }
         false
@@ -504,7 +512,7 @@ impl SenderQueue {
             if lane.in_flight == Some((prio, id)) || !lane.queue.insert((prio, id)) {
                 // Parked twice (a resync after the store reopened submits every pending
                 // message again): it waits once, so it counts once.
-                self.waiting = self.waiting.saturating_sub(1);
+                self.waiting -= 1;
                 continue;
             }
             self.reschedule(&to, now_ms, pair);
@@ -988,6 +996,12 @@ mod tests {
         q.push(&entry(8, "f", now + 5, None), now, PAIR);
         assert!(q.remove(8, "f", n, now + 5, now + 5, PAIR));
         assert_eq!(q.waiting(), 1);
+        // Cancelled before its enqueue handed it over: counted out at the cancel, in (to no
+        // effect) when it arrives, and never sent.
+        // (With a ttl, so that it cannot expire and be counted out a second time either.)
+        assert!(q.remove(9, "g", n, later, now + 5, PAIR));
+        q.push(&entry(9, "g", later, Some(later)), now + 5, PAIR);
+        assert_eq!(q.waiting(), 1, "only 7");
         assert_eq!(send(&mut q, now + 5).0, 7);
         q.complete("e", Outcome::Done, now + 5, PAIR);
         // Nothing left: neither the parked nor the expiring ones come back.
