@@ -1414,3 +1414,38 @@ fn a_client_that_writes_its_whole_oversized_body_first_still_reads_the_413() {
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     assert!(answer.contains("\"too_large\""), "{answer}");
 }
+
+#[test]
+fn a_client_that_half_closes_after_its_request_gets_the_answer_and_the_messages_go_out() {
+    use std::io::{Read, Write};
+    let sim = common::Sim::start(common::sim_config());
+    let mut d = Daemon::builder().against(&sim).start();
+    // As `nc -N` or a script calling shutdown(SHUT_WR) does: request, then end of writing.
+    let send = |path: &str, body: &Value| {
+        let mut s = std::os::unix::net::UnixStream::connect(&d.socket).unwrap();
+        s.set_read_timeout(Some(common::PATIENCE)).unwrap();
+        let request = common::request_bytes("POST", path, Some(body.to_string().as_bytes()));
+        s.write_all(&request).unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).unwrap();
+        answer
+    };
+    let keyed = |to: &str, key: &str| {
+        let mut r = common::template_request(to);
+        r["idempotency_key"] = json!(key);
+        r
+    };
+    let answer = send("/v1/messages", &keyed("+14155550160", "half-close-0"));
+    assert!(answer.starts_with("HTTP/1.1 202"), "{answer:?}");
+    let batch: Vec<Value> = (1..4)
+        .map(|i| keyed(&format!("+1415555016{i}"), &format!("half-close-{i}")))
+        .collect();
+    let answer = send("/v1/messages/batch", &Value::Array(batch));
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+    // Handed to the dispatcher at once, and kept by the next start.
+    d.wait_count("sent", 4, common::PATIENCE);
+    d.restart();
+    assert_eq!(d.count("sent"), 4);
+    assert_eq!(sim.number().accepted, 4);
+}

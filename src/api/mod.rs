@@ -12,6 +12,7 @@ mod messages;
 mod peer;
 mod recipients;
 mod routes;
+mod run_to_end;
 mod senders;
 mod server;
 mod stats;

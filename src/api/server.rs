@@ -247,7 +247,7 @@ async fn serve_connection(
         let router = router.clone();
         let refusal = refusal.clone();
         let ctx = ctx.clone();
-        async move {
+        super::run_to_end::RunToEnd::new(async move {
             Metrics::inc(&ctx.app.metrics.api_requests);
             // Only copied when the request log is on.
             let logged = tracing::enabled!(tracing::Level::DEBUG)
@@ -279,12 +279,15 @@ async fn serve_connection(
                 tracing::debug!(%method, %path, status = res.status().as_u16(), "request");
             }
             Ok::<_, Infallible>(res)
-        }
+        })
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
         .keep_alive(true)
+        // A client may shut down its side once it has written its request (`nc -N`,
+        // `shutdown(SHUT_WR)`): it still gets its answer.
+        .half_close(true)
         // Aggregating the answers to pipelined requests would leave hyper's own answer to a
         // head it cannot parse (400, 414, 431) unflushed when it closes the connection.
         .pipeline_flush(false)
