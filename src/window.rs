@@ -43,13 +43,14 @@ pub fn forget_after_131047(store: &Store, m: &Message, recipient_id: Option<&str
         .find(|h| h.state == State::Sending)
         .map(|h| h.at_ms)
         .unwrap_or(m.created_at_ms);
-    let closed =
-        store
-            .close_window(&m.sender, &m.to, sent_at)
-            .and_then(|dialled| match recipient_id.filter(|r| *r != m.to) {
-                Some(wa_id) => Ok(store.close_window(&m.sender, wa_id, sent_at)? || dialled),
-                None => Ok(dialled),
-            });
+    // Windows are kept under digits, as inbound messages open them.
+    let wa_id = recipient_id.and_then(|r| crate::validate::recipient(r, "recipient_id").ok());
+    let closed = store
+        .close_window(&m.sender, &m.to, sent_at)
+        .and_then(|dialled| match wa_id.filter(|r| *r != m.to) {
+            Some(wa_id) => Ok(store.close_window(&m.sender, &wa_id, sent_at)? || dialled),
+            None => Ok(dialled),
+        });
     match closed {
         Ok(true) => tracing::warn!(
             sender = %m.sender,

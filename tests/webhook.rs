@@ -789,10 +789,15 @@ async fn an_inbound_from_written_with_punctuation_or_a_key_written_twice_still_o
                                  "type": "text", "text": {"body": "hi"}}]}),
         )
     };
-    // Normalised as `POST /v1/inbound` does: the window is the one a send looks up.
+    // Normalised as `POST /v1/inbound` does: the window is the one a send looks up, and the
+    // event names the number as that one's does.
+    let mut events = app.events.subscribe();
     let s = webhook::apply_payload(&app, inbound("+1 650-555-0081", "wamid.p").as_bytes()).unwrap();
     assert_eq!((s.inbound, s.malformed), (1, 0));
     assert!(window_open(&app, "16505550081"));
+    let published = drain(&mut events);
+    assert_eq!(published.len(), 1, "{published:?}");
+    assert_eq!(published[0]["from"], "16505550081", "{published:?}");
     // Not a phone number at all: no window, counted as malformed.
     let s = webhook::apply_payload(&app, inbound("not a number", "wamid.q").as_bytes()).unwrap();
     assert_eq!((s.inbound, s.malformed), (0, 1));

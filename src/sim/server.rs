@@ -171,7 +171,6 @@ fn known_keys(body: &Map<String, Value>, known: &[&str]) -> Result<(), String> {
     }
 }
 
-/// Takes `phone_number_id` out of a body: which number (all when absent).
 /// A body's error after `take_number_id` took that key away: serde's list of the keys it
 /// expected must still name it.
 fn naming_number_id(error: String) -> String {
@@ -182,6 +181,7 @@ fn naming_number_id(error: String) -> String {
     )
 }
 
+/// Takes `phone_number_id` out of a body: which number (all when absent).
 fn take_number_id(body: &mut Map<String, Value>) -> Result<Option<String>, String> {
     match body.remove("phone_number_id") {
         None | Some(Value::Null) => Ok(None),

@@ -234,7 +234,9 @@ fn check_media(media: &Map<String, Value>, path: &str) -> Check<()> {
                 "Param {path} must contain either id or link, not both."
             )))
         }
-        (Some(""), None) => return Err(MetaError::missing(&format!("{path}['id']"))),
+        (Some(id), None) if id.trim().is_empty() => {
+            return Err(MetaError::missing(&format!("{path}['id']")))
+        }
         (None, Some(link)) if !is_http_url(link) => {
             return Err(MetaError::bad_value(format!(
                 "Param {path}['link'] must be an http:// or https:// URL - got \"{link}\"."

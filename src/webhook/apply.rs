@@ -175,6 +175,10 @@ pub(crate) fn apply_with(
                     .unwrap_or(now)
                     .min(now);
                 let kind = msg.kind.as_deref().unwrap_or("unknown");
+                // Meta writes digits; anything else is normalised as `POST /v1/inbound` does,
+                // so the window, the event and the contact agree with a send to that number.
+                let from = crate::validate::recipient(&msg.from, "from").ok();
+                let from_shown = from.as_deref().unwrap_or(&msg.from);
                 let seen_key = msg.id.as_ref().map(|id| format!("{}\0{id}", sender.name));
                 let fresh = match (recent, &seen_key) {
                     (Some(r), Some(k)) => !r.lock().unwrap_or_else(|p| p.into_inner()).contains(k),
@@ -193,10 +197,8 @@ pub(crate) fn apply_with(
                         "system message from WhatsApp (no window opened)"
                     );
                     sum.system += 1;
-                } else if let Ok(from) = crate::validate::recipient(&msg.from, "from") {
-                    // Meta writes digits; anything else is normalised as `POST /v1/inbound`
-                    // does, so the window is the one a send to that number looks up.
-                    app.store.record_inbound(&sender.name, &from, at)?;
+                } else if let Some(from) = &from {
+                    app.store.record_inbound(&sender.name, from, at)?;
                     sum.inbound += 1;
                     if fresh {
                         Metrics::inc(&app.metrics.inbound_messages);
@@ -213,13 +215,21 @@ pub(crate) fn apply_with(
                     let contact = value
                         .contacts
                         .iter()
-                        .find(|c| c.get("wa_id").and_then(Value::as_str) == Some(&msg.from))
+                        .find(|c| {
+                            c.get("wa_id").and_then(Value::as_str).is_some_and(|wa_id| {
+                                wa_id == msg.from
+                                    || from.as_ref().is_some_and(|from| {
+                                        crate::validate::recipient(wa_id, "wa_id")
+                                            .is_ok_and(|wa_id| wa_id == *from)
+                                    })
+                            })
+                        })
                         .cloned()
                         .unwrap_or(Value::Null);
                     app.publish(json!({
                         "event": "inbound",
                         "sender": sender.name,
-                        "from": msg.from,
+                        "from": from_shown,
                         "at": format_time(at),
                         "type": kind,
                         "message": raw_msg,

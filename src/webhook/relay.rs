@@ -78,7 +78,9 @@ pub async fn run(
             continue;
         };
         let Some(url) = webhook.forward_url.as_deref() else {
-            // Left over from when forwarding was configured: kept until it is again.
+            // Left over from when forwarding was configured: kept until it is again. Not a
+            // failing consumer: nothing to alert on.
+            app.metrics.webhook_relay_failures.store(0, Relaxed);
             idle(&wake, &mut stop, IDLE_RECHECK).await;
             continue;
         };
@@ -124,11 +126,12 @@ pub async fn run(
                 continue;
             }
             Ok(resp) => format!("answered {}", resp.status()),
-            Err(e) if e.is_timeout() => {
-                format!("did not answer within {} s", REQUEST_TIMEOUT.as_secs())
-            }
+            // First: a connect timeout is a timeout too, but the consumer was not reached.
             Err(e) if e.is_connect() => {
                 format!("unreachable: {}", crate::cloud::error_chain(&e))
+            }
+            Err(e) if e.is_timeout() => {
+                format!("did not answer within {} s", REQUEST_TIMEOUT.as_secs())
             }
             Err(e) => format!("failed: {}", crate::cloud::error_chain(&e)),
         };
