@@ -16,7 +16,16 @@ function call(method, path, body) {
       (res) => {
         let data = "";
         res.on("data", (chunk) => (data += chunk));
-        res.on("end", () => resolve({ status: res.statusCode, body: data ? JSON.parse(data) : null }));
+        res.on("end", () => {
+          // An answer that is not JSON (none should be) is kept as text rather than thrown.
+          let parsed = null;
+          try {
+            parsed = data ? JSON.parse(data) : null;
+          } catch {
+            parsed = { error: { code: "not_json", message: data } };
+          }
+          resolve({ status: res.statusCode, body: parsed });
+        });
       },
     );
     req.on("error", reject);
@@ -31,7 +40,7 @@ function call(method, path, body) {
     message: { type: "template", template: { name: "hello_world", language: { code: "en_US" } } },
   });
   if (enq.status !== 202 && enq.status !== 200) {
-    console.error(`enqueue refused (${enq.status}): ${enq.body.error.message}`);
+    console.error(`enqueue refused (${enq.status}): ${enq.body?.error?.message}`);
     process.exit(1);
   }
   console.log(`enqueued ${enq.body.id} (${enq.body.state})`);
@@ -42,7 +51,8 @@ function call(method, path, body) {
     await new Promise((r) => setTimeout(r, 200));
   }
   const bad = await call("POST", "/v1/messages", { to: "12", message: { type: "text", text: { body: "hi" } } });
-  console.log(`bad recipient: ${bad.status} ${bad.body.error.code} (field ${bad.body.error.field}): ${bad.body.error.message}`);
+  const err = bad.body?.error ?? {};
+  console.log(`bad recipient: ${bad.status} ${err.code} (field ${err.field}): ${err.message}`);
   agent.destroy();
 })().catch((e) => {
   console.error(`waq unreachable: ${e.message}`);

@@ -28,16 +28,39 @@ class UnixHTTPConnection(http.client.HTTPConnection):
 
 class Waq:
     def __init__(self, path):
+        self.path = path
         self.conn = UnixHTTPConnection(path)  # one keep-alive connection for every call
 
     def call(self, method, path, body=None):
         # UTF-8, not \u escapes: an emoji escaped takes 12 bytes of socket.max_request_bytes.
         payload = json.dumps(body, ensure_ascii=False).encode() if body is not None else None
         headers = {"content-type": "application/json"} if payload else {}
-        self.conn.request(method, path, body=payload, headers=headers)
-        resp = self.conn.getresponse()
-        data = json.loads(resp.read() or b"null")
+        try:
+            self.conn.request(method, path, body=payload, headers=headers)
+            resp = self.conn.getresponse()
+            data = json.loads(resp.read() or b"null")
+        except (OSError, http.client.HTTPException):
+            self.conn.close()  # the next call dials again
+            self.conn = UnixHTTPConnection(self.path)
+            raise
         return resp.status, data
+
+    def enqueue(self, request, attempts=5):
+        """POST /v1/messages, retried while waq cannot take it now: 503 (stopping, or storage
+        unavailable), 507 (disk full), or no answer at all. Safe because the request carries an
+        idempotency_key: if an earlier try was taken but its answer lost, the retry is answered
+        200 with that message ("duplicate": true) instead of creating a second one. Any other
+        refusal (4xx) is final: the request itself must change."""
+        for attempt in range(attempts):
+            try:
+                status, answer = self.call("POST", "/v1/messages", request)
+                if status not in (503, 507):
+                    return status, answer
+            except (OSError, http.client.HTTPException):
+                if attempt == attempts - 1:
+                    raise
+            time.sleep(min(0.2 * 2 ** attempt, 5))
+        return status, answer
 
 
 def main():
@@ -47,18 +70,23 @@ def main():
     args = ap.parse_args()
     waq = Waq(args.socket)
 
-    # 1. Enqueue a template (allowed outside the 24-hour window).
-    status, answer = waq.call("POST", "/v1/messages", {
+    # 1. Enqueue a template (allowed outside the 24-hour window). The idempotency key names
+    #    the business event the message is for (here: greeting this number today), so the
+    #    same event never sends twice and two different events never share a key.
+    digits = "".join(c for c in args.to if c.isdigit())
+    status, answer = waq.enqueue({
         "to": args.to,
         "message": {"type": "template",
                     "template": {"name": "hello_world", "language": {"code": "en_US"}}},
-        "idempotency_key": f"python-example-{int(time.time())}",
+        "idempotency_key": f"greeting-{digits}-{time.strftime('%Y-%m-%d')}",
     })
     if status not in (200, 202):
-        print(f"enqueue refused ({status}): {answer['error']['message']}", file=sys.stderr)
+        err = (answer or {}).get("error", {})
+        print(f"enqueue refused ({status}): {err.get('message')}", file=sys.stderr)
         return 1
     msg_id = answer["id"]
-    print(f"enqueued {msg_id} ({answer['state']})")
+    seen = " (already enqueued with this key)" if answer.get("duplicate") else ""
+    print(f"enqueued {msg_id} ({answer['state']}){seen}")
 
     # 2. Poll its status until Meta accepted it or it ended.
     for _ in range(50):
@@ -81,6 +109,6 @@ def main():
 if __name__ == "__main__":
     try:
         sys.exit(main())
-    except OSError as e:  # no socket, nothing listening, permission denied
+    except (OSError, http.client.HTTPException) as e:  # no socket, nothing listening, denied
         print(f"waq unreachable: {e}", file=sys.stderr)
         sys.exit(3)

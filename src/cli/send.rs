@@ -240,7 +240,6 @@ fn shell_word(s: &str) -> String {
 /// The language of a template when none is given.
 const DEFAULT_LANG: &str = "en_US";
 
-/// A template object with its body parameters, as the Cloud API takes it.
 /// `--ttl` as JSON: a number when it reads as one (`1.5` too, which the daemon then refuses
 /// as not whole), else the text, which the daemon refuses as the wrong type.
 fn ttl_value(raw: &str) -> Value {
@@ -254,6 +253,7 @@ fn ttl_value(raw: &str) -> Value {
         .unwrap_or_else(|| Value::from(raw))
 }
 
+/// A template object with its body parameters, as the Cloud API takes it.
 fn template(name: &str, lang: &str, params: &[String]) -> Value {
     let mut t = json!({ "name": name, "language": { "code": lang } });
     if !params.is_empty() {

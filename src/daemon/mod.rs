@@ -239,8 +239,9 @@ impl Running {
         self.app.config().api.request_timeout + Duration::from_secs(5)
     }
 
-    /// The longest a graceful stop can take: the socket's requests, then the dispatcher's,
-    /// then the final flush (given 10 s).
+    /// How long a graceful stop may take: the requests of the socket and of the webhook
+    /// listener (which stop together), then the dispatcher's, then a margin for the final
+    /// flush, which has no bound of its own (a disk that hangs is the watchdog's business).
     pub fn longest_stop(&self) -> Duration {
         REQUEST_GRACE + self.dispatch_grace() + Duration::from_secs(10)
     }
@@ -251,14 +252,23 @@ impl Running {
         let dispatch_grace = self.dispatch_grace();
         self.app.begin_shutdown();
         let _ = self.stop_server.send(true);
+        let requests_end = tokio::time::Instant::now() + REQUEST_GRACE;
         if let Err(e) = self.server.await {
             tracing::error!(error = %e, "the socket server ended abnormally");
         }
         if let Some(webhook) = self.webhook {
-            match webhook.await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::error!(error = %e, "the webhook listener failed"),
-                Err(e) => tracing::error!(error = %e, "the webhook listener ended abnormally"),
+            // Its requests have the socket's grace to finish; one still being read after that
+            // (a body trickling in) is left unanswered, and Meta sends it again.
+            let end = requests_end.max(tokio::time::Instant::now() + Duration::from_secs(1));
+            match tokio::time::timeout_at(end, webhook).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => tracing::error!(error = %e, "the webhook listener failed"),
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "the webhook listener ended abnormally")
+                }
+                Err(_) => tracing::warn!(
+                    "the webhook listener still had a request in progress; left unanswered"
+                ),
             }
         }
         // The dispatcher waits for its in-flight requests, each bounded by the request timeout.
