@@ -39,7 +39,7 @@ class Waq:
             self.conn.request(method, path, body=payload, headers=headers)
             resp = self.conn.getresponse()
             data = json.loads(resp.read() or b"null")
-        except (OSError, http.client.HTTPException):
+        except (OSError, http.client.HTTPException, ValueError):
             self.conn.close()  # the next call dials again
             self.conn = UnixHTTPConnection(self.path)
             raise
@@ -47,20 +47,22 @@ class Waq:
 
     def enqueue(self, request, attempts=5):
         """POST /v1/messages, retried while waq cannot take it now: 503 (stopping, or storage
-        unavailable), 507 (disk full), or no answer at all. Safe because the request carries an
-        idempotency_key: if an earlier try was taken but its answer lost, the retry is answered
-        200 with that message ("duplicate": true) instead of creating a second one. Any other
-        refusal (4xx) is final: the request itself must change."""
+        unavailable) and 507 (disk full) store nothing, so they are always retried. No answer
+        at all (waq restarting) is retried only when the request has an idempotency_key, since
+        the lost answer may have been a 202: the key makes the retry answer 200 with that
+        message ("duplicate": true) instead of creating a second one. Any other refusal (4xx)
+        is final: the request itself must change. The retries span about 3 s here; size them
+        to how long your waq takes to restart."""
         for attempt in range(attempts):
+            last = attempt == attempts - 1
             try:
                 status, answer = self.call("POST", "/v1/messages", request)
-                if status not in (503, 507):
+                if status not in (503, 507) or last:
                     return status, answer
-            except (OSError, http.client.HTTPException):
-                if attempt == attempts - 1:
+            except (OSError, http.client.HTTPException, ValueError):
+                if last or "idempotency_key" not in request:
                     raise
             time.sleep(min(0.2 * 2 ** attempt, 5))
-        return status, answer
 
 
 def main():
@@ -71,14 +73,14 @@ def main():
     waq = Waq(args.socket)
 
     # 1. Enqueue a template (allowed outside the 24-hour window). The idempotency key names
-    #    the business event the message is for (here: greeting this number today), so the
+    #    the business event the message is for (here: welcoming this number, once), so the
     #    same event never sends twice and two different events never share a key.
     digits = "".join(c for c in args.to if c.isdigit())
     status, answer = waq.enqueue({
         "to": args.to,
         "message": {"type": "template",
                     "template": {"name": "hello_world", "language": {"code": "en_US"}}},
-        "idempotency_key": f"greeting-{digits}-{time.strftime('%Y-%m-%d')}",
+        "idempotency_key": f"welcome-{digits}",
     })
     if status not in (200, 202):
         err = (answer or {}).get("error", {})
@@ -109,6 +111,6 @@ def main():
 if __name__ == "__main__":
     try:
         sys.exit(main())
-    except (OSError, http.client.HTTPException) as e:  # no socket, nothing listening, denied
+    except (OSError, http.client.HTTPException, ValueError) as e:  # unreachable, or no answer
         print(f"waq unreachable: {e}", file=sys.stderr)
         sys.exit(3)

@@ -1416,11 +1416,12 @@ fn a_client_that_writes_its_whole_oversized_body_first_still_reads_the_413() {
 }
 
 #[test]
-fn a_client_that_half_closes_after_its_request_gets_the_answer_and_the_messages_go_out() {
+fn a_request_whose_client_leaves_before_the_answer_is_still_carried_out_whole() {
     use std::io::{Read, Write};
     let sim = common::Sim::start(common::sim_config());
     let mut d = Daemon::builder().against(&sim).start();
     // As `nc -N` or a script calling shutdown(SHUT_WR) does: request, then end of writing.
+    // The server takes that end as the client leaving, and the answer is lost with it.
     let send = |path: &str, body: &Value| {
         let mut s = std::os::unix::net::UnixStream::connect(&d.socket).unwrap();
         s.set_read_timeout(Some(common::PATIENCE)).unwrap();
@@ -1436,16 +1437,59 @@ fn a_client_that_half_closes_after_its_request_gets_the_answer_and_the_messages_
         r["idempotency_key"] = json!(key);
         r
     };
-    let answer = send("/v1/messages", &keyed("+14155550160", "half-close-0"));
-    assert!(answer.starts_with("HTTP/1.1 202"), "{answer:?}");
+    let single = keyed("+14155550160", "half-close-0");
     let batch: Vec<Value> = (1..4)
         .map(|i| keyed(&format!("+1415555016{i}"), &format!("half-close-{i}")))
         .collect();
-    let answer = send("/v1/messages/batch", &Value::Array(batch));
-    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
-    // Handed to the dispatcher at once, and kept by the next start.
+    send("/v1/messages", &single);
+    send("/v1/messages/batch", &Value::Array(batch.clone()));
+    // The requests ran to their end: stored, committed, handed to the dispatcher (sent), and
+    // a retry with the same keys hears so.
     d.wait_count("sent", 4, common::PATIENCE);
+    let r = d.post("/v1/messages", &single);
+    assert_eq!(
+        (r.status, &r.json()["duplicate"]),
+        (200, &json!(true)),
+        "{}",
+        r.text()
+    );
+    let r = d.post("/v1/messages/batch", &Value::Array(batch));
+    assert_eq!(r.status, 200, "{}", r.text());
+    for item in r.json()["results"].as_array().unwrap() {
+        assert_eq!(item["duplicate"], true, "{item}");
+    }
+    // The batch is whole and stays: the next start does not take it back.
     d.restart();
     assert_eq!(d.count("sent"), 4);
     assert_eq!(sim.number().accepted, 4);
+}
+
+#[test]
+fn an_events_follower_that_goes_away_frees_its_connection_at_once() {
+    use std::io::{Read, Write};
+    let d = Daemon::builder()
+        .set("socket", "max_connections = 4")
+        .start();
+    // Three times as many followers as there are connections, each gone after its first
+    // line, on a daemon with nothing to publish: each slot must come free without waiting
+    // for an event whose write would fail.
+    for i in 0..12 {
+        let mut s = std::os::unix::net::UnixStream::connect(&d.socket).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        s.write_all(&common::request_bytes("GET", "/v1/events", None))
+            .unwrap();
+        // Everything the daemon has to say for now: the head and the `subscribed` line.
+        let mut seen = Vec::new();
+        while !String::from_utf8_lossy(&seen).contains("subscribed") {
+            let mut buf = [0u8; 512];
+            let n = s.read(&mut buf).unwrap_or_else(|e| {
+                panic!("follower {i} got no answer (no free connection?): {e}")
+            });
+            assert!(n > 0, "follower {i}: closed early");
+            seen.extend_from_slice(&buf[..n]);
+        }
+        assert!(seen.starts_with(b"HTTP/1.1 200"), "follower {i}");
+    }
+    assert_eq!(d.get("/v1/health").status, 200);
 }

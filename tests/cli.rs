@@ -95,6 +95,13 @@ fn send_status_ls_cancel() {
         text.contains(&id) && text.contains("queued") && text.contains("14155551234"),
         "{text}"
     );
+    // A history entry whose detail is its state shows the state once.
+    let queued_entry = text
+        .lines()
+        .find(|l| l.starts_with("  ") && l.contains("queued"))
+        .unwrap_or_else(|| panic!("no history entry: {text}"));
+    assert_eq!(queued_entry.matches("queued").count(), 1, "{text}");
+    assert!(!queued_entry.ends_with(' '), "{queued_entry:?}");
     let status = d.waq(&["status", &id, "--json"]);
     assert_eq!(json(&status)["type"], "template");
 

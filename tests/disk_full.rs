@@ -230,6 +230,14 @@ fn batches_and_health_tell_the_same_story_while_the_disk_is_full() {
         "{}",
         health.text()
     );
+    // The CLI reads that report as it reads a 200's, in words, and exits 1.
+    let cli = d.waq(&["health"]);
+    let said = String::from_utf8_lossy(&cli.stdout);
+    assert_eq!(cli.status.code(), Some(1), "{cli:?}");
+    assert!(
+        said.starts_with("degraded: store refuses writes (disk_full)") && !said.contains('{'),
+        "{said}"
+    );
 
     // Reads the closed store cannot serve get the same code, in words about a read.
     for path in [

@@ -285,9 +285,11 @@ async fn serve_connection(
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
         .keep_alive(true)
-        // A client may shut down its side once it has written its request (`nc -N`,
-        // `shutdown(SHUT_WR)`): it still gets its answer.
-        .half_close(true)
+        // No half-closed connections: with them hyper stops noticing a client that went away
+        // while its answer is still streaming (`GET /v1/events`), which would keep its
+        // connection slot until the next event. A client that shuts down its side after its
+        // request loses the answer, not the request (`RunToEnd`).
+        .half_close(false)
         // Aggregating the answers to pipelined requests would leave hyper's own answer to a
         // head it cannot parse (400, 414, 431) unflushed when it closes the connection.
         .pipeline_flush(false)

@@ -347,7 +347,19 @@ async fn client_command(command: Command) -> Result<i32, Failure> {
         }
         Command::Health { client: c } => {
             let reply = call(&c, Method::GET, "/v1/health", None).await?;
-            Ok(answer(&c, &reply, show::health))
+            // 503 (the store cannot take writes) carries the same report as a 200, to be
+            // read as one: printed the same way, and still exit 1.
+            let report = (reply.status == 503 && !c.json)
+                .then(|| serde_json::from_slice::<Value>(&reply.body).ok())
+                .flatten()
+                .filter(|v| v.get("status").is_some());
+            Ok(match report {
+                Some(v) => {
+                    show::health(&v);
+                    EXIT_REFUSED
+                }
+                None => answer(&c, &reply, show::health),
+            })
         }
         Command::Sender {
             action: SenderAction::Resume { name, client: c },

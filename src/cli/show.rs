@@ -52,12 +52,11 @@ pub fn message(v: &Value) {
         .into_iter()
         .flatten()
     {
-        outln!(
-            "  {}  {:<9}  {}",
-            text(h, "at"),
-            text(h, "state"),
-            text(h, "detail")
-        );
+        // A detail that only repeats the state ("queued") says nothing more: left out.
+        let (state, detail) = (text(h, "state"), text(h, "detail"));
+        let detail = if detail == state { "" } else { detail };
+        let line = format!("  {}  {:<9}  {}", text(h, "at"), state, detail);
+        outln!("{}", line.trim_end());
     }
 }
 
@@ -185,6 +184,13 @@ pub fn health(v: &Value) {
             format!(
                 "{} not configured, holding {queued} queued {noun}",
                 text(u, "name")
+            )
+        }))
+        .chain(v.get("store").map(|e| {
+            format!(
+                "store refuses writes ({}): {}",
+                text(e, "code"),
+                text(e, "message")
             )
         }))
         .collect();
