@@ -235,7 +235,7 @@ impl SenderQueue {
         self.waiting += 1;
         // Cancelled while its enqueue was still on the way here (`remove` found it nowhere
         // and counted it out): it stops here.
-        if self.dropped_parked.remove(&id) {
+        if !self.dropped_parked.is_empty() && self.dropped_parked.remove(&id) {
             return;
         }
         let parked = due_ms > now_ms && retry_at_ms.is_none();
