@@ -20,7 +20,7 @@ use hyper::service::service_fn;
 use hyper::{Method, Request};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tower::ServiceExt as _;
 
 use crate::app::App;
@@ -196,13 +196,12 @@ pub async fn run(
             },
             _ = stopped(&mut stop) => break,
         };
-        let (ctx, router, stop, alive) =
-            (ctx.clone(), router.clone(), stop.clone(), alive_tx.clone());
-        tokio::spawn(async move {
-            serve_connection(stream, ctx, router, stop).await;
-            drop(permit);
-            drop(alive);
-        });
+        let (ctx, router, stop) = (ctx.clone(), router.clone(), stop.clone());
+        // The connection's slot and its "alive" mark last as long as the connection or a
+        // request of it still running after it ended (`RunToEnd`), whichever is later: the
+        // cap and the stop's wait count that work too.
+        let held = Arc::new((permit, alive_tx.clone()));
+        tokio::spawn(serve_connection(stream, ctx, router, stop, held));
     }
     // New connections are refused from here on.
     drop(listener);
@@ -226,6 +225,7 @@ async fn serve_connection(
     ctx: Ctx,
     router: Router,
     mut stop: watch::Receiver<bool>,
+    held: Arc<(OwnedSemaphorePermit, mpsc::Sender<()>)>,
 ) {
     let peer = stream.peer_cred().ok().map(|c| Peer {
         uid: c.uid(),
@@ -247,7 +247,9 @@ async fn serve_connection(
         let router = router.clone();
         let refusal = refusal.clone();
         let ctx = ctx.clone();
+        let held = held.clone();
         super::run_to_end::RunToEnd::new(async move {
+            let _held = held;
             Metrics::inc(&ctx.app.metrics.api_requests);
             // Only copied when the request log is on.
             let logged = tracing::enabled!(tracing::Level::DEBUG)

@@ -260,15 +260,19 @@ impl Running {
             // Its requests have the socket's grace to finish; one still being read after that
             // (a body trickling in) is left unanswered, and Meta sends it again.
             let end = requests_end.max(tokio::time::Instant::now() + Duration::from_secs(1));
-            match tokio::time::timeout_at(end, webhook).await {
+            let mut webhook = webhook;
+            match tokio::time::timeout_at(end, &mut webhook).await {
                 Ok(Ok(Ok(()))) => {}
                 Ok(Ok(Err(e))) => tracing::error!(error = %e, "the webhook listener failed"),
                 Ok(Err(e)) => {
                     tracing::error!(error = %e, "the webhook listener ended abnormally")
                 }
-                Err(_) => tracing::warn!(
-                    "the webhook listener still had a request in progress; left unanswered"
-                ),
+                Err(_) => {
+                    webhook.abort();
+                    tracing::warn!(
+                        "the webhook listener still had a request in progress; left unanswered"
+                    )
+                }
             }
         }
         // The dispatcher waits for its in-flight requests, each bounded by the request timeout.

@@ -241,13 +241,17 @@ impl Dispatcher {
     /// once, so the sender's `queued` counts only what is still to be sent. One already picked
     /// is left to its attempt.
     pub fn withdraw(&self, m: &Message) {
+        // Only a message that was `queued` can have been parked for its `send_at`; a retrying
+        // one waits in its lane.
+        let was = m.history.iter().rev().nth(1).map(|h| h.state);
+        let parked_until = (was == Some(State::Queued)).then_some(m.next_attempt_at_ms);
         if let Some(sender) = self.sender(&m.sender) {
             let pair = self.shared.pair_limit();
             sender.lock().queue.remove(
                 m.id,
                 &m.to,
                 m.priority,
-                m.next_attempt_at_ms,
+                parked_until,
                 crate::model::now_ms(),
                 pair,
             );

@@ -194,6 +194,9 @@ pub struct SenderQueue {
     /// Ids in `scheduled` that left meanwhile (expired, cancelled): skipped when they come
     /// to the top.
     dropped_parked: HashSet<u64>,
+    /// Ids that `remove` took for parked but that may not have been pushed yet (cancelled
+    /// while their enqueue was on its way): `push` drops them when they arrive.
+    withdrawn_unseen: HashSet<u64>,
     /// Messages with a ttl: (expires, id).
     expiries: BTreeSet<(u64, u64)>,
     expiry_info: HashMap<u64, Expiry>,
@@ -235,7 +238,8 @@ impl SenderQueue {
         self.waiting += 1;
         // Cancelled while its enqueue was still on the way here (`remove` found it nowhere
         // and counted it out): it stops here.
-        if !self.dropped_parked.is_empty() && self.dropped_parked.remove(&id) {
+        if !self.withdrawn_unseen.is_empty() && self.withdrawn_unseen.remove(&id) {
+            self.dropped_parked.remove(&id);
             return;
         }
         let parked = due_ms > now_ms && retry_at_ms.is_none();
@@ -449,13 +453,14 @@ impl SenderQueue {
     /// sent, so it must stop counting as waiting now, not when its turn would have come. A
     /// message in flight is left to its attempt, which finds it cancelled; so is one whose
     /// attempt already found it cancelled and ended (the cancel's commit gives the loop time
-    /// to pick it). `due_ms` is when it was due to be sent. Whether it was taken out.
+    /// to pick it). `parked_until` is when a `queued` message was due to be sent (`None` for
+    /// a retrying one, which waits in its lane, never parked). Whether it was taken out.
     pub fn remove(
         &mut self,
         id: u64,
         to: &str,
         priority: Priority,
-        due_ms: u64,
+        parked_until: Option<u64>,
         now_ms: u64,
         pair: PairLimit,
     ) -> bool {
@@ -482,11 +487,17 @@ impl SenderQueue {
         // (its enqueue has not handed it over; `push` then drops it), or already gone (picked
         // and ended). Parked messages are not indexed by id (see `Parked`); a search of the
         // heap per cancel would make cancelling a scheduled campaign quadratic.
-        let parked = match &expiry {
-            Some(e) => e.parked,
-            None => !in_flight && due_ms > now_ms,
+        let (parked, seen) = match &expiry {
+            Some(e) => (e.parked, true),
+            None => (
+                !in_flight && parked_until.is_some_and(|due| due > now_ms),
+                false,
+            ),
         };
         if parked && self.dropped_parked.insert(id) {
+            if !seen {
+                self.withdrawn_unseen.insert(id);
+            }
             self.waiting -= 1;
             return true;
         }
@@ -499,6 +510,7 @@ impl SenderQueue {
                 break;
             };
             if self.dropped_parked.remove(&id) {
+                self.withdrawn_unseen.remove(&id);
                 continue;
             }
             if let Some(e) = self.expiry_info.get_mut(&id) {
@@ -526,6 +538,7 @@ impl SenderQueue {
             if !self.dropped_parked.remove(&top.id) {
                 break;
             }
+            self.withdrawn_unseen.remove(&top.id);
             self.scheduled.pop();
         }
     }
@@ -973,13 +986,22 @@ mod tests {
 
         let n = Priority::Normal;
         assert!(
-            !q.remove(1, "a", n, now, now, PAIR),
+            !q.remove(1, "a", n, Some(now), now, PAIR),
             "in flight: left to its attempt"
         );
-        assert!(q.remove(2, "a", n, now, now, PAIR), "waiting in its lane");
-        assert!(q.remove(3, "b", n, later, now, PAIR), "parked, no ttl");
-        assert!(q.remove(4, "c", n, later, now, PAIR), "parked, with a ttl");
-        assert!(!q.remove(3, "b", n, later, now, PAIR), "only once");
+        assert!(
+            q.remove(2, "a", n, Some(now), now, PAIR),
+            "waiting in its lane"
+        );
+        assert!(
+            q.remove(3, "b", n, Some(later), now, PAIR),
+            "parked, no ttl"
+        );
+        assert!(
+            q.remove(4, "c", n, Some(later), now, PAIR),
+            "parked, with a ttl"
+        );
+        assert!(!q.remove(3, "b", n, Some(later), now, PAIR), "only once");
         assert_eq!((q.waiting(), q.in_flight()), (1, 1));
 
         q.complete("a", Outcome::DoneWithoutRequest, now, PAIR);
@@ -990,16 +1012,16 @@ mod tests {
         q.push(&entry(7, "e", now, None), now, PAIR);
         assert_eq!(send(&mut q, now).0, 6);
         q.complete("e", Outcome::DoneWithoutRequest, now, PAIR);
-        assert!(!q.remove(6, "e", n, now, now, PAIR), "already gone");
+        assert!(!q.remove(6, "e", n, Some(now), now, PAIR), "already gone");
         assert_eq!((q.waiting(), q.in_flight()), (1, 0));
         // A parked message whose time came while nobody looked is in its lane by now.
         q.push(&entry(8, "f", now + 5, None), now, PAIR);
-        assert!(q.remove(8, "f", n, now + 5, now + 5, PAIR));
+        assert!(q.remove(8, "f", n, Some(now + 5), now + 5, PAIR));
         assert_eq!(q.waiting(), 1);
         // Cancelled before its enqueue handed it over: counted out at the cancel, in (to no
         // effect) when it arrives, and never sent.
         // (With a ttl, so that it cannot expire and be counted out a second time either.)
-        assert!(q.remove(9, "g", n, later, now + 5, PAIR));
+        assert!(q.remove(9, "g", n, Some(later), now + 5, PAIR));
         q.push(&entry(9, "g", later, Some(later)), now + 5, PAIR);
         assert_eq!(q.waiting(), 1, "only 7");
         assert_eq!(send(&mut q, now + 5).0, 7);
@@ -1008,6 +1030,48 @@ mod tests {
         assert_eq!(q.take_expired(later + 1, PAIR), Vec::<u64>::new());
         assert_eq!(q.next(later + 1, PAIR), Next::Idle);
         assert_eq!((q.waiting(), q.in_flight()), (0, 0));
+    }
+
+    #[test]
+    fn an_expired_parked_message_retried_goes_at_once_and_a_cancel_after_an_expiry_counts_once() {
+        let mut q = SenderQueue::new();
+        let now = 1_000_000;
+        let n = Priority::Normal;
+        let later = now + 60_000;
+        let entry = |id, due_ms, expires_at_ms| Entry {
+            id,
+            to: "a".into(),
+            priority: n,
+            due_ms,
+            expires_at_ms,
+            retry_at_ms: None,
+        };
+        // Parked for later, expired before its time (a paused sender), then retried: it goes
+        // now, not at its old send_at, and counts once.
+        q.push(&entry(1, later, Some(now + 10)), now, PAIR);
+        assert_eq!(q.take_expired(now + 10, PAIR), vec![1]);
+        assert_eq!(q.waiting(), 0);
+        q.push(&entry(1, now + 20, None), now + 20, PAIR);
+        assert_eq!(q.waiting(), 1);
+        assert_eq!(send(&mut q, now + 20).0, 1);
+        q.complete("a", Outcome::Done, now + 20, PAIR);
+        assert_eq!(
+            q.next(later, PAIR),
+            Next::Idle,
+            "the old parked entry is gone"
+        );
+        assert_eq!((q.waiting(), q.in_flight()), (0, 0));
+
+        // A retrying message that expires, and is cancelled before the loop marks it expired:
+        // counted out once, by the expiry.
+        q.push(&entry(2, now + 30, Some(later)), now + 30, PAIR);
+        q.push(&entry(3, now + 30, None), now + 30, PAIR);
+        assert_eq!(send(&mut q, now + 30).0, 2);
+        q.complete("a", Outcome::Retry { at_ms: later + 5 }, now + 30, PAIR);
+        assert_eq!(q.take_expired(later, PAIR), vec![2]);
+        assert!(!q.remove(2, "a", n, None, later, PAIR));
+        assert_eq!(q.waiting(), 1, "3 still waits");
+        assert_eq!(send(&mut q, later).0, 3);
     }
 
     #[test]
@@ -1040,7 +1104,7 @@ mod tests {
         );
         assert!(!matches!(q.next(now + 1, PAIR), Next::Send { .. }));
         // Cancelled, it leaves, and so does its backoff.
-        assert!(q.remove(1, "a", n, now + 60_000, now + 1, PAIR));
+        assert!(q.remove(1, "a", n, None, now + 1, PAIR));
         assert_eq!(send(&mut q, now + 1).0, 2);
 
         // The same when the retrying message expires instead.
@@ -1063,7 +1127,7 @@ mod tests {
             now + 10_000,
             PAIR,
         );
-        assert!(q.remove(3, "a", n, now, now + 10_001, PAIR));
+        assert!(q.remove(3, "a", n, None, now + 10_001, PAIR));
         assert!(!matches!(q.next(now + 10_001, PAIR), Next::Send { .. }));
         assert_eq!(send(&mut q, pair_block).0, 4);
     }

@@ -73,13 +73,14 @@ pub async fn run(
         let Some(item) = head.as_ref() else { continue };
 
         let cfg = app.config();
-        let Some(webhook) = cfg.webhook.as_ref() else {
-            idle(&wake, &mut stop, IDLE_RECHECK).await;
-            continue;
-        };
-        let Some(url) = webhook.forward_url.as_deref() else {
+        let Some((webhook, url)) = cfg
+            .webhook
+            .as_ref()
+            .and_then(|w| w.forward_url.as_deref().map(|url| (w, url)))
+        else {
             // Left over from when forwarding was configured: kept until it is again. Not a
-            // failing consumer: nothing to alert on.
+            // failing consumer: nothing to alert on, and a fresh count when it comes back.
+            failures = 0;
             app.metrics.webhook_relay_failures.store(0, Relaxed);
             idle(&wake, &mut stop, IDLE_RECHECK).await;
             continue;
