@@ -65,7 +65,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     )
     .await?;
     if status != 202 && status != 200 {
-        eprintln!("enqueue refused ({status}): {}", answer["error"]["message"]);
+        eprintln!(
+            "enqueue refused ({status}): {}",
+            text(&answer["error"]["message"])
+        );
         std::process::exit(1);
     }
     let id = answer["id"].as_str().unwrap_or_default().to_string();
@@ -97,9 +100,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     "message": {"type": "template", "template": {"name": "hello_world", "language": {"code": "en_US"}}}})),
     )
     .await?;
+    let error = &answer["error"];
     println!(
         "unknown priority: {status} {} (field {}): {}",
-        answer["error"]["code"], answer["error"]["field"], answer["error"]["message"]
+        text(&error["code"]),
+        text(&error["field"]),
+        text(&error["message"])
     );
     Ok(())
+}
+
+/// A JSON string as its text (not quoted and escaped, as `Display` of a `Value` writes it).
+fn text(v: &serde_json::Value) -> &str {
+    v.as_str().unwrap_or("-")
 }

@@ -56,8 +56,13 @@ impl Stage {
         ui.say(&format!(
             "Webhooks   simulator → http://{webhook}/webhook (waq's listener)"
         ));
+        // The binary as it was started here (`target/release/waq` after `cargo run`): `waq`
+        // may not be on the PATH yet.
+        let waq_bin = std::env::current_exe()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| "waq".into());
         ui.say(&format!(
-            "Watch it from another terminal: waq stats --watch --socket {}",
+            "Watch it from another terminal: {waq_bin} stats --watch --socket {}",
             daemon.socket().display()
         ));
         let waq = Waq::new(daemon.socket());
