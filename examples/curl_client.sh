@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Enqueue a WhatsApp message through waq with curl, poll its status, and handle an error.
-# Usage: ./curl_client.sh [socket-path] [to]
+# Usage: ./curl_client.sh [socket-path] [to] [sender]  (the sender is needed when there are several)
 set -euo pipefail
 SOCK="${1:-${WAQ_SOCKET:-/run/waq/waq.sock}}"
 TO="${2:-+1 415 555 0102}"
+VIA="${3:+\"sender\":\"$3\",}"
 waq() { curl -sS --unix-socket "$SOCK" "$@"; }
 
 # Enqueue a template; -w appends the HTTP status on its own line.
 answer=$(waq -w '\n%{http_code}' -H 'content-type: application/json' \
-  -d "{\"to\":\"$TO\",\"message\":{\"type\":\"template\",\"template\":{\"name\":\"hello_world\",\"language\":{\"code\":\"en_US\"}}}}" \
+  -d "{$VIA\"to\":\"$TO\",\"message\":{\"type\":\"template\",\"template\":{\"name\":\"hello_world\",\"language\":{\"code\":\"en_US\"}}}}" \
   http://waq/v1/messages)
 code=$(tail -n1 <<<"$answer"); body=$(head -n -1 <<<"$answer")
 if [ "$code" != 202 ] && [ "$code" != 200 ]; then
@@ -27,6 +28,6 @@ done
 # An error, handled: a text body over 4096 characters is refused with the field named.
 long=$(printf 'x%.0s' $(seq 1 5000))
 waq -H 'content-type: application/json' \
-  -d "{\"to\":\"$TO\",\"message\":{\"type\":\"text\",\"text\":{\"body\":\"$long\"}}}" \
+  -d "{$VIA\"to\":\"$TO\",\"message\":{\"type\":\"text\",\"text\":{\"body\":\"$long\"}}}" \
   http://waq/v1/messages
 echo

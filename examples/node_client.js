@@ -1,11 +1,12 @@
 #!/usr/bin/env node
 // Enqueue a WhatsApp message through waq, poll its status, and handle an error.
 // Built-in `http` only: requests go to waq's Unix socket through `socketPath`.
-// Usage: node node_client.js [socket-path] [to]
+// Usage: node node_client.js [socket-path] [to] [sender]  (the sender is needed when there are several)
 const http = require("http");
 
 const socketPath = process.argv[2] || process.env.WAQ_SOCKET || "/run/waq/waq.sock";
 const to = process.argv[3] || "+1 415 555 0101";
+const via = process.argv[4] ? { sender: process.argv[4] } : {};
 const agent = new http.Agent({ keepAlive: true });
 
 function call(method, path, body) {
@@ -36,6 +37,7 @@ function call(method, path, body) {
 
 (async () => {
   const enq = await call("POST", "/v1/messages", {
+    ...via,
     to,
     message: { type: "template", template: { name: "hello_world", language: { code: "en_US" } } },
   });
@@ -50,7 +52,7 @@ function call(method, path, body) {
     if (["sent", "delivered", "read", "failed", "expired", "cancelled"].includes(msg.state)) break;
     await new Promise((r) => setTimeout(r, 200));
   }
-  const bad = await call("POST", "/v1/messages", { to: "12", message: { type: "text", text: { body: "hi" } } });
+  const bad = await call("POST", "/v1/messages", { ...via, to: "12", message: { type: "text", text: { body: "hi" } } });
   const err = bad.body?.error ?? {};
   console.log(`bad recipient: ${bad.status} ${err.code} (field ${err.field}): ${err.message}`);
   agent.destroy();

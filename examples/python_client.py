@@ -69,8 +69,10 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--socket", default=os.environ.get("WAQ_SOCKET", "/run/waq/waq.sock"))
     ap.add_argument("--to", default="+1 415 555 0100")
+    ap.add_argument("--sender", help="the configured sender to send from (needed when there are several)")
     args = ap.parse_args()
     waq = Waq(args.socket)
+    via = {"sender": args.sender} if args.sender else {}
 
     # 1. Enqueue a template (allowed outside the 24-hour window). The idempotency key names
     #    the business event the message is for (here: welcoming this number, once), so the
@@ -81,6 +83,7 @@ def main():
         "message": {"type": "template",
                     "template": {"name": "hello_world", "language": {"code": "en_US"}}},
         "idempotency_key": f"welcome-{digits}",
+        **via,
     })
     if status not in (200, 202):
         err = (answer or {}).get("error", {})
@@ -102,6 +105,7 @@ def main():
     status, answer = waq.call("POST", "/v1/messages", {
         "to": "+1 415 555 0199",
         "message": {"type": "text", "text": {"body": "hi!"}},
+        **via,
     })
     err = answer.get("error", {})
     print(f"free-form to a closed window: {status} {err.get('code')} (field {err.get('field')}): {err.get('message')}")

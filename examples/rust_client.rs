@@ -1,7 +1,8 @@
 //! Enqueue a WhatsApp message through waq, poll its status, and handle an error — from Rust,
 //! with hyper over waq's Unix socket.
 //!
-//! Run: `cargo run --example rust_client -- [socket-path] [to]`
+//! Run: `cargo run --example rust_client -- [socket-path] [to] [sender]` (the sender is needed
+//! when there are several)
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
@@ -45,6 +46,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .or_else(|| std::env::var("WAQ_SOCKET").ok())
         .unwrap_or_else(|| "/run/waq/waq.sock".into());
     let to = args.next().unwrap_or_else(|| "+1 415 555 0103".into());
+    let sender = args.next();
+    // The request with `sender` when one was named.
+    let from_sender = |mut request: Value| {
+        if let Some(sender) = &sender {
+            request["sender"] = json!(sender);
+        }
+        request
+    };
     let mut s = match connect(&socket).await {
         Ok(s) => s,
         Err(e) => {
@@ -57,11 +66,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         &mut s,
         "POST",
         "/v1/messages",
-        Some(json!({
+        Some(from_sender(json!({
             "to": to,
             "message": {"type": "template",
                         "template": {"name": "hello_world", "language": {"code": "en_US"}}}
-        })),
+        }))),
     )
     .await?;
     if status != 202 && status != 200 {
@@ -96,8 +105,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         &mut s,
         "POST",
         "/v1/messages",
-        Some(json!({"to": to, "priority": "urgent",
-                    "message": {"type": "template", "template": {"name": "hello_world", "language": {"code": "en_US"}}}})),
+        Some(from_sender(json!({"to": to, "priority": "urgent",
+                    "message": {"type": "template", "template": {"name": "hello_world", "language": {"code": "en_US"}}}}))),
     )
     .await?;
     let error = &answer["error"];

@@ -9,7 +9,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::Daemon;
-use waq::sim::{self, SimConfig, SimHandle};
+use waq::sim::{self, SimHandle};
 
 /// A simulator on a free port, with the runtime that serves it.
 struct Sim {
@@ -24,10 +24,8 @@ impl Sim {
             .enable_all()
             .build()
             .unwrap();
-        let cfg = SimConfig {
-            token: "test-token".into(),
-            ..SimConfig::default()
-        };
+        // Two business numbers, for a daemon with a second sender.
+        let cfg = common::two_numbers();
         let handle = rt
             .block_on(sim::start(cfg, "127.0.0.1:0".parse().unwrap()))
             .unwrap();
@@ -50,7 +48,7 @@ impl Drop for Sim {
     }
 }
 
-/// A daemon whose sender `main` (token `test-token`) sends to `sim`.
+/// A daemon whose sender `main` (token `common::TOKEN`) sends to `sim`.
 fn daemon(sim: &Sim) -> Daemon {
     Daemon::builder()
         .set("api", &format!("base_url = {:?}", sim.base_url()))
@@ -217,4 +215,52 @@ fn examples_report_an_unreachable_daemon() {
             .arg(&socket));
         assert_eq!(out.status.code(), Some(3));
     }
+}
+
+#[test]
+fn the_clients_name_a_sender_when_there_are_several() {
+    assert!(available("python3") && available("curl"));
+    let sim = Sim::start();
+    let d = Daemon::builder()
+        .set("api", &format!("base_url = {:?}", sim.base_url()))
+        .toml(&common::sender_toml(
+            "second",
+            common::SECOND_NUMBER,
+            common::TOKEN,
+            20,
+        ))
+        .start();
+    let python = run(Command::new("python3")
+        .arg(example("python_client.py"))
+        .args(["--socket".as_ref(), d.socket.as_os_str()])
+        .args(["--to", "+1 415 555 0104", "--sender", "second"]));
+    let stdout = check(
+        "python_client.py --sender second",
+        &python,
+        &["free-form to a closed window: 422 window_closed"],
+    );
+    assert_accepted("python_client.py", &stdout);
+    let curl = run(Command::new("bash")
+        .arg(example("curl_client.sh"))
+        .arg(&d.socket)
+        .args(["+1 415 555 0105", "second"]));
+    let stdout = check("curl_client.sh", &curl, &[r#""code":"too_long""#]);
+    assert_accepted("curl_client.sh", &stdout);
+    if available("node") {
+        let node = run(Command::new("node")
+            .arg(example("node_client.js"))
+            .arg(&d.socket)
+            .args(["+1 415 555 0106", "second"]));
+        let stdout = check(
+            "node_client.js",
+            &node,
+            &["bad recipient: 422 invalid_recipient"],
+        );
+        assert_accepted("node_client.js", &stdout);
+    }
+    let sent = d
+        .get("/v1/messages?sender=second&state=sent,delivered,read")
+        .json();
+    let n = sent["messages"].as_array().unwrap().len();
+    assert!(n >= 2, "the clients' messages went from `second`: {sent}");
 }

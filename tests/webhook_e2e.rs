@@ -263,3 +263,43 @@ fn without_a_send_the_wa_id_opens_only_its_own_window_until_one_is_answered() {
     assert_eq!(n.violation(131047), 0, "{n:?}");
     assert_eq!((n.accepted, n.inbound), (2, 1), "{n:?}");
 }
+
+#[test]
+fn a_retried_message_drops_the_wamid_of_its_earlier_attempt() {
+    let (sim, d) = start(fast_statuses());
+    // waq is told the customer wrote (the simulator is not): the text goes out, Meta accepts it,
+    // and then fails it by status webhook with 131047.
+    let inbound = d.request(
+        "POST",
+        "/v1/inbound",
+        Some(json!({"from": "+14155550188"}).to_string().as_bytes()),
+    );
+    assert_eq!(inbound.status, 200, "{}", inbound.text());
+    let id = d.enqueue(&text_request("+14155550188", "Your order shipped"));
+    let failed = d.wait_message(&id, PATIENCE, |m| m["state"] == "failed");
+    let wamid = failed["wamid"]
+        .as_str()
+        .expect("the failed attempt's wamid")
+        .to_string();
+    assert_eq!(failed["last_error"]["meta_code"], 131047, "{failed}");
+
+    // Retried: the window is closed now, so it fails again without a request, and the wamid
+    // of the first attempt no longer stands for it (its history keeps it).
+    let r = d.request("POST", &format!("/v1/messages/{id}/retry"), None);
+    assert_eq!(r.status, 202, "{}", r.text());
+    let m = d.wait_message(&id, PATIENCE, |m| {
+        m["state"] == "failed" && m["last_error"]["code"] == "window_closed"
+    });
+    assert_eq!(m["wamid"], Value::Null, "{m}");
+    let accepted = format!("accepted by Meta as {wamid}");
+    assert!(
+        m["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h["state"] == "sent" && h["detail"] == accepted.as_str()),
+        "{m}"
+    );
+    wait_webhooks_drained(&sim);
+    assert_eq!(sim.number().accepted, 1);
+}

@@ -335,8 +335,10 @@ pub async fn list(State(ctx): State<Ctx>, _: NoBody, uri: Uri) -> Result<Respons
         Some(name) if ctx.app.dispatcher.holds(name) => Some(name.to_string()),
         Some(name) => Some(
             resolve_sender(&ctx.app.config(), Some(name), "sender").map_err(|mut e| {
+                let sentence = e.message.trim_end_matches('.').len();
+                e.message.truncate(sentence);
                 e.message.push_str(
-                    " (the messages of a sender no longer configured are listed without `sender`)",
+                    " (the messages of a sender no longer configured are listed without `sender`).",
                 );
                 e
             })?,
@@ -427,6 +429,8 @@ pub async fn retry(
             .map(|at| now.saturating_add(at.saturating_sub(m.created_at_ms)));
         m.attempts = 0;
         m.next_attempt_at_ms = now;
+        // The last attempt's wamid stays in its history entry, not on a message back in line.
+        m.wamid = None;
         m.transition(MsgState::Queued, now, "retry requested");
     })?;
     app.store.commit_since(generation).await?;

@@ -48,7 +48,7 @@ pub(super) fn resolve_sender(
             "unknown_sender",
             field,
             format!(
-                "no sender named `{name}` is configured; configured: {}",
+                "`{field}` {name:?} is not a configured sender; use one of {}.",
                 cfg.sender_names().join(", ")
             ),
         )),
@@ -57,7 +57,7 @@ pub(super) fn resolve_sender(
             "missing_field",
             field,
             format!(
-                "several senders are configured; name one of: {}",
+                "`{field}` is required because several senders are configured: name one of {}.",
                 cfg.sender_names().join(", ")
             ),
         )),

@@ -189,7 +189,7 @@ pub async fn run(mut input: AttemptInput<'_>) -> (Outcome, SenderEffect) {
                 m.wamid = Some(wamid.clone());
                 m.last_error = None;
                 if m.state == State::Sending {
-                    m.transition(State::Sent, now, "accepted by Meta");
+                    m.transition(State::Sent, now, format!("accepted by Meta as {wamid}"));
                 }
                 Some(())
             });
@@ -228,6 +228,9 @@ fn prepare(
         // Cancelled, or no longer pending: nothing to do, nothing to write.
         _ => return None,
     }
+    // A new attempt: an earlier one's wamid (kept in its history) no longer says what became
+    // of the message, and its late statuses must not move it.
+    m.wamid = None;
     if m.expires_at_ms.is_some_and(|e| e <= now) {
         m.transition(State::Expired, now, "ttl passed before it could be sent");
         return Some(Prepared::Finished("expired"));
@@ -510,6 +513,72 @@ pub(crate) fn after_failure(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::{HistoryEntry, Priority};
+
+    /// A free-form text sent once (as `wamid.OLD`), then failed by a status webhook.
+    fn failed_after_a_send() -> Message {
+        let entry = |at_ms, state, detail: &str| HistoryEntry {
+            at_ms,
+            state,
+            detail: detail.into(),
+        };
+        Message {
+            id: 1,
+            sender: "main".into(),
+            to: "14155551234".into(),
+            kind: "text".into(),
+            priority: Priority::Normal,
+            state: State::Failed,
+            body: r#"{"type":"text","text":{"body":"hi"}}"#.into(),
+            fallback_template: None,
+            idempotency_key: None,
+            metadata: None,
+            created_at_ms: 1_000,
+            updated_at_ms: 3_000,
+            next_attempt_at_ms: 1_000,
+            expires_at_ms: None,
+            attempts: 1,
+            wamid: Some("wamid.OLD".into()),
+            substituted_template: None,
+            last_error: None,
+            history: vec![
+                entry(1_000, State::Queued, "queued"),
+                entry(2_000, State::Sending, "sending"),
+                entry(2_100, State::Sent, "accepted by Meta as wamid.OLD"),
+                entry(3_000, State::Failed, "status webhook: failed: meta_131047"),
+            ],
+        }
+    }
+
+    #[test]
+    fn a_new_attempt_drops_the_earlier_attempts_wamid() {
+        let max_age = 3_600_000;
+        // Retried, and the window is still closed: it fails again without a request.
+        let mut m = failed_after_a_send();
+        m.transition(State::Queued, 4_000, "retry requested");
+        let p = prepare(
+            &mut m,
+            5_000,
+            || Some(false),
+            RestartPolicy::Resend,
+            max_age,
+        );
+        assert!(matches!(p, Some(Prepared::Finished("window_closed"))));
+        assert_eq!(m.wamid, None, "no request was made, so no wamid: {m:?}");
+        assert!(m.history.iter().any(|h| h.detail.ends_with("wamid.OLD")));
+
+        // Retried with the window open: it goes out, and the answer brings the new wamid.
+        let mut m = failed_after_a_send();
+        m.transition(State::Queued, 4_000, "retry requested");
+        let p = prepare(&mut m, 5_000, || Some(true), RestartPolicy::Resend, max_age);
+        assert!(matches!(p, Some(Prepared::Send { .. })));
+        assert_eq!((m.state, m.wamid.as_deref()), (State::Sending, None));
+
+        // A message that is not pending keeps its wamid: nothing is attempted.
+        let mut m = failed_after_a_send();
+        assert!(prepare(&mut m, 5_000, || Some(true), RestartPolicy::Resend, max_age).is_none());
+        assert_eq!(m.wamid.as_deref(), Some("wamid.OLD"));
+    }
 
     #[test]
     fn fallback_keeps_callback_data() {
