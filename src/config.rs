@@ -462,7 +462,11 @@ impl Config {
             ));
         }
 
-        let file = config::File::from(path).format(config::FileFormat::Toml);
+        // Read here rather than by the `config` crate, which takes a pipe (`--config
+        // <(…)`, `/dev/stdin`) for a file that is "not found".
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| err("--config", format!("cannot read {}: {e}", path.display())))?;
+        let file = config::File::from_str(&text, config::FileFormat::Toml);
         let file_origin = path.display().to_string();
         // The file alone first, then each variable over it: an error names where the bad value
         // was written, the file or the variable.
@@ -495,7 +499,15 @@ impl Config {
                 .collect();
             e.message = match overrides.iter().find(|(n, _)| env_key(n) == e.key) {
                 Some((name, _)) => {
-                    format!("{} (set by the environment variable {name})", e.message)
+                    let others: Vec<&str> = related.iter().copied().filter(|n| n != name).collect();
+                    match others.is_empty() {
+                        true => format!("{} (set by the environment variable {name})", e.message),
+                        false => format!(
+                            "{} (set by the environment variable {name}, with {} from the environment)",
+                            e.message,
+                            others.join(", ")
+                        ),
+                    }
                 }
                 None if !related.is_empty() => format!(
                     "{} (in {file_origin}, with {} from the environment)",
@@ -544,6 +556,16 @@ impl Config {
                     format!("`{mode_text}` is not an octal file mode such as \"0660\""),
                 )
             })?;
+        // Connecting takes write permission on the socket file.
+        if mode & 0o222 == 0 {
+            return Err(err(
+                "socket.mode",
+                format!(
+                    "`{mode_text}` lets no producer connect (connecting needs write permission); \
+                     use \"0660\" for the socket's owner and group"
+                ),
+            ));
+        }
         let socket_path = raw
             .socket
             .path
@@ -551,6 +573,9 @@ impl Config {
         if socket_path.as_os_str().is_empty() {
             return Err(err("socket.path", "is empty"));
         }
+        // Relative paths are the config file's neighbours, as `*_file` keys are: not wherever
+        // the daemon was started from (`/` under systemd).
+        let socket_path = base.join(socket_path);
         // A Unix socket's address holds at most 107 bytes of path (108 with the NUL).
         let path_len = socket_path.as_os_str().len();
         if path_len > MAX_SOCKET_PATH {
@@ -579,7 +604,10 @@ impl Config {
             return Err(err_across(
                 "socket.max_batch_bytes",
                 &["socket.max_request_bytes"],
-                "must be at least socket.max_request_bytes: a batch of one must fit",
+                format!(
+                    "must be at least socket.max_request_bytes ({max_batch_bytes} < \
+                     {max_request_bytes}): a batch of one must fit"
+                ),
             ));
         }
         let allowed_uids = raw.socket.allowed_uids.map(|ids| ids.0);
@@ -712,7 +740,7 @@ impl Config {
             return Err(err_across(
                 "dispatch.retry_max_ms",
                 &["dispatch.retry_min_ms"],
-                "must be at least dispatch.retry_min_ms",
+                format!("must be at least dispatch.retry_min_ms ({retry_max} < {retry_min})"),
             ));
         }
         let on_restart_sending = match d.on_restart_sending.as_deref() {
@@ -770,62 +798,67 @@ impl Config {
 
         let webhook = match raw.webhook {
             None => None,
-            Some(w) => match w.listen {
-                None => None,
-                Some(listen) => {
-                    if listen.parse::<std::net::SocketAddr>().is_err() {
-                        return Err(err(
-                            "webhook.listen",
-                            format!("`{listen}` is not an address such as \"127.0.0.1:8080\""),
-                        ));
-                    }
-                    let path = w.path.unwrap_or_else(|| "/webhook".into());
-                    if !path.starts_with('/') {
-                        return Err(err("webhook.path", "must start with `/`"));
-                    }
-                    let app_secret = secret(
-                        "webhook.app_secret",
-                        w.app_secret,
-                        w.app_secret_env,
-                        w.app_secret_file.map(|p| base.join(p)),
-                        SecretUse::Compared,
-                    )?
-                    .ok_or_else(|| {
-                        err_across(
-                            "webhook.app_secret",
-                            &["webhook.listen"],
-                            "required when webhook.listen is set: set app_secret_env or app_secret_file",
-                        )
-                    })?;
-                    let verify_token = secret(
-                        "webhook.verify_token",
-                        w.verify_token,
-                        w.verify_token_env,
-                        w.verify_token_file.map(|p| base.join(p)),
-                        SecretUse::Compared,
-                    )?
-                    .unwrap_or_default();
-                    if let Some(url) = &w.forward_url {
-                        if !(url.starts_with("http://") || url.starts_with("https://")) {
-                            return Err(err("webhook.forward_url", "must be an http(s) URL"));
-                        }
-                    }
-                    Some(WebhookConfig {
-                        listen,
-                        path,
-                        app_secret,
-                        verify_token,
-                        forward_url: w.forward_url,
-                        // Below a few KiB even one status update from Meta would be refused.
-                        max_body_bytes: within(
-                            "webhook.max_body_bytes",
-                            w.max_body_bytes,
-                            3 * 1024 * 1024,
-                            16 * 1024..=MAX_BODY_LIMIT,
-                        )? as usize,
-                    })
+            Some(w) => {
+                // Checked with or without `listen`: a section kept for later is still right.
+                let path = w.path.unwrap_or_else(|| "/webhook".into());
+                if !path.starts_with('/') {
+                    return Err(err("webhook.path", "must start with `/`"));
                 }
-            },
+                if let Some(url) = &w.forward_url {
+                    if !(url.starts_with("http://") || url.starts_with("https://")) {
+                        return Err(err("webhook.forward_url", "must be an http(s) URL"));
+                    }
+                }
+                // Below a few KiB even one status update from Meta would be refused.
+                let max_body_bytes = within(
+                    "webhook.max_body_bytes",
+                    w.max_body_bytes,
+                    3 * 1024 * 1024,
+                    16 * 1024..=MAX_BODY_LIMIT,
+                )? as usize;
+                match w.listen {
+                    // No listener: its secrets are not needed, so not looked up.
+                    None => None,
+                    Some(listen) => {
+                        if listen.parse::<std::net::SocketAddr>().is_err() {
+                            return Err(err(
+                                "webhook.listen",
+                                format!("`{listen}` is not an address such as \"127.0.0.1:8080\""),
+                            ));
+                        }
+                        let app_secret = secret(
+                            "webhook.app_secret",
+                            w.app_secret,
+                            w.app_secret_env,
+                            w.app_secret_file.map(|p| base.join(p)),
+                            SecretUse::Compared,
+                        )?
+                        .ok_or_else(|| {
+                            err_across(
+                                "webhook.app_secret",
+                                &["webhook.listen"],
+                                "required when webhook.listen is set: set app_secret_env or app_secret_file",
+                            )
+                        })?;
+                        let verify_token = secret(
+                            "webhook.verify_token",
+                            w.verify_token,
+                            w.verify_token_env,
+                            w.verify_token_file.map(|p| base.join(p)),
+                            SecretUse::Compared,
+                        )?
+                        .unwrap_or_default();
+                        Some(WebhookConfig {
+                            listen,
+                            path,
+                            app_secret,
+                            verify_token,
+                            forward_url: w.forward_url,
+                            max_body_bytes,
+                        })
+                    }
+                }
+            }
         };
 
         let store = StoreConfig {
@@ -854,6 +887,7 @@ impl Config {
         if state_dir.as_os_str().is_empty() {
             return Err(err("state_dir", "is empty"));
         }
+        let state_dir = base.join(state_dir);
         Ok(Config {
             state_dir,
             log,
@@ -971,7 +1005,7 @@ pub(crate) fn from_crate(e: config::ConfigError, origin: &str) -> ConfigError {
         ),
         E::At { error, key, .. } => (key, error.to_string()),
         E::NotFound(key) => (Some(key), "is required".to_string()),
-        E::FileParse { cause, .. } => (None, cause.to_string()),
+        E::FileParse { cause, .. } => (None, without_source_lines(&cause.to_string())),
         other => (None, other.to_string()),
     };
     let mut key = key.map(|k| dotted(&k)).filter(|k| !k.is_empty());
@@ -988,6 +1022,25 @@ pub(crate) fn from_crate(e: config::ConfigError, origin: &str) -> ConfigError {
         Some(key) => err(key, format!("{message} (in {origin})")),
         None => err(origin, message),
     }
+}
+
+/// A TOML parse error without the lines it quotes from the file: the line at fault may hold an
+/// inline secret, and its number and column say where it is.
+/// `TOML parse error at line 9, column 9 | 9 | token = "… | ^ | invalid basic string`
+/// → `TOML parse error at line 9, column 9: invalid basic string`.
+fn without_source_lines(message: &str) -> String {
+    let quoted = |line: &str| {
+        let rest = line
+            .trim_start()
+            .trim_start_matches(|c: char| c.is_ascii_digit());
+        rest.trim_start().starts_with('|')
+    };
+    message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !quoted(l))
+        .collect::<Vec<_>>()
+        .join(": ")
 }
 
 /// `senders[0]mps` → `senders[0].mps`.
@@ -1075,8 +1128,23 @@ fn secret(
         .filter(|b| **b)
         .count();
     if given > 1 {
-        return Err(err(
+        // The three are one key each: an environment override of either is named with it.
+        let related: &'static [&'static str] = match key {
+            "webhook.app_secret" => &[
+                "webhook.app_secret",
+                "webhook.app_secret_env",
+                "webhook.app_secret_file",
+            ],
+            "webhook.verify_token" => &[
+                "webhook.verify_token",
+                "webhook.verify_token_env",
+                "webhook.verify_token_file",
+            ],
+            _ => &[],
+        };
+        return Err(err_across(
             key,
+            related,
             "set only one of the inline value, `_env` and `_file`",
         ));
     }
@@ -1108,8 +1176,10 @@ fn secret(
             .map_err(|e| err(&key, format!("cannot read {}: {e}", path.display())))?;
         let holder = path.display().to_string();
         let empty = format!("{holder} is empty");
-        // A file ends in a line break as a rule; it is not part of the secret.
-        (key, Some(holder), empty, v.trim().to_string())
+        // A file ends in a line break as a rule; it is not part of the secret. Anything else
+        // is, and is checked as a value from the environment is.
+        let v = v.trim_end_matches(['\n', '\r']).to_string();
+        (key, Some(holder), empty, v)
     } else {
         return Ok(None);
     };
@@ -1936,6 +2006,128 @@ mod bounds {
         assert_eq!(e.key, "senders[0].tokn", "{e}");
         assert_eq!(dotted("senders[0]mps"), "senders[0].mps");
         assert_eq!(dotted("a[0][1].b"), "a[0][1].b");
+    }
+
+    #[test]
+    fn a_webhook_section_without_listen_is_still_checked_but_needs_no_secret() {
+        for (line, key) in [
+            ("path = \"nope\"", "webhook.path"),
+            ("forward_url = \"ftp://x\"", "webhook.forward_url"),
+            ("max_body_bytes = 5", "webhook.max_body_bytes"),
+        ] {
+            let e = with("webhook", line).unwrap_err();
+            assert_eq!(e.key, key, "{line}: {e}");
+        }
+        // Its secrets are only looked up for a listener.
+        let c = with("webhook", "app_secret_env = \"WAQ_TEST_UNSET_SECRET\"").unwrap();
+        assert!(c.webhook.is_none());
+    }
+
+    #[test]
+    fn a_socket_mode_no_producer_can_connect_with_is_refused() {
+        for mode in ["0", "0000", "0444", "0500"] {
+            let e = with("socket", &format!("mode = \"{mode}\"")).unwrap_err();
+            assert_eq!(e.key, "socket.mode", "{mode}: {e}");
+            assert!(e.message.contains("lets no producer connect"), "{e}");
+        }
+        assert_eq!(
+            with("socket", "mode = \"0200\"").unwrap().socket.mode,
+            0o200
+        );
+    }
+
+    #[test]
+    fn a_token_file_loses_its_line_break_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        let doc = format!(
+            "state_dir = \"/tmp/x\"\n[[senders]]\nname = \"main\"\nphone_number_id = \"1\"\ntoken_file = {:?}\n",
+            file.display().to_string()
+        );
+        for (content, ok) in [
+            ("SEKRIT\n", true),
+            ("SEKRIT\r\n", true),
+            ("SEKRIT", true),
+            (" SEKRIT\n", false),
+            ("SEKRIT \n", false),
+        ] {
+            std::fs::write(&file, content).unwrap();
+            let c = Config::from_toml(&doc, Path::new("."));
+            match ok {
+                true => assert_eq!(
+                    c.unwrap().senders[0].token.expose(),
+                    "SEKRIT",
+                    "{content:?}"
+                ),
+                false => {
+                    let e = c.unwrap_err();
+                    assert_eq!(e.key, "senders[0].token_file", "{content:?}: {e}");
+                    assert!(!e.message.contains("SEKRIT"), "{e}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_clash_between_keys_names_every_variable_that_set_them() {
+        let (e, _) = load_text(
+            MIN,
+            &[
+                ("WAQ__DISPATCH__RETRY_MIN_MS", "5000"),
+                ("WAQ__DISPATCH__RETRY_MAX_MS", "1000"),
+            ],
+        );
+        let e = e.unwrap_err();
+        assert_eq!(e.key, "dispatch.retry_max_ms");
+        for part in [
+            "WAQ__DISPATCH__RETRY_MAX_MS",
+            "WAQ__DISPATCH__RETRY_MIN_MS",
+            "1000 < 5000",
+        ] {
+            assert!(e.message.contains(part), "{part}: {e}");
+        }
+        let doc = format!(
+            "{MIN}\n[webhook]\nlisten = \"127.0.0.1:0\"\napp_secret_env = \"WAQ_TEST_SECRET\"\n"
+        );
+        let (e, _) = load_text(
+            &doc,
+            &[
+                ("WAQ_TEST_SECRET", "s"),
+                ("WAQ__WEBHOOK__APP_SECRET_FILE", "/nonexistent"),
+            ],
+        );
+        let e = e.unwrap_err();
+        assert_eq!(e.key, "webhook.app_secret");
+        assert!(e.message.contains("WAQ__WEBHOOK__APP_SECRET_FILE"), "{e}");
+    }
+
+    #[test]
+    fn a_parse_error_does_not_quote_the_line_that_may_hold_a_secret() {
+        let (e, _) = load_text(
+            "state_dir = \"/tmp/x\"\n[[senders]]\nname = \"main\"\nphone_number_id = \"1\"\ntoken = \"SEKRIT1\n",
+            &[],
+        );
+        let e = e.unwrap_err();
+        assert!(!e.message.contains("SEKRIT1"), "{e}");
+        assert!(e.message.contains("line 5"), "{e}");
+    }
+
+    #[test]
+    fn a_config_from_a_pipe_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("config.fifo");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let writer = {
+            let fifo = fifo.clone();
+            std::thread::spawn(move || std::fs::write(fifo, MIN).unwrap())
+        };
+        let c = Config::load_with_env(&fifo, std::iter::empty()).unwrap();
+        writer.join().unwrap();
+        assert_eq!(c.senders[0].name, "main");
     }
 }
 

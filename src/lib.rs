@@ -14,6 +14,7 @@ pub mod dispatch;
 pub mod error;
 pub mod http_head;
 pub mod loadrun;
+pub mod log_every;
 pub mod metrics;
 pub mod model;
 pub mod sim;

@@ -90,7 +90,7 @@ fn run_sim(listen: std::net::SocketAddr, config: Option<std::path::PathBuf>) -> 
     let config = match waq::sim::load(config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("waq sim: {e:#}");
+            waq::stderr_line!("waq sim: {e:#}");
             return waq::cli::EXIT_USAGE;
         }
     };
@@ -100,14 +100,14 @@ fn run_sim(listen: std::net::SocketAddr, config: Option<std::path::PathBuf>) -> 
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("waq sim: cannot start the runtime: {e}");
+            waq::stderr_line!("waq sim: cannot start the runtime: {e}");
             return 1;
         }
     };
     match runtime.block_on(waq::sim::run(listen, config)) {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("waq sim: {e:#}");
+            waq::stderr_line!("waq sim: {e:#}");
             1
         }
     }

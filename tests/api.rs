@@ -406,10 +406,17 @@ fn a_peer_outside_allowed_uids_gets_403_on_every_request() {
             &format!("allowed_uids = [{}]", own.wrapping_add(4242)),
         )
         .start();
-    let mut conn = d.conn();
     for path in ["/v1/health", "/v1/messages/0000000000000001"] {
+        let mut conn = d.conn();
         let r = conn.send("GET", path, None).unwrap();
         assert_error(&r, 403, "peer_not_allowed", None);
+        // Answered once, then closed: a refused peer holds no connection open.
+        assert!(
+            r.header("connection").is_some_and(|v| v == "close"),
+            "{r:?}"
+        );
+        let after = conn.send("GET", path, None);
+        assert!(after.is_err(), "{after:?}");
     }
     let r = d.post("/v1/messages", &template_request("+14155551234"));
     assert_error(&r, 403, "peer_not_allowed", None);
@@ -419,6 +426,33 @@ fn a_peer_outside_allowed_uids_gets_403_on_every_request() {
         .set("socket", &format!("allowed_uids = [{own}]"))
         .start();
     assert_eq!(allowed.get("/v1/health").status, 200);
+}
+
+#[test]
+fn refused_peers_take_no_connection_slot() {
+    let own = unsafe { libc::getuid() };
+    let other = own.wrapping_add(4242);
+    let d = Daemon::builder()
+        .set("socket", "max_connections = 2")
+        .set("socket", &format!("allowed_uids = [{other}]"))
+        .start();
+    // Refused connections that send nothing and stay open, more of them than there are slots.
+    let idle: Vec<_> = (0..6).map(|_| d.conn()).collect();
+    // Let in by a reload: served at once, not after the idle ones time out.
+    let text = d.config_text().replace(
+        &format!("allowed_uids = [{other}]"),
+        &format!("allowed_uids = [{other}, {own}]"),
+    );
+    d.write_config(&text);
+    d.sighup();
+    d.wait_for_log("configuration reloaded");
+    for _ in 0..3 {
+        let mut conn = d.conn();
+        conn.set_read_timeout(std::time::Duration::from_secs(3));
+        let r = conn.send("GET", "/v1/health", None).unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    drop(idle);
 }
 
 #[test]

@@ -667,3 +667,20 @@ fn serve_with_a_proxy_it_cannot_use_refuses_to_start() {
     );
     assert!(!stderr(&o).contains("secret"), "{}", stderr(&o));
 }
+
+#[test]
+fn a_closed_stderr_does_not_crash_a_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("none.sock");
+    // stderr is a pipe whose reader is gone before the command writes its error.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let status = Command::new(bin())
+        .args(["send", "--socket"])
+        .arg(&socket)
+        .args(["--to", "+14155551162", "--text", "hi"])
+        .stderr(writer)
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(3), "{status}");
+}

@@ -873,6 +873,33 @@ fn a_sender_added_by_a_reload_starts_sending() {
 }
 
 #[test]
+fn a_global_cap_set_by_a_reload_holds_every_sliding_second() {
+    let _machine = shared();
+    let mut cfg = sim_config();
+    cfg.numbers[0].mps = 20;
+    let sim = Sim::start(cfg);
+    let d = Daemon::builder()
+        .against(&sim)
+        .without_default_sender()
+        .toml(&sender_toml("main", SIM_NUMBER, TOKEN, 20))
+        .start();
+    // The sender alone would send these 12 within one second; the cap, set by a reload, spreads
+    // them over three.
+    d.write_config(&format!(
+        "{}\n[dispatch]\nglobal_mps = 4\n",
+        d.config_text()
+    ));
+    d.sighup();
+    d.wait_for_log("configuration reloaded");
+    let requests: Vec<Value> = (0..12).map(|i| template_request(&recipient(i))).collect();
+    d.enqueue_batch(&requests);
+    d.wait_count("sent", 12, PATIENCE);
+    let n = sim.number();
+    assert!(n.max_in_window <= 4, "{n:?}");
+    assert_eq!(n.requests, 12, "{n:?}");
+}
+
+#[test]
 fn a_paused_sender_resumes_on_request() {
     let _machine = shared();
     let sim = Sim::start(sim_config());

@@ -468,3 +468,18 @@ async fn a_resync_after_a_reopen_counts_each_message_once() {
         assert_eq!(queued(&dispatcher), 3, "each message counts once");
     }
 }
+
+#[test]
+fn a_state_dir_it_creates_is_for_its_user_alone() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    // Open to everyone above it, as under a umask of 022 or 000.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let state = dir.path().join("lib").join("waq");
+    let store = Store::open(&state, &cfg()).unwrap();
+    drop(store);
+    for d in [dir.path().join("lib"), state] {
+        let mode = std::fs::metadata(&d).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{}", d.display());
+    }
+}

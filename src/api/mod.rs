@@ -11,6 +11,7 @@ mod json;
 mod messages;
 mod peer;
 mod recipients;
+mod refusal;
 mod routes;
 mod run_to_end;
 mod senders;

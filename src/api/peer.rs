@@ -42,9 +42,10 @@ pub fn check(cfg: &SocketConfig, peer: Option<Peer>) -> Option<ApiError> {
     // 65534 is the overflow id: how the kernel shows a peer whose ids the daemon's user
     // namespace does not map (systemd's `PrivateUsers=yes`). Allowing it would allow them all.
     let advice = if p.uid == OVERFLOW_ID || p.gid == OVERFLOW_ID {
-        "65534 is how a peer outside the daemon's user namespace appears (e.g. under systemd's \
-         PrivateUsers=yes), so socket.allowed_uids / allowed_gids cannot tell peers apart there: \
-         run the daemon without PrivateUsers, or leave those keys out and control access with \
+        "ask the operator to add it to socket.allowed_uids or socket.allowed_gids; but 65534 \
+         (`nobody`) is also how every peer outside the daemon's user namespace appears (e.g. \
+         under systemd's PrivateUsers=yes), and there those keys cannot tell peers apart: run \
+         the daemon without PrivateUsers, or leave the keys out and control access with \
          socket.mode and the socket's group"
     } else {
         "ask the operator to add it to socket.allowed_uids or socket.allowed_gids"

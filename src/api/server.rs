@@ -1,5 +1,5 @@
 //! The socket server: binds the Unix socket, accepts connections up to `socket.max_connections`,
-//! checks each peer's credentials, serves HTTP/1.1 (keep-alive, pipelining) with the router, and
+//! checks each peer's credentials (refused peers: `refusal`), serves HTTP/1.1 (keep-alive, pipelining) with the router, and
 //! on stop finishes in-flight requests before returning.
 
 use std::convert::Infallible;
@@ -31,6 +31,7 @@ use crate::metrics::Metrics;
 
 use super::messages;
 use super::peer::{self, Peer};
+use super::refusal::Refusals;
 use super::routes::{router, Ctx};
 
 /// A request's head must arrive within this; it also closes keep-alive connections idle for
@@ -173,22 +174,29 @@ pub async fn run(
     };
     let router = router(ctx.clone());
     let limit = Arc::new(Semaphore::new(app.config().socket.max_connections));
+    let refusals = Refusals::default();
     // Every connection task holds a clone; `recv` returns `None` once they all ended.
     let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
+    // A slot taken for a connection that did not get it (refused, or the accept failed).
+    let mut spare = None;
     loop {
         // Past the cap, connections wait in the kernel's backlog rather than being refused.
-        let permit = tokio::select! {
-            p = limit.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
+        let permit = match spare.take() {
+            Some(p) => p,
+            None => tokio::select! {
+                p = limit.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+                _ = stopped(&mut stop) => break,
             },
-            _ = stopped(&mut stop) => break,
         };
         let stream = tokio::select! {
             r = listener.inner.accept() => match r {
                 Ok((s, _)) => s,
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
+                    spare = Some(permit);
                     // Out of file descriptors: give in-flight work a moment to release some.
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
@@ -196,6 +204,17 @@ pub async fn run(
             },
             _ = stopped(&mut stop) => break,
         };
+        let peer = stream.peer_cred().ok().map(|c| Peer {
+            uid: c.uid(),
+            gid: c.gid(),
+            pid: c.pid(),
+        });
+        // Checked against the configuration in force when the peer connected.
+        if let Some(refusal) = peer::check(&app.config().socket, peer) {
+            spare = Some(permit);
+            refusals.refuse(stream, peer, refusal);
+            continue;
+        }
         let (ctx, router, stop) = (ctx.clone(), router.clone(), stop.clone());
         // The connection's slot and its "alive" mark last as long as the connection or a
         // request of it still running after it ended (`RunToEnd`), whichever is later: the
@@ -227,25 +246,8 @@ async fn serve_connection(
     mut stop: watch::Receiver<bool>,
     held: Arc<(OwnedSemaphorePermit, mpsc::Sender<()>)>,
 ) {
-    let peer = stream.peer_cred().ok().map(|c| Peer {
-        uid: c.uid(),
-        gid: c.gid(),
-        pid: c.pid(),
-    });
-    // Checked against the configuration in force when the peer connected.
-    let refusal = peer::check(&ctx.app.config().socket, peer);
-    if let Some(e) = &refusal {
-        tracing::warn!(
-            uid = peer.map(|p| p.uid),
-            gid = peer.map(|p| p.gid),
-            pid = peer.and_then(|p| p.pid),
-            "refused a peer: {}",
-            e.message
-        );
-    }
     let service = service_fn(move |req: Request<Incoming>| {
         let router = router.clone();
-        let refusal = refusal.clone();
         let ctx = ctx.clone();
         let held = held.clone();
         super::run_to_end::RunToEnd::new(async move {
@@ -254,9 +256,8 @@ async fn serve_connection(
             // Only copied when the request log is on.
             let logged = tracing::enabled!(tracing::Level::DEBUG)
                 .then(|| (req.method().clone(), req.uri().path().to_string()));
-            let res = match refusal {
-                Some(e) => e.into_response(),
-                None if http_head::too_large(&req) => ApiError::new(
+            let res = match () {
+                _ if http_head::too_large(&req) => ApiError::new(
                     431,
                     "headers_too_large",
                     format!(
@@ -267,12 +268,12 @@ async fn serve_connection(
                 .into_response(),
                 // The hottest route goes past the router's matching and boxed futures, to the
                 // handler the router would pick.
-                None if req.method() == Method::POST && req.uri().path() == "/v1/messages" => {
+                _ if req.method() == Method::POST && req.uri().path() == "/v1/messages" => {
                     messages::enqueue(State(ctx), req.map(Body::new))
                         .await
                         .into_response()
                 }
-                None => router
+                _ => router
                     .oneshot(req)
                     .await
                     .unwrap_or_else(|never| match never {}),

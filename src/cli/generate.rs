@@ -37,7 +37,7 @@ pub fn man(cmd: clap::Command, command: Option<&str>) -> i32 {
                 let Some(sub) = current.find_subcommand(part).cloned() else {
                     let known: Vec<&str> =
                         current.get_subcommands().map(|s| s.get_name()).collect();
-                    eprintln!(
+                    crate::stderr_line!(
                         "waq: no command `{part}` in `{invocation}`; commands: {}",
                         known.join(", ")
                     );
@@ -56,7 +56,7 @@ pub fn man(cmd: clap::Command, command: Option<&str>) -> i32 {
         .source(format!("waq {}", env!("CARGO_PKG_VERSION")))
         .render(&mut roff);
     if let Err(e) = rendered {
-        eprintln!("waq: cannot render the man page: {e}");
+        crate::stderr_line!("waq: cannot render the man page: {e}");
         return 1;
     }
     // Where man pages have them: after the options and commands, before VERSION.
@@ -78,7 +78,7 @@ fn emit(bytes: &[u8], what: &str) -> i32 {
         Ok(()) => super::EXIT_OK,
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => super::EXIT_OK,
         Err(e) => {
-            eprintln!("waq: cannot write {what}: {e}");
+            crate::stderr_line!("waq: cannot write {what}: {e}");
             1
         }
     }

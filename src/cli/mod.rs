@@ -17,6 +17,7 @@ macro_rules! outln {
 pub(crate) mod client;
 mod generate;
 pub(crate) mod out;
+pub use out::err_line;
 mod send;
 mod show;
 mod watch;
@@ -239,18 +240,18 @@ pub fn run(command: Command) -> i32 {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("waq: cannot start: {e}");
+            crate::stderr_line!("waq: cannot start: {e}");
             return EXIT_UNREACHABLE;
         }
     };
     match rt.block_on(client_command(command)) {
         Ok(code) => code,
         Err(Failure::Usage(msg)) => {
-            eprintln!("waq: {msg}");
+            crate::stderr_line!("waq: {msg}");
             EXIT_USAGE
         }
         Err(Failure::Unreachable(e)) => {
-            eprintln!("waq: {e}");
+            crate::stderr_line!("waq: {e}");
             EXIT_UNREACHABLE
         }
     }
@@ -263,18 +264,18 @@ fn serve(config: &Path, log_json: bool) -> i32 {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("waq: cannot start the runtime: {e}");
+            crate::stderr_line!("waq: cannot start the runtime: {e}");
             return 1;
         }
     };
     match rt.block_on(crate::daemon::serve(config, log_json.then_some(true))) {
         Ok(()) => EXIT_OK,
         Err(e) if e.downcast_ref::<ConfigError>().is_some() => {
-            eprintln!("waq: {e}");
+            crate::stderr_line!("waq: {e}");
             EXIT_USAGE
         }
         Err(e) => {
-            eprintln!("waq: {e:#}");
+            crate::stderr_line!("waq: {e:#}");
             1
         }
     }
@@ -497,12 +498,12 @@ fn answer_explained(
                     line.push_str(&format!(", option {option}"));
                 }
                 line.push(']');
-                eprintln!("{line}");
+                crate::stderr_line!("{line}");
                 if let Some(hint) = explained.hint {
-                    eprintln!("waq: {hint}");
+                    crate::stderr_line!("waq: {hint}");
                 }
             }
-            None => eprintln!(
+            None => crate::stderr_line!(
                 "waq: the daemon answered {}: {}",
                 reply.status,
                 String::from_utf8_lossy(&reply.body).trim_end()

@@ -10,6 +10,21 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::Notify;
 
+/// Writes `args` and a newline to stderr. A closed or full stderr is ignored, where
+/// `eprintln!` would panic (exit 101): the exit code then still says how the command went.
+pub fn err_line(args: std::fmt::Arguments<'_>) {
+    let mut err = io::stderr().lock();
+    let _ = err.write_fmt(args).and_then(|()| err.write_all(b"\n"));
+}
+
+/// `eprintln!` for the commands: see [`err_line`].
+#[macro_export]
+macro_rules! stderr_line {
+    ($($arg:tt)*) => {
+        $crate::cli::err_line(format_args!($($arg)*))
+    };
+}
+
 /// Writes `args` and a newline to stdout (see the module's note on a closed stdout).
 pub fn line(args: std::fmt::Arguments<'_>) {
     let mut out = io::stdout().lock();
@@ -31,7 +46,7 @@ fn settle(written: io::Result<()>) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => std::process::exit(super::EXIT_OK),
         Err(e) => {
-            eprintln!("waq: cannot write to standard output: {e}");
+            crate::stderr_line!("waq: cannot write to standard output: {e}");
             std::process::exit(1);
         }
     }
@@ -53,7 +68,7 @@ pub fn line_or_note(args: std::fmt::Arguments<'_>) {
     let mut out = io::stdout().lock();
     if let Err(e) = out.write_fmt(args).and_then(|()| out.write_all(b"\n")) {
         if e.kind() != io::ErrorKind::BrokenPipe {
-            eprintln!("waq: cannot write to standard output: {e}");
+            crate::stderr_line!("waq: cannot write to standard output: {e}");
             FAILED.store(true, Ordering::Relaxed);
         }
         GONE.store(true, Ordering::Relaxed);

@@ -109,7 +109,7 @@ pub fn list(v: &Value, header: bool, paging: bool) {
         .and_then(Value::as_str)
         .filter(|_| !paging)
     {
-        eprintln!("(more: --cursor {next}, or --all)");
+        crate::stderr_line!("(more: --cursor {next}, or --all)");
     }
 }
 

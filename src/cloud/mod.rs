@@ -316,6 +316,18 @@ impl CloudError {
         name.to_string()
     }
 
+    /// The sentence for `last_error.message`: the message with Meta's `details` after it,
+    /// which is often the part to act on ("body: number of localizable_params (0) does not
+    /// match the expected number of params (1)").
+    pub fn full_message(&self) -> String {
+        match &self.details {
+            Some(d) if !d.is_empty() && !self.message.contains(d.as_str()) => {
+                format!("{}: {d}", self.message)
+            }
+            _ => self.message.clone(),
+        }
+    }
+
     /// Meta's pair rate limit (131056): only this recipient must wait; the sender may go on
     /// sending to others.
     pub fn recipient_only(&self) -> bool {
@@ -866,6 +878,11 @@ mod tests {
         assert_eq!((e.meta_code, e.http_status), (Some(130429), Some(400)));
         assert_eq!(e.message, "(#130429) Rate limit hit (fbtrace_id Axyz)");
         assert_eq!(e.details.as_deref(), Some("slow down"));
+        assert!(
+            e.full_message().ends_with("(fbtrace_id Axyz): slow down"),
+            "{}",
+            e.full_message()
+        );
         assert_eq!(e.code_name(), "meta_130429");
         assert!(e.throttled() && !e.recipient_only());
 

@@ -309,6 +309,7 @@ struct StartOnly {
     socket_path: PathBuf,
     socket_mode: u32,
     max_connections: usize,
+    max_in_flight: usize,
     store: StoreConfig,
     log_json: bool,
     webhook_listen: Option<String>,
@@ -321,6 +322,7 @@ impl StartOnly {
             socket_path: cfg.socket.path.clone(),
             socket_mode: cfg.socket.mode,
             max_connections: cfg.socket.max_connections,
+            max_in_flight: cfg.dispatch.max_in_flight,
             store: cfg.store.clone(),
             log_json: cfg.log.json,
             webhook_listen: cfg.webhook.as_ref().map(|w| w.listen.clone()),
@@ -343,8 +345,14 @@ impl StartOnly {
         if self.max_connections != new.max_connections {
             changed.push("socket.max_connections");
         }
-        if self.store != new.store {
-            changed.push("store");
+        if self.max_in_flight != new.max_in_flight {
+            changed.push("dispatch.max_in_flight");
+        }
+        if self.store.cache_capacity_bytes != new.store.cache_capacity_bytes {
+            changed.push("store.cache_capacity_mb");
+        }
+        if self.store.flush_every_ms != new.store.flush_every_ms {
+            changed.push("store.flush_every_ms");
         }
         if self.log_json != new.log_json {
             changed.push("log.format");
@@ -353,5 +361,39 @@ impl StartOnly {
             changed.push("webhook.listen");
         }
         changed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(extra: &str) -> Config {
+        let text = format!(
+            "state_dir = \"/tmp/waq-test\"\n{extra}\n[[senders]]\nname = \"main\"\n\
+             phone_number_id = \"1\"\ntoken = \"t\"\n"
+        );
+        Config::from_toml(&text, Path::new("/")).unwrap()
+    }
+
+    #[test]
+    fn a_reload_names_each_key_read_only_at_start() {
+        let started = StartOnly::of(&config(""));
+        assert!(started.changed_in(&config("")).is_empty());
+        // Rates apply at once; these do not.
+        assert!(started
+            .changed_in(&config("[dispatch]\nglobal_mps = 5\n"))
+            .is_empty());
+        for (extra, key) in [
+            ("[dispatch]\nmax_in_flight = 3\n", "dispatch.max_in_flight"),
+            (
+                "[store]\ncache_capacity_mb = 64\n",
+                "store.cache_capacity_mb",
+            ),
+            ("[store]\nflush_every_ms = 0\n", "store.flush_every_ms"),
+            ("[socket]\nmax_connections = 7\n", "socket.max_connections"),
+        ] {
+            assert_eq!(started.changed_in(&config(extra)), vec![key], "{extra}");
+        }
     }
 }

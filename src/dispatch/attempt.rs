@@ -327,11 +327,11 @@ fn record_failure(input: AttemptInput<'_>, err: CloudError, now: u64) -> (Outcom
     let d = &input.config.dispatch;
     let last_error = LastError {
         code: err.code_name(),
-        message: err.message.clone(),
+        message: err.full_message(),
         meta_code: err.meta_code,
     };
     if err.class == ErrorClass::PauseSender {
-        let reason = format!("{}: {}", err.code_name(), err.message);
+        let reason = format!("{}: {}", err.code_name(), err.full_message());
         let written = app.store.update(input.id, |m| {
             // Not the message's fault: give the attempt back and wait for the sender.
             m.attempts = m.attempts.saturating_sub(1);
@@ -430,7 +430,7 @@ pub(crate) fn after_failure(
     let rate_limited = pair_limited || is_throttle(err.meta_code);
     m.last_error = Some(LastError {
         code: err.code_name(),
-        message: err.message.clone(),
+        message: err.full_message(),
         meta_code: err.meta_code,
     });
     if window_closed && m.attempts < d.max_attempts && fallback_would_go(m) {

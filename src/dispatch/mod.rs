@@ -9,6 +9,7 @@
 mod attempt;
 mod backoff;
 mod departures;
+mod global;
 mod pair;
 pub mod queue;
 mod rate;
@@ -17,10 +18,8 @@ mod retention;
 mod sender;
 
 use std::collections::HashMap;
-use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex, RwLock};
 
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde::Serialize;
 use tokio::sync::{oneshot, Semaphore};
 
@@ -77,7 +76,7 @@ impl SenderSnapshot {
 pub(crate) struct Shared {
     in_flight: Arc<Semaphore>,
     in_flight_limit: usize,
-    global: Option<DefaultDirectRateLimiter>,
+    global: global::GlobalGate,
     cloud: RwLock<CloudClient>,
     pair: RwLock<PairLimit>,
 }
@@ -123,12 +122,7 @@ impl Dispatcher {
     /// say): a daemon that could never send should not start.
     pub fn new(config: &Config) -> anyhow::Result<Dispatcher> {
         let cloud = CloudClient::new(client_options(config))?;
-        let global = config
-            .dispatch
-            .global_mps
-            .and_then(NonZeroU32::new)
-            // A burst of one: evenly paced, never a second's worth at once.
-            .map(|n| RateLimiter::direct(Quota::per_second(n).allow_burst(NonZeroU32::MIN)));
+        let global = global::GlobalGate::new(config.dispatch.global_mps);
         let senders = config
             .senders
             .iter()
@@ -294,6 +288,7 @@ impl Dispatcher {
             Err(e) => tracing::error!("cannot rebuild the HTTP client, keeping the old one: {e}"),
         }
         *self.shared.pair.write().unwrap_or_else(|p| p.into_inner()) = pair_limit(config);
+        self.shared.global.set_limit(config.dispatch.global_mps);
         let mut senders = self.senders.write().unwrap_or_else(|p| p.into_inner());
         for s in &config.senders {
             match senders.get(&s.name) {

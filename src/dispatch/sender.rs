@@ -301,15 +301,11 @@ pub async fn run_loop(
                 }
             }
         };
-        if let Some(global) = &shared.global {
-            if let Err(not_until) = global.check() {
-                drop(permit);
-                let wait = not_until.wait_time_from(governor::clock::Clock::now(
-                    &governor::clock::DefaultClock::default(),
-                ));
-                tokio::time::sleep(wait.min(MAX_SLEEP)).await;
-                continue;
-            }
+        // Not picked while the cap across senders has no room (it is taken at departure).
+        if let Some(wait) = shared.global.wait(Instant::now()) {
+            drop(permit);
+            tokio::time::sleep(wait.min(MAX_SLEEP)).await;
+            continue;
         }
 
         // The clock again: waiting for a permit may have taken a while, and a start recorded
@@ -419,11 +415,15 @@ async fn attempt_one(
                 at.saturating_duration_since(now)
                     .max(Duration::from_millis(1)),
             ),
-            None => {
-                s.departures.leave(now);
-                left.store(true, std::sync::atomic::Ordering::Relaxed);
-                None
-            }
+            // The cap across senders last: its slot is taken only by a request that leaves.
+            None => match shared.global.leave(now) {
+                Some(wait) => Some(wait),
+                None => {
+                    s.departures.leave(now);
+                    left.store(true, std::sync::atomic::Ordering::Relaxed);
+                    None
+                }
+            },
         }
     };
     let (outcome, effect) = attempt::run(AttemptInput {

@@ -22,6 +22,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use super::config::{SimConfig, StatusConfig, WebhookConfig};
 use super::error::async_error;
 use super::state::Number;
+use crate::log_every::LogEvery;
 
 /// Beyond this many undelivered events (a receiver far behind), new ones are dropped and
 /// counted, so memory stays bounded.
@@ -355,34 +356,26 @@ struct Delivery {
     gave_up: GiveUpLog,
 }
 
-/// Payloads given up on are logged at most once per `GIVE_UP_LOG_EVERY`, with how many went
-/// since: a receiver that is down would otherwise flood the log, and silence hides it.
-#[derive(Default)]
-struct GiveUpLog {
-    last: std::sync::Mutex<Option<Instant>>,
-    unlogged: AtomicU64,
-}
+/// Payloads given up on are logged at most once per 5 s, with how many went since: a receiver
+/// that is down would otherwise flood the log, and silence hides it.
+struct GiveUpLog(LogEvery);
 
-const GIVE_UP_LOG_EVERY: Duration = Duration::from_secs(5);
+impl Default for GiveUpLog {
+    fn default() -> GiveUpLog {
+        GiveUpLog(LogEvery::new(Duration::from_secs(5)))
+    }
+}
 
 impl GiveUpLog {
     fn record(&self, url: &str, attempts: u32, error: &str) {
-        let unlogged = self.unlogged.fetch_add(1, Ordering::Relaxed) + 1;
-        let now = Instant::now();
-        let Ok(mut last) = self.last.lock() else {
-            return;
-        };
-        if last.is_some_and(|at| now.duration_since(at) < GIVE_UP_LOG_EVERY) {
-            return;
+        if let Some(payloads) = self.0.due() {
+            tracing::warn!(
+                url,
+                attempts,
+                payloads,
+                "webhook payloads dropped after every retry failed; last error: {error}"
+            );
         }
-        *last = Some(now);
-        self.unlogged.fetch_sub(unlogged, Ordering::Relaxed);
-        tracing::warn!(
-            url,
-            attempts,
-            payloads = unlogged,
-            "webhook payloads dropped after every retry failed; last error: {error}"
-        );
     }
 }
 

@@ -200,7 +200,7 @@ struct Inner {
 
 impl Inner {
     fn open(dir: &Path, cfg: &StoreConfig, stats: &Arc<CommitStats>) -> Result<Inner, StoreError> {
-        std::fs::create_dir_all(dir)?;
+        create_private_dir(dir)?;
         let db = recovery::open_sled(dir, cfg)?;
         let messages = db.open_tree("messages")?;
         let idempotency = db.open_tree("idempotency")?;
@@ -697,6 +697,29 @@ impl Store {
             Ok(())
         })
     }
+}
+
+/// Creates the state directory for the daemon's user alone (it holds phone numbers, message
+/// bodies and inbound payloads), whatever the umask; an existing one that other users can
+/// enter is warned of, not changed (its mode may be the operator's choice).
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+    }
+    let mode = std::fs::metadata(dir)?.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        tracing::warn!(
+            state_dir = %dir.display(),
+            mode = format!("{mode:04o}"),
+            "other users can enter the state directory, which holds phone numbers and message \
+             bodies: `chmod 700` it (the systemd unit's StateDirectoryMode does)"
+        );
+    }
+    Ok(())
 }
 
 fn get(inner: &Inner, id: u64) -> Result<Option<Message>, StoreError> {

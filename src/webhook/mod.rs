@@ -30,6 +30,7 @@ use tokio::sync::{watch, Notify};
 
 use crate::app::App;
 use crate::config::WebhookConfig;
+use crate::log_every::LogEvery;
 use crate::metrics::Metrics;
 
 pub use apply::{apply_payload, apply_pending, ApplyError, ApplySummary, StatusOutcome};
@@ -82,6 +83,7 @@ pub async fn serve(
         relay_wake: Arc::new(Notify::new()),
         pending: Mutex::new(pending::Pending::default()),
         recent: Mutex::new(apply::RecentIds::default()),
+        refused_log: LogEvery::new(Duration::from_secs(10)),
     });
     let client = relay::client().context("building the relay's HTTP client")?;
     shared
@@ -226,6 +228,9 @@ struct Shared {
     relay_wake: Arc<Notify>,
     pending: Mutex<pending::Pending>,
     recent: Mutex<apply::RecentIds>,
+    /// Requests refused before their signature was checked, or for it: anyone who can reach the
+    /// listener can make them, so their log lines are throttled.
+    refused_log: LogEvery,
 }
 
 impl Shared {
@@ -457,7 +462,12 @@ async fn handle(
             match verify::challenge(&query, cfg.verify_token.expose()) {
                 Some(challenge) => text(StatusCode::OK, challenge),
                 None => {
-                    tracing::warn!("webhook verification refused: wrong mode or verify token");
+                    if let Some(refused) = sh.refused_log.due() {
+                        tracing::warn!(
+                            refused_since_last_line = refused,
+                            "webhook verification refused: wrong mode or verify token"
+                        );
+                    }
                     text(StatusCode::FORBIDDEN, "verification refused")
                 }
             }
@@ -480,7 +490,7 @@ async fn receive(sh: &Shared, cfg: &WebhookConfig, headers: &HeaderMap, body: Bo
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > cfg.max_body_bytes as u64) {
         Metrics::inc(&metrics.webhooks_rejected);
-        return too_large(cfg);
+        return too_large(sh, cfg);
     }
     let read = tokio::time::timeout(
         BODY_TIMEOUT,
@@ -490,14 +500,19 @@ async fn receive(sh: &Shared, cfg: &WebhookConfig, headers: &HeaderMap, body: Bo
         Ok(Ok(c)) => c.to_bytes(),
         Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
             Metrics::inc(&metrics.webhooks_rejected);
-            return too_large(cfg);
+            return too_large(sh, cfg);
         }
         Ok(Err(e)) => {
             tracing::debug!(error = %e, "webhook body could not be read");
             return text(StatusCode::BAD_REQUEST, "could not read the body");
         }
         Err(_) => {
-            tracing::warn!("webhook body not received in time; dropped");
+            if let Some(refused) = sh.refused_log.due() {
+                tracing::warn!(
+                    refused_since_last_line = refused,
+                    "webhook body not received in time; dropped"
+                );
+            }
             return text(
                 StatusCode::REQUEST_TIMEOUT,
                 "the body took too long to arrive",
@@ -510,7 +525,14 @@ async fn receive(sh: &Shared, cfg: &WebhookConfig, headers: &HeaderMap, body: Bo
         .map(|v| v.to_str().unwrap_or(""));
     if let Err(e) = signature::verify(cfg.app_secret.expose().as_bytes(), &raw, sig) {
         Metrics::inc(&metrics.webhooks_rejected);
-        tracing::warn!(reason = %e, bytes = raw.len(), "webhook rejected");
+        if let Some(refused) = sh.refused_log.due() {
+            tracing::warn!(
+                reason = %e,
+                bytes = raw.len(),
+                refused_since_last_line = refused,
+                "webhook rejected"
+            );
+        }
         return text(StatusCode::UNAUTHORIZED, e.to_string());
     }
     if let Err(why) = check_json_object(&raw) {
@@ -566,10 +588,18 @@ fn check_json_object(raw: &[u8]) -> Result<(), String> {
             "nests arrays and objects more than {MAX_NESTING} deep (Meta's payloads nest a few)"
         ));
     }
-    if !object || serde_json::from_slice::<serde::de::IgnoredAny>(raw).is_err() {
+    if !object {
         return Err("is not a JSON object".into());
     }
-    Ok(())
+    // The apply worker's own reading, for its syntax: `IgnoredAny` lets invalid UTF-8 and lone
+    // surrogate escapes through, which the worker then cannot read (answered 200 and dropped).
+    // An object of unexpected shape is still taken, as before: it is relayed all the same.
+    match apply::parse_envelope(raw) {
+        Err(e) if e.classify() != serde_json::error::Category::Data => {
+            Err(format!("is not a JSON object ({e})"))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Whether arrays and objects nest at most `max` deep (brackets inside strings do not count).
@@ -600,11 +630,14 @@ fn nesting_within(raw: &[u8], max: usize) -> bool {
     true
 }
 
-fn too_large(cfg: &WebhookConfig) -> Response {
-    tracing::warn!(
-        limit = cfg.max_body_bytes,
-        "webhook body too large; rejected"
-    );
+fn too_large(sh: &Shared, cfg: &WebhookConfig) -> Response {
+    if let Some(refused) = sh.refused_log.due() {
+        tracing::warn!(
+            limit = cfg.max_body_bytes,
+            refused_since_last_line = refused,
+            "webhook body too large; rejected"
+        );
+    }
     text(
         StatusCode::PAYLOAD_TOO_LARGE,
         format!(
@@ -652,7 +685,30 @@ mod tests {
         }
         for not_object in ["[1]", "{\"a\":", "\"text\"", ""] {
             let why = check_json_object(not_object.as_bytes()).unwrap_err();
-            assert_eq!(why, "is not a JSON object", "{not_object}");
+            assert!(
+                why.starts_with("is not a JSON object"),
+                "{not_object}: {why}"
+            );
         }
+    }
+
+    #[test]
+    fn a_body_the_worker_cannot_read_is_refused_before_its_200() {
+        let text = |body: &str| {
+            format!(
+                r#"{{"object":"whatsapp_business_account","entry":[{{"id":"1","changes":[{{"field":"messages","value":{{"messages":[{{"from":"16505551234","type":"text","text":{{"body":"{body}"}}}}]}}}}]}}]}}"#
+            )
+        };
+        let mut invalid_utf8 = text("hi ").into_bytes();
+        let at = invalid_utf8.len() - 10;
+        invalid_utf8.insert(at, 0xff);
+        let lone_surrogate = text("\\ud800");
+        for body in [invalid_utf8, lone_surrogate.into_bytes()] {
+            let why = check_json_object(&body).unwrap_err();
+            assert!(why.starts_with("is not a JSON object ("), "{why}");
+        }
+        // Readable text of an unexpected shape is taken (and relayed), as it always was.
+        assert!(check_json_object(text("hi").as_bytes()).is_ok());
+        assert!(check_json_object(br#"{"entry":{"not":"a list"},"object":5}"#).is_ok());
     }
 }

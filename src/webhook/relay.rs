@@ -119,6 +119,7 @@ pub async fn run(
                     }
                 }
                 if failures > 0 {
+                    let url = shown(url);
                     tracing::info!(url, failures, "webhook relay: consumer reachable again");
                 }
                 failures = 0;
@@ -129,15 +130,19 @@ pub async fn run(
             Ok(resp) => format!("answered {}", resp.status()),
             // First: a connect timeout is a timeout too, but the consumer was not reached.
             Err(e) if e.is_connect() => {
-                format!("unreachable: {}", crate::cloud::error_chain(&e))
+                format!(
+                    "unreachable: {}",
+                    crate::cloud::error_chain(&e.without_url())
+                )
             }
             Err(e) if e.is_timeout() => {
                 format!("did not answer within {} s", REQUEST_TIMEOUT.as_secs())
             }
-            Err(e) => format!("failed: {}", crate::cloud::error_chain(&e)),
+            Err(e) => format!("failed: {}", crate::cloud::error_chain(&e.without_url())),
         };
         failures += 1;
         app.metrics.webhook_relay_failures.store(failures, Relaxed);
+        let url = shown(url);
         tracing::warn!(
             url,
             failures,
@@ -153,11 +158,41 @@ pub async fn run(
     }
 }
 
+/// `url` as the log may show it: a password in it (Basic auth for the consumer) is hidden.
+fn shown(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        Ok(_) => url.to_string(),
+        Err(_) => "(an unparsable URL)".to_string(),
+    }
+}
+
 /// Waits for new work, `stop`, or `limit`.
 async fn idle(wake: &Notify, stop: &mut watch::Receiver<bool>, limit: Duration) {
     tokio::select! {
         _ = wake.notified() => {}
         _ = stop.changed() => {}
         _ = tokio::time::sleep(limit) => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shown;
+
+    #[test]
+    fn a_password_in_the_consumers_url_is_not_logged() {
+        assert_eq!(
+            shown("http://user:s3cret@127.0.0.1:9000/hook"),
+            "http://user:***@127.0.0.1:9000/hook"
+        );
+        assert_eq!(
+            shown("http://127.0.0.1:9000/hook"),
+            "http://127.0.0.1:9000/hook"
+        );
+        assert!(!shown("http://user:s3cret@[::1").contains("s3cret"));
     }
 }
