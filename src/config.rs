@@ -2113,6 +2113,16 @@ mod bounds {
     }
 
     #[test]
+    fn relative_paths_are_the_config_files_neighbours() {
+        let text = "state_dir = \"st\"\n[socket]\npath = \"run/w.sock\"\n[[senders]]\nname = \"main\"\nphone_number_id = \"1\"\ntoken = \"t\"\n";
+        let c = Config::from_toml(text, Path::new("/etc/waq")).unwrap();
+        assert_eq!(c.state_dir, Path::new("/etc/waq/st"));
+        assert_eq!(c.socket.path, Path::new("/etc/waq/run/w.sock"));
+        let c = Config::from_toml(MIN, Path::new("/etc/waq")).unwrap();
+        assert_eq!(c.state_dir, Path::new("/tmp/x"), "an absolute path stays");
+    }
+
+    #[test]
     fn a_config_from_a_pipe_is_read() {
         let dir = tempfile::tempdir().unwrap();
         let fifo = dir.path().join("config.fifo");

@@ -71,12 +71,12 @@ impl Metrics {
             ),
             (
                 "waq_sends_failed_transient_total",
-                "Cloud API requests that failed transiently.",
+                "Cloud API requests that failed with a transient error (by its class: counted here even when the attempts, ttl or max age then end the message).",
                 g(&self.sends_failed_transient),
             ),
             (
                 "waq_sends_failed_permanent_total",
-                "Cloud API requests that failed permanently.",
+                "Cloud API requests that failed with a permanent error.",
                 g(&self.sends_failed_permanent),
             ),
             (

@@ -12,7 +12,10 @@ pub struct WorkDir {
 impl WorkDir {
     /// Creates a fresh directory under the system's temporary directory (`$TMPDIR`).
     pub fn create() -> anyhow::Result<WorkDir> {
+        // Absolute: the daemon's config names paths in it, and a relative one would be taken
+        // from the config's own directory.
         let base = std::env::temp_dir();
+        let base = std::path::absolute(&base).unwrap_or(base);
         let stamp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.subsec_nanos())

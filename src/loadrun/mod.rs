@@ -266,6 +266,9 @@ async fn run_async(args: BenchArgs) -> anyhow::Result<()> {
         crate::model::now_ms()
     ));
     std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
+    // The daemons' configs live in it and name their paths in it: written absolute, as a
+    // relative one would be taken from the config's own directory.
+    let root = std::path::absolute(&root).unwrap_or(root);
     let mut bench = Bench {
         cache_mb: args.cache_mb,
         root: root.clone(),
