@@ -1186,6 +1186,17 @@ fn secret(
     if v.trim().is_empty() {
         return Err(err(key, empty));
     }
+    // Compared with what Meta sends (a signature's key, the verify token): a space at either
+    // end is a copying accident that would fail every webhook silently.
+    if usage == SecretUse::Compared && v.trim() != v {
+        let has = holder.map_or_else(|| "has".to_string(), |h| format!("{h} has"));
+        return Err(err(
+            key,
+            format!(
+                "{has} white space at its start or end, which Meta's secrets and tokens do not"
+            ),
+        ));
+    }
     if usage == SecretUse::Header {
         if let Some(why) = header_unsafe(&v) {
             let has = holder.map_or_else(|| "has".to_string(), |h| format!("{h} has"));
@@ -2066,6 +2077,18 @@ mod bounds {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_webhook_secret_with_white_space_at_an_end_is_refused() {
+        for value in [" s", "s ", "s\t"] {
+            let line = format!("listen = \"127.0.0.1:0\"\napp_secret = {value:?}");
+            let e = with("webhook", &line).unwrap_err();
+            assert_eq!(e.key, "webhook.app_secret", "{value:?}: {e}");
+            assert!(e.message.contains("white space"), "{e}");
+        }
+        let c = with("webhook", "listen = \"127.0.0.1:0\"\napp_secret = \"s e\"").unwrap();
+        assert_eq!(c.webhook.unwrap().app_secret.expose(), "s e");
     }
 
     #[test]

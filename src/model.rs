@@ -224,6 +224,10 @@ pub fn parse_id(s: &str) -> Option<u64> {
     u64::from_str_radix(s, 16).ok()
 }
 
+/// How the history entry of an accepted attempt begins; the wamid follows. Each attempt's wamid
+/// stays there after the message's own `wamid` moves on (retention removes them from the index).
+pub const ACCEPTED_AS: &str = "accepted by Meta as ";
+
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

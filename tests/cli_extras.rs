@@ -421,3 +421,72 @@ fn the_webhook_listener_says_it_is_ready_once() {
     let log = d.log();
     assert_eq!(log.matches("webhook listener ready").count(), 1, "{log}");
 }
+
+/// Kills the child when dropped (a failed assertion must not leave a daemon running).
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_config_from_a_pipe_serves_and_a_reload_keeps_it_without_blocking_signals() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("config.fifo");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let socket = dir.path().join("waq.sock");
+    let log = dir.path().join("daemon.log");
+    let text = format!(
+        "state_dir = {:?}\n[socket]\npath = {:?}\n[[senders]]\nname = \"main\"\nphone_number_id = \"1\"\ntoken = \"t\"\n",
+        dir.path().join("state").display().to_string(),
+        socket.display().to_string()
+    );
+    let mut daemon = Reaped(
+        Command::new(bin())
+            .args(["serve", "--config"])
+            .arg(&fifo)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    std::fs::write(&fifo, text).unwrap();
+    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    let wait_for = |needle: &str| {
+        let deadline = Instant::now() + common::PATIENCE;
+        while !read_log().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "no {needle:?} in:\n{}",
+                read_log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait_for("waq is serving");
+    let pid = daemon.0.id() as i32;
+    unsafe { libc::kill(pid, libc::SIGHUP) };
+    wait_for("reload refused");
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let deadline = Instant::now() + common::PATIENCE;
+    let status = loop {
+        if let Some(status) = daemon.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "SIGTERM did not stop it:\n{}",
+            read_log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}\n{}", read_log());
+}

@@ -483,3 +483,30 @@ fn a_state_dir_it_creates_is_for_its_user_alone() {
         assert_eq!(mode, 0o700, "{}", d.display());
     }
 }
+
+#[test]
+fn removing_a_message_forgets_every_attempts_wamid() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), &cfg()).unwrap();
+    let mut m = message(&store, "14155550001", None);
+    // Accepted twice: the first wamid lives on in the history only.
+    m.transition(
+        State::Sent,
+        2,
+        format!("{}wamid.A", waq::model::ACCEPTED_AS),
+    );
+    m.transition(State::Queued, 3, "retry requested");
+    m.transition(
+        State::Sent,
+        4,
+        format!("{}wamid.B", waq::model::ACCEPTED_AS),
+    );
+    m.wamid = Some("wamid.B".into());
+    assert_eq!(store.insert_new(&m).unwrap(), Insert::Created);
+    store.set_wamid("wamid.A", m.id).unwrap();
+    store.set_wamid("wamid.B", m.id).unwrap();
+    assert_eq!(store.lookup_wamid("wamid.A").unwrap(), Some(m.id));
+    store.remove(&m).unwrap();
+    assert_eq!(store.lookup_wamid("wamid.A").unwrap(), None);
+    assert_eq!(store.lookup_wamid("wamid.B").unwrap(), None);
+}

@@ -208,6 +208,20 @@ impl Running {
     /// Re-reads the configuration file. A broken file is logged and the running configuration
     /// stays; a good one is applied to new requests and to the dispatcher (rates, tokens).
     pub fn reload(&self) {
+        // A pipe (`--config <(…)`, a FIFO) was read at start; opening a FIFO again would block
+        // this loop, and with it every signal, until something writes to it.
+        if let Ok(meta) = std::fs::metadata(&self.config_path) {
+            use std::os::unix::fs::FileTypeExt;
+            let kind = meta.file_type();
+            if kind.is_fifo() || kind.is_char_device() || kind.is_socket() {
+                tracing::error!(
+                    path = %self.config_path.display(),
+                    "reload refused: the configuration is not a regular file (a pipe is read \
+                     once, at start); keeping the running configuration: restart to change it"
+                );
+                return;
+            }
+        }
         let new = match Config::load(&self.config_path) {
             Ok(c) => c,
             Err(e) => {

@@ -189,7 +189,11 @@ pub async fn run(mut input: AttemptInput<'_>) -> (Outcome, SenderEffect) {
                 m.wamid = Some(wamid.clone());
                 m.last_error = None;
                 if m.state == State::Sending {
-                    m.transition(State::Sent, now, format!("accepted by Meta as {wamid}"));
+                    m.transition(
+                        State::Sent,
+                        now,
+                        format!("{}{wamid}", crate::model::ACCEPTED_AS),
+                    );
                 }
                 Some(())
             });

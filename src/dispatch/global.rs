@@ -56,6 +56,14 @@ impl GlobalGate {
         }
     }
 
+    /// Counts a request that left before a restart at `at`: it is in Meta's window as much as
+    /// one of this run's.
+    pub fn seed(&self, at: Instant) {
+        if self.limit.load(Relaxed) != 0 {
+            self.window().record(at);
+        }
+    }
+
     fn window(&self) -> MutexGuard<'_, SlidingWindow> {
         self.window.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -87,6 +95,15 @@ mod tests {
     }
 
     #[test]
+    fn requests_from_before_a_restart_count() {
+        let gate = GlobalGate::new(Some(2));
+        let t0 = Instant::now();
+        gate.seed(t0);
+        gate.seed(t0 + Duration::from_millis(100));
+        assert!(gate.leave(t0 + Duration::from_millis(200)).is_some());
+    }
+
+    #[test]
     fn a_reload_sets_raises_and_lifts_the_cap() {
         let gate = GlobalGate::new(None);
         let t0 = Instant::now();
@@ -105,6 +122,7 @@ mod tests {
         assert_eq!(gate.leave(ms(14)), None);
         // Lifted.
         gate.set_limit(None);
+        gate.seed(ms(15));
         assert_eq!(gate.wait(ms(15)), None);
         assert_eq!(gate.leave(ms(15)), None);
     }

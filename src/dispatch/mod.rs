@@ -225,7 +225,7 @@ impl Dispatcher {
         let mut lanes = 0;
         for (name, departures) in recent.senders {
             if let Some(sender) = self.sender(&name) {
-                lanes += sender.seed(departures, now_ms, now, pair);
+                lanes += sender.seed(departures, now_ms, now, pair, &self.shared.global);
             }
         }
         lanes

@@ -207,6 +207,7 @@ impl SenderState {
         now_ms: u64,
         now: Instant,
         pair: PairLimit,
+        global: &super::global::GlobalGate,
     ) -> usize {
         let mut s = self.lock();
         let mut lanes = 0;
@@ -224,6 +225,7 @@ impl SenderState {
                 // The loop's window of starts too, so that it picks no more than can leave.
                 s.window.record(at);
                 s.departures.seed(at);
+                global.seed(at);
             }
         }
         lanes
@@ -512,7 +514,16 @@ mod tests {
         departures.left_by.push(Some(now_ms - 1_500));
         departures.left_by.extend([None, None]);
         departures.pairs.insert("a".into(), vec![now_ms - 50]);
-        assert_eq!(sender.seed(departures, now_ms, now, pair), 1);
+        assert_eq!(
+            sender.seed(
+                departures,
+                now_ms,
+                now,
+                pair,
+                &super::super::global::GlobalGate::default()
+            ),
+            1
+        );
 
         let mut s = sender.lock();
         assert_eq!(s.departures.count_last_second(now), 10);

@@ -557,6 +557,12 @@ impl Store {
         if let Some(w) = &m.wamid {
             inner.wamids.remove(w.as_bytes())?;
         }
+        // Earlier attempts' wamids, which the message no longer holds but its history does.
+        for h in &m.history {
+            if let Some(w) = h.detail.strip_prefix(crate::model::ACCEPTED_AS) {
+                inner.wamids.remove(w.as_bytes())?;
+            }
+        }
         Ok(())
     }
 
