@@ -487,8 +487,16 @@ impl Config {
             with_environment(config::Config::builder().add_source(file), &overrides)?,
             "the environment",
         )?;
-        let base = path.parent().unwrap_or(Path::new("."));
-        Config::from_raw(raw, base).map_err(|mut e| {
+        // Relative paths are the file's neighbours; a pipe has none, so for one they are the
+        // working directory's, as a shell user means them.
+        let base = match std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
+            true => std::path::absolute(path)
+                .ok()
+                .and_then(|p| p.parent().map(Path::to_path_buf))
+                .unwrap_or_else(|| PathBuf::from(".")),
+            false => PathBuf::from("."),
+        };
+        Config::from_raw(raw, &base).map_err(|mut e| {
             // A check across keys (a secret that `listen` requires, a cap that must cover
             // another) may fail for a key the file never set: the overrides of the keys it
             // looked at are named too, as they may be what the key clashes with or requires.
@@ -807,6 +815,18 @@ impl Config {
                 if let Some(url) = &w.forward_url {
                     if !(url.starts_with("http://") || url.starts_with("https://")) {
                         return Err(err("webhook.forward_url", "must be an http(s) URL"));
+                    }
+                    // Every payload would fail to relay, forever. The URL is not repeated: it
+                    // may hold a password.
+                    match reqwest::Url::parse(url) {
+                        Ok(u) if u.host_str().is_some_and(|h| !h.is_empty()) => {}
+                        Ok(_) => return Err(err("webhook.forward_url", "has no host")),
+                        Err(e) => {
+                            return Err(err(
+                                "webhook.forward_url",
+                                format!("is not a usable URL: {e}"),
+                            ))
+                        }
                     }
                 }
                 // Below a few KiB even one status update from Meta would be refused.
@@ -2024,6 +2044,12 @@ mod bounds {
         for (line, key) in [
             ("path = \"nope\"", "webhook.path"),
             ("forward_url = \"ftp://x\"", "webhook.forward_url"),
+            (
+                "forward_url = \"http://u:pw@127.0.0.1:99999/x\"",
+                "webhook.forward_url",
+            ),
+            ("forward_url = \"http://u:pw@/x\"", "webhook.forward_url"),
+            ("forward_url = \"http://[::1/x\"", "webhook.forward_url"),
             ("max_body_bytes = 5", "webhook.max_body_bytes"),
         ] {
             let e = with("webhook", line).unwrap_err();

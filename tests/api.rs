@@ -456,6 +456,37 @@ fn refused_peers_take_no_connection_slot() {
 }
 
 #[test]
+fn a_peer_taken_out_by_a_reload_is_refused_on_the_connection_it_has() {
+    let own = unsafe { libc::getuid() };
+    let other = own.wrapping_add(4242);
+    let d = Daemon::builder()
+        .set("socket", &format!("allowed_uids = [{own}, {other}]"))
+        .start();
+    let mut conn = d.conn();
+    assert_eq!(conn.send("GET", "/v1/health", None).unwrap().status, 200);
+    let text = d.config_text().replace(
+        &format!("allowed_uids = [{own}, {other}]"),
+        &format!("allowed_uids = [{other}]"),
+    );
+    d.write_config(&text);
+    d.sighup();
+    d.wait_for_log("configuration reloaded");
+    let r = conn
+        .send(
+            "POST",
+            "/v1/messages",
+            Some(template_request("+14155551234").to_string().as_bytes()),
+        )
+        .unwrap();
+    assert_error(&r, 403, "peer_not_allowed", None);
+    assert!(
+        r.header("connection").is_some_and(|v| v == "close"),
+        "{r:?}"
+    );
+    assert!(conn.send("GET", "/v1/health", None).is_err());
+}
+
+#[test]
 fn an_empty_list_of_allowed_ids_stops_start_up_instead_of_locking_every_peer_out() {
     for (builder, says) in [
         (

@@ -15,6 +15,7 @@ use axum::extract::State;
 use axum::response::IntoResponse;
 use axum::Router;
 use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request};
@@ -85,7 +86,12 @@ pub fn bind(
         Some(d) => d.to_path_buf(),
         None => std::path::PathBuf::from("."),
     };
-    std::fs::create_dir_all(&dir)
+    // Directories waq makes for the socket: writable by its user alone, whatever the umask,
+    // or another user could replace the socket with a listener of its own.
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(&dir)
         .with_context(|| format!("socket.path: cannot create {}", dir.display()))?;
     // Bound inside a private (0700) directory, given its mode, then renamed into place: there is
     // no moment in which the socket is reachable with a wider mode than configured.
@@ -220,7 +226,7 @@ pub async fn run(
         // request of it still running after it ended (`RunToEnd`), whichever is later: the
         // cap and the stop's wait count that work too.
         let held = Arc::new((permit, alive_tx.clone()));
-        tokio::spawn(serve_connection(stream, ctx, router, stop, held));
+        tokio::spawn(serve_connection(stream, ctx, router, stop, held, peer));
     }
     // New connections are refused from here on.
     drop(listener);
@@ -231,6 +237,14 @@ pub async fn run(
             "connections still open after the grace period; closing them"
         );
     }
+}
+
+/// The 403 of a peer whose permission a reload took back, closing its connection.
+fn closing(refusal: ApiError) -> axum::response::Response {
+    let mut res = refusal.into_response();
+    res.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    res
 }
 
 /// Resolves once a stop is asked for (or the server is gone). Returns nothing, so no watch
@@ -245,8 +259,11 @@ async fn serve_connection(
     router: Router,
     mut stop: watch::Receiver<bool>,
     held: Arc<(OwnedSemaphorePermit, mpsc::Sender<()>)>,
+    peer: Option<Peer>,
 ) {
     let service = service_fn(move |req: Request<Incoming>| {
+        // Allowed when it connected; a reload since may have taken that back.
+        let revoked = peer::check(&ctx.app.config().socket, peer);
         let router = router.clone();
         let ctx = ctx.clone();
         let held = held.clone();
@@ -256,27 +273,31 @@ async fn serve_connection(
             // Only copied when the request log is on.
             let logged = tracing::enabled!(tracing::Level::DEBUG)
                 .then(|| (req.method().clone(), req.uri().path().to_string()));
-            let res = match () {
-                _ if http_head::too_large(&req) => ApiError::new(
-                    431,
-                    "headers_too_large",
-                    format!(
-                        "the request's target and headers exceed {} bytes",
-                        http_head::MAX_HEAD_BYTES
-                    ),
-                )
-                .into_response(),
-                // The hottest route goes past the router's matching and boxed futures, to the
-                // handler the router would pick.
-                _ if req.method() == Method::POST && req.uri().path() == "/v1/messages" => {
-                    messages::enqueue(State(ctx), req.map(Body::new))
+            let res = if let Some(refusal) = revoked {
+                closing(refusal)
+            } else {
+                match () {
+                    _ if http_head::too_large(&req) => ApiError::new(
+                        431,
+                        "headers_too_large",
+                        format!(
+                            "the request's target and headers exceed {} bytes",
+                            http_head::MAX_HEAD_BYTES
+                        ),
+                    )
+                    .into_response(),
+                    // The hottest route goes past the router's matching and boxed futures, to the
+                    // handler the router would pick.
+                    _ if req.method() == Method::POST && req.uri().path() == "/v1/messages" => {
+                        messages::enqueue(State(ctx), req.map(Body::new))
+                            .await
+                            .into_response()
+                    }
+                    _ => router
+                        .oneshot(req)
                         .await
-                        .into_response()
+                        .unwrap_or_else(|never| match never {}),
                 }
-                _ => router
-                    .oneshot(req)
-                    .await
-                    .unwrap_or_else(|never| match never {}),
             };
             if let Some((method, path)) = logged {
                 tracing::debug!(%method, %path, status = res.status().as_u16(), "request");

@@ -84,6 +84,7 @@ pub async fn serve(
         pending: Mutex::new(pending::Pending::default()),
         recent: Mutex::new(apply::RecentIds::default()),
         refused_log: LogEvery::new(Duration::from_secs(10)),
+        verify_log: LogEvery::new(Duration::from_secs(10)),
     });
     let client = relay::client().context("building the relay's HTTP client")?;
     shared
@@ -231,6 +232,8 @@ struct Shared {
     /// Requests refused before their signature was checked, or for it: anyone who can reach the
     /// listener can make them, so their log lines are throttled.
     refused_log: LogEvery,
+    /// Refused verifications (`GET` with a wrong token), apart: they say something else.
+    verify_log: LogEvery,
 }
 
 impl Shared {
@@ -462,7 +465,7 @@ async fn handle(
             match verify::challenge(&query, cfg.verify_token.expose()) {
                 Some(challenge) => text(StatusCode::OK, challenge),
                 None => {
-                    if let Some(refused) = sh.refused_log.due() {
+                    if let Some(refused) = sh.verify_log.due() {
                         tracing::warn!(
                             refused_since_last_line = refused,
                             "webhook verification refused: wrong mode or verify token"
