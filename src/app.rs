@@ -21,6 +21,8 @@ pub struct App {
     pub metrics: Metrics,
     pub events: broadcast::Sender<Event>,
     shutting_down: AtomicBool,
+    /// When this process started serving: the counters count from then.
+    pub started_at_ms: u64,
 }
 
 impl App {
@@ -33,6 +35,7 @@ impl App {
             metrics: Metrics::default(),
             events,
             shutting_down: AtomicBool::new(false),
+            started_at_ms: crate::model::now_ms(),
         })
     }
 
@@ -64,6 +67,13 @@ impl App {
             .metadata
             .as_deref()
             .and_then(|t| serde_json::from_str::<serde_json::Value>(t).ok());
+        // The history entry of the change, word for word (with the retry's reason, the wamid,
+        // the attempts used up), where there is one.
+        let detail = m
+            .history
+            .last()
+            .filter(|h| h.state == m.state && h.at_ms == m.updated_at_ms)
+            .map_or(detail, |h| h.detail.as_str());
         self.publish(serde_json::json!({
             "event": "message",
             "id": crate::model::format_id(m.id),

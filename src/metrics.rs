@@ -61,7 +61,7 @@ impl Metrics {
             ),
             (
                 "waq_sends_attempted_total",
-                "Requests made to the Cloud API.",
+                "Requests made to the Cloud API (one whose account error pauses the sender counts here and in no failure counter: see waq_sender_paused).",
                 g(&self.sends_attempted),
             ),
             (
@@ -101,7 +101,7 @@ impl Metrics {
             ),
             (
                 "waq_webhooks_rejected_total",
-                "Webhook deliveries rejected (signature or shape).",
+                "Webhook deliveries answered 401 (signature), 400 (not a readable JSON object) or 413 (too large).",
                 g(&self.webhooks_rejected),
             ),
             (
@@ -111,7 +111,7 @@ impl Metrics {
             ),
             (
                 "waq_statuses_unknown_wamid_total",
-                "Status updates for wamids waq does not know.",
+                "Status updates given up after waiting 30 s for a message with their wamid.",
                 g(&self.statuses_unknown_wamid),
             ),
             (

@@ -911,11 +911,54 @@ fn events_stream_state_changes_as_json_lines() {
     assert_eq!(e["id"], id.as_str());
     assert_eq!(e["state"], "queued");
     d.delete(&format!("/v1/messages/{id}"));
-    assert_eq!(lines.next()["state"], "cancelled");
+    let e = lines.next();
+    assert_eq!(e["state"], "cancelled");
+    // The event's detail is its history entry's.
+    let m = d.get(&format!("/v1/messages/{id}")).json();
+    let last = m["history"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(
+        (&e["detail"], &e["at"]),
+        (&last["detail"], &last["at"]),
+        "{m}"
+    );
     d.post("/v1/inbound", &json!({"from": "+14155551234"}));
     let e = lines.next();
     assert_eq!(e["event"], "inbound");
     assert_eq!(e["from"], "14155551234");
+}
+
+#[test]
+fn an_events_detail_is_its_history_entrys() {
+    // Nothing listens at the API base URL: the attempt fails and the message waits to retry.
+    let d = Daemon::start();
+    let mut events = d.conn();
+    events.write_request("GET", "/v1/events", None).unwrap();
+    assert_eq!(events.read_head().unwrap().0, 200);
+    let mut lines = LineReader {
+        conn: events,
+        buf: String::new(),
+    };
+    assert_eq!(lines.next()["event"], "subscribed");
+    let id = id_of(&d.post("/v1/messages", &common::template_request("+14155551234")));
+    let retrying = loop {
+        let e = lines.next();
+        if e["id"] == id.as_str() && e["state"] == "retrying" {
+            break e;
+        }
+    };
+    let m = d.get(&format!("/v1/messages/{id}")).json();
+    let entry = m["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["state"] == "retrying")
+        .unwrap()
+        .clone();
+    assert_eq!(retrying["detail"], entry["detail"], "{m}");
+    assert!(
+        entry["detail"].as_str().unwrap().contains("retry in"),
+        "{m}"
+    );
 }
 
 struct LineReader {
@@ -956,6 +999,18 @@ fn stats_health_and_metrics() {
     assert_eq!(s["counters"]["enqueued"], 1);
     assert_eq!(s["counters"]["enqueue_rejected"], 1);
     assert!(s["commit"]["commits"].as_u64().unwrap() >= 1);
+    let started = waq::model::parse_time(s["started_at"].as_str().unwrap()).unwrap();
+    assert!(started <= waq::model::now_ms(), "{s}");
+    let m = d.get("/metrics").text();
+    let line = m
+        .lines()
+        .find(|l| l.starts_with("waq_start_time_seconds "))
+        .unwrap_or_else(|| panic!("{m}"));
+    let at: f64 = line.split(' ').nth(1).unwrap().parse().unwrap();
+    assert!(
+        (at * 1000.0 - started as f64).abs() < 1.0,
+        "{line} vs {started}"
+    );
     assert!(!stats.text().contains("test-token"), "no token in stats");
 
     let m = d.get("/metrics");

@@ -38,6 +38,8 @@ pub async fn stats(State(ctx): State<Ctx>, _: NoQuery) -> Response {
     let disk_bytes = app.store.size_on_disk();
     json::ok(&json!({
         "version": env!("CARGO_PKG_VERSION"),
+        // The counters start from 0 at each start; this says when that was.
+        "started_at": crate::model::format_time(app.started_at_ms),
         "messages": by_state,
         "queue_depth": depth,
         "in_flight": snapshot.in_flight,
@@ -100,6 +102,17 @@ pub async fn metrics(State(ctx): State<Ctx>, _: NoQuery) -> Response {
         family(&mut out, name, "counter", help);
         let _ = writeln!(out, "{name} {value}");
     }
+    family(
+        &mut out,
+        "waq_start_time_seconds",
+        "gauge",
+        "When the daemon started, in seconds since the Unix epoch: the counters count from then.",
+    );
+    let _ = writeln!(
+        out,
+        "waq_start_time_seconds {}",
+        app.started_at_ms as f64 / 1000.0
+    );
     let commit = app.store.commit_stats();
     family(
         &mut out,
@@ -178,7 +191,7 @@ pub async fn metrics(State(ctx): State<Ctx>, _: NoQuery) -> Response {
         ),
         (
             "waq_sender_sent_last_second",
-            "Requests started in the last second.",
+            "Requests started in the last second (right after a start, the previous run's last requests count too: Meta still does).",
             |s| f64::from(s.sent_last_second),
         ),
         (

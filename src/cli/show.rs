@@ -138,7 +138,11 @@ pub fn stats(v: &Value) {
             "sender {:<10} mps {} (now {}), last second {}, in flight {}, queued {}",
             text(s, "name"),
             s.get("mps").unwrap_or(&Value::Null),
-            s.get("effective_mps").unwrap_or(&Value::Null),
+            // A rate climbing back after a throttle is fractional; one decimal is enough.
+            s.get("effective_mps").and_then(Value::as_f64).map_or_else(
+                || "?".to_string(),
+                |r| format!("{}", (r * 10.0).round() / 10.0)
+            ),
             s.get("sent_last_second").unwrap_or(&Value::Null),
             s.get("in_flight").unwrap_or(&Value::Null),
             s.get("queued").unwrap_or(&Value::Null),

@@ -150,7 +150,8 @@ fn render(v: &Value, previous: Option<&Value>, interval: Duration) -> Vec<String
         ),
     ];
     let retries = v["counters"]["retries_scheduled"].as_u64().unwrap_or(0);
-    let mut line = format!("retries    {} scheduled", group(retries));
+    // A count since the daemon started, not the messages waiting to retry (`retrying` above).
+    let mut line = format!("retries    {} scheduled since start", group(retries));
     if let Some(p) = previous {
         let before = p["counters"]["retries_scheduled"].as_u64().unwrap_or(0);
         line.push_str(&format!(
