@@ -464,8 +464,14 @@ impl Config {
 
         // Read here rather than by the `config` crate, which takes a pipe (`--config
         // <(…)`, `/dev/stdin`) for a file that is "not found".
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| err("--config", format!("cannot read {}: {e}", path.display())))?;
+        // One open: whether it is a regular file is asked of what was read, not of whatever
+        // the path names a moment later (an editor that replaces the file).
+        let cannot_read =
+            |e: std::io::Error| err("--config", format!("cannot read {}: {e}", path.display()));
+        let mut opened = std::fs::File::open(path).map_err(cannot_read)?;
+        let regular = opened.metadata().is_ok_and(|m| m.is_file());
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut opened, &mut text).map_err(cannot_read)?;
         let file = config::File::from_str(&text, config::FileFormat::Toml);
         let file_origin = path.display().to_string();
         // The file alone first, then each variable over it: an error names where the bad value
@@ -489,11 +495,13 @@ impl Config {
         )?;
         // Relative paths are the file's neighbours; a pipe has none, so for one they are the
         // working directory's, as a shell user means them.
-        let base = match std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
-            true => std::path::absolute(path)
-                .ok()
-                .and_then(|p| p.parent().map(Path::to_path_buf))
-                .unwrap_or_else(|| PathBuf::from(".")),
+        // (Kept relative when `--config` is: an absolute socket path could outgrow the 107
+        // bytes a Unix socket's address holds.)
+        let base = match regular {
+            true => path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .map_or_else(|| PathBuf::from("."), Path::to_path_buf),
             false => PathBuf::from("."),
         };
         Config::from_raw(raw, &base).map_err(|mut e| {

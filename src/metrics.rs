@@ -111,7 +111,7 @@ impl Metrics {
             ),
             (
                 "waq_statuses_unknown_wamid_total",
-                "Status updates given up after waiting 30 s for a message with their wamid.",
+                "Status updates given up on: no message with their wamid after 30 s, or too many waiting at once.",
                 g(&self.statuses_unknown_wamid),
             ),
             (

@@ -464,6 +464,11 @@ fn a_peer_taken_out_by_a_reload_is_refused_on_the_connection_it_has() {
         .start();
     let mut conn = d.conn();
     assert_eq!(conn.send("GET", "/v1/health", None).unwrap().status, 200);
+    // An event stream, and a message whose retries (nothing listens at the API) keep it busy.
+    let mut events = d.conn();
+    events.write_request("GET", "/v1/events", None).unwrap();
+    assert_eq!(events.read_head().unwrap().0, 200);
+    d.post("/v1/messages", &common::template_request("+14155551234"));
     let text = d.config_text().replace(
         &format!("allowed_uids = [{own}, {other}]"),
         &format!("allowed_uids = [{other}]"),
@@ -483,6 +488,10 @@ fn a_peer_taken_out_by_a_reload_is_refused_on_the_connection_it_has() {
         r.header("connection").is_some_and(|v| v == "close"),
         "{r:?}"
     );
+    // The stream ends (before its next event) rather than running on.
+    while let Some(chunk) = events.read_chunk().unwrap() {
+        assert!(!chunk.is_empty());
+    }
     assert!(conn.send("GET", "/v1/health", None).is_err());
 }
 

@@ -9,6 +9,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use hyper::body::Frame;
 use serde_json::json;
 use tokio::sync::{broadcast, mpsc};
@@ -16,6 +17,7 @@ use tokio::sync::{broadcast, mpsc};
 use crate::model::{format_time, now_ms};
 
 use super::extract::NoQuery;
+use super::peer::{self, ConnectionPeer};
 use super::routes::Ctx;
 use super::server::stopped;
 
@@ -23,7 +25,13 @@ use super::server::stopped;
 /// channel's own buffer absorbs the lag and reports it.
 const BUFFERED_LINES: usize = 64;
 
-pub async fn stream(State(ctx): State<Ctx>, _: NoQuery) -> Response {
+pub async fn stream(
+    State(ctx): State<Ctx>,
+    _: NoQuery,
+    peer: Option<Extension<ConnectionPeer>>,
+) -> Response {
+    let peer = peer.and_then(|Extension(ConnectionPeer(p))| p);
+    let app = ctx.app.clone();
     let mut events = ctx.app.events.subscribe();
     let mut stopping = ctx.stopping.clone();
     let (tx, rx) = mpsc::channel::<Bytes>(BUFFERED_LINES);
@@ -43,6 +51,10 @@ pub async fn stream(State(ctx): State<Ctx>, _: NoQuery) -> Response {
                 // The client went away.
                 _ = tx.closed() => return,
             };
+            // A reload may have taken the peer's permission back since it subscribed.
+            if peer::check(&app.config().socket, peer).is_some() {
+                return;
+            }
             let text = match next {
                 Ok(event) => line(&event),
                 Err(broadcast::error::RecvError::Lagged(missed)) => {

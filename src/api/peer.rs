@@ -12,6 +12,11 @@ pub struct Peer {
     pub pid: Option<i32>,
 }
 
+/// The peer of the connection a request came on (a request extension), for a handler whose
+/// answer outlives a reload: the event stream checks it again before each event.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionPeer(pub Option<Peer>);
+
 /// `None` when the peer may talk; else the 403 every request of the connection gets.
 ///
 /// With neither list set, the socket's file mode is the only gate. With one or both set, the

@@ -86,8 +86,8 @@ pub fn bind(
         Some(d) => d.to_path_buf(),
         None => std::path::PathBuf::from("."),
     };
-    // Directories waq makes for the socket: writable by its user alone, whatever the umask,
-    // or another user could replace the socket with a listener of its own.
+    // Directories waq makes for the socket: writable by its user alone (the umask can narrow
+    // that further), or another user could replace the socket with a listener of its own.
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o755)
@@ -267,6 +267,8 @@ async fn serve_connection(
         let router = router.clone();
         let ctx = ctx.clone();
         let held = held.clone();
+        let mut req = req;
+        req.extensions_mut().insert(peer::ConnectionPeer(peer));
         super::run_to_end::RunToEnd::new(async move {
             let _held = held;
             Metrics::inc(&ctx.app.metrics.api_requests);
