@@ -268,7 +268,11 @@ async fn serve_connection(
         let ctx = ctx.clone();
         let held = held.clone();
         let mut req = req;
-        req.extensions_mut().insert(peer::ConnectionPeer(peer));
+        // Only the event stream outlives a reload (and an extension costs allocations, which
+        // the hot path does without).
+        if req.uri().path() == "/v1/events" {
+            req.extensions_mut().insert(peer::ConnectionPeer(peer));
+        }
         super::run_to_end::RunToEnd::new(async move {
             let _held = held;
             Metrics::inc(&ctx.app.metrics.api_requests);
