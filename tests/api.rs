@@ -940,14 +940,7 @@ fn events_stream_state_changes_as_json_lines() {
 fn an_events_detail_is_its_history_entrys() {
     // Nothing listens at the API base URL: the attempt fails and the message waits to retry.
     let d = Daemon::start();
-    let mut events = d.conn();
-    events.write_request("GET", "/v1/events", None).unwrap();
-    assert_eq!(events.read_head().unwrap().0, 200);
-    let mut lines = LineReader {
-        conn: events,
-        buf: String::new(),
-    };
-    assert_eq!(lines.next()["event"], "subscribed");
+    let mut lines = subscribe(&d);
     let id = id_of(&d.post("/v1/messages", &common::template_request("+14155551234")));
     let retrying = loop {
         let e = lines.next();
@@ -968,6 +961,19 @@ fn an_events_detail_is_its_history_entrys() {
         entry["detail"].as_str().unwrap().contains("retry in"),
         "{m}"
     );
+}
+
+/// Follows `GET /v1/events` until its first line says the subscription is live.
+fn subscribe(d: &Daemon) -> LineReader {
+    let mut events = d.conn();
+    events.write_request("GET", "/v1/events", None).unwrap();
+    assert_eq!(events.read_head().unwrap().0, 200);
+    let mut lines = LineReader {
+        conn: events,
+        buf: String::new(),
+    };
+    assert_eq!(lines.next()["event"], "subscribed");
+    lines
 }
 
 struct LineReader {
@@ -1315,14 +1321,7 @@ fn sigterm_under_load_keeps_every_accepted_message() {
 #[test]
 fn a_lagging_event_reader_is_told_how_much_it_missed() {
     let d = Daemon::start();
-    let mut events = d.conn();
-    events.write_request("GET", "/v1/events", None).unwrap();
-    assert_eq!(events.read_head().unwrap().0, 200);
-    let mut lines = LineReader {
-        conn: events,
-        buf: String::new(),
-    };
-    assert_eq!(lines.next()["event"], "subscribed");
+    let mut lines = subscribe(&d);
 
     // Far more events than the stream buffers, while this reader reads nothing.
     let batch = Value::Array(

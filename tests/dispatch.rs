@@ -119,9 +119,8 @@ fn first_at(m: &Value, state: &str) -> Option<u64> {
 // ---------------------------------------------------------------------------------------------
 // Throughput
 
-#[test]
-fn twenty_per_second_is_never_exceeded() {
-    let _machine = exclusive();
+/// The simulator's number and the daemon's only sender, `main`, both at 20 MPS.
+fn one_sender_at_20_mps() -> (Sim, Daemon) {
     let mut cfg = sim_config();
     cfg.numbers[0].mps = 20;
     let sim = Sim::start(cfg);
@@ -130,6 +129,13 @@ fn twenty_per_second_is_never_exceeded() {
         .without_default_sender()
         .toml(&sender_toml("main", SIM_NUMBER, TOKEN, 20))
         .start();
+    (sim, d)
+}
+
+#[test]
+fn twenty_per_second_is_never_exceeded() {
+    let _machine = exclusive();
+    let (sim, d) = one_sender_at_20_mps();
 
     let requests: Vec<Value> = (0..300).map(|i| template_request(&recipient(i))).collect();
     d.enqueue_batch(&requests);
@@ -875,14 +881,7 @@ fn a_sender_added_by_a_reload_starts_sending() {
 #[test]
 fn a_global_cap_set_by_a_reload_holds_every_sliding_second() {
     let _machine = shared();
-    let mut cfg = sim_config();
-    cfg.numbers[0].mps = 20;
-    let sim = Sim::start(cfg);
-    let d = Daemon::builder()
-        .against(&sim)
-        .without_default_sender()
-        .toml(&sender_toml("main", SIM_NUMBER, TOKEN, 20))
-        .start();
+    let (sim, d) = one_sender_at_20_mps();
     // The sender alone would send these 12 within one second; the cap, set by a reload, spreads
     // them over three.
     d.write_config(&format!(
