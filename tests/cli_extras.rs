@@ -490,3 +490,53 @@ fn a_config_from_a_pipe_serves_and_a_reload_keeps_it_without_blocking_signals() 
     };
     assert!(status.success(), "{status}\n{}", read_log());
 }
+
+#[test]
+fn a_socket_path_of_the_longest_length_binds() {
+    let dir = tempfile::tempdir().unwrap();
+    // 107 bytes, the most a socket address holds, with a name of 20 characters.
+    let name = "waq-socket-of-20.chr";
+    let room = 107 - dir.path().as_os_str().len() - 1 - name.len() - 1;
+    let deep = dir.path().join("d".repeat(room));
+    let socket = deep.join(name);
+    assert_eq!(socket.as_os_str().len(), 107);
+    let config = dir.path().join("waq.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir = {:?}\n[socket]\npath = {:?}\n[[senders]]\nname = \"main\"\nphone_number_id = \"1\"\ntoken = \"t\"\n",
+            dir.path().join("state").display().to_string(),
+            socket.display().to_string()
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("daemon.log");
+    let _daemon = Reaped(
+        Command::new(bin())
+            .args(["serve", "--config"])
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + common::PATIENCE;
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("waq is serving")
+    {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(
+            Instant::now() < deadline && !text.contains("cannot"),
+            "{text}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let health = Command::new(bin())
+        .args(["health", "--socket"])
+        .arg(&socket)
+        .output()
+        .unwrap();
+    assert!(health.status.success(), "{health:?}");
+}

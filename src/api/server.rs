@@ -95,13 +95,24 @@ pub fn bind(
         .with_context(|| format!("socket.path: cannot create {}", dir.display()))?;
     // Bound inside a private (0700) directory, given its mode, then renamed into place: there is
     // no moment in which the socket is reachable with a wider mode than configured.
-    let staging = dir.join(format!(".waq-bind-{}", std::process::id()));
+    // Short names: the staged path must fit a socket address's 107 bytes too.
+    let staging = dir.join(format!(".wb{}", std::process::id()));
+    let staged = staging.join("s");
+    let over = staged.as_os_str().len() as isize - crate::config::MAX_SOCKET_PATH as isize;
+    if over > 0 {
+        anyhow::bail!(
+            "socket.path: {} is bound first as {} in a private directory beside it, {over} \
+             bytes over the {} a Unix socket's address holds: shorten the path's directory",
+            path.display(),
+            staged.display(),
+            crate::config::MAX_SOCKET_PATH
+        );
+    }
     let _ = std::fs::remove_dir_all(&staging);
     std::fs::DirBuilder::new()
         .mode(0o700)
         .create(&staging)
         .with_context(|| format!("socket.path: cannot create {}", staging.display()))?;
-    let staged = staging.join("waq.sock");
     let bound = std::os::unix::net::UnixListener::bind(&staged)
         .with_context(|| format!("socket.path: cannot bind {}", path.display()));
     let placed = bound.and_then(|l| {
