@@ -428,6 +428,18 @@ fn a_peer_outside_allowed_uids_gets_403_on_every_request() {
     assert_eq!(allowed.get("/v1/health").status, 200);
 }
 
+/// Rewrites `allowed_uids = [FROM]` as `[TO]` in the daemon's file and reloads it.
+fn reload_allowed_uids(d: &Daemon, from: &str, to: &str) {
+    let text = d.config_text().replace(
+        &format!("allowed_uids = [{from}]"),
+        &format!("allowed_uids = [{to}]"),
+    );
+    assert_ne!(text, d.config_text());
+    d.write_config(&text);
+    d.sighup();
+    d.wait_for_log("configuration reloaded");
+}
+
 #[test]
 fn refused_peers_take_no_connection_slot() {
     let own = unsafe { libc::getuid() };
@@ -439,13 +451,7 @@ fn refused_peers_take_no_connection_slot() {
     // Refused connections that send nothing and stay open, more of them than there are slots.
     let idle: Vec<_> = (0..6).map(|_| d.conn()).collect();
     // Let in by a reload: served at once, not after the idle ones time out.
-    let text = d.config_text().replace(
-        &format!("allowed_uids = [{other}]"),
-        &format!("allowed_uids = [{other}, {own}]"),
-    );
-    d.write_config(&text);
-    d.sighup();
-    d.wait_for_log("configuration reloaded");
+    reload_allowed_uids(&d, &format!("{other}"), &format!("{other}, {own}"));
     for _ in 0..3 {
         let mut conn = d.conn();
         conn.set_read_timeout(std::time::Duration::from_secs(3));
@@ -469,13 +475,7 @@ fn a_peer_taken_out_by_a_reload_is_refused_on_the_connection_it_has() {
     events.write_request("GET", "/v1/events", None).unwrap();
     assert_eq!(events.read_head().unwrap().0, 200);
     d.post("/v1/messages", &common::template_request("+14155551234"));
-    let text = d.config_text().replace(
-        &format!("allowed_uids = [{own}, {other}]"),
-        &format!("allowed_uids = [{other}]"),
-    );
-    d.write_config(&text);
-    d.sighup();
-    d.wait_for_log("configuration reloaded");
+    reload_allowed_uids(&d, &format!("{own}, {other}"), &format!("{other}"));
     let r = conn
         .send(
             "POST",

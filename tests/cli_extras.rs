@@ -432,6 +432,29 @@ impl Drop for Reaped {
     }
 }
 
+/// A configuration with one sender and nothing else beyond its state and socket.
+fn one_sender_config(state_dir: &std::path::Path, socket: &std::path::Path) -> String {
+    format!(
+        "state_dir = {:?}\n[socket]\npath = {:?}\n[[senders]]\nname = \"main\"\nphone_number_id = \"1\"\ntoken = \"t\"\n",
+        state_dir.display().to_string(),
+        socket.display().to_string()
+    )
+}
+
+/// `waq serve --config CONFIG`, its log in `log`.
+fn serve(config: &std::path::Path, log: &std::path::Path) -> Reaped {
+    Reaped(
+        Command::new(bin())
+            .args(["serve", "--config"])
+            .arg(config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap(),
+    )
+}
+
 #[test]
 fn a_config_from_a_pipe_serves_and_a_reload_keeps_it_without_blocking_signals() {
     let dir = tempfile::tempdir().unwrap();
@@ -443,21 +466,8 @@ fn a_config_from_a_pipe_serves_and_a_reload_keeps_it_without_blocking_signals() 
         .success());
     let socket = dir.path().join("waq.sock");
     let log = dir.path().join("daemon.log");
-    let text = format!(
-        "state_dir = {:?}\n[socket]\npath = {:?}\n[[senders]]\nname = \"main\"\nphone_number_id = \"1\"\ntoken = \"t\"\n",
-        dir.path().join("state").display().to_string(),
-        socket.display().to_string()
-    );
-    let mut daemon = Reaped(
-        Command::new(bin())
-            .args(["serve", "--config"])
-            .arg(&fifo)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
-    );
+    let text = one_sender_config(&dir.path().join("state"), &socket);
+    let mut daemon = serve(&fifo, &log);
     std::fs::write(&fifo, text).unwrap();
     let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
     let wait_for = |needle: &str| {
@@ -503,24 +513,11 @@ fn a_socket_path_of_the_longest_length_binds() {
     let config = dir.path().join("waq.toml");
     std::fs::write(
         &config,
-        format!(
-            "state_dir = {:?}\n[socket]\npath = {:?}\n[[senders]]\nname = \"main\"\nphone_number_id = \"1\"\ntoken = \"t\"\n",
-            dir.path().join("state").display().to_string(),
-            socket.display().to_string()
-        ),
+        one_sender_config(&dir.path().join("state"), &socket),
     )
     .unwrap();
     let log = dir.path().join("daemon.log");
-    let _daemon = Reaped(
-        Command::new(bin())
-            .args(["serve", "--config"])
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
-    );
+    let _daemon = serve(&config, &log);
     let deadline = Instant::now() + common::PATIENCE;
     while !std::fs::read_to_string(&log)
         .unwrap_or_default()
