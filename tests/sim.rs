@@ -521,6 +521,34 @@ async fn over_the_numbers_mps_is_130429() {
 }
 
 #[tokio::test]
+async fn requests_with_a_bad_token_do_not_use_up_the_mps() {
+    let mut cfg = SimConfig::default();
+    cfg.numbers[0].mps = 5;
+    let sim = start(cfg).await;
+    for i in 0..10 {
+        let (status, body) = send_as(
+            &sim,
+            Some("stale-token"),
+            &text_to(&format!("1415555{i:04}"), "x"),
+        )
+        .await;
+        assert_eq!((status, code(&body)), (401, 190), "{body}");
+    }
+    // However quickly they follow, the 10 that Graph refused left the number's 5 a second.
+    for i in 0..5 {
+        let (status, body) = send(&sim, &text_to(&format!("1415556{i:04}"), "x")).await;
+        assert_eq!(status, 200, "send {i}: {body}");
+    }
+    let stats = http_stats(&sim).await;
+    assert_eq!(stats.numbers[NUMBER].violation(130429), 0);
+    assert_eq!(
+        stats.numbers[NUMBER].requests, 15,
+        "every arrival is recorded"
+    );
+    sim.shutdown().await;
+}
+
+#[tokio::test]
 async fn pair_rate_is_per_recipient() {
     let mut cfg = SimConfig::default();
     cfg.pair_rate.burst = 3;

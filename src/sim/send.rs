@@ -115,7 +115,7 @@ fn decide(
     checked: Result<Request, MetaError>,
     now: Instant,
 ) -> Decision {
-    let before = st.arrivals.arrive(now);
+    st.arrivals.arrive(now);
     st.counters.requests += 1;
     let latency = st.faults.latency();
     let reply = |answer| Decision {
@@ -133,6 +133,7 @@ fn decide(
         TokenCheck::Wrong => return reply(violation(st, MetaError::token_invalid())),
         TokenCheck::Expired => return reply(inject(st, Injected::TokenExpired)),
     }
+    let before = st.throughput.arrive(now);
     if let Some(fault) = st.faults.draw(now) {
         return reply(inject(st, fault));
     }

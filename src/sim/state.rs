@@ -51,8 +51,10 @@ pub(crate) struct Number {
 
 /// A number's rule state and counters.
 pub(crate) struct NumberState {
-    /// Arrivals of the last second, for MPS and `max_in_window`.
+    /// Every arrival of the last second, for `requests_last_second` and `max_in_window`.
     pub arrivals: SlidingWindow,
+    /// Arrivals with a valid token, for MPS: Graph refuses the others before WhatsApp counts.
+    pub throughput: SlidingWindow,
     pub pairs: PairLimiter,
     pub windows: ServiceWindows,
     pub ordering: OrderingTracker,
@@ -77,6 +79,7 @@ impl Number {
             mps: cfg.mps,
             state: Mutex::new(NumberState {
                 arrivals: SlidingWindow::default(),
+                throughput: SlidingWindow::default(),
                 pairs: PairLimiter::new(
                     Duration::from_millis(sim_cfg.pair_rate.period_ms),
                     sim_cfg.pair_rate.burst,
@@ -140,6 +143,7 @@ impl Number {
         st.arrivals.reset_max();
         if all {
             st.arrivals.clear();
+            st.throughput.clear();
             st.pairs.clear();
             st.windows.clear();
         }

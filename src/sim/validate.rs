@@ -280,6 +280,10 @@ fn check_template(t: &Map<String, Value>) -> Check<TemplateRef> {
                 MetaError::invalid_parameter(format!("Param {path} must be an object."))
             })?;
             let ctype = req_str(c, "type", &format!("{path}['type']"))?;
+            if ctype.eq_ignore_ascii_case("button") {
+                req_str(c, "sub_type", &format!("{path}['sub_type']"))?;
+                check_button_index(c, &format!("{path}['index']"))?;
+            }
             let params = opt_array(c, "parameters", &format!("{path}['parameters']"))?;
             let laid_out =
                 ctype.eq_ignore_ascii_case("body") || ctype.eq_ignore_ascii_case("header");
@@ -312,16 +316,37 @@ fn check_template_param(p: &Map<String, Value>, path: &str) -> Check<()> {
         Some(Value::String(s)) if s.is_empty() => Err(MetaError::missing(&path)),
         Some(_) => Ok(()),
     };
-    match p.get("type").and_then(Value::as_str) {
-        Some(key @ ("text" | "payload" | "coupon_code")) => {
-            text(p, key, format!("{path}['{key}']"))
-        }
-        Some(key @ ("currency" | "date_time")) => {
+    match req_str(p, "type", &format!("{path}['type']"))? {
+        key @ ("text" | "payload" | "coupon_code") => text(p, key, format!("{path}['{key}']")),
+        key @ ("currency" | "date_time") => {
             let kpath = format!("{path}['{key}']");
             let obj = req_obj(p, key, &kpath)?;
             text(obj, "fallback_value", format!("{kpath}['fallback_value']"))
         }
+        // A header's media, fetched by Meta as a media message's is.
+        key @ ("image" | "video" | "document") => {
+            let kpath = format!("{path}['{key}']");
+            check_media(req_obj(p, key, &kpath)?, &kpath)
+        }
         _ => Ok(()),
+    }
+}
+
+/// A button component's position among the template's buttons: digits, as a string or a
+/// number (Meta's examples use both).
+fn check_button_index(c: &Map<String, Value>, path: &str) -> Check<()> {
+    let ok = match c.get("index") {
+        None | Some(Value::Null) => return Err(MetaError::missing(path)),
+        Some(Value::String(s)) => !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()),
+        Some(Value::Number(n)) => n.as_u64().is_some(),
+        Some(_) => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(MetaError::invalid_parameter(format!(
+            "Param {path} must be the button's position as digits."
+        )))
     }
 }
 
@@ -820,6 +845,32 @@ mod tests {
             assert_eq!(code(body(json!({"type":kind}))), 131008);
         }
         assert_eq!(code(body(json!("John"))), 100);
+        // A parameter must say what it is, and a button which one it fills.
+        assert_eq!(code(body(json!({"text":"John"}))), 131008);
+        assert_eq!(code(with(json!({"type":"button","index":"0"}))), 131008);
+        assert_eq!(
+            code(with(json!({"type":"button","sub_type":"url"}))),
+            131008
+        );
+        assert_eq!(
+            code(with(
+                json!({"type":"button","sub_type":"url","index":"first"})
+            )),
+            100
+        );
+        assert_eq!(
+            code(with(json!({"type":"button","sub_type":"url","index":1}))),
+            0
+        );
+        let header = |param: Value| with(json!({"type":"header","parameters":[param]}));
+        assert_eq!(
+            code(header(
+                json!({"type":"image","image":{"link":"https://example.com/a.png"}})
+            )),
+            0
+        );
+        assert_eq!(code(header(json!({"type":"image","image":{}}))), 131008);
+        assert_eq!(code(header(json!({"type":"video"}))), 131008);
         let err = check(
             body(json!({"type":"text","text":""}))
                 .to_string()
