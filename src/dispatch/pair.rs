@@ -1,15 +1,17 @@
 //! Meta's pair rate limit per recipient: one message every 6 s, with bursts of up to 45 that
 //! borrow from the future. A GCRA: one timestamp per recipient.
 //!
-//! Meta counts a request when it arrives, this budget when it leaves. The first request of a
-//! burst often takes longer to arrive (it opens a connection, or waits behind the rest of the
-//! burst) than the one sent when the budget allows again, so the two clocks disagree by that
-//! difference and a request sent exactly on time gets 131056. The budget keeps a margin in
-//! hand ([`margin_ms`]): the last message of a full burst, and every later one, waits that
-//! much longer. The rate is unchanged.
+//! Meta counts a request when it arrives, and a request can arrive as late as its answer
+//! comes back. The budget is taken when a request leaves (so that no two take the same
+//! allowance) and settled when its answer comes ([`PairBudget::answered`]): a request that
+//! found the budget idle and arrived late (it opened a connection, or waited for a busy
+//! machine) moves every later allowance by as much, as it does at Meta. Without that, a
+//! request sent exactly on time 6 s later can get 131056. The budget also keeps a margin in
+//! hand ([`margin_ms`]) for the clocks' other differences: the last message of a full burst,
+//! and every later one, waits that much longer. The rate is unchanged.
 //!
 //! Meta's budget outlives a restart of the daemon, so this one does too: at start it is rebuilt
-//! from the `sending` entries of the stored messages ([`PairBudget::from_sent`]).
+//! from the answers of the stored messages' requests ([`PairBudget::from_sent`]).
 
 /// Slack between our clock and Meta's: 1% of the interval, at least 50 ms.
 pub fn margin_ms(interval_ms: u64) -> u64 {
@@ -20,6 +22,8 @@ pub fn margin_ms(interval_ms: u64) -> u64 {
 pub struct PairBudget {
     /// Theoretical arrival time (Unix ms) of the next conforming message.
     tat_ms: u64,
+    /// `tat_ms` before the last request took its allowance, to settle it at its answer.
+    tat_before_last_ms: u64,
 }
 
 impl PairBudget {
@@ -30,7 +34,16 @@ impl PairBudget {
     }
 
     pub fn consume(&mut self, now_ms: u64, interval_ms: u64) {
+        self.tat_before_last_ms = self.tat_ms;
         self.tat_ms = self.tat_ms.max(now_ms) + interval_ms;
+    }
+
+    /// The last request (one is out at a time) was answered at `now_ms`: Meta counted it
+    /// when it arrived, at the latest now, so it is counted as arriving now.
+    pub fn answered(&mut self, now_ms: u64, interval_ms: u64) {
+        self.tat_ms = self
+            .tat_ms
+            .max(self.tat_before_last_ms.max(now_ms) + interval_ms);
     }
 
     /// True when the full burst is available again (the lane can be forgotten).
@@ -40,8 +53,8 @@ impl PairBudget {
 }
 
 impl PairBudget {
-    /// The budget left by requests sent at `sent_ms` (Unix ms, in time order): each is
-    /// consumed as it was when it left.
+    /// The budget left by requests answered at `sent_ms` (Unix ms, in time order): each is
+    /// consumed as it was once settled at its answer.
     pub fn from_sent(sent_ms: &[u64], interval_ms: u64) -> PairBudget {
         let mut budget = PairBudget::default();
         for &at in sent_ms {
@@ -83,6 +96,42 @@ mod tests {
         assert_eq!(b.allowed_at(6_000, 45), now + 2 * 6_000 + margin);
         assert!(!b.is_full(now));
         assert!(b.is_full(now + 46 * 6_000));
+    }
+
+    #[test]
+    fn a_late_answer_moves_the_allowances_after_it() {
+        let now = 1_000_000;
+        let margin = margin_ms(6_000);
+        // The first request of a burst found the budget idle, and its answer took 300 ms: it
+        // may have reached Meta that late, and Meta's next allowances count from there.
+        let mut b = PairBudget::default();
+        b.consume(now, 6_000);
+        b.answered(now + 300, 6_000);
+        for i in 1..45 {
+            assert!(b.allowed_at(6_000, 45) <= now + 300 + margin, "burst {i}");
+            b.consume(now + 300 + i, 6_000);
+            b.answered(now + 300 + i, 6_000);
+        }
+        assert_eq!(b.allowed_at(6_000, 45), now + 300 + 6_000 + margin);
+
+        // Once the budget runs ahead of the clock, an answer changes nothing.
+        let before = b.allowed_at(6_000, 45);
+        b.consume(before, 6_000);
+        let taken = b.allowed_at(6_000, 45);
+        b.answered(before + 250, 6_000);
+        assert_eq!(b.allowed_at(6_000, 45), taken);
+
+        // Consumed at the answers, a rebuilt budget is the live one.
+        let mut live = PairBudget::default();
+        let answers = [now + 120, now + 400, now + 700];
+        for (i, &at) in answers.iter().enumerate() {
+            live.consume(now + 100 * i as u64, 6_000);
+            live.answered(at, 6_000);
+        }
+        assert_eq!(
+            PairBudget::from_sent(&answers, 6_000).allowed_at(6_000, 45),
+            live.allowed_at(6_000, 45)
+        );
     }
 
     #[test]

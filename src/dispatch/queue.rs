@@ -335,6 +335,9 @@ impl SenderQueue {
             outcome,
             Outcome::Retry { .. } | Outcome::PairLimited { .. } | Outcome::Requeue
         );
+        if !matches!(outcome, Outcome::DoneWithoutRequest | Outcome::Requeue) {
+            lane.pair.answered(now_ms, pair.interval_ms);
+        }
         match outcome {
             Outcome::Done => {
                 lane.pair_strikes = 0;
@@ -395,7 +398,7 @@ impl SenderQueue {
     }
 
     /// Carries the pair budget of `to` over from before a restart: `sent_ms` are the times
-    /// (Unix ms, in time order) its recent requests were sent. A lane is kept for it, even
+    /// (Unix ms, in time order) its recent requests were answered. A lane is kept for it, even
     /// with nothing waiting, until its budget is full again (see `sweep_idle`), so that a
     /// message enqueued later still waits its turn. Whether the budget was still in use.
     pub fn seed_pair(&mut self, to: &str, sent_ms: &[u64], now_ms: u64, pair: PairLimit) -> bool {
@@ -806,6 +809,44 @@ mod tests {
         assert_eq!(
             q.next(now + margin, PAIR),
             Next::WaitUntil(now + 6_000 + margin)
+        );
+    }
+
+    #[test]
+    fn the_pair_budget_counts_a_request_at_its_answer() {
+        let mut q = SenderQueue::new();
+        let now = 1_000_000;
+        for id in 1..=50 {
+            q.push(
+                &Entry {
+                    id,
+                    to: "a".into(),
+                    priority: Priority::Normal,
+                    due_ms: now,
+                    expires_at_ms: None,
+                    retry_at_ms: None,
+                },
+                now,
+                PAIR,
+            );
+        }
+        // The first request left at `now` and was answered 400 ms later; the rest of the
+        // burst at once.
+        send(&mut q, now);
+        q.complete("a", Outcome::Done, now + 400, PAIR);
+        for _ in 1..44 {
+            send(&mut q, now + 400);
+            q.complete("a", Outcome::Done, now + 400, PAIR);
+        }
+        // The last of the burst keeps the margin.
+        let margin = super::super::pair::margin_ms(6_000);
+        assert_eq!(q.next(now + 400, PAIR), Next::WaitUntil(now + 400 + margin));
+        send(&mut q, now + 400 + margin);
+        q.complete("a", Outcome::Done, now + 400 + margin, PAIR);
+        assert_eq!(
+            q.next(now + 400, PAIR),
+            Next::WaitUntil(now + 400 + 6_000 + margin),
+            "Meta may have counted the first at its answer, 400 ms after it left"
         );
     }
 

@@ -3,10 +3,10 @@
 //! them: Meta still counts those requests, and nothing the limits need lives only in memory.
 //!
 //! A request leaves after its message's `sending` entry is committed and before the entry that
-//! follows it (the answer: `sent`, `retrying`, `failed`, ...). The pair budget is rebuilt from
-//! the `sending` times, which is when a running daemon consumed it. The window of departures
-//! counts each request at its answer instead, the latest it can have left; one with no answer
-//! (the daemon stopped mid-request) counts as leaving at the restart. Both err on the side of
+//! follows it (the answer: `sent`, `retrying`, `failed`, ...). Both the pair budget and the
+//! window of departures count each request at its answer, the latest it can have left (and,
+//! for Meta's pair rate, arrived), as a running daemon settles them; one with no answer (the
+//! daemon stopped mid-request) counts as leaving at the restart. Both err on the side of
 //! waiting.
 //!
 //! [`RecentDepartures::observe`] sees every stored message during the start-up scan, so it
@@ -25,6 +25,8 @@ const WINDOW_LOOKBACK_MS: u64 = 2 * WINDOW.as_millis() as u64;
 
 /// Recent departures per sender, gathered from the stored messages.
 pub struct RecentDepartures {
+    /// The restart: when a request with no answer counts as having left.
+    now_ms: u64,
     /// Entries older than this cannot matter any more.
     since_ms: u64,
     /// Answers older than this are out of every window of departures.
@@ -34,7 +36,8 @@ pub struct RecentDepartures {
 
 #[derive(Default)]
 pub(super) struct SenderDepartures {
-    /// When each recent request was sent, per recipient (not in order).
+    /// When each recent request was answered (or the restart, if it was not), per recipient
+    /// (not in order).
     pub pairs: HashMap<String, Vec<u64>>,
     /// When each request of the last moments had left at the latest (its answer); `None`: it
     /// had no answer, the daemon stopped while it was out.
@@ -46,6 +49,7 @@ impl RecentDepartures {
     pub fn new(now_ms: u64, pair: PairLimit) -> RecentDepartures {
         let pair_memory = pair.interval_ms.saturating_mul(pair.burst as u64);
         RecentDepartures {
+            now_ms,
             since_ms: now_ms.saturating_sub(pair_memory.max(WINDOW_LOOKBACK_MS)),
             window_since_ms: now_ms.saturating_sub(WINDOW_LOOKBACK_MS),
             senders: HashMap::new(),
@@ -64,21 +68,22 @@ impl RecentDepartures {
                 break;
             }
             if h.state == State::Sending {
-                self.note(m, h.at_ms, answered_at);
+                self.note(m, answered_at);
             }
             answered_at = Some(h.at_ms);
         }
     }
 
-    fn note(&mut self, m: &Message, sent_ms: u64, answered_ms: Option<u64>) {
+    fn note(&mut self, m: &Message, answered_ms: Option<u64>) {
+        let counted_ms = answered_ms.unwrap_or(self.now_ms);
         let sender = match self.senders.get_mut(&m.sender) {
             Some(s) => s,
             None => self.senders.entry(m.sender.clone()).or_default(),
         };
         match sender.pairs.get_mut(&m.to) {
-            Some(times) => times.push(sent_ms),
+            Some(times) => times.push(counted_ms),
             None => {
-                sender.pairs.insert(m.to.clone(), vec![sent_ms]);
+                sender.pairs.insert(m.to.clone(), vec![counted_ms]);
             }
         }
         if answered_ms.is_none_or(|a| a >= self.window_since_ms) {
@@ -137,7 +142,7 @@ mod tests {
     }
 
     #[test]
-    fn sending_entries_of_recent_messages_are_noted_with_their_answers() {
+    fn requests_of_recent_messages_are_noted_at_their_answers() {
         let now = 10_000_000;
         let pair = PairLimit {
             interval_ms: 6_000,
@@ -185,7 +190,8 @@ mod tests {
         let main = &r.senders["main"];
         let mut a = main.pairs["a"].clone();
         a.sort_unstable();
-        assert_eq!(a, vec![now - 50_000, now - 500, now - 300]);
+        // Each counted at its answer; the one still out at the restart.
+        assert_eq!(a, vec![now - 49_000, now - 400, now]);
         assert_eq!(main.pairs.len(), 1, "{:?}", main.pairs.keys());
         let mut left_by = main.left_by.clone();
         left_by.sort_unstable();
