@@ -12,7 +12,13 @@ use crate::metrics::Metrics;
 use crate::store::Store;
 
 /// A state change or an inbound message, as streamed by `GET /v1/events` (one JSON per line).
-pub type Event = Arc<serde_json::Value>;
+/// An event as its line of the stream (JSON and a line break): written once, shared by every
+/// subscriber.
+pub type Event = bytes::Bytes;
+
+/// Events kept for subscribers that have not read them yet: more than a batch's 10,000
+/// `queued`, so a reader that keeps up loses none to one batch.
+pub const EVENTS_BUFFERED: usize = 16_384;
 
 pub struct App {
     config: RwLock<Arc<Config>>,
@@ -25,9 +31,16 @@ pub struct App {
     pub started_at_ms: u64,
 }
 
+/// `event` as a line of the stream.
+pub fn event_line(event: &serde_json::Value) -> Event {
+    let mut text = event.to_string();
+    text.push('\n');
+    Event::from(text)
+}
+
 impl App {
     pub fn new(config: Config, store: Store, dispatcher: Dispatcher) -> Arc<App> {
-        let (events, _) = broadcast::channel(4096);
+        let (events, _) = broadcast::channel(EVENTS_BUFFERED);
         Arc::new(App {
             config: RwLock::new(Arc::new(config)),
             store,
@@ -54,7 +67,7 @@ impl App {
     /// Publishes an event to `GET /v1/events` listeners (dropped when nobody listens).
     pub fn publish(&self, event: serde_json::Value) {
         if self.events.receiver_count() > 0 {
-            let _ = self.events.send(Arc::new(event));
+            let _ = self.events.send(event_line(&event));
         }
     }
 

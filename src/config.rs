@@ -591,7 +591,7 @@ impl Config {
         }
         // Relative paths are the config file's neighbours, as `*_file` keys are: not wherever
         // the daemon was started from (`/` under systemd).
-        let socket_path = base.join(socket_path);
+        let socket_path = beside(base, &socket_path);
         // A Unix socket's address holds at most 107 bytes of path (108 with the NUL).
         let path_len = socket_path.as_os_str().len();
         if path_len > MAX_SOCKET_PATH {
@@ -735,7 +735,7 @@ impl Config {
                 &key("token"),
                 s.token,
                 s.token_env,
-                s.token_file.map(|p| base.join(p)),
+                s.token_file.map(|p| beside(base, &p)),
                 SecretUse::Header,
             )?
             .ok_or_else(|| err(key("token"), "set token_env, token_file or token"))?;
@@ -858,7 +858,7 @@ impl Config {
                             "webhook.app_secret",
                             w.app_secret,
                             w.app_secret_env,
-                            w.app_secret_file.map(|p| base.join(p)),
+                            w.app_secret_file.map(|p| beside(base, &p)),
                             SecretUse::Compared,
                         )?
                         .ok_or_else(|| {
@@ -872,7 +872,7 @@ impl Config {
                             "webhook.verify_token",
                             w.verify_token,
                             w.verify_token_env,
-                            w.verify_token_file.map(|p| base.join(p)),
+                            w.verify_token_file.map(|p| beside(base, &p)),
                             SecretUse::Compared,
                         )?
                         .unwrap_or_default();
@@ -915,7 +915,7 @@ impl Config {
         if state_dir.as_os_str().is_empty() {
             return Err(err("state_dir", "is empty"));
         }
-        let state_dir = base.join(state_dir);
+        let state_dir = beside(base, &state_dir);
         Ok(Config {
             state_dir,
             log,
@@ -1257,8 +1257,44 @@ fn header_unsafe(token: &str) -> Option<String> {
     Some(format!("{what} at character {}", at + 1))
 }
 
+/// `path` relative to `base` (the config file's directory), without the `./` steps that would
+/// otherwise show in every message (`././waq.sock`); an absolute path as it is.
+fn beside(base: &Path, path: &Path) -> PathBuf {
+    let mut out = match base == Path::new(".") {
+        true => PathBuf::new(),
+        false => base.to_path_buf(),
+    };
+    // An absolute `path` replaces `out` as it is pushed.
+    for step in path.components() {
+        if step != std::path::Component::CurDir {
+            out.push(step);
+        }
+    }
+    match out.as_os_str().is_empty() {
+        true => PathBuf::from("."),
+        false => out,
+    }
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn relative_paths_join_the_files_directory_without_dot_steps() {
+        let at = |base: &str, p: &str| beside(Path::new(base), Path::new(p));
+        assert_eq!(at(".", "./waq.sock"), PathBuf::from("waq.sock"));
+        assert_eq!(at(".", "."), PathBuf::from("."));
+        assert_eq!(at("/etc/waq", "./state"), PathBuf::from("/etc/waq/state"));
+        assert_eq!(
+            at("conf", "../run/./waq.sock"),
+            PathBuf::from("conf/../run/waq.sock")
+        );
+        assert_eq!(
+            at("/etc/waq", "/run/waq/waq.sock"),
+            PathBuf::from("/run/waq/waq.sock")
+        );
+        assert_eq!(at("/etc/waq", "."), PathBuf::from("/etc/waq"));
+    }
     use super::*;
 
     const MIN: &str = r#"

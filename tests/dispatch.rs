@@ -568,6 +568,74 @@ fn a_131047_in_the_answer_forgets_the_window() {
 // ---------------------------------------------------------------------------------------------
 // Errors and retries
 
+/// Nothing answers at `api.base_url`: after a few requests without an answer the sender shows
+/// as unreachable in `/v1/health`, `waq health` (exit 1) and the log, while its message is
+/// retried; once a simulator answers there, the message goes and health is `ok` again.
+#[test]
+fn a_graph_api_that_does_not_answer_shows_in_health_until_it_answers() {
+    let _machine = shared();
+    let port = common::free_port();
+    let d = Daemon::builder()
+        .without_default_sender()
+        .set("api", &format!("base_url = \"http://127.0.0.1:{port}\""))
+        .set("dispatch", "retry_min_ms = 50")
+        .set("dispatch", "retry_max_ms = 200")
+        .set("dispatch", "max_attempts = 100000")
+        .toml(&sender_toml("main", SIM_NUMBER, TOKEN, 20))
+        .start();
+    let r = d.post("/v1/messages", &template_request("+14155550100"));
+    assert_eq!(r.status, 202, "{}", r.text());
+    let id = r.json()["id"].as_str().unwrap().to_string();
+
+    let h = wait_until(
+        "main unreachable in /v1/health",
+        PATIENCE,
+        || Some(health(&d)).filter(|h| h["status"] == "degraded"),
+        || health(&d).to_string(),
+    );
+    let u = &h["unreachable_senders"][0];
+    assert_eq!(u["name"], "main", "{h}");
+    assert!(u["failures"].as_u64().unwrap() >= 3, "{h}");
+    let last_error = u["last_error"].as_str().unwrap();
+    assert!(last_error.contains("connecting"), "{h}");
+    assert!(
+        u["since"].as_str().is_some_and(|t| parse_time(t).is_ok()),
+        "{h}"
+    );
+    let stats = d.get("/v1/stats").json();
+    assert_eq!(
+        stats["senders"][0]["unreachable"]["since"], u["since"],
+        "{stats}"
+    );
+    let out = d.waq(&["health"]);
+    assert_eq!(out.status.code(), Some(1), "degraded is exit 1");
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        printed.starts_with("degraded: main cannot reach the Graph API since"),
+        "{printed}"
+    );
+    d.wait_for_log(&format!(
+        "the Graph API at http://127.0.0.1:{port} does not answer"
+    ));
+
+    // The simulator comes up where the daemon looks for Meta: the message goes, health clears.
+    let sim = Sim::start_on(sim_config(), port);
+    wait_until(
+        "the message sent",
+        PATIENCE,
+        || {
+            let m = d.get(&format!("/v1/messages/{id}")).json();
+            (m["state"] != "queued" && m["state"] != "retrying" && m["state"] != "sending")
+                .then_some(m)
+        },
+        || d.get(&format!("/v1/messages/{id}")).text(),
+    );
+    assert!(sim.number().accepted >= 1);
+    assert_eq!(health(&d)["status"], "ok", "{}", health(&d));
+    assert_eq!(d.waq(&["health"]).status.code(), Some(0));
+    d.wait_for_log("the Graph API answers again");
+}
+
 /// A daemon against `sim` that retries fast.
 fn fast_retries(sim: &Sim) -> Daemon {
     Daemon::builder()

@@ -56,7 +56,7 @@ pub async fn stream(
                 return;
             }
             let text = match next {
-                Ok(event) => line(&event),
+                Ok(event) => event,
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
                     line(&json!({ "event": "lagged", "missed": missed }))
                 }
@@ -76,9 +76,7 @@ pub async fn stream(
 }
 
 fn line(v: &serde_json::Value) -> Bytes {
-    let mut text = v.to_string();
-    text.push('\n');
-    Bytes::from(text)
+    crate::app::event_line(v)
 }
 
 /// A response body fed line by line from a channel; ends when the sender is dropped.

@@ -434,8 +434,10 @@ pub async fn retry(
         m.transition(MsgState::Queued, now, "retry requested");
     })?;
     app.store.commit_since(generation).await?;
-    app.dispatcher.submit(&m);
+    // Published before the dispatcher sees it, whose events (a `failed` with no request, say)
+    // would otherwise come first.
     app.publish_state(&m, "retry requested");
+    app.dispatcher.submit(&m);
     Ok(json::json(StatusCode::ACCEPTED, &view::accepted(&m)))
 }
 
@@ -623,20 +625,21 @@ fn roll_back(app: &App, outcomes: &[&Outcome]) {
     }
 }
 
-/// A durable new message goes to the dispatcher and the event stream.
+/// A durable new message goes to the event stream, then to the dispatcher (whose events for
+/// it must come after its `queued`).
 fn hand_over(app: &App, m: &Message) {
     Metrics::inc(&app.metrics.enqueued);
-    app.dispatcher.submit(m);
     app.publish_state(m, "queued");
+    app.dispatcher.submit(m);
 }
 
 /// [`hand_over`] for the new messages of a batch, scheduled together.
 fn hand_over_all<'m>(app: &App, messages: impl Iterator<Item = &'m Message> + Clone) {
-    app.dispatcher.submit_all(messages.clone());
-    for m in messages {
+    for m in messages.clone() {
         Metrics::inc(&app.metrics.enqueued);
         app.publish_state(m, "queued");
     }
+    app.dispatcher.submit_all(messages);
 }
 
 /// The messages a batch created.

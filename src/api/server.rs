@@ -112,7 +112,13 @@ pub fn bind(
     std::fs::DirBuilder::new()
         .mode(0o700)
         .create(&staging)
-        .with_context(|| format!("socket.path: cannot create {}", staging.display()))?;
+        .with_context(|| {
+            format!(
+                "socket.path: cannot create {}: cannot write in {} as this user",
+                path.display(),
+                dir.display()
+            )
+        })?;
     let bound = std::os::unix::net::UnixListener::bind(&staged)
         .with_context(|| format!("socket.path: cannot bind {}", path.display()));
     let placed = bound.and_then(|l| {

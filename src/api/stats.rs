@@ -70,6 +70,16 @@ pub async fn health(State(ctx): State<Ctx>, _: NoQuery) -> Result<Response, ApiE
         .filter(|s| !s.configured)
         .map(|s| json!({ "name": s.name, "queued": s.queued }))
         .collect();
+    // Senders whose requests get no answer at all (a wrong base_url, a network in the way).
+    let unreachable: Vec<Value> = senders
+        .iter()
+        .filter_map(|s| {
+            let u = s.unreachable.as_ref()?;
+            let mut v = json!(u);
+            v["name"] = json!(s.name);
+            Some(v)
+        })
+        .collect();
     // A store refusing writes (disk full) is 503, so that checks on the status see it.
     if let Some(e) = ctx.app.store.refusing_writes() {
         let e = ApiError::from(e);
@@ -79,11 +89,12 @@ pub async fn health(State(ctx): State<Ctx>, _: NoQuery) -> Result<Response, ApiE
                 "status": "degraded",
                 "paused_senders": paused,
                 "unconfigured_senders": unconfigured,
+                "unreachable_senders": unreachable,
                 "store": {"code": e.code, "message": e.message},
             }),
         ));
     }
-    let status = if paused.is_empty() && unconfigured.is_empty() {
+    let status = if paused.is_empty() && unconfigured.is_empty() && unreachable.is_empty() {
         "ok"
     } else {
         "degraded"
@@ -92,6 +103,7 @@ pub async fn health(State(ctx): State<Ctx>, _: NoQuery) -> Result<Response, ApiE
         "status": status,
         "paused_senders": paused,
         "unconfigured_senders": unconfigured,
+        "unreachable_senders": unreachable,
     })))
 }
 

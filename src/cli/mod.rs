@@ -359,7 +359,12 @@ async fn client_command(command: Command) -> Result<i32, Failure> {
                     show::health(&v);
                     EXIT_REFUSED
                 }
-                None => answer(&c, &reply, show::health),
+                // Degraded is served (200), but not healthy: scripts and checks see it in
+                // the exit code.
+                None => match answer(&c, &reply, show::health) {
+                    EXIT_OK if !reports_ok(&reply) => EXIT_REFUSED,
+                    code => code,
+                },
             })
         }
         Command::Sender {
@@ -460,6 +465,12 @@ async fn post(c: &ClientOpts, path: &str, body: &Value) -> Result<Reply, Unreach
 
 /// Prints the answer (`--json`: as is; else `human` for success, the reason for an error)
 /// and returns the exit code.
+/// Whether a health answer says `"status": "ok"`.
+fn reports_ok(reply: &Reply) -> bool {
+    serde_json::from_slice::<Value>(&reply.body)
+        .is_ok_and(|v| v.get("status").and_then(Value::as_str) == Some("ok"))
+}
+
 fn answer(c: &ClientOpts, reply: &Reply, human: impl FnOnce(&Value)) -> i32 {
     answer_explained(c, reply, human, |_| Explained::default())
 }
@@ -482,6 +493,15 @@ fn answer_explained(
 ) -> i32 {
     let parsed: Option<Value> = serde_json::from_slice(&reply.body).ok();
     let ok = (200..300).contains(&reply.status);
+    if ok && parsed.is_none() {
+        // Every success of the socket API is JSON: whatever answered is not a waq daemon.
+        crate::stderr_line!(
+            "waq: {} answered {} with something that is not JSON: is it a waq daemon's socket? (choose the socket with --socket or $WAQ_SOCKET)",
+            c.socket.display(),
+            reply.status
+        );
+        return EXIT_UNREACHABLE;
+    }
     if c.json {
         outln!("{}", String::from_utf8_lossy(&reply.body).trim_end());
     } else if ok {

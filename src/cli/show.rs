@@ -190,6 +190,15 @@ pub fn health(v: &Value) {
                 text(u, "name")
             )
         }))
+        .chain(listed("unreachable_senders").map(|u| {
+            format!(
+                "{} cannot reach the Graph API since {} ({} requests in a row without an answer: {})",
+                text(u, "name"),
+                text(u, "since"),
+                u.get("failures").unwrap_or(&Value::Null),
+                text(u, "last_error")
+            )
+        }))
         .chain(v.get("store").map(|e| {
             format!(
                 "store refuses writes ({}): {}",

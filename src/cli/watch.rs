@@ -80,6 +80,11 @@ pub async fn watch(c: &ClientOpts, interval: Duration) -> Result<i32, Unreachabl
                 return Ok(super::answer(c, &reply, |_| {}));
             }
             Err(e) if first => return Err(e),
+            // stdout carries only the daemon's answers in `--json`, one per line.
+            Err(e) if c.json => {
+                crate::stderr_line!("waq: daemon unreachable: {e} (retrying)");
+                None
+            }
             Err(e) => Some(vec![format!("daemon unreachable: {e} (retrying)")]),
         };
         first = false;

@@ -316,6 +316,14 @@ impl CloudError {
         name.to_string()
     }
 
+    /// The request got no answer at all: the connection failed or the wait timed out.
+    pub fn is_unanswered(&self) -> bool {
+        self.http_status.is_none()
+            && self.meta_code.is_none()
+            && (self.message.starts_with(TIMEOUT_PREFIX)
+                || self.message.starts_with(CONNECTION_PREFIX))
+    }
+
     /// The sentence for `last_error.message`: the message with Meta's `details` after it,
     /// which is often the part to act on ("body: number of localizable_params (0) does not
     /// match the expected number of params (1)").
@@ -549,6 +557,14 @@ impl CloudClient {
             ErrorClass::Transient,
             format!("{CONNECTION_PREFIX} {stage}: {chain}"),
         )
+    }
+}
+
+/// `scheme://host:port` of `url`, for log lines: no path, no credentials.
+pub fn origin(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(u) => u.origin().ascii_serialization(),
+        Err(_) => "(api.base_url)".to_string(),
     }
 }
 

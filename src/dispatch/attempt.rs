@@ -25,6 +25,9 @@ pub enum SenderEffect {
     Throttle,
     /// An account or token error: stop this sender until resumed.
     Pause(String),
+    /// No answer at all (connection refused or reset, timed out): the Graph API may be out
+    /// of reach. The error's message.
+    Unreachable(String),
 }
 
 /// The message as it will be sent, decided under the record's lock.
@@ -373,6 +376,8 @@ fn record_failure(input: AttemptInput<'_>, err: CloudError, now: u64) -> (Outcom
     }
     let effect = if is_throttle(err.meta_code) {
         SenderEffect::Throttle
+    } else if err.is_unanswered() {
+        SenderEffect::Unreachable(err.full_message())
     } else {
         SenderEffect::None
     };

@@ -13,6 +13,7 @@ mod global;
 mod pair;
 pub mod queue;
 mod rate;
+mod reach;
 mod recent;
 mod retention;
 mod sender;
@@ -63,6 +64,8 @@ pub struct SenderSnapshot {
     pub queued: usize,
     pub paused: bool,
     pub pause_reason: Option<String>,
+    /// Set while the sender's requests do not reach the Graph API (no answer at all).
+    pub unreachable: Option<reach::Unreachable>,
 }
 
 impl SenderSnapshot {

@@ -15,6 +15,7 @@ use super::attempt::{self, AttemptInput, SenderEffect};
 use super::departures::Departures;
 use super::queue::{Entry, Next, Outcome, PairLimit, SenderQueue};
 use super::rate::{Aimd, Pacer, SlidingWindow, WINDOW};
+use super::reach::Reach;
 use super::recent::SenderDepartures;
 use super::{SenderSnapshot, Shared};
 
@@ -49,6 +50,8 @@ pub struct Schedule {
     pub departures: Departures,
     pub aimd: Aimd,
     pub paused: Option<String>,
+    /// Whether requests get answers lately.
+    pub reach: Reach,
     /// Attempts picked whose request has not yet been handed to the HTTP client.
     pub starting: usize,
     /// When the sender was last resumed: an attempt started before then that fails for the
@@ -104,6 +107,7 @@ impl SenderState {
                 departures: Departures::new(),
                 aimd: Aimd::new(mps, Instant::now()),
                 paused: None,
+                reach: Reach::default(),
                 starting: 0,
                 resumed_at: None,
                 asleep_until_ms: 0,
@@ -252,6 +256,7 @@ impl SenderState {
             queued: s.queue.waiting(),
             paused: s.paused.is_some(),
             pause_reason: s.paused.clone(),
+            unreachable: s.reach.unreachable(),
         }
     }
 }
@@ -447,9 +452,31 @@ async fn attempt_one(
         let now = Instant::now();
         if left.load(std::sync::atomic::Ordering::Relaxed) {
             s.departures.answered();
+            match &effect {
+                SenderEffect::Unreachable(error) => {
+                    if s.reach.failed(now_ms(), error) {
+                        tracing::warn!(
+                            sender = %sender.name,
+                            "the Graph API at {} does not answer ({} requests in a row): {error}; \
+                             messages are retried with backoff; check api.base_url and the way \
+                             to it",
+                            crate::cloud::origin(&config.api.base_url),
+                            s.reach.unreachable().map_or(0, |u| u.failures),
+                        );
+                    }
+                }
+                _ => {
+                    if let Some(failures) = s.reach.answered() {
+                        tracing::info!(
+                            sender = %sender.name,
+                            "the Graph API answers again, after {failures} requests without an answer"
+                        );
+                    }
+                }
+            }
         }
         match &effect {
-            SenderEffect::None => {}
+            SenderEffect::None | SenderEffect::Unreachable(_) => {}
             SenderEffect::Throttle => s.aimd.throttled(now),
             SenderEffect::Pause(_) if s.resumed_at.is_some_and(|r| r > started) => {
                 tracing::info!(sender = %sender.name, id, "an attempt started before the sender was resumed failed for the account; staying resumed");

@@ -659,6 +659,16 @@ fn text_rules() {
         code::EMPTY_VALUE,
         "message.text.body",
     );
+    // White space alone is no text to Meta (131008): refused at enqueue, not after it.
+    for blank in ["   ", "\n\t ", "\u{3000}"] {
+        let err = message_err(
+            json!({"type": "text", "text": {"body": blank}}),
+            code::EMPTY_VALUE,
+            "message.text.body",
+        );
+        assert!(err.message.contains("white space"), "{err}");
+    }
+    message_ok(json!({"type": "text", "text": {"body": " ok "}}));
     let err = message_err(
         json!({"type": "text", "text": {"body": "a".repeat(4097)}}),
         code::TOO_LONG,

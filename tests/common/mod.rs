@@ -681,6 +681,11 @@ pub struct Sim {
 
 impl Sim {
     pub fn start(config: waq::sim::SimConfig) -> Sim {
+        Sim::start_on(config, 0)
+    }
+
+    /// The simulator on 127.0.0.1:`port` (0: any free port).
+    pub fn start_on(config: waq::sim::SimConfig, port: u16) -> Sim {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("sim")
@@ -688,7 +693,10 @@ impl Sim {
             .build()
             .unwrap();
         let handle = rt
-            .block_on(waq::sim::start(config, "127.0.0.1:0".parse().unwrap()))
+            .block_on(waq::sim::start(
+                config,
+                std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+            ))
             .unwrap();
         let base = handle.base_url();
         let http = reqwest::Client::builder().no_proxy().build().unwrap();

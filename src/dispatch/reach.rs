@@ -1,0 +1,104 @@
+//! Whether a sender's requests reach the Graph API at all. A wrong `api.base_url`, a proxy or
+//! firewall in the way, or Meta down: every request fails without an answer and each message
+//! is retried with backoff, so nothing is lost, but nothing is sent either. After a few such
+//! failures in a row the sender counts as unreachable: `GET /v1/health` says `degraded` and
+//! names it, and the log says so (again every minute while it lasts). The first answer of any
+//! kind ends it.
+
+/// Requests in a row without an answer before the sender counts as unreachable: one may be a
+/// connection the far end closed while idle.
+pub const UNREACHABLE_AFTER: u32 = 3;
+
+/// How often the log repeats that a sender is still unreachable.
+const WARN_EVERY_MS: u64 = 60_000;
+
+#[derive(Debug, Default)]
+pub struct Reach {
+    /// Requests in a row that got no answer.
+    failures: u32,
+    /// When the first of them failed (Unix ms).
+    since_ms: u64,
+    last_error: String,
+    warned_at_ms: Option<u64>,
+}
+
+/// A sender that has not reached the Graph API lately.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Unreachable {
+    /// When the first failure in a row came (RFC 3339 in JSON).
+    #[serde(rename = "since", serialize_with = "as_time")]
+    pub since_ms: u64,
+    pub failures: u32,
+    pub last_error: String,
+}
+
+fn as_time<S: serde::Serializer>(ms: &u64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&crate::model::format_time(*ms))
+}
+
+impl Reach {
+    /// A request got no answer at `now_ms`. True when a warning is due.
+    pub fn failed(&mut self, now_ms: u64, error: &str) -> bool {
+        if self.failures == 0 {
+            self.since_ms = now_ms;
+        }
+        self.failures += 1;
+        error.clone_into(&mut self.last_error);
+        if self.failures < UNREACHABLE_AFTER {
+            return false;
+        }
+        let due = self
+            .warned_at_ms
+            .is_none_or(|at| now_ms.saturating_sub(at) >= WARN_EVERY_MS);
+        if due {
+            self.warned_at_ms = Some(now_ms);
+        }
+        due
+    }
+
+    /// A request got an answer (any answer). `Some(n)` when that ends `n` failures in a row
+    /// that had made the sender unreachable.
+    pub fn answered(&mut self) -> Option<u32> {
+        let was = self.failures;
+        self.failures = 0;
+        self.warned_at_ms = None;
+        (was >= UNREACHABLE_AFTER).then_some(was)
+    }
+
+    pub fn unreachable(&self) -> Option<Unreachable> {
+        (self.failures >= UNREACHABLE_AFTER).then(|| Unreachable {
+            since_ms: self.since_ms,
+            failures: self.failures,
+            last_error: self.last_error.clone(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unreachable_after_failures_in_a_row_until_any_answer() {
+        let mut r = Reach::default();
+        assert!(!r.failed(1_000, "refused"));
+        assert!(r.answered().is_none(), "one failure is not unreachable");
+        assert!(!r.failed(2_000, "refused"));
+        assert!(!r.failed(2_100, "refused"));
+        assert!(r.unreachable().is_none());
+        assert!(r.failed(2_200, "reset"), "the third in a row warns");
+        assert_eq!(
+            r.unreachable(),
+            Some(Unreachable {
+                since_ms: 2_000,
+                failures: 3,
+                last_error: "reset".into()
+            })
+        );
+        assert!(!r.failed(30_000, "reset"), "not again within a minute");
+        assert!(r.failed(62_200, "reset"), "again a minute on");
+        assert_eq!(r.answered(), Some(5));
+        assert!(r.unreachable().is_none());
+        assert!(!r.failed(70_000, "refused"));
+    }
+}
