@@ -1003,7 +1003,8 @@ fn stats_health_and_metrics() {
     let health = d.get("/v1/health");
     assert_eq!(
         health.json(),
-        json!({"status": "ok", "paused_senders": [], "unconfigured_senders": []})
+        json!({"status": "ok", "paused_senders": [], "unconfigured_senders": [],
+               "unreachable_senders": []})
     );
 
     let stats = d.get("/v1/stats");

@@ -79,11 +79,10 @@ pub async fn play(stage: &Stage, ui: &Ui, tally: &mut Tally) -> anyhow::Result<(
             m["id"].as_str().unwrap_or("?")
         ));
         for h in m["history"].as_array().into_iter().flatten() {
-            ui.quote(&format!(
-                "  {:<9} {}",
-                h["state"].as_str().unwrap_or("?"),
-                h["detail"].as_str().unwrap_or("")
-            ));
+            let state = h["state"].as_str().unwrap_or("?");
+            // A detail that only repeats the state says nothing more.
+            let detail = h["detail"].as_str().filter(|d| *d != state).unwrap_or("");
+            ui.quote(format!("  {state:<9} {detail}").trim_end());
         }
     }
     ui.ok(&format!(

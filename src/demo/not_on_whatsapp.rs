@@ -36,12 +36,40 @@ pub async fn play(stage: &Stage, ui: &Ui) -> anyhow::Result<()> {
             bail!("expected {number} to fail with Meta's code 131026, got {m}");
         }
         ui.quote(&format!(
-            "{number}  failed after {} attempt: {} (Meta error {})",
+            "{number}  failed after {} attempt, Meta error {}: {}",
             m["attempts"],
-            e["message"].as_str().unwrap_or("?"),
-            e["meta_code"]
+            e["meta_code"],
+            readable(e["message"].as_str().unwrap_or("?"))
         ));
     }
     ui.ok("failed at once with Meta's code 131026, no retries spent; `waq ls --state failed` lists them");
     Ok(())
+}
+
+/// Meta's error text without what repeats the code or only helps Meta's support: `(#131026)
+/// Message undeliverable (fbtrace_id Ab1): details` reads `Message undeliverable: details`.
+fn readable(message: &str) -> String {
+    let text = match message.strip_prefix("(#") {
+        Some(rest) => rest.split_once(") ").map_or(message, |(_, t)| t),
+        None => message,
+    };
+    match text.split_once(" (fbtrace_id ") {
+        Some((head, tail)) => match tail.split_once(')') {
+            Some((_, rest)) => format!("{head}{rest}"),
+            None => head.to_string(),
+        },
+        None => text.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn metas_code_and_trace_id_are_left_out() {
+        assert_eq!(
+            super::readable("(#131026) Message undeliverable (fbtrace_id Ab1x): Unable to deliver"),
+            "Message undeliverable: Unable to deliver"
+        );
+        assert_eq!(super::readable("plain"), "plain");
+    }
 }
