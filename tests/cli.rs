@@ -159,9 +159,25 @@ fn a_refusal_exits_1_with_code_and_field() {
     assert_eq!(code(&o), 1);
     assert!(stderr(&o).contains("window_closed"));
 
+    let o = d.waq(&["window", "+1 415 555 1234"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o).trim(),
+        "window of 14155551234 with main closed",
+        "{}",
+        stderr(&o)
+    );
+
     let o = d.waq(&["inbound", "--from", "+14155551234"]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert!(stdout(&o).contains("open until"), "{}", stdout(&o));
+    let w = d.waq(&["window", "+14155551234", "--sender", "main", "--json"]);
+    assert_eq!(code(&w), 0, "{}", stderr(&w));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&w)).unwrap();
+    assert_eq!(v["window_open"], true, "{v}");
+    let w = d.waq(&["window", "+14155551234", "--sender", "nobody"]);
+    assert_eq!(code(&w), 1);
+    assert!(stderr(&w).contains("unknown_sender"), "{}", stderr(&w));
     assert!(
         stdout(&o).contains("; free-form messages are sent until 20"),
         "{}",

@@ -116,6 +116,18 @@ pub enum Command {
         #[command(flatten)]
         client: ClientOpts,
     },
+    /// Show whether a customer's 24-hour window with a sender is open (free-form messages
+    /// allowed) and until when.
+    Window {
+        /// The customer's phone number.
+        #[arg(value_name = "NUMBER")]
+        number: String,
+        /// The sender (optional with a single sender).
+        #[arg(long)]
+        sender: Option<String>,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
     /// Follow the daemon's events (state changes, inbound messages) as JSON lines.
     // Events are JSON either way; --json still decides how a refusal is printed.
     #[command(mut_arg("json", |a| a.help(
@@ -191,6 +203,7 @@ impl Command {
             | Command::Stats { client, .. }
             | Command::Health { client }
             | Command::Inbound { client, .. }
+            | Command::Window { client, .. }
             | Command::Events { client } => Some(client),
         }
     }
@@ -382,6 +395,18 @@ async fn client_command(command: Command) -> Result<i32, Failure> {
         } => {
             let body = json!({ "from": from, "sender": sender, "at": at });
             let reply = post(&c, "/v1/inbound", &body).await?;
+            Ok(answer(&c, &reply, show::recipient))
+        }
+        Command::Window {
+            number,
+            sender,
+            client: c,
+        } => {
+            let mut path = format!("/v1/recipients/{}", encode(&number));
+            if let Some(sender) = sender {
+                path.push_str(&format!("?sender={}", encode(&sender)));
+            }
+            let reply = call(&c, Method::GET, &path, None).await?;
             Ok(answer(&c, &reply, show::recipient))
         }
         Command::Events { client: c } => {
