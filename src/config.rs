@@ -1260,12 +1260,9 @@ fn header_unsafe(token: &str) -> Option<String> {
 /// `path` relative to `base` (the config file's directory), without the `./` steps that would
 /// otherwise show in every message (`././waq.sock`); an absolute path as it is.
 fn beside(base: &Path, path: &Path) -> PathBuf {
-    let mut out = match base == Path::new(".") {
-        true => PathBuf::new(),
-        false => base.to_path_buf(),
-    };
+    let mut out = PathBuf::new();
     // An absolute `path` replaces `out` as it is pushed.
-    for step in path.components() {
+    for step in base.components().chain(path.components()) {
         if step != std::path::Component::CurDir {
             out.push(step);
         }
@@ -1278,6 +1275,7 @@ fn beside(base: &Path, path: &Path) -> PathBuf {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
 
     #[test]
     fn relative_paths_join_the_files_directory_without_dot_steps() {
@@ -1294,8 +1292,8 @@ mod tests {
             PathBuf::from("/run/waq/waq.sock")
         );
         assert_eq!(at("/etc/waq", "."), PathBuf::from("/etc/waq"));
+        assert_eq!(at("./conf", "./waq.sock"), PathBuf::from("conf/waq.sock"));
     }
-    use super::*;
 
     const MIN: &str = r#"
 state_dir = "/tmp/x"

@@ -533,6 +533,10 @@ fn health_counts_the_messages_a_sender_no_longer_configured_holds() {
         stdout(&o).trim(),
         "degraded: second not configured, holding 2 queued messages"
     );
+    assert_eq!(code(&o), 4, "degraded");
+    let o = d.waq(&["health", "--json"]);
+    assert_eq!(code(&o), 4, "degraded");
+    assert_eq!(json(&o)["status"], "degraded");
     let o = d.waq(&["cancel", &ids[0]]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     let o = d.waq(&["health"]);

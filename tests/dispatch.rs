@@ -568,9 +568,10 @@ fn a_131047_in_the_answer_forgets_the_window() {
 // ---------------------------------------------------------------------------------------------
 // Errors and retries
 
-/// Nothing answers at `api.base_url`: after a few requests without an answer the sender shows
-/// as unreachable in `/v1/health`, `waq health` (exit 1) and the log, while its message is
-/// retried; once a simulator answers there, the message goes and health is `ok` again.
+/// Nothing answers at `api.base_url`: after requests without an answer for a while the sender
+/// shows as unreachable in `/v1/health`, `waq health` (exit 4) and the log, while its message
+/// is retried without using up attempts; once a simulator answers there, the message goes and
+/// health is `ok` again.
 #[test]
 fn a_graph_api_that_does_not_answer_shows_in_health_until_it_answers() {
     let _machine = shared();
@@ -607,8 +608,12 @@ fn a_graph_api_that_does_not_answer_shows_in_health_until_it_answers() {
         stats["senders"][0]["unreachable"]["since"], u["since"],
         "{stats}"
     );
+    // Requests that never left use up no attempt: an outage does not fail the message.
+    let m = d.get(&format!("/v1/messages/{id}")).json();
+    assert_eq!(m["attempts"], 0, "{m}");
+    assert_eq!(m["last_error"]["code"], "connection", "{m}");
     let out = d.waq(&["health"]);
-    assert_eq!(out.status.code(), Some(1), "degraded is exit 1");
+    assert_eq!(out.status.code(), Some(4), "degraded is exit 4");
     let printed = String::from_utf8_lossy(&out.stdout);
     assert!(
         printed.starts_with("degraded: main cannot reach the Graph API since"),
@@ -634,6 +639,28 @@ fn a_graph_api_that_does_not_answer_shows_in_health_until_it_answers() {
     assert_eq!(health(&d)["status"], "ok", "{}", health(&d));
     assert_eq!(d.waq(&["health"]).status.code(), Some(0));
     d.wait_for_log("the Graph API answers again");
+}
+
+/// The version typed into `api.base_url` as well: Meta answers 2500 (unknown path) to every
+/// send. The sender pauses, naming the keys to check, and the message waits unchanged.
+#[test]
+fn a_base_url_with_a_path_meta_does_not_know_pauses_the_sender() {
+    let _machine = shared();
+    let sim = Sim::start(sim_config());
+    let d = Daemon::builder()
+        .without_default_sender()
+        .set("api", &format!("base_url = \"{}/v25.0\"", sim.base_url()))
+        .toml(&sender_toml("main", SIM_NUMBER, TOKEN, 20))
+        .start();
+    let r = d.post("/v1/messages", &template_request("+14155550101"));
+    assert_eq!(r.status, 202, "{}", r.text());
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    let reason = wait_paused(&d);
+    assert!(reason.starts_with("meta_2500"), "{reason}");
+    assert!(reason.contains("check api.base_url"), "{reason}");
+    let m = d.get(&format!("/v1/messages/{id}")).json();
+    assert_eq!(m["state"], "queued", "{m}");
+    assert_eq!(m["attempts"], 0, "{m}");
 }
 
 /// A daemon against `sim` that retries fast.

@@ -112,12 +112,16 @@ pub fn bind(
     std::fs::DirBuilder::new()
         .mode(0o700)
         .create(&staging)
-        .with_context(|| {
-            format!(
-                "socket.path: cannot create {}: cannot write in {} as this user",
+        .map_err(|e| {
+            let hint = match e.kind() {
+                io::ErrorKind::PermissionDenied => " as this user",
+                _ => "",
+            };
+            anyhow::Error::new(e).context(format!(
+                "socket.path: cannot create {}: cannot write in {}{hint}",
                 path.display(),
                 dir.display()
-            )
+            ))
         })?;
     let bound = std::os::unix::net::UnixListener::bind(&staged)
         .with_context(|| format!("socket.path: cannot bind {}", path.display()));

@@ -22,6 +22,7 @@ pub fn man(cmd: clap::Command, command: Option<&str>) -> i32 {
         Some(path) => {
             let top = path.split_whitespace().next().unwrap_or_default();
             match cmd.find_subcommand(top) {
+                Some(_) if top == "health" => Page::Health,
                 Some(sub) if is_client(sub) => Page::Client,
                 _ => Page::Other(top.to_string()),
             }
@@ -88,6 +89,8 @@ fn emit(bytes: &[u8], what: &str) -> i32 {
 enum Page {
     Top,
     Client,
+    /// `waq health`: a client command with an exit code of its own.
+    Health,
     Other(String),
 }
 
@@ -161,6 +164,18 @@ fn exit_codes(page: &Page) -> Vec<(&'static str, &'static str)> {
             ("1", REFUSED),
             ("2", CLIENT_USAGE),
             ("3", UNREACHABLE),
+        ],
+        Page::Health => vec![
+            ("0", "The daemon serves, and nothing is degraded (\"ok\")."),
+            ("1", REFUSED),
+            ("2", CLIENT_USAGE),
+            ("3", UNREACHABLE),
+            (
+                "4",
+                "The daemon serves but is degraded: a sender paused, a sender whose requests \
+                 get no answer from the Graph API, a sender no longer configured that holds \
+                 messages, or a store that refuses writes. What and why is printed.",
+            ),
         ],
         Page::Other(name) => match name.as_str() {
             "serve" => vec![
@@ -260,7 +275,9 @@ fn environment(page: &Page) -> Vec<(&'static str, String)> {
             Page::Top if command == "client" => Some((name, meaning.to_string())),
             // On the page of every command, each says whose it is.
             Page::Top => Some((name, format!("Read by waq {command}. {meaning}"))),
-            Page::Client => (command == "client").then(|| (name, meaning.to_string())),
+            Page::Client | Page::Health => {
+                (command == "client").then(|| (name, meaning.to_string()))
+            }
             Page::Other(n) => (command == n).then(|| (name, meaning.to_string())),
         })
         .collect()

@@ -38,6 +38,8 @@ pub const EXIT_OK: i32 = 0;
 pub const EXIT_REFUSED: i32 = 1;
 pub const EXIT_USAGE: i32 = 2;
 pub const EXIT_UNREACHABLE: i32 = 3;
+/// `waq health`: the daemon serves, but something is degraded.
+pub const EXIT_DEGRADED: i32 = 4;
 
 /// The daemon and its client commands (the binary adds its own beside these).
 #[derive(Debug, Subcommand)]
@@ -362,20 +364,23 @@ async fn client_command(command: Command) -> Result<i32, Failure> {
         Command::Health { client: c } => {
             let reply = call(&c, Method::GET, "/v1/health", None).await?;
             // 503 (the store cannot take writes) carries the same report as a 200, to be
-            // read as one: printed the same way, and still exit 1.
-            let report = (reply.status == 503 && !c.json)
+            // read as one: printed the same way, and degraded.
+            let report = (reply.status == 503)
                 .then(|| serde_json::from_slice::<Value>(&reply.body).ok())
                 .flatten()
                 .filter(|v| v.get("status").is_some());
             Ok(match report {
                 Some(v) => {
-                    show::health(&v);
-                    EXIT_REFUSED
+                    match c.json {
+                        true => outln!("{}", String::from_utf8_lossy(&reply.body).trim_end()),
+                        false => show::health(&v),
+                    }
+                    EXIT_DEGRADED
                 }
-                // Degraded is served (200), but not healthy: scripts and checks see it in
-                // the exit code.
+                // Degraded is served (200) but not healthy: checks see it in the exit code,
+                // apart from the daemon's refusals (1) and its absence (3).
                 None => match answer(&c, &reply, show::health) {
-                    EXIT_OK if !reports_ok(&reply) => EXIT_REFUSED,
+                    EXIT_OK if !reports_ok(&reply) => EXIT_DEGRADED,
                     code => code,
                 },
             })

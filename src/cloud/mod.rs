@@ -87,7 +87,10 @@ pub fn classify(meta_code: i64) -> ErrorClass {
         | 131037
         | 131042
         | 131045
-        | 133010 => PauseSender,
+        | 133010
+        // "Unknown path components": the request's URL is wrong (a version in api.base_url,
+        // an unknown api.version), so every send of the sender fails alike.
+        | 2500 => PauseSender,
         _ => Permanent,
     }
 }
@@ -287,6 +290,8 @@ pub struct CloudError {
 // `code_name` tells these failures apart by the start of their message.
 const TIMEOUT_PREFIX: &str = "timed out";
 const CONNECTION_PREFIX: &str = "connection to the Graph API failed";
+/// The stage of a connection failure before any byte of the request was written.
+const WHILE_CONNECTING: &str = "while connecting";
 
 impl CloudError {
     /// A stable short name for `last_error.code` and metrics: `meta_131026`, `http_503`,
@@ -314,6 +319,15 @@ impl CloudError {
             "invalid_message"
         };
         name.to_string()
+    }
+
+    /// The request never left: no connection could be made, so Meta cannot have seen it.
+    pub fn never_sent(&self) -> bool {
+        self.http_status.is_none()
+            && self
+                .message
+                .strip_prefix(CONNECTION_PREFIX)
+                .is_some_and(|rest| rest.trim_start().starts_with(WHILE_CONNECTING))
     }
 
     /// The request got no answer at all: the connection failed or the wait timed out.
@@ -547,7 +561,7 @@ impl CloudClient {
                     ),
                 )
             }
-            TransportError::Connect(chain) => ("while connecting", chain),
+            TransportError::Connect(chain) => (WHILE_CONNECTING, chain),
             TransportError::Request(chain) => (
                 "during the request; Meta may or may not have accepted the message",
                 chain,
@@ -718,6 +732,11 @@ fn meta_error(e: &Value) -> Option<CloudError> {
     if let Some(trace) = e.get("fbtrace_id").and_then(Value::as_str) {
         message.push_str(&format!(" (fbtrace_id {trace})"));
     }
+    if code == 2500 {
+        message.push_str(
+            "; check api.base_url (the host alone, e.g. https://graph.facebook.com) and api.version",
+        );
+    }
     let details = e
         .pointer("/error_data/details")
         .and_then(Value::as_str)
@@ -813,8 +832,8 @@ mod tests {
             (
                 ErrorClass::PauseSender,
                 &[
-                    0, 3, 10, 33, 190, 200, 201, 250, 299, 368, 131005, 131031, 131037, 131042,
-                    131045, 133010,
+                    0, 3, 10, 33, 190, 200, 201, 250, 299, 368, 2500, 131005, 131031, 131037,
+                    131042, 131045, 133010,
                 ],
             ),
         ];
@@ -979,6 +998,15 @@ mod tests {
         assert_eq!(timeout.code_name(), "timeout");
         let conn = CloudError::new(ErrorClass::Transient, format!("{CONNECTION_PREFIX} x"));
         assert_eq!(conn.code_name(), "connection");
+        // Only a failure to connect means the request never left.
+        let unsent = CloudError::new(
+            ErrorClass::Transient,
+            format!("{CONNECTION_PREFIX} {WHILE_CONNECTING}: refused"),
+        );
+        assert!(unsent.never_sent() && unsent.is_unanswered());
+        assert_eq!(unsent.code_name(), "connection");
+        assert!(!conn.never_sent() && conn.is_unanswered());
+        assert!(!timeout.never_sent() && timeout.is_unanswered());
         assert_eq!(
             CloudError::new(ErrorClass::PauseSender, "x").code_name(),
             "sender_config"

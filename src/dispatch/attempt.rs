@@ -437,6 +437,9 @@ pub(crate) fn after_failure(
     };
     let window_closed = err.meta_code == Some(131047);
     let rate_limited = pair_limited || is_throttle(err.meta_code);
+    // No connection could be made (Meta out of reach, a network down): the request never
+    // left, so the attempt is given back and only time (ttl, max_age) ends the retries.
+    let never_sent = err.never_sent();
     m.last_error = Some(LastError {
         code: err.code_name(),
         message: err.full_message(),
@@ -465,16 +468,25 @@ pub(crate) fn after_failure(
         // A throttle gives its attempt back, so the attempts do not grow the delay: the
         // throttles this message met do, or throttled messages would all retry in lockstep
         // after `retry_min`.
-        let tries = match rate_limited {
-            true => m.attempts + retries_after(m, |c| is_throttle(Some(c))) + 1,
-            false => m.attempts,
+        let tries = match (rate_limited, never_sent) {
+            (true, _) => m.attempts + retries_after(m, |c| is_throttle(Some(c))) + 1,
+            // Every retry so far: those of unsent requests gave their attempts back.
+            (false, true) => {
+                m.history
+                    .iter()
+                    .filter(|h| h.state == State::Retrying)
+                    .count() as u32
+                    + 1
+            }
+            (false, false) => m.attempts,
         };
         backoff::delay(tries, d.retry_min, d.retry_max)
     });
     let at = now + wait.as_millis() as u64;
-    if rate_limited {
-        // Meta's rate limits are the number's or the pair's, not this message's fault:
-        // the attempt is given back, and only time (ttl, max_age) ends the retries.
+    if rate_limited || never_sent {
+        // Meta's rate limits are the number's or the pair's, not this message's fault, and an
+        // unsent request is no attempt at all: the attempt is given back, and only time (ttl,
+        // max_age) ends the retries.
         m.attempts = m.attempts.saturating_sub(1);
     } else if m.attempts >= d.max_attempts {
         m.transition(

@@ -1,13 +1,20 @@
 //! Whether a sender's requests reach the Graph API at all. A wrong `api.base_url`, a proxy or
 //! firewall in the way, or Meta down: every request fails without an answer and each message
 //! is retried with backoff, so nothing is lost, but nothing is sent either. After a few such
-//! failures in a row the sender counts as unreachable: `GET /v1/health` says `degraded` and
-//! names it, and the log says so (again every minute while it lasts). The first answer of any
-//! kind ends it.
+//! failures in a row, lasting a while, the sender counts as unreachable: `GET /v1/health` says
+//! `degraded` and names it, and the log says so (again every minute while it lasts). The first
+//! answer of any kind ends it.
+//!
+//! Timeouts come in bunches when Meta is slow (the requests of one busy moment time out
+//! together), so a count alone would call a sender unreachable for a moment while most of its
+//! requests are answered: the failures must also span [`UNREACHABLE_FOR_MS`].
 
 /// Requests in a row without an answer before the sender counts as unreachable: one may be a
 /// connection the far end closed while idle.
 pub const UNREACHABLE_AFTER: u32 = 3;
+
+/// How long the failures in a row must have lasted (from the first to the latest).
+pub const UNREACHABLE_FOR_MS: u64 = 10_000;
 
 /// How often the log repeats that a sender is still unreachable.
 const WARN_EVERY_MS: u64 = 60_000;
@@ -19,6 +26,8 @@ pub struct Reach {
     /// When the first of them failed (Unix ms).
     since_ms: u64,
     last_error: String,
+    /// When the latest failure came (Unix ms).
+    latest_ms: u64,
     warned_at_ms: Option<u64>,
 }
 
@@ -43,8 +52,9 @@ impl Reach {
             self.since_ms = now_ms;
         }
         self.failures += 1;
+        self.latest_ms = self.latest_ms.max(now_ms);
         error.clone_into(&mut self.last_error);
-        if self.failures < UNREACHABLE_AFTER {
+        if !self.is_unreachable() {
             return false;
         }
         let due = self
@@ -59,14 +69,19 @@ impl Reach {
     /// A request got an answer (any answer). `Some(n)` when that ends `n` failures in a row
     /// that had made the sender unreachable.
     pub fn answered(&mut self) -> Option<u32> {
-        let was = self.failures;
+        let was = self.is_unreachable().then_some(self.failures);
         self.failures = 0;
-        self.warned_at_ms = None;
-        (was >= UNREACHABLE_AFTER).then_some(was)
+        // `warned_at_ms` stays: a sender that comes and goes is still warned of once a minute.
+        was
+    }
+
+    fn is_unreachable(&self) -> bool {
+        self.failures >= UNREACHABLE_AFTER
+            && self.latest_ms.saturating_sub(self.since_ms) >= UNREACHABLE_FOR_MS
     }
 
     pub fn unreachable(&self) -> Option<Unreachable> {
-        (self.failures >= UNREACHABLE_AFTER).then(|| Unreachable {
+        self.is_unreachable().then(|| Unreachable {
             since_ms: self.since_ms,
             failures: self.failures,
             last_error: self.last_error.clone(),
@@ -79,26 +94,37 @@ mod tests {
     use super::*;
 
     #[test]
-    fn unreachable_after_failures_in_a_row_until_any_answer() {
+    fn unreachable_after_failures_in_a_row_for_a_while_until_any_answer() {
         let mut r = Reach::default();
         assert!(!r.failed(1_000, "refused"));
         assert!(r.answered().is_none(), "one failure is not unreachable");
-        assert!(!r.failed(2_000, "refused"));
-        assert!(!r.failed(2_100, "refused"));
+        // A bunch of timeouts at once is not enough, however many.
+        for at in [2_000, 2_001, 2_002, 2_003, 2_004] {
+            assert!(!r.failed(at, "timed out"));
+        }
         assert!(r.unreachable().is_none());
-        assert!(r.failed(2_200, "reset"), "the third in a row warns");
+        assert!(r.answered().is_none());
+        // Failures in a row over 10 s are.
+        assert!(!r.failed(20_000, "refused"));
+        assert!(!r.failed(25_000, "refused"));
+        assert!(r.failed(30_000, "reset"), "warned once it is unreachable");
         assert_eq!(
             r.unreachable(),
             Some(Unreachable {
-                since_ms: 2_000,
+                since_ms: 20_000,
                 failures: 3,
                 last_error: "reset".into()
             })
         );
-        assert!(!r.failed(30_000, "reset"), "not again within a minute");
-        assert!(r.failed(62_200, "reset"), "again a minute on");
+        assert!(!r.failed(60_000, "reset"), "not again within a minute");
+        assert!(r.failed(90_000, "reset"), "again a minute on");
         assert_eq!(r.answered(), Some(5));
         assert!(r.unreachable().is_none());
-        assert!(!r.failed(70_000, "refused"));
+        // Back again soon after: unreachable, but no second warning within the minute.
+        for at in [100_000, 105_000] {
+            assert!(!r.failed(at, "refused"));
+        }
+        assert!(!r.failed(111_000, "refused"));
+        assert!(r.unreachable().is_some());
     }
 }

@@ -465,6 +465,9 @@ async fn attempt_one(
                         );
                     }
                 }
+                // A failure before any answer (the sender's id or token cannot be sent) says
+                // nothing of the Graph API; a paused sender shows why anyway.
+                SenderEffect::Pause(_) => {}
                 _ => {
                     if let Some(failures) = s.reach.answered() {
                         tracing::info!(

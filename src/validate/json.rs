@@ -271,7 +271,18 @@ pub(super) fn req_text<'a>(
     what: &str,
 ) -> Result<&'a str, ApiError> {
     let s = req_str(o, path, key, what)?;
-    chars(s, &child(path, key), min, max)?;
+    let field = child(path, key);
+    chars(s, &field, min, max)?;
+    // Meta takes a required text of white space alone for a missing one (131008).
+    if min > 0 && s.trim().is_empty() {
+        return Err(ApiError::invalid(
+            code::EMPTY_VALUE,
+            &field,
+            format!(
+                "`{field}` is only white space, which Meta refuses as no value: give it {what}."
+            ),
+        ));
+    }
     Ok(s)
 }
 

@@ -109,18 +109,7 @@ pub(super) fn message(v: &Json, field: &Path) -> Result<String, ApiError> {
 
 fn text(v: &Json, path: &Path) -> Result<(), ApiError> {
     let obj = json::object(v, path)?;
-    let body = json::req_text(obj, path, "body", 1, MAX_TEXT_BODY, "the text to send")?;
-    // Meta takes a body of white space alone for a missing one (131008).
-    if body.trim().is_empty() {
-        let bpath = child(path, "body");
-        return Err(ApiError::invalid(
-            code::EMPTY_VALUE,
-            &bpath,
-            format!(
-                "`{bpath}` is only white space, which Meta refuses as no text: give it some text."
-            ),
-        ));
-    }
+    json::req_text(obj, path, "body", 1, MAX_TEXT_BODY, "the text to send")?;
     json::opt_bool(obj, path, "preview_url")?;
     Ok(())
 }

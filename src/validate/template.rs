@@ -113,7 +113,7 @@ fn component(v: &Json, path: &Path) -> Result<(), ApiError> {
         usize::MAX,
         "the component type, e.g. \"body\"",
     )?;
-    if ctype == "button" {
+    if ctype.eq_ignore_ascii_case("button") {
         json::req_text(
             obj,
             path,

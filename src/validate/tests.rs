@@ -669,6 +669,17 @@ fn text_rules() {
         assert!(err.message.contains("white space"), "{err}");
     }
     message_ok(json!({"type": "text", "text": {"body": " ok "}}));
+    // So is any other required text: a name, an id, a title.
+    message_err(
+        json!({"type": "template", "template": {"name": " ", "language": {"code": "en"}}}),
+        code::EMPTY_VALUE,
+        "message.template.name",
+    );
+    message_err(
+        json!({"type": "reaction", "reaction": {"message_id": "\t", "emoji": ""}}),
+        code::EMPTY_VALUE,
+        "message.reaction.message_id",
+    );
     let err = message_err(
         json!({"type": "text", "text": {"body": "a".repeat(4097)}}),
         code::TOO_LONG,
