@@ -11,7 +11,12 @@
 //! and every later one, waits that much longer. The rate is unchanged.
 //!
 //! Meta's budget outlives a restart of the daemon, so this one does too: at start it is rebuilt
-//! from the answers of the stored messages' requests ([`PairBudget::from_sent`]).
+//! from the answers of the stored messages' requests ([`PairBudget::from_sent`]). A budget
+//! runs at most `interval × burst` ahead of the clock, but how far ahead it ran at any moment
+//! depends on every request before, back to the last time it was full. So the rebuild looks
+//! back twice that span, and starts it from the most the budget can have been at its start
+//! (that moment plus `interval × burst`): after a lane that sent at the limit for an hour,
+//! the rebuilt budget is as spent as the live one was, not a fresh burst of 45.
 
 /// Slack between our clock and Meta's: 1% of the interval, at least 50 ms.
 pub fn margin_ms(interval_ms: u64) -> u64 {
@@ -54,9 +59,13 @@ impl PairBudget {
 
 impl PairBudget {
     /// The budget left by requests answered at `sent_ms` (Unix ms, in time order): each is
-    /// consumed as it was once settled at its answer.
-    pub fn from_sent(sent_ms: &[u64], interval_ms: u64) -> PairBudget {
-        let mut budget = PairBudget::default();
+    /// consumed as it was once settled at its answer, on top of `start_tat_ms`, what the
+    /// budget may have been before the first of them (0: nothing).
+    pub fn from_sent(start_tat_ms: u64, sent_ms: &[u64], interval_ms: u64) -> PairBudget {
+        let mut budget = PairBudget {
+            tat_ms: start_tat_ms,
+            tat_before_last_ms: start_tat_ms,
+        };
         for &at in sent_ms {
             budget.consume(at, interval_ms);
         }
@@ -129,9 +138,46 @@ mod tests {
             live.answered(at, 6_000);
         }
         assert_eq!(
-            PairBudget::from_sent(&answers, 6_000).allowed_at(6_000, 45),
+            PairBudget::from_sent(0, &answers, 6_000).allowed_at(6_000, 45),
             live.allowed_at(6_000, 45)
         );
+    }
+
+    #[test]
+    fn a_rebuild_after_steady_traffic_is_as_spent_as_the_live_budget() {
+        let (interval, burst) = (6_000, 45);
+        let memory = interval * burst as u64;
+        // A burst, then an hour at the limit: each request as soon as it is allowed.
+        let mut live = PairBudget::default();
+        let mut answers = Vec::new();
+        let mut t = 1_000_000;
+        for _ in 0..(45 + 600) {
+            t = t.max(live.allowed_at(interval, burst));
+            live.consume(t, interval);
+            live.answered(t + 100, interval);
+            answers.push(t + 100);
+        }
+        let now = t + 1_000;
+        let since = now - 2 * memory;
+        let recent: Vec<u64> = answers.iter().copied().filter(|&a| a >= since).collect();
+        let rebuilt = PairBudget::from_sent(since + memory, &recent, interval);
+        let (live_at, rebuilt_at) = (
+            live.allowed_at(interval, burst),
+            rebuilt.allowed_at(interval, burst),
+        );
+        assert!(rebuilt_at >= live_at, "never looser than the live budget");
+        assert!(
+            rebuilt_at <= live_at + interval,
+            "{rebuilt_at} vs {live_at}"
+        );
+        assert!(live_at > now, "the live budget is spent");
+        // Without the bound on where it started, the same requests read as a fresh burst.
+        let last_span: Vec<u64> = answers
+            .iter()
+            .copied()
+            .filter(|&a| a >= now - memory)
+            .collect();
+        assert!(PairBudget::from_sent(0, &last_span, interval).allowed_at(interval, burst) < now);
     }
 
     #[test]
@@ -142,7 +188,7 @@ mod tests {
         for &at in &sent {
             live.consume(at, 6_000);
         }
-        let rebuilt = PairBudget::from_sent(&sent, 6_000);
+        let rebuilt = PairBudget::from_sent(0, &sent, 6_000);
         let later = now + 5_000;
         assert_eq!(
             rebuilt.allowed_at(6_000, 45),
@@ -154,7 +200,7 @@ mod tests {
         assert!(!rebuilt.is_full(later));
 
         // Requests long past leave a full budget (nothing to remember).
-        assert!(PairBudget::from_sent(&[now - 7_000], 6_000).is_full(now));
+        assert!(PairBudget::from_sent(0, &[now - 7_000], 6_000).is_full(now));
 
         // Merging keeps the budget with less left.
         let mut fresh = PairBudget::default();

@@ -27,6 +27,13 @@ pub struct PairLimit {
     pub burst: u32,
 }
 
+impl PairLimit {
+    /// How far ahead of the clock a recipient's budget can run: a full burst's worth.
+    pub fn memory_ms(&self) -> u64 {
+        self.interval_ms.saturating_mul(self.burst as u64)
+    }
+}
+
 #[derive(Default)]
 struct Lane {
     /// Waiting messages, best first: (priority, id).
@@ -398,11 +405,21 @@ impl SenderQueue {
     }
 
     /// Carries the pair budget of `to` over from before a restart: `sent_ms` are the times
-    /// (Unix ms, in time order) its recent requests were answered. A lane is kept for it, even
+    /// (Unix ms, in time order) its recent requests were answered, none before `since_ms`. A lane is kept for it, even
     /// with nothing waiting, until its budget is full again (see `sweep_idle`), so that a
     /// message enqueued later still waits its turn. Whether the budget was still in use.
-    pub fn seed_pair(&mut self, to: &str, sent_ms: &[u64], now_ms: u64, pair: PairLimit) -> bool {
-        let budget = PairBudget::from_sent(sent_ms, pair.interval_ms);
+    pub fn seed_pair(
+        &mut self,
+        to: &str,
+        since_ms: u64,
+        sent_ms: &[u64],
+        now_ms: u64,
+        pair: PairLimit,
+    ) -> bool {
+        // The most the budget can have been at `since_ms`: a budget runs at most
+        // `interval × burst` ahead of the clock.
+        let start = since_ms.saturating_add(pair.memory_ms());
+        let budget = PairBudget::from_sent(start, sent_ms, pair.interval_ms);
         if budget.is_full(now_ms) {
             return false;
         }
@@ -1206,6 +1223,11 @@ mod tests {
         assert_eq!(send(&mut q, now + 5_000).0, 3);
     }
 
+    /// Where a rebuild at `now` starts looking back, as `RecentDepartures` does.
+    fn since(now: u64, pair: PairLimit) -> u64 {
+        now - 2 * pair.memory_ms()
+    }
+
     /// A normal-priority message to `to`, due at `now`, without a ttl.
     fn due_now(id: u64, to: &str, now: u64) -> Entry {
         Entry {
@@ -1232,7 +1254,7 @@ mod tests {
         let mut q = SenderQueue::new();
         q.push(&entry(1, "a"), now, pair);
         q.push(&entry(2, "b"), now, pair);
-        assert!(q.seed_pair("a", &sent, now, pair));
+        assert!(q.seed_pair("a", since(now, pair), &sent, now, pair));
         // "b" goes; "a" waits one interval after the first of the burst (and the margin).
         assert_eq!(send_with(&mut q, now, pair).0, 2);
         let allowed = now - 100 + 500 + margin;
@@ -1241,7 +1263,7 @@ mod tests {
 
         // A recipient with nothing waiting keeps its lane, for a message enqueued later.
         let mut q = SenderQueue::new();
-        assert!(q.seed_pair("c", &sent, now, pair));
+        assert!(q.seed_pair("c", since(now, pair), &sent, now, pair));
         assert_eq!(q.lanes(), 1);
         q.sweep_idle(now);
         assert_eq!(q.lanes(), 1, "not forgotten while its budget is in use");
@@ -1254,7 +1276,7 @@ mod tests {
 
         // Departures long enough ago leave a full budget: no lane for them.
         let mut q = SenderQueue::new();
-        assert!(!q.seed_pair("d", &[now - 600], now, pair));
+        assert!(!q.seed_pair("d", since(now, pair), &[now - 600], now, pair));
         assert_eq!(q.lanes(), 0);
         q.push(&entry(4, "d"), now, pair);
         assert_eq!(send_with(&mut q, now, pair).0, 4);
@@ -1274,7 +1296,7 @@ mod tests {
         assert_eq!(send_with(&mut q, now, pair).0, 1);
         q.complete("a", Outcome::Done, now, pair);
         // An older, smaller record of departures does not give back what was spent since.
-        assert!(q.seed_pair("a", &[now - 400], now, pair));
+        assert!(q.seed_pair("a", since(now, pair), &[now - 400], now, pair));
         let margin = super::super::pair::margin_ms(500);
         assert_eq!(q.next(now, pair), Next::WaitUntil(now + margin));
     }

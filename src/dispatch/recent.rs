@@ -36,8 +36,10 @@ pub struct RecentDepartures {
 
 #[derive(Default)]
 pub(super) struct SenderDepartures {
+    /// The look-back's start: no request answered before it is in `pairs`.
+    pub since_ms: u64,
     /// When each recent request was answered (or the restart, if it was not), per recipient
-    /// (not in order).
+    /// (not in order), none before `since_ms`.
     pub pairs: HashMap<String, Vec<u64>>,
     /// When each request of the last moments had left at the latest (its answer); `None`: it
     /// had no answer, the daemon stopped while it was out.
@@ -45,9 +47,11 @@ pub(super) struct SenderDepartures {
 }
 
 impl RecentDepartures {
-    /// Keeps what can still matter at `now_ms`: the pair budget remembers `interval × burst`.
+    /// Keeps what can still matter at `now_ms`: the pair budgets look back `2 × interval ×
+    /// burst`.
     pub fn new(now_ms: u64, pair: PairLimit) -> RecentDepartures {
-        let pair_memory = pair.interval_ms.saturating_mul(pair.burst as u64);
+        // Twice the budget's reach: see `pair.rs` on the rebuild.
+        let pair_memory = pair.memory_ms().saturating_mul(2);
         RecentDepartures {
             now_ms,
             since_ms: now_ms.saturating_sub(pair_memory.max(WINDOW_LOOKBACK_MS)),
@@ -64,11 +68,13 @@ impl RecentDepartures {
         // Newest first; the history is in time order, so the first entry too old ends it.
         let mut answered_at = None;
         for h in m.history.iter().rev() {
+            // A request counts by its answer: one sent before `since_ms` and answered after
+            // it is noted too.
+            if h.state == State::Sending && answered_at.is_none_or(|a| a >= self.since_ms) {
+                self.note(m, answered_at);
+            }
             if h.at_ms < self.since_ms {
                 break;
-            }
-            if h.state == State::Sending {
-                self.note(m, answered_at);
             }
             answered_at = Some(h.at_ms);
         }
@@ -78,7 +84,15 @@ impl RecentDepartures {
         let counted_ms = answered_ms.unwrap_or(self.now_ms);
         let sender = match self.senders.get_mut(&m.sender) {
             Some(s) => s,
-            None => self.senders.entry(m.sender.clone()).or_default(),
+            None => {
+                let since_ms = self.since_ms;
+                self.senders
+                    .entry(m.sender.clone())
+                    .or_insert_with(|| SenderDepartures {
+                        since_ms,
+                        ..SenderDepartures::default()
+                    })
+            }
         };
         match sender.pairs.get_mut(&m.to) {
             Some(times) => times.push(counted_ms),
@@ -170,19 +184,24 @@ mod tests {
                 (now - 300, Sending),
             ],
         ));
-        // Out of the pair budget's memory (270 s), though touched lately by a status.
+        // Out of the pair budgets' look-back (2 × 270 s), though touched lately by a status.
         r.observe(&message(
             "b",
             &[
-                (now - 400_000, Sending),
-                (now - 399_000, Sent),
+                (now - 600_000, Sending),
+                (now - 599_000, Sent),
                 (now - 5, Read),
             ],
         ));
         // Long ago: not looked at.
         r.observe(&message(
             "c",
-            &[(now - 300_000, Sending), (now - 299_000, Sent)],
+            &[(now - 700_000, Sending), (now - 699_000, Sent)],
+        ));
+        // Sent before the look-back, answered within it: counted at its answer.
+        r.observe(&message(
+            "e",
+            &[(now - 541_000, Sending), (now - 539_000, Sent)],
         ));
         // Never sent.
         r.observe(&message("d", &[(now - 5, Queued)]));
@@ -192,10 +211,12 @@ mod tests {
         a.sort_unstable();
         // Each counted at its answer; the one still out at the restart.
         assert_eq!(a, vec![now - 49_000, now - 400, now]);
-        assert_eq!(main.pairs.len(), 1, "{:?}", main.pairs.keys());
+        assert_eq!(main.pairs["e"], vec![now - 539_000]);
+        assert_eq!(main.pairs.len(), 2, "{:?}", main.pairs.keys());
+        assert_eq!(main.since_ms, now - 540_000);
         let mut left_by = main.left_by.clone();
         left_by.sort_unstable();
         assert_eq!(left_by, vec![None, Some(now - 400)]);
-        assert_eq!(r.len(), 3);
+        assert_eq!(r.len(), 4);
     }
 }

@@ -215,9 +215,10 @@ impl SenderState {
     ) -> usize {
         let mut s = self.lock();
         let mut lanes = 0;
+        let since_ms = departures.since_ms;
         for (to, mut sent) in departures.pairs {
             sent.sort_unstable();
-            lanes += usize::from(s.queue.seed_pair(&to, &sent, now_ms, pair));
+            lanes += usize::from(s.queue.seed_pair(&to, since_ms, &sent, now_ms, pair));
         }
         for left_by in departures.left_by {
             // No answer: it may have left right before the stop, so it counts as leaving now.
