@@ -663,6 +663,47 @@ fn a_base_url_with_a_path_meta_does_not_know_pauses_the_sender() {
     assert_eq!(m["attempts"], 0, "{m}");
 }
 
+/// The token rotated at Meta, then in the configuration, reloaded while requests sent with the
+/// old one are still out: their 190s, answered after the reload, do not pause the sender.
+#[test]
+fn answers_to_the_old_token_after_a_reload_do_not_pause_the_sender() {
+    let _machine = shared();
+    let sim = Sim::start(sim_config());
+    sim.faults(&json!({"latency_ms": 1500}));
+    let d = Daemon::builder()
+        .without_default_sender()
+        .against(&sim)
+        .toml(&sender_toml("main", SIM_NUMBER, TOKEN, 20))
+        .start();
+    let ids: Vec<String> = (0..60)
+        .map(|i| d.enqueue(&template_request(&recipient(8_000 + i))))
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    // Meta takes the new token from now: what leaves with the old one meanwhile gets 190,
+    // answered 1.5 s later, after the reload below.
+    sim.set_token("rotated-token");
+    std::thread::sleep(Duration::from_millis(300));
+    d.write_config(&d.config_text().replace(TOKEN, "rotated-token"));
+    d.sighup();
+    d.wait_for_log("configuration reloaded");
+    wait_until(
+        "all sent",
+        PATIENCE,
+        || {
+            ids.iter()
+                .all(|id| d.get(&format!("/v1/messages/{id}")).json()["state"] == "sent")
+                .then_some(())
+        },
+        || health(&d).to_string(),
+    );
+    assert_eq!(health(&d)["status"], "ok", "{}", health(&d));
+    assert!(
+        sim.number().violation(190) > 0,
+        "requests with the old token were answered 190 (else this test proves nothing)"
+    );
+    assert!(!d.log().contains("sender paused"), "{}", d.log());
+}
+
 /// A daemon against `sim` that retries fast.
 fn fast_retries(sim: &Sim) -> Daemon {
     Daemon::builder()

@@ -54,8 +54,9 @@ pub struct Schedule {
     pub reach: Reach,
     /// Attempts picked whose request has not yet been handed to the HTTP client.
     pub starting: usize,
-    /// When the sender was last resumed: an attempt started before then that fails for the
-    /// account (say 190 with the old token, answered after the reload) must not pause it again.
+    /// When the sender was last resumed or reloaded: an attempt started before then that fails
+    /// for the account (say 190 with the old token, answered after the reload that brought the
+    /// new one) must not pause it.
     pub resumed_at: Option<Instant>,
     /// Until when (Unix ms) the loop sleeps unless woken; 0 while it runs. A message pushed
     /// for later than that needs no wake-up: the loop sees it when it next looks. Set under
@@ -64,13 +65,13 @@ pub struct Schedule {
 }
 
 impl Schedule {
-    /// Unpauses; returns the reason it was paused for, if it was.
+    /// Unpauses; returns the reason it was paused for, if it was. Whether it was or not, the
+    /// account errors of attempts started before now no longer pause it: a reload (which
+    /// resumes every sender) may have brought the token that fixes them, even before they
+    /// paused it.
     pub fn resume(&mut self) -> Option<String> {
-        let was = self.paused.take();
-        if was.is_some() {
-            self.resumed_at = Some(Instant::now());
-        }
-        was
+        self.resumed_at = Some(Instant::now());
+        self.paused.take()
     }
 }
 
