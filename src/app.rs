@@ -27,6 +27,8 @@ pub struct App {
     pub metrics: Metrics,
     pub events: broadcast::Sender<Event>,
     shutting_down: AtomicBool,
+    /// Woken at each reload, for what waits on the configuration (the webhook relay).
+    pub reloaded: tokio::sync::Notify,
     /// When this process started serving: the counters count from then.
     pub started_at_ms: u64,
 }
@@ -48,6 +50,7 @@ impl App {
             metrics: Metrics::default(),
             events,
             shutting_down: AtomicBool::new(false),
+            reloaded: tokio::sync::Notify::new(),
             started_at_ms: crate::model::now_ms(),
         })
     }
@@ -62,6 +65,7 @@ impl App {
 
     pub fn replace_config(&self, config: Config) {
         *self.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config);
+        self.reloaded.notify_waiters();
     }
 
     /// Publishes an event to `GET /v1/events` listeners (dropped when nobody listens).

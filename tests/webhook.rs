@@ -1109,6 +1109,44 @@ async fn relay_holds_payloads_while_the_consumer_is_down_then_delivers_in_order(
     task.await.unwrap();
 }
 
+/// A backlog kept while a reload took `forward_url` away goes out as soon as another reload
+/// sets it again, not at the relay's next idle look (30 s).
+#[tokio::test]
+async fn a_reload_that_sets_forward_url_again_delivers_the_backlog_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let down = free_addr();
+    let d = start(dir.path(), &format!("forward_url = \"http://{down}/hook\"")).await;
+    let bodies: Vec<String> = (0..3).map(numbered).collect();
+    for b in &bodies {
+        assert_eq!(post(&d.url(), b).await.status(), 200);
+    }
+    eventually("applied", Duration::from_secs(5), || {
+        window_open(&d.app, "16505550100")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The consumer is down; then forwarding is turned off: the backlog is kept.
+    d.app.replace_config(config(dir.path(), ""));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(d.app.store.log("relay").unwrap().len(), 3);
+
+    let target = free_addr();
+    let (got, stop, task) = consumer(target).await;
+    d.app.replace_config(config(
+        dir.path(),
+        &format!("forward_url = \"http://{target}/hook\""),
+    ));
+    eventually("relayed after the reload", Duration::from_secs(10), || {
+        got.lock().unwrap().len() == 3
+    })
+    .await;
+    let received: Vec<String> = got.lock().unwrap().iter().map(|r| r.2.clone()).collect();
+    assert_eq!(received, bodies);
+    d.shutdown().await;
+    let _ = stop.send(());
+    task.await.unwrap();
+}
+
 #[tokio::test]
 async fn relay_backlog_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();

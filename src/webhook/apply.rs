@@ -425,12 +425,15 @@ fn implied_delivery(m: &Message, target: Target) -> Option<Message> {
 
 /// Moves `m` as `st` says, if that is forward. Returns the history detail of the change.
 fn advance(m: &mut Message, target: Target, st: &Status, now: u64) -> Option<String> {
-    // The status's own time, but history never runs backwards (Meta's timestamps are whole
-    // seconds; our `sent` has milliseconds).
+    // The status's own time, but not ahead of ours (Meta's clock, or a bad timestamp, would
+    // otherwise date the change in the future and keep the message from retention that
+    // long), and history never runs backwards (Meta's timestamps are whole seconds; our
+    // `sent` has milliseconds).
     let at = st
         .timestamp
         .map(|s| s.saturating_mul(1000))
         .unwrap_or(now)
+        .min(now)
         .max(m.updated_at_ms);
     match target {
         Target::Failed => {
@@ -572,6 +575,15 @@ mod tests {
         assert!(go(&mut m, "failed", 22).is_none());
         assert_eq!(m.state, State::Read);
         assert_eq!(m.history.len(), 2);
+    }
+
+    #[test]
+    fn a_status_from_the_future_is_dated_now() {
+        let mut m = msg(State::Sent);
+        // `go` applies at 99,000 s; the status claims 10^7 s.
+        assert!(go(&mut m, "delivered", 10_000_000).is_some());
+        assert_eq!(m.updated_at_ms, 99_000_000);
+        assert_eq!(m.history.last().map(|h| h.at_ms), Some(99_000_000));
     }
 
     #[test]

@@ -18,7 +18,7 @@ use super::signature;
 
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
-/// Look at the log now and then even without a wake-up (e.g. `forward_url` set by a reload).
+/// Look at the log now and then even without a wake-up.
 const IDLE_RECHECK: Duration = Duration::from_secs(30);
 /// One delivery, from connecting to the end of the answer.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -55,17 +55,17 @@ pub async fn run(
             match tokio::task::spawn_blocking(move || l.first()).await {
                 Ok(Ok(Some(item))) => head = Some(item),
                 Ok(Ok(None)) => {
-                    idle(&wake, &mut stop, IDLE_RECHECK).await;
+                    idle(&app, &wake, &mut stop, IDLE_RECHECK).await;
                     continue;
                 }
                 Ok(Err(e)) => {
                     tracing::error!(error = %e, "webhook relay: cannot read the relay log");
-                    idle(&wake, &mut stop, BACKOFF_MAX).await;
+                    idle(&app, &wake, &mut stop, BACKOFF_MAX).await;
                     continue;
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "webhook relay: reading the relay log failed");
-                    idle(&wake, &mut stop, BACKOFF_MAX).await;
+                    idle(&app, &wake, &mut stop, BACKOFF_MAX).await;
                     continue;
                 }
             }
@@ -82,7 +82,7 @@ pub async fn run(
             // failing consumer: nothing to alert on, and a fresh count when it comes back.
             failures = 0;
             app.metrics.webhook_relay_failures.store(0, Relaxed);
-            idle(&wake, &mut stop, IDLE_RECHECK).await;
+            idle(&app, &wake, &mut stop, IDLE_RECHECK).await;
             continue;
         };
         // Payloads waq wrote itself carry no signature: sign them as Meta would.
@@ -147,11 +147,14 @@ pub async fn run(
             url,
             failures,
             retry_in_s = backoff.as_secs(),
-            backlog_entries = log.entries(),
+            // Stored chunks of up to 32 KiB: a payload takes one, or one per 32 KiB.
+            backlog_chunks = log.entries(),
             "webhook relay: consumer {problem}"
         );
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
+            // A reload may have fixed the URL: try it at once.
+            _ = app.reloaded.notified() => {}
             _ = stop.changed() => return,
         }
         backoff = (backoff * 2).min(BACKOFF_MAX);
@@ -170,10 +173,11 @@ fn shown(url: &str) -> String {
     }
 }
 
-/// Waits for new work, `stop`, or `limit`.
-async fn idle(wake: &Notify, stop: &mut watch::Receiver<bool>, limit: Duration) {
+/// Waits for new work, a reload (which may set or change `forward_url`), `stop`, or `limit`.
+async fn idle(app: &App, wake: &Notify, stop: &mut watch::Receiver<bool>, limit: Duration) {
     tokio::select! {
         _ = wake.notified() => {}
+        _ = app.reloaded.notified() => {}
         _ = stop.changed() => {}
         _ = tokio::time::sleep(limit) => {}
     }
