@@ -322,7 +322,7 @@ fn undo_sending(app: &App, id: u64) {
 fn retry_later(input: AttemptInput<'_>, now: u64) -> (Outcome, SenderEffect) {
     let d = &input.config.dispatch;
     (
-        Outcome::Retry {
+        Outcome::RetryUnsent {
             at_ms: now + d.retry_min.as_millis() as u64,
         },
         SenderEffect::None,
@@ -388,6 +388,8 @@ fn record_failure(input: AttemptInput<'_>, err: CloudError, now: u64) -> (Outcom
             app.publish_state(&m, "retrying");
             let outcome = if pair_limited {
                 Outcome::PairLimited { at_ms: at }
+            } else if err.never_sent() {
+                Outcome::RetryUnsent { at_ms: at }
             } else {
                 Outcome::Retry { at_ms: at }
             };

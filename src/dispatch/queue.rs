@@ -109,6 +109,9 @@ pub enum Outcome {
     Done,
     /// Try again not before `at_ms`; the lane waits (order is kept).
     Retry { at_ms: u64 },
+    /// As `Retry`, for an attempt whose request never reached Meta (no connection could be
+    /// made, or a local failure before it): the pair allowance is given back.
+    RetryUnsent { at_ms: u64 },
     /// Meta's pair limit (131056): the lane backs off 4^X s.
     PairLimited { at_ms: u64 },
     /// Meta's pair limit (131056) for a message that ended on it (its ttl or
@@ -340,9 +343,15 @@ impl SenderQueue {
         self.in_flight -= 1;
         let back_in_queue = matches!(
             outcome,
-            Outcome::Retry { .. } | Outcome::PairLimited { .. } | Outcome::Requeue
+            Outcome::Retry { .. }
+                | Outcome::RetryUnsent { .. }
+                | Outcome::PairLimited { .. }
+                | Outcome::Requeue
         );
-        if !matches!(outcome, Outcome::DoneWithoutRequest | Outcome::Requeue) {
+        if !matches!(
+            outcome,
+            Outcome::DoneWithoutRequest | Outcome::Requeue | Outcome::RetryUnsent { .. }
+        ) {
             lane.pair.answered(now_ms, pair.interval_ms);
         }
         match outcome {
@@ -355,6 +364,12 @@ impl SenderQueue {
             Outcome::Retry { at_ms } => {
                 lane.queue.insert((prio, id));
                 lane.block_for_retry(id, at_ms);
+                self.waiting += 1;
+            }
+            Outcome::RetryUnsent { at_ms } => {
+                lane.queue.insert((prio, id));
+                lane.block_for_retry(id, at_ms);
+                lane.pair.refund(pair.interval_ms);
                 self.waiting += 1;
             }
             Outcome::PairLimited { at_ms } => {
@@ -826,6 +841,29 @@ mod tests {
         assert_eq!(
             q.next(now + margin, PAIR),
             Next::WaitUntil(now + 6_000 + margin)
+        );
+    }
+
+    #[test]
+    fn a_request_that_never_left_gives_its_pair_allowance_back() {
+        let pair = PairLimit {
+            interval_ms: 6_000,
+            burst: 1,
+        };
+        let now = 1_000_000;
+        let mut q = SenderQueue::new();
+        q.push(&due_now(1, "a", now), now, pair);
+        assert_eq!(send_with(&mut q, now, pair).0, 1);
+        // No connection: retried after its backoff, with the one allowance still there.
+        q.complete("a", Outcome::RetryUnsent { at_ms: now + 100 }, now + 50, pair);
+        assert_eq!(q.next(now + 50, pair), Next::WaitUntil(now + 100));
+        assert_eq!(send_with(&mut q, now + 100, pair).0, 1);
+        // Sent, then a 5xx: Meta may have counted it, so the next waits an interval.
+        q.complete("a", Outcome::Retry { at_ms: now + 200 }, now + 150, pair);
+        let margin = super::super::pair::margin_ms(6_000);
+        assert_eq!(
+            q.next(now + 200, pair),
+            Next::WaitUntil(now + 150 + 6_000 + margin)
         );
     }
 
