@@ -134,9 +134,15 @@ impl Aimd {
         }
     }
 
+    /// A new configured rate (a reload). A sender at its full rate takes the new one at once,
+    /// higher or lower; one that Meta slowed down keeps recovering from where it is.
     pub fn set_configured(&mut self, mps: u32) {
+        let at_full_rate = self.current >= self.configured as f64;
         self.configured = mps;
-        self.current = self.current.min(mps as f64);
+        self.current = match at_full_rate {
+            true => mps as f64,
+            false => self.current.min(mps as f64),
+        };
     }
 
     /// Meta said to slow down. Several errors from one burst of requests halve the rate once.
@@ -259,5 +265,21 @@ mod tests {
         );
         assert_eq!(a.limit(t0 + Duration::from_millis(1_200)), 48);
         assert_eq!(a.limit(t0 + Duration::from_secs(60)), 80);
+    }
+
+    #[test]
+    fn a_reload_sets_the_rate_of_a_sender_at_full_rate_at_once() {
+        let t0 = Instant::now();
+        let mut a = Aimd::new(100, t0);
+        a.set_configured(60);
+        assert_eq!(a.limit(t0), 60);
+        a.set_configured(100);
+        assert_eq!(a.limit(t0), 100, "not climbing back 10 a second");
+        // Slowed down by Meta: the reload does not undo that.
+        a.throttled(t0);
+        a.set_configured(200);
+        assert_eq!(a.limit(t0), 50);
+        a.set_configured(20);
+        assert_eq!(a.limit(t0), 20);
     }
 }
