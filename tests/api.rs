@@ -1252,8 +1252,12 @@ fn wait_for_message(d: &Daemon, id: &str, done: impl Fn(&Value) -> bool) -> Valu
 
 #[test]
 fn retry_puts_a_failed_message_back_in_the_queue() {
-    // Nothing listens at the API base URL: one transient failure exhausts one attempt.
+    // Meta answers every request with a 5xx: one transient failure uses up the one attempt.
+    // (Where nothing listens, a request never leaves and uses up no attempt.)
+    let sim = common::Sim::start(common::sim_config());
+    sim.faults(&json!({"http_5xx_share": 1.0}));
     let d = Daemon::builder()
+        .against(&sim)
         .set("dispatch", "max_attempts = 1")
         .start();
     let id = id_of(&d.post("/v1/messages", &common::template_request("+14155551234")));

@@ -154,6 +154,12 @@ fn exit_codes(page: &Page) -> Vec<(&'static str, &'static str)> {
                  permission denied, or no answer within 60 s.",
             ),
             (
+                "4",
+                "waq health: the daemon serves but is degraded (a sender paused or out of reach \
+                 of the Graph API, a sender no longer configured that holds messages, or a \
+                 store that refuses writes).",
+            ),
+            (
                 "130",
                 "waq demo was interrupted (Ctrl-C or SIGTERM); what it started is stopped and \
                  removed.",

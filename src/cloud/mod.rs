@@ -321,6 +321,15 @@ impl CloudError {
         name.to_string()
     }
 
+    /// A failure to connect, as the client reports one (for tests elsewhere).
+    #[cfg(test)]
+    pub(crate) fn not_connected(cause: &str) -> CloudError {
+        CloudError::new(
+            ErrorClass::Transient,
+            format!("{CONNECTION_PREFIX} {WHILE_CONNECTING}: {cause}"),
+        )
+    }
+
     /// The request never left: no connection could be made, so Meta cannot have seen it.
     pub fn never_sent(&self) -> bool {
         self.http_status.is_none()

@@ -440,8 +440,26 @@ pub(crate) fn after_failure(
     let window_closed = err.meta_code == Some(131047);
     let rate_limited = pair_limited || is_throttle(err.meta_code);
     // No connection could be made (Meta out of reach, a network down): the request never
-    // left, so the attempt is given back and only time (ttl, max_age) ends the retries.
+    // left, so the attempt is given back and only time (ttl, max_age) ends the retries. Its
+    // `sending` entry is taken back too, and a run of such retries is one history entry with
+    // its count, or an outage would add two entries per retry for as long as it lasts.
     let never_sent = err.never_sent();
+    let mut unsent_in_a_row = 0;
+    if never_sent {
+        if m.history.last().is_some_and(|h| h.state == State::Sending) {
+            m.history.pop();
+        }
+        if let Some(n) = m
+            .history
+            .last()
+            .filter(|h| h.state == State::Retrying)
+            .and_then(|h| unsent_retries(&h.detail))
+        {
+            m.history.pop();
+            unsent_in_a_row = n;
+        }
+        unsent_in_a_row += 1;
+    }
     m.last_error = Some(LastError {
         code: err.code_name(),
         message: err.full_message(),
@@ -472,14 +490,8 @@ pub(crate) fn after_failure(
         // after `retry_min`.
         let tries = match (rate_limited, never_sent) {
             (true, _) => m.attempts + retries_after(m, |c| is_throttle(Some(c))) + 1,
-            // Every retry so far: those of unsent requests gave their attempts back.
-            (false, true) => {
-                m.history
-                    .iter()
-                    .filter(|h| h.state == State::Retrying)
-                    .count() as u32
-                    + 1
-            }
+            // The unsent requests gave their attempts back: they count for the backoff.
+            (false, true) => m.attempts + unsent_in_a_row,
             (false, false) => m.attempts,
         };
         backoff::delay(tries, d.retry_min, d.retry_max)
@@ -525,12 +537,25 @@ pub(crate) fn after_failure(
         return None;
     }
     m.next_attempt_at_ms = at;
-    m.transition(
-        State::Retrying,
-        now,
-        format!("{}; retry in {} ms", err.code_name(), wait.as_millis()),
-    );
+    let detail = match never_sent {
+        true => format!(
+            "{}; {UNSENT}{unsent_in_a_row} in a row), retry in {} ms",
+            err.code_name(),
+            wait.as_millis()
+        ),
+        false => format!("{}; retry in {} ms", err.code_name(), wait.as_millis()),
+    };
+    m.transition(State::Retrying, now, detail);
     Some(at)
+}
+
+/// How a retry entry of requests that never left says how many there were in a row.
+const UNSENT: &str = "not sent (";
+
+/// The count of unsent requests in a row that a retry entry records, if it is one.
+fn unsent_retries(detail: &str) -> Option<u32> {
+    let (_, rest) = detail.split_once(UNSENT)?;
+    rest.split_once(' ')?.0.parse().ok()
 }
 
 #[cfg(test)]
@@ -571,6 +596,55 @@ mod tests {
                 entry(3_000, State::Failed, "status webhook: failed: meta_131047"),
             ],
         }
+    }
+
+    #[test]
+    fn retries_of_requests_that_never_left_keep_the_history_short() {
+        let cfg = crate::config::Config::from_toml(
+            "[[senders]]\nname = \"main\"\nphone_number_id = \"1\"\ntoken = \"t\"\n",
+            std::path::Path::new("."),
+        )
+        .unwrap();
+        let d = &cfg.dispatch;
+        let mut m = failed_after_a_send();
+        m.attempts = 0;
+        m.transition(State::Queued, 4_000, "retry requested");
+        let refused = CloudError::not_connected("Connection refused");
+        let mut now = 5_000;
+        for n in 1..=5 {
+            // As `prepare` does before each request.
+            m.attempts += 1;
+            m.transition(State::Sending, now, "sending");
+            let at = after_failure(&mut m, &refused, now, d, 0).expect("retried");
+            assert_eq!(m.state, State::Retrying);
+            assert_eq!(m.attempts, 0, "no attempt used");
+            let last = m.history.last().unwrap();
+            assert!(
+                last.detail
+                    .starts_with(&format!("connection; not sent ({n} in a row), retry in")),
+                "{}",
+                last.detail
+            );
+            now = at;
+        }
+        // The retry requested, then one entry for the five: no `sending` of a request that
+        // never left.
+        let states: Vec<State> = m.history.iter().map(|h| h.state).collect();
+        assert_eq!(
+            &states[states.len() - 2..],
+            &[State::Queued, State::Retrying]
+        );
+        assert_eq!(m.history.len(), 6);
+        // A request that left and failed ends the run: its own entries are kept.
+        m.attempts += 1;
+        m.transition(State::Sending, now, "sending");
+        let timeout = CloudError {
+            message: "timed out after 10s".into(),
+            ..CloudError::not_connected("x")
+        };
+        after_failure(&mut m, &timeout, now, d, 0).expect("retried");
+        assert_eq!(m.attempts, 1);
+        assert_eq!(m.history.len(), 8);
     }
 
     #[test]

@@ -297,8 +297,10 @@ impl Dispatcher {
             match senders.get(&s.name) {
                 Some(state) => {
                     let was_configured = state.is_configured();
-                    let was = state.lock().resume();
+                    // Resumed after the new configuration is in: an attempt that read the old
+                    // token is then one started before the resume, whose 190 pauses nothing.
                     state.configure(s.clone());
+                    let was = state.lock().resume();
                     if let Some(reason) = was {
                         tracing::info!(sender = %s.name, "sender resumed by reload (was paused: {reason})");
                     }

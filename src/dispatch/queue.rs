@@ -855,7 +855,12 @@ mod tests {
         q.push(&due_now(1, "a", now), now, pair);
         assert_eq!(send_with(&mut q, now, pair).0, 1);
         // No connection: retried after its backoff, with the one allowance still there.
-        q.complete("a", Outcome::RetryUnsent { at_ms: now + 100 }, now + 50, pair);
+        q.complete(
+            "a",
+            Outcome::RetryUnsent { at_ms: now + 100 },
+            now + 50,
+            pair,
+        );
         assert_eq!(q.next(now + 50, pair), Next::WaitUntil(now + 100));
         assert_eq!(send_with(&mut q, now + 100, pair).0, 1);
         // Sent, then a 5xx: Meta may have counted it, so the next waits an interval.

@@ -50,22 +50,27 @@ pub async fn run(
         if super::stopping(&stop) {
             return;
         }
+        // Registered before the configuration is read below, so that a reload from this
+        // moment on (it may set or fix `forward_url`) ends any wait of this turn.
+        let reloaded = app.reloaded.notified();
+        tokio::pin!(reloaded);
+        reloaded.as_mut().enable();
         if head.is_none() {
             let l = log.clone();
             match tokio::task::spawn_blocking(move || l.first()).await {
                 Ok(Ok(Some(item))) => head = Some(item),
                 Ok(Ok(None)) => {
-                    idle(&app, &wake, &mut stop, IDLE_RECHECK).await;
+                    idle(reloaded.as_mut(), &wake, &mut stop, IDLE_RECHECK).await;
                     continue;
                 }
                 Ok(Err(e)) => {
                     tracing::error!(error = %e, "webhook relay: cannot read the relay log");
-                    idle(&app, &wake, &mut stop, BACKOFF_MAX).await;
+                    idle(reloaded.as_mut(), &wake, &mut stop, BACKOFF_MAX).await;
                     continue;
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "webhook relay: reading the relay log failed");
-                    idle(&app, &wake, &mut stop, BACKOFF_MAX).await;
+                    idle(reloaded.as_mut(), &wake, &mut stop, BACKOFF_MAX).await;
                     continue;
                 }
             }
@@ -82,7 +87,7 @@ pub async fn run(
             // failing consumer: nothing to alert on, and a fresh count when it comes back.
             failures = 0;
             app.metrics.webhook_relay_failures.store(0, Relaxed);
-            idle(&app, &wake, &mut stop, IDLE_RECHECK).await;
+            idle(reloaded.as_mut(), &wake, &mut stop, IDLE_RECHECK).await;
             continue;
         };
         // Payloads waq wrote itself carry no signature: sign them as Meta would.
@@ -154,7 +159,7 @@ pub async fn run(
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
             // A reload may have fixed the URL: try it at once.
-            _ = app.reloaded.notified() => {}
+            _ = reloaded.as_mut() => {}
             _ = stop.changed() => return,
         }
         backoff = (backoff * 2).min(BACKOFF_MAX);
@@ -174,10 +179,15 @@ fn shown(url: &str) -> String {
 }
 
 /// Waits for new work, a reload (which may set or change `forward_url`), `stop`, or `limit`.
-async fn idle(app: &App, wake: &Notify, stop: &mut watch::Receiver<bool>, limit: Duration) {
+async fn idle(
+    reloaded: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>,
+    wake: &Notify,
+    stop: &mut watch::Receiver<bool>,
+    limit: Duration,
+) {
     tokio::select! {
         _ = wake.notified() => {}
-        _ = app.reloaded.notified() => {}
+        _ = reloaded => {}
         _ = stop.changed() => {}
         _ = tokio::time::sleep(limit) => {}
     }
