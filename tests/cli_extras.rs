@@ -260,7 +260,7 @@ fn man_pages_have_exit_status_and_environment() {
             .collect()
     };
     let top = page(&[]);
-    assert_eq!(codes(&top), ["0", "1", "2", "3", "130"], "{top}");
+    assert_eq!(codes(&top), ["0", "1", "2", "3", "4", "130"], "{top}");
     for variable in [
         "WAQ_SOCKET",
         "WAQ__SECTION__KEY",
@@ -284,6 +284,10 @@ fn man_pages_have_exit_status_and_environment() {
         assert!(text.contains("\\fBWAQ_SOCKET\\fR"), "{command}: {text}");
         assert!(!text.contains("WAQ__SECTION__KEY"), "{command}: {text}");
     }
+    // `waq health` has a code of its own: degraded.
+    let health = page(&["health"]);
+    assert_eq!(codes(&health), ["0", "1", "2", "3", "4"], "{health}");
+    assert!(health.contains("\\fBWAQ_SOCKET\\fR"), "{health}");
     let serve = page(&["serve"]);
     assert_eq!(codes(&serve), ["0", "1", "2"], "{serve}");
     assert!(serve.contains("\\fBWAQ__SECTION__KEY\\fR") && serve.contains("token_env"));
