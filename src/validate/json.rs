@@ -274,7 +274,7 @@ pub(super) fn req_text<'a>(
     let field = child(path, key);
     chars(s, &field, min, max)?;
     // Meta takes a required text of white space alone for a missing one (131008).
-    if min > 0 && s.trim().is_empty() {
+    if min > 0 && is_blank(s) {
         return Err(ApiError::invalid(
             code::EMPTY_VALUE,
             &field,
@@ -284,6 +284,17 @@ pub(super) fn req_text<'a>(
         ));
     }
     Ok(s)
+}
+
+/// Whether `s` is white space alone. Most texts start with a printable ASCII character, which
+/// settles it without decoding (every request checks several).
+fn is_blank(s: &str) -> bool {
+    match s.as_bytes().first() {
+        Some(&b) if b.is_ascii() && !matches!(b, b'\t' | b'\n' | 0x0B | 0x0C | b'\r' | b' ') => {
+            false
+        }
+        _ => s.trim().is_empty(),
+    }
 }
 
 /// An optional string of `min..=max` characters.
