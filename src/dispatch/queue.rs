@@ -877,18 +877,7 @@ mod tests {
         let mut q = SenderQueue::new();
         let now = 1_000_000;
         for id in 1..=50 {
-            q.push(
-                &Entry {
-                    id,
-                    to: "a".into(),
-                    priority: Priority::Normal,
-                    due_ms: now,
-                    expires_at_ms: None,
-                    retry_at_ms: None,
-                },
-                now,
-                PAIR,
-            );
+            q.push(&due_now(id, "a", now), now, PAIR);
         }
         // The first request left at `now` and was answered 400 ms later; the rest of the
         // burst at once.
