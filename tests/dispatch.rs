@@ -623,8 +623,24 @@ fn a_graph_api_that_does_not_answer_shows_in_health_until_it_answers() {
         "the Graph API at http://127.0.0.1:{port} does not answer"
     ));
 
-    // The simulator comes up where the daemon looks for Meta: the message goes, health clears.
-    let sim = Sim::start_on(sim_config(), port);
+    // Something answers there at last, if only to refuse the token: not unreachable any more,
+    // paused instead.
+    let mut cfg = sim_config();
+    cfg.token = "another-token".into();
+    let sim = Sim::start_on(cfg, port);
+    let reason = wait_paused(&d);
+    assert!(reason.starts_with("meta_190"), "{reason}");
+    assert_eq!(
+        health(&d)["unreachable_senders"],
+        json!([]),
+        "{}",
+        health(&d)
+    );
+    d.wait_for_log("the Graph API answers again");
+
+    // The token fixed at Meta and the sender resumed: the message goes, health clears.
+    sim.set_token(TOKEN);
+    assert_eq!(d.waq(&["sender", "resume", "main"]).status.code(), Some(0));
     wait_until(
         "the message sent",
         PATIENCE,
@@ -638,7 +654,6 @@ fn a_graph_api_that_does_not_answer_shows_in_health_until_it_answers() {
     assert!(sim.number().accepted >= 1);
     assert_eq!(health(&d)["status"], "ok", "{}", health(&d));
     assert_eq!(d.waq(&["health"]).status.code(), Some(0));
-    d.wait_for_log("the Graph API answers again");
 }
 
 /// The version typed into `api.base_url` as well: Meta answers 2500 (unknown path) to every

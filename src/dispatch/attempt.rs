@@ -23,8 +23,12 @@ pub enum SenderEffect {
     None,
     /// Meta asked to slow the whole number down (130429, 4, 80007).
     Throttle,
-    /// An account or token error: stop this sender until resumed.
-    Pause(String),
+    /// An account or token error: stop this sender until resumed. `answered`: Meta (or
+    /// something at `api.base_url`) answered, rather than the request failing before it left.
+    Pause {
+        reason: String,
+        answered: bool,
+    },
     /// No answer at all (connection refused or reset, timed out): the Graph API may be out
     /// of reach. The error's message.
     Unreachable(String),
@@ -353,7 +357,8 @@ fn record_failure(input: AttemptInput<'_>, err: CloudError, now: u64) -> (Outcom
         if let Ok(Some((_, m))) = written {
             app.publish_state(&m, "sender paused");
         }
-        return (Outcome::Requeue, SenderEffect::Pause(reason));
+        let answered = err.http_status.is_some() || err.meta_code.is_some();
+        return (Outcome::Requeue, SenderEffect::Pause { reason, answered });
     }
 
     let window_closed = err.meta_code == Some(131047);

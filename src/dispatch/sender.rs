@@ -469,7 +469,9 @@ async fn attempt_one(
                 }
                 // A failure before any answer (the sender's id or token cannot be sent) says
                 // nothing of the Graph API; a paused sender shows why anyway.
-                SenderEffect::Pause(_) => {}
+                SenderEffect::Pause {
+                    answered: false, ..
+                } => {}
                 _ => {
                     if let Some(failures) = s.reach.answered() {
                         tracing::info!(
@@ -483,10 +485,10 @@ async fn attempt_one(
         match &effect {
             SenderEffect::None | SenderEffect::Unreachable(_) => {}
             SenderEffect::Throttle => s.aimd.throttled(now),
-            SenderEffect::Pause(_) if s.resumed_at.is_some_and(|r| r > started) => {
+            SenderEffect::Pause { .. } if s.resumed_at.is_some_and(|r| r > started) => {
                 tracing::info!(sender = %sender.name, id, "an attempt started before the sender was resumed failed for the account; staying resumed");
             }
-            SenderEffect::Pause(reason) => {
+            SenderEffect::Pause { reason, .. } => {
                 if s.paused.is_none() {
                     tracing::error!(sender = %sender.name, "sender paused: {reason}; fix the cause, then reload (SIGHUP) or `waq sender resume {}`", sender.name);
                 }
