@@ -298,9 +298,18 @@ async fn token_is_checked() {
     assert_eq!(resp.status().as_u16(), 400);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(code(&body), 100);
+    // A version in the client's base URL: an unknown path, 2500, counted too.
+    let resp = client()
+        .post(format!("{}/v25.0/v25.0/{NUMBER}/messages", sim.base_url()))
+        .bearer_auth(TOKEN)
+        .json(&msg)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(code(&resp.json().await.unwrap()), 2500);
     let stats = http_stats(&sim).await;
     assert_eq!(stats.violation(190), 2);
-    assert_eq!(stats.unrouted, 1);
+    assert_eq!(stats.unrouted, 2);
     sim.shutdown().await;
 }
 

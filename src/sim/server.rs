@@ -62,7 +62,11 @@ fn query_token(query: Option<&str>) -> Option<String> {
         .map(str::to_string)
 }
 
-async fn unknown_path(uri: Uri) -> Response {
+/// Any other path (a version in the client's base URL, say): counted, as requests to unknown
+/// numbers are, so that `/sim/stats` shows them.
+async fn unknown_path(State(sim): State<Arc<Sim>>, uri: Uri) -> Response {
+    sim.unrouted
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     MetaError::unknown_path(uri.path()).into_response()
 }
 
