@@ -963,6 +963,27 @@ fn an_events_detail_is_its_history_entrys() {
     );
 }
 
+/// A reader that keeps up misses no event of a batch: the daemon publishes a batch's `queued`
+/// events at once, faster than any reader takes them, and keeps more than a full batch's.
+#[test]
+fn a_reader_that_keeps_up_gets_every_event_of_a_big_batch() {
+    let d = Daemon::start();
+    let mut events = subscribe(&d);
+    let batch: Vec<Value> = (0..5_000)
+        .map(|i| template_request(&format!("+1415{i:07}")))
+        .collect();
+    let r = d.post("/v1/messages/batch", &Value::Array(batch));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let mut queued = 0;
+    while queued < 5_000 {
+        let e = events.next();
+        assert_ne!(e["event"], "lagged", "after {queued} events: {e}");
+        if e["event"] == "message" && e["state"] == "queued" {
+            queued += 1;
+        }
+    }
+}
+
 /// Follows `GET /v1/events` until its first line says the subscription is live.
 fn subscribe(d: &Daemon) -> LineReader {
     let mut events = d.conn();
