@@ -163,7 +163,7 @@ fn a_refusal_exits_1_with_code_and_field() {
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert_eq!(
         stdout(&o).trim(),
-        "window of 14155551234 with main closed",
+        "window of 14155551234 with main closed: they have not written",
         "{}",
         stderr(&o)
     );
@@ -178,6 +178,19 @@ fn a_refusal_exits_1_with_code_and_field() {
     let w = d.waq(&["window", "+14155551234", "--sender", "nobody"]);
     assert_eq!(code(&w), 1);
     assert!(stderr(&w).contains("unknown_sender"), "{}", stderr(&w));
+    // Closed by time: since when, and the customer's last message.
+    let two_days_ago = waq::model::format_time(waq::model::now_ms() - 2 * 86_400_000);
+    let c = d.waq(&["inbound", "--from", "+14155550199", "--at", &two_days_ago]);
+    assert_eq!(code(&c), 0, "{}", stderr(&c));
+    let said = stdout(&c);
+    assert!(
+        said.starts_with(
+            "window of 14155550199 with main closed: free-form messages went out until "
+        ) && said.contains(&format!(
+            "(last inbound {two_days_ago}, Meta's window until "
+        )),
+        "{said}"
+    );
     assert!(
         stdout(&o).contains("; free-form messages are sent until 20"),
         "{}",

@@ -224,9 +224,19 @@ pub fn recipient(v: &Value) {
             text(v, "window_open_until"),
             text(v, "free_form_until")
         );
+    } else if v.get("last_inbound_at").is_some_and(Value::is_string) {
+        // Closed by time (or inside waq's margin before Meta's end): say since when.
+        outln!(
+            "window of {} with {} closed: free-form messages went out until {} (last inbound {}, Meta's window until {})",
+            text(v, "recipient"),
+            text(v, "sender"),
+            text(v, "free_form_until"),
+            text(v, "last_inbound_at"),
+            text(v, "window_open_until")
+        );
     } else {
         outln!(
-            "window of {} with {} closed",
+            "window of {} with {} closed: they have not written",
             text(v, "recipient"),
             text(v, "sender")
         );
