@@ -287,23 +287,20 @@ async fn token_is_checked() {
     }
     let (status, _) = send(&sim, &msg).await;
     assert_eq!(status, 200);
-    // An unknown number: error 100 (with a valid token).
-    let resp = client()
-        .post(format!("{}/v23.0/999/messages", sim.base_url()))
-        .bearer_auth(TOKEN)
-        .json(&msg)
-        .send()
-        .await
-        .unwrap();
+    // With a valid token, elsewhere: an unknown number is error 100, a version in the
+    // client's base URL an unknown path (2500), both counted as unrouted.
+    let post_to = |path: String| {
+        client()
+            .post(format!("{}{path}", sim.base_url()))
+            .bearer_auth(TOKEN)
+            .json(&msg)
+            .send()
+    };
+    let resp = post_to("/v23.0/999/messages".into()).await.unwrap();
     assert_eq!(resp.status().as_u16(), 400);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(code(&body), 100);
-    // A version in the client's base URL: an unknown path, 2500, counted too.
-    let resp = client()
-        .post(format!("{}/v25.0/v25.0/{NUMBER}/messages", sim.base_url()))
-        .bearer_auth(TOKEN)
-        .json(&msg)
-        .send()
+    let resp = post_to(format!("/v25.0/v25.0/{NUMBER}/messages"))
         .await
         .unwrap();
     assert_eq!(code(&resp.json().await.unwrap()), 2500);

@@ -1061,26 +1061,41 @@ fn numbered(n: usize) -> String {
     )
 }
 
-#[tokio::test]
-async fn relay_holds_payloads_while_the_consumer_is_down_then_delivers_in_order() {
-    let dir = tempfile::tempdir().unwrap();
-    let target = free_addr();
-    let d = start(
-        dir.path(),
-        &format!("forward_url = \"http://{target}/hook\""),
-    )
+/// Waits until the consumer has `bodies`, and checks they came in order.
+async fn relayed_in_order(what: &str, got: &Received, bodies: &[String]) {
+    eventually(what, Duration::from_secs(10), || {
+        got.lock().unwrap().len() == bodies.len()
+    })
     .await;
+    let received: Vec<String> = got.lock().unwrap().iter().map(|r| r.2.clone()).collect();
+    assert_eq!(received, bodies);
+}
+
+/// A daemon relaying to `target`, where nothing listens yet, that has taken three payloads:
+/// applied at once, whatever the consumer does, and kept in the relay log while it is down.
+async fn backlog_for_a_consumer_that_is_down(
+    dir: &Path,
+    target: SocketAddr,
+) -> (Running, Vec<String>) {
+    let d = start(dir, &format!("forward_url = \"http://{target}/hook\"")).await;
     let bodies: Vec<String> = (0..3).map(numbered).collect();
     for b in &bodies {
         assert_eq!(post(&d.url(), b).await.status(), 200);
     }
-    // Applied at once, whatever the consumer does.
     eventually("applied", Duration::from_secs(5), || {
         window_open(&d.app, "16505550100")
     })
     .await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(d.app.store.log("relay").unwrap().len(), 3);
+    (d, bodies)
+}
+
+#[tokio::test]
+async fn relay_holds_payloads_while_the_consumer_is_down_then_delivers_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = free_addr();
+    let (d, bodies) = backlog_for_a_consumer_that_is_down(dir.path(), target).await;
     // The failures so far show in the gauge, for an alert on a consumer that is down.
     let relay_failures = || d.app.metrics.webhook_relay_failures.load(Relaxed);
     assert!(relay_failures() >= 1, "{}", relay_failures());
@@ -1114,18 +1129,8 @@ async fn relay_holds_payloads_while_the_consumer_is_down_then_delivers_in_order(
 #[tokio::test]
 async fn a_reload_that_sets_forward_url_again_delivers_the_backlog_at_once() {
     let dir = tempfile::tempdir().unwrap();
-    let down = free_addr();
-    let d = start(dir.path(), &format!("forward_url = \"http://{down}/hook\"")).await;
-    let bodies: Vec<String> = (0..3).map(numbered).collect();
-    for b in &bodies {
-        assert_eq!(post(&d.url(), b).await.status(), 200);
-    }
-    eventually("applied", Duration::from_secs(5), || {
-        window_open(&d.app, "16505550100")
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    // The consumer is down; then forwarding is turned off: the backlog is kept.
+    let (d, bodies) = backlog_for_a_consumer_that_is_down(dir.path(), free_addr()).await;
+    // Then forwarding is turned off: the backlog is kept.
     d.app.replace_config(config(dir.path(), ""));
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(d.app.store.log("relay").unwrap().len(), 3);
@@ -1136,12 +1141,7 @@ async fn a_reload_that_sets_forward_url_again_delivers_the_backlog_at_once() {
         dir.path(),
         &format!("forward_url = \"http://{target}/hook\""),
     ));
-    eventually("relayed after the reload", Duration::from_secs(10), || {
-        got.lock().unwrap().len() == 3
-    })
-    .await;
-    let received: Vec<String> = got.lock().unwrap().iter().map(|r| r.2.clone()).collect();
-    assert_eq!(received, bodies);
+    relayed_in_order("relayed after the reload", &got, &bodies).await;
     d.shutdown().await;
     let _ = stop.send(());
     task.await.unwrap();
@@ -1161,12 +1161,7 @@ async fn relay_backlog_survives_a_restart() {
 
     let (got, stop, task) = consumer(target).await;
     let d = start(dir.path(), &extra).await;
-    eventually("relayed after restart", Duration::from_secs(10), || {
-        got.lock().unwrap().len() == 4
-    })
-    .await;
-    let received: Vec<String> = got.lock().unwrap().iter().map(|r| r.2.clone()).collect();
-    assert_eq!(received, bodies);
+    relayed_in_order("relayed after restart", &got, &bodies).await;
     d.shutdown().await;
     let _ = stop.send(());
     task.await.unwrap();
