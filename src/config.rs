@@ -472,8 +472,11 @@ impl Config {
         let regular = opened.metadata().is_ok_and(|m| m.is_file());
         let mut text = String::new();
         std::io::Read::read_to_string(&mut opened, &mut text).map_err(cannot_read)?;
-        let file = config::File::from_str(&text, config::FileFormat::Toml);
         let file_origin = path.display().to_string();
+        if let Some(e) = number_out_of_range(&text, &file_origin) {
+            return Err(e);
+        }
+        let file = config::File::from_str(&text, config::FileFormat::Toml);
         // The file alone first, then each variable over it: an error names where the bad value
         // was written, the file or the variable.
         deserialize(
@@ -966,6 +969,19 @@ fn with_environment(
                 .set_override(&key, ids)
                 .map_err(|e| from_crate(e, &origin()))?;
         } else {
+            // Digits past 64 bits would be read as a float and refused as one.
+            let digits = value.strip_prefix(['-', '+']).unwrap_or(value);
+            if !digits.is_empty()
+                && digits.bytes().all(|b| b.is_ascii_digit())
+                && value.parse::<i64>().is_err()
+            {
+                let message = format!(
+                    "`{value}` is out of range: the largest integer is {} (in {})",
+                    i64::MAX,
+                    origin()
+                );
+                return Err(err(&key, message));
+            }
             typed.push((name.clone(), value.clone()));
         }
     }
@@ -1004,6 +1020,50 @@ fn env_key(name: &str) -> String {
         .get(ENV_PREFIX.len()..)
         .unwrap_or("")
         .replace(ENV_SEPARATOR, ".")
+}
+
+/// A number in the file that TOML reads but a 64-bit value cannot hold, named by its key: the
+/// `config` crate refuses it without saying which (`number too large to fit in target type`).
+fn number_out_of_range(text: &str, origin: &str) -> Option<ConfigError> {
+    use toml::de::{DeTable, DeValue};
+    fn walk(value: &DeValue<'_>, key: &str, origin: &str) -> Option<ConfigError> {
+        match value {
+            DeValue::Integer(n) if i64::from_str_radix(n.as_str(), n.radix()).is_err() => {
+                Some(err(
+                    key,
+                    format!(
+                        "`{}` is out of range: the largest integer is {} (in {origin})",
+                        n.as_str(),
+                        i64::MAX
+                    ),
+                ))
+            }
+            DeValue::Float(f)
+                if f.as_str().parse::<f64>().is_ok_and(f64::is_infinite)
+                    && !f.as_str().contains("inf") =>
+            {
+                Some(err(
+                    key,
+                    format!("`{}` is out of range (in {origin})", f.as_str()),
+                ))
+            }
+            DeValue::Table(table) => table.iter().find_map(|(k, v)| {
+                let key = match key.is_empty() {
+                    true => k.get_ref().to_string(),
+                    false => format!("{key}.{}", k.get_ref()),
+                };
+                walk(v.get_ref(), &key, origin)
+            }),
+            DeValue::Array(items) => items
+                .iter()
+                .enumerate()
+                .find_map(|(i, v)| walk(v.get_ref(), &format!("{key}[{i}]"), origin)),
+            _ => None,
+        }
+    }
+    // A file TOML cannot parse is left to the `config` crate, whose error says where.
+    let table = DeTable::parse(text).ok()?;
+    walk(&DeValue::Table(table.into_inner()), "", origin)
 }
 
 /// Builds and deserializes; an error names the key and `origin`, where the value came from.
@@ -1824,6 +1884,48 @@ mod bounds {
             .iter()
             .map(|(k, v)| (OsString::from(k), OsString::from(v)));
         (Config::load_with_env(&path, vars), path)
+    }
+
+    #[test]
+    fn a_number_beyond_64_bits_is_refused_with_its_key() {
+        for (section, line, named) in [
+            ("senders", "mps = 99999999999999999999999", "senders[0].mps"),
+            (
+                "dispatch",
+                "retry_min_ms = 0x1_0000_0000_0000_0000",
+                "dispatch.retry_min_ms",
+            ),
+            (
+                "dispatch",
+                "retry_min_ms = -9223372036854775809",
+                "dispatch.retry_min_ms",
+            ),
+            ("dispatch", "retry_min_ms = 1e999", "dispatch.retry_min_ms"),
+        ] {
+            let (e, path) = load_text(&doc_with(section, line), &[]);
+            let e = e.expect_err(line);
+            assert_eq!(e.key, named, "{line}: {e}");
+            assert!(e.message.contains("out of range"), "{line}: {e}");
+            assert!(
+                e.message.contains(&format!("(in {})", path.display())),
+                "{e}"
+            );
+        }
+        // The largest integer is read as the number it is (and refused, if at all, as too big
+        // for its key, not as out of range).
+        let (c, _) = load_text(
+            &doc_with("dispatch", "retry_min_ms = 9223372036854775807"),
+            &[],
+        );
+        assert!(c.is_err_and(|e| !e.message.contains("out of range")));
+        let var = "WAQ__DISPATCH__RETRY_MIN_MS";
+        for bad in ["99999999999999999999999", "-9223372036854775809"] {
+            let (e, _) = load_text(&doc_with("dispatch", ""), &[(var, bad)]);
+            let e = e.expect_err(bad);
+            assert_eq!(e.key, "dispatch.retry_min_ms", "{bad}: {e}");
+            assert!(e.message.contains("out of range"), "{bad}: {e}");
+            assert!(e.message.contains(var), "{bad}: {e}");
+        }
     }
 
     #[test]
