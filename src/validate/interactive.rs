@@ -42,6 +42,12 @@ pub const MAX_PRODUCTS: usize = 30;
 
 pub(super) fn interactive(v: &Json, path: &Path) -> Result<(), ApiError> {
     let obj = json::object(v, path)?;
+    json::known_keys(
+        obj,
+        path,
+        "an interactive object",
+        &["type", "header", "body", "footer", "action"],
+    )?;
     let kind = json::req_str(obj, path, "type", "the interactive type, e.g. \"button\"")?;
     if !INTERACTIVE_TYPES.contains(&kind) {
         let tpath = child(path, "type");

@@ -117,6 +117,51 @@ pub(super) fn missing(path: &Path, what: &str) -> ApiError {
     )
 }
 
+/// 422 `unknown_field` for the first member of `obj` (at `path`, `what` it is) not in `keys`:
+/// Meta refuses a key it does not know ("Unexpected key", error 100), so a misspelt optional
+/// key would otherwise fail at send time, or be dropped.
+pub(super) fn known_keys(
+    obj: &Obj,
+    path: &Path,
+    what: &str,
+    keys: &[&str],
+) -> Result<(), ApiError> {
+    match obj.keys().find(|k| !keys.contains(k)) {
+        Some(key) => Err(unknown_key(path, key, what, keys)),
+        None => Ok(()),
+    }
+}
+
+/// As [`known_keys`], but for objects Meta still adds keys to (the message object, media): only
+/// an unknown key that is probably a typo of one of `keys` is refused; others pass through.
+pub(super) fn no_misspelt_keys(
+    obj: &Obj,
+    path: &Path,
+    what: &str,
+    keys: &[&str],
+) -> Result<(), ApiError> {
+    match obj
+        .keys()
+        .find(|k| !keys.contains(k) && closest(k, keys).is_some())
+    {
+        Some(key) => Err(unknown_key(path, key, what, keys)),
+        None => Ok(()),
+    }
+}
+
+fn unknown_key(path: &Path, key: &str, what: &str, keys: &[&str]) -> ApiError {
+    let field = child(path, key);
+    ApiError::invalid(
+        super::code::UNKNOWN_FIELD,
+        &field,
+        format!(
+            "`{field}` is not a field of {what}{}; its fields are {}.",
+            did_you_mean(key, keys),
+            keys.join(", ")
+        ),
+    )
+}
+
 pub(super) fn not_allowed(path: &Path, why: &str) -> ApiError {
     ApiError::invalid(
         code::FIELD_NOT_ALLOWED,

@@ -11,6 +11,13 @@ pub const MAX_CAPTION: usize = 1024;
 /// Checks the media object of a message of type `kind`.
 pub(super) fn media(v: &Json, path: &Path, kind: &str) -> Result<(), ApiError> {
     let obj = json::object(v, path)?;
+    // `caption` and `filename` are refused below with the reason where the kind has none.
+    let keys: &[&str] = match kind {
+        "audio" => &["id", "link", "voice", "caption", "filename"],
+        _ => &["id", "link", "caption", "filename"],
+    };
+    // Meta still adds keys here (`voice` for audio), so only a misspelt one is refused.
+    json::no_misspelt_keys(obj, path, &format!("{} {kind} object", article(kind)), keys)?;
     source(obj, path)?;
     if matches!(kind, "image" | "video" | "document") {
         json::opt_text(obj, path, "caption", 0, MAX_CAPTION)?;
@@ -29,6 +36,13 @@ pub(super) fn media(v: &Json, path: &Path, kind: &str) -> Result<(), ApiError> {
         ));
     }
     Ok(())
+}
+
+fn article(kind: &str) -> &'static str {
+    match kind.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        true => "an",
+        false => "a",
+    }
 }
 
 /// Exactly one of `id` (an uploaded media id) or `link` (a public https URL).

@@ -7,6 +7,19 @@ use super::{code, media};
 use crate::error::ApiError;
 
 pub const MAX_TEMPLATE_NAME: usize = 512;
+/// Parameter types whose object is `type`, `parameter_name` and the value under the type's
+/// own key.
+const KNOWN_PARAMETER_TYPES: [&str; 9] = [
+    "text",
+    "currency",
+    "date_time",
+    "image",
+    "video",
+    "document",
+    "location",
+    "payload",
+    "coupon_code",
+];
 /// A text parameter's limit in Meta's API reference.
 pub const MAX_PARAMETER_TEXT: usize = 32_768;
 /// The most spaces in a row Meta takes in the text of a body or header parameter.
@@ -41,6 +54,12 @@ pub fn template_object(v: &Json, field: &str) -> Result<(), ApiError> {
 
 pub(super) fn template(v: &Json, field: &Path) -> Result<(), ApiError> {
     let obj = json::object(v, field)?;
+    json::known_keys(
+        obj,
+        field,
+        "a template object",
+        &["name", "language", "components"],
+    )?;
     let name = json::req_text(
         obj,
         field,
@@ -73,6 +92,12 @@ pub(super) fn template(v: &Json, field: &Path) -> Result<(), ApiError> {
         "the template language, e.g. {\"code\": \"en_US\"}",
     )?;
     let lpath = child(field, "language");
+    json::known_keys(
+        language,
+        &lpath,
+        "a template's language",
+        &["code", "policy"],
+    )?;
     let lang = json::req_str(
         language,
         &lpath,
@@ -105,6 +130,12 @@ pub(super) fn template(v: &Json, field: &Path) -> Result<(), ApiError> {
 
 fn component(v: &Json, path: &Path) -> Result<(), ApiError> {
     let obj = json::object(v, path)?;
+    json::known_keys(
+        obj,
+        path,
+        "a template component",
+        &["type", "sub_type", "index", "parameters"],
+    )?;
     let ctype = json::req_text(
         obj,
         path,
@@ -162,6 +193,17 @@ fn component(v: &Json, path: &Path) -> Result<(), ApiError> {
 /// The part of a parameter Meta checks by its `type`. Meta refuses a parameter whose text is
 /// empty (131008), so every kind that carries text must have some.
 fn parameter(param: &json::Obj, pp: &Path, ptype: &str) -> Result<(), ApiError> {
+    // A parameter holds its value under the key its type names (`{"type": "text", "text": …}`),
+    // and optionally its name in a template with named parameters. Types waq does not know
+    // are left to Meta.
+    if KNOWN_PARAMETER_TYPES.contains(&ptype) {
+        json::known_keys(
+            param,
+            pp,
+            &format!("a {ptype} parameter"),
+            &["type", "parameter_name", ptype],
+        )?;
+    }
     match ptype {
         // Meta fetches a header's media when it sends the message: the same rules as a
         // media message's, or the send fails at Meta instead of at enqueue.

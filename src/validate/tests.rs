@@ -616,6 +616,114 @@ fn message_type_rules() {
     );
 }
 
+/// Meta refuses a key it does not know (error 100, "Unexpected key"), so a typo is refused at
+/// enqueue, named, with the key meant: not sent and failed later, nor dropped.
+#[test]
+fn misspelt_keys_are_refused_with_the_key_meant() {
+    let template = |t: Value| json!({"type": "template", "template": t});
+    let lang = json!({"code": "en_US"});
+    let body = |p: Value| json!([{"type": "body", "parameters": [p]}]);
+    for (m, field, meant) in [
+        (
+            template(
+                json!({"name": "x", "language": lang, "componets": body(json!({"type": "text", "text": "J"}))}),
+            ),
+            "message.template.componets",
+            "components",
+        ),
+        (
+            template(json!({"name": "x", "langauge": lang})),
+            "message.template.langauge",
+            "language",
+        ),
+        (
+            template(json!({"name": "x", "language": {"code": "en", "polcy": "deterministic"}})),
+            "message.template.language.polcy",
+            "policy",
+        ),
+        (
+            template(
+                json!({"name": "x", "language": lang, "components": [{"type": "body", "paramters": []}]}),
+            ),
+            "message.template.components[0].paramters",
+            "parameters",
+        ),
+        (
+            template(
+                json!({"name": "x", "language": lang, "components": body(json!({"type": "text", "text": "J", "parameter_nme": "n"}))}),
+            ),
+            "message.template.components[0].parameters[0].parameter_nme",
+            "parameter_name",
+        ),
+        (
+            json!({"type": "text", "text": {"body": "hi", "preview_ur1": true}}),
+            "message.text.preview_ur1",
+            "preview_url",
+        ),
+        (
+            json!({"type": "image", "image": {"id": "1", "captoin": "c"}}),
+            "message.image.captoin",
+            "caption",
+        ),
+        (
+            json!({"type": "text", "text": {"body": "hi"}, "biz_opaque_callbak_data": "x"}),
+            "message.biz_opaque_callbak_data",
+            "biz_opaque_callback_data",
+        ),
+        (
+            json!({"type": "text", "text": {"body": "hi"}, "context": {"mesage_id": "wamid.X"}}),
+            "message.context.mesage_id",
+            "message_id",
+        ),
+        (
+            json!({"type": "location", "location": {"latitude": 1, "longitude": 2, "adress": "a"}}),
+            "message.location.adress",
+            "address",
+        ),
+        (
+            json!({"type": "reaction", "reaction": {"message_id": "wamid.X", "emoji": "x", "emoij": "y"}}),
+            "message.reaction.emoij",
+            "emoji",
+        ),
+        (
+            json!({"type": "interactive", "interactive": {"type": "button", "body": {"text": "b"}, "fotter": {"text": "f"},
+                "action": {"buttons": [{"type": "reply", "reply": {"id": "a", "title": "A"}}]}}}),
+            "message.interactive.fotter",
+            "footer",
+        ),
+    ] {
+        let err = message_err(m, code::UNKNOWN_FIELD, field);
+        assert!(
+            err.message.contains(&format!("did you mean `{meant}`")),
+            "{err}"
+        );
+    }
+    // The fallback template has the same shape and the same check.
+    request_err(
+        request_with(
+            "fallback_template",
+            json!({"name": "x", "language": {"code": "en"}, "componets": []}),
+        ),
+        code::UNKNOWN_FIELD,
+        "fallback_template.componets",
+    );
+}
+
+/// Keys Meta takes that a fixed list would refuse pass: newer media keys, named parameters,
+/// parameter types waq does not check, and unrelated new request fields.
+#[test]
+fn keys_meta_adds_pass_through() {
+    message_ok(json!({"type": "audio", "audio": {"id": "1", "voice": true}}));
+    message_ok(json!({"type": "image", "image": {"id": "1", "alt_text": "x"}}));
+    message_ok(
+        json!({"type": "template", "template": {"name": "x", "language": {"code": "en"},
+        "components": [{"type": "body", "parameters": [
+            {"type": "text", "parameter_name": "first_name", "text": "J"},
+            {"type": "limited_time_offer", "limited_time_offer": {"expiration_time_ms": 1}}]}]}}),
+    );
+    message_ok(json!({"type": "text", "text": {"body": "hi"}, "new_feature": {"on": true}}));
+}
+
 #[test]
 fn context_and_callback_data() {
     message_ok(
