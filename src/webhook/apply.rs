@@ -36,7 +36,8 @@ pub struct ApplySummary {
     pub system: usize,
     /// Value-level `errors[]` reported by Meta.
     pub value_errors: usize,
-    /// Values for a phone number no sender is configured with: not applied.
+    /// For a phone number no sender is configured with: values with inbound messages (not
+    /// applied), and statuses of wamids waq does not know (not waited for).
     pub unrouted: usize,
     /// Statuses or messages that could not be read (logged and skipped).
     pub malformed: usize,
@@ -118,22 +119,22 @@ pub(crate) fn apply_with(
                 .as_ref()
                 .and_then(|m| m.phone_number_id.clone())
                 .unwrap_or_default();
-            let Some(sender) = cfg
+            let sender = cfg
                 .senders
                 .iter()
-                .find(|s| !phone_number_id.is_empty() && s.phone_number_id == phone_number_id)
-            else {
-                tracing::warn!(
+                .find(|s| !phone_number_id.is_empty() && s.phone_number_id == phone_number_id);
+            // A status names its message by wamid, so it is applied even when no sender has this
+            // number any more (one removed or renumbered by a reload while its messages were on
+            // their way): Meta does not send a payload again once it has had its 200.
+            let status_sender = sender.map_or("", |s| s.name.as_str());
+            if sender.is_none() && !value.statuses.is_empty() {
+                tracing::info!(
                     phone_number_id,
                     statuses = value.statuses.len(),
-                    messages = value.messages.len(),
-                    "webhook for a phone number no sender is configured with; not applied"
+                    "statuses for a phone number no sender is configured with; those of waq's \
+                     messages are applied by wamid"
                 );
-                // No counter of its own yet: counted with the value-level errors.
-                Metrics::inc(&app.metrics.webhook_value_errors);
-                sum.unrouted += 1;
-                continue;
-            };
+            }
 
             for raw_status in value.statuses {
                 let status = match Status::parse(&raw_status) {
@@ -144,13 +145,19 @@ pub(crate) fn apply_with(
                         continue;
                     }
                 };
-                match apply_status(app, &sender.name, &status)? {
+                if sender.is_none() && app.store.lookup_wamid(&status.id)?.is_none() {
+                    // Not one of ours (another system's number on the same app): not waited
+                    // for, as a status that beats its send's answer is.
+                    sum.unrouted += 1;
+                    continue;
+                }
+                match apply_status(app, status_sender, &status)? {
                     StatusOutcome::Applied => sum.statuses_applied += 1,
                     StatusOutcome::Unchanged | StatusOutcome::Ignored => {
                         sum.statuses_unchanged += 1
                     }
                     StatusOutcome::Deferred => sum.deferred.push(PendingStatus {
-                        sender: sender.name.clone(),
+                        sender: status_sender.to_string(),
                         phone_number_id: phone_number_id.clone(),
                         status,
                         raw: raw_status,
@@ -159,6 +166,20 @@ pub(crate) fn apply_with(
                 }
             }
 
+            let Some(sender) = sender.filter(|_| !value.messages.is_empty()) else {
+                if !value.messages.is_empty() {
+                    // A window belongs to a sender, so an inbound message needs one.
+                    tracing::warn!(
+                        phone_number_id,
+                        messages = value.messages.len(),
+                        "inbound messages for a phone number no sender is configured with; not applied"
+                    );
+                    // No counter of its own yet: counted with the value-level errors.
+                    Metrics::inc(&app.metrics.webhook_value_errors);
+                    sum.unrouted += 1;
+                }
+                continue;
+            };
             for raw_msg in &value.messages {
                 let msg = match InboundMessage::parse(raw_msg) {
                     Ok(m) => m,
@@ -320,7 +341,7 @@ pub(crate) fn apply_status(
             tracing::debug!(wamid = %st.id, id, "status of an earlier attempt; ignored");
             return None;
         }
-        if m.sender != sender {
+        if !sender.is_empty() && m.sender != sender {
             tracing::warn!(
                 wamid = %st.id,
                 message_sender = %m.sender,
