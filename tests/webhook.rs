@@ -544,6 +544,40 @@ async fn a_failed_status_is_retried_or_failed_by_its_code() {
     );
 }
 
+/// An account code in a `failed` status (Meta took the send, then found the account or its
+/// payment at fault) pauses the sender as in an answer, and the message waits for it with its
+/// attempt given back: the queue does not drain into `failed` while nothing pauses it.
+#[tokio::test]
+async fn an_account_code_in_a_failed_status_pauses_the_sender_and_holds_the_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = build_app(dir.path(), "").await;
+    let paused = |app: &App| {
+        let snap = app.dispatcher.snapshot();
+        let main = snap.senders.iter().find(|s| s.name == "main").unwrap();
+        main.pause_reason.clone()
+    };
+    let id = insert_sent(&app, "16505550341", "wamid.A", State::Sent);
+    webhook::apply_payload(&app, failed_with("wamid.A", 131042).as_bytes()).unwrap();
+    let m = get(&app, id);
+    assert_eq!((m.state, m.attempts), (State::Queued, 0), "{m:?}");
+    assert_eq!(m.last_error.as_ref().unwrap().meta_code, Some(131042));
+    let detail = &m.history.last().unwrap().detail;
+    assert!(
+        detail.starts_with("status webhook: failed: sender paused (meta_131042"),
+        "{detail}"
+    );
+    let reason = paused(&app).expect("the sender was not paused");
+    assert!(reason.contains("meta_131042"), "{reason}");
+
+    // Resumed (the payment is fixed): a late status of a message sent before that does not
+    // pause it again; the message still waits for its sender, which now sends it.
+    app.dispatcher.resume_sender("main").unwrap();
+    let late = insert_sent(&app, "16505550342", "wamid.B", State::Sent);
+    webhook::apply_payload(&app, failed_with("wamid.B", 131042).as_bytes()).unwrap();
+    assert_eq!(get(&app, late).state, State::Queued);
+    assert_eq!(paused(&app), None);
+}
+
 fn effective_mps(app: &App) -> f64 {
     let snap = app.dispatcher.snapshot();
     snap.senders

@@ -263,6 +263,24 @@ impl Dispatcher {
         }
     }
 
+    /// Meta reported an account error for `name` outside an answer (a `failed` status of a
+    /// message sent at `sent_at_ms`): the sender pauses as after one in an answer, unless it
+    /// was resumed or reloaded since that send (which may have brought the fix).
+    pub fn account_failed(&self, name: &str, reason: &str, sent_at_ms: u64) {
+        let Some(sender) = self.sender(name).filter(|s| s.is_configured()) else {
+            return;
+        };
+        let ago =
+            std::time::Duration::from_millis(crate::model::now_ms().saturating_sub(sent_at_ms));
+        let sent = std::time::Instant::now().checked_sub(ago);
+        let mut s = sender.lock();
+        if s.resumed_at.is_some_and(|r| sent.is_none_or(|t| r > t)) {
+            tracing::info!(sender = name, "a message sent before the sender was resumed failed for the account; staying resumed");
+            return;
+        }
+        s.pause(name, reason);
+    }
+
     /// Resumes a sender paused by its circuit breaker. `Err` names the problem (unknown
     /// sender, or one that is not paused: answering "resumed" would claim a change that did
     /// not happen).

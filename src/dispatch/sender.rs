@@ -73,6 +73,14 @@ impl Schedule {
         self.resumed_at = Some(Instant::now());
         self.paused.take()
     }
+
+    /// Pauses for an account error, saying so once.
+    pub fn pause(&mut self, name: &str, reason: &str) {
+        if self.paused.is_none() {
+            tracing::error!(sender = %name, "sender paused: {reason}; fix the cause, then reload (SIGHUP) or `waq sender resume {name}`");
+        }
+        self.paused = Some(reason.to_string());
+    }
 }
 
 /// Counts one attempt in `Schedule::starting` until dropped; then wakes the loop.
@@ -488,12 +496,7 @@ async fn attempt_one(
             SenderEffect::Pause { .. } if s.resumed_at.is_some_and(|r| r > started) => {
                 tracing::info!(sender = %sender.name, id, "an attempt started before the sender was resumed failed for the account; staying resumed");
             }
-            SenderEffect::Pause { reason, .. } => {
-                if s.paused.is_none() {
-                    tracing::error!(sender = %sender.name, "sender paused: {reason}; fix the cause, then reload (SIGHUP) or `waq sender resume {}`", sender.name);
-                }
-                s.paused = Some(reason.clone());
-            }
+            SenderEffect::Pause { reason, .. } => s.pause(&sender.name, reason),
         }
         if outcome == Outcome::DoneWithoutRequest {
             s.window.forget(started);

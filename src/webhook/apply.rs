@@ -375,8 +375,23 @@ pub(crate) fn apply_status(
                 crate::window::forget_after_131047(&app.store, &m, st.recipient_id.as_deref());
             }
             if retry_at.is_some() {
-                Metrics::inc(&app.metrics.retries_scheduled);
-                if crate::dispatch::is_throttle(m.last_error.as_ref().and_then(|e| e.meta_code)) {
+                let code = m.last_error.as_ref().and_then(|e| e.meta_code);
+                if m.state == State::Queued {
+                    // An account error: the sender pauses before the message is back with it.
+                    let sent_at = m
+                        .history
+                        .iter()
+                        .rev()
+                        .find(|h| h.state == State::Sent)
+                        .map_or(now_ms(), |h| h.at_ms);
+                    let reason = m.last_error.as_ref().map_or(String::new(), |e| {
+                        format!("{} (in a failed status): {}", e.code, e.message)
+                    });
+                    app.dispatcher.account_failed(&m.sender, &reason, sent_at);
+                } else {
+                    Metrics::inc(&app.metrics.retries_scheduled);
+                }
+                if crate::dispatch::is_throttle(code) {
                     app.dispatcher.throttled(&m.sender);
                 }
                 app.dispatcher.submit(&m);
@@ -402,10 +417,23 @@ fn retry_after_failed_status(
 ) -> Option<Option<u64>> {
     let e = st.errors.first()?;
     let code = e.code?;
-    let class = match crate::cloud::classify(code) {
-        ErrorClass::PauseSender => ErrorClass::Permanent,
-        class => class,
-    };
+    let class = crate::cloud::classify(code);
+    if class == ErrorClass::PauseSender {
+        // Not the message's fault, as in an answer: it waits for its sender, which pauses
+        // (the caller does that), with the attempt given back.
+        m.attempts = m.attempts.saturating_sub(1);
+        m.last_error = Some(failure(e));
+        m.transition(
+            State::Queued,
+            now,
+            format!(
+                "{}sender paused (meta_{code}: {})",
+                crate::dispatch::FAILED_STATUS_PREFIX,
+                e.describe()
+            ),
+        );
+        return Some(Some(now));
+    }
     let fallback = code == 131047 && crate::dispatch::fallback_would_go(m);
     if class == ErrorClass::Permanent && !fallback {
         return None;
