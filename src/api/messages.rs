@@ -290,7 +290,11 @@ pub async fn list(State(ctx): State<Ctx>, _: NoBody, uri: Uri) -> Result<Respons
                             "invalid_parameter",
                             "state",
                             format!(
-                                "`{one}` is not a state; use one or more (comma-separated) of {}",
+                                "{} is not a state; use one or more (comma-separated) of {}",
+                                match one.trim().is_empty() {
+                                    true => "an empty item".to_string(),
+                                    false => format!("`{one}`"),
+                                },
                                 all.join(", ")
                             ),
                         )
