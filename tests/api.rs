@@ -488,10 +488,18 @@ fn a_peer_taken_out_by_a_reload_is_refused_on_the_connection_it_has() {
         r.header("connection").is_some_and(|v| v == "close"),
         "{r:?}"
     );
-    // The stream ends (before its next event) rather than running on.
+    // The stream ends (before its next event) rather than running on, and its last line says
+    // why.
+    let mut last = Vec::new();
     while let Some(chunk) = events.read_chunk().unwrap() {
         assert!(!chunk.is_empty());
+        last = chunk;
     }
+    let text = String::from_utf8_lossy(&last);
+    let closed: serde_json::Value = serde_json::from_str(text.trim_end().lines().last().unwrap())
+        .unwrap_or_else(|e| panic!("{text}: {e}"));
+    assert_eq!(closed["event"], "closed", "{text}");
+    assert_eq!(closed["code"], "peer_not_allowed", "{text}");
     assert!(conn.send("GET", "/v1/health", None).is_err());
 }
 

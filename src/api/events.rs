@@ -1,5 +1,6 @@
 //! `GET /v1/events`: the daemon's events (state changes, inbound messages) as NDJSON, one JSON
-//! object per line, for as long as the client reads. The stream ends when the daemon stops.
+//! object per line, for as long as the client reads. The stream ends when the daemon stops
+//! (`shutdown`) or no longer allows the peer (`closed`, with the refusal's code and message).
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -51,8 +52,15 @@ pub async fn stream(
                 // The client went away.
                 _ = tx.closed() => return,
             };
-            // A reload may have taken the peer's permission back since it subscribed.
-            if peer::check(&app.config().socket, peer).is_some() {
+            // A reload may have taken the peer's permission back since it subscribed: the last
+            // line says so, as the refusal of a new request would.
+            if let Some(refused) = peer::check(&app.config().socket, peer) {
+                let closed = json!({
+                    "event": "closed",
+                    "code": refused.code,
+                    "message": refused.message,
+                });
+                let _ = tx.send(line(&closed)).await;
                 return;
             }
             let text = match next {
