@@ -121,6 +121,9 @@ const KNOWN_PARAMETER_TYPES: [&str; 9] = [
     "coupon_code",
 ];
 
+/// Meta's limit on the contacts of one message.
+const MAX_CONTACTS: usize = 257;
+
 /// Meta's limit on `biz_opaque_callback_data`.
 const MAX_CALLBACK_DATA: usize = 512;
 
@@ -674,6 +677,12 @@ fn check_contacts(obj: &Map<String, Value>) -> Check<()> {
     if contacts.is_empty() {
         return Err(MetaError::missing("contacts[0]"));
     }
+    if contacts.len() > MAX_CONTACTS {
+        return Err(MetaError::bad_value(format!(
+            "Param contacts must have at most {MAX_CONTACTS} contacts - got {}.",
+            contacts.len()
+        )));
+    }
     for (i, c) in contacts.iter().enumerate() {
         let path = format!("contacts[{i}]");
         let c = as_obj(c, &path)?;
@@ -1186,6 +1195,24 @@ mod tests {
         let mut v = send("text", json!({"body":"hi"}));
         v[long.as_str()] = json!(1);
         assert!(err(v).title.len() < 200);
+    }
+
+    #[test]
+    fn at_most_257_contacts() {
+        let contacts = |n: usize| {
+            let c: Vec<Value> = (0..n)
+                .map(|i| json!({"name":{"formatted_name":format!("C {i}"),"first_name":"C"}}))
+                .collect();
+            send("contacts", Value::Array(c))
+        };
+        assert_eq!(code(contacts(257)), 0);
+        let e = err(contacts(258));
+        assert_eq!(e.code, 131009);
+        assert!(
+            e.details.contains("contacts") && e.details.contains("258"),
+            "{}",
+            e.details
+        );
     }
 
     #[test]
