@@ -7,7 +7,7 @@
 //!   does not know ("Unexpected key");
 //! - 131008 "Required parameter is missing";
 //! - 131009 "Parameter value is not valid": a length or count limit, a bad link or phone number,
-//!   duplicate button titles;
+//!   duplicate button titles, a caption on audio or a sticker;
 //! - 132018 "There was an issue with the parameters in your template": a body or header
 //!   parameter's text with a line break, a tab or more than 4 spaces in a row.
 
@@ -268,7 +268,7 @@ fn check_text(text: &Map<String, Value>) -> Check<()> {
 }
 
 /// A media object of type `kind` (at `path`): exactly one of `id` (uploaded media) or `link`
-/// (an http(s) URL).
+/// (an http(s) URL); a caption only where WhatsApp shows one.
 fn check_media(media: &Map<String, Value>, path: &str, kind: &str) -> Check<()> {
     let keys: &[&str] = match kind {
         "audio" => &["id", "link", "caption", "filename", "voice"],
@@ -299,6 +299,12 @@ fn check_media(media: &Map<String, Value>, path: &str, kind: &str) -> Check<()> 
         _ => {}
     }
     if let Some(caption) = opt_str(media, "caption", &format!("{path}['caption']"))? {
+        if !matches!(kind, "image" | "video" | "document") {
+            return Err(MetaError::bad_value(format!(
+                "Param {path}['caption'] is not allowed: only image, video and document messages \
+                 have a caption."
+            )));
+        }
         max_len(caption, 1024, &format!("{path}['caption']"))?;
     }
     opt_str(media, "filename", &format!("{path}['filename']"))?;
@@ -1213,6 +1219,23 @@ mod tests {
             "{}",
             e.details
         );
+    }
+
+    #[test]
+    fn captions_only_on_image_video_document() {
+        let media = json!({"id":"1","caption":"look"});
+        for kind in ["image", "video", "document"] {
+            assert_eq!(code(send(kind, media.clone())), 0, "{kind}");
+        }
+        for kind in ["audio", "sticker"] {
+            let e = err(send(kind, media.clone()));
+            assert_eq!(e.code, 131009, "{kind}");
+            assert!(
+                e.details.contains(&format!("{kind}['caption']")),
+                "{}",
+                e.details
+            );
+        }
     }
 
     #[test]
