@@ -7,7 +7,7 @@
 //!   does not know ("Unexpected key");
 //! - 131008 "Required parameter is missing";
 //! - 131009 "Parameter value is not valid": a length or count limit, a bad link or phone number,
-//!   duplicate button titles, a caption on audio or a sticker;
+//!   duplicate button titles, a caption on audio or a sticker, coordinates out of range;
 //! - 132018 "There was an issue with the parameters in your template": a body or header
 //!   parameter's text with a line break, a tab or more than 4 spaces in a row.
 
@@ -660,17 +660,21 @@ fn check_flow(action: &Map<String, Value>) -> Check<()> {
 
 fn check_location(l: &Map<String, Value>) -> Check<()> {
     known_keys(l, "location", &["latitude", "longitude", "name", "address"])?;
-    for key in ["latitude", "longitude"] {
+    for (key, limit) in [("latitude", 90.0), ("longitude", 180.0)] {
         let path = format!("location['{key}']");
-        match l.get(key) {
+        // A number, or a numeric string (Meta's own schema types coordinates as strings).
+        let degrees = match l.get(key) {
             None | Some(Value::Null) => return Err(MetaError::missing(&path)),
-            Some(Value::Number(_)) => {}
-            Some(Value::String(s)) if s.trim().parse::<f64>().is_ok() => {}
-            Some(_) => {
-                return Err(MetaError::invalid_parameter(format!(
-                    "Param {path} must be a number."
-                )))
-            }
+            Some(Value::Number(n)) => n.as_f64(),
+            Some(Value::String(s)) => s.trim().parse::<f64>().ok(),
+            Some(_) => None,
+        }
+        .ok_or_else(|| MetaError::invalid_parameter(format!("Param {path} must be a number.")))?;
+        // NaN fails the range too.
+        if !(-limit..=limit).contains(&degrees) {
+            return Err(MetaError::bad_value(format!(
+                "Param {path} must be between -{limit} and {limit} - got {degrees}."
+            )));
         }
     }
     opt_str(l, "name", "location['name']")?;
@@ -1236,6 +1240,27 @@ mod tests {
                 e.details
             );
         }
+    }
+
+    #[test]
+    fn coordinates_stay_in_range() {
+        let at = |lat: Value, lon: Value| send("location", json!({"latitude":lat,"longitude":lon}));
+        assert_eq!(code(at(json!(90), json!(-180))), 0);
+        assert_eq!(code(at(json!("-90.0"), json!(" 180 "))), 0);
+        assert_eq!(code(at(json!(37.758056), json!("-122.425332"))), 0);
+        for (lat, lon, param) in [
+            (json!(90.0001), json!(0), "location['latitude']"),
+            (json!("-91"), json!(0), "location['latitude']"),
+            (json!(0), json!(180.5), "location['longitude']"),
+            (json!(0), json!("-181"), "location['longitude']"),
+            (json!("NaN"), json!(0), "location['latitude']"),
+            (json!(0), json!("inf"), "location['longitude']"),
+        ] {
+            let e = err(at(lat, lon));
+            assert_eq!(e.code, 131009, "{e:?}");
+            assert!(e.details.contains(param), "{}", e.details);
+        }
+        assert_eq!(code(at(json!("north"), json!(0))), 100);
     }
 
     #[test]
