@@ -38,6 +38,25 @@ impl MetaError {
         Self::new(StatusCode::BAD_REQUEST, 100, "Invalid parameter", details)
     }
 
+    /// 100 for a key Meta does not know, in Meta's words: `Unexpected key "componets" on param
+    /// "template".` `param` is the object the key is in, `None` for the request body itself.
+    /// The details add the keys Meta knows there.
+    pub fn unexpected_key(key: &str, param: Option<&str>, known: &[&str]) -> Self {
+        // The key is echoed: a huge one must not bloat the answer.
+        const MAX_KEY: usize = 64;
+        let key = match key.char_indices().nth(MAX_KEY) {
+            Some((cut, _)) => format!("{}…", &key[..cut]),
+            None => key.to_string(),
+        };
+        let title = match param {
+            Some(param) => format!("Unexpected key \"{key}\" on param \"{param}\"."),
+            None => format!("Unexpected key \"{key}\" in the request body."),
+        };
+        let mut e = Self::invalid_parameter(format!("{title} Known keys: {}.", known.join(", ")));
+        e.title = title;
+        e
+    }
+
     /// 131008: a required parameter is absent.
     pub fn missing(param: &str) -> Self {
         Self::new(

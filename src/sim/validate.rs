@@ -3,10 +3,11 @@
 //!
 //! Codes, as Meta uses them:
 //! - 100 "Invalid parameter": not JSON, wrong JSON type, a value outside an enum
-//!   (`messaging_product`, `type`, `recipient_type`, interactive or header type);
+//!   (`messaging_product`, `type`, `recipient_type`, interactive or header type), a key Meta
+//!   does not know ("Unexpected key");
 //! - 131008 "Required parameter is missing";
 //! - 131009 "Parameter value is not valid": a length or count limit, a bad link or phone number,
-//!   duplicate button titles;
+//!   duplicate button titles, a caption on audio or a sticker, coordinates out of range;
 //! - 132018 "There was an issue with the parameters in your template": a body or header
 //!   parameter's text with a line break, a tab or more than 4 spaces in a row.
 
@@ -81,6 +82,48 @@ const INTERACTIVE_TYPES: [&str; 14] = [
     "carousel",
 ];
 
+/// The keys Meta knows at the top of the body: the envelope, the mark-as-read keys and the
+/// message objects.
+const TOP_LEVEL_KEYS: [&str; 20] = [
+    "messaging_product",
+    "recipient_type",
+    "to",
+    "type",
+    "context",
+    "biz_opaque_callback_data",
+    "status",
+    "message_id",
+    "typing_indicator",
+    "text",
+    "template",
+    "image",
+    "audio",
+    "video",
+    "document",
+    "sticker",
+    "location",
+    "contacts",
+    "interactive",
+    "reaction",
+];
+
+/// Template parameter types whose object is `type`, `parameter_name` and the value under the
+/// type's own key. Newer types (`limited_time_offer`, `action`, ...) are left unchecked.
+const KNOWN_PARAMETER_TYPES: [&str; 9] = [
+    "text",
+    "currency",
+    "date_time",
+    "image",
+    "video",
+    "document",
+    "location",
+    "payload",
+    "coupon_code",
+];
+
+/// Meta's limit on the contacts of one message.
+const MAX_CONTACTS: usize = 257;
+
 /// Meta's limit on `biz_opaque_callback_data`.
 const MAX_CALLBACK_DATA: usize = 512;
 
@@ -94,6 +137,9 @@ pub(crate) fn check(body: &[u8]) -> Check<Request> {
     let obj = value
         .as_object()
         .ok_or_else(|| MetaError::invalid_parameter("The request body must be a JSON object."))?;
+    if let Some(key) = obj.keys().find(|k| !TOP_LEVEL_KEYS.contains(&k.as_str())) {
+        return Err(MetaError::unexpected_key(key, None, &TOP_LEVEL_KEYS));
+    }
 
     match obj.get("messaging_product") {
         Some(Value::String(s)) if s == "whatsapp" => {}
@@ -154,6 +200,7 @@ pub(crate) fn check(body: &[u8]) -> Check<Request> {
 
     if obj.contains_key("context") {
         let ctx = req_obj(obj, "context", "context")?;
+        known_keys(ctx, "context", &["message_id"])?;
         req_str(ctx, "message_id", "context['message_id']")?;
     }
 
@@ -167,7 +214,7 @@ pub(crate) fn check(body: &[u8]) -> Check<Request> {
     match kind {
         "text" => check_text(req_obj(obj, "text", "text")?)?,
         "image" | "audio" | "video" | "document" | "sticker" => {
-            check_media(req_obj(obj, kind, kind)?, kind)?
+            check_media(req_obj(obj, kind, kind)?, kind, kind)?
         }
         "template" => template = Some(check_template(req_obj(obj, "template", "template")?)?),
         "interactive" => check_interactive(req_obj(obj, "interactive", "interactive")?)?,
@@ -213,14 +260,21 @@ pub(crate) fn normalize_phone(input: &str) -> Option<String> {
 }
 
 fn check_text(text: &Map<String, Value>) -> Check<()> {
+    known_keys(text, "text", &["body", "preview_url"])?;
     let body = req_str(text, "body", "text['body']")?;
     max_len(body, 4096, "text['body']")?;
     opt_bool(text, "preview_url", "text['preview_url']")?;
     Ok(())
 }
 
-/// A media object: exactly one of `id` (uploaded media) or `link` (an http(s) URL).
-fn check_media(media: &Map<String, Value>, path: &str) -> Check<()> {
+/// A media object of type `kind` (at `path`): exactly one of `id` (uploaded media) or `link`
+/// (an http(s) URL); a caption only where WhatsApp shows one.
+fn check_media(media: &Map<String, Value>, path: &str, kind: &str) -> Check<()> {
+    let keys: &[&str] = match kind {
+        "audio" => &["id", "link", "caption", "filename", "voice"],
+        _ => &["id", "link", "caption", "filename"],
+    };
+    known_keys(media, path, keys)?;
     let id = opt_str(media, "id", &format!("{path}['id']"))?;
     let link = opt_str(media, "link", &format!("{path}['link']"))?;
     match (id, link) {
@@ -245,6 +299,12 @@ fn check_media(media: &Map<String, Value>, path: &str) -> Check<()> {
         _ => {}
     }
     if let Some(caption) = opt_str(media, "caption", &format!("{path}['caption']"))? {
+        if !matches!(kind, "image" | "video" | "document") {
+            return Err(MetaError::bad_value(format!(
+                "Param {path}['caption'] is not allowed: only image, video and document messages \
+                 have a caption."
+            )));
+        }
         max_len(caption, 1024, &format!("{path}['caption']"))?;
     }
     opt_str(media, "filename", &format!("{path}['filename']"))?;
@@ -269,8 +329,10 @@ fn is_http_url(s: &str) -> bool {
 }
 
 fn check_template(t: &Map<String, Value>) -> Check<TemplateRef> {
+    known_keys(t, "template", &["name", "language", "components"])?;
     let name = req_str(t, "name", "template['name']")?;
     let language = req_obj(t, "language", "template['language']")?;
+    known_keys(language, "template['language']", &["code", "policy"])?;
     let code = req_str(language, "code", "template['language']['code']")?;
     let mut body_params = 0;
     if let Some(components) = opt_array(t, "components", "template['components']")? {
@@ -279,6 +341,7 @@ fn check_template(t: &Map<String, Value>) -> Check<TemplateRef> {
             let c = c.as_object().ok_or_else(|| {
                 MetaError::invalid_parameter(format!("Param {path} must be an object."))
             })?;
+            known_keys(c, &path, &["type", "sub_type", "index", "parameters"])?;
             let ctype = req_str(c, "type", &format!("{path}['type']"))?;
             if ctype.eq_ignore_ascii_case("button") {
                 req_str(c, "sub_type", &format!("{path}['sub_type']"))?;
@@ -316,7 +379,11 @@ fn check_template_param(p: &Map<String, Value>, path: &str) -> Check<()> {
         Some(Value::String(s)) if s.is_empty() => Err(MetaError::missing(&path)),
         Some(_) => Ok(()),
     };
-    match req_str(p, "type", &format!("{path}['type']"))? {
+    let ptype = req_str(p, "type", &format!("{path}['type']"))?;
+    if KNOWN_PARAMETER_TYPES.contains(&ptype) {
+        known_keys(p, path, &["type", "parameter_name", ptype])?;
+    }
+    match ptype {
         key @ ("text" | "payload" | "coupon_code") => text(p, key, format!("{path}['{key}']")),
         key @ ("currency" | "date_time") => {
             let kpath = format!("{path}['{key}']");
@@ -326,7 +393,7 @@ fn check_template_param(p: &Map<String, Value>, path: &str) -> Check<()> {
         // A header's media, fetched by Meta as a media message's is.
         key @ ("image" | "video" | "document") => {
             let kpath = format!("{path}['{key}']");
-            check_media(req_obj(p, key, &kpath)?, &kpath)
+            check_media(req_obj(p, key, &kpath)?, &kpath, key)
         }
         _ => Ok(()),
     }
@@ -361,6 +428,12 @@ fn check_param_layout(p: &Map<String, Value>) -> Check<()> {
 }
 
 fn check_interactive(i: &Map<String, Value>) -> Check<()> {
+    // The insides of header and action vary by type and grow often: left lenient.
+    known_keys(
+        i,
+        "interactive",
+        &["type", "header", "body", "footer", "action"],
+    )?;
     let itype = req_str(i, "type", "interactive['type']")?;
     if !INTERACTIVE_TYPES.contains(&itype) {
         return Err(MetaError::invalid_parameter(format!(
@@ -414,7 +487,7 @@ fn check_header(h: &Map<String, Value>) -> Check<()> {
         }
         "image" | "video" | "document" => {
             let path = format!("interactive['header']['{htype}']");
-            check_media(req_obj(h, htype, &path)?, &path)
+            check_media(req_obj(h, htype, &path)?, &path, htype)
         }
         other => Err(MetaError::invalid_parameter(format!(
             "Param interactive['header']['type'] must be one of {{text, image, video, document}} \
@@ -586,17 +659,22 @@ fn check_flow(action: &Map<String, Value>) -> Check<()> {
 }
 
 fn check_location(l: &Map<String, Value>) -> Check<()> {
-    for key in ["latitude", "longitude"] {
+    known_keys(l, "location", &["latitude", "longitude", "name", "address"])?;
+    for (key, limit) in [("latitude", 90.0), ("longitude", 180.0)] {
         let path = format!("location['{key}']");
-        match l.get(key) {
+        // A number, or a numeric string (Meta's own schema types coordinates as strings).
+        let degrees = match l.get(key) {
             None | Some(Value::Null) => return Err(MetaError::missing(&path)),
-            Some(Value::Number(_)) => {}
-            Some(Value::String(s)) if s.trim().parse::<f64>().is_ok() => {}
-            Some(_) => {
-                return Err(MetaError::invalid_parameter(format!(
-                    "Param {path} must be a number."
-                )))
-            }
+            Some(Value::Number(n)) => n.as_f64(),
+            Some(Value::String(s)) => s.trim().parse::<f64>().ok(),
+            Some(_) => None,
+        }
+        .ok_or_else(|| MetaError::invalid_parameter(format!("Param {path} must be a number.")))?;
+        // NaN fails the range too.
+        if !(-limit..=limit).contains(&degrees) {
+            return Err(MetaError::bad_value(format!(
+                "Param {path} must be between -{limit} and {limit} - got {degrees}."
+            )));
         }
     }
     opt_str(l, "name", "location['name']")?;
@@ -608,6 +686,12 @@ fn check_contacts(obj: &Map<String, Value>) -> Check<()> {
     let contacts = req_array(obj, "contacts", "contacts")?;
     if contacts.is_empty() {
         return Err(MetaError::missing("contacts[0]"));
+    }
+    if contacts.len() > MAX_CONTACTS {
+        return Err(MetaError::bad_value(format!(
+            "Param contacts must have at most {MAX_CONTACTS} contacts - got {}.",
+            contacts.len()
+        )));
     }
     for (i, c) in contacts.iter().enumerate() {
         let path = format!("contacts[{i}]");
@@ -623,6 +707,7 @@ fn check_contacts(obj: &Map<String, Value>) -> Check<()> {
 }
 
 fn check_reaction(r: &Map<String, Value>) -> Check<()> {
+    known_keys(r, "reaction", &["message_id", "emoji"])?;
     req_str(r, "message_id", "reaction['message_id']")?;
     // An empty emoji removes a reaction, so it may be empty but must be a string.
     if let Some(v) = r.get("emoji") {
@@ -636,6 +721,14 @@ fn check_reaction(r: &Map<String, Value>) -> Check<()> {
 }
 
 // ----- small typed accessors; `path` names the parameter as Meta's messages do -----
+
+/// Meta refuses a key it does not know in the object at `path` (100, "Unexpected key").
+fn known_keys(obj: &Map<String, Value>, path: &str, keys: &[&str]) -> Check<()> {
+    match obj.keys().find(|k| !keys.contains(&k.as_str())) {
+        Some(key) => Err(MetaError::unexpected_key(key, Some(path), keys)),
+        None => Ok(()),
+    }
+}
 
 fn as_obj<'a>(v: &'a Value, path: &str) -> Check<&'a Map<String, Value>> {
     v.as_object()
@@ -883,6 +976,291 @@ mod tests {
             "{}",
             err.details
         );
+    }
+
+    fn err(v: Value) -> MetaError {
+        match check(v.to_string().as_bytes()) {
+            Ok(r) => panic!("accepted {v}: {r:?}"),
+            Err(e) => e,
+        }
+    }
+
+    fn send(kind: &str, object: Value) -> Value {
+        json!({"messaging_product":"whatsapp","to":"14155551234","type":kind, kind: object})
+    }
+
+    fn template(t: Value) -> Value {
+        send("template", t)
+    }
+
+    /// A template with one component holding one parameter.
+    fn with_param(component: &str, param: Value) -> Value {
+        let c = match component {
+            "button" => json!({"type":"button","sub_type":"url","index":"0","parameters":[param]}),
+            _ => json!({"type":component,"parameters":[param]}),
+        };
+        template(json!({"name":"x","language":{"code":"en_US"},"components":[c]}))
+    }
+
+    /// Refused as Meta does: 100, `(#100) Unexpected key "key" on param "param".`
+    #[track_caller]
+    fn assert_unexpected(v: Value, key: &str, param: &str) {
+        let e = err(v);
+        assert_eq!(e.code, 100, "{e:?}");
+        assert_eq!(e.status, axum::http::StatusCode::BAD_REQUEST);
+        assert_eq!(
+            e.body()["error"]["message"],
+            format!("(#100) Unexpected key \"{key}\" on param \"{param}\".")
+        );
+        assert_eq!(e.body()["error"]["type"], "OAuthException");
+    }
+
+    #[test]
+    fn unknown_keys_of_simple_objects_are_refused() {
+        assert_eq!(
+            code(send("text", json!({"body":"hi","preview_url":true}))),
+            0
+        );
+        assert_unexpected(
+            send("text", json!({"body":"hi","previewurl":true})),
+            "previewurl",
+            "text",
+        );
+        let place = json!({"latitude":1,"longitude":2,"name":"HQ","address":"1 Way"});
+        assert_eq!(code(send("location", place)), 0);
+        assert_unexpected(
+            send("location", json!({"latitude":1,"longitude":2,"lat":1})),
+            "lat",
+            "location",
+        );
+        let reaction = json!({"message_id":"wamid.x","emoji":"👍"});
+        assert_eq!(code(send("reaction", reaction)), 0);
+        assert_unexpected(
+            send(
+                "reaction",
+                json!({"message_id":"wamid.x","emoji":"👍","emojii":"x"}),
+            ),
+            "emojii",
+            "reaction",
+        );
+        let mut reply = send("text", json!({"body":"hi"}));
+        reply["context"] = json!({"message_id":"wamid.x"});
+        assert_eq!(code(reply.clone()), 0);
+        reply["context"]["from"] = json!("14155551234");
+        assert_unexpected(reply, "from", "context");
+    }
+
+    #[test]
+    fn unknown_keys_of_media_are_refused() {
+        let audio = json!({"id":"1","voice":true});
+        assert_eq!(code(send("audio", audio)), 0);
+        let doc = json!({"link":"https://example.com/a.pdf","caption":"c","filename":"a.pdf"});
+        assert_eq!(code(send("document", doc)), 0);
+        assert_unexpected(
+            send(
+                "image",
+                json!({"link":"https://example.com/a.png","url":"x"}),
+            ),
+            "url",
+            "image",
+        );
+        // `voice` is audio's alone.
+        assert_unexpected(
+            send("video", json!({"id":"1","voice":true})),
+            "voice",
+            "video",
+        );
+        let header = |media: Value| {
+            send(
+                "interactive",
+                json!({"type":"button","header":{"type":"image","image":media},
+                "body":{"text":"pick"},
+                "action":{"buttons":[{"type":"reply","reply":{"id":"a","title":"A"}}]}}),
+            )
+        };
+        assert_eq!(code(header(json!({"id":"1"}))), 0);
+        assert_unexpected(
+            header(json!({"id":"1","alt":"x"})),
+            "alt",
+            "interactive['header']['image']",
+        );
+    }
+
+    #[test]
+    fn unknown_keys_of_templates_are_refused() {
+        let full = json!({"name":"x","language":{"code":"en_US","policy":"deterministic"},
+            "components":[{"type":"body","parameters":[]}]});
+        assert_eq!(code(template(full)), 0);
+        assert_unexpected(
+            template(json!({"name":"x","language":{"code":"en_US"},"componets":[]})),
+            "componets",
+            "template",
+        );
+        assert_unexpected(
+            template(
+                json!({"name":"x","language":{"code":"en_US","policystring":"deterministic"}}),
+            ),
+            "policystring",
+            "template['language']",
+        );
+        assert_unexpected(
+            template(json!({"name":"x","language":{"code":"en_US"},
+                "components":[{"type":"body","parameter":[]}]})),
+            "parameter",
+            "template['components'][0]",
+        );
+        let ppath = "template['components'][0]['parameters'][0]";
+        let media = json!({"link":"https://example.com/a"});
+        let params = [
+            ("body", json!({"type":"text","text":"a"})),
+            (
+                "body",
+                json!({"type":"currency","currency":{"fallback_value":"$1","code":"USD","amount_1000":1000}}),
+            ),
+            (
+                "body",
+                json!({"type":"date_time","date_time":{"fallback_value":"May 1"}}),
+            ),
+            ("header", json!({"type":"image","image":media})),
+            ("header", json!({"type":"video","video":media})),
+            ("header", json!({"type":"document","document":media})),
+            (
+                "header",
+                json!({"type":"location","location":{"latitude":"1","longitude":"2"}}),
+            ),
+            ("button", json!({"type":"payload","payload":"P"})),
+            ("button", json!({"type":"coupon_code","coupon_code":"C"})),
+        ];
+        for (component, param) in params {
+            assert_eq!(code(with_param(component, param.clone())), 0, "{param}");
+            let mut named = param.clone();
+            named["parameter_name"] = json!("customer");
+            assert_eq!(code(with_param(component, named)), 0, "{param}");
+            let mut extra = param.clone();
+            extra["value"] = json!("x");
+            assert_unexpected(with_param(component, extra), "value", ppath);
+        }
+        // A text parameter may not carry another type's value.
+        assert_unexpected(
+            with_param("body", json!({"type":"text","text":"a","payload":"P"})),
+            "payload",
+            ppath,
+        );
+        // Newer parameter types are left lenient.
+        let offer = json!({"type":"limited_time_offer",
+            "limited_time_offer":{"expiration_time_ms":1_700_000_000_000_u64},"extra":1});
+        assert_eq!(code(with_param("header", offer)), 0);
+        let action = json!({"type":"action","action":{"flow_token":"t","flow_action_data":{}}});
+        assert_eq!(code(with_param("button", action)), 0);
+    }
+
+    #[test]
+    fn unknown_keys_of_interactive_are_refused_at_its_top_only() {
+        let buttons = |extra: Option<(&str, Value)>| {
+            let mut i = json!({"type":"button","body":{"text":"pick"},"footer":{"text":"f"},
+                "action":{"buttons":[{"type":"reply","reply":{"id":"a","title":"A"},"new":1}],
+                          "new":1}});
+            if let Some((k, v)) = extra {
+                i[k] = v;
+            }
+            send("interactive", i)
+        };
+        assert_eq!(code(buttons(None)), 0);
+        assert_unexpected(
+            buttons(Some(("buttons", json!([])))),
+            "buttons",
+            "interactive",
+        );
+        // Contacts stay lenient inside.
+        let contact = json!([{"name":{"formatted_name":"Ann","first_name":"Ann"},"birthday":"2000-01-01","new":1}]);
+        assert_eq!(code(send("contacts", contact)), 0);
+    }
+
+    #[test]
+    fn unknown_top_level_keys_are_refused() {
+        assert!(MESSAGE_TYPES.iter().all(|t| TOP_LEVEL_KEYS.contains(t)));
+        let mut v = send("text", json!({"body":"hi"}));
+        v["recipient_type"] = json!("individual");
+        v["biz_opaque_callback_data"] = json!("seq:1");
+        assert_eq!(code(v.clone()), 0);
+        v["reciepient_type"] = json!("individual");
+        let e = err(v);
+        assert_eq!(e.code, 100);
+        assert_eq!(
+            e.body()["error"]["message"],
+            "(#100) Unexpected key \"reciepient_type\" in the request body."
+        );
+        assert!(e.details.contains("recipient_type"), "{}", e.details);
+        let read = json!({"messaging_product":"whatsapp","status":"read","message_id":"wamid.x",
+            "typing_indicator":{"type":"text"}});
+        assert_eq!(
+            check(read.to_string().as_bytes()).unwrap(),
+            Request::MarkRead
+        );
+        let read = json!({"messaging_product":"whatsapp","status":"read","message_id":"wamid.x",
+            "typing":true});
+        assert_eq!(code(read), 100);
+        // An echoed key is cut short.
+        let long = "k".repeat(10_000);
+        let mut v = send("text", json!({"body":"hi"}));
+        v[long.as_str()] = json!(1);
+        assert!(err(v).title.len() < 200);
+    }
+
+    #[test]
+    fn at_most_257_contacts() {
+        let contacts = |n: usize| {
+            let c: Vec<Value> = (0..n)
+                .map(|i| json!({"name":{"formatted_name":format!("C {i}"),"first_name":"C"}}))
+                .collect();
+            send("contacts", Value::Array(c))
+        };
+        assert_eq!(code(contacts(257)), 0);
+        let e = err(contacts(258));
+        assert_eq!(e.code, 131009);
+        assert!(
+            e.details.contains("contacts") && e.details.contains("258"),
+            "{}",
+            e.details
+        );
+    }
+
+    #[test]
+    fn captions_only_on_image_video_document() {
+        let media = json!({"id":"1","caption":"look"});
+        for kind in ["image", "video", "document"] {
+            assert_eq!(code(send(kind, media.clone())), 0, "{kind}");
+        }
+        for kind in ["audio", "sticker"] {
+            let e = err(send(kind, media.clone()));
+            assert_eq!(e.code, 131009, "{kind}");
+            assert!(
+                e.details.contains(&format!("{kind}['caption']")),
+                "{}",
+                e.details
+            );
+        }
+    }
+
+    #[test]
+    fn coordinates_stay_in_range() {
+        let at = |lat: Value, lon: Value| send("location", json!({"latitude":lat,"longitude":lon}));
+        assert_eq!(code(at(json!(90), json!(-180))), 0);
+        assert_eq!(code(at(json!("-90.0"), json!(" 180 "))), 0);
+        assert_eq!(code(at(json!(37.758056), json!("-122.425332"))), 0);
+        for (lat, lon, param) in [
+            (json!(90.0001), json!(0), "location['latitude']"),
+            (json!("-91"), json!(0), "location['latitude']"),
+            (json!(0), json!(180.5), "location['longitude']"),
+            (json!(0), json!("-181"), "location['longitude']"),
+            (json!("NaN"), json!(0), "location['latitude']"),
+            (json!(0), json!("inf"), "location['longitude']"),
+        ] {
+            let e = err(at(lat, lon));
+            assert_eq!(e.code, 131009, "{e:?}");
+            assert!(e.details.contains(param), "{}", e.details);
+        }
+        assert_eq!(code(at(json!("north"), json!(0))), 100);
     }
 
     #[test]
