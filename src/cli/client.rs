@@ -16,7 +16,7 @@ use tokio::net::UnixStream;
 /// Long enough for a 10,000-item batch on a slow disk; a daemon that takes longer is stuck.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The daemon could not be reached or broke off: exit code 3.
+/// The daemon could not be reached or broke off, or what answered is not one: exit code 3.
 #[derive(Debug)]
 pub struct Unreachable(pub String);
 
