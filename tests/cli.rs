@@ -803,6 +803,7 @@ fn a_json_answer_that_is_not_waqs_exits_3() {
         (&foo, vec!["window", "14155550100"]),
         (&foo, vec!["inbound", "--from", "14155550100"]),
         (&foo, vec!["sender", "resume", "main"]),
+        (&foo, vec!["events"]),
         (&docker, vec!["ls"]),
         (&docker, vec!["ls", "--json"]),
         (&docker, send.to_vec()),
@@ -844,4 +845,113 @@ fn a_json_answer_that_is_not_waqs_exits_3() {
     let o = waq_on(&refusing, &["cancel", ID]);
     assert_eq!(code(&o), 1, "{}", stderr(&o));
     assert!(stderr(&o).contains("not_cancellable"), "{}", stderr(&o));
+}
+
+/// An event stream of `lines`, one chunk each, that then ends.
+fn streaming(lines: &[&str]) -> Vec<u8> {
+    let mut out = b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\n\
+                    Transfer-Encoding: chunked\r\n\r\n"
+        .to_vec();
+    for line in lines {
+        out.extend(format!("{:x}\r\n{line}\n\r\n", line.len() + 1).into_bytes());
+    }
+    out.extend(b"0\r\n\r\n");
+    out
+}
+
+#[test]
+fn events_that_end_without_the_shutdown_line_exit_3() {
+    let subscribed = r#"{"event":"subscribed","at":"2026-11-24T20:00:00.000Z"}"#;
+    let event = r#"{"event":"message","id":"0000000000000001","state":"queued"}"#;
+    let dir = tempfile::tempdir().unwrap();
+    let cut = fake_server(dir.path(), streaming(&[subscribed, event]));
+    let o = waq_on(&cut, &["events"]);
+    assert_eq!(code(&o), 3, "{}", stderr(&o));
+    // What came is printed, as it came.
+    assert_eq!(stdout(&o), format!("{subscribed}\n{event}\n"));
+    assert!(
+        stderr(&o).contains("ended the event stream without saying why"),
+        "{}",
+        stderr(&o)
+    );
+
+    // The daemon's last line when it stops: exit 0.
+    let dir = tempfile::tempdir().unwrap();
+    let stopped = fake_server(
+        dir.path(),
+        streaming(&[subscribed, event, r#"{"event":"shutdown"}"#]),
+    );
+    let o = waq_on(&stopped, &["events"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(stdout(&o).lines().count(), 3, "{}", stdout(&o));
+}
+
+/// Spawns `waq events` on the daemon and returns it once its first line (`subscribed`) is in.
+fn following(
+    d: &Daemon,
+) -> (
+    std::process::Child,
+    std::io::BufReader<std::process::ChildStdout>,
+) {
+    use std::io::BufRead;
+    let mut child = Command::new(bin())
+        .arg("events")
+        .env("WAQ_SOCKET", &d.socket)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    out.read_line(&mut first).unwrap();
+    assert!(first.contains(r#""event":"subscribed""#), "{first}");
+    (child, out)
+}
+
+#[test]
+fn events_exit_0_when_the_daemon_stops() {
+    use std::io::Read;
+    let mut d = Daemon::start();
+    let (child, mut out) = following(&d);
+    assert!(d.sigterm().success());
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(
+        rest.lines().last(),
+        Some(r#"{"event":"shutdown"}"#),
+        "{rest}"
+    );
+}
+
+#[test]
+fn events_cut_off_by_a_reload_that_refuses_the_user_exit_3() {
+    let own = unsafe { libc::getuid() };
+    let other = own.wrapping_add(4242);
+    let d = Daemon::builder()
+        .set("socket", &format!("allowed_uids = [{own}, {other}]"))
+        .start();
+    let (child, _out) = following(&d);
+    // Nothing listens at the API: its retries keep events coming after the reload.
+    assert_eq!(
+        d.post("/v1/messages", &common::template_request("+14155551234"))
+            .status,
+        202
+    );
+    let text = d.config_text().replace(
+        &format!("allowed_uids = [{own}, {other}]"),
+        &format!("allowed_uids = [{other}]"),
+    );
+    d.write_config(&text);
+    d.sighup();
+    d.wait_for_log("configuration reloaded");
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(code(&o), 3, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("ended the event stream without saying why"),
+        "{}",
+        stderr(&o)
+    );
 }

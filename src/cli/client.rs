@@ -71,12 +71,12 @@ impl Client {
             })?
     }
 
-    /// A streaming GET: `on_chunk` sees the body as it arrives, until the daemon ends it.
-    /// An error status comes back whole as `Err(reply)` instead.
+    /// A streaming GET: `on_chunk` sees the body as it arrives, until the daemon ends it or
+    /// `on_chunk` fails. An error status comes back whole as `Err(reply)` instead.
     pub async fn stream(
         &self,
         path: &str,
-        mut on_chunk: impl FnMut(&[u8]),
+        mut on_chunk: impl FnMut(&[u8]) -> Result<(), Unreachable>,
     ) -> Result<Result<(), Reply>, Unreachable> {
         let res = self.send(Method::GET, path, None).await?;
         let status = res.status().as_u16();
@@ -92,7 +92,7 @@ impl Client {
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| self.broke_off(e))?;
             if let Some(data) = frame.data_ref() {
-                on_chunk(data);
+                on_chunk(data)?;
             }
         }
         Ok(Ok(()))

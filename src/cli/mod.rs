@@ -18,6 +18,7 @@ pub(crate) mod client;
 mod generate;
 pub(crate) mod out;
 pub use out::err_line;
+mod events;
 mod send;
 mod shape;
 mod show;
@@ -414,19 +415,7 @@ async fn client_command(command: Command) -> Result<i32, Failure> {
             let reply = call(&c, Method::GET, &path, None, &shape::RECIPIENT).await?;
             Ok(answer(&c, &reply, show::recipient))
         }
-        Command::Events { client: c } => {
-            watch::exit_0_on_stop()?;
-            let streamed = Client::new(&c.socket)
-                .stream("/v1/events", out::bytes)
-                .await?;
-            Ok(match streamed {
-                Ok(()) => EXIT_OK,
-                Err(refusal) => {
-                    let refusal = shape::check(refusal, &shape::STREAM, &c.socket)?;
-                    answer(&c, &refusal, |_| {})
-                }
-            })
-        }
+        Command::Events { client: c } => Ok(events::follow(&c).await?),
     }
 }
 
