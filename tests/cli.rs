@@ -717,3 +717,241 @@ fn a_closed_stderr_does_not_crash_a_command() {
         .unwrap();
     assert_eq!(status.code(), Some(3), "{status}");
 }
+
+/// A server on a Unix socket in `dir` that is not waq: it answers every request with
+/// `response` (raw HTTP) and closes the connection. It runs until the test process ends.
+fn fake_server(dir: &std::path::Path, response: Vec<u8>) -> std::path::PathBuf {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let socket = dir.join("other.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { return };
+            let mut reader = BufReader::new(conn);
+            // The whole request is read first: closing on unread bytes would reset the
+            // connection under the answer.
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                if let Some((name, value)) = line.split_once(':') {
+                    if name.eq_ignore_ascii_case("content-length") {
+                        length = value.trim().parse().unwrap_or(0);
+                    }
+                }
+                if line == "\r\n" {
+                    break;
+                }
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            let _ = reader.get_mut().write_all(&response);
+        }
+    });
+    socket
+}
+
+/// A whole answer with `status` (e.g. `200 OK`) and a JSON `body`.
+fn answering(status: &str, body: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+fn waq_on(socket: &std::path::Path, args: &[&str]) -> Output {
+    Command::new(bin())
+        .args(args)
+        .arg("--socket")
+        .arg(socket)
+        .env_remove("WAQ_SOCKET")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_json_answer_that_is_not_waqs_exits_3() {
+    const ID: &str = "0000000000000001";
+    let dir = tempfile::tempdir().unwrap();
+    let send = ["send", "--to", "14155550100", "--template", "hello_world"];
+    // A success without the fields the command reads, as any JSON service would answer.
+    let foo = fake_server(dir.path(), answering("200 OK", r#"{"foo":1}"#));
+    // Docker's Engine API: JSON errors, but not waq's envelope.
+    let docker_dir = tempfile::tempdir().unwrap();
+    let docker = fake_server(
+        docker_dir.path(),
+        answering("404 Not Found", r#"{"message":"page not found"}"#),
+    );
+    let cases: Vec<(&std::path::Path, Vec<&str>)> = vec![
+        (&foo, send.to_vec()),
+        (&foo, [&send[..], &["--json"]].concat()),
+        (&foo, vec!["cancel", ID]),
+        (&foo, vec!["cancel", ID, "--json"]),
+        (&foo, vec!["retry", ID]),
+        (&foo, vec!["status", ID]),
+        (&foo, vec!["ls"]),
+        (&foo, vec!["ls", "--all", "--json"]),
+        (&foo, vec!["stats"]),
+        (&foo, vec!["stats", "--watch", "--json"]),
+        (&foo, vec!["health"]),
+        (&foo, vec!["health", "--json"]),
+        (&foo, vec!["window", "14155550100"]),
+        (&foo, vec!["inbound", "--from", "14155550100"]),
+        (&foo, vec!["sender", "resume", "main"]),
+        (&foo, vec!["events"]),
+        (&docker, vec!["ls"]),
+        (&docker, vec!["ls", "--json"]),
+        (&docker, send.to_vec()),
+        (&docker, vec!["status", ID]),
+        (&docker, vec!["cancel", ID]),
+        (&docker, vec!["health"]),
+        (&docker, vec!["events"]),
+    ];
+    for (socket, args) in cases {
+        let o = waq_on(socket, &args);
+        assert_eq!(code(&o), 3, "{args:?}: {}{}", stdout(&o), stderr(&o));
+        assert_eq!(stdout(&o), "", "{args:?}: nothing is the daemon's answer");
+        let says = format!("what answered on {} is not a waq daemon", socket.display());
+        assert!(stderr(&o).contains(&says), "{args:?}: {}", stderr(&o));
+    }
+    let o = waq_on(&foo, &send);
+    assert!(
+        stderr(&o).contains("its answer (200) has no `id`"),
+        "{}",
+        stderr(&o)
+    );
+    let o = waq_on(&docker, &["ls"]);
+    assert!(
+        stderr(&o).contains("its error answer (404) has no `error` object")
+            && stderr(&o).contains("page not found"),
+        "{}",
+        stderr(&o)
+    );
+
+    // A refusal in waq's envelope is still the daemon saying no.
+    let refusing_dir = tempfile::tempdir().unwrap();
+    let refusing = fake_server(
+        refusing_dir.path(),
+        answering(
+            "409 Conflict",
+            r#"{"error":{"code":"not_cancellable","message":"it is sent"}}"#,
+        ),
+    );
+    let o = waq_on(&refusing, &["cancel", ID]);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert!(stderr(&o).contains("not_cancellable"), "{}", stderr(&o));
+}
+
+/// An event stream of `lines`, one chunk each, that then ends.
+fn streaming(lines: &[&str]) -> Vec<u8> {
+    let mut out = b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\n\
+                    Transfer-Encoding: chunked\r\n\r\n"
+        .to_vec();
+    for line in lines {
+        out.extend(format!("{:x}\r\n{line}\n\r\n", line.len() + 1).into_bytes());
+    }
+    out.extend(b"0\r\n\r\n");
+    out
+}
+
+#[test]
+fn events_that_end_without_the_shutdown_line_exit_3() {
+    let subscribed = r#"{"event":"subscribed","at":"2026-11-24T20:00:00.000Z"}"#;
+    let event = r#"{"event":"message","id":"0000000000000001","state":"queued"}"#;
+    let dir = tempfile::tempdir().unwrap();
+    let cut = fake_server(dir.path(), streaming(&[subscribed, event]));
+    let o = waq_on(&cut, &["events"]);
+    assert_eq!(code(&o), 3, "{}", stderr(&o));
+    // What came is printed, as it came.
+    assert_eq!(stdout(&o), format!("{subscribed}\n{event}\n"));
+    assert!(
+        stderr(&o).contains("ended the event stream without saying why"),
+        "{}",
+        stderr(&o)
+    );
+
+    // The daemon's last line when it stops: exit 0.
+    let dir = tempfile::tempdir().unwrap();
+    let stopped = fake_server(
+        dir.path(),
+        streaming(&[subscribed, event, r#"{"event":"shutdown"}"#]),
+    );
+    let o = waq_on(&stopped, &["events"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(stdout(&o).lines().count(), 3, "{}", stdout(&o));
+}
+
+/// Spawns `waq events` on the daemon and returns it once its first line (`subscribed`) is in.
+fn following(
+    d: &Daemon,
+) -> (
+    std::process::Child,
+    std::io::BufReader<std::process::ChildStdout>,
+) {
+    use std::io::BufRead;
+    let mut child = Command::new(bin())
+        .arg("events")
+        .env("WAQ_SOCKET", &d.socket)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    out.read_line(&mut first).unwrap();
+    assert!(first.contains(r#""event":"subscribed""#), "{first}");
+    (child, out)
+}
+
+#[test]
+fn events_exit_0_when_the_daemon_stops() {
+    use std::io::Read;
+    let mut d = Daemon::start();
+    let (child, mut out) = following(&d);
+    assert!(d.sigterm().success());
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(
+        rest.lines().last(),
+        Some(r#"{"event":"shutdown"}"#),
+        "{rest}"
+    );
+}
+
+#[test]
+fn events_cut_off_by_a_reload_that_refuses_the_user_exit_3() {
+    let own = unsafe { libc::getuid() };
+    let other = own.wrapping_add(4242);
+    let d = Daemon::builder()
+        .set("socket", &format!("allowed_uids = [{own}, {other}]"))
+        .start();
+    let (child, _out) = following(&d);
+    // Nothing listens at the API: its retries keep events coming after the reload.
+    assert_eq!(
+        d.post("/v1/messages", &common::template_request("+14155551234"))
+            .status,
+        202
+    );
+    let text = d.config_text().replace(
+        &format!("allowed_uids = [{own}, {other}]"),
+        &format!("allowed_uids = [{other}]"),
+    );
+    d.write_config(&text);
+    d.sighup();
+    d.wait_for_log("configuration reloaded");
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(code(&o), 3, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("ended the event stream without saying why"),
+        "{}",
+        stderr(&o)
+    );
+}

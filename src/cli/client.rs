@@ -16,7 +16,7 @@ use tokio::net::UnixStream;
 /// Long enough for a 10,000-item batch on a slow disk; a daemon that takes longer is stuck.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The daemon could not be reached or broke off: exit code 3.
+/// The daemon could not be reached or broke off, or what answered is not one: exit code 3.
 #[derive(Debug)]
 pub struct Unreachable(pub String);
 
@@ -71,12 +71,12 @@ impl Client {
             })?
     }
 
-    /// A streaming GET: `on_chunk` sees the body as it arrives, until the daemon ends it.
-    /// An error status comes back whole as `Err(reply)` instead.
+    /// A streaming GET: `on_chunk` sees the body as it arrives, until the daemon ends it or
+    /// `on_chunk` fails. An error status comes back whole as `Err(reply)` instead.
     pub async fn stream(
         &self,
         path: &str,
-        mut on_chunk: impl FnMut(&[u8]),
+        mut on_chunk: impl FnMut(&[u8]) -> Result<(), Unreachable>,
     ) -> Result<Result<(), Reply>, Unreachable> {
         let res = self.send(Method::GET, path, None).await?;
         let status = res.status().as_u16();
@@ -92,7 +92,7 @@ impl Client {
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| self.broke_off(e))?;
             if let Some(data) = frame.data_ref() {
-                on_chunk(data);
+                on_chunk(data)?;
             }
         }
         Ok(Ok(()))

@@ -132,7 +132,8 @@ fn exit_codes(page: &Page) -> Vec<(&'static str, &'static str)> {
     const REFUSED: &str = "The daemon said no: its message, code and field are printed (with \
         --json, its JSON answer).";
     const UNREACHABLE: &str = "The daemon could not be reached: no socket, nothing listening, \
-        permission denied, or no answer within 60 s.";
+        permission denied, or no answer within 60 s; or what answered on the socket is not a \
+        waq daemon; or, for waq events, the daemon ended the stream without its shutdown line.";
     match page {
         Page::Top => vec![
             ("0", "Success."),
@@ -151,7 +152,9 @@ fn exit_codes(page: &Page) -> Vec<(&'static str, &'static str)> {
             (
                 "3",
                 "A client command could not reach the daemon: no socket, nothing listening, \
-                 permission denied, or no answer within 60 s.",
+                 permission denied, or no answer within 60 s; or what answered on the socket \
+                 is not a waq daemon; or waq events saw the daemon end the stream without its \
+                 shutdown line.",
             ),
             (
                 "4",

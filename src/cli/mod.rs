@@ -2,7 +2,7 @@
 //! socket API. Human output by default, `--json` prints the daemon's answer as is.
 //!
 //! Exit codes: 0 success, 1 the daemon said no (its reason printed), 2 usage error,
-//! 3 daemon unreachable.
+//! 3 daemon unreachable (or what answered is not one, see `shape`).
 
 /// `println!` for client commands: a closed stdout ends the command quietly (see `out`).
 macro_rules! outln {
@@ -18,7 +18,9 @@ pub(crate) mod client;
 mod generate;
 pub(crate) mod out;
 pub use out::err_line;
+mod events;
 mod send;
+mod shape;
 mod show;
 mod watch;
 
@@ -30,9 +32,10 @@ use serde_json::{json, Value};
 
 use crate::config::{ConfigError, DEFAULT_SOCKET_PATH, MAX_SOCKET_PATH};
 
-use client::{Client, Reply, Unreachable};
+use client::{Client, Unreachable};
 pub use generate::{completions, man};
 pub use send::SendArgs;
+use shape::{Answer, Shape};
 
 pub const EXIT_OK: i32 = 0;
 pub const EXIT_REFUSED: i32 = 1;
@@ -317,7 +320,7 @@ async fn client_command(command: Command) -> Result<i32, Failure> {
         Command::Send(args) => {
             let body = args.request().map_err(Failure::Usage)?;
             let c = &args.client;
-            let reply = post(c, "/v1/messages", &body).await?;
+            let reply = post(c, "/v1/messages", &body, &shape::ACCEPTED).await?;
             Ok(answer_explained(c, &reply, show::enqueued, |e| {
                 args.explain(e)
             }))
@@ -328,6 +331,7 @@ async fn client_command(command: Command) -> Result<i32, Failure> {
                 Method::GET,
                 &format!("/v1/messages/{}", encode(&id)),
                 None,
+                &shape::MESSAGE,
             )
             .await?;
             Ok(answer(&c, &reply, show::message))
@@ -339,6 +343,7 @@ async fn client_command(command: Command) -> Result<i32, Failure> {
                 Method::DELETE,
                 &format!("/v1/messages/{}", encode(&id)),
                 None,
+                &shape::MESSAGE,
             )
             .await?;
             Ok(answer(&c, &reply, |v| {
@@ -347,7 +352,7 @@ async fn client_command(command: Command) -> Result<i32, Failure> {
         }
         Command::Retry { id, client: c } => {
             let path = format!("/v1/messages/{}/retry", encode(&id));
-            let reply = call(&c, Method::POST, &path, None).await?;
+            let reply = call(&c, Method::POST, &path, None, &shape::ACCEPTED).await?;
             Ok(answer(&c, &reply, |v| {
                 outln!("queued {} again", text(v, "id"))
             }))
@@ -358,38 +363,34 @@ async fn client_command(command: Command) -> Result<i32, Failure> {
             client: c,
         } => Ok(watch::watch(&c, interval).await?),
         Command::Stats { client: c, .. } => {
-            let reply = call(&c, Method::GET, "/v1/stats", None).await?;
+            let reply = call(&c, Method::GET, "/v1/stats", None, &shape::STATS).await?;
             Ok(answer(&c, &reply, show::stats))
         }
         Command::Health { client: c } => {
-            let reply = call(&c, Method::GET, "/v1/health", None).await?;
+            let reply = call(&c, Method::GET, "/v1/health", None, &shape::HEALTH).await?;
             // 503 (the store cannot take writes) carries the same report as a 200, to be
             // read as one: printed the same way, and degraded.
-            let report = (reply.status == 503)
-                .then(|| serde_json::from_slice::<Value>(&reply.body).ok())
-                .flatten()
-                .filter(|v| v.get("status").is_some());
-            Ok(match report {
-                Some(v) => {
-                    match c.json {
-                        true => outln!("{}", String::from_utf8_lossy(&reply.body).trim_end()),
-                        false => show::health(&v),
-                    }
+            if reply.is_report() {
+                match c.json {
+                    true => outln!("{}", String::from_utf8_lossy(&reply.body).trim_end()),
+                    false => show::health(&reply.value),
+                }
+                return Ok(EXIT_DEGRADED);
+            }
+            // Degraded is served (200) but not healthy: checks see it in the exit code,
+            // apart from the daemon's refusals (1) and its absence (3).
+            Ok(match answer(&c, &reply, show::health) {
+                EXIT_OK if reply.value.get("status").and_then(Value::as_str) != Some("ok") => {
                     EXIT_DEGRADED
                 }
-                // Degraded is served (200) but not healthy: checks see it in the exit code,
-                // apart from the daemon's refusals (1) and its absence (3).
-                None => match answer(&c, &reply, show::health) {
-                    EXIT_OK if !reports_ok(&reply) => EXIT_DEGRADED,
-                    code => code,
-                },
+                code => code,
             })
         }
         Command::Sender {
             action: SenderAction::Resume { name, client: c },
         } => {
             let path = format!("/v1/senders/{}/resume", encode(&name));
-            let reply = call(&c, Method::POST, &path, None).await?;
+            let reply = call(&c, Method::POST, &path, None, &shape::RESUMED).await?;
             Ok(answer(&c, &reply, |_| outln!("resumed {name}")))
         }
         Command::Inbound {
@@ -399,7 +400,7 @@ async fn client_command(command: Command) -> Result<i32, Failure> {
             client: c,
         } => {
             let body = json!({ "from": from, "sender": sender, "at": at });
-            let reply = post(&c, "/v1/inbound", &body).await?;
+            let reply = post(&c, "/v1/inbound", &body, &shape::RECIPIENT).await?;
             Ok(answer(&c, &reply, show::recipient))
         }
         Command::Window {
@@ -411,19 +412,10 @@ async fn client_command(command: Command) -> Result<i32, Failure> {
             if let Some(sender) = sender {
                 path.push_str(&format!("?sender={}", encode(&sender)));
             }
-            let reply = call(&c, Method::GET, &path, None).await?;
+            let reply = call(&c, Method::GET, &path, None, &shape::RECIPIENT).await?;
             Ok(answer(&c, &reply, show::recipient))
         }
-        Command::Events { client: c } => {
-            watch::exit_0_on_stop()?;
-            let streamed = Client::new(&c.socket)
-                .stream("/v1/events", out::bytes)
-                .await?;
-            Ok(match streamed {
-                Ok(()) => EXIT_OK,
-                Err(refusal) => answer(&c, &refusal, |_| {}),
-            })
-        }
+        Command::Events { client: c } => Ok(events::follow(&c).await?),
     }
 }
 
@@ -450,11 +442,11 @@ async fn ls(args: LsArgs) -> Result<i32, Failure> {
         } else {
             format!("/v1/messages?{}", query.join("&"))
         };
-        let reply = call(c, Method::GET, &path, None).await?;
-        if reply.status >= 400 || !args.all {
+        let reply = call(c, Method::GET, &path, None, &shape::PAGE).await?;
+        if !reply.ok() || !args.all {
             return Ok(answer(c, &reply, |v| show::list(v, true, false)));
         }
-        let page: Value = serde_json::from_slice(&reply.body).unwrap_or(Value::Null);
+        let page = reply.value;
         let next = page
             .get("next_cursor")
             .and_then(Value::as_str)
@@ -478,30 +470,33 @@ async fn ls(args: LsArgs) -> Result<i32, Failure> {
     Ok(EXIT_OK)
 }
 
+/// One request, its answer checked to be a waq daemon's with the fields `shape` names (see
+/// `shape`): anything else is exit 3, as no daemon is.
 async fn call(
     c: &ClientOpts,
     method: Method,
     path: &str,
     body: Option<&Value>,
-) -> Result<Reply, Unreachable> {
-    Client::new(&c.socket)
+    shape: &Shape,
+) -> Result<Answer, Unreachable> {
+    let reply = Client::new(&c.socket)
         .call(method, path, body.map(|b| b.to_string().into_bytes()))
-        .await
+        .await?;
+    shape::check(reply, shape, &c.socket)
 }
 
-async fn post(c: &ClientOpts, path: &str, body: &Value) -> Result<Reply, Unreachable> {
-    call(c, Method::POST, path, Some(body)).await
+async fn post(
+    c: &ClientOpts,
+    path: &str,
+    body: &Value,
+    shape: &Shape,
+) -> Result<Answer, Unreachable> {
+    call(c, Method::POST, path, Some(body), shape).await
 }
 
 /// Prints the answer (`--json`: as is; else `human` for success, the reason for an error)
 /// and returns the exit code.
-/// Whether a health answer says `"status": "ok"`.
-fn reports_ok(reply: &Reply) -> bool {
-    serde_json::from_slice::<Value>(&reply.body)
-        .is_ok_and(|v| v.get("status").and_then(Value::as_str) == Some("ok"))
-}
-
-fn answer(c: &ClientOpts, reply: &Reply, human: impl FnOnce(&Value)) -> i32 {
+fn answer(c: &ClientOpts, reply: &Answer, human: impl FnOnce(&Value)) -> i32 {
     answer_explained(c, reply, human, |_| Explained::default())
 }
 
@@ -517,47 +512,30 @@ struct Explained {
 /// [`answer`], with `explain` adding to a refusal (it gets the answer's `error` object).
 fn answer_explained(
     c: &ClientOpts,
-    reply: &Reply,
+    reply: &Answer,
     human: impl FnOnce(&Value),
     explain: impl FnOnce(&Value) -> Explained,
 ) -> i32 {
-    let parsed: Option<Value> = serde_json::from_slice(&reply.body).ok();
-    let ok = (200..300).contains(&reply.status);
-    if ok && parsed.is_none() {
-        // Every success of the socket API is JSON: whatever answered is not a waq daemon.
-        crate::stderr_line!(
-            "waq: {} answered {} with something that is not JSON: is it a waq daemon's socket? (choose the socket with --socket or $WAQ_SOCKET)",
-            c.socket.display(),
-            reply.status
-        );
-        return EXIT_UNREACHABLE;
-    }
+    let ok = reply.ok();
     if c.json {
         outln!("{}", String::from_utf8_lossy(&reply.body).trim_end());
     } else if ok {
-        human(parsed.as_ref().unwrap_or(&Value::Null));
+        human(&reply.value);
     } else {
-        match parsed.as_ref().and_then(|v| v.get("error")) {
-            Some(e) => {
-                let explained = explain(e);
-                let mut line = format!("waq: {} [{}", text(e, "message"), text(e, "code"));
-                if let Some(f) = e.get("field").and_then(Value::as_str) {
-                    line.push_str(&format!(", field {f}"));
-                }
-                if let Some(option) = explained.option {
-                    line.push_str(&format!(", option {option}"));
-                }
-                line.push(']');
-                crate::stderr_line!("{line}");
-                if let Some(hint) = explained.hint {
-                    crate::stderr_line!("waq: {hint}");
-                }
-            }
-            None => crate::stderr_line!(
-                "waq: the daemon answered {}: {}",
-                reply.status,
-                String::from_utf8_lossy(&reply.body).trim_end()
-            ),
+        // `shape::check` let through only refusals with waq's error object.
+        let e = &reply.value["error"];
+        let explained = explain(e);
+        let mut line = format!("waq: {} [{}", text(e, "message"), text(e, "code"));
+        if let Some(f) = e.get("field").and_then(Value::as_str) {
+            line.push_str(&format!(", field {f}"));
+        }
+        if let Some(option) = explained.option {
+            line.push_str(&format!(", option {option}"));
+        }
+        line.push(']');
+        crate::stderr_line!("{line}");
+        if let Some(hint) = explained.hint {
+            crate::stderr_line!("waq: {hint}");
         }
     }
     if ok {

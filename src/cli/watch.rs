@@ -13,6 +13,7 @@ use serde_json::Value;
 use crate::model::State;
 
 use super::client::{Client, Unreachable};
+use super::shape;
 use super::{text, ClientOpts, EXIT_OK};
 
 /// Shortest refresh accepted: faster is load without information (rates are per second).
@@ -61,24 +62,26 @@ pub async fn watch(c: &ClientOpts, interval: Duration) -> Result<i32, Unreachabl
     while !stop.load(Ordering::Relaxed) {
         let started = Instant::now();
         let frame = match client.call(Method::GET, "/v1/stats", None).await {
-            Ok(reply) if (200..300).contains(&reply.status) => {
-                let v: Value = serde_json::from_slice(&reply.body).unwrap_or(Value::Null);
-                if c.json {
-                    outln!("{}", String::from_utf8_lossy(&reply.body).trim_end());
-                    None
-                } else {
-                    let f = render(&v, previous.as_ref(), interval);
-                    previous = Some(v);
-                    Some(f)
+            Ok(reply) => match shape::check(reply, &shape::STATS, &c.socket) {
+                Ok(answer) if answer.ok() => {
+                    if c.json {
+                        outln!("{}", String::from_utf8_lossy(&answer.body).trim_end());
+                        None
+                    } else {
+                        let f = render(&answer.value, previous.as_ref(), interval);
+                        previous = Some(answer.value);
+                        Some(f)
+                    }
                 }
-            }
-            Ok(reply) => {
-                // The daemon refuses (e.g. 403 for a peer outside allowed_uids): say why, stop.
-                if live {
-                    outln!();
+                // The daemon refuses (e.g. 403 for a peer outside allowed_uids), or what
+                // answers is not waq (exit 3, at any refresh): say why, stop.
+                checked => {
+                    if live {
+                        outln!();
+                    }
+                    return checked.map(|refusal| super::answer(c, &refusal, |_| {}));
                 }
-                return Ok(super::answer(c, &reply, |_| {}));
-            }
+            },
             Err(e) if first => return Err(e),
             // stdout carries only the daemon's answers in `--json`, one per line.
             Err(e) if c.json => {

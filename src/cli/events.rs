@@ -1,0 +1,133 @@
+//! `waq events`: follows `GET /v1/events`, printing whole lines as they arrive. A waq daemon's
+//! stream starts with `{"event":"subscribed",…}` and, when the daemon stops, ends with
+//! `{"event":"shutdown"}`: exit 0, as after Ctrl-C or SIGTERM. A stream that ends without that
+//! line was ended for a reason the daemon does not give (a reload that took this user out of
+//! `socket.allowed_uids`, say): exit 3, the daemon is lost to this command.
+
+use std::borrow::Cow;
+use std::path::Path;
+
+use serde_json::Value;
+
+use super::client::{Client, Unreachable};
+use super::shape::{self, not_waq};
+use super::{out, watch, ClientOpts, EXIT_OK};
+
+/// The most a first line may take before it is judged: waq's is under 100 bytes, so a stream
+/// with no line end in that much is not waq's, and is not kept in memory.
+const FIRST_LINE_MAX: usize = 64 * 1024;
+
+pub async fn follow(c: &ClientOpts) -> Result<i32, Unreachable> {
+    watch::exit_0_on_stop()?;
+    let mut lines = Lines {
+        socket: &c.socket,
+        partial: Vec::new(),
+        subscribed: false,
+        shutdown: false,
+    };
+    let streamed = Client::new(&c.socket)
+        .stream("/v1/events", |chunk| lines.take(chunk))
+        .await;
+    match streamed {
+        Ok(Ok(())) => lines.end(),
+        Ok(Err(refusal)) => {
+            let refusal = shape::check(refusal, &shape::STREAM, &c.socket)?;
+            Ok(super::answer(c, &refusal, |_| {}))
+        }
+        // The daemon said it stops: the connection closing under the stream's end is part
+        // of that.
+        Err(_) if lines.shutdown => Ok(EXIT_OK),
+        Err(e) => Err(e),
+    }
+}
+
+/// The stream cut into lines, as far as it has come.
+struct Lines<'a> {
+    socket: &'a Path,
+    /// The start of a line whose end has not arrived yet.
+    partial: Vec<u8>,
+    /// The first line was waq's `subscribed`.
+    subscribed: bool,
+    /// The daemon's last line, `shutdown`, came.
+    shutdown: bool,
+}
+
+impl Lines<'_> {
+    /// Prints the whole lines `chunk` completes, once each is seen to fit a waq stream.
+    fn take(&mut self, chunk: &[u8]) -> Result<(), Unreachable> {
+        let Some(last) = chunk.iter().rposition(|&b| b == b'\n') else {
+            self.partial.extend_from_slice(chunk);
+            if !self.subscribed && self.partial.len() > FIRST_LINE_MAX {
+                return Err(self.no_first_line(&self.partial));
+            }
+            return Ok(());
+        };
+        let (whole, rest) = chunk.split_at(last + 1);
+        let complete: Cow<[u8]> = if self.partial.is_empty() {
+            Cow::Borrowed(whole)
+        } else {
+            let mut joined = std::mem::take(&mut self.partial);
+            joined.extend_from_slice(whole);
+            Cow::Owned(joined)
+        };
+        for line in complete.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            self.see(line)?;
+        }
+        out::bytes(&complete);
+        self.partial.extend_from_slice(rest);
+        Ok(())
+    }
+
+    fn see(&mut self, line: &[u8]) -> Result<(), Unreachable> {
+        if !self.subscribed {
+            if event_of(line).as_deref() != Some("subscribed") {
+                return Err(self.no_first_line(line));
+            }
+            self.subscribed = true;
+        } else if line.windows(SHUTDOWN.len()).any(|w| w == SHUTDOWN)
+            && event_of(line).as_deref() == Some("shutdown")
+        {
+            self.shutdown = true;
+        }
+        Ok(())
+    }
+
+    /// The stream ended: exit 0 after the daemon's `shutdown` line, else exit 3.
+    fn end(self) -> Result<i32, Unreachable> {
+        if !self.subscribed {
+            return Err(self.no_first_line(&self.partial));
+        }
+        // What came of a last line without its end is printed as it came.
+        if !self.partial.is_empty() {
+            out::bytes(&self.partial);
+        }
+        if self.shutdown {
+            return Ok(EXIT_OK);
+        }
+        Err(Unreachable(format!(
+            "the daemon on {} ended the event stream without saying why (no `shutdown` line, \
+             so it is not stopping); a reload may have taken this user out of \
+             socket.allowed_uids / allowed_gids: `waq health` shows whether it still lets \
+             this user in",
+            self.socket.display()
+        )))
+    }
+
+    /// The failure for a stream whose first line (`came`) is not waq's.
+    fn no_first_line(&self, came: &[u8]) -> Unreachable {
+        not_waq(
+            self.socket,
+            "its event stream does not start with waq's `{\"event\":\"subscribed\"}` line",
+            came,
+        )
+    }
+}
+
+/// How the `shutdown` line spells its event: lines without it are not parsed to look.
+const SHUTDOWN: &[u8] = b"\"shutdown\"";
+
+/// The `event` of a JSON line.
+fn event_of(line: &[u8]) -> Option<String> {
+    let v: Value = serde_json::from_slice(line).ok()?;
+    v.get("event")?.as_str().map(str::to_string)
+}
