@@ -927,7 +927,7 @@ fn events_exit_0_when_the_daemon_stops() {
 }
 
 #[test]
-fn events_cut_off_by_a_reload_that_refuses_the_user_exit_3() {
+fn events_cut_off_by_a_reload_that_refuses_the_user_exit_1_with_the_reason() {
     let own = unsafe { libc::getuid() };
     let other = own.wrapping_add(4242);
     let d = Daemon::builder()
@@ -948,9 +948,9 @@ fn events_cut_off_by_a_reload_that_refuses_the_user_exit_3() {
     d.sighup();
     d.wait_for_log("configuration reloaded");
     let o = child.wait_with_output().unwrap();
-    assert_eq!(code(&o), 3, "{}", stderr(&o));
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
     assert!(
-        stderr(&o).contains("ended the event stream without saying why"),
+        stderr(&o).contains("closed the event stream") && stderr(&o).contains("peer_not_allowed"),
         "{}",
         stderr(&o)
     );

@@ -1,8 +1,10 @@
 //! `waq events`: follows `GET /v1/events`, printing whole lines as they arrive. A waq daemon's
 //! stream starts with `{"event":"subscribed",…}` and, when the daemon stops, ends with
-//! `{"event":"shutdown"}`: exit 0, as after Ctrl-C or SIGTERM. A stream that ends without that
-//! line was ended for a reason the daemon does not give (a reload that took this user out of
-//! `socket.allowed_uids`, say): exit 3, the daemon is lost to this command.
+//! `{"event":"shutdown"}`: exit 0, as after Ctrl-C or SIGTERM. One the daemon no longer allows
+//! (a reload that took this user out of `socket.allowed_uids`) ends with
+//! `{"event":"closed","code","message"}`: exit 1, a refusal, with its message. A stream that
+//! ends without either line was ended for a reason the daemon does not give: exit 3, the
+//! daemon is lost to this command.
 
 use std::borrow::Cow;
 use std::path::Path;
@@ -11,7 +13,7 @@ use serde_json::Value;
 
 use super::client::{Client, Unreachable};
 use super::shape::{self, not_waq};
-use super::{out, watch, ClientOpts, EXIT_OK};
+use super::{out, watch, ClientOpts, EXIT_OK, EXIT_REFUSED};
 
 /// The most a first line may take before it is judged: waq's is under 100 bytes, so a stream
 /// with no line end in that much is not waq's, and is not kept in memory.
@@ -24,6 +26,7 @@ pub async fn follow(c: &ClientOpts) -> Result<i32, Unreachable> {
         partial: Vec::new(),
         subscribed: false,
         shutdown: false,
+        closed: None,
     };
     let streamed = Client::new(&c.socket)
         .stream("/v1/events", |chunk| lines.take(chunk))
@@ -50,6 +53,8 @@ struct Lines<'a> {
     subscribed: bool,
     /// The daemon's last line, `shutdown`, came.
     shutdown: bool,
+    /// The daemon's last line, `closed`, came: its message and code.
+    closed: Option<(String, String)>,
 }
 
 impl Lines<'_> {
@@ -88,6 +93,13 @@ impl Lines<'_> {
             && event_of(line).as_deref() == Some("shutdown")
         {
             self.shutdown = true;
+        } else if line.windows(CLOSED.len()).any(|w| w == CLOSED) {
+            if let Ok(v) = serde_json::from_slice::<Value>(line) {
+                if v.get("event").and_then(Value::as_str) == Some("closed") {
+                    let text = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+                    self.closed = Some((text("message"), text("code")));
+                }
+            }
         }
         Ok(())
     }
@@ -103,6 +115,10 @@ impl Lines<'_> {
         }
         if self.shutdown {
             return Ok(EXIT_OK);
+        }
+        if let Some((message, code)) = &self.closed {
+            eprintln!("waq: the daemon closed the event stream: {message} ({code})");
+            return Ok(EXIT_REFUSED);
         }
         Err(Unreachable(format!(
             "the daemon on {} ended the event stream without saying why (no `shutdown` line, \
@@ -123,8 +139,10 @@ impl Lines<'_> {
     }
 }
 
-/// How the `shutdown` line spells its event: lines without it are not parsed to look.
+/// How the `shutdown` and `closed` lines spell their event: lines without it are not parsed to
+/// look.
 const SHUTDOWN: &[u8] = b"\"shutdown\"";
+const CLOSED: &[u8] = b"\"closed\"";
 
 /// The `event` of a JSON line.
 fn event_of(line: &[u8]) -> Option<String> {
