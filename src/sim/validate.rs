@@ -341,7 +341,11 @@ fn check_template(t: &Map<String, Value>) -> Check<TemplateRef> {
             let c = c.as_object().ok_or_else(|| {
                 MetaError::invalid_parameter(format!("Param {path} must be an object."))
             })?;
-            known_keys(c, &path, &["type", "sub_type", "index", "parameters"])?;
+            known_keys(
+                c,
+                &path,
+                &["type", "sub_type", "index", "parameters", "cards"],
+            )?;
             let ctype = req_str(c, "type", &format!("{path}['type']"))?;
             if ctype.eq_ignore_ascii_case("button") {
                 req_str(c, "sub_type", &format!("{path}['sub_type']"))?;
@@ -1152,6 +1156,11 @@ mod tests {
         assert_eq!(code(with_param("header", offer)), 0);
         let action = json!({"type":"action","action":{"flow_token":"t","flow_action_data":{}}});
         assert_eq!(code(with_param("button", action)), 0);
+        // A carousel's cards, each with its own components.
+        let carousel = json!({"type":"carousel","cards":[{"card_index":0,"components":[
+            {"type":"header","parameters":[{"type":"image","image":{"id":"1"}}]}]}]});
+        let t = json!({"name":"x","language":{"code":"en_US"},"components":[carousel]});
+        assert_eq!(code(template(t)), 0);
     }
 
     #[test]

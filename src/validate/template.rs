@@ -134,7 +134,8 @@ fn component(v: &Json, path: &Path) -> Result<(), ApiError> {
         obj,
         path,
         "a template component",
-        &["type", "sub_type", "index", "parameters"],
+        // `cards`: a carousel's (each card with its own components).
+        &["type", "sub_type", "index", "parameters", "cards"],
     )?;
     let ctype = json::req_text(
         obj,

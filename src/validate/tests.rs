@@ -722,6 +722,12 @@ fn keys_meta_adds_pass_through() {
             {"type": "limited_time_offer", "limited_time_offer": {"expiration_time_ms": 1}}]}]}}),
     );
     message_ok(json!({"type": "text", "text": {"body": "hi"}, "new_feature": {"on": true}}));
+    // A carousel template's cards.
+    message_ok(
+        json!({"type": "template", "template": {"name": "x", "language": {"code": "en"},
+        "components": [{"type": "carousel", "cards": [{"card_index": 0, "components": [
+            {"type": "header", "parameters": [{"type": "image", "image": {"id": "1"}}]}]}]}]}}),
+    );
 }
 
 #[test]
