@@ -940,8 +940,28 @@ impl Config {
     }
 }
 
-/// Keys whose `WAQ__…` value stays text: `0660` is octal digits, not the number 660.
-const TEXT_KEYS: [&str; 1] = ["socket.mode"];
+/// Keys whose `WAQ__…` value stays text, as written: `0660` is octal digits, not the number
+/// 660, and a verify token or a version of digits is not a number either (`0123` would lose its
+/// zero; a long one would become a float).
+const TEXT_KEYS: [&str; 17] = [
+    "state_dir",
+    "log.level",
+    "log.format",
+    "socket.path",
+    "socket.mode",
+    "api.base_url",
+    "api.version",
+    "dispatch.on_restart_sending",
+    "webhook.listen",
+    "webhook.path",
+    "webhook.app_secret",
+    "webhook.app_secret_env",
+    "webhook.app_secret_file",
+    "webhook.verify_token",
+    "webhook.verify_token_env",
+    "webhook.verify_token_file",
+    "webhook.forward_url",
+];
 
 /// Keys whose `WAQ__…` value is a list of ids: one id, `1000,1001` or `[1000, 1001]`.
 const ID_LIST_KEYS: [&str; 2] = ["socket.allowed_uids", "socket.allowed_gids"];
@@ -975,11 +995,11 @@ fn with_environment(
                 && digits.bytes().all(|b| b.is_ascii_digit())
                 && value.parse::<i64>().is_err()
             {
-                let message = format!(
-                    "`{value}` is out of range: the largest integer is {} (in {})",
-                    i64::MAX,
-                    origin()
-                );
+                let bound = match value.starts_with('-') {
+                    true => format!("the smallest integer is {}", i64::MIN),
+                    false => format!("the largest integer is {}", i64::MAX),
+                };
+                let message = format!("`{value}` is out of range: {bound} (in {})", origin());
                 return Err(err(&key, message));
             }
             typed.push((name.clone(), value.clone()));
@@ -1029,12 +1049,21 @@ fn number_out_of_range(text: &str, origin: &str) -> Option<ConfigError> {
     fn walk(value: &DeValue<'_>, key: &str, origin: &str) -> Option<ConfigError> {
         match value {
             DeValue::Integer(n) if i64::from_str_radix(n.as_str(), n.radix()).is_err() => {
+                let prefix = match n.radix() {
+                    16 => "0x",
+                    8 => "0o",
+                    2 => "0b",
+                    _ => "",
+                };
+                let bound = match n.as_str().starts_with('-') {
+                    true => format!("the smallest integer is {}", i64::MIN),
+                    false => format!("the largest integer is {}", i64::MAX),
+                };
                 Some(err(
                     key,
                     format!(
-                        "`{}` is out of range: the largest integer is {} (in {origin})",
-                        n.as_str(),
-                        i64::MAX
+                        "`{prefix}{}` is out of range: {bound} (in {origin})",
+                        n.as_str()
                     ),
                 ))
             }
@@ -1863,6 +1892,50 @@ mod bounds {
         keys
     }
 
+    /// Every text key the shipped config.toml shows outside `[[senders]]` (which the
+    /// environment cannot set) keeps a `WAQ__…` value as written, digits included.
+    #[test]
+    fn text_keys_from_the_environment_stay_text() {
+        let mut section = String::new();
+        let mut shown = Vec::new();
+        for line in include_str!("../config.toml").lines() {
+            let mut line = line.trim();
+            while let Some(rest) = line.strip_prefix('#') {
+                line = rest.trim_start();
+            }
+            if line.starts_with('[') {
+                section = line.trim_matches(|c| c == '[' || c == ']').to_string();
+            } else if let Some((key, value)) = line.split_once(" = ") {
+                if key.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+                    && value.starts_with('"')
+                    && section != "senders"
+                {
+                    shown.push(match section.is_empty() {
+                        true => key.to_string(),
+                        false => format!("{section}.{key}"),
+                    });
+                }
+            }
+        }
+        assert!(
+            shown.len() >= 10,
+            "config.toml shows fewer text keys: {shown:?}"
+        );
+        for key in &shown {
+            assert!(
+                TEXT_KEYS.contains(&key.as_str()),
+                "{key} is not in TEXT_KEYS"
+            );
+        }
+        let text = doc_with("webhook", "");
+        for token in ["0123", "123456789012345678901234"] {
+            let (c, _) = load_text(&text, &[("WAQ__WEBHOOK__VERIFY_TOKEN", token)]);
+            let c = c.unwrap_or_else(|e| panic!("{token}: {e}"));
+            let webhook = c.webhook.expect("the webhook section");
+            assert_eq!(webhook.verify_token.expose(), token);
+        }
+    }
+
     /// `MIN` with `line` in `[section]`, and what that section needs to be read.
     fn doc_with(section: &str, line: &str) -> String {
         match section {
@@ -1906,6 +1979,16 @@ mod bounds {
             let e = e.expect_err(line);
             assert_eq!(e.key, named, "{line}: {e}");
             assert!(e.message.contains("out of range"), "{line}: {e}");
+            if line.contains("0x") {
+                assert!(e.message.contains("`0x10000000000000000`"), "{e}");
+            }
+            if line.contains("= -") {
+                assert!(
+                    e.message
+                        .contains("the smallest integer is -9223372036854775808"),
+                    "{e}"
+                );
+            }
             assert!(
                 e.message.contains(&format!("(in {})", path.display())),
                 "{e}"
