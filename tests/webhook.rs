@@ -551,12 +551,35 @@ async fn a_failed_status_is_retried_or_failed_by_its_code() {
 async fn an_account_code_in_a_failed_status_pauses_the_sender_and_holds_the_message() {
     let dir = tempfile::tempdir().unwrap();
     let app = build_app(dir.path(), "").await;
-    let paused = |app: &App| {
+    let main = |app: &App| {
         let snap = app.dispatcher.snapshot();
         let main = snap.senders.iter().find(|s| s.name == "main").unwrap();
-        main.pause_reason.clone()
+        (main.pause_reason.clone(), main.queued)
     };
-    let id = insert_sent(&app, "16505550341", "wamid.A", State::Sent);
+    // A message whose attempt started `ago_ms` before now.
+    let sent = |to: &str, wamid: &str, ago_ms: u64| {
+        let id = insert_sent(&app, to, wamid, State::Sent);
+        app.store
+            .update(id, |m| {
+                let at = now_ms() - ago_ms;
+                m.history = vec![
+                    HistoryEntry {
+                        at_ms: at,
+                        state: State::Sending,
+                        detail: "sending".into(),
+                    },
+                    HistoryEntry {
+                        at_ms: at + 100,
+                        state: State::Sent,
+                        detail: "accepted by the Cloud API".into(),
+                    },
+                ];
+                Some(())
+            })
+            .unwrap();
+        id
+    };
+    let id = sent("16505550341", "wamid.A", 60_000);
     webhook::apply_payload(&app, failed_with("wamid.A", 131042).as_bytes()).unwrap();
     let m = get(&app, id);
     assert_eq!((m.state, m.attempts), (State::Queued, 0), "{m:?}");
@@ -566,25 +589,65 @@ async fn an_account_code_in_a_failed_status_pauses_the_sender_and_holds_the_mess
         detail.starts_with("status webhook: failed: sender paused (meta_131042"),
         "{detail}"
     );
-    let reason = paused(&app).expect("the sender was not paused");
-    assert!(reason.contains("meta_131042"), "{reason}");
+    let (reason, queued) = main(&app);
+    assert!(reason
+        .expect("the sender was not paused")
+        .contains("meta_131042"));
+    // Back in its sender's queue, to go out once the sender is resumed.
+    assert_eq!(queued, 1);
 
-    // Resumed (the payment is fixed): a late status of a message sent before that does not
-    // pause it again; the message still waits for its sender, which now sends it.
+    // Resumed (the payment is fixed): a late status of an attempt that started before that
+    // does not pause it again, as the same error in a late answer would not.
     app.dispatcher.resume_sender("main").unwrap();
-    let late = insert_sent(&app, "16505550342", "wamid.B", State::Sent);
+    let late = sent("16505550342", "wamid.B", 30_000);
     webhook::apply_payload(&app, failed_with("wamid.B", 131042).as_bytes()).unwrap();
     assert_eq!(get(&app, late).state, State::Queued);
-    assert_eq!(paused(&app), None);
+    assert_eq!(main(&app), (None, 2));
+    // One that started after the resume does.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let after = sent("16505550343", "wamid.C", 0);
+    webhook::apply_payload(&app, failed_with("wamid.C", 131042).as_bytes()).unwrap();
+    assert_eq!(get(&app, after).state, State::Queued);
+    assert!(main(&app).0.is_some(), "not paused again");
 }
 
 fn effective_mps(app: &App) -> f64 {
+    effective_mps_of(app, "main")
+}
+
+fn effective_mps_of(app: &App, name: &str) -> f64 {
     let snap = app.dispatcher.snapshot();
     snap.senders
         .iter()
-        .find(|s| s.name == "main")
+        .find(|s| s.name == name)
         .unwrap()
         .effective_mps
+}
+
+/// 4 (the app's limit) and 80007 (the business account's) are not the number's: every sender
+/// of the app (the same token) slows down, not only the one whose message met it; 130429 is
+/// the number's alone.
+#[tokio::test]
+async fn app_wide_throttles_slow_every_sender_of_the_app() {
+    for (code, app_wide) in [(4, true), (80007, true), (130429, false)] {
+        let dir = tempfile::tempdir().unwrap();
+        let app = build_app(
+            dir.path(),
+            "[[senders]]\nname = \"other_app\"\nphone_number_id = \"120000000000003\"\ntoken = \"u\"",
+        )
+        .await;
+        let full = |name| effective_mps_of(&app, name);
+        let before = (full("main"), full("second"), full("other_app"));
+        insert_sent(&app, "16505550351", "wamid.W", State::Sent);
+        webhook::apply_payload(&app, failed_with("wamid.W", code).as_bytes()).unwrap();
+        assert!(full("main") < before.0, "{code}: main was not slowed");
+        assert_eq!(
+            full("second") < before.1,
+            app_wide,
+            "{code}: the sender with the same token"
+        );
+        assert_eq!(full("other_app"), before.2, "{code}: another app's sender");
+    }
 }
 
 #[tokio::test]
@@ -869,6 +932,20 @@ async fn a_payload_for_an_unconfigured_number_applies_only_statuses_of_known_wam
     assert_eq!(s.unrouted, 2);
     assert!(!window_open(&app, "16505550001"));
     assert_eq!(app.metrics.webhook_value_errors.load(Relaxed), 1);
+
+    // While a sender no longer configured holds messages (one may be on its way, its wamid
+    // not known until its answer), a status of an unknown wamid is waited for.
+    let held = insert_unmapped(&app, "16505550002", "wamid.HELD", State::Queued);
+    let mut m = get(&app, held);
+    m.sender = "gone".into();
+    app.dispatcher.submit(&m);
+    assert!(app.dispatcher.holds("gone"));
+    let body = envelope(
+        "999999999999999",
+        json!({"statuses": [status("wamid.LATER", "sent", now_s())]}),
+    );
+    let s = webhook::apply_payload(&app, body.as_bytes()).unwrap();
+    assert_eq!((s.unrouted, s.deferred.len()), (0, 1), "{s:?}");
 }
 
 #[tokio::test]

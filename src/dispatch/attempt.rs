@@ -21,8 +21,11 @@ use super::queue::Outcome;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SenderEffect {
     None,
-    /// Meta asked to slow the whole number down (130429, 4, 80007).
-    Throttle,
+    /// Meta asked to slow the whole number down (130429), or the whole app or business account
+    /// (4, 80007: `app_wide`).
+    Throttle {
+        app_wide: bool,
+    },
     /// An account or token error: stop this sender until resumed. `answered`: Meta (or
     /// something at `api.base_url`) answered, rather than the request failing before it left.
     Pause {
@@ -53,6 +56,11 @@ fn long_wait(code: Option<i64>) -> Duration {
 
 pub(crate) fn is_throttle(code: Option<i64>) -> bool {
     matches!(code, Some(130429) | Some(4) | Some(80007))
+}
+
+/// Throttles Meta counts across the app (4) or the business account (80007), not per number.
+pub(crate) fn is_app_wide_throttle(code: Option<i64>) -> bool {
+    matches!(code, Some(4) | Some(80007))
 }
 
 /// The retries of `m` so far that a Meta code matching `code` scheduled (its history's
@@ -380,7 +388,9 @@ fn record_failure(input: AttemptInput<'_>, err: CloudError, now: u64) -> (Outcom
         }
     }
     let effect = if is_throttle(err.meta_code) {
-        SenderEffect::Throttle
+        SenderEffect::Throttle {
+            app_wide: is_app_wide_throttle(err.meta_code),
+        }
     } else if err.is_unanswered() {
         SenderEffect::Unreachable(err.full_message())
     } else {

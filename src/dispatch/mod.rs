@@ -34,7 +34,8 @@ use queue::{Entry, PairLimit};
 use sender::SenderState;
 
 pub(crate) use attempt::{
-    after_failure, fallback_would_go, is_throttle, retries_after, FAILED_STATUS_PREFIX,
+    after_failure, fallback_would_go, is_app_wide_throttle, is_throttle, retries_after,
+    FAILED_STATUS_PREFIX,
 };
 pub use rate::WINDOW as RATE_WINDOW;
 pub use recent::RecentDepartures;
@@ -173,6 +174,15 @@ impl Dispatcher {
         state
     }
 
+    /// Whether any sender no longer configured holds messages.
+    pub fn holds_any(&self) -> bool {
+        self.senders
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .any(|s| !s.is_configured() && s.snapshot().holds_messages())
+    }
+
     /// Whether `name` is a sender no longer configured that still holds messages: they can
     /// be listed and cancelled by its name.
     pub fn holds(&self, name: &str) -> bool {
@@ -279,6 +289,32 @@ impl Dispatcher {
             return;
         }
         s.pause(name, reason);
+    }
+
+    /// Meta's throttle for the whole app (4) or business account (80007) came to `name`: every
+    /// other configured sender with the same token (so of the same app) slows down too, as
+    /// after a throttle of its own.
+    pub fn throttle_others_of_app(&self, name: &str) {
+        let Some(token) = self
+            .sender(name)
+            .map(|s| s.config().token.expose().to_string())
+        else {
+            return;
+        };
+        let others: Vec<Arc<SenderState>> = self
+            .senders
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .filter(|s| s.name != name && s.is_configured())
+            .cloned()
+            .collect();
+        let now = std::time::Instant::now();
+        for other in others {
+            if other.config().token.expose() == token {
+                other.lock().aimd.throttled(now);
+            }
+        }
     }
 
     /// Resumes a sender paused by its circuit breaker. `Err` names the problem (unknown

@@ -492,7 +492,7 @@ async fn attempt_one(
         }
         match &effect {
             SenderEffect::None | SenderEffect::Unreachable(_) => {}
-            SenderEffect::Throttle => s.aimd.throttled(now),
+            SenderEffect::Throttle { .. } => s.aimd.throttled(now),
             SenderEffect::Pause { .. } if s.resumed_at.is_some_and(|r| r > started) => {
                 tracing::info!(sender = %sender.name, id, "an attempt started before the sender was resumed failed for the account; staying resumed");
             }
@@ -505,6 +505,10 @@ async fn attempt_one(
         }
         s.queue
             .complete(&to, outcome, now_ms(), shared.pair_limit());
+    }
+    // Outside this sender's lock: the others' are taken one at a time.
+    if let SenderEffect::Throttle { app_wide: true } = effect {
+        app.dispatcher.throttle_others_of_app(&sender.name);
     }
     sender.wake.notify_one();
 }

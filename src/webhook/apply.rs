@@ -145,9 +145,14 @@ pub(crate) fn apply_with(
                         continue;
                     }
                 };
-                if sender.is_none() && app.store.lookup_wamid(&status.id)?.is_none() {
+                if sender.is_none()
+                    && !app.dispatcher.holds_any()
+                    && app.store.lookup_wamid(&status.id)?.is_none()
+                {
                     // Not one of ours (another system's number on the same app): not waited
-                    // for, as a status that beats its send's answer is.
+                    // for, as a status that beats its send's answer is. While a sender no
+                    // longer configured holds messages, one of them may still be on its way
+                    // (its wamid unknown until the answer), so then it is waited for.
                     sum.unrouted += 1;
                     continue;
                 }
@@ -378,11 +383,11 @@ pub(crate) fn apply_status(
                 let code = m.last_error.as_ref().and_then(|e| e.meta_code);
                 if m.state == State::Queued {
                     // An account error: the sender pauses before the message is back with it.
-                    let sent_at = m
-                        .history
-                        .iter()
-                        .rev()
-                        .find(|h| h.state == State::Sent)
+                    // When the attempt started, as an answer's account error is judged (its
+                    // answer, for a record without that entry).
+                    let at = |state| m.history.iter().rev().find(|h| h.state == state);
+                    let sent_at = at(State::Sending)
+                        .or_else(|| at(State::Sent))
                         .map_or(now_ms(), |h| h.at_ms);
                     let reason = m.last_error.as_ref().map_or(String::new(), |e| {
                         format!("{} (in a failed status): {}", e.code, e.message)
@@ -393,6 +398,9 @@ pub(crate) fn apply_status(
                 }
                 if crate::dispatch::is_throttle(code) {
                     app.dispatcher.throttled(&m.sender);
+                    if crate::dispatch::is_app_wide_throttle(code) {
+                        app.dispatcher.throttle_others_of_app(&m.sender);
+                    }
                 }
                 app.dispatcher.submit(&m);
             }
@@ -407,8 +415,9 @@ pub(crate) fn apply_status(
 /// as it does in an answer: a transient or long-wait code is retried (a new send, so no
 /// duplicate), and 131047 sends the message's fallback template. `Some(Some(at))` when the
 /// message is to be sent again at `at`, `Some(None)` when it ended on the way (attempts,
-/// `ttl_s`, `max_age_s`), `None` when the status simply fails it (permanent codes, and account
-/// codes: the sender's next send shows those and pauses it).
+/// `ttl_s`, `max_age_s`), `None` when the status simply fails it (permanent codes). An account
+/// code puts the message back to `queued` (`Some(Some(now))`) for the caller to pause its
+/// sender.
 fn retry_after_failed_status(
     m: &mut Message,
     st: &Status,
