@@ -37,9 +37,9 @@ pub async fn follow(c: &ClientOpts) -> Result<i32, Unreachable> {
             let refusal = shape::check(refusal, &shape::STREAM, &c.socket)?;
             Ok(super::answer(c, &refusal, |_| {}))
         }
-        // The daemon said it stops: the connection closing under the stream's end is part
-        // of that.
-        Err(_) if lines.shutdown => Ok(EXIT_OK),
+        // The daemon said it stops, or why it closed the stream: the connection closing under
+        // the stream's end is part of that.
+        Err(_) if lines.shutdown || lines.closed.is_some() => lines.end(),
         Err(e) => Err(e),
     }
 }

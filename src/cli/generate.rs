@@ -130,10 +130,12 @@ fn exit_codes(page: &Page) -> Vec<(&'static str, &'static str)> {
         or a bad value, an option without the one it belongs to (such as --lang without \
         --template), a message id that is not 16 hex digits, a socket path longer than 107 bytes.";
     const REFUSED: &str = "The daemon said no: its message, code and field are printed (with \
-        --json, its JSON answer).";
+        --json, its JSON answer); for waq events, the daemon closed the stream (a reload no \
+        longer allows this user).";
     const UNREACHABLE: &str = "The daemon could not be reached: no socket, nothing listening, \
         permission denied, or no answer within 60 s; or what answered on the socket is not a \
-        waq daemon; or, for waq events, the daemon ended the stream without its shutdown line.";
+        waq daemon; or, for waq events, the daemon ended the stream without its shutdown or \
+        closed line.";
     match page {
         Page::Top => vec![
             ("0", "Success."),
@@ -154,7 +156,7 @@ fn exit_codes(page: &Page) -> Vec<(&'static str, &'static str)> {
                 "A client command could not reach the daemon: no socket, nothing listening, \
                  permission denied, or no answer within 60 s; or what answered on the socket \
                  is not a waq daemon; or waq events saw the daemon end the stream without its \
-                 shutdown line.",
+                 shutdown or closed line.",
             ),
             (
                 "4",
