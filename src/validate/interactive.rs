@@ -4,7 +4,7 @@
 use crate::borrowed_json::Json;
 
 use super::json::{self, child, did_you_mean, item, not_allowed, quote, Obj, Path};
-use super::{code, link, media};
+use super::{code, keys, link, media};
 use crate::error::ApiError;
 
 /// The values of `interactive.type` waq accepts.
@@ -42,12 +42,7 @@ pub const MAX_PRODUCTS: usize = 30;
 
 pub(super) fn interactive(v: &Json, path: &Path) -> Result<(), ApiError> {
     let obj = json::object(v, path)?;
-    json::known_keys(
-        obj,
-        path,
-        "an interactive object",
-        &["type", "header", "body", "footer", "action"],
-    )?;
+    json::known_keys(obj, path, "an interactive object", keys::INTERACTIVE)?;
     let kind = json::req_str(obj, path, "type", "the interactive type, e.g. \"button\"")?;
     if !INTERACTIVE_TYPES.contains(&kind) {
         let tpath = child(path, "type");

@@ -3,7 +3,7 @@
 use crate::borrowed_json::Json;
 
 use super::json::{self, child, not_allowed, Obj, Path};
-use super::{code, link};
+use super::{code, keys, link};
 use crate::error::ApiError;
 
 pub const MAX_CAPTION: usize = 1024;
@@ -11,13 +11,7 @@ pub const MAX_CAPTION: usize = 1024;
 /// Checks the media object of a message of type `kind`.
 pub(super) fn media(v: &Json, path: &Path, kind: &str) -> Result<(), ApiError> {
     let obj = json::object(v, path)?;
-    // `caption` and `filename` are refused below with the reason where the kind has none.
-    let keys: &[&str] = match kind {
-        "audio" => &["id", "link", "voice", "caption", "filename"],
-        _ => &["id", "link", "caption", "filename"],
-    };
-    // Meta still adds keys here (`voice` for audio), so only a misspelt one is refused.
-    json::no_misspelt_keys(obj, path, &format!("{} {kind} object", article(kind)), keys)?;
+    // `caption` and `filename` where the kind has none are refused below, with the reason.
     source(obj, path)?;
     if matches!(kind, "image" | "video" | "document") {
         json::opt_text(obj, path, "caption", 0, MAX_CAPTION)?;
@@ -38,15 +32,11 @@ pub(super) fn media(v: &Json, path: &Path, kind: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn article(kind: &str) -> &'static str {
-    match kind.starts_with(['a', 'e', 'i', 'o', 'u']) {
-        true => "an",
-        false => "a",
-    }
-}
-
-/// Exactly one of `id` (an uploaded media id) or `link` (a public https URL).
+/// Exactly one of `id` (an uploaded media id) or `link` (a public https URL), in a media
+/// object of a message, an interactive header or a template parameter.
 pub(super) fn source(obj: &Obj, path: &Path) -> Result<(), ApiError> {
+    // Meta still adds keys here (`voice` for audio), so only a misspelt one is refused.
+    json::no_misspelt_keys(obj, path, "a media object", keys::MEDIA)?;
     let id = json::opt_str(obj, path, "id")?;
     let link = json::opt_str(obj, path, "link")?;
     match (id, link) {

@@ -5,7 +5,7 @@
 use crate::borrowed_json::Json;
 
 use super::json::{self, child, did_you_mean, invalid_type, item, not_allowed, quote, Obj, Path};
-use super::{code, interactive, media, template};
+use super::{code, interactive, keys, media, template};
 use crate::error::ApiError;
 
 /// The message types waq accepts in `message.type`.
@@ -22,9 +22,6 @@ pub const MESSAGE_TYPES: [&str; 11] = [
     "interactive",
     "reaction",
 ];
-
-/// The message object's own keys, besides the one named by its type.
-const ENVELOPE: [&str; 3] = ["type", "context", "biz_opaque_callback_data"];
 
 /// Fields of the Cloud API request that waq sets itself.
 const ADDED_BY_WAQ: [&str; 3] = ["messaging_product", "to", "recipient_type"];
@@ -78,16 +75,17 @@ pub(super) fn message(v: &Json, field: &Path) -> Result<String, ApiError> {
             &format!("`{field}.type` is \"{kind}\", so only `{field}.{kind}` is sent"),
         ));
     }
-    let envelope: Vec<&str> = ENVELOPE
+    // Meta adds request fields over time, so only a misspelt one is refused here (the ones waq
+    // adds itself included: `recipent_type` is a typo, not a new field).
+    let request: Vec<&str> = keys::REQUEST
         .iter()
         .chain(MESSAGE_TYPES.iter())
         .copied()
         .collect();
-    // Meta adds request fields over time, so only a misspelt one is refused here.
-    json::no_misspelt_keys(obj, field, "the message object", &envelope)?;
+    json::no_misspelt_keys(obj, field, "the message object", &request)?;
     if let Some(ctx) = json::opt_object(obj, field, "context")? {
         let ctx_path = child(field, "context");
-        json::known_keys(ctx, &ctx_path, "a reply's context", &["message_id"])?;
+        json::known_keys(ctx, &ctx_path, "a reply's context", keys::CONTEXT)?;
         json::req_text(
             ctx,
             &ctx_path,
@@ -120,7 +118,7 @@ pub(super) fn message(v: &Json, field: &Path) -> Result<String, ApiError> {
 
 fn text(v: &Json, path: &Path) -> Result<(), ApiError> {
     let obj = json::object(v, path)?;
-    json::known_keys(obj, path, "a text", &["body", "preview_url"])?;
+    json::known_keys(obj, path, "a text", keys::TEXT)?;
     json::req_text(obj, path, "body", 1, MAX_TEXT_BODY, "the text to send")?;
     json::opt_bool(obj, path, "preview_url")?;
     Ok(())
@@ -128,12 +126,7 @@ fn text(v: &Json, path: &Path) -> Result<(), ApiError> {
 
 fn location(v: &Json, path: &Path) -> Result<(), ApiError> {
     let obj = json::object(v, path)?;
-    json::known_keys(
-        obj,
-        path,
-        "a location",
-        &["latitude", "longitude", "name", "address"],
-    )?;
+    json::known_keys(obj, path, "a location", keys::LOCATION)?;
     coordinate(obj, path, "latitude", 90.0)?;
     coordinate(obj, path, "longitude", 180.0)?;
     json::opt_str(obj, path, "name")?;
@@ -207,7 +200,7 @@ fn contacts(v: &Json, path: &Path) -> Result<(), ApiError> {
 
 fn reaction(v: &Json, path: &Path) -> Result<(), ApiError> {
     let obj = json::object(v, path)?;
-    json::known_keys(obj, path, "a reaction", &["message_id", "emoji"])?;
+    json::known_keys(obj, path, "a reaction", keys::REACTION)?;
     json::req_text(
         obj,
         path,

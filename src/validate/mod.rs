@@ -19,6 +19,7 @@
 
 mod interactive;
 mod json;
+pub mod keys;
 mod link;
 mod media;
 mod message;

@@ -3,23 +3,10 @@
 use crate::borrowed_json::Json;
 
 use super::json::{self, child, item, quote, Path};
-use super::{code, media};
+use super::{code, keys, media};
 use crate::error::ApiError;
 
 pub const MAX_TEMPLATE_NAME: usize = 512;
-/// Parameter types whose object is `type`, `parameter_name` and the value under the type's
-/// own key.
-const KNOWN_PARAMETER_TYPES: [&str; 9] = [
-    "text",
-    "currency",
-    "date_time",
-    "image",
-    "video",
-    "document",
-    "location",
-    "payload",
-    "coupon_code",
-];
 /// A text parameter's limit in Meta's API reference.
 pub const MAX_PARAMETER_TEXT: usize = 32_768;
 /// The most spaces in a row Meta takes in the text of a body or header parameter.
@@ -54,12 +41,7 @@ pub fn template_object(v: &Json, field: &str) -> Result<(), ApiError> {
 
 pub(super) fn template(v: &Json, field: &Path) -> Result<(), ApiError> {
     let obj = json::object(v, field)?;
-    json::known_keys(
-        obj,
-        field,
-        "a template object",
-        &["name", "language", "components"],
-    )?;
+    json::known_keys(obj, field, "a template object", keys::TEMPLATE)?;
     let name = json::req_text(
         obj,
         field,
@@ -92,12 +74,7 @@ pub(super) fn template(v: &Json, field: &Path) -> Result<(), ApiError> {
         "the template language, e.g. {\"code\": \"en_US\"}",
     )?;
     let lpath = child(field, "language");
-    json::known_keys(
-        language,
-        &lpath,
-        "a template's language",
-        &["code", "policy"],
-    )?;
+    json::known_keys(language, &lpath, "a template's language", keys::LANGUAGE)?;
     let lang = json::req_str(
         language,
         &lpath,
@@ -130,13 +107,7 @@ pub(super) fn template(v: &Json, field: &Path) -> Result<(), ApiError> {
 
 fn component(v: &Json, path: &Path) -> Result<(), ApiError> {
     let obj = json::object(v, path)?;
-    json::known_keys(
-        obj,
-        path,
-        "a template component",
-        // `cards`: a carousel's (each card with its own components).
-        &["type", "sub_type", "index", "parameters", "cards"],
-    )?;
+    json::known_keys(obj, path, "a template component", keys::COMPONENT)?;
     let ctype = json::req_text(
         obj,
         path,
@@ -197,7 +168,7 @@ fn parameter(param: &json::Obj, pp: &Path, ptype: &str) -> Result<(), ApiError> 
     // A parameter holds its value under the key its type names (`{"type": "text", "text": …}`),
     // and optionally its name in a template with named parameters. Types waq does not know
     // are left to Meta.
-    if KNOWN_PARAMETER_TYPES.contains(&ptype) {
+    if keys::PARAMETER_TYPES.contains(&ptype) {
         json::known_keys(
             param,
             pp,

@@ -671,6 +671,26 @@ fn misspelt_keys_are_refused_with_the_key_meant() {
             "biz_opaque_callback_data",
         ),
         (
+            json!({"type": "text", "text": {"body": "hi"}, "recipent_type": "individual"}),
+            "message.recipent_type",
+            "recipient_type",
+        ),
+        (
+            template(
+                json!({"name": "x", "language": lang, "components": [{"type": "header",
+                "parameters": [{"type": "image", "image": {"link": "https://example.com/a.png", "lnk": "x"}}]}]}),
+            ),
+            "message.template.components[0].parameters[0].image.lnk",
+            "link",
+        ),
+        (
+            json!({"type": "interactive", "interactive": {"type": "button", "body": {"text": "b"},
+                "header": {"type": "image", "image": {"id": "1", "captoin": "c"}},
+                "action": {"buttons": [{"type": "reply", "reply": {"id": "a", "title": "A"}}]}}}),
+            "message.interactive.header.image.captoin",
+            "caption",
+        ),
+        (
             json!({"type": "text", "text": {"body": "hi"}, "context": {"mesage_id": "wamid.X"}}),
             "message.context.mesage_id",
             "message_id",
@@ -714,7 +734,7 @@ fn misspelt_keys_are_refused_with_the_key_meant() {
 #[test]
 fn keys_meta_adds_pass_through() {
     message_ok(json!({"type": "audio", "audio": {"id": "1", "voice": true}}));
-    message_ok(json!({"type": "image", "image": {"id": "1", "alt_text": "x"}}));
+    message_ok(json!({"type": "image", "image": {"id": "1", "new_option": "x"}}));
     message_ok(
         json!({"type": "template", "template": {"name": "x", "language": {"code": "en"},
         "components": [{"type": "body", "parameters": [
