@@ -503,6 +503,29 @@ fn a_peer_taken_out_by_a_reload_is_refused_on_the_connection_it_has() {
     assert!(conn.send("GET", "/v1/health", None).is_err());
 }
 
+/// An idle event stream (no event after the reload) is closed by the reload itself, with its
+/// reason, rather than left open until some event comes.
+#[test]
+fn an_idle_event_stream_a_reload_no_longer_allows_is_closed_at_once() {
+    let own = unsafe { libc::getuid() };
+    let other = own.wrapping_add(4242);
+    let d = Daemon::builder()
+        .set("socket", &format!("allowed_uids = [{own}, {other}]"))
+        .start();
+    let mut events = d.conn();
+    events.write_request("GET", "/v1/events", None).unwrap();
+    assert_eq!(events.read_head().unwrap().0, 200);
+    let first = events.read_chunk().unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&first).contains("subscribed"));
+    reload_allowed_uids(&d, &format!("{own}, {other}"), &format!("{other}"));
+    let closed = events.read_chunk().unwrap().expect("the closed line");
+    let text = String::from_utf8_lossy(&closed);
+    let closed: serde_json::Value = serde_json::from_str(text.trim_end()).unwrap();
+    assert_eq!(closed["event"], "closed", "{text}");
+    assert_eq!(closed["code"], "peer_not_allowed", "{text}");
+    assert!(events.read_chunk().unwrap().is_none());
+}
+
 #[test]
 fn an_empty_list_of_allowed_ids_stops_start_up_instead_of_locking_every_peer_out() {
     for (builder, says) in [

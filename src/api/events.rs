@@ -42,7 +42,27 @@ pub async fn stream(
         if tx.send(hello).await.is_err() {
             return;
         }
+        let refused = |app: &crate::app::App| {
+            peer::check(&app.config().socket, peer).map(|refused| {
+                line(&json!({
+                    "event": "closed",
+                    "code": refused.code,
+                    "message": refused.message,
+                }))
+            })
+        };
         loop {
+            // Registered before the permission is checked, so that a reload from this moment
+            // on wakes an idle stream to check it again.
+            let reloaded = app.reloaded.notified();
+            tokio::pin!(reloaded);
+            reloaded.as_mut().enable();
+            // A reload may have taken the peer's permission back since it subscribed: the last
+            // line says so, as the refusal of a new request would.
+            if let Some(closed) = refused(&app) {
+                let _ = tx.send(closed).await;
+                return;
+            }
             let next = tokio::select! {
                 e = events.recv() => e,
                 _ = stopped(&mut stopping) => {
@@ -51,16 +71,11 @@ pub async fn stream(
                 }
                 // The client went away.
                 _ = tx.closed() => return,
+                _ = &mut reloaded => continue,
             };
-            // A reload may have taken the peer's permission back since it subscribed: the last
-            // line says so, as the refusal of a new request would.
-            if let Some(refused) = peer::check(&app.config().socket, peer) {
-                let closed = json!({
-                    "event": "closed",
-                    "code": refused.code,
-                    "message": refused.message,
-                });
-                let _ = tx.send(line(&closed)).await;
+            // A reload that came with this event.
+            if let Some(closed) = refused(&app) {
+                let _ = tx.send(closed).await;
                 return;
             }
             let text = match next {
