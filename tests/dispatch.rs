@@ -636,7 +636,7 @@ fn a_graph_api_that_does_not_answer_shows_in_health_until_it_answers() {
         "{}",
         health(&d)
     );
-    d.wait_for_log("the Graph API answers again");
+    d.wait_for_log("the Graph API serves again");
 
     // The token fixed at Meta and the sender resumed: the message goes, health clears.
     sim.set_token(TOKEN);
@@ -654,6 +654,55 @@ fn a_graph_api_that_does_not_answer_shows_in_health_until_it_answers() {
     assert!(sim.number().accepted >= 1);
     assert_eq!(health(&d)["status"], "ok", "{}", health(&d));
     assert_eq!(d.waq(&["health"]).status.code(), Some(0));
+}
+
+/// Meta down for a while (503, code 2, to every request): the sender shows as unreachable, and
+/// while it does, `max_attempts` fails no message (their attempts still count, for the
+/// backoff); once Meta serves again, every message goes. Before, an outage of a few minutes
+/// failed every message it outlasted by ten attempts.
+#[test]
+fn an_outage_of_metas_outlasting_max_attempts_fails_no_message() {
+    let _machine = shared();
+    let sim = Sim::start(sim_config());
+    let d = Daemon::builder()
+        .against(&sim)
+        .without_default_sender()
+        // A retry every 2 s: 6 attempts before the sender counts as unreachable (3 failures in
+        // a row over 10 s), 12 or more by the end of the outage.
+        .set("dispatch", "retry_min_ms = 2000")
+        .set("dispatch", "retry_max_ms = 2000")
+        .set("dispatch", "max_attempts = 8")
+        .toml(&sender_toml("main", SIM_NUMBER, TOKEN, 20))
+        .start();
+    sim.faults(&json!({"phone_number_id": SIM_NUMBER, "outage_for_ms": 24_000}));
+    let requests: Vec<Value> = (0..3).map(|i| template_request(&recipient(i))).collect();
+    let ids = d.enqueue_batch(&requests);
+    let h = wait_until(
+        "main unreachable in /v1/health",
+        PATIENCE,
+        || Some(health(&d)).filter(|h| h["status"] == "degraded"),
+        || health(&d).to_string(),
+    );
+    assert!(
+        h["unreachable_senders"][0]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("meta_2") || e.contains("navailable")),
+        "{h}"
+    );
+    d.wait_count("sent", 3, PATIENCE);
+    let attempts: Vec<u64> = ids
+        .iter()
+        .map(|id| {
+            d.get(&format!("/v1/messages/{id}")).json()["attempts"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert!(
+        attempts.iter().any(|a| *a > 8),
+        "no message outlasted max_attempts, so this proves nothing: {attempts:?}"
+    );
+    assert_eq!(health(&d)["status"], "ok", "{}", health(&d));
 }
 
 /// The version typed into `api.base_url` as well: Meta answers 2500 (unknown path) to every

@@ -339,6 +339,15 @@ impl CloudError {
                 .is_some_and(|rest| rest.trim_start().starts_with(WHILE_CONNECTING))
     }
 
+    /// The Graph API is not serving: no answer at all, a 5xx, or Meta's code 2 ("Service
+    /// temporarily unavailable"). What every request gets while Meta is down, whatever the
+    /// message.
+    pub fn is_unavailable(&self) -> bool {
+        self.is_unanswered()
+            || self.http_status.is_some_and(|s| s >= 500)
+            || self.meta_code == Some(2)
+    }
+
     /// The request got no answer at all: the connection failed or the wait timed out.
     pub fn is_unanswered(&self) -> bool {
         self.http_status.is_none()

@@ -32,8 +32,9 @@ pub enum SenderEffect {
         reason: String,
         answered: bool,
     },
-    /// No answer at all (connection refused or reset, timed out): the Graph API may be out
-    /// of reach. The error's message.
+    /// No answer at all (connection refused or reset, timed out), or an answer saying the
+    /// Graph API is not serving (5xx, code 2): it may be out of reach or down. The error's
+    /// message.
     Unreachable(String),
 }
 
@@ -99,6 +100,9 @@ pub struct AttemptInput<'a> {
     /// The sender's gate at the moment the request leaves: `None` takes a slot in the
     /// sender's window of departures, `Some(wait)` says how long until one is free.
     pub pace: &'a (dyn Fn() -> Option<Duration> + Send + Sync),
+    /// Whether the sender's requests have met the Graph API unavailable lately (several in a
+    /// row, for a while: `reach`): then such failures do not use up `max_attempts`.
+    pub api_unavailable: &'a (dyn Fn() -> bool + Send + Sync),
 }
 
 pub async fn run(mut input: AttemptInput<'_>) -> (Outcome, SenderEffect) {
@@ -379,8 +383,9 @@ fn record_failure(input: AttemptInput<'_>, err: CloudError, now: u64) -> (Outcom
         Some(at_ms) => Outcome::PairLimitedEnded { at_ms },
         None => Outcome::Done,
     };
+    let outage = err.is_unavailable() && (input.api_unavailable)();
     let written = app.store.update(input.id, |m| {
-        Some(after_failure(m, &err, now, d, input.pair_strikes))
+        Some(after_failure(m, &err, now, d, input.pair_strikes, outage))
     });
     if window_closed {
         if let Ok(Some((_, m))) = &written {
@@ -391,7 +396,7 @@ fn record_failure(input: AttemptInput<'_>, err: CloudError, now: u64) -> (Outcom
         SenderEffect::Throttle {
             app_wide: is_app_wide_throttle(err.meta_code),
         }
-    } else if err.is_unanswered() {
+    } else if err.is_unavailable() {
         SenderEffect::Unreachable(err.full_message())
     } else {
         SenderEffect::None
@@ -438,12 +443,19 @@ fn record_failure(input: AttemptInput<'_>, err: CloudError, now: u64) -> (Outcom
 /// What a failed send of `m` comes to, decided under its record's lock: `Some(at)` to try again
 /// at `at` (`m` is then `retrying`), `None` when it ended (`failed` or `expired`). For an error
 /// in Meta's answer and for a `failed` status webhook alike.
+///
+/// `outage`: the sender's requests have met the Graph API unavailable for a while (several
+/// requests in a row), and so did this one. Its attempts still count (the backoff grows with
+/// them), but `max_attempts` does not end the message while that lasts: an outage of Meta's
+/// would otherwise fail every message it outlasts, though none was at fault. Only `ttl_s` and
+/// `dispatch.max_age_s` do.
 pub(crate) fn after_failure(
     m: &mut Message,
     err: &CloudError,
     now: u64,
     d: &DispatchConfig,
     pair_strikes: u32,
+    outage: bool,
 ) -> Option<u64> {
     let pair_limited = err.meta_code == Some(131056);
     let delay = match err.class {
@@ -517,7 +529,7 @@ pub(crate) fn after_failure(
         // unsent request is no attempt at all: the attempt is given back, and only time (ttl,
         // max_age) ends the retries.
         m.attempts = m.attempts.saturating_sub(1);
-    } else if m.attempts >= d.max_attempts {
+    } else if m.attempts >= d.max_attempts && !outage {
         m.transition(
             State::Failed,
             now,
@@ -557,6 +569,14 @@ pub(crate) fn after_failure(
             "{}; {UNSENT}{unsent_in_a_row} in a row), retry in {} ms",
             err.code_name(),
             wait.as_millis()
+        ),
+        false if outage && m.attempts >= d.max_attempts => format!(
+            "{}; retry in {} ms (attempt {} of {}: the Graph API is unavailable, so only \
+             ttl_s or dispatch.max_age_s end the retries)",
+            err.code_name(),
+            wait.as_millis(),
+            m.attempts,
+            d.max_attempts
         ),
         false => format!("{}; retry in {} ms", err.code_name(), wait.as_millis()),
     };
@@ -630,7 +650,7 @@ mod tests {
             // As `prepare` does before each request.
             m.attempts += 1;
             m.transition(State::Sending, now, "sending");
-            let at = after_failure(&mut m, &refused, now, d, 0).expect("retried");
+            let at = after_failure(&mut m, &refused, now, d, 0, false).expect("retried");
             assert_eq!(m.state, State::Retrying);
             assert_eq!(m.attempts, 0, "no attempt used");
             let last = m.history.last().unwrap();
@@ -657,7 +677,7 @@ mod tests {
             message: "timed out after 10s".into(),
             ..CloudError::not_connected("x")
         };
-        after_failure(&mut m, &timeout, now, d, 0).expect("retried");
+        after_failure(&mut m, &timeout, now, d, 0, false).expect("retried");
         assert_eq!(m.attempts, 1);
         assert_eq!(m.history.len(), 8);
     }

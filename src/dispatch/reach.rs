@@ -1,9 +1,10 @@
-//! Whether a sender's requests reach the Graph API at all. A wrong `api.base_url`, a proxy or
-//! firewall in the way, or Meta down: every request fails without an answer and each message
-//! is retried with backoff, so nothing is lost, but nothing is sent either. After a few such
-//! failures in a row, lasting a while, the sender counts as unreachable: `GET /v1/health` says
-//! `degraded` and names it, and the log says so (again every minute while it lasts). The first
-//! answer of any kind ends it.
+//! Whether a sender's requests reach a Graph API that serves. A wrong `api.base_url`, a proxy
+//! or firewall in the way, or Meta down: every request fails without an answer, or with an
+//! answer that the API is unavailable (5xx, code 2), and each message is retried with backoff,
+//! so nothing is lost, but nothing is sent either. After a few such failures in a row, lasting
+//! a while, the sender counts as unreachable: `GET /v1/health` says `degraded` and names it,
+//! the log says so (again every minute while it lasts), and `dispatch.max_attempts` ends no
+//! message that fails this way meanwhile. The first other answer ends it.
 //!
 //! Timeouts come in bunches when Meta is slow (the requests of one busy moment time out
 //! together), so a count alone would call a sender unreachable for a moment while most of its

@@ -455,6 +455,7 @@ async fn attempt_one(
         pair_strikes,
         on_wire: Some(on_wire),
         pace: &pace,
+        api_unavailable: &|| sender.lock().reach.unreachable().is_some(),
     })
     .await;
     {
@@ -467,9 +468,10 @@ async fn attempt_one(
                     if s.reach.failed(now_ms(), error) {
                         tracing::warn!(
                             sender = %sender.name,
-                            "the Graph API at {} does not answer ({} requests in a row): {error}; \
-                             messages are retried with backoff; check api.base_url and the way \
-                             to it",
+                            "the Graph API at {} does not answer, or answers that it is \
+                             unavailable ({} requests in a row): {error}; messages are retried \
+                             with backoff, and max_attempts ends none while this lasts; check \
+                             api.base_url and the way to it, or Meta's status page",
                             crate::cloud::origin(&config.api.base_url),
                             s.reach.unreachable().map_or(0, |u| u.failures),
                         );
@@ -484,7 +486,7 @@ async fn attempt_one(
                     if let Some(failures) = s.reach.answered() {
                         tracing::info!(
                             sender = %sender.name,
-                            "the Graph API answers again, after {failures} requests without an answer"
+                            "the Graph API serves again, after {failures} requests it did not answer or serve"
                         );
                     }
                 }

@@ -456,7 +456,8 @@ fn retry_after_failed_status(
     };
     // Meta's advice for 131056 is 4^X s, X the strikes so far: here, this message's.
     let pair_strikes = crate::dispatch::retries_after(m, |c| c == 131056);
-    let at = crate::dispatch::after_failure(m, &err, now, dispatch, pair_strikes);
+    // A status says nothing of whether the Graph API serves now.
+    let at = crate::dispatch::after_failure(m, &err, now, dispatch, pair_strikes, false);
     if let Some(last) = m.history.last_mut() {
         last.detail = format!("{}{}", crate::dispatch::FAILED_STATUS_PREFIX, last.detail);
     }
