@@ -686,7 +686,7 @@ fn an_outage_of_metas_outlasting_max_attempts_fails_no_message() {
     assert!(
         h["unreachable_senders"][0]["last_error"]
             .as_str()
-            .is_some_and(|e| e.contains("meta_2") || e.contains("navailable")),
+            .is_some_and(|e| e.contains("navailable")),
         "{h}"
     );
     d.wait_count("sent", 3, PATIENCE);
@@ -702,7 +702,12 @@ fn an_outage_of_metas_outlasting_max_attempts_fails_no_message() {
         attempts.iter().any(|a| *a > 8),
         "no message outlasted max_attempts, so this proves nothing: {attempts:?}"
     );
-    assert_eq!(health(&d)["status"], "ok", "{}", health(&d));
+    wait_until(
+        "health ok again",
+        PATIENCE,
+        || Some(health(&d)).filter(|h| h["status"] == "ok"),
+        || health(&d).to_string(),
+    );
 }
 
 /// The version typed into `api.base_url` as well: Meta answers 2500 (unknown path) to every

@@ -932,20 +932,6 @@ async fn a_payload_for_an_unconfigured_number_applies_only_statuses_of_known_wam
     assert_eq!(s.unrouted, 2);
     assert!(!window_open(&app, "16505550001"));
     assert_eq!(app.metrics.webhook_value_errors.load(Relaxed), 1);
-
-    // While a sender no longer configured holds messages (one may be on its way, its wamid
-    // not known until its answer), a status of an unknown wamid is waited for.
-    let held = insert_unmapped(&app, "16505550002", "wamid.HELD", State::Queued);
-    let mut m = get(&app, held);
-    m.sender = "gone".into();
-    app.dispatcher.submit(&m);
-    assert!(app.dispatcher.holds("gone"));
-    let body = envelope(
-        "999999999999999",
-        json!({"statuses": [status("wamid.LATER", "sent", now_s())]}),
-    );
-    let s = webhook::apply_payload(&app, body.as_bytes()).unwrap();
-    assert_eq!((s.unrouted, s.deferred.len()), (0, 1), "{s:?}");
 }
 
 #[tokio::test]

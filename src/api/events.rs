@@ -60,7 +60,8 @@ pub async fn stream(
             // A reload may have taken the peer's permission back since it subscribed: the last
             // line says so, as the refusal of a new request would.
             if let Some(closed) = refused(&app) {
-                let _ = tx.send(closed).await;
+                // Not waited for: a client that does not read gets no more of the daemon.
+                let _ = tx.try_send(closed);
                 return;
             }
             let next = tokio::select! {
@@ -75,7 +76,8 @@ pub async fn stream(
             };
             // A reload that came with this event.
             if let Some(closed) = refused(&app) {
-                let _ = tx.send(closed).await;
+                // Not waited for: a client that does not read gets no more of the daemon.
+                let _ = tx.try_send(closed);
                 return;
             }
             let text = match next {

@@ -339,13 +339,18 @@ impl CloudError {
                 .is_some_and(|rest| rest.trim_start().starts_with(WHILE_CONNECTING))
     }
 
-    /// The Graph API is not serving: no answer at all, a 5xx, or Meta's code 2 ("Service
-    /// temporarily unavailable"). What every request gets while Meta is down, whatever the
-    /// message.
+    /// The Graph API is not serving: no answer at all, or an answer that says so. What every
+    /// request gets while Meta is down or out of reach, whatever the message.
     pub fn is_unavailable(&self) -> bool {
-        self.is_unanswered()
-            || self.http_status.is_some_and(|s| s >= 500)
-            || self.meta_code == Some(2)
+        self.is_unanswered() || self.says_unavailable()
+    }
+
+    /// An answer that the service is unavailable: HTTP 503, or Meta's code 2 ("Service
+    /// temporarily unavailable") or 131016 ("Service unavailable"). Such a request was not
+    /// taken, so sending it again sends no duplicate. Other 5xx (500 with 131000, a gateway's
+    /// 502 or 504) may come of one message, or after Meta took it, as may a timeout.
+    pub fn says_unavailable(&self) -> bool {
+        self.http_status == Some(503) || matches!(self.meta_code, Some(2) | Some(131016))
     }
 
     /// The request got no answer at all: the connection failed or the wait timed out.

@@ -33,8 +33,8 @@ pub enum SenderEffect {
         answered: bool,
     },
     /// No answer at all (connection refused or reset, timed out), or an answer saying the
-    /// Graph API is not serving (5xx, code 2): it may be out of reach or down. The error's
-    /// message.
+    /// Graph API is not serving (503, code 2, 131016): it may be out of reach or down. The
+    /// error's message.
     Unreachable(String),
 }
 
@@ -383,7 +383,9 @@ fn record_failure(input: AttemptInput<'_>, err: CloudError, now: u64) -> (Outcom
         Some(at_ms) => Outcome::PairLimitedEnded { at_ms },
         None => Outcome::Done,
     };
-    let outage = err.is_unavailable() && (input.api_unavailable)();
+    // Only failures that took no request: a timeout may have been a send, and its retries
+    // stay bounded by max_attempts.
+    let outage = err.says_unavailable() && (input.api_unavailable)();
     let written = app.store.update(input.id, |m| {
         Some(after_failure(m, &err, now, d, input.pair_strikes, outage))
     });
@@ -445,10 +447,11 @@ fn record_failure(input: AttemptInput<'_>, err: CloudError, now: u64) -> (Outcom
 /// in Meta's answer and for a `failed` status webhook alike.
 ///
 /// `outage`: the sender's requests have met the Graph API unavailable for a while (several
-/// requests in a row), and so did this one. Its attempts still count (the backoff grows with
-/// them), but `max_attempts` does not end the message while that lasts: an outage of Meta's
-/// would otherwise fail every message it outlasts, though none was at fault. Only `ttl_s` and
-/// `dispatch.max_age_s` do.
+/// requests in a row), and this one was answered that it is (503, code 2 or 131016: not
+/// taken, so no duplicate comes of another try). Its attempts still count (the backoff grows
+/// with them), but `max_attempts` does not end the message while that lasts: an outage of
+/// Meta's would otherwise fail every message it outlasts, though none was at fault. Only
+/// `ttl_s` and `dispatch.max_age_s` do.
 pub(crate) fn after_failure(
     m: &mut Message,
     err: &CloudError,
@@ -571,8 +574,8 @@ pub(crate) fn after_failure(
             wait.as_millis()
         ),
         false if outage && m.attempts >= d.max_attempts => format!(
-            "{}; retry in {} ms (attempt {} of {}: the Graph API is unavailable, so only \
-             ttl_s or dispatch.max_age_s end the retries)",
+            "{}; retry in {} ms (attempt {}; max_attempts, {}, waits while the Graph API is \
+             unavailable: ttl_s or dispatch.max_age_s end the retries)",
             err.code_name(),
             wait.as_millis(),
             m.attempts,

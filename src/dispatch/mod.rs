@@ -174,15 +174,6 @@ impl Dispatcher {
         state
     }
 
-    /// Whether any sender no longer configured holds messages.
-    pub fn holds_any(&self) -> bool {
-        self.senders
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .any(|s| !s.is_configured() && s.snapshot().holds_messages())
-    }
-
     /// Whether `name` is a sender no longer configured that still holds messages: they can
     /// be listed and cancelled by its name.
     pub fn holds(&self, name: &str) -> bool {

@@ -1,6 +1,6 @@
 //! Whether a sender's requests reach a Graph API that serves. A wrong `api.base_url`, a proxy
 //! or firewall in the way, or Meta down: every request fails without an answer, or with an
-//! answer that the API is unavailable (5xx, code 2), and each message is retried with backoff,
+//! answer that the API is unavailable (503, code 2, 131016), and each message is retried with backoff,
 //! so nothing is lost, but nothing is sent either. After a few such failures in a row, lasting
 //! a while, the sender counts as unreachable: `GET /v1/health` says `degraded` and names it,
 //! the log says so (again every minute while it lasts), and `dispatch.max_attempts` ends no
@@ -10,8 +10,8 @@
 //! together), so a count alone would call a sender unreachable for a moment while most of its
 //! requests are answered: the failures must also span [`UNREACHABLE_FOR_MS`].
 
-/// Requests in a row without an answer before the sender counts as unreachable: one may be a
-/// connection the far end closed while idle.
+/// Requests in a row that found the Graph API unavailable before the sender counts as
+/// unreachable: one may be a connection the far end closed while idle.
 pub const UNREACHABLE_AFTER: u32 = 3;
 
 /// How long the failures in a row must have lasted (from the first to the latest).
@@ -20,9 +20,14 @@ pub const UNREACHABLE_FOR_MS: u64 = 10_000;
 /// How often the log repeats that a sender is still unreachable.
 const WARN_EVERY_MS: u64 = 60_000;
 
+/// How long the latest failure says anything: a sender with no request since (its messages
+/// ended, or none came) is not called unreachable for an outage long over, nor does a new
+/// failure join that old run.
+pub const STALE_AFTER_MS: u64 = 15 * 60_000;
+
 #[derive(Debug, Default)]
 pub struct Reach {
-    /// Requests in a row that got no answer.
+    /// Requests in a row that found the Graph API unavailable.
     failures: u32,
     /// When the first of them failed (Unix ms).
     since_ms: u64,
@@ -47,15 +52,18 @@ fn as_time<S: serde::Serializer>(ms: &u64, s: S) -> Result<S::Ok, S::Error> {
 }
 
 impl Reach {
-    /// A request got no answer at `now_ms`. True when a warning is due.
+    /// A request found the Graph API unavailable at `now_ms`. True when a warning is due.
     pub fn failed(&mut self, now_ms: u64, error: &str) -> bool {
+        if self.failures > 0 && now_ms.saturating_sub(self.latest_ms) >= STALE_AFTER_MS {
+            self.failures = 0;
+        }
         if self.failures == 0 {
             self.since_ms = now_ms;
         }
         self.failures += 1;
         self.latest_ms = self.latest_ms.max(now_ms);
         error.clone_into(&mut self.last_error);
-        if !self.is_unreachable() {
+        if !self.is_unreachable(now_ms) {
             return false;
         }
         let due = self
@@ -67,22 +75,23 @@ impl Reach {
         due
     }
 
-    /// A request got an answer (any answer). `Some(n)` when that ends `n` failures in a row
-    /// that had made the sender unreachable.
-    pub fn answered(&mut self) -> Option<u32> {
-        let was = self.is_unreachable().then_some(self.failures);
+    /// A request got an answer other than the Graph API's being unavailable. `Some(n)` when
+    /// that ends `n` failures in a row that had made the sender unreachable.
+    pub fn answered(&mut self, now_ms: u64) -> Option<u32> {
+        let was = self.is_unreachable(now_ms).then_some(self.failures);
         self.failures = 0;
         // `warned_at_ms` stays: a sender that comes and goes is still warned of once a minute.
         was
     }
 
-    fn is_unreachable(&self) -> bool {
+    fn is_unreachable(&self, now_ms: u64) -> bool {
         self.failures >= UNREACHABLE_AFTER
             && self.latest_ms.saturating_sub(self.since_ms) >= UNREACHABLE_FOR_MS
+            && now_ms.saturating_sub(self.latest_ms) < STALE_AFTER_MS
     }
 
-    pub fn unreachable(&self) -> Option<Unreachable> {
-        self.is_unreachable().then(|| Unreachable {
+    pub fn unreachable(&self, now_ms: u64) -> Option<Unreachable> {
+        self.is_unreachable(now_ms).then(|| Unreachable {
             since_ms: self.since_ms,
             failures: self.failures,
             last_error: self.last_error.clone(),
@@ -98,19 +107,22 @@ mod tests {
     fn unreachable_after_failures_in_a_row_for_a_while_until_any_answer() {
         let mut r = Reach::default();
         assert!(!r.failed(1_000, "refused"));
-        assert!(r.answered().is_none(), "one failure is not unreachable");
+        assert!(
+            r.answered(1_500).is_none(),
+            "one failure is not unreachable"
+        );
         // A bunch of timeouts at once is not enough, however many.
         for at in [2_000, 2_001, 2_002, 2_003, 2_004] {
             assert!(!r.failed(at, "timed out"));
         }
-        assert!(r.unreachable().is_none());
-        assert!(r.answered().is_none());
+        assert!(r.unreachable(2_004).is_none());
+        assert!(r.answered(2_500).is_none());
         // Failures in a row over 10 s are.
         assert!(!r.failed(20_000, "refused"));
         assert!(!r.failed(25_000, "refused"));
         assert!(r.failed(30_000, "reset"), "warned once it is unreachable");
         assert_eq!(
-            r.unreachable(),
+            r.unreachable(30_000),
             Some(Unreachable {
                 since_ms: 20_000,
                 failures: 3,
@@ -119,13 +131,29 @@ mod tests {
         );
         assert!(!r.failed(60_000, "reset"), "not again within a minute");
         assert!(r.failed(90_000, "reset"), "again a minute on");
-        assert_eq!(r.answered(), Some(5));
-        assert!(r.unreachable().is_none());
+        assert_eq!(r.answered(90_500), Some(5));
+        assert!(r.unreachable(90_500).is_none());
         // Back again soon after: unreachable, but no second warning within the minute.
         for at in [100_000, 105_000] {
             assert!(!r.failed(at, "refused"));
         }
         assert!(!r.failed(111_000, "refused"));
-        assert!(r.unreachable().is_some());
+        assert!(r.unreachable(111_000).is_some());
+    }
+
+    /// With no request for a long while (the messages ended, none came), an outage is not
+    /// reported on, and a new failure starts a new run rather than joining the old one.
+    #[test]
+    fn an_old_run_of_failures_goes_stale() {
+        let mut r = Reach::default();
+        for at in [0, 5_000, 10_000] {
+            r.failed(at, "503");
+        }
+        assert!(r.unreachable(10_000).is_some());
+        let later = 10_000 + STALE_AFTER_MS;
+        assert!(r.unreachable(later).is_none());
+        assert!(!r.failed(later, "503"), "one failure of a new run");
+        assert!(r.unreachable(later).is_none());
+        assert!(r.answered(later).is_none());
     }
 }

@@ -266,7 +266,7 @@ impl SenderState {
             queued: s.queue.waiting(),
             paused: s.paused.is_some(),
             pause_reason: s.paused.clone(),
-            unreachable: s.reach.unreachable(),
+            unreachable: s.reach.unreachable(now_ms()),
         }
     }
 }
@@ -455,7 +455,7 @@ async fn attempt_one(
         pair_strikes,
         on_wire: Some(on_wire),
         pace: &pace,
-        api_unavailable: &|| sender.lock().reach.unreachable().is_some(),
+        api_unavailable: &|| sender.lock().reach.unreachable(now_ms()).is_some(),
     })
     .await;
     {
@@ -473,7 +473,7 @@ async fn attempt_one(
                              with backoff, and max_attempts ends none while this lasts; check \
                              api.base_url and the way to it, or Meta's status page",
                             crate::cloud::origin(&config.api.base_url),
-                            s.reach.unreachable().map_or(0, |u| u.failures),
+                            s.reach.unreachable(now_ms()).map_or(0, |u| u.failures),
                         );
                     }
                 }
@@ -483,7 +483,7 @@ async fn attempt_one(
                     answered: false, ..
                 } => {}
                 _ => {
-                    if let Some(failures) = s.reach.answered() {
+                    if let Some(failures) = s.reach.answered(now_ms()) {
                         tracing::info!(
                             sender = %sender.name,
                             "the Graph API serves again, after {failures} requests it did not answer or serve"

@@ -145,14 +145,11 @@ pub(crate) fn apply_with(
                         continue;
                     }
                 };
-                if sender.is_none()
-                    && !app.dispatcher.holds_any()
-                    && app.store.lookup_wamid(&status.id)?.is_none()
-                {
+                if sender.is_none() && app.store.lookup_wamid(&status.id)?.is_none() {
                     // Not one of ours (another system's number on the same app): not waited
-                    // for, as a status that beats its send's answer is. While a sender no
-                    // longer configured holds messages, one of them may still be on its way
-                    // (its wamid unknown until the answer), so then it is waited for.
+                    // for, as a status that beats its send's answer is. (A removed sender's
+                    // request still on its way loses at most its `sent` status this way, which
+                    // its answer records anyway.)
                     sum.unrouted += 1;
                     continue;
                 }
