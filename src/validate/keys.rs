@@ -32,7 +32,7 @@ pub const PARAMETER_TYPES: &[&str] = &[
 /// Objects Meta still adds keys to (`voice` on audio, lately): only a key that is a near miss
 /// of one of these is refused, others pass as given.
 pub const MEDIA: &[&str] = &["id", "link", "caption", "filename", "voice"];
-/// The request itself, besides its message object (named by `type`).
+/// The request itself, and its message objects (the one `type` names is sent).
 pub const REQUEST: &[&str] = &[
     "messaging_product",
     "recipient_type",
@@ -40,4 +40,15 @@ pub const REQUEST: &[&str] = &[
     "type",
     "context",
     "biz_opaque_callback_data",
+    "text",
+    "template",
+    "image",
+    "audio",
+    "video",
+    "document",
+    "sticker",
+    "location",
+    "contacts",
+    "interactive",
+    "reaction",
 ];

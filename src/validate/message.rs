@@ -77,12 +77,7 @@ pub(super) fn message(v: &Json, field: &Path) -> Result<String, ApiError> {
     }
     // Meta adds request fields over time, so only a misspelt one is refused here (the ones waq
     // adds itself included: `recipent_type` is a typo, not a new field).
-    let request: Vec<&str> = keys::REQUEST
-        .iter()
-        .chain(MESSAGE_TYPES.iter())
-        .copied()
-        .collect();
-    json::no_misspelt_keys(obj, field, "the message object", &request)?;
+    json::no_misspelt_keys(obj, field, "the message object", keys::REQUEST)?;
     if let Some(ctx) = json::opt_object(obj, field, "context")? {
         let ctx_path = child(field, "context");
         json::known_keys(ctx, &ctx_path, "a reply's context", keys::CONTEXT)?;
