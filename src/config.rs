@@ -1869,8 +1869,8 @@ mod bounds {
         assert!(e.message.contains("is set but empty"), "{e}");
     }
 
-    /// The integer keys `config.toml` shows, commented out or not: (section, key, value).
-    fn integer_keys_of_the_shipped_config() -> Vec<(String, String, i64)> {
+    /// The keys `config.toml` shows, commented out or not: (section, key, value as written).
+    fn keys_of_the_shipped_config() -> Vec<(String, String, String)> {
         let mut section = String::new();
         let mut keys = Vec::new();
         for line in include_str!("../config.toml").lines() {
@@ -1881,42 +1881,34 @@ mod bounds {
             if line.starts_with('[') {
                 section = line.trim_matches(|c| c == '[' || c == ']').to_string();
             } else if let Some((key, value)) = line.split_once(" = ") {
-                if let (true, Ok(n)) = (
-                    key.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
-                    value.parse::<i64>(),
-                ) {
-                    keys.push((section.clone(), key.to_string(), n));
+                if key.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+                    keys.push((section.clone(), key.to_string(), value.to_string()));
                 }
             }
         }
         keys
     }
 
+    /// The integer keys `config.toml` shows, commented out or not: (section, key, value).
+    fn integer_keys_of_the_shipped_config() -> Vec<(String, String, i64)> {
+        keys_of_the_shipped_config()
+            .into_iter()
+            .filter_map(|(section, key, value)| Some((section, key, value.parse().ok()?)))
+            .collect()
+    }
+
     /// Every text key the shipped config.toml shows outside `[[senders]]` (which the
     /// environment cannot set) keeps a `WAQ__…` value as written, digits included.
     #[test]
     fn text_keys_from_the_environment_stay_text() {
-        let mut section = String::new();
-        let mut shown = Vec::new();
-        for line in include_str!("../config.toml").lines() {
-            let mut line = line.trim();
-            while let Some(rest) = line.strip_prefix('#') {
-                line = rest.trim_start();
-            }
-            if line.starts_with('[') {
-                section = line.trim_matches(|c| c == '[' || c == ']').to_string();
-            } else if let Some((key, value)) = line.split_once(" = ") {
-                if key.chars().all(|c| c.is_ascii_lowercase() || c == '_')
-                    && value.starts_with('"')
-                    && section != "senders"
-                {
-                    shown.push(match section.is_empty() {
-                        true => key.to_string(),
-                        false => format!("{section}.{key}"),
-                    });
-                }
-            }
-        }
+        let shown: Vec<String> = keys_of_the_shipped_config()
+            .into_iter()
+            .filter(|(section, _, value)| value.starts_with('"') && section != "senders")
+            .map(|(section, key, _)| match section.is_empty() {
+                true => key,
+                false => format!("{section}.{key}"),
+            })
+            .collect();
         assert!(
             shown.len() >= 10,
             "config.toml shows fewer text keys: {shown:?}"

@@ -16,7 +16,8 @@ use std::collections::HashSet;
 use serde_json::{Map, Value};
 
 use super::error::MetaError;
-use crate::validate::{keys, parameter_layout_problem};
+use crate::validate::keys::{self, MESSAGE_TYPES};
+use crate::validate::parameter_layout_problem;
 
 /// What a valid request asks for.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,20 +52,6 @@ pub(crate) struct TemplateRef {
     pub body_params: usize,
 }
 
-const MESSAGE_TYPES: [&str; 11] = [
-    "text",
-    "template",
-    "image",
-    "audio",
-    "video",
-    "document",
-    "sticker",
-    "location",
-    "contacts",
-    "interactive",
-    "reaction",
-];
-
 const INTERACTIVE_TYPES: [&str; 14] = [
     "button",
     "list",
@@ -84,28 +71,8 @@ const INTERACTIVE_TYPES: [&str; 14] = [
 
 /// The keys Meta knows at the top of the body: the envelope, the mark-as-read keys and the
 /// message objects.
-const TOP_LEVEL_KEYS: [&str; 20] = [
-    "messaging_product",
-    "recipient_type",
-    "to",
-    "type",
-    "context",
-    "biz_opaque_callback_data",
-    "status",
-    "message_id",
-    "typing_indicator",
-    "text",
-    "template",
-    "image",
-    "audio",
-    "video",
-    "document",
-    "sticker",
-    "location",
-    "contacts",
-    "interactive",
-    "reaction",
-];
+const TOP_LEVEL_KEYS: [&str; 20] =
+    keys::concat(keys::REQUEST, ["status", "message_id", "typing_indicator"]);
 
 /// Meta's limit on the contacts of one message.
 const MAX_CONTACTS: usize = 257;

@@ -32,14 +32,8 @@ pub const PARAMETER_TYPES: &[&str] = &[
 /// Objects Meta still adds keys to (`voice` on audio, lately): only a key that is a near miss
 /// of one of these is refused, others pass as given.
 pub const MEDIA: &[&str] = &["id", "link", "caption", "filename", "voice"];
-/// The request itself, and its message objects (the one `type` names is sent).
-pub const REQUEST: &[&str] = &[
-    "messaging_product",
-    "recipient_type",
-    "to",
-    "type",
-    "context",
-    "biz_opaque_callback_data",
+/// The message types of the Cloud API (`type`, and the key of its object).
+pub const MESSAGE_TYPES: [&str; 11] = [
     "text",
     "template",
     "image",
@@ -52,3 +46,36 @@ pub const REQUEST: &[&str] = &[
     "interactive",
     "reaction",
 ];
+
+/// The request itself, and its message objects (the one `type` names is sent).
+pub const REQUEST: [&str; 17] = concat(
+    [
+        "messaging_product",
+        "recipient_type",
+        "to",
+        "type",
+        "context",
+        "biz_opaque_callback_data",
+    ],
+    MESSAGE_TYPES,
+);
+
+/// `a` then `b`, for lists made of others.
+pub const fn concat<const A: usize, const B: usize, const N: usize>(
+    a: [&'static str; A],
+    b: [&'static str; B],
+) -> [&'static str; N] {
+    assert!(A + B == N, "the lengths do not add up");
+    let mut out = [""; N];
+    let mut i = 0;
+    while i < A {
+        out[i] = a[i];
+        i += 1;
+    }
+    let mut j = 0;
+    while j < B {
+        out[A + j] = b[j];
+        j += 1;
+    }
+    out
+}

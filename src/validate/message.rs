@@ -9,19 +9,7 @@ use super::{code, interactive, keys, media, template};
 use crate::error::ApiError;
 
 /// The message types waq accepts in `message.type`.
-pub const MESSAGE_TYPES: [&str; 11] = [
-    "text",
-    "template",
-    "image",
-    "audio",
-    "video",
-    "document",
-    "sticker",
-    "location",
-    "contacts",
-    "interactive",
-    "reaction",
-];
+pub use super::keys::MESSAGE_TYPES;
 
 /// Fields of the Cloud API request that waq sets itself.
 const ADDED_BY_WAQ: [&str; 3] = ["messaging_product", "to", "recipient_type"];
@@ -77,7 +65,7 @@ pub(super) fn message(v: &Json, field: &Path) -> Result<String, ApiError> {
     }
     // Meta adds request fields over time, so only a misspelt one is refused here (the ones waq
     // adds itself included: `recipent_type` is a typo, not a new field).
-    json::no_misspelt_keys(obj, field, "the message object", keys::REQUEST)?;
+    json::no_misspelt_keys(obj, field, "the message object", &keys::REQUEST)?;
     if let Some(ctx) = json::opt_object(obj, field, "context")? {
         let ctx_path = child(field, "context");
         json::known_keys(ctx, &ctx_path, "a reply's context", keys::CONTEXT)?;

@@ -729,13 +729,6 @@ fn misspelt_keys_are_refused_with_the_key_meant() {
     );
 }
 
-#[test]
-fn every_message_type_is_a_key_of_the_request() {
-    for t in MESSAGE_TYPES {
-        assert!(keys::REQUEST.contains(&t), "{t}");
-    }
-}
-
 /// Keys Meta takes that a fixed list would refuse pass: newer media keys, named parameters,
 /// parameter types waq does not check, and unrelated new request fields.
 #[test]
