@@ -428,22 +428,9 @@ fn a_peer_outside_allowed_uids_gets_403_on_every_request() {
     assert_eq!(allowed.get("/v1/health").status, 200);
 }
 
-/// Rewrites `allowed_uids = [FROM]` as `[TO]` in the daemon's file and reloads it.
-fn reload_allowed_uids(d: &Daemon, from: &str, to: &str) {
-    let text = d.config_text().replace(
-        &format!("allowed_uids = [{from}]"),
-        &format!("allowed_uids = [{to}]"),
-    );
-    assert_ne!(text, d.config_text());
-    d.write_config(&text);
-    d.sighup();
-    d.wait_for_log("configuration reloaded");
-}
-
 #[test]
 fn refused_peers_take_no_connection_slot() {
-    let own = unsafe { libc::getuid() };
-    let other = own.wrapping_add(4242);
+    let (own, other) = common::own_and_other_uid();
     let d = Daemon::builder()
         .set("socket", "max_connections = 2")
         .set("socket", &format!("allowed_uids = [{other}]"))
@@ -451,7 +438,7 @@ fn refused_peers_take_no_connection_slot() {
     // Refused connections that send nothing and stay open, more of them than there are slots.
     let idle: Vec<_> = (0..6).map(|_| d.conn()).collect();
     // Let in by a reload: served at once, not after the idle ones time out.
-    reload_allowed_uids(&d, &format!("{other}"), &format!("{other}, {own}"));
+    d.reload_allowed_uids(&[other], &[other, own]);
     for _ in 0..3 {
         let mut conn = d.conn();
         conn.set_read_timeout(std::time::Duration::from_secs(3));
@@ -463,11 +450,8 @@ fn refused_peers_take_no_connection_slot() {
 
 #[test]
 fn a_peer_taken_out_by_a_reload_is_refused_on_the_connection_it_has() {
-    let own = unsafe { libc::getuid() };
-    let other = own.wrapping_add(4242);
-    let d = Daemon::builder()
-        .set("socket", &format!("allowed_uids = [{own}, {other}]"))
-        .start();
+    let (own, other) = common::own_and_other_uid();
+    let d = Daemon::allowing_uids(&[own, other]);
     let mut conn = d.conn();
     assert_eq!(conn.send("GET", "/v1/health", None).unwrap().status, 200);
     // An event stream, and a message whose retries (nothing listens at the API) keep it busy.
@@ -475,7 +459,7 @@ fn a_peer_taken_out_by_a_reload_is_refused_on_the_connection_it_has() {
     events.write_request("GET", "/v1/events", None).unwrap();
     assert_eq!(events.read_head().unwrap().0, 200);
     d.post("/v1/messages", &common::template_request("+14155551234"));
-    reload_allowed_uids(&d, &format!("{own}, {other}"), &format!("{other}"));
+    d.reload_allowed_uids(&[own, other], &[other]);
     let r = conn
         .send(
             "POST",
@@ -507,17 +491,14 @@ fn a_peer_taken_out_by_a_reload_is_refused_on_the_connection_it_has() {
 /// reason, rather than left open until some event comes.
 #[test]
 fn an_idle_event_stream_a_reload_no_longer_allows_is_closed_at_once() {
-    let own = unsafe { libc::getuid() };
-    let other = own.wrapping_add(4242);
-    let d = Daemon::builder()
-        .set("socket", &format!("allowed_uids = [{own}, {other}]"))
-        .start();
+    let (own, other) = common::own_and_other_uid();
+    let d = Daemon::allowing_uids(&[own, other]);
     let mut events = d.conn();
     events.write_request("GET", "/v1/events", None).unwrap();
     assert_eq!(events.read_head().unwrap().0, 200);
     let first = events.read_chunk().unwrap().unwrap();
     assert!(String::from_utf8_lossy(&first).contains("subscribed"));
-    reload_allowed_uids(&d, &format!("{own}, {other}"), &format!("{other}"));
+    d.reload_allowed_uids(&[own, other], &[other]);
     let closed = events.read_chunk().unwrap().expect("the closed line");
     let text = String::from_utf8_lossy(&closed);
     let closed: serde_json::Value = serde_json::from_str(text.trim_end()).unwrap();

@@ -928,11 +928,8 @@ fn events_exit_0_when_the_daemon_stops() {
 
 #[test]
 fn events_cut_off_by_a_reload_that_refuses_the_user_exit_1_with_the_reason() {
-    let own = unsafe { libc::getuid() };
-    let other = own.wrapping_add(4242);
-    let d = Daemon::builder()
-        .set("socket", &format!("allowed_uids = [{own}, {other}]"))
-        .start();
+    let (own, other) = common::own_and_other_uid();
+    let d = Daemon::allowing_uids(&[own, other]);
     let (child, _out) = following(&d);
     // Nothing listens at the API: its retries keep events coming after the reload.
     assert_eq!(
@@ -940,13 +937,7 @@ fn events_cut_off_by_a_reload_that_refuses_the_user_exit_1_with_the_reason() {
             .status,
         202
     );
-    let text = d.config_text().replace(
-        &format!("allowed_uids = [{own}, {other}]"),
-        &format!("allowed_uids = [{other}]"),
-    );
-    d.write_config(&text);
-    d.sighup();
-    d.wait_for_log("configuration reloaded");
+    d.reload_allowed_uids(&[own, other], &[other]);
     let o = child.wait_with_output().unwrap();
     assert_eq!(code(&o), 1, "{}", stderr(&o));
     assert!(

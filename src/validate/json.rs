@@ -126,10 +126,7 @@ pub(super) fn known_keys(
     what: &str,
     keys: &[&str],
 ) -> Result<(), ApiError> {
-    match obj.keys().find(|k| !keys.contains(k)) {
-        Some(key) => Err(unknown_key(path, key, what, keys)),
-        None => Ok(()),
-    }
+    refuse_keys(obj, path, what, keys, |_| true)
 }
 
 /// As [`known_keys`], but for objects Meta still adds keys to (the message object, media): only
@@ -140,10 +137,18 @@ pub(super) fn no_misspelt_keys(
     what: &str,
     keys: &[&str],
 ) -> Result<(), ApiError> {
-    match obj
-        .keys()
-        .find(|k| !keys.contains(k) && closest(k, keys).is_some())
-    {
+    refuse_keys(obj, path, what, keys, |k| closest(k, keys).is_some())
+}
+
+/// The first key of `obj` not in `keys` that `refused` says no to, as `unknown_field`.
+fn refuse_keys(
+    obj: &Obj,
+    path: &Path,
+    what: &str,
+    keys: &[&str],
+    refused: impl Fn(&str) -> bool,
+) -> Result<(), ApiError> {
+    match obj.keys().find(|k| !keys.contains(k) && refused(k)) {
         Some(key) => Err(unknown_key(path, key, what, keys)),
         None => Ok(()),
     }

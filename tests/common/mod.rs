@@ -204,7 +204,37 @@ pub struct Daemon {
     dir: tempfile::TempDir,
 }
 
+/// This process's uid, and another that nothing here runs as (`socket.allowed_uids` tests).
+pub fn own_and_other_uid() -> (u32, u32) {
+    let own = unsafe { libc::getuid() };
+    (own, own.wrapping_add(4242))
+}
+
+/// `allowed_uids = [A, B]` as the config file writes it.
+fn allowed_uids_line(uids: &[u32]) -> String {
+    let ids: Vec<String> = uids.iter().map(u32::to_string).collect();
+    format!("allowed_uids = [{}]", ids.join(", "))
+}
+
 impl Daemon {
+    /// The default daemon, its socket letting in only `uids` (`socket.allowed_uids`).
+    pub fn allowing_uids(uids: &[u32]) -> Daemon {
+        Daemon::builder()
+            .set("socket", &allowed_uids_line(uids))
+            .start()
+    }
+
+    /// Rewrites `allowed_uids` from `from` to `to` in the daemon's file and reloads it.
+    pub fn reload_allowed_uids(&self, from: &[u32], to: &[u32]) {
+        let text = self
+            .config_text()
+            .replace(&allowed_uids_line(from), &allowed_uids_line(to));
+        assert_ne!(text, self.config_text());
+        self.write_config(&text);
+        self.sighup();
+        self.wait_for_log("configuration reloaded");
+    }
+
     /// The default daemon: one sender `main` with `token = "test-token"`.
     pub fn start() -> Daemon {
         Daemon::builder().start()
