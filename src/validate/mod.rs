@@ -299,7 +299,16 @@ pub fn batch_item<S: AsRef<str>>(
 /// Normalises a phone number to digits only (E.164 without `+`): strips `+`, whitespace, dashes,
 /// dots and parentheses; the rest must be 7–15 digits and not start with 0 (a national number
 /// without its country code, which WhatsApp would misroute). `field` names the field in errors.
+///
+/// A `(0)` is the national trunk prefix written into an international number
+/// ("+44 (0)20 7946 0958"): it is not dialled from abroad, so it is dropped whole; kept as a
+/// digit it would make a valid-looking number of someone else.
 pub fn recipient(raw: &str, field: &str) -> Result<String, ApiError> {
+    let raw: std::borrow::Cow<str> = if raw.contains("(0)") {
+        raw.replace("(0)", "").into()
+    } else {
+        raw.into()
+    };
     let mut digits = String::with_capacity(raw.len().min(32));
     for c in raw.chars() {
         match c {

@@ -207,6 +207,10 @@ fn recipients_are_normalised_to_digits() {
         ("+49\t30 1234567", "49301234567"),
         ("1234567", "1234567"),
         ("123456789012345", "123456789012345"),
+        // The trunk prefix in parentheses is not dialled from abroad.
+        ("+44 (0)20 7946 0958", "442079460958"),
+        ("+49 (0) 30 1234567", "49301234567"),
+        ("+44 (020) 7946 0958", "4402079460958"),
     ] {
         assert_eq!(recipient(raw, "to").unwrap(), want, "{raw}");
     }
