@@ -1247,27 +1247,79 @@ fn serves_on_a_socket_passed_by_the_service_manager() {
     );
 }
 
+/// Reads on `conn` until the server closes it (EOF), or fails the test after `PATIENCE`.
+fn closed_by_the_server(conn: &mut common::Conn) -> bool {
+    matches!(
+        conn.read_head(),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof
+    )
+}
+
 #[test]
-fn connections_past_the_cap_wait_for_a_free_slot() {
+fn idle_connections_make_room_for_a_peer_past_the_cap() {
     let d = Daemon::builder()
         .set("socket", "max_connections = 2")
         .start();
+    // A pool's keep-alive connections: each served once, then idle, holding both slots.
     let mut a = d.conn();
     let mut b = d.conn();
     assert_eq!(a.send("GET", "/v1/health", None).unwrap().status, 200);
     assert_eq!(b.send("GET", "/v1/health", None).unwrap().status, 200);
 
+    // A producer with work is served, not left waiting for the idle ones' 30 s timeout
+    // (they close when idle for a second)...
+    let mut c = d.conn();
+    c.set_read_timeout(std::time::Duration::from_secs(15));
+    let r = c
+        .send(
+            "POST",
+            "/v1/messages",
+            Some(template_request("+14155551234").to_string().as_bytes()),
+        )
+        .unwrap();
+    assert_eq!(r.status, 202, "{}", r.text());
+    // ...because the idle ones were closed to make room (the client reconnects when it needs
+    // one again).
+    a.set_read_timeout(std::time::Duration::from_secs(2));
+    b.set_read_timeout(std::time::Duration::from_secs(2));
+    assert!(closed_by_the_server(&mut a));
+    assert!(closed_by_the_server(&mut b));
+    assert_eq!(
+        d.conn().send("GET", "/v1/health", None).unwrap().status,
+        200
+    );
+}
+
+#[test]
+fn busy_connections_keep_their_slots_past_the_cap() {
+    let d = Daemon::builder()
+        .set("socket", "max_connections = 2")
+        .start();
+    // Two event followers: their answers stream on, so neither is idle.
+    let mut a = d.conn();
+    let mut b = d.conn();
+    for follower in [&mut a, &mut b] {
+        follower.write_request("GET", "/v1/events", None).unwrap();
+        assert_eq!(follower.read_head().unwrap().0, 200);
+    }
+
     let mut c = d.conn();
     c.write_request("GET", "/v1/health", None).unwrap();
-    // Both slots are held: the third connection waits in the backlog, unanswered.
-    c.set_read_timeout(std::time::Duration::from_millis(300));
+    // Both slots are held by work: the third connection waits, unanswered.
+    c.set_read_timeout(std::time::Duration::from_millis(500));
     let waiting = c.read_response().unwrap_err();
     assert_eq!(waiting.kind(), std::io::ErrorKind::WouldBlock);
 
     drop(a);
     c.set_read_timeout(common::PATIENCE);
     assert_eq!(c.read_response().unwrap().status, 200);
-    assert_eq!(b.send("GET", "/v1/health", None).unwrap().status, 200);
+    // The other follower still has its stream: an event reaches it.
+    d.post("/v1/messages", &template_request("+14155551234"));
+    let mut seen = String::new();
+    while !seen.contains(r#""event":"message""#) {
+        let chunk = b.read_chunk().unwrap().expect("the stream ended");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
 }
 
 /// Polls a message until `done` says so (bounded by `PATIENCE`).

@@ -1,13 +1,15 @@
 //! The socket server: binds the Unix socket, accepts connections up to `socket.max_connections`,
 //! checks each peer's credentials (refused peers: `refusal`), serves HTTP/1.1 (keep-alive, pipelining) with the router, and
-//! on stop finishes in-flight requests before returning.
+//! on stop finishes in-flight requests before returning. When every slot is taken and another
+//! peer connects, idle keep-alive connections are closed to make room.
 
 use std::convert::Infallible;
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use axum::body::Body;
@@ -38,6 +40,73 @@ use super::routes::{router, Ctx};
 /// A request's head must arrive within this; it also closes keep-alive connections idle for
 /// this long (hyper runs the same timer while waiting for the next request).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// While a connected peer waits for a slot, idle connections are asked to close this often (a
+/// connection idle at the first ask may have been busy then, and idle now).
+const SHED_AGAIN: Duration = Duration::from_millis(50);
+/// Only a connection idle this long closes when asked: one that has just connected, or just
+/// had its answer, is most likely about to send its next request.
+const SHED_IDLE_AFTER: Duration = Duration::from_secs(1);
+
+/// What a connection holds while it is served: its slot, its "alive" mark (the stop waits for
+/// every one), and what shedding needs to know of it.
+struct Slot {
+    _permit: OwnedSemaphorePermit,
+    _alive: mpsc::Sender<()>,
+    /// Requests of this connection whose handler has not finished.
+    busy: AtomicUsize,
+    /// Set for good once the connection follows `GET /v1/events`: its answer streams on after
+    /// the handler returned, so it is never idle.
+    streams: AtomicBool,
+    /// When it connected or its last request ended, in milliseconds since `epoch`.
+    active_at_ms: AtomicU64,
+    epoch: Instant,
+}
+
+impl Slot {
+    fn new(permit: OwnedSemaphorePermit, alive: mpsc::Sender<()>, epoch: Instant) -> Slot {
+        let slot = Slot {
+            _permit: permit,
+            _alive: alive,
+            busy: AtomicUsize::new(0),
+            streams: AtomicBool::new(false),
+            active_at_ms: AtomicU64::new(0),
+            epoch,
+        };
+        slot.touch();
+        slot
+    }
+
+    fn touch(&self) {
+        let now = self.epoch.elapsed().as_millis() as u64;
+        self.active_at_ms.store(now, Relaxed);
+    }
+
+    /// Between requests for at least `SHED_IDLE_AFTER`, and not streaming.
+    fn idle(&self) -> bool {
+        let now = self.epoch.elapsed().as_millis() as u64;
+        self.busy.load(Relaxed) == 0
+            && !self.streams.load(Relaxed)
+            && now.saturating_sub(self.active_at_ms.load(Relaxed))
+                >= SHED_IDLE_AFTER.as_millis() as u64
+    }
+}
+
+/// A request of the connection in progress; counted in `Slot::busy` until dropped.
+struct InRequest(Arc<Slot>);
+
+impl InRequest {
+    fn start(slot: &Arc<Slot>) -> Self {
+        slot.busy.fetch_add(1, Relaxed);
+        InRequest(slot.clone())
+    }
+}
+
+impl Drop for InRequest {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.busy.fetch_sub(1, Relaxed);
+    }
+}
 
 /// The bound socket. Removes its file when dropped, if the file is still the one it created.
 pub struct Listener {
@@ -204,26 +273,15 @@ pub async fn run(
     let refusals = Refusals::default();
     // Every connection task holds a clone; `recv` returns `None` once they all ended.
     let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
-    // A slot taken for a connection that did not get it (refused, or the accept failed).
-    let mut spare = None;
-    loop {
-        // Past the cap, connections wait in the kernel's backlog rather than being refused.
-        let permit = match spare.take() {
-            Some(p) => p,
-            None => tokio::select! {
-                p = limit.clone().acquire_owned() => match p {
-                    Ok(p) => p,
-                    Err(_) => break,
-                },
-                _ = stopped(&mut stop) => break,
-            },
-        };
+    // Each change asks the idle connections to close.
+    let (shed_tx, shed_rx) = watch::channel(0u64);
+    let epoch = Instant::now();
+    'accepting: loop {
         let stream = tokio::select! {
             r = listener.inner.accept() => match r {
                 Ok((s, _)) => s,
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
-                    spare = Some(permit);
                     // Out of file descriptors: give in-flight work a moment to release some.
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
@@ -238,16 +296,35 @@ pub async fn run(
         });
         // Checked against the configuration in force when the peer connected.
         if let Some(refusal) = peer::check(&app.config().socket, peer) {
-            spare = Some(permit);
             refusals.refuse(stream, peer, refusal);
             continue;
         }
+        // Past the cap, this peer waits for a slot (and later ones in the kernel's backlog),
+        // while connections that only keep a slot for their next request make room: a pool of
+        // idle keep-alive connections must not shut out a producer that has work.
+        let permit = match limit.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => loop {
+                shed_tx.send_modify(|n| *n = n.wrapping_add(1));
+                tokio::select! {
+                    p = limit.clone().acquire_owned() => match p {
+                        Ok(p) => break p,
+                        Err(_) => break 'accepting,
+                    },
+                    _ = tokio::time::sleep(SHED_AGAIN) => {}
+                    _ = stopped(&mut stop) => break 'accepting,
+                }
+            },
+        };
         let (ctx, router, stop) = (ctx.clone(), router.clone(), stop.clone());
         // The connection's slot and its "alive" mark last as long as the connection or a
         // request of it still running after it ended (`RunToEnd`), whichever is later: the
         // cap and the stop's wait count that work too.
-        let held = Arc::new((permit, alive_tx.clone()));
-        tokio::spawn(serve_connection(stream, ctx, router, stop, held, peer));
+        let slot = Arc::new(Slot::new(permit, alive_tx.clone(), epoch));
+        let shed = shed_rx.clone();
+        tokio::spawn(serve_connection(
+            stream, ctx, router, stop, shed, slot, peer,
+        ));
     }
     // New connections are refused from here on.
     drop(listener);
@@ -279,23 +356,26 @@ async fn serve_connection(
     ctx: Ctx,
     router: Router,
     mut stop: watch::Receiver<bool>,
-    held: Arc<(OwnedSemaphorePermit, mpsc::Sender<()>)>,
+    mut shed: watch::Receiver<u64>,
+    slot: Arc<Slot>,
     peer: Option<Peer>,
 ) {
+    let served = slot.clone();
     let service = service_fn(move |req: Request<Incoming>| {
         // Allowed when it connected; a reload since may have taken that back.
         let revoked = peer::check(&ctx.app.config().socket, peer);
         let router = router.clone();
         let ctx = ctx.clone();
-        let held = held.clone();
+        let in_request = InRequest::start(&served);
         let mut req = req;
         // Only the event stream outlives a reload (and an extension costs allocations, which
         // the hot path does without).
         if req.uri().path() == "/v1/events" {
+            served.streams.store(true, Relaxed);
             req.extensions_mut().insert(peer::ConnectionPeer(peer));
         }
         super::run_to_end::RunToEnd::new(async move {
-            let _held = held;
+            let _in_request = in_request;
             Metrics::inc(&ctx.app.metrics.api_requests);
             // Only copied when the request log is on.
             let logged = tracing::enabled!(tracing::Level::DEBUG)
@@ -349,16 +429,33 @@ async fn serve_connection(
         .writev(false)
         .serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
-    tokio::select! {
-        r = conn.as_mut() => {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "connection ended with an error");
+    let mut shedding = true;
+    loop {
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+                return;
             }
-        }
-        _ = stopped(&mut stop) => {
-            // Finish the request in progress, answer it, then close.
-            conn.as_mut().graceful_shutdown();
-            let _ = conn.await;
+            _ = stopped(&mut stop) => {
+                // Finish the request in progress, answer it, then close.
+                conn.as_mut().graceful_shutdown();
+                let _ = conn.await;
+                return;
+            }
+            asked = shed.changed(), if shedding => match asked {
+                // Idle between requests: hyper closes it at once (a client that keeps a pool
+                // opens another when it needs one).
+                Ok(()) if slot.idle() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                    return;
+                }
+                Ok(()) => {}
+                // The server is gone: nobody asks any more.
+                Err(_) => shedding = false,
+            },
         }
     }
 }
