@@ -1634,6 +1634,80 @@ fn a_client_that_writes_its_whole_oversized_body_first_still_reads_the_413() {
 }
 
 #[test]
+fn a_request_refused_on_its_head_is_answered_after_its_body_and_the_connection_lives_on() {
+    // As Python's http.client and Node's http send: the head, then the body in another write
+    // (here a moment later, so the daemon has decided on the head alone before the body).
+    let big_batch = json!([template_request("+14155551234")]).to_string() + &" ".repeat(400_000);
+    let cases: [(&str, &str, String, u16, &str); 6] = [
+        (
+            "POST",
+            "/v1/message",
+            template_request("+14155551234").to_string(),
+            404,
+            "unknown_route",
+        ),
+        (
+            "PUT",
+            "/v1/messages",
+            template_request("+14155551234").to_string(),
+            405,
+            "method_not_allowed",
+        ),
+        (
+            "GET",
+            "/v1/messages",
+            "{}".to_string(),
+            400,
+            "unexpected_body",
+        ),
+        (
+            "POST",
+            "/v1/messages?dry_run=1",
+            template_request("+14155551234").to_string(),
+            422,
+            "unknown_parameter",
+        ),
+        (
+            "POST",
+            "/v1/messages/batch?dry_run=1",
+            big_batch.clone(),
+            422,
+            "unknown_parameter",
+        ),
+        ("POST", "/v1/batch", big_batch, 404, "unknown_route"),
+    ];
+    let d = Daemon::start();
+    for (method, path, body, status, code) in cases {
+        let mut conn = d.conn();
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: waq\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n",
+            body.len()
+        );
+        conn.write_raw(head.as_bytes()).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        conn.write_raw(body.as_bytes())
+            .unwrap_or_else(|e| panic!("{method} {path}: the body could not be written: {e}"));
+        let r = conn.read_response().unwrap();
+        assert_eq!(r.status, status, "{method} {path}: {}", r.text());
+        assert_eq!(
+            r.json()["error"]["code"],
+            code,
+            "{method} {path}: {}",
+            r.text()
+        );
+        // Kept alive: the next request on the same connection is served.
+        let next = conn
+            .send("GET", "/v1/health", None)
+            .unwrap_or_else(|e| panic!("{method} {path}: the connection was closed: {e}"));
+        assert_eq!(next.status, 200, "{method} {path}");
+    }
+    // Nothing was stored by any of them.
+    let listed = d.get("/v1/messages").json();
+    assert_eq!(listed["messages"], json!([]), "{listed}");
+}
+
+#[test]
 fn a_request_whose_client_leaves_before_the_answer_is_still_carried_out_whole() {
     use std::io::{Read, Write};
     let sim = common::Sim::start(common::sim_config());

@@ -101,10 +101,7 @@ const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
 /// Reads the whole body, refusing more than the limit (checked against Content-Length
 /// first, so an oversized upload is refused without being kept).
 pub async fn read_body(headers: &HeaderMap, body: Body, limit: Limit) -> Result<Bytes, ApiError> {
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared = declared_length(headers);
     if let Some(declared) = declared.filter(|n| *n > limit.bytes as u64) {
         if declared <= DRAIN_BYTES {
             let _ = tokio::time::timeout(DRAIN_TIME, drain(body)).await;
@@ -129,9 +126,26 @@ pub async fn read_body(headers: &HeaderMap, body: Body, limit: Limit) -> Result<
     }
 }
 
+/// The body's length as its `Content-Length` declares it.
+pub fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+}
+
 /// Reads a body to its end, keeping nothing.
-async fn drain(mut body: Body) {
+async fn drain<B: http_body_util::BodyExt + Unpin>(mut body: B) {
     while let Some(Ok(_)) = body.frame().await {}
+}
+
+/// Reads and drops a body the answer does not need, within the bounds of a 413's (a body
+/// declared or found larger, or slower, is left: hyper then closes the connection).
+pub async fn discard(declared_length: Option<u64>, body: Body) {
+    if declared_length.is_some_and(|n| n > DRAIN_BYTES) {
+        return;
+    }
+    let _ = tokio::time::timeout(DRAIN_TIME, drain(Limited::new(body, DRAIN_BYTES as usize))).await;
 }
 
 /// For requests that carry no data (`what`: "a retry request"): no body, or an empty JSON

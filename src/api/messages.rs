@@ -68,10 +68,16 @@ pub async fn enqueue(State(ctx): State<Ctx>, request: Request) -> Result<Respons
 }
 
 async fn enqueue_one(app: &Arc<App>, head: &Parts, body: Body) -> Result<Response, ApiError> {
-    if app.is_shutting_down() {
-        return Err(json::shutting_down());
+    let refused = if app.is_shutting_down() {
+        Some(json::shutting_down())
+    } else {
+        Query::parse(&head.method, &head.uri, &[]).err()
+    };
+    if let Some(e) = refused {
+        // Read first, so that a client still writing the body reads the answer.
+        json::discard(json::declared_length(&head.headers), body).await;
+        return Err(e);
     }
-    Query::parse(&head.method, &head.uri, &[])?;
     let cfg = app.config();
     let bytes = read_body(&head.headers, body, Limit::request(&cfg)).await?;
     let request = json::parse_borrowed(&bytes)?;

@@ -17,6 +17,7 @@ mod run_to_end;
 mod senders;
 mod server;
 mod stats;
+mod unread_body;
 mod view;
 
 pub use messages::MAX_BATCH_ITEMS;

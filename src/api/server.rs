@@ -32,10 +32,12 @@ use crate::error::ApiError;
 use crate::http_head;
 use crate::metrics::Metrics;
 
+use super::json;
 use super::messages;
 use super::peer::{self, Peer};
 use super::refusal::Refusals;
 use super::routes::{router, Ctx};
+use super::unread_body::Leftover;
 
 /// A request's head must arrive within this; it also closes keep-alive connections idle for
 /// this long (hyper runs the same timer while waiting for the next request).
@@ -89,6 +91,16 @@ impl Slot {
             && now.saturating_sub(self.active_at_ms.load(Relaxed))
                 >= SHED_IDLE_AFTER.as_millis() as u64
     }
+}
+
+/// What the server asks of its connections. One channel for both, so a connection's task
+/// polls one waiter on each wake-up, as it did for the stop alone.
+#[derive(Clone, Copy, Default)]
+struct ToConnections {
+    /// Finish the request in progress, then close.
+    stopping: bool,
+    /// Bumped to ask the idle connections to close.
+    shed: u64,
 }
 
 /// A request of the connection in progress; counted in `Slot::busy` until dropped.
@@ -273,8 +285,7 @@ pub async fn run(
     let refusals = Refusals::default();
     // Every connection task holds a clone; `recv` returns `None` once they all ended.
     let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
-    // Each change asks the idle connections to close.
-    let (shed_tx, shed_rx) = watch::channel(0u64);
+    let (signal_tx, signal_rx) = watch::channel(ToConnections::default());
     let epoch = Instant::now();
     'accepting: loop {
         let stream = tokio::select! {
@@ -305,7 +316,7 @@ pub async fn run(
         let permit = match limit.clone().try_acquire_owned() {
             Ok(p) => p,
             Err(_) => loop {
-                shed_tx.send_modify(|n| *n = n.wrapping_add(1));
+                signal_tx.send_modify(|s| s.shed = s.shed.wrapping_add(1));
                 tokio::select! {
                     p = limit.clone().acquire_owned() => match p {
                         Ok(p) => break p,
@@ -316,18 +327,16 @@ pub async fn run(
                 }
             },
         };
-        let (ctx, router, stop) = (ctx.clone(), router.clone(), stop.clone());
+        let (ctx, router, signal) = (ctx.clone(), router.clone(), signal_rx.clone());
         // The connection's slot and its "alive" mark last as long as the connection or a
         // request of it still running after it ended (`RunToEnd`), whichever is later: the
         // cap and the stop's wait count that work too.
         let slot = Arc::new(Slot::new(permit, alive_tx.clone(), epoch));
-        let shed = shed_rx.clone();
-        tokio::spawn(serve_connection(
-            stream, ctx, router, stop, shed, slot, peer,
-        ));
+        tokio::spawn(serve_connection(stream, ctx, router, signal, slot, peer));
     }
     // New connections are refused from here on.
     drop(listener);
+    signal_tx.send_modify(|s| s.stopping = true);
     drop(alive_tx);
     if tokio::time::timeout(grace, alive_rx.recv()).await.is_err() {
         tracing::warn!(
@@ -355,8 +364,7 @@ async fn serve_connection(
     stream: UnixStream,
     ctx: Ctx,
     router: Router,
-    mut stop: watch::Receiver<bool>,
-    mut shed: watch::Receiver<u64>,
+    mut signal: watch::Receiver<ToConnections>,
     slot: Arc<Slot>,
     peer: Option<Peer>,
 ) {
@@ -384,15 +392,19 @@ async fn serve_connection(
                 closing(refusal)
             } else {
                 match () {
-                    _ if http_head::too_large(&req) => ApiError::new(
-                        431,
-                        "headers_too_large",
-                        format!(
-                            "the request's target and headers exceed {} bytes",
-                            http_head::MAX_HEAD_BYTES
-                        ),
-                    )
-                    .into_response(),
+                    _ if http_head::too_large(&req) => {
+                        let declared = json::declared_length(req.headers());
+                        json::discard(declared, Body::new(req.into_body())).await;
+                        ApiError::new(
+                            431,
+                            "headers_too_large",
+                            format!(
+                                "the request's target and headers exceed {} bytes",
+                                http_head::MAX_HEAD_BYTES
+                            ),
+                        )
+                        .into_response()
+                    }
                     // The hottest route goes past the router's matching and boxed futures, to the
                     // handler the router would pick.
                     _ if req.method() == Method::POST && req.uri().path() == "/v1/messages" => {
@@ -400,10 +412,16 @@ async fn serve_connection(
                             .await
                             .into_response()
                     }
-                    _ => router
-                        .oneshot(req)
-                        .await
-                        .unwrap_or_else(|never| match never {}),
+                    _ => {
+                        let declared = json::declared_length(req.headers());
+                        let (req, leftover) = Leftover::track(req);
+                        let res = router
+                            .oneshot(req)
+                            .await
+                            .unwrap_or_else(|never| match never {});
+                        leftover.discard(declared).await;
+                        res
+                    }
                 }
             };
             if let Some((method, path)) = logged {
@@ -429,7 +447,6 @@ async fn serve_connection(
         .writev(false)
         .serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
-    let mut shedding = true;
     loop {
         tokio::select! {
             r = conn.as_mut() => {
@@ -438,24 +455,21 @@ async fn serve_connection(
                 }
                 return;
             }
-            _ = stopped(&mut stop) => {
-                // Finish the request in progress, answer it, then close.
-                conn.as_mut().graceful_shutdown();
-                let _ = conn.await;
-                return;
-            }
-            asked = shed.changed(), if shedding => match asked {
-                // Idle between requests: hyper closes it at once (a client that keeps a pool
-                // opens another when it needs one).
-                Ok(()) if slot.idle() => {
+            changed = signal.changed() => {
+                // A server gone counts as a stop.
+                let asked = changed.map(|()| *signal.borrow_and_update()).unwrap_or(ToConnections {
+                    stopping: true,
+                    shed: 0,
+                });
+                // Stopping: finish the request in progress, answer it, then close. Idle
+                // between requests: hyper closes it at once (a client that keeps a pool opens
+                // another when it needs one).
+                if asked.stopping || slot.idle() {
                     conn.as_mut().graceful_shutdown();
                     let _ = conn.await;
                     return;
                 }
-                Ok(()) => {}
-                // The server is gone: nobody asks any more.
-                Err(_) => shedding = false,
-            },
+            }
         }
     }
 }

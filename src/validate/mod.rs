@@ -304,7 +304,8 @@ pub fn batch_item<S: AsRef<str>>(
 /// ("+44 (0)20 7946 0958"): it is not dialled from abroad, so it is dropped whole; kept as a
 /// digit it would make a valid-looking number of someone else.
 pub fn recipient(raw: &str, field: &str) -> Result<String, ApiError> {
-    let raw: std::borrow::Cow<str> = if raw.contains("(0)") {
+    // The byte test first: `contains` with a pattern sets up a substring search.
+    let raw: std::borrow::Cow<str> = if raw.as_bytes().contains(&b'(') && raw.contains("(0)") {
         raw.replace("(0)", "").into()
     } else {
         raw.into()
