@@ -219,6 +219,24 @@ fn the_smallest_request_cap_fits_a_full_text_body() {
     assert_eq!(answer.status, 202, "{}", answer.text());
 }
 
+/// As at Meta, a message without `type` is a text message: stored, shown and sent as one.
+#[test]
+fn a_message_without_type_is_sent_as_text() {
+    let sim = common::Sim::start(common::sim_config());
+    let d = Daemon::builder().against(&sim).start();
+    let to = "+14155551288";
+    assert_eq!(d.post("/v1/inbound", &json!({ "from": to })).status, 200);
+    let answer = d.post(
+        "/v1/messages",
+        &json!({"to": to, "message": {"text": {"body": "no type given"}}}),
+    );
+    assert_eq!(answer.status, 202, "{}", answer.text());
+    let id = id_of(&answer);
+    let sent = wait_for_message(&d, &id, |m| m["state"] == "sent");
+    assert_eq!(sent["type"], "text", "{sent}");
+    assert!(sent["wamid"].is_string(), "{sent}");
+}
+
 #[test]
 fn idempotent_replay_answers_the_first_message() {
     let mut d = Daemon::start();

@@ -33,7 +33,12 @@ pub(super) fn message(v: &Json, field: &Path) -> Result<String, ApiError> {
              the request's top-level `to`)",
         ));
     }
-    let kind = json::req_str(obj, field, "type", "the message type, e.g. \"text\"")?;
+    // As at Meta, a message without `type` is a text message; given a `text` object, it is
+    // sent as it is. Without one, the type is asked for rather than guessed.
+    let kind = match obj.get("type") {
+        None if obj.contains_key("text") => "text",
+        _ => json::req_str(obj, field, "type", "the message type, e.g. \"text\"")?,
+    };
     if !MESSAGE_TYPES.contains(&kind) {
         return Err(ApiError::invalid(
             code::INVALID_VALUE,

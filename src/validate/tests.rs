@@ -590,8 +590,16 @@ fn fields_waq_adds_are_refused() {
 
 #[test]
 fn message_type_rules() {
+    // Meta reads a message without `type` as text.
+    assert_eq!(message_ok(json!({"text": {"body": "hi"}})), "text");
     message_err(
-        json!({"text": {"body": "hi"}}),
+        json!({"text": {"bdy": "hi"}}),
+        code::UNKNOWN_FIELD,
+        "message.text.bdy",
+    );
+    // Anything else needs its type said.
+    message_err(
+        json!({"template": {"name": "hello_world", "language": {"code": "en_US"}}}),
         code::MISSING_FIELD,
         "message.type",
     );
