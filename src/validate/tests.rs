@@ -1871,3 +1871,22 @@ fn templates_do_not_need_the_window() {
     assert_eq!(s.kind, "template");
     assert!(!s.needs_window());
 }
+
+#[test]
+fn every_validation_code_is_in_the_socket_api_reference() {
+    let reference = include_str!("../../docs/socket-api.md");
+    let source = include_str!("mod.rs");
+    let codes: Vec<&str> = source
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("pub const "))
+        .filter_map(|l| l.split_once(": &str = \"").map(|(_, v)| v))
+        .filter_map(|v| v.strip_suffix("\";"))
+        .collect();
+    assert!(codes.len() >= 20, "{codes:?}");
+    for c in codes {
+        assert!(
+            reference.contains(&format!("| `{c}`")) || reference.contains(&format!(", `{c}`")),
+            "docs/socket-api.md does not list the code `{c}` in its table"
+        );
+    }
+}
