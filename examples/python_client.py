@@ -36,7 +36,15 @@ class Waq:
         payload = json.dumps(body, ensure_ascii=False).encode() if body is not None else None
         headers = {"content-type": "application/json"} if payload else {}
         try:
-            self.conn.request(method, path, body=payload, headers=headers)
+            try:
+                self.conn.request(method, path, body=payload, headers=headers)
+            except BrokenPipeError:
+                # waq closed this keep-alive connection while it was idle (after 30 s, or to
+                # make room for another client): nothing of the request reached it, so it is
+                # sent once more on a new connection, keyed or not.
+                self.conn.close()
+                self.conn = UnixHTTPConnection(self.path)
+                self.conn.request(method, path, body=payload, headers=headers)
             resp = self.conn.getresponse()
             data = json.loads(resp.read() or b"null")
         except (OSError, http.client.HTTPException, ValueError):
