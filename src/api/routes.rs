@@ -43,13 +43,23 @@ pub fn router(ctx: Ctx) -> Router {
 }
 
 async fn not_found(method: Method, uri: Uri) -> ApiError {
+    let path = uri.path();
+    // A doubled or trailing slash is the usual slip of a path built by joining strings.
+    let tidy = path
+        .split('/')
+        .filter(|part| !part.is_empty())
+        .fold(String::new(), |acc, part| acc + "/" + part);
+    let hint = if !tidy.is_empty() && tidy != path {
+        format!("; without the extra slashes it is {tidy}")
+    } else if !path.starts_with("/v1/") && path != "/metrics" {
+        "; the API lives under /v1".to_string()
+    } else {
+        String::new()
+    };
     ApiError::new(
         404,
         "unknown_route",
-        format!(
-            "there is no {method} {}; the API lives under /v1 (see the socket API reference)",
-            uri.path()
-        ),
+        format!("there is no {method} {path}{hint} (see the socket API reference)"),
     )
 }
 

@@ -170,6 +170,7 @@ pub async fn start(
     let server = tokio::spawn(api::run(listener, app.clone(), stopping, REQUEST_GRACE));
     tracing::info!(
         socket = %socket_path,
+        state_dir = %app.config().state_dir.display(),
         messages = total,
         pending,
         senders = %senders,

@@ -38,6 +38,9 @@ pub enum StoreError {
     Unavailable(String),
     #[error("a stored record is corrupt: {0}")]
     Corrupt(String),
+    /// The database was written by a newer waq, in a layout this build does not know.
+    #[error("{0}")]
+    NewerFormat(String),
 }
 
 impl From<std::io::Error> for StoreError {
@@ -208,6 +211,7 @@ impl Inner {
         let wamids = db.open_tree("wamids")?;
         let wa_ids = db.open_tree(wa_ids::TREE)?;
         let unfinished_batches = db.open_tree(batch::TREE)?;
+        check_format(&db, dir)?;
         batch::roll_back_unfinished(&messages, &unfinished_batches)?;
         db.flush()?;
         // New files must be reachable after power loss: fsync the directory entries once.
@@ -239,6 +243,35 @@ impl Inner {
         self.db.flush()?;
         File::open(dir.join("db"))?.sync_data()?;
         Ok(())
+    }
+}
+
+/// The layout of the database as a whole (its trees, their keys, the records' framing). It is
+/// kept in the database, so that an older waq refuses a database a newer one changed instead
+/// of misreading it record by record. Raise it with any change an older release would misread.
+pub const DATABASE_FORMAT: u8 = 1;
+const FORMAT_KEY: &[u8] = b"waq.format";
+
+/// Marks a database without a mark (new, or written before the mark existed: the same
+/// layout) and refuses one marked by a newer release. The mark is flushed with the opening.
+fn check_format(db: &sled::Db, dir: &Path) -> Result<(), StoreError> {
+    match db.get(FORMAT_KEY)?.as_deref() {
+        None => {
+            db.insert(FORMAT_KEY, &[DATABASE_FORMAT][..])?;
+            Ok(())
+        }
+        Some([found]) if *found <= DATABASE_FORMAT => Ok(()),
+        Some(found) => Err(StoreError::NewerFormat(format!(
+            "the database in {} was written by a newer release of waq (database format {}); \
+             this release reads format {DATABASE_FORMAT} and older: run the newer release, or \
+             a copy of state_dir from before the upgrade",
+            dir.display(),
+            found
+                .iter()
+                .map(|b| b.to_string())
+                .collect::<Vec<_>>()
+                .join(".")
+        ))),
     }
 }
 
@@ -906,6 +939,44 @@ fn fsync_dir(dir: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_database_marked_by_a_newer_release_is_refused_at_opening() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = StoreConfig {
+            cache_capacity_bytes: 8 * 1024 * 1024,
+            flush_every_ms: None,
+        };
+        drop(Store::open(dir.path(), &cfg).unwrap());
+        {
+            let db = recovery::open_sled(dir.path(), &cfg).unwrap();
+            // The first opening marked it with this release's format.
+            assert_eq!(
+                db.get(FORMAT_KEY).unwrap().as_deref(),
+                Some(&[DATABASE_FORMAT][..])
+            );
+            db.insert(FORMAT_KEY, &[DATABASE_FORMAT + 1][..]).unwrap();
+            db.flush().unwrap();
+        }
+        match Store::open(dir.path(), &cfg) {
+            Err(StoreError::NewerFormat(m)) => {
+                assert!(m.contains("newer release"), "{m}");
+                assert!(
+                    m.contains(&format!("format {}", DATABASE_FORMAT + 1)),
+                    "{m}"
+                );
+            }
+            Err(e) => panic!("refused for another reason: {e}"),
+            Ok(_) => panic!("a database of a newer format was opened"),
+        }
+        // A database from before the mark existed (same layout) opens and is marked.
+        {
+            let db = recovery::open_sled(dir.path(), &cfg).unwrap();
+            db.remove(FORMAT_KEY).unwrap();
+            db.flush().unwrap();
+        }
+        drop(Store::open(dir.path(), &cfg).unwrap());
+    }
 
     #[test]
     fn out_of_space_is_full_even_in_sleds_copy_of_the_error() {
