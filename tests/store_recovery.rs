@@ -353,6 +353,7 @@ fn kind(e: &StoreError) -> &'static str {
         StoreError::Full(_) => "full",
         StoreError::Unavailable(_) => "unavailable",
         StoreError::Corrupt(_) => "corrupt",
+        StoreError::NewerFormat(_) => "newer_format",
     }
 }
 
