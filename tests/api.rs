@@ -237,6 +237,43 @@ fn a_message_without_type_is_sent_as_text() {
     assert!(sent["wamid"].is_string(), "{sent}");
 }
 
+/// A status consumer knows a wamid, a producer its key: each finds its message directly.
+#[test]
+fn messages_are_found_by_wamid_and_by_idempotency_key() {
+    let sim = common::Sim::start(common::sim_config());
+    let d = Daemon::builder().against(&sim).start();
+    let mut keyed = common::template_request("+14155551277");
+    keyed["idempotency_key"] = json!("order-77-shipped");
+    let id = id_of(&d.post("/v1/messages", &keyed));
+    let other = id_of(&d.post("/v1/messages", &common::template_request("+14155551276")));
+    let sent = wait_for_message(&d, &id, |m| m["state"] == "sent");
+    let wamid = sent["wamid"].as_str().unwrap().to_string();
+    let ids = |query: &str| -> Vec<String> {
+        let r = d.get(&format!("/v1/messages?{query}"));
+        assert_eq!(r.status, 200, "{query}: {}", r.text());
+        let page = r.json();
+        assert_eq!(page["next_cursor"], Value::Null, "{page}");
+        page["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(ids(&format!("wamid={wamid}")), vec![id.clone()]);
+    assert_eq!(ids("idempotency_key=order-77-shipped"), vec![id.clone()]);
+    assert_eq!(
+        ids("idempotency_key=order-77-shipped&sender=main"),
+        [id.clone()]
+    );
+    // The other filters still apply, and unknown ones find nothing.
+    assert!(ids(&format!("wamid={wamid}&state=failed")).is_empty());
+    assert!(ids(&format!("wamid={wamid}&idempotency_key=another")).is_empty());
+    assert!(ids("wamid=wamid.HBgLMTQxNTU1NTEyMzQVAgARGBJBQkNERUY").is_empty());
+    assert!(ids("idempotency_key=order-78-shipped").is_empty());
+    assert!(!ids("").is_empty() && ids("").contains(&other));
+}
+
 #[test]
 fn idempotent_replay_answers_the_first_message() {
     let mut d = Daemon::start();

@@ -281,7 +281,15 @@ pub async fn get(
 }
 
 /// The parameters of `GET /v1/messages`.
-const LIST_PARAMS: [&str; 5] = ["state", "to", "sender", "limit", "cursor"];
+const LIST_PARAMS: [&str; 7] = [
+    "state",
+    "to",
+    "sender",
+    "wamid",
+    "idempotency_key",
+    "limit",
+    "cursor",
+];
 
 pub async fn list(State(ctx): State<Ctx>, _: NoBody, uri: Uri) -> Result<Response, ApiError> {
     let q = Query::parse(&Method::GET, &uri, &LIST_PARAMS)?;
@@ -354,13 +362,55 @@ pub async fn list(State(ctx): State<Ctx>, _: NoBody, uri: Uri) -> Result<Respons
             })?,
         ),
     };
+    let wamid = q.get("wamid").map(str::to_string);
+    let key = q.get("idempotency_key").map(str::to_string);
+    // Keys are per sender: without `sender`, each configured one is asked.
+    let key_senders = match &sender {
+        Some(s) => vec![s.clone()],
+        None => ctx.app.config().sender_names(),
+    };
     let store = ctx.app.store.clone();
     let page = tokio::task::spawn_blocking(move || {
         let keep = |m: &Message| {
             states.as_ref().is_none_or(|s| s.contains(&m.state))
                 && to.as_ref().is_none_or(|t| *t == m.to)
                 && sender.as_ref().is_none_or(|s| *s == m.sender)
+                && after.is_none_or(|a| m.id > a)
         };
+        // By wamid or by key, the indexes find the message (at most one per sender): no scan.
+        if wamid.is_some() || key.is_some() {
+            let mut found = Vec::new();
+            if let Some(w) = &wamid {
+                let id = store.lookup_wamid(w).map_err(StoreError::into_read_error)?;
+                if let Some(m) = id
+                    .map(|id| store.get(id))
+                    .transpose()
+                    .map_err(StoreError::into_read_error)?
+                    .flatten()
+                {
+                    found.push(m);
+                }
+            } else if let Some(k) = &key {
+                for s in &key_senders {
+                    if let Some(m) = store
+                        .holder_of_key(s, k)
+                        .map_err(StoreError::into_read_error)?
+                    {
+                        found.push(m);
+                    }
+                }
+            }
+            found.retain(|m| {
+                keep(m)
+                    && key
+                        .as_ref()
+                        .is_none_or(|k| m.idempotency_key.as_ref() == Some(k))
+            });
+            found.sort_by_key(|m| m.id);
+            found.truncate(limit);
+            let page: Vec<Value> = found.iter().map(view::message).collect();
+            return Ok(json!({ "messages": page, "next_cursor": null }));
+        }
         let mut page = Vec::with_capacity(limit.min(64));
         let mut last_seen = None;
         let mut more = false;

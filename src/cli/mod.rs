@@ -166,6 +166,12 @@ pub struct LsArgs {
     /// Only messages of this sender.
     #[arg(long)]
     sender: Option<String>,
+    /// The message Meta knows by this wamid (any of its accepted attempts').
+    #[arg(long)]
+    wamid: Option<String>,
+    /// The message enqueued with this idempotency key.
+    #[arg(long, value_name = "KEY")]
+    idempotency_key: Option<String>,
     /// Messages per page (1–1000).
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1000))]
     limit: Option<u16>,
@@ -430,6 +436,8 @@ async fn ls(args: LsArgs) -> Result<i32, Failure> {
             ("state", args.state.clone()),
             ("to", args.to.clone()),
             ("sender", args.sender.clone()),
+            ("wamid", args.wamid.clone()),
+            ("idempotency_key", args.idempotency_key.clone()),
             ("limit", args.limit.map(|l| l.to_string())),
             ("cursor", cursor.clone()),
         ] {
