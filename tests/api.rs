@@ -264,7 +264,7 @@ fn messages_are_found_by_wamid_and_by_idempotency_key() {
     assert_eq!(ids("idempotency_key=order-77-shipped"), vec![id.clone()]);
     assert_eq!(
         ids("idempotency_key=order-77-shipped&sender=main"),
-        [id.clone()]
+        vec![id.clone()]
     );
     // The other filters still apply, and unknown ones find nothing.
     assert!(ids(&format!("wamid={wamid}&state=failed")).is_empty());
