@@ -40,6 +40,49 @@ pub fn event_line(event: &serde_json::Value) -> Event {
     Event::from(text)
 }
 
+/// A message's state change, as streamed. A struct rather than a `Value`, so that `metadata`
+/// goes out as stored (a `Value` would read its numbers as doubles). The fields are in
+/// alphabetical order, the order the `Value` this once was (a sorted map) wrote them in.
+#[derive(serde::Serialize)]
+struct StateEvent<'a> {
+    at: String,
+    detail: &'a str,
+    event: &'static str,
+    id: String,
+    metadata: Option<&'a serde_json::value::RawValue>,
+    sender: &'a str,
+    state: &'static str,
+    to: &'a str,
+    wamid: Option<&'a str>,
+}
+
+/// The line of `m`'s change to its current state; `detail` unless its last history entry is
+/// that change. `None` if it cannot be written, which does not happen (no map without string
+/// keys in it).
+fn state_event_line(m: &crate::model::Message, detail: &str) -> Option<Event> {
+    // The history entry of the change, word for word (with the retry's reason, the wamid,
+    // the attempts used up), where there is one.
+    let detail = m
+        .history
+        .last()
+        .filter(|h| h.state == m.state && h.at_ms == m.updated_at_ms)
+        .map_or(detail, |h| h.detail.as_str());
+    let event = StateEvent {
+        at: crate::model::format_time(m.updated_at_ms),
+        detail,
+        event: "message",
+        id: crate::model::format_id(m.id),
+        metadata: m.metadata_json(),
+        sender: &m.sender,
+        state: m.state.as_str(),
+        to: &m.to,
+        wamid: m.wamid.as_deref(),
+    };
+    let mut line = serde_json::to_vec(&event).ok()?;
+    line.push(b'\n');
+    Some(Event::from(line))
+}
+
 impl App {
     pub fn new(config: Config, store: Store, dispatcher: Dispatcher) -> Arc<App> {
         let (events, _) = broadcast::channel(EVENTS_BUFFERED);
@@ -80,28 +123,9 @@ impl App {
         if self.events.receiver_count() == 0 {
             return;
         }
-        let metadata = m
-            .metadata
-            .as_deref()
-            .and_then(|t| serde_json::from_str::<serde_json::Value>(t).ok());
-        // The history entry of the change, word for word (with the retry's reason, the wamid,
-        // the attempts used up), where there is one.
-        let detail = m
-            .history
-            .last()
-            .filter(|h| h.state == m.state && h.at_ms == m.updated_at_ms)
-            .map_or(detail, |h| h.detail.as_str());
-        self.publish(serde_json::json!({
-            "event": "message",
-            "id": crate::model::format_id(m.id),
-            "state": m.state.as_str(),
-            "at": crate::model::format_time(m.updated_at_ms),
-            "detail": detail,
-            "sender": m.sender,
-            "to": m.to,
-            "wamid": m.wamid,
-            "metadata": metadata,
-        }));
+        if let Some(line) = state_event_line(m, detail) {
+            let _ = self.events.send(line);
+        }
     }
 
     pub fn begin_shutdown(&self) {
@@ -110,5 +134,88 @@ impl App {
 
     pub fn is_shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::SeqCst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{format_id, format_time, HistoryEntry, Message, Priority, State};
+
+    fn sent(metadata: Option<&str>) -> Message {
+        Message {
+            id: 7,
+            sender: "main".into(),
+            to: "14155551234".into(),
+            kind: "template".into(),
+            priority: Priority::Normal,
+            state: State::Sent,
+            body: "{}".into(),
+            fallback_template: None,
+            idempotency_key: None,
+            metadata: metadata.map(str::to_string),
+            created_at_ms: 1_795_550_400_000,
+            updated_at_ms: 1_795_550_401_000,
+            next_attempt_at_ms: 1_795_550_400_000,
+            expires_at_ms: None,
+            attempts: 1,
+            wamid: Some("wamid.X".into()),
+            substituted_template: None,
+            last_error: None,
+            history: vec![HistoryEntry {
+                at_ms: 1_795_550_401_000,
+                state: State::Sent,
+                detail: "accepted by Meta as wamid.X".into(),
+            }],
+        }
+    }
+
+    #[test]
+    fn a_state_event_echoes_metadata_as_stored() {
+        let stored = r#"{"order":123456789012345678901234567890,"price":1.10,"e":[1E+2,-0]}"#;
+        let line = state_event_line(&sent(Some(stored)), "sent").unwrap();
+        let text = std::str::from_utf8(&line).unwrap();
+        assert!(
+            text.ends_with(&format!(r#""metadata":{stored},"sender":"main","state":"sent","to":"14155551234","wamid":"wamid.X"}}{}"#, '\n')),
+            "{text}"
+        );
+        let not_json = state_event_line(&sent(Some("{")), "sent").unwrap();
+        assert!(std::str::from_utf8(&not_json)
+            .unwrap()
+            .contains(r#""metadata":null,"#));
+    }
+
+    /// The line's bytes are those of the `Value` it was once built as (keys in order).
+    #[test]
+    fn a_state_event_keeps_its_shape() {
+        let cancelled = Message {
+            state: State::Cancelled,
+            wamid: None,
+            ..sent(None)
+        };
+        // (message, detail given, detail shown): the history's entry of the change if it has
+        // one, else the one given.
+        for (m, given, shown) in [
+            (
+                sent(Some(r#"{"order":4521}"#)),
+                "sent",
+                "accepted by Meta as wamid.X",
+            ),
+            (sent(None), "sent", "accepted by Meta as wamid.X"),
+            (cancelled, "cancelled by request", "cancelled by request"),
+        ] {
+            let shape = serde_json::json!({
+                "event": "message",
+                "id": format_id(m.id),
+                "state": m.state.as_str(),
+                "at": format_time(m.updated_at_ms),
+                "detail": shown,
+                "sender": m.sender,
+                "to": m.to,
+                "wamid": m.wamid,
+                "metadata": m.metadata.as_deref().map(|t| serde_json::from_str::<serde_json::Value>(t).unwrap()),
+            });
+            assert_eq!(state_event_line(&m, given), Some(event_line(&shape)));
+        }
     }
 }

@@ -167,6 +167,16 @@ pub struct Message {
 }
 
 impl Message {
+    /// `metadata` as the JSON to echo: its stored text, exactly. The check that it is JSON
+    /// reads it without building anything (a `Value` would read its numbers as doubles); a
+    /// record whose text is not JSON (none is written so) shows `null` rather than breaking
+    /// the answer it is part of.
+    pub fn metadata_json(&self) -> Option<&serde_json::value::RawValue> {
+        self.metadata
+            .as_deref()
+            .and_then(|t| serde_json::from_str(t).ok())
+    }
+
     /// Where `dispatch.max_age_s` counts from: when the message last fell due. That is the
     /// last time it was (re)queued (enqueue, an explicit retry, a paused sender's requeue), or
     /// its `send_at` if later; once tried, the first attempt since stands for the `send_at`,

@@ -58,6 +58,116 @@ fn enqueue_then_get_and_it_survives_a_restart() {
     assert_eq!(again.json()["metadata"], m["metadata"]);
 }
 
+/// `metadata` written with whitespace and escapes: what every answer and event echoes, the
+/// same JSON compact, with each number's text as sent (none of them a double's).
+const METADATA_SENT: &str = r#"{ "order" : 123456789012345678901234567890,
+    "price": 1.10, "rate": 2.50e-3, "hundred": 1E+2, "zero": -0,
+    "huge": 1.7976931348623157e308, "negative": -18446744073709551617,
+    "name": "Jos\u00e9 \ud83d\ude00 \/ \"q\" \u0001",
+    "nested": {"list": [1.0, [0.10, {"deep": 10000000000000000000001}]], "null": null, "t": true} }"#;
+const METADATA_ECHOED: &str = r#"{"order":123456789012345678901234567890,"price":1.10,"rate":2.50e-3,"hundred":1E+2,"zero":-0,"huge":1.7976931348623157e308,"negative":-18446744073709551617,"name":"José 😀 / \"q\" \u0001","nested":{"list":[1.0,[0.10,{"deep":10000000000000000000001}]],"null":null,"t":true}}"#;
+
+/// The text of member `key` of the JSON object `text`, exactly as written there.
+fn raw_member(text: &str, key: &str) -> String {
+    let members: std::collections::BTreeMap<String, Box<serde_json::value::RawValue>> =
+        serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    match members.get(key) {
+        Some(m) => m.get().to_string(),
+        None => panic!("no `{key}` in {text}"),
+    }
+}
+
+/// A parked template send to `to` with `metadata` (JSON text) as it is written.
+fn send_with_metadata(to: &str, metadata: &str) -> String {
+    let mut text = template_request(to).to_string();
+    text.pop();
+    text.push_str(&format!(r#","metadata":{metadata}}}"#));
+    text
+}
+
+#[test]
+fn metadata_is_echoed_exactly_as_sent() {
+    let mut d = Daemon::start();
+    let mut events = subscribe(&d);
+    // (what is sent, what comes back)
+    let sends = [
+        (METADATA_SENT.to_string(), METADATA_ECHOED),
+        // The same without whitespace: escapes that are not needed are not kept either.
+        (
+            r#"{"order":123456789012345678901234567890,"price":1.10,"rate":2.50e-3,"hundred":1E+2,"zero":-0,"huge":1.7976931348623157e308,"negative":-18446744073709551617,"name":"Jos\u00e9 \ud83d\ude00 \/ \"q\" \u0001","nested":{"list":[1.0,[0.10,{"deep":10000000000000000000001}]],"null":null,"t":true}}"#
+                .to_string(),
+            METADATA_ECHOED,
+        ),
+        ("[ 0.10, 1e-7 ]".to_string(), "[0.10,1e-7]"),
+    ];
+    let mut expected = std::collections::BTreeMap::new();
+    for (sent, echoed) in &sends {
+        let body = send_with_metadata("+14155551234", sent);
+        let r = d.request("POST", "/v1/messages", Some(body.as_bytes()));
+        assert_eq!(r.status, 202, "{}", r.text());
+        expected.insert(id_of(&r), *echoed);
+    }
+    // The batch's path.
+    let batch = format!(
+        "[{}, {}]",
+        send_with_metadata("+14155551235", METADATA_SENT),
+        send_with_metadata("+14155551236", "-12345678901234567890123.45e-2")
+    );
+    let r = d.request("POST", "/v1/messages/batch", Some(batch.as_bytes()));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let results = r.json()["results"].clone();
+    for (result, echoed) in results
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip([METADATA_ECHOED, "-12345678901234567890123.45e-2"])
+    {
+        let id = result["id"].as_str().unwrap_or_else(|| panic!("{results}"));
+        expected.insert(id.to_string(), echoed);
+    }
+    // A number past a double's range is not JSON waq (or most parsers) can read.
+    let r = d.request(
+        "POST",
+        "/v1/messages",
+        Some(send_with_metadata("+14155551234", r#"{"n":1e400}"#).as_bytes()),
+    );
+    assert_error(&r, 400, "malformed_json", None);
+
+    let mut seen = std::collections::BTreeMap::new();
+    while seen.len() < expected.len() {
+        let line = events.next_line();
+        if raw_member(&line, "event") == r#""message""# {
+            let id: String = serde_json::from_str(&raw_member(&line, "id")).unwrap();
+            seen.insert(id, raw_member(&line, "metadata"));
+        }
+    }
+    for (id, echoed) in &expected {
+        assert_eq!(seen[id], *echoed, "the queued event of {id}");
+    }
+    let list = d.get("/v1/messages");
+    assert_eq!(list.status, 200, "{}", list.text());
+    let items: Vec<Box<serde_json::value::RawValue>> =
+        serde_json::from_str(&raw_member(&list.text(), "messages")).unwrap();
+    assert_eq!(items.len(), expected.len(), "{}", list.text());
+    for item in items {
+        let id: String = serde_json::from_str(&raw_member(item.get(), "id")).unwrap();
+        assert_eq!(
+            raw_member(item.get(), "metadata"),
+            expected[&id],
+            "listed {id}"
+        );
+    }
+    d.restart();
+    for (id, echoed) in &expected {
+        let m = d.get(&format!("/v1/messages/{id}"));
+        assert_eq!(m.status, 200, "{}", m.text());
+        assert_eq!(raw_member(&m.text(), "metadata"), *echoed, "{}", m.text());
+    }
+    let cancelled = d.delete(&format!("/v1/messages/{}", expected.keys().next().unwrap()));
+    assert_eq!(cancelled.status, 200, "{}", cancelled.text());
+    assert_eq!(raw_member(&cancelled.text(), "metadata"), METADATA_ECHOED);
+}
+
 #[test]
 fn concurrent_enqueues_survive_kill_9() {
     const TOTAL: usize = 1000;
@@ -1071,10 +1181,17 @@ struct LineReader {
 
 impl LineReader {
     fn next(&mut self) -> Value {
+        let line = self.next_line();
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"))
+    }
+
+    /// The next line as it came, without its line break.
+    fn next_line(&mut self) -> String {
         loop {
             if let Some(i) = self.buf.find('\n') {
-                let line: String = self.buf.drain(..=i).collect();
-                return serde_json::from_str(&line).unwrap();
+                let mut line: String = self.buf.drain(..=i).collect();
+                line.pop();
+                return line;
             }
             let chunk = self.conn.read_chunk().unwrap().expect("stream ended");
             self.buf.push_str(std::str::from_utf8(&chunk).unwrap());

@@ -323,6 +323,46 @@ fn usage_errors_exit_2() {
     }
 }
 
+/// `--metadata` reaches the daemon as written, and `status` and `ls --all --json` show what the
+/// daemon echoes: numbers as their text, not as doubles.
+#[test]
+fn metadata_is_sent_and_shown_as_written() {
+    let d = Daemon::start();
+    let echoed = r#"{"order":123456789012345678901234567890,"price":1.10,"name":"José"}"#;
+    let sent = d.waq(&[
+        "send",
+        "--to",
+        "+14155551234",
+        "--template",
+        "hello_world",
+        "--at",
+        "2099-01-01T00:00:00Z",
+        "--metadata",
+        r#"{"order": 123456789012345678901234567890, "price": 1.10, "name": "Jos\u00e9"}"#,
+    ]);
+    assert_eq!(code(&sent), 0, "{}", stderr(&sent));
+    let id = stdout(&sent).split_whitespace().nth(1).unwrap().to_string();
+
+    let status = d.waq(&["status", &id]);
+    assert_eq!(code(&status), 0, "{}", stderr(&status));
+    let line = stdout(&status)
+        .lines()
+        .find(|l| l.starts_with("metadata"))
+        .map(str::to_string);
+    assert_eq!(
+        line,
+        Some(format!("metadata      {echoed}")),
+        "{}",
+        stdout(&status)
+    );
+    let status = d.waq(&["status", &id, "--json"]);
+    assert!(stdout(&status).contains(echoed), "{}", stdout(&status));
+    let all = d.waq(&["ls", "--all", "--json"]);
+    assert_eq!(code(&all), 0, "{}", stderr(&all));
+    assert!(stdout(&all).contains(echoed), "{}", stdout(&all));
+    assert_eq!(json(&all)["messages"][0]["id"], id.as_str());
+}
+
 /// Runs `waq ARGS --socket <a path where nothing is>`: exit 3 shows the daemon was asked.
 fn without_daemon(args: &[&str]) -> Output {
     let dir = tempfile::tempdir().unwrap();

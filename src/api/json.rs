@@ -5,6 +5,7 @@ use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
+use serde::Serialize;
 use serde_json::Value;
 
 use crate::borrowed_json::{self, Json, NotJson};
@@ -18,14 +19,25 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// A JSON answer with `status`.
-pub fn json(status: StatusCode, value: &Value) -> Response {
+/// A JSON answer with `status`: a `Value`, or a view that serialises as one.
+pub fn json<T: Serialize + ?Sized>(status: StatusCode, value: &T) -> Response {
     // Straight into a byte buffer: `Value`'s `Display` goes through a formatter adapter that
     // costs about twice as much for the same compact text.
-    text(
-        status,
-        serde_json::to_vec(value).unwrap_or_else(|_| value.to_string().into_bytes()),
-    )
+    match serde_json::to_vec(value) {
+        Ok(bytes) => text(status, bytes),
+        // Only a map with keys that are not strings fails, and the answers have none.
+        Err(e) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::new(
+                500,
+                "internal",
+                format!("the answer could not be written: {e}"),
+            )
+            .body()
+            .to_string()
+            .into_bytes(),
+        ),
+    }
 }
 
 /// An answer whose JSON text is already built.
@@ -39,7 +51,7 @@ pub fn text(status: StatusCode, json: Vec<u8>) -> Response {
     res
 }
 
-pub fn ok(value: &Value) -> Response {
+pub fn ok<T: Serialize + ?Sized>(value: &T) -> Response {
     json(StatusCode::OK, value)
 }
 

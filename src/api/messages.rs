@@ -408,10 +408,16 @@ pub async fn list(State(ctx): State<Ctx>, _: NoBody, uri: Uri) -> Result<Respons
             });
             found.sort_by_key(|m| m.id);
             found.truncate(limit);
-            let page: Vec<Value> = found.iter().map(view::message).collect();
-            return Ok(json!({ "messages": page, "next_cursor": null }));
+            let views: Vec<_> = found.iter().map(view::message).collect();
+            let mut out = br#"{"messages":"#.to_vec();
+            serde_json::to_writer(&mut out, &views).map_err(unwritable)?;
+            out.extend_from_slice(br#","next_cursor":null}"#);
+            return Ok(out);
         }
-        let mut page = Vec::with_capacity(limit.min(64));
+        // Written as it is found: each message's view serialised straight into the answer,
+        // so that its metadata goes out as stored (`view::message`).
+        let mut out = br#"{"messages":["#.to_vec();
+        let mut listed = 0;
         let mut last_seen = None;
         let mut more = false;
         for (scanned, item) in store.scan(after).enumerate() {
@@ -422,20 +428,36 @@ pub async fn list(State(ctx): State<Ctx>, _: NoBody, uri: Uri) -> Result<Respons
                 break;
             }
             if keep(&m) {
-                if page.len() == limit {
+                if listed == limit {
                     more = true;
                     break;
                 }
-                page.push(view::message(&m));
+                if listed > 0 {
+                    out.push(b',');
+                }
+                serde_json::to_writer(&mut out, &view::message(&m)).map_err(unwritable)?;
+                listed += 1;
             }
             last_seen = Some(m.id);
         }
         let next_cursor = if more { last_seen.map(format_id) } else { None };
-        Ok::<_, ApiError>(json!({ "messages": page, "next_cursor": next_cursor }))
+        out.extend_from_slice(br#"],"next_cursor":"#);
+        serde_json::to_writer(&mut out, &next_cursor).map_err(unwritable)?;
+        out.push(b'}');
+        Ok::<_, ApiError>(out)
     })
     .await
     .map_err(|e| ApiError::new(500, "internal", format!("the listing failed: {e}")))??;
-    Ok(json::ok(&page))
+    Ok(json::text(StatusCode::OK, page))
+}
+
+/// Serialising a view fails only for a map with keys that are not strings, which none has.
+fn unwritable(e: serde_json::Error) -> ApiError {
+    ApiError::new(
+        500,
+        "internal",
+        format!("the listing could not be written: {e}"),
+    )
 }
 
 pub async fn cancel(

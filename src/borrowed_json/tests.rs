@@ -428,6 +428,27 @@ fn compact_reescapes_so_serde_reads_back_the_same_string() {
     }
 }
 
+/// `to_compact_reescaped` writes out even an object that is its own compact text, so that one
+/// value has one text, whatever escapes and whitespace it came with.
+#[test]
+fn reescaped_compact_is_one_text_per_value() {
+    let expected = r#"{"s":"é😀/\"\n\u0001","n":[1.10,{"t":"\u001f"}],"k":-0}"#;
+    for text in [
+        expected,
+        r#"{"s":"\u00e9\ud83d\ude00\/\"\n\u0001","n":[1.10,{"t":"\u001F"}],"k":-0}"#,
+        r#"{ "s" : "\u00E9\uD83D\uDE00/\u0022\u000a\u0001",
+             "n" : [ 1.10 , { "t" : "\u001f" } ] , "k" : -0 }"#,
+        r#"{"s":"é😀/\"\n\u0001","n":[1.10,{"t":"\u001f"}],"k":1,"k":-0}"#,
+    ] {
+        let json = parse(text.as_bytes()).unwrap_or_else(|_| panic!("refused {text:?}"));
+        assert_eq!(json.to_compact_reescaped(), expected, "for {text:?}");
+    }
+    // `to_compact` copies such an object as it stands, escapes and all.
+    let escaped = parse(br#"[{"s":"\u00e9"}]"#).unwrap();
+    assert_eq!(escaped.to_compact(), r#"[{"s":"\u00e9"}]"#);
+    assert_eq!(escaped.to_compact_reescaped(), r#"[{"s":"é"}]"#);
+}
+
 #[test]
 fn lone_surrogates_agree_with_serde() {
     let texts: [&[u8]; 14] = [
@@ -1268,6 +1289,7 @@ proptest! {
                 // serde_json's compact writing of the same value is the same text (its map is
                 // sorted, so members come in the same order).
                 prop_assert_eq!(&compact, &serde_json::to_string(&value).unwrap());
+                prop_assert_eq!(&json.to_compact_reescaped(), &compact);
             }
         }
     }

@@ -8,29 +8,43 @@ use super::{Json, Object};
 impl Json<'_> {
     /// Appends the compact JSON text of this value to `out`.
     pub fn write_compact(&self, out: &mut String) {
-        match self {
-            Json::Null => out.push_str("null"),
-            Json::Bool(true) => out.push_str("true"),
-            Json::Bool(false) => out.push_str("false"),
-            Json::Number(n) => out.push_str(n.as_text()),
-            Json::String(s) => write_string(s, out),
-            Json::Array(items) => {
-                out.push('[');
-                for (i, item) in items.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    item.write_compact(out);
-                }
-                out.push(']');
-            }
-            Json::Object(o) => write_object(o, out),
-        }
+        write_value::<true>(self, out);
+    }
+
+    /// The compact text with every string escaped as serde_json writes it, whatever escapes
+    /// the parsed text used (`\u00e9` becomes `é`): one text for one value. [`Self::to_compact`]
+    /// copies an object already compact as it stands, escapes and all.
+    pub fn to_compact_reescaped(&self) -> String {
+        let mut out = String::new();
+        write_value::<false>(self, &mut out);
+        out
     }
 }
 
-fn write_object(o: &Object<'_>, out: &mut String) {
-    if let Some(text) = o.compact_text {
+/// `COPY_COMPACT`: an object that is its own compact text is copied as it stands.
+fn write_value<const COPY_COMPACT: bool>(v: &Json<'_>, out: &mut String) {
+    match v {
+        Json::Null => out.push_str("null"),
+        Json::Bool(true) => out.push_str("true"),
+        Json::Bool(false) => out.push_str("false"),
+        Json::Number(n) => out.push_str(n.as_text()),
+        Json::String(s) => write_string(s, out),
+        Json::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_value::<COPY_COMPACT>(item, out);
+            }
+            out.push(']');
+        }
+        Json::Object(o) => write_object::<COPY_COMPACT>(o, out),
+    }
+}
+
+fn write_object<const COPY_COMPACT: bool>(o: &Object<'_>, out: &mut String) {
+    if let Some(text) = o.compact_text.filter(|_| COPY_COMPACT) {
         out.push_str(text);
         return;
     }
@@ -41,7 +55,7 @@ fn write_object(o: &Object<'_>, out: &mut String) {
         }
         write_string(key, out);
         out.push(':');
-        value.write_compact(out);
+        write_value::<COPY_COMPACT>(value, out);
     }
     out.push('}');
 }

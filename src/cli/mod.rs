@@ -28,6 +28,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
 use hyper::Method;
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use crate::config::{ConfigError, DEFAULT_SOCKET_PATH, MAX_SOCKET_PATH};
@@ -326,7 +327,14 @@ async fn client_command(command: Command) -> Result<i32, Failure> {
         Command::Send(args) => {
             let body = args.request().map_err(Failure::Usage)?;
             let c = &args.client;
-            let reply = post(c, "/v1/messages", &body, &shape::ACCEPTED).await?;
+            let reply = call(
+                c,
+                Method::POST,
+                "/v1/messages",
+                Some(body.into_bytes()),
+                &shape::ACCEPTED,
+            )
+            .await?;
             Ok(answer_explained(c, &reply, show::enqueued, |e| {
                 args.explain(e)
             }))
@@ -340,7 +348,7 @@ async fn client_command(command: Command) -> Result<i32, Failure> {
                 &shape::MESSAGE,
             )
             .await?;
-            Ok(answer(&c, &reply, show::message))
+            Ok(answer(&c, &reply, |v| show::message(v, &reply.body)))
         }
         Command::Ls(args) => ls(args).await,
         Command::Cancel { id, client: c } => {
@@ -425,10 +433,18 @@ async fn client_command(command: Command) -> Result<i32, Failure> {
     }
 }
 
+/// The messages of a page of `GET /v1/messages`, each as written.
+#[derive(serde::Deserialize)]
+struct RawPage {
+    messages: Vec<Box<RawValue>>,
+}
+
 async fn ls(args: LsArgs) -> Result<i32, Failure> {
     let c = &args.client;
     let mut cursor = args.cursor.clone();
-    let mut all: Vec<Value> = Vec::new();
+    // The messages of every page as the daemon wrote them: read into `Value`s and written
+    // again, their metadata's numbers would become doubles.
+    let mut all: Vec<Box<RawValue>> = Vec::new();
     let mut first_page = true;
     loop {
         let mut query = Vec::new();
@@ -454,17 +470,18 @@ async fn ls(args: LsArgs) -> Result<i32, Failure> {
         if !reply.ok() || !args.all {
             return Ok(answer(c, &reply, |v| show::list(v, true, false)));
         }
-        let page = reply.value;
+        let page = &reply.value;
         let next = page
             .get("next_cursor")
             .and_then(Value::as_str)
             .map(str::to_string);
         if c.json {
-            if let Some(items) = page.get("messages").and_then(Value::as_array) {
-                all.extend(items.iter().cloned());
+            // `shape::check` found `messages` an array, so this reads.
+            if let Ok(items) = serde_json::from_slice::<RawPage>(&reply.body) {
+                all.extend(items.messages);
             }
         } else {
-            show::list(&page, first_page, true);
+            show::list(page, first_page, true);
         }
         first_page = false;
         match next {
@@ -473,7 +490,8 @@ async fn ls(args: LsArgs) -> Result<i32, Failure> {
         }
     }
     if c.json {
-        outln!("{}", json!({ "messages": all, "next_cursor": null }));
+        let all: Vec<&str> = all.iter().map(|m| m.get()).collect();
+        outln!(r#"{{"messages":[{}],"next_cursor":null}}"#, all.join(","));
     }
     Ok(EXIT_OK)
 }
@@ -484,12 +502,10 @@ async fn call(
     c: &ClientOpts,
     method: Method,
     path: &str,
-    body: Option<&Value>,
+    body: Option<Vec<u8>>,
     shape: &Shape,
 ) -> Result<Answer, Unreachable> {
-    let reply = Client::new(&c.socket)
-        .call(method, path, body.map(|b| b.to_string().into_bytes()))
-        .await?;
+    let reply = Client::new(&c.socket).call(method, path, body).await?;
     shape::check(reply, shape, &c.socket)
 }
 
@@ -499,7 +515,14 @@ async fn post(
     body: &Value,
     shape: &Shape,
 ) -> Result<Answer, Unreachable> {
-    call(c, Method::POST, path, Some(body), shape).await
+    call(
+        c,
+        Method::POST,
+        path,
+        Some(body.to_string().into_bytes()),
+        shape,
+    )
+    .await
 }
 
 /// Prints the answer (`--json`: as is; else `human` for success, the reason for an error)

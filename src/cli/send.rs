@@ -3,6 +3,7 @@
 //! the one chosen, are usage errors (exit 2).
 
 use clap::{ArgGroup, Args};
+use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
 use super::{ClientOpts, Explained};
@@ -70,8 +71,8 @@ pub struct SendArgs {
 }
 
 impl SendArgs {
-    /// The request body; `Err` is a usage error.
-    pub fn request(&self) -> Result<Value, String> {
+    /// The request body's JSON text; `Err` is a usage error.
+    pub fn request(&self) -> Result<String, String> {
         if let Some(mismatch) = self.kind_mismatch() {
             return Err(mismatch);
         }
@@ -110,12 +111,19 @@ impl SendArgs {
                 body.insert(key.into(), v);
             }
         }
+        let mut text = Value::Object(body).to_string();
         if let Some(raw) = &self.metadata {
-            let m: Value = serde_json::from_str(raw)
+            // Added as written: read into a `Value`, its numbers would become doubles, and the
+            // daemon echoes metadata as it receives it.
+            let m: &RawValue = serde_json::from_str(raw)
                 .map_err(|e| format!("--metadata is not valid JSON: {e}"))?;
-            body.insert("metadata".into(), m);
+            // In place of the closing brace of an object that has members (`to`, `message`).
+            text.pop();
+            text.push_str(r#","metadata":"#);
+            text.push_str(m.get());
+            text.push('}');
         }
-        Ok(Value::Object(body))
+        Ok(text)
     }
 
     /// An option given without the one it belongs to (another message kind than the one

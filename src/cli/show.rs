@@ -1,5 +1,6 @@
 //! Human output of the client commands (`--json` bypasses all of this).
 
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::model::State;
@@ -15,7 +16,8 @@ pub fn enqueued(v: &Value) {
     }
 }
 
-pub fn message(v: &Value) {
+/// `body`: the answer `v` was read from, for the metadata as the daemon wrote it.
+pub fn message(v: &Value, body: &[u8]) {
     let rows = [
         ("id", text(v, "id").to_string()),
         ("state", text(v, "state").to_string()),
@@ -34,13 +36,7 @@ pub fn message(v: &Value) {
         ("wamid", text(v, "wamid").to_string()),
         ("sent template", text(v, "substituted_template").to_string()),
         ("last error", last_error(v.get("last_error"))),
-        (
-            "metadata",
-            v.get("metadata")
-                .filter(|m| !m.is_null())
-                .map(|m| m.to_string())
-                .unwrap_or("-".into()),
-        ),
+        ("metadata", metadata(body).unwrap_or("-").to_string()),
     ];
     for (k, val) in rows {
         outln!("{k:<13} {val}");
@@ -58,6 +54,18 @@ pub fn message(v: &Value) {
         let line = format!("  {}  {:<9}  {}", text(h, "at"), state, detail);
         outln!("{}", line.trim_end());
     }
+}
+
+/// The answer's `metadata` as the daemon wrote it (read from `v`, its numbers would be
+/// doubles); `None` when it is null or absent.
+fn metadata(body: &[u8]) -> Option<&str> {
+    #[derive(serde::Deserialize)]
+    struct Part<'a> {
+        #[serde(borrow)]
+        metadata: Option<&'a RawValue>,
+    }
+    let part: Part = serde_json::from_slice(body).ok()?;
+    part.metadata.map(RawValue::get)
 }
 
 fn last_error(e: Option<&Value>) -> String {

@@ -205,7 +205,13 @@ pub fn send_request<S: AsRef<str>>(v: Json<'_>, senders: &[S]) -> Result<ValidSe
     let metadata = match metadata {
         None => None,
         Some(m) => {
-            let text = m.to_compact();
+            // Echoed as stored, so stored as one text per value: an object copied whole would
+            // keep escapes that the same object written with whitespace would not. Only text
+            // with a backslash can hold such an escape.
+            let mut text = m.to_compact();
+            if text.contains('\\') {
+                text = m.to_compact_reescaped();
+            }
             let size = text.len();
             if size > MAX_METADATA_BYTES {
                 return Err(ApiError::invalid(

@@ -576,6 +576,40 @@ fn metadata_rules() {
     );
 }
 
+/// `metadata` as the request wrote it, made compact: numbers as their text, members in their
+/// order, and strings with the escapes JSON needs, whichever the request used.
+#[test]
+fn metadata_is_stored_compact_as_written() {
+    let compact =
+        r#"{"z":123456789012345678901234567890,"a":[1.10,1E+2,-0,{"s":"é😀/\"\n\u0001"}]}"#;
+    for metadata in [
+        compact,
+        r#"{ "z" : 123456789012345678901234567890 ,
+             "a" : [ 1.10 , 1E+2 , -0 , { "s" : "\u00e9\ud83d\ude00\/\"\n\u0001" } ] }"#,
+        r#"{"z":123456789012345678901234567890,"a":[1.10,1E+2,-0,{"s":"\u00e9\ud83d\ude00\/\"\n\u0001"}]}"#,
+        r#"{"z":123456789012345678901234567890,"a":[1.10,1E+2,-0,{"s":"\u00E9\uD83D\uDE00/\u0022\u000A\u0001"}]}"#,
+    ] {
+        let text = format!(
+            r#"{{"to":"+14155551234","message":{{"type":"text","text":{{"body":"hi"}}}},"metadata":{metadata}}}"#
+        );
+        let parsed = crate::borrowed_json::parse(text.as_bytes()).unwrap();
+        let s = super::send_request(parsed, &one_sender()).unwrap();
+        assert_eq!(s.metadata.as_deref(), Some(compact), "{metadata}");
+    }
+    // The limit is on what is stored: escapes that are not needed do not count.
+    let escaped = format!(r#"{{"k":"{}"}}"#, r"\u00e9".repeat(200));
+    assert!(escaped.len() > MAX_METADATA_BYTES);
+    let text = format!(
+        r#"{{"to":"+14155551234","message":{{"type":"text","text":{{"body":"hi"}}}},"metadata":{escaped}}}"#
+    );
+    let parsed = crate::borrowed_json::parse(text.as_bytes()).unwrap();
+    let s = super::send_request(parsed, &one_sender()).unwrap();
+    assert_eq!(
+        s.metadata,
+        Some(format!(r#"{{"k":"{}"}}"#, "é".repeat(200)))
+    );
+}
+
 // ---- the message envelope ---------------------------------------------------------------
 
 #[test]
