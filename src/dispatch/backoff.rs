@@ -1,4 +1,5 @@
-//! Retry delays: exponential backoff with full jitter between a minimal and a maximal delay.
+//! Retry delays: exponential backoff with jitter between a minimal and a maximal delay (the
+//! n-th retry: uniform from `min` to `min · 2^(n−1)`, capped at `max`).
 
 use std::time::Duration;
 
