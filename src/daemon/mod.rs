@@ -170,7 +170,10 @@ pub async fn start(
     let server = tokio::spawn(api::run(listener, app.clone(), stopping, REQUEST_GRACE));
     tracing::info!(
         socket = %socket_path,
-        state_dir = %app.config().state_dir.display(),
+        // Absolute, so a relative path in the file is seen as what it became.
+        state_dir = %std::fs::canonicalize(&app.config().state_dir)
+            .unwrap_or_else(|_| app.config().state_dir.clone())
+            .display(),
         messages = total,
         pending,
         senders = %senders,
