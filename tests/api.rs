@@ -385,6 +385,38 @@ fn messages_are_found_by_wamid_and_by_idempotency_key() {
 }
 
 #[test]
+fn an_event_stream_asked_for_heartbeats_gets_them_while_nothing_happens() {
+    let d = Daemon::start();
+    let mut follower = d.conn();
+    follower
+        .write_request("GET", "/v1/events?heartbeat_s=1", None)
+        .unwrap();
+    assert_eq!(follower.read_head().unwrap().0, 200);
+    let mut lines = Vec::new();
+    while lines.len() < 3 {
+        let chunk = follower.read_chunk().unwrap().expect("the stream ended");
+        for l in String::from_utf8_lossy(&chunk).lines() {
+            lines.push(serde_json::from_str::<Value>(l).unwrap());
+        }
+    }
+    assert_eq!(lines[0]["event"], "subscribed");
+    for beat in &lines[1..] {
+        assert_eq!(beat["event"], "heartbeat", "{beat}");
+        assert!(beat["at"].is_string(), "{beat}");
+    }
+    for bad in ["0", "3601", "x"] {
+        let r = d.get(&format!("/v1/events?heartbeat_s={bad}"));
+        assert_error(&r, 422, "invalid_parameter", Some("heartbeat_s"));
+    }
+    assert_error(
+        &d.get("/v1/events?heartbeat=1"),
+        422,
+        "unknown_parameter",
+        Some("heartbeat"),
+    );
+}
+
+#[test]
 fn idempotent_replay_answers_the_first_message() {
     let mut d = Daemon::start();
     let mut req = template_request("+14155551234");

@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use hyper::body::Frame;
@@ -17,7 +17,9 @@ use tokio::sync::{broadcast, mpsc};
 
 use crate::model::{format_time, now_ms};
 
-use super::extract::NoQuery;
+use crate::error::ApiError;
+
+use super::extract::{NoBody, Query};
 use super::peer::{self, ConnectionPeer};
 use super::routes::Ctx;
 use super::server::stopped;
@@ -25,12 +27,40 @@ use super::server::stopped;
 /// Lines buffered between the forwarding task and a slow client; past that, the broadcast
 /// channel's own buffer absorbs the lag and reports it.
 const BUFFERED_LINES: usize = 64;
+/// The longest `heartbeat_s` taken.
+const MAX_HEARTBEAT_S: u64 = 3600;
+
+/// `?heartbeat_s=N`: a `heartbeat` line after every N seconds without one, so that a reader can
+/// tell a quiet stream from a daemon gone silent (and the daemon a reader gone away).
+fn heartbeat(uri: &Uri) -> Result<Option<std::time::Duration>, ApiError> {
+    let q = Query::parse(&Method::GET, uri, &["heartbeat_s"])?;
+    q.get("heartbeat_s")
+        .map(|v| {
+            v.parse::<u64>()
+                .ok()
+                .filter(|n| (1..=MAX_HEARTBEAT_S).contains(n))
+                .map(std::time::Duration::from_secs)
+                .ok_or_else(|| {
+                    ApiError::invalid(
+                        "invalid_parameter",
+                        "heartbeat_s",
+                        format!("`heartbeat_s` is a whole number of seconds from 1 to {MAX_HEARTBEAT_S}"),
+                    )
+                })
+        })
+        .transpose()
+}
 
 pub async fn stream(
     State(ctx): State<Ctx>,
-    _: NoQuery,
+    _: NoBody,
+    uri: Uri,
     peer: Option<Extension<ConnectionPeer>>,
 ) -> Response {
+    let heartbeat = match heartbeat(&uri) {
+        Ok(h) => h,
+        Err(e) => return e.into_response(),
+    };
     let peer = peer.and_then(|Extension(ConnectionPeer(p))| p);
     let app = ctx.app.clone();
     let mut events = ctx.app.events.subscribe();
@@ -73,6 +103,13 @@ pub async fn stream(
                 // The client went away.
                 _ = tx.closed() => return,
                 _ = &mut reloaded => continue,
+                _ = quiet(heartbeat) => {
+                    let beat = line(&json!({ "event": "heartbeat", "at": format_time(now_ms()) }));
+                    if tx.send(beat).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
             };
             // A reload that came with this event.
             if let Some(closed) = refused(&app) {
@@ -98,6 +135,14 @@ pub async fn stream(
         HeaderValue::from_static("application/x-ndjson"),
     );
     res
+}
+
+/// Resolves after `heartbeat` (never without one).
+async fn quiet(heartbeat: Option<std::time::Duration>) {
+    match heartbeat {
+        Some(every) => tokio::time::sleep(every).await,
+        None => std::future::pending().await,
+    }
 }
 
 fn line(v: &serde_json::Value) -> Bytes {
