@@ -49,7 +49,7 @@ struct StateEvent<'a> {
     detail: &'a str,
     event: &'static str,
     id: String,
-    metadata: Option<&'a serde_json::value::RawValue>,
+    metadata: Option<std::borrow::Cow<'a, serde_json::value::RawValue>>,
     sender: &'a str,
     state: &'static str,
     to: &'a str,

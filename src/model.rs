@@ -167,14 +167,25 @@ pub struct Message {
 }
 
 impl Message {
-    /// `metadata` as the JSON to echo: its stored text, exactly. The check that it is JSON
-    /// reads it without building anything (a `Value` would read its numbers as doubles); a
-    /// record whose text is not JSON (none is written so) shows `null` rather than breaking
-    /// the answer it is part of.
-    pub fn metadata_json(&self) -> Option<&serde_json::value::RawValue> {
-        self.metadata
-            .as_deref()
-            .and_then(|t| serde_json::from_str(t).ok())
+    /// `metadata` as the JSON to echo: its stored text, exactly, as enqueues store it (compact,
+    /// escaped as JSON requires and no more; a `Value` would read its numbers as doubles).
+    /// Text in any other form (none is written so, but a record outlives the code that wrote
+    /// it) is written again in that form, and text that is not JSON shows `null`, so that an
+    /// answer or an event line is valid JSON whatever the record holds.
+    pub fn metadata_json(&self) -> Option<std::borrow::Cow<'_, serde_json::value::RawValue>> {
+        use serde_json::value::RawValue;
+        use std::borrow::Cow;
+        let text = self.metadata.as_deref()?;
+        let compact = crate::borrowed_json::parse(text.as_bytes())
+            .ok()?
+            .to_compact_reescaped();
+        if compact == text {
+            serde_json::from_str::<&RawValue>(text)
+                .ok()
+                .map(Cow::Borrowed)
+        } else {
+            RawValue::from_string(compact).ok().map(Cow::Owned)
+        }
     }
 
     /// Where `dispatch.max_age_s` counts from: when the message last fell due. That is the

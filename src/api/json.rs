@@ -151,13 +151,34 @@ async fn drain<B: http_body_util::BodyExt + Unpin>(mut body: B) {
     while let Some(Ok(_)) = body.frame().await {}
 }
 
-/// Reads and drops a body the answer does not need, within the bounds of a 413's (a body
-/// declared or found larger, or slower, is left: hyper then closes the connection).
-pub async fn discard(declared_length: Option<u64>, body: Body) {
-    if declared_length.is_some_and(|n| n > DRAIN_BYTES) {
-        return;
+/// What a request's head says of reading its body when the answer does not need it.
+#[derive(Clone, Copy)]
+pub struct Unneeded {
+    declared_length: Option<u64>,
+    /// `Expect: 100-continue`: the client sends its body only when asked, and reading it
+    /// would ask for all of it; left unread, it is not sent at all (hyper closes).
+    awaits_continue: bool,
+}
+
+impl Unneeded {
+    pub fn of(headers: &HeaderMap) -> Unneeded {
+        Unneeded {
+            declared_length: declared_length(headers),
+            awaits_continue: headers
+                .get(header::EXPECT)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue")),
+        }
     }
-    let _ = tokio::time::timeout(DRAIN_TIME, drain(Limited::new(body, DRAIN_BYTES as usize))).await;
+
+    /// Reads and drops the body within the bounds of a 413's (a body declared or found
+    /// larger, or slower, is left: hyper then closes the connection).
+    pub async fn discard(self, body: Body) {
+        if self.awaits_continue || self.declared_length.is_some_and(|n| n > DRAIN_BYTES) {
+            return;
+        }
+        let limited = Limited::new(body, DRAIN_BYTES as usize);
+        let _ = tokio::time::timeout(DRAIN_TIME, drain(limited)).await;
+    }
 }
 
 /// For requests that carry no data (`what`: "a retry request"): no body, or an empty JSON

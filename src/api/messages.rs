@@ -75,7 +75,7 @@ async fn enqueue_one(app: &Arc<App>, head: &Parts, body: Body) -> Result<Respons
     };
     if let Some(e) = refused {
         // Read first, so that a client still writing the body reads the answer.
-        json::discard(json::declared_length(&head.headers), body).await;
+        json::Unneeded::of(&head.headers).discard(body).await;
         return Err(e);
     }
     let cfg = app.config();

@@ -16,6 +16,7 @@ mod routes;
 mod run_to_end;
 mod senders;
 mod server;
+mod slot;
 mod stats;
 mod unread_body;
 mod view;

@@ -7,7 +7,7 @@ use std::convert::Infallible;
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,7 +23,7 @@ use hyper::service::service_fn;
 use hyper::{Method, Request};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, watch, Semaphore};
 use tower::ServiceExt as _;
 
 use crate::app::App;
@@ -37,62 +37,12 @@ use super::messages;
 use super::peer::{self, Peer};
 use super::refusal::Refusals;
 use super::routes::{router, Ctx};
+use super::slot::{InRequest, Slot, Watched, SHED_AGAIN};
 use super::unread_body::Leftover;
 
 /// A request's head must arrive within this; it also closes keep-alive connections idle for
 /// this long (hyper runs the same timer while waiting for the next request).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-/// While a connected peer waits for a slot, idle connections are asked to close this often (a
-/// connection idle at the first ask may have been busy then, and idle now).
-const SHED_AGAIN: Duration = Duration::from_millis(50);
-/// Only a connection idle this long closes when asked: one that has just connected, or just
-/// had its answer, is most likely about to send its next request.
-const SHED_IDLE_AFTER: Duration = Duration::from_secs(1);
-
-/// What a connection holds while it is served: its slot, its "alive" mark (the stop waits for
-/// every one), and what shedding needs to know of it.
-struct Slot {
-    _permit: OwnedSemaphorePermit,
-    _alive: mpsc::Sender<()>,
-    /// Requests of this connection whose handler has not finished.
-    busy: AtomicUsize,
-    /// Set for good once the connection follows `GET /v1/events`: its answer streams on after
-    /// the handler returned, so it is never idle.
-    streams: AtomicBool,
-    /// When it connected or its last request ended, in milliseconds since `epoch`.
-    active_at_ms: AtomicU64,
-    epoch: Instant,
-}
-
-impl Slot {
-    fn new(permit: OwnedSemaphorePermit, alive: mpsc::Sender<()>, epoch: Instant) -> Slot {
-        let slot = Slot {
-            _permit: permit,
-            _alive: alive,
-            busy: AtomicUsize::new(0),
-            streams: AtomicBool::new(false),
-            active_at_ms: AtomicU64::new(0),
-            epoch,
-        };
-        slot.touch();
-        slot
-    }
-
-    fn touch(&self) {
-        let now = self.epoch.elapsed().as_millis() as u64;
-        self.active_at_ms.store(now, Relaxed);
-    }
-
-    /// Between requests for at least `SHED_IDLE_AFTER`, and not streaming.
-    fn idle(&self) -> bool {
-        let now = self.epoch.elapsed().as_millis() as u64;
-        self.busy.load(Relaxed) == 0
-            && !self.streams.load(Relaxed)
-            && now.saturating_sub(self.active_at_ms.load(Relaxed))
-                >= SHED_IDLE_AFTER.as_millis() as u64
-    }
-}
-
 /// What the server asks of its connections. One channel for both, so a connection's task
 /// polls one waiter on each wake-up, as it did for the stop alone.
 #[derive(Clone, Copy, Default)]
@@ -101,23 +51,6 @@ struct ToConnections {
     stopping: bool,
     /// Bumped to ask the idle connections to close.
     shed: u64,
-}
-
-/// A request of the connection in progress; counted in `Slot::busy` until dropped.
-struct InRequest(Arc<Slot>);
-
-impl InRequest {
-    fn start(slot: &Arc<Slot>) -> Self {
-        slot.busy.fetch_add(1, Relaxed);
-        InRequest(slot.clone())
-    }
-}
-
-impl Drop for InRequest {
-    fn drop(&mut self) {
-        self.0.touch();
-        self.0.busy.fetch_sub(1, Relaxed);
-    }
 }
 
 /// The bound socket. Removes its file when dropped, if the file is still the one it created.
@@ -287,6 +220,7 @@ pub async fn run(
     let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
     let (signal_tx, signal_rx) = watch::channel(ToConnections::default());
     let epoch = Instant::now();
+    let wanted = Arc::new(AtomicUsize::new(0));
     'accepting: loop {
         let stream = tokio::select! {
             r = listener.inner.accept() => match r {
@@ -316,10 +250,14 @@ pub async fn run(
         let permit = match limit.clone().try_acquire_owned() {
             Ok(p) => p,
             Err(_) => loop {
+                wanted.store(1, Relaxed);
                 signal_tx.send_modify(|s| s.shed = s.shed.wrapping_add(1));
                 tokio::select! {
                     p = limit.clone().acquire_owned() => match p {
-                        Ok(p) => break p,
+                        Ok(p) => {
+                            wanted.store(0, Relaxed);
+                            break p;
+                        }
                         Err(_) => break 'accepting,
                     },
                     _ = tokio::time::sleep(SHED_AGAIN) => {}
@@ -331,7 +269,7 @@ pub async fn run(
         // The connection's slot and its "alive" mark last as long as the connection or a
         // request of it still running after it ended (`RunToEnd`), whichever is later: the
         // cap and the stop's wait count that work too.
-        let slot = Arc::new(Slot::new(permit, alive_tx.clone(), epoch));
+        let slot = Arc::new(Slot::new(permit, alive_tx.clone(), epoch, wanted.clone()));
         tokio::spawn(serve_connection(stream, ctx, router, signal, slot, peer));
     }
     // New connections are refused from here on.
@@ -378,12 +316,12 @@ async fn serve_connection(
         let mut req = req;
         // Only the event stream outlives a reload (and an extension costs allocations, which
         // the hot path does without).
-        if req.uri().path() == "/v1/events" {
-            served.streams.store(true, Relaxed);
+        let events = req.uri().path() == "/v1/events";
+        if events {
             req.extensions_mut().insert(peer::ConnectionPeer(peer));
         }
         super::run_to_end::RunToEnd::new(async move {
-            let _in_request = in_request;
+            let in_request = in_request;
             Metrics::inc(&ctx.app.metrics.api_requests);
             // Only copied when the request log is on.
             let logged = tracing::enabled!(tracing::Level::DEBUG)
@@ -393,8 +331,8 @@ async fn serve_connection(
             } else {
                 match () {
                     _ if http_head::too_large(&req) => {
-                        let declared = json::declared_length(req.headers());
-                        json::discard(declared, Body::new(req.into_body())).await;
+                        let unneeded = json::Unneeded::of(req.headers());
+                        unneeded.discard(Body::new(req.into_body())).await;
                         ApiError::new(
                             431,
                             "headers_too_large",
@@ -413,17 +351,21 @@ async fn serve_connection(
                             .into_response()
                     }
                     _ => {
-                        let declared = json::declared_length(req.headers());
+                        let unneeded = json::Unneeded::of(req.headers());
                         let (req, leftover) = Leftover::track(req);
                         let res = router
                             .oneshot(req)
                             .await
                             .unwrap_or_else(|never| match never {});
-                        leftover.discard(declared).await;
+                        leftover.discard(unneeded).await;
                         res
                     }
                 }
             };
+            // A stream that began streams on after its handler returned.
+            if events && res.status() == hyper::StatusCode::OK {
+                in_request.slot().mark_streaming();
+            }
             if let Some((method, path)) = logged {
                 tracing::debug!(%method, %path, status = res.status().as_u16(), "request");
             }
@@ -445,10 +387,12 @@ async fn serve_connection(
         // Head and body copied into one buffer and sent by one `send`: fewer instructions per
         // answer than a vectored write of the two (answers are small).
         .writev(false)
-        .serve_connection(TokioIo::new(stream), service);
+        .serve_connection(TokioIo::new(Watched::new(stream, slot.clone())), service);
     tokio::pin!(conn);
     loop {
         tokio::select! {
+            // The connection first: bytes that arrived with the ask are read, and count.
+            biased;
             r = conn.as_mut() => {
                 if let Err(e) = r {
                     tracing::debug!(error = %e, "connection ended with an error");
@@ -464,7 +408,7 @@ async fn serve_connection(
                 // Stopping: finish the request in progress, answer it, then close. Idle
                 // between requests: hyper closes it at once (a client that keeps a pool opens
                 // another when it needs one).
-                if asked.stopping || slot.idle() {
+                if asked.stopping || slot.gives_way() {
                     conn.as_mut().graceful_shutdown();
                     let _ = conn.await;
                     return;

@@ -37,10 +37,10 @@ impl Leftover {
     }
 
     /// Reads and drops what the handler left unread, if anything.
-    pub async fn discard(self, declared_length: Option<u64>) {
+    pub async fn discard(self, how: json::Unneeded) {
         let rest = self.0.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(rest) = rest {
-            json::discard(declared_length, Body::new(rest)).await;
+            how.discard(Body::new(rest)).await;
         }
     }
 }

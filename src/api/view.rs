@@ -21,7 +21,7 @@ pub struct MessageView<'a> {
     id: String,
     idempotency_key: Option<&'a str>,
     last_error: Option<&'a LastError>,
-    metadata: Option<&'a RawValue>,
+    metadata: Option<std::borrow::Cow<'a, RawValue>>,
     next_attempt_at: Option<String>,
     priority: &'static str,
     sender: &'a str,
@@ -166,9 +166,9 @@ mod tests {
         for stored in [
             r#"{"order":123456789012345678901234567890}"#,
             r#"{"price":1.10,"e":1E+2,"zero":-0,"small":2.50e-3,"big":1e308}"#,
-            r#"{"z":1,"a":{"y":[1.0,{"x":"\u00e9"}],"b":null}}"#,
+            r#"{"z":1,"a":{"y":[1.0,{"x":"é\n"}],"b":null}}"#,
             r#"[18446744073709551616,-9223372036854775809]"#,
-            r#""\ud83d\ude00 \/""#,
+            r#""😀 /""#,
             "0.1",
         ] {
             let m = full_message(Some(stored));
@@ -184,10 +184,23 @@ mod tests {
     /// Records whose metadata is not JSON (none are written so) still answer, with `null`.
     #[test]
     fn metadata_that_is_not_json_is_null() {
-        for stored in ["{", "", "{\"a\":1} x"] {
+        // Not JSON, or JSON that a strict reader refuses (a number beyond a double's range, a
+        // lone surrogate).
+        for stored in ["{", "", "{\"a\":1} x", "1e400", r#""\ud800""#] {
             let view = serde_json::to_string(&message(&full_message(Some(stored)))).unwrap();
             assert_eq!(metadata_in(&view), "null", "{view}");
+            serde_json::from_str::<serde_json::Value>(&view).unwrap();
         }
+    }
+
+    /// A record in another form than enqueues write (whitespace, needless escapes) is echoed
+    /// in that form: still one line, still its numbers' text.
+    #[test]
+    fn metadata_stored_in_another_form_is_echoed_compact() {
+        let stored = "{ \"a\" :\n [1.10, \"\\u00e9\"] }";
+        let view = serde_json::to_string(&message(&full_message(Some(stored)))).unwrap();
+        assert_eq!(metadata_in(&view), r#"{"a":[1.10,"é"]}"#, "{view}");
+        assert!(!view.contains('\n'));
     }
 
     /// The view's bytes are those of the `Value` it was once built as (keys in order).

@@ -205,13 +205,14 @@ impl Inner {
     fn open(dir: &Path, cfg: &StoreConfig, stats: &Arc<CommitStats>) -> Result<Inner, StoreError> {
         create_private_dir(dir)?;
         let db = recovery::open_sled(dir, cfg)?;
+        // Before anything is written: a database this release refuses is left as it was.
+        check_format(&db, dir)?;
         let messages = db.open_tree("messages")?;
         let idempotency = db.open_tree("idempotency")?;
         let windows = db.open_tree("windows")?;
         let wamids = db.open_tree("wamids")?;
         let wa_ids = db.open_tree(wa_ids::TREE)?;
         let unfinished_batches = db.open_tree(batch::TREE)?;
-        check_format(&db, dir)?;
         batch::roll_back_unfinished(&messages, &unfinished_batches)?;
         db.flush()?;
         // New files must be reachable after power loss: fsync the directory entries once.

@@ -1,0 +1,174 @@
+//! A connection's slot under `socket.max_connections`, and what decides that it may be closed
+//! to make room for a peer that waits for one: no request in its handler, no event stream,
+//! no bytes read or written since it was last asked, and its last request over for a second.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
+
+/// While a connected peer waits for a slot, the connections are asked again this often: one
+/// that was busy at the last ask may be idle now.
+pub const SHED_AGAIN: Duration = Duration::from_millis(250);
+/// Only a connection whose last request ended this long ago closes when asked: one that has
+/// just connected, or just had its answer, is most likely about to send its next request.
+const SHED_IDLE_AFTER: Duration = Duration::from_secs(1);
+
+/// What a connection holds while it is served: its slot, its "alive" mark (the stop waits for
+/// every one), and what shedding needs to know of it.
+pub struct Slot {
+    _permit: OwnedSemaphorePermit,
+    _alive: mpsc::Sender<()>,
+    /// Requests of this connection whose handler has not finished.
+    busy: AtomicUsize,
+    /// Set for good once the connection follows an event stream: its answer streams on after
+    /// the handler returned, so it is never idle.
+    streams: AtomicBool,
+    /// Set by every read or write that moved bytes (a head arriving, an answer leaving),
+    /// cleared by each ask.
+    moved: AtomicBool,
+    /// When it connected or its last request ended, in milliseconds since `epoch`.
+    active_at_ms: AtomicU64,
+    epoch: Instant,
+    /// Slots the waiting peer still wants: each closing connection takes one, so one ask
+    /// closes one connection, not every idle one.
+    wanted: Arc<AtomicUsize>,
+}
+
+impl Slot {
+    pub fn new(
+        permit: OwnedSemaphorePermit,
+        alive: mpsc::Sender<()>,
+        epoch: Instant,
+        wanted: Arc<AtomicUsize>,
+    ) -> Slot {
+        let slot = Slot {
+            _permit: permit,
+            _alive: alive,
+            busy: AtomicUsize::new(0),
+            streams: AtomicBool::new(false),
+            moved: AtomicBool::new(false),
+            active_at_ms: AtomicU64::new(0),
+            epoch,
+            wanted,
+        };
+        slot.touch();
+        slot
+    }
+
+    fn touch(&self) {
+        let now = self.epoch.elapsed().as_millis() as u64;
+        self.active_at_ms.store(now, Relaxed);
+    }
+
+    pub fn mark_streaming(&self) {
+        self.streams.store(true, Relaxed);
+    }
+
+    /// Asked to make room: whether this connection closes. It does when it has been idle (as
+    /// above) and a wanted slot is still to be given.
+    pub fn gives_way(&self) -> bool {
+        let moved = self.moved.swap(false, Relaxed);
+        let now = self.epoch.elapsed().as_millis() as u64;
+        let idle = !moved
+            && self.busy.load(Relaxed) == 0
+            && !self.streams.load(Relaxed)
+            && now.saturating_sub(self.active_at_ms.load(Relaxed))
+                >= SHED_IDLE_AFTER.as_millis() as u64;
+        idle && self
+            .wanted
+            .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1))
+            .is_ok()
+    }
+}
+
+/// A request of the connection in progress; counted in `Slot::busy` until dropped.
+pub struct InRequest(Arc<Slot>);
+
+impl InRequest {
+    pub fn start(slot: &Arc<Slot>) -> Self {
+        slot.busy.fetch_add(1, Relaxed);
+        InRequest(slot.clone())
+    }
+
+    pub fn slot(&self) -> &Slot {
+        &self.0
+    }
+}
+
+impl Drop for InRequest {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.busy.fetch_sub(1, Relaxed);
+    }
+}
+
+/// The connection's stream, marking its slot each time bytes move.
+pub struct Watched<S> {
+    inner: S,
+    slot: Arc<Slot>,
+}
+
+impl<S> Watched<S> {
+    pub fn new(inner: S, slot: Arc<Slot>) -> Self {
+        Watched { inner, slot }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.slot.moved.store(true, Relaxed);
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.slot.moved.store(true, Relaxed);
+        }
+        polled
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.slot.moved.store(true, Relaxed);
+        }
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
