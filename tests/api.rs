@@ -658,11 +658,7 @@ fn a_peer_taken_out_by_a_reload_is_refused_on_the_connection_it_has() {
     d.post("/v1/messages", &common::template_request("+14155551234"));
     d.reload_allowed_uids(&[own, other], &[other]);
     let r = conn
-        .send(
-            "POST",
-            "/v1/messages",
-            Some(template_request("+14155551234").to_string().as_bytes()),
-        )
+        .post("/v1/messages", &template_request("+14155551234"))
         .unwrap();
     assert_error(&r, 403, "peer_not_allowed", None);
     assert!(
@@ -1430,11 +1426,7 @@ fn serves_on_a_socket_passed_by_the_service_manager() {
     let mut child = cmd.spawn().unwrap();
     let mut conn = common::Conn::open(&socket).unwrap();
     let r = conn
-        .send(
-            "POST",
-            "/v1/messages",
-            Some(template_request("+14155551234").to_string().as_bytes()),
-        )
+        .post("/v1/messages", &template_request("+14155551234"))
         .unwrap();
     assert_eq!(r.status, 202, "{}", r.text());
     assert!(
@@ -1475,11 +1467,7 @@ fn idle_connections_make_room_for_a_peer_past_the_cap() {
     let mut c = d.conn();
     c.set_read_timeout(std::time::Duration::from_secs(15));
     let r = c
-        .send(
-            "POST",
-            "/v1/messages",
-            Some(template_request("+14155551234").to_string().as_bytes()),
-        )
+        .post("/v1/messages", &template_request("+14155551234"))
         .unwrap();
     assert_eq!(r.status, 202, "{}", r.text());
     // ...because an idle one was closed to make room (the client reconnects when it needs one

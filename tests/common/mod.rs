@@ -532,6 +532,11 @@ impl Conn {
         self.writer.set_read_timeout(Some(t)).unwrap();
     }
 
+    /// `POST path` with `body` as JSON, on this connection.
+    pub fn post(&mut self, path: &str, body: &serde_json::Value) -> std::io::Result<Response> {
+        self.send("POST", path, Some(body.to_string().as_bytes()))
+    }
+
     pub fn send(
         &mut self,
         method: &str,
