@@ -306,15 +306,13 @@ pub fn batch_item<S: AsRef<str>>(
 /// dots and parentheses; the rest must be 7–15 digits and not start with 0 (a national number
 /// without its country code, which WhatsApp would misroute). `field` names the field in errors.
 ///
-/// A `(0)` is the national trunk prefix written into an international number
-/// ("+44 (0)20 7946 0958"): it is not dialled from abroad, so it is dropped whole; kept as a
-/// digit it would make a valid-looking number of someone else.
+/// A `(0)` right after the country code is the national trunk prefix written into an
+/// international number ("+44 (0)20 7946 0958"): it is not dialled from abroad, so it is
+/// dropped whole; kept as a digit it would make a valid-looking number of someone else.
 pub fn recipient(raw: &str, field: &str) -> Result<String, ApiError> {
-    // The byte test first: `contains` with a pattern sets up a substring search.
-    let raw: std::borrow::Cow<str> = if raw.as_bytes().contains(&b'(') && raw.contains("(0)") {
-        raw.replace("(0)", "").into()
-    } else {
-        raw.into()
+    let raw: std::borrow::Cow<str> = match trunk_prefix(raw) {
+        Some(at) => format!("{}{}", &raw[..at], &raw[at + 3..]).into(),
+        None => raw.into(),
     };
     let mut digits = String::with_capacity(raw.len().min(32));
     for c in raw.chars() {
@@ -374,6 +372,14 @@ pub fn recipient(raw: &str, field: &str) -> Result<String, ApiError> {
         ));
     }
     Ok(digits)
+}
+
+/// Where a `(0)` follows the country code (1 to 3 digits, with any separators), if one does.
+fn trunk_prefix(raw: &str) -> Option<usize> {
+    // The byte test first: a substring search costs more, and most numbers have no `(`.
+    let at = raw.as_bytes().iter().position(|b| *b == b'(')?;
+    let country_digits = raw[..at].bytes().filter(u8::is_ascii_digit).count();
+    (raw[at..].starts_with("(0)") && (1..=3).contains(&country_digits)).then_some(at)
 }
 
 fn configured_sender<S: AsRef<str>>(v: Option<Json>, senders: &[S]) -> Result<String, ApiError> {

@@ -211,6 +211,8 @@ fn recipients_are_normalised_to_digits() {
         ("+44 (0)20 7946 0958", "442079460958"),
         ("+49 (0) 30 1234567", "49301234567"),
         ("+44 (020) 7946 0958", "4402079460958"),
+        // Only right after the country code: elsewhere it is a digit in parentheses.
+        ("+1 415 (0)55 1234", "14150551234"),
     ] {
         assert_eq!(recipient(raw, "to").unwrap(), want, "{raw}");
     }
@@ -226,6 +228,8 @@ fn bad_recipients_are_refused() {
         "+1 415 555 1234 ext 5",
         "1415555123a",
         "0415 555 1234",
+        // A leading (0) is a national number's.
+        "(0)20 7946 0958",
         "١٢٣٤٥٦٧٨",
     ] {
         assert_err(recipient(raw, "to"), code::INVALID_RECIPIENT, "to");
