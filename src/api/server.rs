@@ -43,6 +43,7 @@ use super::unread_body::Leftover;
 /// A request's head must arrive within this; it also closes keep-alive connections idle for
 /// this long (hyper runs the same timer while waiting for the next request).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// What the server asks of its connections. One channel for both, so a connection's task
 /// polls one waiter on each wake-up, as it did for the stop alone.
 #[derive(Clone, Copy, Default)]
