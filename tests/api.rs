@@ -382,6 +382,11 @@ fn messages_are_found_by_wamid_and_by_idempotency_key() {
     assert!(ids("wamid=wamid.HBgLMTQxNTU1NTEyMzQVAgARGBJBQkNERUY").is_empty());
     assert!(ids("idempotency_key=order-78-shipped").is_empty());
     assert!(!ids("").is_empty() && ids("").contains(&other));
+    // An empty value is a mistake, not "everything".
+    for lookup in ["wamid", "idempotency_key"] {
+        let r = d.get(&format!("/v1/messages?{lookup}="));
+        assert_error(&r, 422, "invalid_parameter", Some(lookup));
+    }
 }
 
 #[test]
@@ -1485,6 +1490,49 @@ fn idle_connections_make_room_for_a_peer_past_the_cap() {
 }
 
 #[test]
+fn busy_keep_alive_connections_take_turns_with_a_waiting_peer() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let d = Daemon::builder()
+        .set("socket", "max_connections = 2")
+        .start();
+    // Two producers that never pause: each keeps its connection busy, and opens another when
+    // the server closes it, as a pool does.
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let closed_under_them = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let busy: Vec<_> = (0..2)
+        .map(|_| {
+            let (socket, stop, closed) =
+                (d.socket.clone(), stop.clone(), closed_under_them.clone());
+            std::thread::spawn(move || {
+                let mut conn = common::Conn::open(&socket).unwrap();
+                while !stop.load(Ordering::Relaxed) {
+                    let r = conn.send("GET", "/v1/health", None).unwrap();
+                    assert_eq!(r.status, 200);
+                    if r.header("connection").is_some_and(|v| v == "close") {
+                        closed.fetch_add(1, Ordering::Relaxed);
+                        conn = common::Conn::open(&socket).unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // A third is served while they go on, not after they stop.
+    let mut c = d.conn();
+    c.set_read_timeout(std::time::Duration::from_secs(20));
+    let served = c.send("GET", "/v1/health", None);
+    let still_busy = !busy.iter().any(|t| t.is_finished());
+    stop.store(true, Ordering::Relaxed);
+    for t in busy {
+        t.join().unwrap();
+    }
+    assert_eq!(served.unwrap().status, 200);
+    assert!(still_busy);
+    // One answer said `Connection: close` to make room (its producer reconnected).
+    assert!(closed_under_them.load(Ordering::Relaxed) >= 1);
+}
+
+#[test]
 fn a_connection_whose_next_request_is_arriving_is_not_closed_to_make_room() {
     let d = Daemon::builder()
         .set("socket", "max_connections = 1")
@@ -1923,12 +1971,37 @@ fn a_request_refused_on_its_head_is_answered_after_its_body_and_the_connection_l
     assert_eq!(listed["messages"], json!([]), "{listed}");
 }
 
+#[test]
+fn a_chunked_body_over_the_cap_is_read_to_its_end_and_answered_413() {
+    let d = Daemon::start();
+    let mut conn = d.conn();
+    conn.write_raw(
+        b"POST /v1/messages HTTP/1.1\r\nHost: waq\r\nContent-Type: application/json\r\n\
+          Transfer-Encoding: chunked\r\n\r\n",
+    )
+    .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let chunk = vec![b' '; 64 * 1024];
+    for _ in 0..16 {
+        conn.write_raw(format!("{:x}\r\n", chunk.len()).as_bytes())
+            .unwrap();
+        conn.write_raw(&chunk)
+            .expect("the daemon stopped reading the body");
+        conn.write_raw(b"\r\n").unwrap();
+    }
+    conn.write_raw(b"0\r\n\r\n").unwrap();
+    let r = conn.read_response().unwrap();
+    assert_error(&r, 413, "too_large", None);
+    assert_eq!(conn.send("GET", "/v1/health", None).unwrap().status, 200);
+}
+
 /// A client that waits for `100 Continue` before its body is answered without being asked for
 /// a body the answer does not need.
 #[test]
 fn a_request_refused_on_its_head_does_not_ask_for_a_body_it_would_drop() {
     let d = Daemon::start();
-    for path in ["/v1/message", "/v1/messages?dry_run=1"] {
+    // An unknown route, an unknown parameter, a body over the cap.
+    for path in ["/v1/message", "/v1/messages?dry_run=1", "/v1/messages"] {
         let mut conn = d.conn();
         conn.write_raw(
             format!(
@@ -1939,7 +2012,7 @@ fn a_request_refused_on_its_head_does_not_ask_for_a_body_it_would_drop() {
         )
         .unwrap();
         let r = conn.read_response().unwrap();
-        assert!(r.status == 404 || r.status == 422, "{path}: {}", r.status);
+        assert!([404, 422, 413].contains(&r.status), "{path}: {}", r.status);
     }
 }
 

@@ -83,6 +83,14 @@ impl Query {
         Ok(Query { pairs })
     }
 
+    /// The value of parameter `name` as given, empty included.
+    pub fn given(&self, name: &str) -> Option<&str> {
+        self.pairs
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
     /// The value of parameter `name`; an empty one (`?to=`) counts as absent.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.pairs

@@ -113,17 +113,25 @@ const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
 /// Reads the whole body, refusing more than the limit (checked against Content-Length
 /// first, so an oversized upload is refused without being kept).
 pub async fn read_body(headers: &HeaderMap, body: Body, limit: Limit) -> Result<Bytes, ApiError> {
-    let declared = declared_length(headers);
-    if let Some(declared) = declared.filter(|n| *n > limit.bytes as u64) {
-        if declared <= DRAIN_BYTES {
-            let _ = tokio::time::timeout(DRAIN_TIME, drain(body)).await;
-        }
+    let unneeded = Unneeded::of(headers);
+    if unneeded
+        .declared_length
+        .is_some_and(|n| n > limit.bytes as u64)
+    {
+        unneeded.discard(body).await;
         return Err(limit.exceeded());
     }
-    let collected = tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, limit.bytes).collect());
+    // Borrowed, so that the rest of a chunked body found too large can still be read and
+    // dropped before the 413, as a declared one is.
+    let mut body = body;
+    let collected =
+        tokio::time::timeout(BODY_TIMEOUT, Limited::new(&mut body, limit.bytes).collect());
     match collected.await {
         Ok(Ok(collected)) => Ok(collected.to_bytes()),
-        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => Err(limit.exceeded()),
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            unneeded.discard(body).await;
+            Err(limit.exceeded())
+        }
         Ok(Err(e)) => Err(ApiError::bad_request(format!(
             "could not read the request body: {e}"
         ))),

@@ -362,6 +362,17 @@ pub async fn list(State(ctx): State<Ctx>, _: NoBody, uri: Uri) -> Result<Respons
             })?,
         ),
     };
+    // A lookup by an empty value is a mistake (an unset variable in a script), not a request
+    // for everything, which an absent one is.
+    for lookup in ["wamid", "idempotency_key"] {
+        if q.given(lookup) == Some("") {
+            return Err(ApiError::invalid(
+                "invalid_parameter",
+                lookup,
+                format!("`{lookup}` is empty: give the value to look for, or leave it out"),
+            ));
+        }
+    }
     let wamid = q.get("wamid").map(str::to_string);
     let key = q.get("idempotency_key").map(str::to_string);
     // Keys are per sender: without `sender`, each configured one is asked.
@@ -406,8 +417,9 @@ pub async fn list(State(ctx): State<Ctx>, _: NoBody, uri: Uri) -> Result<Respons
                         .as_ref()
                         .is_none_or(|k| m.idempotency_key.as_ref() == Some(k))
             });
+            // At most one a sender: all of them, whatever `limit` says, since there is no
+            // next page to follow.
             found.sort_by_key(|m| m.id);
-            found.truncate(limit);
             let views: Vec<_> = found.iter().map(view::message).collect();
             let mut out = br#"{"messages":"#.to_vec();
             serde_json::to_writer(&mut out, &views).map_err(unwritable)?;

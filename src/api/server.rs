@@ -327,7 +327,7 @@ async fn serve_connection(
             // Only copied when the request log is on.
             let logged = tracing::enabled!(tracing::Level::DEBUG)
                 .then(|| (req.method().clone(), req.uri().path().to_string()));
-            let res = if let Some(refusal) = revoked {
+            let mut res = if let Some(refusal) = revoked {
                 closing(refusal)
             } else {
                 match () {
@@ -366,6 +366,9 @@ async fn serve_connection(
             // A stream that began streams on after its handler returned.
             if events && res.status() == hyper::StatusCode::OK {
                 in_request.slot().mark_streaming();
+            } else if in_request.slot().yields_to_waiting_peer() {
+                res.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             if let Some((method, path)) = logged {
                 tracing::debug!(%method, %path, status = res.status().as_u16(), "request");

@@ -85,6 +85,18 @@ impl Slot {
             .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1))
             .is_ok()
     }
+
+    /// At the end of a request: whether its answer closes the connection, giving its slot to
+    /// a peer that waits for one (so busy keep-alive connections take turns with waiting
+    /// ones, rather than holding every slot for as long as they stay busy).
+    pub fn yields_to_waiting_peer(&self) -> bool {
+        self.wanted.load(Relaxed) > 0
+            && !self.streams.load(Relaxed)
+            && self
+                .wanted
+                .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1))
+                .is_ok()
+    }
 }
 
 /// A request of the connection in progress; counted in `Slot::busy` until dropped.

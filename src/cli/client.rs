@@ -63,8 +63,12 @@ impl Client {
         tokio::time::timeout(REQUEST_TIMEOUT, exchange)
             .await
             .map_err(|_| {
+                // Sent, so perhaps carried out later: a connection that waits for one of the
+                // daemon's slots is served when one frees, even after its client left.
                 Unreachable(format!(
-                    "the daemon on {} did not answer within {} s",
+                    "the daemon on {} did not answer within {} s (every connection slot busy, or \
+                     the daemon stuck); the request was sent and may still be carried out: \
+                     check before sending again, or send again with the same --key",
                     self.socket.display(),
                     REQUEST_TIMEOUT.as_secs()
                 ))

@@ -170,8 +170,8 @@ pub struct LsArgs {
     /// The message Meta knows by this wamid (any of its accepted attempts').
     #[arg(long)]
     wamid: Option<String>,
-    /// The message enqueued with this idempotency key.
-    #[arg(long, value_name = "KEY")]
+    /// The message enqueued with this idempotency key (`--key`, as on `send`).
+    #[arg(long, value_name = "KEY", visible_alias = "key")]
     idempotency_key: Option<String>,
     /// Messages per page (1–1000).
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1000))]
