@@ -422,6 +422,25 @@ fn an_event_stream_asked_for_heartbeats_gets_them_while_nothing_happens() {
 }
 
 #[test]
+fn an_unknown_route_with_extra_slashes_names_the_route_meant() {
+    let d = Daemon::start();
+    for (path, meant) in [
+        ("/v1/messages/", "/v1/messages"),
+        ("/v1//health", "/v1/health"),
+    ] {
+        let r = d.get(path);
+        assert_error(&r, 404, "unknown_route", None);
+        let message = r.json()["error"]["message"].as_str().unwrap().to_string();
+        assert!(
+            message.contains(&format!("without the extra slashes it is {meant}")),
+            "{message}"
+        );
+    }
+    let r = d.get("/v2/health");
+    assert!(r.text().contains("the API lives under /v1"), "{}", r.text());
+}
+
+#[test]
 fn idempotent_replay_answers_the_first_message() {
     let mut d = Daemon::start();
     let mut req = template_request("+14155551234");
