@@ -147,7 +147,7 @@ pub async fn read_body(headers: &HeaderMap, body: Body, limit: Limit) -> Result<
 }
 
 /// The body's length as its `Content-Length` declares it.
-pub fn declared_length(headers: &HeaderMap) -> Option<u64> {
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
     headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
