@@ -1578,30 +1578,96 @@ fn busy_connections_keep_their_slots_past_the_cap() {
     let d = Daemon::builder()
         .set("socket", "max_connections = 2")
         .start();
-    // Two event followers: their answers stream on, so neither is idle.
-    let mut a = d.conn();
-    let mut b = d.conn();
-    for follower in [&mut a, &mut b] {
-        follower.write_request("GET", "/v1/events", None).unwrap();
-        assert_eq!(follower.read_head().unwrap().0, 200);
-    }
+    // An event follower, whose answer streams on, and a request whose body is still arriving:
+    // neither is idle.
+    let mut follower = d.conn();
+    follower.write_request("GET", "/v1/events", None).unwrap();
+    assert_eq!(follower.read_head().unwrap().0, 200);
+    let body = template_request("+14155551234").to_string();
+    let mut uploading = d.conn();
+    uploading
+        .write_raw(
+            format!(
+                "POST /v1/messages HTTP/1.1\r\nHost: waq\r\nContent-Type: application/json\r\n\
+                 Content-Length: {}\r\n\r\n{}",
+                body.len(),
+                &body[..10]
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1200));
 
     let mut c = d.conn();
     c.write_request("GET", "/v1/health", None).unwrap();
     // Both slots are held by work: the third connection waits, unanswered.
-    c.set_read_timeout(std::time::Duration::from_millis(500));
+    c.set_read_timeout(std::time::Duration::from_millis(1500));
     let waiting = c.read_response().unwrap_err();
     assert_eq!(waiting.kind(), std::io::ErrorKind::WouldBlock);
 
-    drop(a);
+    // The upload ends: its answer closes its connection, making room.
+    uploading.write_raw(&body.as_bytes()[10..]).unwrap();
+    let r = uploading.read_response().unwrap();
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert_eq!(r.header("connection"), Some("close"));
     c.set_read_timeout(common::PATIENCE);
     assert_eq!(c.read_response().unwrap().status, 200);
-    // The other follower still has its stream: an event reaches it.
-    d.post("/v1/messages", &template_request("+14155551234"));
+    // The follower still has its stream: an event reaches it.
+    d.post("/v1/messages", &template_request("+14155551235"));
     let mut seen = String::new();
     while !seen.contains(r#""event":"message""#) {
-        let chunk = b.read_chunk().unwrap().expect("the stream ended");
+        let chunk = follower.read_chunk().unwrap().expect("the stream ended");
         seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+}
+
+#[test]
+fn event_followers_leave_a_slot_for_other_requests() {
+    let d = Daemon::builder()
+        .set("socket", "max_connections = 3")
+        .start();
+    let mut followers: Vec<_> = (0..2)
+        .map(|_| {
+            let mut f = d.conn();
+            f.write_request("GET", "/v1/events", None).unwrap();
+            assert_eq!(f.read_head().unwrap().0, 200);
+            f
+        })
+        .collect();
+    // A third follower would take the last slot: refused, naming the key to raise.
+    let mut third = d.conn();
+    let r = third.send("GET", "/v1/events", None).unwrap();
+    assert_eq!(r.status, 503, "{}", r.text());
+    let error = &r.json()["error"];
+    assert_eq!(error["code"], "too_many_event_streams");
+    assert!(error["message"]
+        .as_str()
+        .unwrap()
+        .contains("socket.max_connections"));
+    // Its connection serves other requests, and so does a newcomer's.
+    assert_eq!(third.send("GET", "/v1/health", None).unwrap().status, 200);
+    drop(third);
+    assert_eq!(
+        d.conn().send("GET", "/v1/health", None).unwrap().status,
+        200
+    );
+
+    // A follower that leaves gives its place back.
+    drop(followers.pop());
+    let deadline = std::time::Instant::now() + common::PATIENCE;
+    loop {
+        let mut f = d.conn();
+        f.write_request("GET", "/v1/events", None).unwrap();
+        let (status, _) = f.read_head().unwrap();
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 503);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the place was not given back"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
 

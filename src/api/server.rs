@@ -7,7 +7,6 @@ use std::convert::Infallible;
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -37,7 +36,7 @@ use super::messages;
 use super::peer::{self, Peer};
 use super::refusal::Refusals;
 use super::routes::{router, Ctx};
-use super::slot::{InRequest, Slot, Watched, SHED_AGAIN};
+use super::slot::{InRequest, Slot, Slots, Watched, SHED_AGAIN};
 use super::unread_body::Leftover;
 
 /// A request's head must arrive within this; it also closes keep-alive connections idle for
@@ -215,13 +214,14 @@ pub async fn run(
         stopping: stop.clone(),
     };
     let router = router(ctx.clone());
-    let limit = Arc::new(Semaphore::new(app.config().socket.max_connections));
+    let max_connections = app.config().socket.max_connections;
+    let limit = Arc::new(Semaphore::new(max_connections));
+    let slots = Slots::new(max_connections);
     let refusals = Refusals::default();
     // Every connection task holds a clone; `recv` returns `None` once they all ended.
     let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
     let (signal_tx, signal_rx) = watch::channel(ToConnections::default());
     let epoch = Instant::now();
-    let wanted = Arc::new(AtomicUsize::new(0));
     'accepting: loop {
         let stream = tokio::select! {
             r = listener.inner.accept() => match r {
@@ -251,12 +251,12 @@ pub async fn run(
         let permit = match limit.clone().try_acquire_owned() {
             Ok(p) => p,
             Err(_) => loop {
-                wanted.store(1, Relaxed);
+                slots.want_one();
                 signal_tx.send_modify(|s| s.shed = s.shed.wrapping_add(1));
                 tokio::select! {
                     p = limit.clone().acquire_owned() => match p {
                         Ok(p) => {
-                            wanted.store(0, Relaxed);
+                            slots.want_none();
                             break p;
                         }
                         Err(_) => break 'accepting,
@@ -270,7 +270,7 @@ pub async fn run(
         // The connection's slot and its "alive" mark last as long as the connection or a
         // request of it still running after it ended (`RunToEnd`), whichever is later: the
         // cap and the stop's wait count that work too.
-        let slot = Arc::new(Slot::new(permit, alive_tx.clone(), epoch, wanted.clone()));
+        let slot = Arc::new(Slot::new(permit, alive_tx.clone(), epoch, slots.clone()));
         tokio::spawn(serve_connection(stream, ctx, router, signal, slot, peer));
     }
     // New connections are refused from here on.
@@ -291,6 +291,19 @@ fn closing(refusal: ApiError) -> axum::response::Response {
     res.headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("close"));
     res
+}
+
+/// The answer to one more event stream than the slots allow.
+fn too_many_streams(max_streams: usize) -> ApiError {
+    ApiError::new(
+        503,
+        "too_many_event_streams",
+        format!(
+            "{max_streams} connections already follow `GET /v1/events`, all the slots of \
+             `socket.max_connections` but the one kept for other requests: close a follower, \
+             or raise `socket.max_connections`"
+        ),
+    )
 }
 
 /// Resolves once a stop is asked for (or the server is gone). Returns nothing, so no watch
@@ -327,6 +340,8 @@ async fn serve_connection(
             // Only copied when the request log is on.
             let logged = tracing::enabled!(tracing::Level::DEBUG)
                 .then(|| (req.method().clone(), req.uri().path().to_string()));
+            let no_stream_place = events && !in_request.slot().take_stream_place();
+            let follows = events && req.method() == Method::GET;
             let mut res = if let Some(refusal) = revoked {
                 closing(refusal)
             } else {
@@ -343,6 +358,11 @@ async fn serve_connection(
                             ),
                         )
                         .into_response()
+                    }
+                    _ if no_stream_place => {
+                        let unneeded = json::Unneeded::of(req.headers());
+                        unneeded.discard(Body::new(req.into_body())).await;
+                        too_many_streams(in_request.slot().max_streams()).into_response()
                     }
                     // The hottest route goes past the router's matching and boxed futures, to the
                     // handler the router would pick.
@@ -363,10 +383,12 @@ async fn serve_connection(
                     }
                 }
             };
-            // A stream that began streams on after its handler returned.
-            if events && res.status() == hyper::StatusCode::OK {
-                in_request.slot().mark_streaming();
-            } else if in_request.slot().yields_to_waiting_peer() {
+            // A stream that began streams on after its handler returned, keeping its place.
+            let streams = follows && res.status() == hyper::StatusCode::OK;
+            if events && !streams {
+                in_request.slot().give_back_stream_place();
+            }
+            if !streams && in_request.slot().yields_to_waiting_peer() {
                 res.headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
             }

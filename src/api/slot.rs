@@ -1,6 +1,8 @@
 //! A connection's slot under `socket.max_connections`, and what decides that it may be closed
 //! to make room for a peer that waits for one: no request in its handler, no event stream,
 //! no bytes read or written since it was last asked, and its last request over for a second.
+//! Event streams hold their slots for as long as they follow, so they may take all but one:
+//! the last is kept for the requests that end (a health check, an enqueue).
 
 use std::io;
 use std::pin::Pin;
@@ -19,6 +21,48 @@ pub const SHED_AGAIN: Duration = Duration::from_millis(250);
 /// just connected, or just had its answer, is most likely about to send its next request.
 const SHED_IDLE_AFTER: Duration = Duration::from_secs(1);
 
+/// What the server's connections share: the slots a waiting peer still wants, and the event
+/// streams' count against their bound.
+pub struct Slots {
+    /// Slots the waiting peer still wants: each closing connection takes one, so one ask
+    /// closes one connection, not every idle one.
+    wanted: AtomicUsize,
+    streams: AtomicUsize,
+    max_streams: usize,
+}
+
+impl Slots {
+    pub fn new(max_connections: usize) -> Arc<Slots> {
+        Arc::new(Slots {
+            wanted: AtomicUsize::new(0),
+            streams: AtomicUsize::new(0),
+            max_streams: max_streams(max_connections),
+        })
+    }
+
+    /// A peer waits for a slot: the next connection that can make room does.
+    pub fn want_one(&self) {
+        self.wanted.store(1, Relaxed);
+    }
+
+    /// The waiting peer has its slot.
+    pub fn want_none(&self) {
+        self.wanted.store(0, Relaxed);
+    }
+
+    fn take_wanted(&self) -> bool {
+        self.wanted
+            .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1))
+            .is_ok()
+    }
+}
+
+/// How many connections may follow event streams at once: all but one of the slots (at least
+/// one), so a request that ends always gets a slot in turn.
+pub fn max_streams(max_connections: usize) -> usize {
+    max_connections.saturating_sub(1).max(1)
+}
+
 /// What a connection holds while it is served: its slot, its "alive" mark (the stop waits for
 /// every one), and what shedding needs to know of it.
 pub struct Slot {
@@ -26,8 +70,9 @@ pub struct Slot {
     _alive: mpsc::Sender<()>,
     /// Requests of this connection whose handler has not finished.
     busy: AtomicUsize,
-    /// Set for good once the connection follows an event stream: its answer streams on after
-    /// the handler returned, so it is never idle.
+    /// Set while the connection holds one of the event streams' places (from its request's
+    /// start, for good once its stream began): its answer streams on after the handler
+    /// returned, so it is never idle.
     streams: AtomicBool,
     /// Set by every read or write that moved bytes (a head arriving, an answer leaving),
     /// cleared by each ask.
@@ -35,9 +80,7 @@ pub struct Slot {
     /// When it connected or its last request ended, in milliseconds since `epoch`.
     active_at_ms: AtomicU64,
     epoch: Instant,
-    /// Slots the waiting peer still wants: each closing connection takes one, so one ask
-    /// closes one connection, not every idle one.
-    wanted: Arc<AtomicUsize>,
+    shared: Arc<Slots>,
 }
 
 impl Slot {
@@ -45,7 +88,7 @@ impl Slot {
         permit: OwnedSemaphorePermit,
         alive: mpsc::Sender<()>,
         epoch: Instant,
-        wanted: Arc<AtomicUsize>,
+        shared: Arc<Slots>,
     ) -> Slot {
         let slot = Slot {
             _permit: permit,
@@ -55,7 +98,7 @@ impl Slot {
             moved: AtomicBool::new(false),
             active_at_ms: AtomicU64::new(0),
             epoch,
-            wanted,
+            shared,
         };
         slot.touch();
         slot
@@ -66,8 +109,33 @@ impl Slot {
         self.active_at_ms.store(now, Relaxed);
     }
 
-    pub fn mark_streaming(&self) {
-        self.streams.store(true, Relaxed);
+    /// Takes one of the event streams' places for this connection, unless all are taken.
+    pub fn take_stream_place(&self) -> bool {
+        if self.streams.load(Relaxed) {
+            return true;
+        }
+        let shared = &self.shared;
+        let taken = shared
+            .streams
+            .fetch_update(Relaxed, Relaxed, |n| {
+                (n < shared.max_streams).then_some(n + 1)
+            })
+            .is_ok();
+        if taken {
+            self.streams.store(true, Relaxed);
+        }
+        taken
+    }
+
+    pub fn max_streams(&self) -> usize {
+        self.shared.max_streams
+    }
+
+    /// The request that took a place did not begin a stream.
+    pub fn give_back_stream_place(&self) {
+        if self.streams.swap(false, Relaxed) {
+            self.shared.streams.fetch_sub(1, Relaxed);
+        }
     }
 
     /// Asked to make room: whether this connection closes. It does when it has been idle (as
@@ -80,22 +148,22 @@ impl Slot {
             && !self.streams.load(Relaxed)
             && now.saturating_sub(self.active_at_ms.load(Relaxed))
                 >= SHED_IDLE_AFTER.as_millis() as u64;
-        idle && self
-            .wanted
-            .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1))
-            .is_ok()
+        idle && self.shared.take_wanted()
     }
 
     /// At the end of a request: whether its answer closes the connection, giving its slot to
     /// a peer that waits for one (so busy keep-alive connections take turns with waiting
     /// ones, rather than holding every slot for as long as they stay busy).
     pub fn yields_to_waiting_peer(&self) -> bool {
-        self.wanted.load(Relaxed) > 0
+        self.shared.wanted.load(Relaxed) > 0
             && !self.streams.load(Relaxed)
-            && self
-                .wanted
-                .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1))
-                .is_ok()
+            && self.shared.take_wanted()
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.give_back_stream_place();
     }
 }
 
