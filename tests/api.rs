@@ -915,6 +915,38 @@ fn sigterm_stops_cleanly_with_exit_code_0() {
 }
 
 #[test]
+fn two_stop_signals_at_once_are_one_stop_that_waits_for_requests_in_progress() {
+    let mut d = Daemon::start();
+    // A request in progress, its body still arriving: the stop waits for it.
+    let body = template_request("+14155551234").to_string();
+    let mut uploading = d.conn();
+    uploading
+        .write_raw(
+            format!(
+                "POST /v1/messages HTTP/1.1\r\nHost: waq\r\nContent-Type: application/json\r\n\
+                 Content-Length: {}\r\n\r\n{}",
+                body.len(),
+                &body[..10]
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    // As a supervisor that signals the process, then its group, does.
+    d.signal(libc::SIGTERM);
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    d.signal(libc::SIGTERM);
+    d.wait_for_log("stopping");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(d.is_running(), "the second signal ended the stop: {}", d.log());
+    uploading.write_raw(&body.as_bytes()[10..]).unwrap();
+    let r = uploading.read_response().unwrap();
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert_eq!(d.wait_exit().code(), Some(0), "{}", d.log());
+    assert!(!d.log().contains("second stop signal"), "{}", d.log());
+}
+
+#[test]
 fn sighup_with_a_broken_config_keeps_serving_and_a_good_one_applies() {
     let d = Daemon::start();
     let good = d.config_text();
@@ -1394,11 +1426,16 @@ fn log_lines_leave_the_time_to_journald_when_stderr_is_the_journal() {
             .all(|l| l.starts_with("20") && l.contains('T'))
     };
     let journal = start(true);
-    assert!(journal.contains("INFO"), "{journal}");
-    assert!(
-        journal.lines().all(|l| !l.starts_with("20")),
-        "journald adds the time: {journal}"
-    );
+    assert!(journal.contains("<6>INFO waq is serving"), "{journal}");
+    // Each line starts with its level as a syslog priority, which journald keeps as the
+    // entry's, and no time: journald adds it.
+    let priorities = ["<3>ERROR ", "<4>WARN ", "<6>INFO ", "<7>DEBUG ", "<7>TRACE "];
+    for line in journal.lines().filter(|l| !l.is_empty()) {
+        assert!(
+            priorities.iter().any(|p| line.starts_with(p)),
+            "no priority prefix: {line}"
+        );
+    }
     let elsewhere = start(false);
     assert!(stamped(&elsewhere), "{elsewhere}");
 }
@@ -1431,7 +1468,7 @@ fn serves_on_a_socket_passed_by_the_service_manager() {
         .arg("LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" serve --config \"$1\"")
         .arg(common::bin())
         .arg(&config)
-        .stderr(std::process::Stdio::null());
+        .stderr(std::fs::File::create(dir.path().join("daemon.log")).unwrap());
     // SAFETY: dup2 and fcntl are async-signal-safe. They put the listener at descriptor 3
     // without CLOEXEC (dup2 onto itself would keep the flag, hence fcntl in that case).
     unsafe {
@@ -1461,6 +1498,15 @@ fn serves_on_a_socket_passed_by_the_service_manager() {
 
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert_eq!(child.wait().unwrap().code(), Some(0));
+    // The start line names the socket served, and a warning that it is not `socket.path`.
+    let log = std::fs::read_to_string(dir.path().join("daemon.log")).unwrap();
+    let served = format!("socket={} (inherited)", socket.display());
+    assert!(log.contains(&served), "{log}");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("WARN") && l.contains("not socket.path")),
+        "{log}"
+    );
     assert!(
         socket.exists(),
         "the service manager's socket file is left to it"

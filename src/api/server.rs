@@ -64,6 +64,15 @@ impl Listener {
     pub fn local_path(&self) -> Option<&Path> {
         self.created.as_ref().map(|(p, _, _)| p.as_path())
     }
+
+    /// The path a listener passed in by the service manager is bound to, if it has one.
+    pub fn inherited_path(&self) -> Option<PathBuf> {
+        if self.created.is_some() {
+            return None;
+        }
+        let addr = self.inner.local_addr().ok()?;
+        addr.as_pathname().map(Path::to_path_buf)
+    }
 }
 
 impl Drop for Listener {

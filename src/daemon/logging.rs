@@ -2,9 +2,14 @@
 //! Secrets never reach the logs: `Config` prints tokens as `***`, and nothing logs them.
 //! The level can change on reload (SIGHUP); the format is fixed at start.
 
+use std::fmt;
 use std::sync::OnceLock;
 
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{reload, EnvFilter, Registry};
 
@@ -24,9 +29,8 @@ pub fn init(cfg: &LogConfig, json_override: Option<bool>) -> anyhow::Result<()> 
     let installed = if json_override.unwrap_or(cfg.json) {
         registry.with(fmt.json().flatten_event(true)).try_init()
     } else if stderr_is_the_journal() {
-        // journald stamps every line itself: a second time in the text is noise.
         registry
-            .with(fmt.with_ansi(false).without_time())
+            .with(fmt.with_ansi(false).event_format(JournalLine))
             .try_init()
     } else {
         registry.with(fmt.with_ansi(false)).try_init()
@@ -36,6 +40,39 @@ pub fn init(cfg: &LogConfig, json_override: Option<bool>) -> anyhow::Result<()> 
         let _ = LEVEL.set(handle);
     }
     Ok(())
+}
+
+/// A line for journald: the level as a syslog priority prefix (`<4>`), which journald takes
+/// off and keeps as the entry's priority (so `journalctl -p warning` finds the warnings), and
+/// no time, which journald stamps itself.
+struct JournalLine;
+
+impl<S, N> FormatEvent<S, N> for JournalLine
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let level = *event.metadata().level();
+        write!(writer, "<{}>{level} ", syslog_priority(level))?;
+        ctx.format_fields(writer.by_ref(), event)?;
+        writeln!(writer)
+    }
+}
+
+/// syslog's priorities: 3 err, 4 warning, 6 info, 7 debug.
+fn syslog_priority(level: Level) -> u8 {
+    match level {
+        Level::ERROR => 3,
+        Level::WARN => 4,
+        Level::INFO => 6,
+        Level::DEBUG | Level::TRACE => 7,
+    }
 }
 
 /// Whether stderr is connected to journald: systemd then sets `JOURNAL_STREAM` to the

@@ -149,10 +149,7 @@ pub async fn start(
     .await?
     .context("state_dir: cannot read the stored messages")?;
 
-    let socket_path = listener
-        .local_path()
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|| "(inherited)".into());
+    let socket_path = served_socket(&listener, &cfg.socket.path);
     let senders = cfg.sender_names().join(",");
     let app = App::new(cfg, store, dispatcher.clone());
     let dispatcher = dispatcher
@@ -194,6 +191,30 @@ pub async fn start(
 
 /// Tokens sent over plain HTTP beyond this machine can be read on the way: allowed (a
 /// simulator elsewhere on a private network), but said at every start and reload.
+/// The socket's path for the start line, absolute. One passed in by the service manager is
+/// named as such, with a warning when it is not `socket.path`: clients find the socket by
+/// that path.
+fn served_socket(listener: &api::Listener, configured: &Path) -> String {
+    let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    if let Some(p) = listener.local_path() {
+        return absolute(p).display().to_string();
+    }
+    match listener.inherited_path() {
+        Some(p) => {
+            if absolute(&p) != absolute(configured) {
+                tracing::warn!(
+                    inherited = %p.display(),
+                    socket_path = %absolute(configured).display(),
+                    "the socket passed in by the service manager is not socket.path: clients \
+                     that look for socket.path will not find the daemon; make the two the same"
+                );
+            }
+            format!("{} (inherited)", absolute(&p).display())
+        }
+        None => "(inherited)".into(),
+    }
+}
+
 fn warn_of_cleartext(cfg: &Config) {
     if crate::cloud::cleartext_beyond_loopback(&cfg.api.base_url) {
         tracing::warn!(

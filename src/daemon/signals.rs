@@ -1,9 +1,16 @@
 //! SIGTERM / SIGINT ask for a graceful stop, SIGHUP for a configuration reload.
 //! signal-hook runs the handlers on its own thread and forwards them into the runtime.
 
+use std::time::{Duration, Instant};
+
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals as Iter;
 use tokio::sync::mpsc;
+
+/// A stop signal this soon after the last one is the same stop: a supervisor that signals the
+/// process and then its process group (coreutils' `timeout`) sends two at once, and the
+/// second would otherwise end the stop without waiting. An operator's second Ctrl-C comes later.
+const SAME_STOP: Duration = Duration::from_millis(250);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Signal {
@@ -24,12 +31,20 @@ impl Signals {
         std::thread::Builder::new()
             .name("waq-signals".into())
             .spawn(move || {
+                let mut last_stop: Option<Instant> = None;
                 for sig in iter.forever() {
                     let s = match sig {
                         SIGHUP => Signal::Reload,
                         SIGINT => Signal::Stop("SIGINT"),
                         _ => Signal::Stop("SIGTERM"),
                     };
+                    if matches!(s, Signal::Stop(_)) {
+                        let now = Instant::now();
+                        if last_stop.is_some_and(|at| now.duration_since(at) < SAME_STOP) {
+                            continue;
+                        }
+                        last_stop = Some(now);
+                    }
                     if tx.send(s).is_err() {
                         break;
                     }
