@@ -143,6 +143,62 @@ fn higher_lsn_name(snap: &Path, suffix: &str) -> String {
     format!("snap.{:016X}{suffix}", lsn + 4096)
 }
 
+/// A log cut short after its snapshot was written (emptied, deleted, truncated) is refused,
+/// with nothing moved: without the snapshot, sled would rebuild from what is left of the log
+/// and the store would open without the messages the log lost.
+#[test]
+fn a_log_cut_short_is_refused_not_opened_without_its_messages() {
+    let cuts: [(&str, fn(&Path, u64)); 3] = [
+        ("emptied", |db, _| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(db)
+                .unwrap()
+                .set_len(0)
+                .unwrap()
+        }),
+        ("deleted", |db, _| std::fs::remove_file(db).unwrap()),
+        ("cut to its first segment", |db, len| {
+            assert!(
+                len > 8 * 1024 * 1024,
+                "the log spans several segments: {len}"
+            );
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(db)
+                .unwrap()
+                .set_len(4 * 1024 * 1024)
+                .unwrap()
+        }),
+    ];
+    let tmp = tempfile::tempdir().unwrap();
+    let whole = tmp.path().join("whole");
+    let (_, snap) = build_with_snapshot(&whole, 30_000);
+    for (what, cut) in cuts {
+        let dir = tmp.path().join(what.replace(' ', "_"));
+        std::fs::create_dir(&dir).unwrap();
+        for f in std::fs::read_dir(&whole).unwrap() {
+            let f = f.unwrap();
+            if f.file_type().unwrap().is_file() {
+                std::fs::copy(f.path(), dir.join(f.file_name())).unwrap();
+            }
+        }
+        let db = dir.join("db");
+        let len = std::fs::metadata(&db).unwrap().len();
+        cut(&db, len);
+        let err = Store::open(&dir, &cfg())
+            .err()
+            .unwrap_or_else(|| panic!("a log {what} opened"));
+        let StoreError::Corrupt(msg) = &err else {
+            panic!("{what}: expected Corrupt, got {err:?}")
+        };
+        assert!(msg.contains("cut short"), "{what}: {msg}");
+        assert!(msg.contains(&name(&snap)), "{what}: {msg}");
+        assert!(quarantined(&dir).is_empty(), "{what}: nothing is moved");
+        assert_eq!(snapshot_files(&dir), vec![dir.join(name(&snap))], "{what}");
+    }
+}
+
 #[test]
 fn a_truncated_snapshot_is_set_aside_and_rebuilt_from_the_log() {
     let dir = tempfile::tempdir().unwrap();

@@ -158,6 +158,23 @@ pub(super) fn open_with_recovery<T>(
         error = %first,
         "the database did not open; looking for files a crash may have left half-written"
     );
+    // A log shorter than its snapshot was cut short, not torn by a crash: without the
+    // snapshot, sled would rebuild what is left of it and the store would open without the
+    // messages it lost, as if it had none.
+    if let Some(cut) = log_cut_short(dir)? {
+        return Err(StoreError::Corrupt(format!(
+            "the database in {} cannot be opened: its log `db` is {} bytes long, but the \
+             snapshot {} points {} bytes into it, so the log was emptied, deleted or cut \
+             short after the snapshot was written (sled: {first}). Nothing was moved, as \
+             opening without the snapshot would start without the messages the log lost. \
+             Stop waq, keep a copy of that directory, and restore it from a backup; or move \
+             it aside to start with an empty store (its messages would not be sent)",
+            dir.display(),
+            cut.log_len,
+            cut.snapshot,
+            cut.points_to
+        )));
+    }
     let mut quarantine = Quarantine::new(dir);
 
     let damaged = damaged_files(dir)?;
@@ -213,6 +230,43 @@ fn recovered<T>(db: T, quarantine: &Quarantine) -> T {
          nothing was deleted"
     );
     db
+}
+
+/// A sound snapshot pointing past the end of the log.
+struct CutShort {
+    snapshot: String,
+    points_to: u64,
+    log_len: u64,
+}
+
+/// The first sound snapshot file that points at or past the end of the log file (sled keeps
+/// the log written a segment past its tip, so a whole log is always longer).
+fn log_cut_short(dir: &Path) -> io::Result<Option<CutShort>> {
+    let log_len = match fs::metadata(dir.join("db")) {
+        Ok(m) => m.len(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
+        Err(e) => return Err(e),
+    };
+    for path in snapshot_files(dir)? {
+        let bytes = fs::read(&path)?;
+        if !snapshot_is_sound(&bytes) {
+            continue;
+        }
+        if let Some(points_to) = sled::snapshot_log_extent(&bytes) {
+            if points_to >= log_len {
+                let snapshot = path.file_name().map_or_else(
+                    || path.display().to_string(),
+                    |n| n.to_string_lossy().into_owned(),
+                );
+                return Ok(Some(CutShort {
+                    snapshot,
+                    points_to,
+                    log_len,
+                }));
+            }
+        }
+    }
+    Ok(None)
 }
 
 /// Snapshot files as sled 0.34 lists them: every name starting with `snap.` except its old

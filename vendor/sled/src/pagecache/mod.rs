@@ -56,6 +56,8 @@ pub(crate) use self::{
     snapshot::{read_snapshot_or_default, PageState, Snapshot},
 };
 
+pub use self::snapshot::snapshot_log_extent;
+
 pub use self::{
     constants::{
         MAX_MSG_HEADER_LEN, MAX_SPACE_AMPLIFICATION, MINIMUM_ITEMS_PER_SEGMENT,

@@ -437,6 +437,30 @@ fn advance_snapshot(
     Ok(snapshot)
 }
 
+/// waq: the highest log offset that the snapshot in `file` (a snapshot file's bytes, trailer
+/// included, its CRC already checked by the caller) points into, if it deserializes. A log
+/// file no longer than that was cut short after the snapshot was written.
+pub fn snapshot_log_extent(file: &[u8]) -> Option<LogOffset> {
+    if file.len() <= 12 {
+        return None;
+    }
+    let body = &file[..file.len() - 12];
+    let snapshot = Snapshot::deserialize(&mut &body[..]).ok()?;
+    let mut highest = snapshot.active_segment;
+    for page in &snapshot.pt {
+        let mut note = |ptr: &DiskPtr| highest = highest.max(Some(ptr.lid()));
+        match page {
+            PageState::Present { base, frags } => {
+                note(&base.1);
+                frags.iter().for_each(|frag| note(&frag.1));
+            }
+            PageState::Free(_, ptr) => note(ptr),
+            PageState::Uninitialized => {}
+        }
+    }
+    highest
+}
+
 /// Read a `Snapshot` or generate a default, then advance it to
 /// the tip of the data file, if present.
 pub fn read_snapshot_or_default(config: &RunningConfig) -> Result<Snapshot> {
