@@ -148,7 +148,9 @@ fn higher_lsn_name(snap: &Path, suffix: &str) -> String {
 /// and the store would open without the messages the log lost.
 #[test]
 fn a_log_cut_short_is_refused_not_opened_without_its_messages() {
-    let cuts: [(&str, fn(&Path, u64)); 3] = [
+    /// Cuts the log at this path, of this length.
+    type Cut = fn(&Path, u64);
+    let cuts: [(&str, Cut); 3] = [
         ("emptied", |db, _| {
             std::fs::OpenOptions::new()
                 .write(true)
