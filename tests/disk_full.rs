@@ -299,3 +299,48 @@ fn batches_and_health_tell_the_same_story_while_the_disk_is_full() {
     assert_eq!(health.status, 200, "{}", health.text());
     assert_eq!(health.json()["status"], "ok");
 }
+
+/// While the store refuses writes, messages that come due are not picked again and again: each
+/// waits for the store's next reopen, and the log says so once per period, not once per try.
+#[test]
+fn messages_due_while_the_disk_is_full_wait_without_flooding_the_log() {
+    if Command::new("prlimit").arg("--version").output().is_err() {
+        eprintln!("disk full: skipped, `prlimit` (util-linux) is not installed");
+        return;
+    }
+    let d = Daemon::start();
+    let due = std::time::SystemTime::now() + Duration::from_secs(2);
+    for i in 0..50 {
+        let mut r = template_request(&format!("+1415777{i:04}"));
+        r["send_at"] = serde_json::json!(humantime::format_rfc3339_seconds(due).to_string());
+        assert_eq!(d.post("/v1/messages", &r).status, 202);
+    }
+    let limit = state_bytes(&d) + 64 * 1024;
+    assert!(prlimit(d.pid(), &format!("{limit}:")), "prlimit failed");
+    // Fill what is left, until the store refuses.
+    let mut refused = false;
+    for i in 0..5_000 {
+        let mut r = parked(template_request(&format!("+1415888{i:04}")));
+        r["metadata"] = serde_json::json!({"pad": "p".repeat(900)});
+        let status = d.post("/v1/messages", &r).status;
+        if status == 507 || status == 503 {
+            refused = true;
+            break;
+        }
+    }
+    assert!(refused, "the limit was never reached");
+    // The 50 come due and are tried while the store refuses; the store keeps refusing (the
+    // limit stays), so each would be tried again at every retry_min_ms.
+    std::thread::sleep(Duration::from_secs(8));
+    let log = d.log();
+    let refusals = log
+        .lines()
+        .filter(|l| l.contains("before sending") || l.contains("before the request"))
+        .count();
+    assert!(refusals >= 1, "no attempt met the full store:\n{log}");
+    assert!(
+        refusals <= 2,
+        "{refusals} lines for the attempts the full store refused:\n{log}"
+    );
+    assert!(prlimit(d.pid(), "unlimited:"), "prlimit failed");
+}

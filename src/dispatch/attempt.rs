@@ -10,6 +10,7 @@ use std::time::Duration;
 use crate::app::App;
 use crate::cloud::{CloudClient, CloudError, ErrorClass, SendOutcome};
 use crate::config::{Config, DispatchConfig, RestartPolicy};
+use crate::log_every::LogEvery;
 use crate::metrics::Metrics;
 use crate::model::{now_ms, LastError, Message, State};
 use crate::window;
@@ -124,8 +125,14 @@ pub async fn run(mut input: AttemptInput<'_>) -> (Outcome, SenderEffect) {
         prepare(m, now, window_open, policy, max_age_ms)
     });
     if let Some(e) = window_error {
-        tracing::error!(id = input.id, "cannot read the recipient window: {e}");
-        return retry_later(input, now);
+        if let Some(times) = STORE_REFUSED.due() {
+            tracing::error!(
+                id = input.id,
+                times,
+                "cannot read the recipient window: {e}"
+            );
+        }
+        return retry_after_store_error(input, now);
     }
     let body = match prepared {
         Ok(Some((Prepared::Send { body }, m))) => {
@@ -137,12 +144,15 @@ pub async fn run(mut input: AttemptInput<'_>) -> (Outcome, SenderEffect) {
             // commit a crash could take the unflushed `sending` with it and the message would
             // be sent again as if it had never been tried. Concurrent attempts share the fsync.
             if let Err(e) = app.store.commit_patient().await {
-                tracing::error!(
-                    id = input.id,
-                    "cannot commit `sending` before the request: {e}"
-                );
+                if let Some(times) = STORE_REFUSED.due() {
+                    tracing::error!(
+                        id = input.id,
+                        times,
+                        "cannot commit `sending` before the request: {e}"
+                    );
+                }
                 undo_sending(app, input.id);
-                return retry_later(input, now);
+                return retry_after_store_error(input, now);
             }
             // The loop took this request's rate slot when it picked the message; the commit
             // above may have held it since, and requests held together must not leave
@@ -165,11 +175,14 @@ pub async fn run(mut input: AttemptInput<'_>) -> (Outcome, SenderEffect) {
         }
         Ok(None) => return (Outcome::DoneWithoutRequest, SenderEffect::None),
         Err(e) => {
-            tracing::error!(
-                id = input.id,
-                "cannot update the message before sending: {e}"
-            );
-            return retry_later(input, now);
+            if let Some(times) = STORE_REFUSED.due() {
+                tracing::error!(
+                    id = input.id,
+                    times,
+                    "cannot update the message before sending: {e}"
+                );
+            }
+            return retry_after_store_error(input, now);
         }
     };
 
@@ -335,11 +348,19 @@ fn undo_sending(app: &App, id: u64) {
 }
 
 /// A local failure (the store) before the request: try again shortly, as a transient error.
-fn retry_later(input: AttemptInput<'_>, now: u64) -> (Outcome, SenderEffect) {
-    let d = &input.config.dispatch;
+/// The store refusing writes (a full disk) refuses every message alike: one line per period
+/// says so, with how many attempts it stopped (`times`), rather than one per attempt.
+static STORE_REFUSED: LogEvery = LogEvery::new(Duration::from_secs(10));
+
+/// How long a message the store could not update waits before it is tried again: a store that
+/// refuses writes reopens at most this often, so sooner would only be refused again.
+const STORE_RETRY: Duration = Duration::from_secs(5);
+
+fn retry_after_store_error(input: AttemptInput<'_>, now: u64) -> (Outcome, SenderEffect) {
+    let wait = input.config.dispatch.retry_min.max(STORE_RETRY);
     (
         Outcome::RetryUnsent {
-            at_ms: now + d.retry_min.as_millis() as u64,
+            at_ms: now + wait.as_millis() as u64,
         },
         SenderEffect::None,
     )
