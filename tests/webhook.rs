@@ -1384,3 +1384,173 @@ async fn a_131047_for_a_wa_id_forgets_the_windows_of_the_numbers_aliased_to_it()
     assert!(!window_open(&app, DIALLED_BR));
     assert!(!window_open(&app, WA_ID_BR));
 }
+
+/// Business-scoped user ids (BSUID): a user with a username may write without the business
+/// seeing their number, and Meta then leaves out `messages[].from` and `contacts[].wa_id`.
+const BSUID: &str = "US.13491208655302741918";
+
+#[tokio::test]
+async fn an_inbound_without_a_phone_number_is_published_with_its_user_id_and_opens_no_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = start(dir.path(), "").await;
+    let mut events = d.app.events.subscribe();
+    let ts = now_s() - 30;
+    let contact =
+        json!({"profile": {"name": "Sheena Nelson", "username": "@sheena"}, "user_id": BSUID});
+    // Meta's documented shape: the message names the user by `from_user_id`.
+    let by_user_id = json!({"from_user_id": BSUID, "id": "wamid.BS1", "timestamp": ts.to_string(),
+                            "type": "text", "text": {"body": "Is it in stock?"}});
+    // Meta's contact-request example: neither `from` nor `from_user_id`, one contact.
+    let only_contact = json!({"id": "wamid.BS2", "timestamp": ts.to_string(), "type": "contacts",
+        "origin": "contact_request",
+        "contacts": [{"vcard": "BEGIN:VCARD", "phones": [{"phone": "+1 650-555-0199"}]}]});
+    // A user whose number is known: both, as before, plus the user id.
+    let both = json!({"from": "16505550199", "from_user_id": "US.2", "id": "wamid.BS3",
+                      "timestamp": ts.to_string(), "type": "text", "text": {"body": "hi"}});
+    // WhatsApp's notice of a new user id: published, opens nothing.
+    let system = json!({"from_user_id": BSUID, "id": "wamid.BS4", "timestamp": ts.to_string(),
+        "type": "system", "system": {"body": "User changed", "user_id": "US.3",
+                                     "type": "user_changed_user_id"}});
+    let bodies = [
+        envelope(
+            PNID,
+            json!({"contacts": [contact], "messages": [by_user_id]}),
+        ),
+        envelope(
+            PNID,
+            json!({"contacts": [contact], "messages": [only_contact]}),
+        ),
+        envelope(
+            PNID,
+            json!({"contacts": [{"profile": {"name": "Ana"}, "wa_id": "16505550199", "user_id": "US.2"}],
+                   "messages": [both]}),
+        ),
+        envelope(PNID, json!({"messages": [system]})),
+    ];
+    for body in &bodies {
+        assert_eq!(post(&d.url(), body).await.status(), 200);
+    }
+    // Meta's duplicate delivery of the first.
+    assert_eq!(post(&d.url(), &bodies[0]).await.status(), 200);
+    eventually("all applied", Duration::from_secs(5), || {
+        d.app.store.log("webhook_inbox").unwrap().is_empty()
+            && d.app.metrics.webhooks_received.load(Relaxed) == 5
+    })
+    .await;
+
+    let evs = drain(&mut events);
+    assert_eq!(evs.len(), 4, "{evs:#?}");
+    for (e, m) in evs.iter().zip([&by_user_id, &only_contact, &both, &system]) {
+        assert_eq!(e["event"], "inbound", "{e}");
+        assert_eq!(e["sender"], "main", "{e}");
+        assert_eq!(e["at"], waq::model::format_time(ts * 1000), "{e}");
+        assert_eq!(e["type"], m["type"], "{e}");
+        assert_eq!(&e["message"], m, "{e}");
+    }
+    // No phone number: no `from` at all, the user id instead.
+    for e in [&evs[0], &evs[1], &evs[3]] {
+        assert!(e.get("from").is_none(), "{e}");
+        assert_eq!(e["user_id"], BSUID, "{e}");
+    }
+    assert_eq!(evs[0]["contact"], contact);
+    assert_eq!(evs[1]["contact"], contact);
+    assert_eq!(evs[3]["contact"], Value::Null);
+    assert_eq!(evs[2]["from"], "16505550199");
+    assert_eq!(evs[2]["user_id"], "US.2");
+    assert_eq!(evs[2]["contact"]["profile"]["name"], "Ana");
+
+    // Only the message with a number opened a window (and counts as one).
+    assert!(window_open(&d.app, "16505550199"));
+    assert_eq!(d.app.store.last_inbound("main", BSUID).unwrap(), None);
+    assert_eq!(d.app.metrics.inbound_messages.load(Relaxed), 1);
+    let app = d.shutdown().await;
+    let all = app.store.prune_windows(u64::MAX, None, 100).unwrap();
+    assert_eq!(all.removed, 1, "one window in all");
+}
+
+#[tokio::test]
+async fn a_message_from_a_number_carries_the_user_id_of_its_contact() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = start(dir.path(), "").await;
+    let mut events = d.app.events.subscribe();
+    let ts = now_s() - 60;
+    // Meta's text example: `from` on the message, `user_id` on its contact only.
+    let body = fixture("inbound_text.json", ts);
+    assert_eq!(post(&d.url(), &body).await.status(), 200);
+    eventually("applied", Duration::from_secs(5), || {
+        d.app.store.log("webhook_inbox").unwrap().is_empty()
+            && d.app.metrics.webhooks_received.load(Relaxed) == 1
+    })
+    .await;
+    let evs = drain(&mut events);
+    assert_eq!(evs.len(), 1, "{evs:?}");
+    assert_eq!(evs[0]["from"], "16505551234");
+    assert_eq!(evs[0]["user_id"], BSUID);
+    assert!(window_open(&d.app, "16505551234"));
+    d.shutdown().await;
+}
+
+/// A status of a message sent to a user who hides their number: `recipient_id` left out,
+/// the user named by `recipient_user_id`. Statuses go by wamid, so it still applies.
+#[tokio::test]
+async fn a_status_naming_only_the_user_id_is_applied_by_wamid() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = start(dir.path(), "").await;
+    let mut events = d.app.events.subscribe();
+    let id = insert_sent(&d.app, "16505550001", "wamid.BU1", State::Sent);
+    d.app
+        .store
+        .record_inbound("main", "16505550002", now_ms() - 120_000)
+        .unwrap();
+    let failing = insert_sent(&d.app, "16505550002", "wamid.BU2", State::Sent);
+    let ts = now_s() - 5;
+    let contacts =
+        json!([{"profile": {"name": "Sheena Nelson", "username": "@sheena"}, "user_id": BSUID}]);
+    let delivered = envelope(
+        PNID,
+        json!({"contacts": contacts, "statuses": [{"id": "wamid.BU1", "status": "delivered",
+               "timestamp": ts.to_string(), "recipient_user_id": BSUID}]}),
+    );
+    let read = envelope(
+        PNID,
+        json!({"contacts": contacts, "statuses": [{"id": "wamid.BU1", "status": "read",
+               "timestamp": ts.to_string(), "recipient_user_id": BSUID}]}),
+    );
+    let failed = envelope(
+        PNID,
+        json!({"statuses": [{"id": "wamid.BU2", "status": "failed", "timestamp": ts.to_string(),
+               "recipient_user_id": "US.4",
+               "errors": [{"code": 131047, "title": "Re-engagement message"}]}]}),
+    );
+    for body in [&delivered, &read, &failed, &read] {
+        assert_eq!(post(&d.url(), body).await.status(), 200);
+    }
+    eventually("applied", Duration::from_secs(5), || {
+        d.app.store.log("webhook_inbox").unwrap().is_empty()
+            && d.app.metrics.webhooks_received.load(Relaxed) == 4
+    })
+    .await;
+    let m = get(&d.app, id);
+    assert_eq!(m.state, State::Read, "{m:?}");
+    let states: Vec<_> = m.history.iter().map(|h| h.state).collect();
+    assert_eq!(states, [State::Sent, State::Delivered, State::Read]);
+    let f = get(&d.app, failing);
+    assert_eq!(f.state, State::Failed, "{f:?}");
+    // The 131047 still forgets the window of the number the message was sent to.
+    assert!(!window_open(&d.app, "16505550002"));
+    let evs = drain(&mut events);
+    let seen: Vec<(&str, &str)> = evs
+        .iter()
+        .map(|e| (e["to"].as_str().unwrap(), e["state"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("16505550001", "delivered"),
+            ("16505550001", "read"),
+            ("16505550002", "failed")
+        ],
+        "{evs:#?}"
+    );
+    d.shutdown().await;
+}

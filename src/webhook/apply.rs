@@ -34,6 +34,9 @@ pub struct ApplySummary {
     pub inbound: usize,
     /// `system` messages (e.g. `user_changed_number`): published, no window opened.
     pub system: usize,
+    /// Inbound messages without `from` (a user whose username hides their number): published
+    /// with their user id, no window opened.
+    pub without_number: usize,
     /// Value-level `errors[]` reported by Meta.
     pub value_errors: usize,
     /// For a phone number no sender is configured with: values with inbound messages (not
@@ -200,8 +203,11 @@ pub(crate) fn apply_with(
                 let kind = msg.kind.as_deref().unwrap_or("unknown");
                 // Meta writes digits; anything else is normalised as `POST /v1/inbound` does,
                 // so the window, the event and the contact agree with a send to that number.
-                let from = crate::validate::recipient(&msg.from, "from").ok();
-                let from_shown = from.as_deref().unwrap_or(&msg.from);
+                let from = msg
+                    .from
+                    .as_deref()
+                    .and_then(|f| crate::validate::recipient(f, "from").ok());
+                let from_shown = from.as_deref().or(msg.from.as_deref());
                 let seen_key = msg.id.as_ref().map(|id| format!("{}\0{id}", sender.name));
                 let fresh = match (recent, &seen_key) {
                     (Some(r), Some(k)) => !r.lock().unwrap_or_else(|p| p.into_inner()).contains(k),
@@ -214,7 +220,8 @@ pub(crate) fn apply_with(
                     let sys = msg.system.clone().unwrap_or_default();
                     tracing::info!(
                         sender = %sender.name,
-                        from = %msg.from,
+                        from = ?msg.from,
+                        user_id = ?msg.from_user_id,
                         system_type = ?sys.kind,
                         new_wa_id = ?sys.new_number(),
                         "system message from WhatsApp (no window opened)"
@@ -226,38 +233,42 @@ pub(crate) fn apply_with(
                     if fresh {
                         Metrics::inc(&app.metrics.inbound_messages);
                     }
-                } else {
+                } else if let Some(raw_from) = &msg.from {
                     tracing::warn!(
                         sender = %sender.name,
-                        from = %msg.from,
+                        from = %raw_from,
                         "inbound message whose `from` is not a phone number: no window opened"
                     );
                     sum.malformed += 1;
+                } else {
+                    // A window is kept per phone number (a send's `to`), and there is none.
+                    tracing::debug!(
+                        sender = %sender.name,
+                        user_id = ?msg.from_user_id,
+                        "inbound message without a phone number: published, no window opened"
+                    );
+                    sum.without_number += 1;
                 }
                 if fresh {
-                    let contact = value
-                        .contacts
-                        .iter()
-                        .find(|c| {
-                            c.get("wa_id").and_then(Value::as_str).is_some_and(|wa_id| {
-                                wa_id == msg.from
-                                    || from.as_ref().is_some_and(|from| {
-                                        crate::validate::recipient(wa_id, "wa_id")
-                                            .is_ok_and(|wa_id| wa_id == *from)
-                                    })
-                            })
-                        })
-                        .cloned()
-                        .unwrap_or(Value::Null);
-                    app.publish(json!({
-                        "event": "inbound",
-                        "sender": sender.name,
-                        "from": from_shown,
-                        "at": format_time(at),
-                        "type": kind,
-                        "message": raw_msg,
-                        "contact": contact,
-                    }));
+                    let contact = contact_of(&value.contacts, &msg, from.as_deref());
+                    let user_id = msg.from_user_id.as_deref().or_else(|| {
+                        contact
+                            .and_then(|c| c.get("user_id"))
+                            .and_then(Value::as_str)
+                    });
+                    let mut event = serde_json::Map::new();
+                    event.insert("event".into(), json!("inbound"));
+                    event.insert("sender".into(), json!(sender.name));
+                    // Left out when Meta left it out, as in Meta's payload.
+                    if let Some(from) = from_shown {
+                        event.insert("from".into(), json!(from));
+                    }
+                    event.insert("user_id".into(), json!(user_id));
+                    event.insert("at".into(), json!(format_time(at)));
+                    event.insert("type".into(), json!(kind));
+                    event.insert("message".into(), raw_msg.clone());
+                    event.insert("contact".into(), contact.cloned().unwrap_or(Value::Null));
+                    app.publish(Value::Object(event));
                     if let (Some(r), Some(k)) = (recent, seen_key) {
                         r.lock().unwrap_or_else(|p| p.into_inner()).insert(k);
                     }
@@ -266,6 +277,39 @@ pub(crate) fn apply_with(
         }
     }
     Ok(sum)
+}
+
+/// The `contacts[]` entry of a message's user: by wa_id when the message has `from`, else by
+/// user id. A message that names its user neither way (Meta's example of a contact-request
+/// reply has neither `from` nor `from_user_id`) takes the only entry, if there is just one.
+fn contact_of<'a>(
+    contacts: &'a [Value],
+    msg: &InboundMessage,
+    from: Option<&str>,
+) -> Option<&'a Value> {
+    let field = |c: &'a Value, key: &str| c.get(key).and_then(Value::as_str);
+    if let Some(raw_from) = msg.from.as_deref() {
+        let by_wa_id = contacts.iter().find(|c| {
+            field(c, "wa_id").is_some_and(|wa_id| {
+                wa_id == raw_from
+                    || from.is_some_and(|from| {
+                        crate::validate::recipient(wa_id, "wa_id").is_ok_and(|wa_id| wa_id == from)
+                    })
+            })
+        });
+        if by_wa_id.is_some() {
+            return by_wa_id;
+        }
+    }
+    if let Some(user_id) = msg.from_user_id.as_deref() {
+        return contacts
+            .iter()
+            .find(|c| field(c, "user_id") == Some(user_id));
+    }
+    match contacts {
+        [only] if msg.from.is_none() => Some(only),
+        _ => None,
+    }
 }
 
 /// What became of one status.

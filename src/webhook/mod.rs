@@ -259,6 +259,7 @@ impl Shared {
                     deferred = sum.deferred.len(),
                     inbound = sum.inbound,
                     system = sum.system,
+                    without_number = sum.without_number,
                     unrouted = sum.unrouted,
                     "webhook payload applied"
                 );

@@ -131,11 +131,17 @@ impl MetaError {
 }
 
 /// The fields of an inbound `messages[]` entry that waq reads; the rest stays in the raw JSON.
+///
+/// None is required: Meta leaves `from` out for a user whose username hides their number, and
+/// such a message must still be published.
 #[derive(Debug, Clone, Deserialize)]
 pub struct InboundMessage {
-    /// The user's WhatsApp id (digits).
-    #[serde(deserialize_with = "string")]
-    pub from: String,
+    /// The user's WhatsApp id (digits), when Meta shares their number.
+    #[serde(default, deserialize_with = "opt_string")]
+    pub from: Option<String>,
+    /// The user's business-scoped user id (BSUID, e.g. `US.13491208655302741918`).
+    #[serde(default, deserialize_with = "opt_string")]
+    pub from_user_id: Option<String>,
     #[serde(default, deserialize_with = "opt_string")]
     pub id: Option<String>,
     /// Unix seconds (Meta sends a string).
@@ -288,6 +294,12 @@ mod tests {
         let p = InboundMessage::parse(&m).unwrap();
         assert_eq!(p.kind.as_deref(), Some("system"));
         assert_eq!(p.system.unwrap().new_number(), Some("16505559999"));
-        assert!(InboundMessage::parse(&serde_json::json!({"id":"x"})).is_err());
+        assert_eq!(p.from.as_deref(), Some("16505551234"));
+        assert_eq!(p.from_user_id, None);
+        // A user who hides their number: no `from`, the business-scoped user id instead.
+        let p =
+            InboundMessage::parse(&serde_json::json!({"from_user_id":"US.1349","id":"x"})).unwrap();
+        assert_eq!((p.from, p.from_user_id.as_deref()), (None, Some("US.1349")));
+        assert!(InboundMessage::parse(&serde_json::json!("not an object")).is_err());
     }
 }
