@@ -620,3 +620,80 @@ fn a_full_disk_answers_full_loses_nothing_committed_and_heals_when_space_returns
     }
     assert!(total >= 100 + acked.len() as u64);
 }
+
+/// A small tmpfs mounted for one test, unmounted when dropped.
+struct SmallFs(PathBuf);
+
+impl SmallFs {
+    /// `None` where mounting is not permitted (not root, or no CAP_SYS_ADMIN).
+    fn mount(at: &Path, size: &str) -> Option<SmallFs> {
+        use std::ffi::CString;
+        use std::os::unix::ffi::OsStrExt;
+        std::fs::create_dir_all(at).unwrap();
+        let target = CString::new(at.as_os_str().as_bytes()).unwrap();
+        let options = CString::new(format!("size={size}")).unwrap();
+        let rc = unsafe {
+            libc::mount(
+                c"tmpfs".as_ptr(),
+                target.as_ptr(),
+                c"tmpfs".as_ptr(),
+                0,
+                options.as_ptr().cast(),
+            )
+        };
+        (rc == 0).then(|| SmallFs(at.to_path_buf()))
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        use std::os::unix::ffi::OsStrExt;
+        let target = std::ffi::CString::new(self.0.as_os_str().as_bytes()).unwrap();
+        unsafe {
+            libc::umount2(target.as_ptr(), libc::MNT_DETACH);
+        }
+    }
+}
+
+/// Writes to `path` until the filesystem has no room left.
+fn fill(path: &Path) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).unwrap();
+    let chunk = vec![0xA5u8; 64 * 1024];
+    while f.write_all(&chunk).is_ok() {}
+    // The last pages may take less than a chunk.
+    while f.write_all(&chunk[..512]).is_ok() {}
+}
+
+/// On a full disk sled starts its snapshot file and cannot write it. That open fails with
+/// `Full`; the next must not take the file left behind for damage and set it aside, which
+/// would add a quarantine directory each time the store retries.
+#[test]
+fn opens_on_a_full_disk_leave_no_snapshot_file_and_no_quarantine() {
+    let root = tempfile::tempdir().unwrap();
+    let Some(fs) = SmallFs::mount(&root.path().join("small"), "24m") else {
+        eprintln!(
+            "full disk at open: skipped, mounting a tmpfs is not permitted here (needs root)"
+        );
+        return;
+    };
+    let dir = fs.0.join("state");
+    let ids = build(&dir, 300);
+    fill(&fs.0.join("filler"));
+    for attempt in 1..=3 {
+        match Store::open(&dir, &cfg()) {
+            Err(StoreError::Full(_)) => {}
+            Err(e) => panic!("attempt {attempt}: {e}"),
+            Ok(_) => panic!("attempt {attempt}: opened on a full disk"),
+        }
+    }
+    let left: Vec<String> = snapshot_files(&dir).iter().map(|p| name(p)).collect();
+    assert!(!left.iter().any(|n| n.ends_with(".generating")), "{left:?}");
+    assert!(
+        !dir.join("quarantine").exists(),
+        "quarantined {:?}",
+        quarantined(&dir)
+    );
+    std::fs::remove_file(fs.0.join("filler")).unwrap();
+    drop(assert_all_there(&dir, &ids));
+}

@@ -219,7 +219,7 @@ async fn enqueue_batch(
     let written: Vec<&Outcome> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
     // A store that takes no writes fails the whole batch, as a failed commit does.
     if let Some(e) = store_refusal(&results) {
-        roll_back(&app, &written);
+        roll_back(&app, generation, &written);
         return Err(e);
     }
     commit_or_roll_back(&app, generation, &written).await?;
@@ -228,7 +228,7 @@ async fn enqueue_batch(
         match ended {
             Ok(()) => commit_or_roll_back(&app, generation, &written).await?,
             Err(e) => {
-                roll_back(&app, &written);
+                roll_back(&app, generation, &written);
                 return Err(e);
             }
         }
@@ -703,18 +703,19 @@ async fn commit_or_roll_back(
         return Ok(());
     }
     if let Err(e) = app.store.commit_since(generation).await {
-        roll_back(app, outcomes);
+        roll_back(app, generation, outcomes);
         tracing::error!(error = %e, "commit failed; enqueue refused");
         return Err(e.into());
     }
     Ok(())
 }
 
-/// Takes back (best effort) the messages of a request that is refused after they were written.
-fn roll_back(app: &App, outcomes: &[&Outcome]) {
+/// Takes back (best effort) the messages of a request that is refused after they were written
+/// (`generation`: the store's before they were).
+fn roll_back(app: &App, generation: u64, outcomes: &[&Outcome]) {
     for o in outcomes {
         if let Outcome::Created(m) = o {
-            app.store.take_back(m);
+            app.store.take_back(m, generation);
         }
     }
 }

@@ -507,7 +507,7 @@ async fn resync_after_reopen(app: Arc<App>, dispatcher: Dispatcher) {
         let (store, d) = (app.store.clone(), dispatcher.clone());
         let result = tokio::task::spawn_blocking(move || d.resync(&store)).await;
         match result {
-            Ok(Ok(n)) => tracing::info!(messages = n, "schedule resynced after the store reopened"),
+            Ok(Ok(n)) => tracing::info!(pending = n, "schedule resynced after the store reopened"),
             Ok(Err(e)) => tracing::error!("cannot resync the schedule after a store reopen: {e}"),
             Err(e) => tracing::error!("schedule resync failed: {e}"),
         }
@@ -519,7 +519,7 @@ impl Dispatcher {
     /// already: the schedule cannot tell a parked message without a ttl is there (it keeps no
     /// index of them, to stay small at a million), and one parked twice would count twice
     /// in the sender's `queued` until it falls due. The set of parked ids lives only for the
-    /// resync.
+    /// resync. Returns how many messages are pending.
     pub fn resync(&self, store: &Store) -> Result<u64, StoreError> {
         let mut parked = std::collections::HashSet::new();
         {
@@ -528,7 +528,9 @@ impl Dispatcher {
                 sender.parked_ids(&mut parked);
             }
         }
-        store.recover(|m| {
+        // Not `recover`: the store's counts stay as the reopening left them, since messages
+        // change state while this scan runs.
+        store.for_each_pending(|m| {
             if !parked.contains(&m.id) {
                 self.submit(&m);
             }

@@ -199,6 +199,8 @@ struct Inner {
     wa_ids: sled::Tree,
     unfinished_batches: sled::Tree,
     committer: commit::Committer,
+    /// `Store::generation()` while this opening is in service.
+    generation: u64,
 }
 
 impl Inner {
@@ -233,6 +235,7 @@ impl Inner {
             wa_ids,
             unfinished_batches,
             committer,
+            generation: 0,
         })
     }
 
@@ -346,7 +349,8 @@ impl Store {
 
     /// Scans every record once: rebuilds the per-state counts and calls `pending` for each
     /// message the dispatcher still owns. Nothing lives only in memory, so this (with
-    /// [`recover_observing`](Self::recover_observing)) is all a restart needs.
+    /// [`recover_observing`](Self::recover_observing)) is all a restart needs. Only before
+    /// anything else writes: the counts are replaced by what the scan saw.
     pub fn recover(&self, pending: impl FnMut(Message)) -> Result<u64, StoreError> {
         self.recover_observing(|_| {}, pending)
     }
@@ -366,6 +370,24 @@ impl Store {
                 }
             })?;
             Ok(self.shared.set_counts(&counts))
+        })
+    }
+
+    /// Calls `pending` for each message the dispatcher still owns, leaving the per-state
+    /// counts alone; returns how many there were. For a resync while the daemon runs: a scan
+    /// is no snapshot, and counts taken from it would miss every state that changed behind it.
+    pub fn for_each_pending(&self, mut pending: impl FnMut(Message)) -> Result<u64, StoreError> {
+        self.with(|inner| {
+            let mut n = 0;
+            for item in inner.messages.iter() {
+                let (_, v) = item?;
+                let m: Message = codec::decode(&v)?;
+                if m.state.is_pending() {
+                    n += 1;
+                    pending(m);
+                }
+            }
+            Ok(n)
         })
     }
 
@@ -455,6 +477,7 @@ impl Store {
     pub async fn insert_new_durably(&self, m: &Message, generation: u64) -> Result<(), StoreError> {
         debug_assert!(m.idempotency_key.is_none());
         let inner = self.inner()?;
+        let written_in = inner.generation;
         let record = codec::encode(m)?;
         let result = inner
             .committer
@@ -462,21 +485,21 @@ impl Store {
             .await;
         drop(inner);
         match result {
-            Ok(()) if self.generation() != generation => {
-                // The reopening counted what it found; the record is taken back from there.
-                self.take_back(m);
-                Err(reopened_meanwhile())
+            // Counted only if no reopening recounted since: it would count the record twice.
+            Ok(()) if generation == written_in && self.shared.count_in(written_in, m.state, 1) => {
+                Ok(())
             }
             Ok(()) => {
-                self.shared.counts[state_index(m.state)].fetch_add(1, Relaxed);
-                Ok(())
+                // A reopening counted what it found; the record is taken back from there.
+                self.take_back(m, written_in);
+                Err(reopened_meanwhile())
             }
             Err(failure) => {
                 self.failed(&failure.error);
                 if failure.written {
                     // Counted as written, so that taking it back counts it out again.
-                    self.shared.counts[state_index(m.state)].fetch_add(1, Relaxed);
-                    self.take_back(m);
+                    self.shared.count_in(written_in, m.state, 1);
+                    self.take_back(m, written_in);
                 }
                 Err(failure.error)
             }
@@ -600,13 +623,15 @@ impl Store {
         Ok(())
     }
 
-    /// Takes back (best effort) a new message whose request is refused after it was written.
+    /// Takes back (best effort) a new message whose request is refused after it was written
+    /// (`generation`: [`generation`](Self::generation) before it was written).
     /// When the database is closed for reopening, the record cannot be removed now, but the
     /// reopening drops it (it was never committed) and counts again what is there; until then
-    /// the counts must not show a message the answer refused.
-    pub fn take_back(&self, m: &Message) {
+    /// the counts must not show a message the answer refused. Once that recount is done, the
+    /// counts no longer hold the message, and are left alone.
+    pub fn take_back(&self, m: &Message, generation: u64) {
         if let Err(StoreError::Full(_) | StoreError::Unavailable(_)) = self.remove(m) {
-            self.shared.counts[state_index(m.state)].fetch_sub(1, Relaxed);
+            self.shared.count_in(generation, m.state, -1);
         }
     }
 
@@ -793,6 +818,20 @@ impl Shared {
         counts.iter().sum()
     }
 
+    /// Adds `delta` to the count of `state` if the counts still describe the opening of
+    /// `generation`; returns whether it did. For changes counted outside that opening's use
+    /// (after a commit, or with the database closed): a reopening recounts from the disk, and
+    /// a change counted after that recount would count it twice.
+    fn count_in(&self, generation: u64, state: State, delta: i64) -> bool {
+        // The reopening recounts and moves to the next generation under the write lock.
+        let _open = self.open.read().unwrap_or_else(|p| p.into_inner());
+        let current = self.generation.load(Relaxed) == generation;
+        if current {
+            self.counts[state_index(state)].fetch_add(delta, Relaxed);
+        }
+        current
+    }
+
     fn closed_error(&self) -> StoreError {
         let why = self
             .closed_because
@@ -845,7 +884,7 @@ impl Shared {
                 return Err(());
             }
         }
-        let inner = Inner::open(&self.dir, &self.cfg, &self.commit_stats).map_err(|e| {
+        let mut inner = Inner::open(&self.dir, &self.cfg, &self.commit_stats).map_err(|e| {
             tracing::warn!(error = %e, "the database did not reopen yet; retrying");
             self.set_closed_because(Some(e));
         })?;
@@ -853,11 +892,18 @@ impl Shared {
         let counts = count_states(&inner, drop).map_err(|e| {
             tracing::error!(error = %e, "cannot count the messages after reopening; retrying");
         })?;
-        self.set_counts(&counts);
-        *self.open.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(inner));
+        {
+            // One step for `count_in`: a change is counted before the recount (which replaces
+            // it) or refused after it, never added on top of it.
+            let mut open = self.open.write().unwrap_or_else(|p| p.into_inner());
+            let generation = self.generation.load(Relaxed) + 1;
+            inner.generation = generation;
+            self.set_counts(&counts);
+            *open = Some(Arc::new(inner));
+            self.generation.store(generation, Relaxed);
+        }
         *retired = None;
         self.set_closed_because(None);
-        self.generation.fetch_add(1, Relaxed);
         tracing::info!(dir = %self.dir.display(), "the database is open again");
         Ok(())
     }

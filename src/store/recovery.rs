@@ -148,6 +148,7 @@ pub(super) fn open_with_recovery<T>(
     dir: &Path,
     mut open: impl FnMut() -> Result<T, OpenFailure>,
 ) -> Result<T, StoreError> {
+    let mut open = || attempt(dir, &mut open);
     let first = match open() {
         Ok(db) => return Ok(db),
         Err(f) if !f.may_be_damage() => return Err(f.into()),
@@ -220,6 +221,43 @@ pub(super) fn open_with_recovery<T>(
          aside to start with an empty store (its messages would not be sent)",
         dir.display()
     )))
+}
+
+/// One call of `open`. If it fails, the snapshot files it started (`.generating`) are removed:
+/// on a full disk sled leaves one empty, and the next attempt would take it for damage and set
+/// it aside, a new quarantine directory every few seconds while the disk stays full. They are
+/// this attempt's own unfinished output, a cache of the log.
+fn attempt<T>(
+    dir: &Path,
+    open: &mut impl FnMut() -> Result<T, OpenFailure>,
+) -> Result<T, OpenFailure> {
+    let before = generating_files(dir).ok();
+    let result = open();
+    if let (Err(_), Some(before)) = (&result, before) {
+        for path in generating_files(dir).unwrap_or_default() {
+            if before.contains(&path) {
+                continue;
+            }
+            match fs::remove_file(&path) {
+                Ok(()) => tracing::debug!(
+                    file = %path.display(),
+                    "removed the snapshot file a failed open started"
+                ),
+                Err(e) => tracing::warn!(
+                    file = %path.display(),
+                    error = %e,
+                    "cannot remove the snapshot file a failed open started"
+                ),
+            }
+        }
+    }
+    result
+}
+
+fn generating_files(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut files = snapshot_files(dir)?;
+    files.retain(|p| p.to_string_lossy().ends_with(".generating"));
+    Ok(files)
 }
 
 fn recovered<T>(db: T, quarantine: &Quarantine) -> T {
@@ -374,7 +412,14 @@ impl Quarantine {
             let Some(name) = file.file_name() else {
                 continue;
             };
-            fs::rename(file, self.path.join(name))?;
+            if let Err(e) = fs::rename(file, self.path.join(name)) {
+                if self.moved.is_empty() {
+                    // Nothing was set aside: leave no empty directory behind.
+                    let _ = fs::remove_dir(&self.path);
+                    self.created = false;
+                }
+                return Err(e.into());
+            }
             tracing::warn!(
                 file = %file.display(),
                 moved_to = %self.path.display(),
@@ -486,6 +531,32 @@ mod tests {
             .unwrap()
             .count();
         assert_eq!(moved, 2);
+    }
+
+    /// sled opening on a full disk: it starts a snapshot file, cannot write it, and fails
+    /// with the I/O error; the next open finds that empty file and reports `Corruption`.
+    #[test]
+    fn opens_that_fail_on_a_full_disk_leave_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let generating = dir.path().join("snap.0000000000BD2421.generating");
+        let mut like_sled_on_a_full_disk = || {
+            if generating.exists() {
+                return Err(OpenFailure::Sled(sled::Error::Corruption {
+                    at: None,
+                    bt: (),
+                }));
+            }
+            std::fs::write(&generating, b"").unwrap();
+            Err::<(), _>(OpenFailure::Sled(sled::Error::Io(
+                io::Error::from_raw_os_error(libc::ENOSPC),
+            )))
+        };
+        for _ in 0..3 {
+            let err = open_with_recovery(dir.path(), &mut like_sled_on_a_full_disk).unwrap_err();
+            assert!(matches!(err, StoreError::Full(_)), "{err:?}");
+        }
+        assert!(!generating.exists());
+        assert!(!dir.path().join(QUARANTINE_DIR).exists());
     }
 
     #[test]
