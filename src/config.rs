@@ -293,8 +293,9 @@ impl<'de> Deserialize<'de> for Ids {
     }
 }
 
-/// `socket.mode`: octal digits as text. A TOML integer is refused: `0o660` is the number 432
-/// to the parser, and its decimal digits would be taken for octal ones (mode 0432).
+/// `socket.mode`: octal digits as text (`socket_mode` reads them). A TOML integer is refused:
+/// `0o660` is the number 432 to the parser, and its decimal digits would be taken for octal
+/// ones (mode 0432).
 pub(crate) struct Mode(String);
 
 impl<'de> Deserialize<'de> for Mode {
@@ -566,25 +567,7 @@ impl Config {
         check_log_level(&log.level)?;
 
         let mode_text = raw.socket.mode.map_or_else(|| "0660".into(), |m| m.0);
-        let mode = u32::from_str_radix(mode_text.trim_start_matches("0o"), 8)
-            .ok()
-            .filter(|m| *m <= 0o777)
-            .ok_or_else(|| {
-                err(
-                    "socket.mode",
-                    format!("`{mode_text}` is not an octal file mode such as \"0660\""),
-                )
-            })?;
-        // Connecting takes write permission on the socket file.
-        if mode & 0o222 == 0 {
-            return Err(err(
-                "socket.mode",
-                format!(
-                    "`{mode_text}` lets no producer connect (connecting needs write permission); \
-                     use \"0660\" for the socket's owner and group"
-                ),
-            ));
-        }
+        let mode = socket_mode(&mode_text).map_err(|why| err("socket.mode", why))?;
         let socket_path = raw
             .socket
             .path
@@ -1202,6 +1185,58 @@ fn check_log_level(level: &str) -> Result<(), ConfigError> {
         .map_err(|e| refuse(format!("`{level}` is not a valid filter ({e})")))
 }
 
+/// `socket.mode`: octal digits alone, as chmod takes them (`0660`, `660`), whether from the
+/// file or the environment. The file must quote them (see `Mode`); a `0o` prefix is refused
+/// from both, as the file refuses the unquoted `0o660`, so that one spelling works everywhere.
+fn socket_mode(text: &str) -> Result<u32, String> {
+    let quoted = text.len() >= 2
+        && ['"', '\'']
+            .iter()
+            .any(|q| text.starts_with(*q) && text.ends_with(*q));
+    if quoted {
+        // docker's --env-file keeps them as part of the value.
+        return Err(format!(
+            "`{text}` has quotes around it, which were taken as part of the value (as docker's \
+             --env-file leaves them): write the octal digits alone, such as 0660"
+        ));
+    }
+    if text.starts_with("0o") || text.starts_with("0O") {
+        return Err(format!(
+            "`{text}`: write the mode as octal digits alone, without 0o, such as \"0660\""
+        ));
+    }
+    // `from_str_radix` would take a sign.
+    if text.is_empty() || !text.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+        return Err(format!(
+            "`{text}` is not an octal file mode: write octal digits (0-7) such as \"0660\""
+        ));
+    }
+    let mode = u32::from_str_radix(text, 8)
+        .ok()
+        .filter(|m| *m <= 0o7777)
+        .ok_or_else(|| {
+            format!(
+                "`{text}` is not a file mode: it has at most four octal digits, such as \"0660\""
+            )
+        })?;
+    // They mean nothing on a socket; a fourth digit is more likely a slip of the hand.
+    if mode & 0o7000 != 0 {
+        return Err(format!(
+            "`{text}` sets the setuid, setgid or sticky bit (a leading 4, 2 or 1 of four digits), \
+             which are not allowed on the socket: give the permission bits alone, at most \"0777\", \
+             such as \"0660\""
+        ));
+    }
+    // Connecting takes write permission on the socket file.
+    if mode & 0o222 == 0 {
+        return Err(format!(
+            "`{text}` lets no producer connect (connecting needs write permission); \
+             use \"0660\" for the socket's owner and group"
+        ));
+    }
+    Ok(mode)
+}
+
 /// `v`, or `default` when absent; a value outside `range` is refused, the range named.
 fn within(
     key: &str,
@@ -1777,19 +1812,60 @@ mod bounds {
         for (line, mode) in [
             ("mode = \"0660\"", 0o660),
             ("mode = \"600\"", 0o600),
-            ("mode = \"0o640\"", 0o640),
+            ("mode = \"0777\"", 0o777),
         ] {
             assert_eq!(with("socket", line).unwrap().socket.mode, mode, "{line}");
-        }
-        // From the environment every value is text: `0660` stays octal digits.
-        for (value, mode) in [("0660", 0o660), ("0600", 0o600), ("0o640", 0o640)] {
-            let c = load_env(&[("WAQ__SOCKET__MODE", value)])
-                .unwrap_or_else(|e| panic!("{value}: {e}"));
-            assert_eq!(c.socket.mode, mode, "{value}");
         }
         let e = load_env(&[("WAQ__SOCKET__MODE", "999")]).unwrap_err();
         assert_eq!(e.key, "socket.mode");
         assert!(e.message.contains("WAQ__SOCKET__MODE"), "{e}");
+    }
+
+    /// The same text is the same mode, or the same refusal, in the file (quoted) and in
+    /// `WAQ__SOCKET__MODE`.
+    #[test]
+    fn a_socket_mode_reads_alike_from_the_file_and_the_environment() {
+        for (text, mode) in [
+            ("0660", 0o660),
+            ("660", 0o660),
+            ("0600", 0o600),
+            ("00640", 0o640),
+        ] {
+            assert_eq!(
+                with("socket", &format!("mode = {text:?}"))
+                    .unwrap()
+                    .socket
+                    .mode,
+                mode,
+                "{text}"
+            );
+            let c =
+                load_env(&[("WAQ__SOCKET__MODE", text)]).unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!(c.socket.mode, mode, "{text}");
+        }
+        for (text, says) in [
+            ("0o660", "without 0o"),
+            ("0o640", "without 0o"),
+            ("0O660", "without 0o"),
+            ("\"0660\"", "has quotes around it"),
+            ("'0660'", "has quotes around it"),
+            ("7777", "setuid, setgid or sticky bit"),
+            ("4660", "setuid, setgid or sticky bit"),
+            ("1777", "setuid, setgid or sticky bit"),
+            ("17777", "at most four octal digits"),
+            ("999", "not an octal file mode"),
+            ("+660", "not an octal file mode"),
+            ("", "not an octal file mode"),
+            ("0444", "lets no producer connect"),
+        ] {
+            let from_file = with("socket", &format!("mode = {text:?}")).unwrap_err();
+            let from_env = load_env(&[("WAQ__SOCKET__MODE", text)]).unwrap_err();
+            for e in [&from_file, &from_env] {
+                assert_eq!(e.key, "socket.mode", "{text}: {e}");
+                assert!(e.message.contains(says), "{text}: {e}");
+            }
+            assert!(from_env.message.contains("WAQ__SOCKET__MODE"), "{from_env}");
+        }
     }
 
     #[test]
