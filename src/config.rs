@@ -36,6 +36,9 @@ pub struct Config {
     pub dispatch: DispatchConfig,
     pub webhook: Option<WebhookConfig>,
     pub store: StoreConfig,
+    /// The environment variables the `*_env` keys name: the configuration reads them, so
+    /// one spelt `WAQ_…` is no misspelt override (`misspelt_overrides`).
+    pub secret_vars: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -397,6 +400,39 @@ const LOG_LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"]
 const ENV_PREFIX: &str = "waq__";
 const ENV_SEPARATOR: &str = "__";
 
+/// The sections of the file an override can address (`[[senders]]` cannot be), each with a key
+/// of it for the examples in messages.
+const SECTIONS: [(&str, &str); 6] = [
+    ("log", "LEVEL"),
+    ("socket", "PATH"),
+    ("api", "VERSION"),
+    ("dispatch", "MAX_IN_FLIGHT"),
+    ("webhook", "LISTEN"),
+    ("store", "CACHE_CAPACITY_MB"),
+];
+
+/// The project's `WAQ_` variables (one underscore) that are not overrides: the client
+/// commands' socket, the simulator's address in the README's try-out and its
+/// `WAQ_SIM__SECTION__KEY` overrides (`SIM_OVERRIDE_PREFIX`), the try-out's other shell
+/// variables, the demo's secrets, and the test suite's knobs. `waq serve` warns of any other.
+const OTHER_WAQ_VARS: [&str; 14] = [
+    "WAQ_SOCKET",
+    "WAQ_SIM",
+    "WAQ_DIR",
+    "WAQ_WEBHOOK",
+    "WAQ_DEMO_ACCESS_TOKEN",
+    "WAQ_DEMO_APP_SECRET",
+    "WAQ_BAD_INPUT_COUNT",
+    "WAQ_CRASH_LOOPS",
+    "WAQ_FAULTS_MESSAGES",
+    "WAQ_FAULTS_MPS_SLACK",
+    "WAQ_FAULTS_OUTAGE_MS",
+    "WAQ_META_OPENAPI",
+    "WAQ_STORE_CHILD",
+    "WAQ_STORE_CHILD_DIR",
+];
+const SIM_OVERRIDE_PREFIX: &str = "WAQ_SIM__";
+
 /// The longest path a Unix socket can be bound to on Linux (`sun_path` less its NUL).
 pub const MAX_SOCKET_PATH: usize = 107;
 
@@ -681,6 +717,16 @@ impl Config {
                 "no [[senders]] configured; add one per business phone number",
             ));
         }
+        let secret_vars: Vec<String> = raw
+            .senders
+            .iter()
+            .filter_map(|s| s.token_env.clone())
+            .chain(raw.webhook.iter().flat_map(|w| {
+                [w.app_secret_env.clone(), w.verify_token_env.clone()]
+                    .into_iter()
+                    .flatten()
+            }))
+            .collect();
         let mut senders = Vec::with_capacity(raw.senders.len());
         for (i, s) in raw.senders.into_iter().enumerate() {
             let key = |k: &str| format!("senders[{i}].{k}");
@@ -911,6 +957,7 @@ impl Config {
             dispatch,
             webhook,
             store,
+            secret_vars,
         })
     }
 
@@ -1025,6 +1072,58 @@ fn env_key(name: &str) -> String {
         .replace(ENV_SEPARATOR, ".")
 }
 
+/// Warnings for the `WAQ_…` variables (one underscore after WAQ) in `vars` that are neither
+/// the project's other variables nor named by `cfg`'s `*_env` keys: most likely a misspelt
+/// `WAQ__SECTION__KEY`, which the daemon would otherwise ignore without a word.
+pub fn misspelt_overrides(
+    cfg: &Config,
+    vars: impl IntoIterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
+) -> Vec<String> {
+    let mut names: Vec<String> = vars
+        .into_iter()
+        .filter_map(|(name, _)| name.into_string().ok())
+        .filter(|name| {
+            let lower = name.to_lowercase();
+            lower.starts_with("waq_") && !lower.starts_with(ENV_PREFIX)
+        })
+        .filter(|name| {
+            let upper = name.to_uppercase();
+            !OTHER_WAQ_VARS.contains(&upper.as_str())
+                && !upper.starts_with(SIM_OVERRIDE_PREFIX)
+                && !cfg.secret_vars.iter().any(|v| v == name)
+        })
+        .collect();
+    names.sort();
+    names
+        .into_iter()
+        .map(|name| {
+            let hint = match override_meant(&name) {
+                Some(meant) => format!("; was {meant} meant?"),
+                None => " (such as WAQ__DISPATCH__MAX_IN_FLIGHT)".into(),
+            };
+            format!(
+                "the environment variable {name} is not read: overrides are spelled \
+                 WAQ__SECTION__KEY, with two underscores after WAQ and between the parts{hint}"
+            )
+        })
+        .collect()
+}
+
+/// The override a `WAQ_…` name was likely meant as: `WAQ_DISPATCH_MAX_IN_FLIGHT` →
+/// `WAQ__DISPATCH__MAX_IN_FLIGHT`, when it starts with `state_dir` or a section and a key.
+fn override_meant(name: &str) -> Option<String> {
+    let rest = name.get("WAQ_".len()..)?.to_uppercase();
+    if rest == "STATE_DIR" {
+        return Some("WAQ__STATE_DIR".into());
+    }
+    SECTIONS.iter().find_map(|(section, _)| {
+        let section = section.to_uppercase();
+        let key = rest.strip_prefix(&section)?.strip_prefix('_')?;
+        let key = key.trim_start_matches('_');
+        (!key.is_empty()).then(|| format!("WAQ__{section}__{key}"))
+    })
+}
+
 /// A number in the file that TOML reads but a 64-bit value cannot hold, named by its key: the
 /// `config` crate refuses it without saying which (`number too large to fit in target type`).
 fn number_out_of_range(text: &str, origin: &str) -> Option<ConfigError> {
@@ -1109,6 +1208,32 @@ pub(crate) fn from_crate(e: config::ConfigError, origin: &str) -> ConfigError {
         other => (None, other.to_string()),
     };
     let mut key = key.map(|k| dotted(&k)).filter(|k| !k.is_empty());
+    let from_env = origin.starts_with("the environment variable");
+    // serde names the type it wanted (`expected struct Api`), which says nothing to a user.
+    let section = SECTIONS
+        .iter()
+        .find(|(name, _)| key.as_deref() == Some(name));
+    let message = match section {
+        Some((name, example)) if message.contains("expected struct") => {
+            let upper = name.to_uppercase();
+            match from_env {
+                true => format!(
+                    "is a section, not a key: set its keys one by one as \
+                     WAQ__{upper}__KEY, such as WAQ__{upper}__{example}"
+                ),
+                false => format!("is a section, not a key: write its keys under [{name}]"),
+            }
+        }
+        // `WAQ__STATE_DIR__X`, `WAQ__API__VERSION__X`: a key addressed as a section.
+        _ if from_env && message.starts_with("invalid type: map") => match &key {
+            Some(k) => format!(
+                "is a key, not a section: set it as WAQ__{}",
+                k.to_uppercase().replace('.', ENV_SEPARATOR)
+            ),
+            None => message,
+        },
+        _ => message,
+    };
     if let Some(field) = message
         .strip_prefix("unknown field `")
         .and_then(|rest| rest.split('`').next())
@@ -2200,6 +2325,167 @@ mod bounds {
                 "{var}: {e}"
             );
         }
+    }
+
+    #[test]
+    fn a_section_given_a_value_is_named_a_section_not_a_type() {
+        for (section, example) in SECTIONS {
+            let var = format!("WAQ__{}", section.to_uppercase());
+            let e = load_env(&[(&var, "x")]).unwrap_err();
+            assert_eq!(e.key, section, "{e}");
+            let form = format!("WAQ__{}__KEY", section.to_uppercase());
+            let one = format!("WAQ__{}__{example}", section.to_uppercase());
+            for part in ["is a section, not a key", &form, &one, &var] {
+                assert!(e.message.contains(part), "{part}: {e}");
+            }
+            assert!(!e.message.contains("struct"), "{e}");
+            let (e, _) = load_text(&format!("{section} = \"x\"\n{MIN}"), &[]);
+            let e = e.unwrap_err();
+            assert_eq!(e.key, section, "{e}");
+            assert!(
+                e.message.contains("is a section, not a key")
+                    && e.message.contains(&format!("[{section}]"))
+                    && !e.message.contains("struct"),
+                "{e}"
+            );
+        }
+        // A key addressed as a section.
+        for (var, key, form) in [
+            ("WAQ__STATE_DIR__X", "state_dir", "WAQ__STATE_DIR"),
+            ("WAQ__API__VERSION__X", "api.version", "WAQ__API__VERSION"),
+            (
+                "WAQ__DISPATCH__MAX_IN_FLIGHT__X",
+                "dispatch.max_in_flight",
+                "WAQ__DISPATCH__MAX_IN_FLIGHT",
+            ),
+        ] {
+            let e = load_env(&[(var, "1")]).unwrap_err();
+            assert_eq!(e.key, key, "{e}");
+            assert!(
+                e.message
+                    .contains(&format!("is a key, not a section: set it as {form} ")),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn waq_variables_with_one_underscore_are_warned_of_unless_known() {
+        // A name unique to this test: the environment is shared by the test process.
+        std::env::set_var("WAQ_TEST_OWN_TOKEN", "t");
+        let cfg = Config::from_toml(
+            &MIN.replace("token = \"t\"", "token_env = \"WAQ_TEST_OWN_TOKEN\""),
+            Path::new("."),
+        )
+        .unwrap();
+        let vars = [
+            "WAQ_DISPATCH_MAX_IN_FLIGHT",
+            "WAQ_SOCKET",
+            "WAQ_SIM",
+            "WAQ_SIM__TOKEN",
+            "WAQ_DIR",
+            "WAQ_WEBHOOK",
+            "WAQ_CRASH_LOOPS",
+            "WAQ__API__VERSION",
+            "WAQ_TEST_OWN_TOKEN",
+            "WAQ_STATE_DIR",
+            "waq_log__level",
+            "WAQ_SOMETHING",
+            "WAQX",
+            "HOME",
+        ]
+        .map(|n| (OsString::from(n), OsString::from("0")));
+        let warnings = misspelt_overrides(&cfg, vars);
+        std::env::remove_var("WAQ_TEST_OWN_TOKEN");
+        let named: Vec<&str> = warnings
+            .iter()
+            .filter_map(|w| w.strip_prefix("the environment variable "))
+            .filter_map(|w| w.split(' ').next())
+            .collect();
+        assert_eq!(
+            named,
+            [
+                "WAQ_DISPATCH_MAX_IN_FLIGHT",
+                "WAQ_SOMETHING",
+                "WAQ_STATE_DIR",
+                "waq_log__level"
+            ],
+            "{warnings:#?}"
+        );
+        for w in &warnings {
+            assert!(w.contains("overrides are spelled WAQ__SECTION__KEY"), "{w}");
+        }
+        assert!(
+            warnings[0].ends_with("was WAQ__DISPATCH__MAX_IN_FLIGHT meant?"),
+            "{}",
+            warnings[0]
+        );
+        assert!(warnings[2].ends_with("was WAQ__STATE_DIR meant?"));
+        assert!(warnings[3].ends_with("was WAQ__LOG__LEVEL meant?"));
+    }
+
+    /// Every `WAQ_…` name (one underscore) the repository's documents, sources and tests use,
+    /// other than examples of a misspelt override, is one `misspelt_overrides` leaves alone: a
+    /// documented variable must not draw a warning.
+    #[test]
+    fn every_waq_variable_of_the_project_is_known_to_the_warning() {
+        fn files(dir: &Path, out: &mut Vec<PathBuf>) {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    files(&path, out);
+                } else if path
+                    .extension()
+                    .is_some_and(|e| e == "rs" || e == "md" || e == "toml" || e == "sh")
+                {
+                    out.push(path);
+                }
+            }
+        }
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut paths = vec![root.join("README.md"), root.join("config.toml")];
+        for dir in ["docs", "src", "tests", "examples", "benches", "systemd"] {
+            files(&root.join(dir), &mut paths);
+        }
+        // This file's names are the list itself and the misspellings its tests warn of.
+        paths.retain(|p| !p.ends_with("src/config.rs"));
+        let mut seen = std::collections::BTreeSet::new();
+        for path in &paths {
+            let text = std::fs::read_to_string(path).unwrap();
+            let mut rest = text.as_str();
+            while let Some(at) = rest.find("WAQ_") {
+                let before = rest[..at].chars().next_back();
+                let name: String = rest[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                let after = &rest[at + name.len()..];
+                rest = &rest[at + name.len()..];
+                let part_of_a_word = before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+                // Not variables: a file of vendor/sled and a constant of the client.
+                let not_a_variable =
+                    after.starts_with(".md") || name == "WAQ_USER_AGENT" || name == "WAQ_PATCH";
+                // The configuration tests' secrets, which their configurations name.
+                let a_tests_secret = name.starts_with("WAQ_TEST_");
+                // The documents' examples of a misspelt override (and `WAQ_` itself).
+                let a_misspelling = override_meant(&name).is_some() || name == "WAQ_";
+                if !part_of_a_word
+                    && !name.starts_with("WAQ__")
+                    && !not_a_variable
+                    && !a_tests_secret
+                    && !a_misspelling
+                {
+                    seen.insert(name);
+                }
+            }
+        }
+        assert!(seen.contains("WAQ_SOCKET"), "{seen:?}");
+        let cfg = Config::from_toml(MIN, Path::new(".")).unwrap();
+        let vars = seen
+            .iter()
+            .map(|n| (OsString::from(n), OsString::from("1")));
+        let warned = misspelt_overrides(&cfg, vars);
+        assert!(warned.is_empty(), "{warned:#?}");
     }
 
     #[test]

@@ -252,7 +252,9 @@ fn environment(page: &Page) -> Vec<(&'static str, String)> {
             "WAQ__SECTION__KEY",
             "Overrides a key of the configuration file outside [[senders]], with double \
              underscores between the parts: WAQ__STATE_DIR sets state_dir, \
-             WAQ__DISPATCH__MAX_IN_FLIGHT=256 sets dispatch.max_in_flight.",
+             WAQ__DISPATCH__MAX_IN_FLIGHT=256 sets dispatch.max_in_flight. A WAQ_ variable \
+             with one underscore after WAQ (WAQ_DISPATCH_MAX_IN_FLIGHT) is no override: serve \
+             warns of it at start, unless it is one of waq's own, such as WAQ_SOCKET.",
         ),
         (
             "serve",

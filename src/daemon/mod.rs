@@ -35,6 +35,10 @@ pub async fn serve(config_path: &Path, json_logs_override: Option<bool>) -> anyh
     ignore_file_size_signal();
     let cfg = Config::load(config_path)?;
     logging::init(&cfg.log, json_logs_override)?;
+    // Read at start only: the environment does not change under a running daemon.
+    for warning in crate::config::misspelt_overrides(&cfg, std::env::vars_os()) {
+        tracing::warn!("{warning}");
+    }
     // Before anything slow, so a stop asked for during start-up is not lost.
     let mut signals = Signals::install().context("cannot install signal handlers")?;
     let inherited = crate::systemd::take_listener().context("socket activation")?;
