@@ -1617,6 +1617,47 @@ token = "t0k3n"
     }
 
     #[test]
+    fn a_version_at_the_end_of_the_base_url_is_refused_naming_api_version() {
+        for (base, version) in [
+            ("http://127.0.0.1:9/v25.0", "v25.0"),
+            ("https://graph.facebook.com/v21.0/", "v21.0"),
+            ("https://graph.facebook.com/v21.0//", "v21.0"),
+            ("https://proxy.example/graph/v19.0", "v19.0"),
+            ("https://graph.facebook.com/v025.00", "v025.00"),
+        ] {
+            let e = Config::from_toml(
+                &format!("{MIN}\n[api]\nbase_url = \"{base}\"\n"),
+                Path::new("."),
+            )
+            .unwrap_err();
+            assert_eq!(e.key, "api.base_url", "{base}: {e}");
+            for part in [
+                format!("ends in the Graph API version {version}"),
+                "belongs in api.version".to_string(),
+                format!("/{version}/v25.0/"),
+            ] {
+                assert!(e.message.contains(&part), "{base}: {part}: {e}");
+            }
+        }
+        // Another base path stays, as does a version-like step before the end.
+        for base in [
+            "https://proxy.example/graph",
+            "https://proxy.example/graph/",
+            "https://proxy.example/v25.0/graph",
+            "https://proxy.example/v25",
+            "https://proxy.example/version25.0",
+            "https://graph.facebook.com",
+        ] {
+            let c = Config::from_toml(
+                &format!("{MIN}\n[api]\nbase_url = \"{base}\"\n"),
+                Path::new("."),
+            )
+            .unwrap_or_else(|e| panic!("{base}: {e}"));
+            assert_eq!(c.api.base_url, base.trim_end_matches('/'));
+        }
+    }
+
+    #[test]
     fn webhook_requires_secret() {
         let text = format!("{MIN}\n[webhook]\nlisten = \"127.0.0.1:0\"\n");
         let e = Config::from_toml(&text, Path::new(".")).unwrap_err();
