@@ -961,6 +961,33 @@ impl Config {
         })
     }
 
+    /// Values that are allowed but likely to hurt, each a message naming its key: `waq serve`
+    /// logs them as warnings at start and on reload.
+    pub fn cautions(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        // A restart rebuilds each recipient's pair budget from the requests answered in the
+        // last 2 × pair_interval × pair_burst (`dispatch/pair.rs`); a finished message removed
+        // sooner is missing from it, and the recipient can get a burst Meta refuses (131056,
+        // retried). Warned of, not refused: a short retention can be a deliberate choice (less
+        // data kept), and with a long pair interval the span can pass the longest retention.
+        let d = &self.dispatch;
+        let span_ms = (d.pair_interval.as_millis() as u64)
+            .saturating_mul(u64::from(d.pair_burst))
+            .saturating_mul(2);
+        let needed_s = span_ms.div_ceil(1000);
+        if d.retention.as_secs() < needed_s {
+            out.push(format!(
+                "dispatch.retention_s is {}, below twice dispatch.pair_interval_ms × \
+                 dispatch.pair_burst ({needed_s} s): a restart rebuilds each recipient's pair \
+                 budget from the messages sent in that span, and those removed sooner are \
+                 missing from it, so a recipient can get more than Meta's pair limit allows \
+                 (131056, retried); keep it at {needed_s} or more",
+                d.retention.as_secs()
+            ));
+        }
+        out
+    }
+
     pub fn sender(&self, name: &str) -> Option<&SenderConfig> {
         self.senders.iter().find(|s| s.name == name)
     }
@@ -1949,6 +1976,43 @@ mod bounds {
         assert_eq!(c.dispatch.window_margin, Duration::from_secs(86_399));
         let c = with("store", "flush_every_ms = 0").unwrap();
         assert_eq!(c.store.flush_every_ms, None);
+    }
+
+    #[test]
+    fn a_retention_shorter_than_the_pair_budgets_look_back_is_cautioned_not_refused() {
+        // The default pair limit (6000 ms × 45) looks back 540 s.
+        let c = with("dispatch", "retention_s = 539").unwrap();
+        assert_eq!(c.dispatch.retention, Duration::from_secs(539));
+        let cautions = c.cautions();
+        assert_eq!(cautions.len(), 1, "{cautions:?}");
+        for part in [
+            "dispatch.retention_s is 539",
+            "(540 s)",
+            "dispatch.pair_burst",
+        ] {
+            assert!(cautions[0].contains(part), "{part}: {}", cautions[0]);
+        }
+        assert!(with("dispatch", "retention_s = 540")
+            .unwrap()
+            .cautions()
+            .is_empty());
+        assert!(Config::from_toml(MIN, Path::new("."))
+            .unwrap()
+            .cautions()
+            .is_empty());
+        // The bound follows the pair limit, rounded up to a second: 2 × 1001 ms × 10.
+        let small = "pair_interval_ms = 1001\npair_burst = 10";
+        let c = with("dispatch", &format!("{small}\nretention_s = 20")).unwrap();
+        assert!(c.cautions()[0].contains("(21 s)"), "{:?}", c.cautions());
+        let c = with("dispatch", &format!("{small}\nretention_s = 21")).unwrap();
+        assert!(c.cautions().is_empty(), "{:?}", c.cautions());
+        // A pair limit whose look-back passes the longest retention is still accepted.
+        let c = with(
+            "dispatch",
+            "pair_interval_ms = 86400000\npair_burst = 100000\nretention_s = 315360000",
+        )
+        .unwrap();
+        assert_eq!(c.cautions().len(), 1);
     }
 
     #[test]

@@ -184,7 +184,7 @@ pub async fn start(
         version = env!("CARGO_PKG_VERSION"),
         "waq is serving"
     );
-    warn_of_cleartext(&app.config());
+    warn_of_risky_values(&app.config());
     Ok(Running {
         app,
         config_path: config_path.to_path_buf(),
@@ -196,15 +196,19 @@ pub async fn start(
     })
 }
 
-/// Tokens sent over plain HTTP beyond this machine can be read on the way: allowed (a
-/// simulator elsewhere on a private network), but said at every start and reload.
-fn warn_of_cleartext(cfg: &Config) {
+/// Values allowed but likely to hurt, said at every start and reload: tokens sent over plain
+/// HTTP beyond this machine can be read on the way (allowed for a simulator elsewhere on a
+/// private network), and the configuration's own `cautions`.
+fn warn_of_risky_values(cfg: &Config) {
     if crate::cloud::cleartext_beyond_loopback(&cfg.api.base_url) {
         tracing::warn!(
             base_url = %cfg.api.base_url,
             "api.base_url is plain http:// to another machine: the senders' access tokens \
              travel unencrypted; use https:// unless this is a simulator on a trusted network"
         );
+    }
+    for caution in cfg.cautions() {
+        tracing::warn!("{caution}");
     }
 }
 
@@ -250,7 +254,7 @@ impl Running {
                 Err(e) => tracing::error!("cannot change the log level: {e}"),
             }
         }
-        warn_of_cleartext(&new);
+        warn_of_risky_values(&new);
         self.app.dispatcher.reload(&new);
         self.app.replace_config(new);
         tracing::info!(path = %self.config_path.display(), "configuration reloaded");
