@@ -767,7 +767,9 @@ impl Config {
                 &key("token"),
                 s.token,
                 s.token_env,
-                s.token_file.map(|p| beside(base, &p)),
+                s.token_file
+                    .map(|p| secret_file(&key("token_file"), &p, base))
+                    .transpose()?,
                 SecretUse::Header,
             )?
             .ok_or_else(|| err(key("token"), "set token_env, token_file or token"))?;
@@ -890,7 +892,9 @@ impl Config {
                             "webhook.app_secret",
                             w.app_secret,
                             w.app_secret_env,
-                            w.app_secret_file.map(|p| beside(base, &p)),
+                            w.app_secret_file
+                                .map(|p| secret_file("webhook.app_secret_file", &p, base))
+                                .transpose()?,
                             SecretUse::Compared,
                         )?
                         .ok_or_else(|| {
@@ -904,7 +908,9 @@ impl Config {
                             "webhook.verify_token",
                             w.verify_token,
                             w.verify_token_env,
-                            w.verify_token_file.map(|p| beside(base, &p)),
+                            w.verify_token_file
+                                .map(|p| secret_file("webhook.verify_token_file", &p, base))
+                                .transpose()?,
                             SecretUse::Compared,
                         )?
                         .unwrap_or_default();
@@ -1514,6 +1520,52 @@ fn secret(
         }
     }
     Ok(Some(Secret(v)))
+}
+
+/// Where systemd puts a service's `LoadCredential=` files: `/run/credentials/<unit>/`, which
+/// changes with the unit's name (a renamed or instantiated unit), so a `*_file` path may start
+/// with the variable instead.
+const CREDENTIALS_DIRECTORY: &str = "CREDENTIALS_DIRECTORY";
+
+/// A `*_file` path as read: `${CREDENTIALS_DIRECTORY}` or `$CREDENTIALS_DIRECTORY` at its start
+/// is that variable's value, from the environment as `*_env` keys are; any other `$` at the
+/// start is refused (it would be read as a file name); a relative path is `base`'s neighbour.
+fn secret_file(key: &str, path: &Path, base: &Path) -> Result<PathBuf, ConfigError> {
+    let Some(text) = path.to_str().filter(|t| t.starts_with('$')) else {
+        return Ok(beside(base, path));
+    };
+    let rest = [
+        format!("${{{CREDENTIALS_DIRECTORY}}}"),
+        format!("${CREDENTIALS_DIRECTORY}"),
+    ]
+    .iter()
+    .find_map(|v| text.strip_prefix(v.as_str()))
+    .filter(|rest| rest.is_empty() || rest.starts_with('/'));
+    let Some(rest) = rest else {
+        return Err(err(
+            key,
+            format!(
+                "`{text}`: only ${{{CREDENTIALS_DIRECTORY}}} is expanded at the start of a path \
+                 (such as \"${{{CREDENTIALS_DIRECTORY}}}/wa_access_token\"); write any other path out \
+                 in full"
+            ),
+        ));
+    };
+    let dir = std::env::var_os(CREDENTIALS_DIRECTORY)
+        .filter(|d| !d.is_empty())
+        .ok_or_else(|| {
+            err(
+                key,
+                format!(
+                    "starts with ${CREDENTIALS_DIRECTORY}, which is not set: systemd sets it for \
+                     a service with LoadCredential= (run waq from such a unit, or write the \
+                     credential's path out)"
+                ),
+            )
+        })?;
+    let mut full = PathBuf::from(dir);
+    full.push(rest.trim_start_matches('/'));
+    Ok(beside(base, &full))
 }
 
 /// What in `token` cannot follow `Bearer ` in a header: the first character that is not
@@ -2789,6 +2841,74 @@ mod bounds {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_secret_file_may_start_with_the_credentials_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("wa_access_token"), "tok3n\n").unwrap();
+        std::fs::write(dir.path().join("wa_app_secret"), "s3cret\n").unwrap();
+        std::fs::write(dir.path().join("wa_verify_token"), "v3rify\n").unwrap();
+        let doc = |token: &str, webhook: &str| {
+            format!(
+                "{}\n[webhook]\nlisten = \"127.0.0.1:0\"\n{webhook}\n",
+                MIN.replace("token = \"t\"", &format!("token_file = {token:?}"))
+            )
+        };
+        let both = doc(
+            "${CREDENTIALS_DIRECTORY}/wa_access_token",
+            "app_secret_file = \"$CREDENTIALS_DIRECTORY/wa_app_secret\"\n\
+             verify_token_file = \"${CREDENTIALS_DIRECTORY}//wa_verify_token\"",
+        );
+        // The one test that sets it: the environment is shared by the test process.
+        std::env::set_var("CREDENTIALS_DIRECTORY", dir.path());
+        // The directory is absolute: the config file's does not matter.
+        let c = Config::from_toml(&both, Path::new("/etc/waq"));
+        let other = Config::from_toml(
+            &doc("$HOME/wa_access_token", "app_secret = \"s\""),
+            Path::new("."),
+        );
+        let suffix = Config::from_toml(
+            &doc(
+                "$CREDENTIALS_DIRECTORYX/wa_access_token",
+                "app_secret = \"s\"",
+            ),
+            Path::new("."),
+        );
+        std::env::remove_var("CREDENTIALS_DIRECTORY");
+        let unset = Config::from_toml(&both, Path::new("."));
+        let c = c.unwrap();
+        assert_eq!(c.senders[0].token.expose(), "tok3n");
+        let webhook = c.webhook.unwrap();
+        assert_eq!(webhook.app_secret.expose(), "s3cret");
+        assert_eq!(webhook.verify_token.expose(), "v3rify");
+        for e in [other.unwrap_err(), suffix.unwrap_err()] {
+            assert_eq!(e.key, "senders[0].token_file", "{e}");
+            assert!(
+                e.message
+                    .contains("only ${CREDENTIALS_DIRECTORY} is expanded"),
+                "{e}"
+            );
+        }
+        let e = unset.unwrap_err();
+        assert_eq!(e.key, "senders[0].token_file", "{e}");
+        for part in [
+            "$CREDENTIALS_DIRECTORY, which is not set",
+            "LoadCredential=",
+        ] {
+            assert!(e.message.contains(part), "{part}: {e}");
+        }
+        // Unset, a webhook's file is named by its own key.
+        let e = Config::from_toml(
+            &doc(
+                &dir.path().join("wa_access_token").display().to_string(),
+                "app_secret_file = \"${CREDENTIALS_DIRECTORY}/wa_app_secret\"",
+            ),
+            Path::new("."),
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "webhook.app_secret_file", "{e}");
+        assert!(e.message.contains("LoadCredential="), "{e}");
     }
 
     #[test]

@@ -622,6 +622,43 @@ fn serve_warns_of_a_waq_variable_spelt_with_one_underscore() {
     assert!(d.sigterm().success());
 }
 
+/// A `*_file` path that starts with `${CREDENTIALS_DIRECTORY}` reads the credential systemd's
+/// `LoadCredential=` put there, whatever the unit is called; without the variable the daemon
+/// does not start, and says where it comes from.
+#[test]
+fn serve_reads_a_secret_file_under_the_credentials_directory() {
+    let creds = tempfile::tempdir().unwrap();
+    std::fs::write(creds.path().join("wa_access_token"), "test-token\n").unwrap();
+    let sender = "[[senders]]\nname = \"main\"\nphone_number_id = \"120000000000001\"\n\
+                  token_file = \"${CREDENTIALS_DIRECTORY}/wa_access_token\"";
+    let mut d = Daemon::builder()
+        .without_default_sender()
+        .toml(sender)
+        .env("CREDENTIALS_DIRECTORY", creds.path().to_str().unwrap())
+        .start();
+    assert_eq!(d.get("/v1/health").status, 200);
+    assert!(d.sigterm().success());
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("waq.toml");
+    std::fs::write(&config, format!("state_dir = \"state\"\n{sender}\n")).unwrap();
+    let o = Command::new(bin())
+        .arg("serve")
+        .arg("--config")
+        .arg(&config)
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 2);
+    let err = stderr(&o);
+    assert!(
+        err.contains("senders[0].token_file")
+            && err.contains("$CREDENTIALS_DIRECTORY, which is not set")
+            && err.contains("LoadCredential="),
+        "{err}"
+    );
+}
+
 /// `WAQ__API=x` names `api` as a section and the form of its variables, not a Rust type.
 #[test]
 fn serve_says_a_section_set_from_the_environment_is_a_section() {
