@@ -36,6 +36,9 @@ pub struct Config {
     pub dispatch: DispatchConfig,
     pub webhook: Option<WebhookConfig>,
     pub store: StoreConfig,
+    /// The environment variables the `*_env` keys name: the configuration reads them, so
+    /// one spelt `WAQ_…` is no misspelt override (`misspelt_overrides`).
+    pub secret_vars: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -293,8 +296,9 @@ impl<'de> Deserialize<'de> for Ids {
     }
 }
 
-/// `socket.mode`: octal digits as text. A TOML integer is refused: `0o660` is the number 432
-/// to the parser, and its decimal digits would be taken for octal ones (mode 0432).
+/// `socket.mode`: octal digits as text (`socket_mode` reads them). A TOML integer is refused:
+/// `0o660` is the number 432 to the parser, and its decimal digits would be taken for octal
+/// ones (mode 0432).
 pub(crate) struct Mode(String);
 
 impl<'de> Deserialize<'de> for Mode {
@@ -395,6 +399,39 @@ const LOG_LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"]
 /// crate matches them (case-insensitively).
 const ENV_PREFIX: &str = "waq__";
 const ENV_SEPARATOR: &str = "__";
+
+/// The sections of the file an override can address (`[[senders]]` cannot be), each with a key
+/// of it for the examples in messages.
+const SECTIONS: [(&str, &str); 6] = [
+    ("log", "LEVEL"),
+    ("socket", "PATH"),
+    ("api", "VERSION"),
+    ("dispatch", "MAX_IN_FLIGHT"),
+    ("webhook", "LISTEN"),
+    ("store", "CACHE_CAPACITY_MB"),
+];
+
+/// The project's `WAQ_` variables (one underscore) that are not overrides: the client
+/// commands' socket, the simulator's address in the README's try-out and its
+/// `WAQ_SIM__SECTION__KEY` overrides (`SIM_OVERRIDE_PREFIX`), the try-out's other shell
+/// variables, the demo's secrets, and the test suite's knobs. `waq serve` warns of any other.
+const OTHER_WAQ_VARS: [&str; 14] = [
+    "WAQ_SOCKET",
+    "WAQ_SIM",
+    "WAQ_DIR",
+    "WAQ_WEBHOOK",
+    "WAQ_DEMO_ACCESS_TOKEN",
+    "WAQ_DEMO_APP_SECRET",
+    "WAQ_BAD_INPUT_COUNT",
+    "WAQ_CRASH_LOOPS",
+    "WAQ_FAULTS_MESSAGES",
+    "WAQ_FAULTS_MPS_SLACK",
+    "WAQ_FAULTS_OUTAGE_MS",
+    "WAQ_META_OPENAPI",
+    "WAQ_STORE_CHILD",
+    "WAQ_STORE_CHILD_DIR",
+];
+const SIM_OVERRIDE_PREFIX: &str = "WAQ_SIM__";
 
 /// The longest path a Unix socket can be bound to on Linux (`sun_path` less its NUL).
 pub const MAX_SOCKET_PATH: usize = 107;
@@ -566,25 +603,7 @@ impl Config {
         check_log_level(&log.level)?;
 
         let mode_text = raw.socket.mode.map_or_else(|| "0660".into(), |m| m.0);
-        let mode = u32::from_str_radix(mode_text.trim_start_matches("0o"), 8)
-            .ok()
-            .filter(|m| *m <= 0o777)
-            .ok_or_else(|| {
-                err(
-                    "socket.mode",
-                    format!("`{mode_text}` is not an octal file mode such as \"0660\""),
-                )
-            })?;
-        // Connecting takes write permission on the socket file.
-        if mode & 0o222 == 0 {
-            return Err(err(
-                "socket.mode",
-                format!(
-                    "`{mode_text}` lets no producer connect (connecting needs write permission); \
-                     use \"0660\" for the socket's owner and group"
-                ),
-            ));
-        }
+        let mode = socket_mode(&mode_text).map_err(|why| err("socket.mode", why))?;
         let socket_path = raw
             .socket
             .path
@@ -698,6 +717,16 @@ impl Config {
                 "no [[senders]] configured; add one per business phone number",
             ));
         }
+        let secret_vars: Vec<String> = raw
+            .senders
+            .iter()
+            .filter_map(|s| s.token_env.clone())
+            .chain(raw.webhook.iter().flat_map(|w| {
+                [w.app_secret_env.clone(), w.verify_token_env.clone()]
+                    .into_iter()
+                    .flatten()
+            }))
+            .collect();
         let mut senders = Vec::with_capacity(raw.senders.len());
         for (i, s) in raw.senders.into_iter().enumerate() {
             let key = |k: &str| format!("senders[{i}].{k}");
@@ -738,7 +767,9 @@ impl Config {
                 &key("token"),
                 s.token,
                 s.token_env,
-                s.token_file.map(|p| beside(base, &p)),
+                s.token_file
+                    .map(|p| secret_file(&key("token_file"), &p, base))
+                    .transpose()?,
                 SecretUse::Header,
             )?
             .ok_or_else(|| err(key("token"), "set token_env, token_file or token"))?;
@@ -861,7 +892,9 @@ impl Config {
                             "webhook.app_secret",
                             w.app_secret,
                             w.app_secret_env,
-                            w.app_secret_file.map(|p| beside(base, &p)),
+                            w.app_secret_file
+                                .map(|p| secret_file("webhook.app_secret_file", &p, base))
+                                .transpose()?,
                             SecretUse::Compared,
                         )?
                         .ok_or_else(|| {
@@ -875,7 +908,9 @@ impl Config {
                             "webhook.verify_token",
                             w.verify_token,
                             w.verify_token_env,
-                            w.verify_token_file.map(|p| beside(base, &p)),
+                            w.verify_token_file
+                                .map(|p| secret_file("webhook.verify_token_file", &p, base))
+                                .transpose()?,
                             SecretUse::Compared,
                         )?
                         .unwrap_or_default();
@@ -928,7 +963,35 @@ impl Config {
             dispatch,
             webhook,
             store,
+            secret_vars,
         })
+    }
+
+    /// Values that are allowed but likely to hurt, each a message naming its key: `waq serve`
+    /// logs them as warnings at start and on reload.
+    pub fn cautions(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        // A restart rebuilds each recipient's pair budget from the requests answered in the
+        // last 2 × pair_interval × pair_burst (`dispatch/pair.rs`); a finished message removed
+        // sooner is missing from it, and the recipient can get a burst Meta refuses (131056,
+        // retried). Warned of, not refused: a short retention can be a deliberate choice (less
+        // data kept), and with a long pair interval the span can pass the longest retention.
+        let d = &self.dispatch;
+        let span_ms = (d.pair_interval.as_millis() as u64)
+            .saturating_mul(u64::from(d.pair_burst))
+            .saturating_mul(2);
+        let needed_s = span_ms.div_ceil(1000);
+        if d.retention.as_secs() < needed_s {
+            out.push(format!(
+                "dispatch.retention_s is {}, below twice dispatch.pair_interval_ms × \
+                 dispatch.pair_burst ({needed_s} s): a restart rebuilds each recipient's pair \
+                 budget from the messages sent in that span, and those removed sooner are \
+                 missing from it, so a recipient can get more than Meta's pair limit allows \
+                 (131056, retried); keep it at {needed_s} or more",
+                d.retention.as_secs()
+            ));
+        }
+        out
     }
 
     pub fn sender(&self, name: &str) -> Option<&SenderConfig> {
@@ -1042,6 +1105,58 @@ fn env_key(name: &str) -> String {
         .replace(ENV_SEPARATOR, ".")
 }
 
+/// Warnings for the `WAQ_…` variables (one underscore after WAQ) in `vars` that are neither
+/// the project's other variables nor named by `cfg`'s `*_env` keys: most likely a misspelt
+/// `WAQ__SECTION__KEY`, which the daemon would otherwise ignore without a word.
+pub fn misspelt_overrides(
+    cfg: &Config,
+    vars: impl IntoIterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
+) -> Vec<String> {
+    let mut names: Vec<String> = vars
+        .into_iter()
+        .filter_map(|(name, _)| name.into_string().ok())
+        .filter(|name| {
+            let lower = name.to_lowercase();
+            lower.starts_with("waq_") && !lower.starts_with(ENV_PREFIX)
+        })
+        .filter(|name| {
+            let upper = name.to_uppercase();
+            !OTHER_WAQ_VARS.contains(&upper.as_str())
+                && !upper.starts_with(SIM_OVERRIDE_PREFIX)
+                && !cfg.secret_vars.iter().any(|v| v == name)
+        })
+        .collect();
+    names.sort();
+    names
+        .into_iter()
+        .map(|name| {
+            let hint = match override_meant(&name) {
+                Some(meant) => format!("; was {meant} meant?"),
+                None => " (such as WAQ__DISPATCH__MAX_IN_FLIGHT)".into(),
+            };
+            format!(
+                "the environment variable {name} is not read: overrides are spelled \
+                 WAQ__SECTION__KEY, with two underscores after WAQ and between the parts{hint}"
+            )
+        })
+        .collect()
+}
+
+/// The override a `WAQ_…` name was likely meant as: `WAQ_DISPATCH_MAX_IN_FLIGHT` →
+/// `WAQ__DISPATCH__MAX_IN_FLIGHT`, when it starts with `state_dir` or a section and a key.
+fn override_meant(name: &str) -> Option<String> {
+    let rest = name.get("WAQ_".len()..)?.to_uppercase();
+    if rest == "STATE_DIR" {
+        return Some("WAQ__STATE_DIR".into());
+    }
+    SECTIONS.iter().find_map(|(section, _)| {
+        let section = section.to_uppercase();
+        let key = rest.strip_prefix(&section)?.strip_prefix('_')?;
+        let key = key.trim_start_matches('_');
+        (!key.is_empty()).then(|| format!("WAQ__{section}__{key}"))
+    })
+}
+
 /// A number in the file that TOML reads but a 64-bit value cannot hold, named by its key: the
 /// `config` crate refuses it without saying which (`number too large to fit in target type`).
 fn number_out_of_range(text: &str, origin: &str) -> Option<ConfigError> {
@@ -1126,6 +1241,32 @@ pub(crate) fn from_crate(e: config::ConfigError, origin: &str) -> ConfigError {
         other => (None, other.to_string()),
     };
     let mut key = key.map(|k| dotted(&k)).filter(|k| !k.is_empty());
+    let from_env = origin.starts_with("the environment variable");
+    // serde names the type it wanted (`expected struct Api`), which says nothing to a user.
+    let section = SECTIONS
+        .iter()
+        .find(|(name, _)| key.as_deref() == Some(name));
+    let message = match section {
+        Some((name, example)) if message.contains("expected struct") => {
+            let upper = name.to_uppercase();
+            match from_env {
+                true => format!(
+                    "is a section, not a key: set its keys one by one as \
+                     WAQ__{upper}__KEY, such as WAQ__{upper}__{example}"
+                ),
+                false => format!("is a section, not a key: write its keys under [{name}]"),
+            }
+        }
+        // `WAQ__STATE_DIR__X`, `WAQ__API__VERSION__X`: a key addressed as a section.
+        _ if from_env && message.starts_with("invalid type: map") => match &key {
+            Some(k) => format!(
+                "is a key, not a section: set it as WAQ__{}",
+                k.to_uppercase().replace('.', ENV_SEPARATOR)
+            ),
+            None => message,
+        },
+        _ => message,
+    };
     if let Some(field) = message
         .strip_prefix("unknown field `")
         .and_then(|rest| rest.split('`').next())
@@ -1200,6 +1341,58 @@ fn check_log_level(level: &str) -> Result<(), ConfigError> {
     tracing_subscriber::EnvFilter::try_new(level)
         .map(|_| ())
         .map_err(|e| refuse(format!("`{level}` is not a valid filter ({e})")))
+}
+
+/// `socket.mode`: octal digits alone, as chmod takes them (`0660`, `660`), whether from the
+/// file or the environment. The file must quote them (see `Mode`); a `0o` prefix is refused
+/// from both, as the file refuses the unquoted `0o660`, so that one spelling works everywhere.
+fn socket_mode(text: &str) -> Result<u32, String> {
+    let quoted = text.len() >= 2
+        && ['"', '\'']
+            .iter()
+            .any(|q| text.starts_with(*q) && text.ends_with(*q));
+    if quoted {
+        // docker's --env-file keeps them as part of the value.
+        return Err(format!(
+            "`{text}` has quotes around it, which were taken as part of the value (as docker's \
+             --env-file leaves them): write the octal digits alone, such as 0660"
+        ));
+    }
+    if text.starts_with("0o") || text.starts_with("0O") {
+        return Err(format!(
+            "`{text}`: write the mode as octal digits alone, without 0o, such as \"0660\""
+        ));
+    }
+    // `from_str_radix` would take a sign.
+    if text.is_empty() || !text.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+        return Err(format!(
+            "`{text}` is not an octal file mode: write octal digits (0-7) such as \"0660\""
+        ));
+    }
+    let mode = u32::from_str_radix(text, 8)
+        .ok()
+        .filter(|m| *m <= 0o7777)
+        .ok_or_else(|| {
+            format!(
+                "`{text}` is not a file mode: it has at most four octal digits, such as \"0660\""
+            )
+        })?;
+    // They mean nothing on a socket; a fourth digit is more likely a slip of the hand.
+    if mode & 0o7000 != 0 {
+        return Err(format!(
+            "`{text}` sets the setuid, setgid or sticky bit (a leading 4, 2 or 1 of four digits), \
+             which are not allowed on the socket: give the permission bits alone, at most \"0777\", \
+             such as \"0660\""
+        ));
+    }
+    // Connecting takes write permission on the socket file.
+    if mode & 0o222 == 0 {
+        return Err(format!(
+            "`{text}` lets no producer connect (connecting needs write permission); \
+             use \"0660\" for the socket's owner and group"
+        ));
+    }
+    Ok(mode)
 }
 
 /// `v`, or `default` when absent; a value outside `range` is refused, the range named.
@@ -1329,6 +1522,52 @@ fn secret(
     Ok(Some(Secret(v)))
 }
 
+/// Where systemd puts a service's `LoadCredential=` files: `/run/credentials/<unit>/`, which
+/// changes with the unit's name (a renamed or instantiated unit), so a `*_file` path may start
+/// with the variable instead.
+const CREDENTIALS_DIRECTORY: &str = "CREDENTIALS_DIRECTORY";
+
+/// A `*_file` path as read: `${CREDENTIALS_DIRECTORY}` or `$CREDENTIALS_DIRECTORY` at its start
+/// is that variable's value, from the environment as `*_env` keys are; any other `$` at the
+/// start is refused (it would be read as a file name); a relative path is `base`'s neighbour.
+fn secret_file(key: &str, path: &Path, base: &Path) -> Result<PathBuf, ConfigError> {
+    let Some(text) = path.to_str().filter(|t| t.starts_with('$')) else {
+        return Ok(beside(base, path));
+    };
+    let rest = [
+        format!("${{{CREDENTIALS_DIRECTORY}}}"),
+        format!("${CREDENTIALS_DIRECTORY}"),
+    ]
+    .iter()
+    .find_map(|v| text.strip_prefix(v.as_str()))
+    .filter(|rest| rest.is_empty() || rest.starts_with('/'));
+    let Some(rest) = rest else {
+        return Err(err(
+            key,
+            format!(
+                "`{text}`: only ${{{CREDENTIALS_DIRECTORY}}} is expanded at the start of a path \
+                 (such as \"${{{CREDENTIALS_DIRECTORY}}}/wa_access_token\"); write any other path out \
+                 in full"
+            ),
+        ));
+    };
+    let dir = std::env::var_os(CREDENTIALS_DIRECTORY)
+        .filter(|d| !d.is_empty())
+        .ok_or_else(|| {
+            err(
+                key,
+                format!(
+                    "starts with ${CREDENTIALS_DIRECTORY}, which is not set: systemd sets it for \
+                     a service with LoadCredential= (run waq from such a unit, or write the \
+                     credential's path out)"
+                ),
+            )
+        })?;
+    let mut full = PathBuf::from(dir);
+    full.push(rest.trim_start_matches('/'));
+    Ok(beside(base, &full))
+}
+
 /// What in `token` cannot follow `Bearer ` in a header: the first character that is not
 /// visible ASCII (RFC 6750's tokens never hold one), by kind and position, never the token.
 fn header_unsafe(token: &str) -> Option<String> {
@@ -1453,6 +1692,47 @@ token = "t0k3n"
                 Config::from_toml(&format!("{MIN}\n[api]\n{api}\n"), Path::new(".")).unwrap_err();
             assert_eq!(e.key, key, "{api}: {e}");
             assert!(!e.to_string().contains("secret"), "{api}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_version_at_the_end_of_the_base_url_is_refused_naming_api_version() {
+        for (base, version) in [
+            ("http://127.0.0.1:9/v25.0", "v25.0"),
+            ("https://graph.facebook.com/v21.0/", "v21.0"),
+            ("https://graph.facebook.com/v21.0//", "v21.0"),
+            ("https://proxy.example/graph/v19.0", "v19.0"),
+            ("https://graph.facebook.com/v025.00", "v025.00"),
+        ] {
+            let e = Config::from_toml(
+                &format!("{MIN}\n[api]\nbase_url = \"{base}\"\n"),
+                Path::new("."),
+            )
+            .unwrap_err();
+            assert_eq!(e.key, "api.base_url", "{base}: {e}");
+            for part in [
+                format!("ends in the Graph API version {version}"),
+                "belongs in api.version".to_string(),
+                format!("/{version}/v25.0/"),
+            ] {
+                assert!(e.message.contains(&part), "{base}: {part}: {e}");
+            }
+        }
+        // Another base path stays, as does a version-like step before the end.
+        for base in [
+            "https://proxy.example/graph",
+            "https://proxy.example/graph/",
+            "https://proxy.example/v25.0/graph",
+            "https://proxy.example/v25",
+            "https://proxy.example/version25.0",
+            "https://graph.facebook.com",
+        ] {
+            let c = Config::from_toml(
+                &format!("{MIN}\n[api]\nbase_url = \"{base}\"\n"),
+                Path::new("."),
+            )
+            .unwrap_or_else(|e| panic!("{base}: {e}"));
+            assert_eq!(c.api.base_url, base.trim_end_matches('/'));
         }
     }
 
@@ -1751,6 +2031,43 @@ mod bounds {
     }
 
     #[test]
+    fn a_retention_shorter_than_the_pair_budgets_look_back_is_cautioned_not_refused() {
+        // The default pair limit (6000 ms × 45) looks back 540 s.
+        let c = with("dispatch", "retention_s = 539").unwrap();
+        assert_eq!(c.dispatch.retention, Duration::from_secs(539));
+        let cautions = c.cautions();
+        assert_eq!(cautions.len(), 1, "{cautions:?}");
+        for part in [
+            "dispatch.retention_s is 539",
+            "(540 s)",
+            "dispatch.pair_burst",
+        ] {
+            assert!(cautions[0].contains(part), "{part}: {}", cautions[0]);
+        }
+        assert!(with("dispatch", "retention_s = 540")
+            .unwrap()
+            .cautions()
+            .is_empty());
+        assert!(Config::from_toml(MIN, Path::new("."))
+            .unwrap()
+            .cautions()
+            .is_empty());
+        // The bound follows the pair limit, rounded up to a second: 2 × 1001 ms × 10.
+        let small = "pair_interval_ms = 1001\npair_burst = 10";
+        let c = with("dispatch", &format!("{small}\nretention_s = 20")).unwrap();
+        assert!(c.cautions()[0].contains("(21 s)"), "{:?}", c.cautions());
+        let c = with("dispatch", &format!("{small}\nretention_s = 21")).unwrap();
+        assert!(c.cautions().is_empty(), "{:?}", c.cautions());
+        // A pair limit whose look-back passes the longest retention is still accepted.
+        let c = with(
+            "dispatch",
+            "pair_interval_ms = 86400000\npair_burst = 100000\nretention_s = 315360000",
+        )
+        .unwrap();
+        assert_eq!(c.cautions().len(), 1);
+    }
+
+    #[test]
     fn an_enum_value_is_refused_naming_the_key_and_the_choices() {
         let e = with("dispatch", "on_restart_sending = \"maybe\"").unwrap_err();
         assert_eq!(e.key, "dispatch.on_restart_sending");
@@ -1777,19 +2094,60 @@ mod bounds {
         for (line, mode) in [
             ("mode = \"0660\"", 0o660),
             ("mode = \"600\"", 0o600),
-            ("mode = \"0o640\"", 0o640),
+            ("mode = \"0777\"", 0o777),
         ] {
             assert_eq!(with("socket", line).unwrap().socket.mode, mode, "{line}");
-        }
-        // From the environment every value is text: `0660` stays octal digits.
-        for (value, mode) in [("0660", 0o660), ("0600", 0o600), ("0o640", 0o640)] {
-            let c = load_env(&[("WAQ__SOCKET__MODE", value)])
-                .unwrap_or_else(|e| panic!("{value}: {e}"));
-            assert_eq!(c.socket.mode, mode, "{value}");
         }
         let e = load_env(&[("WAQ__SOCKET__MODE", "999")]).unwrap_err();
         assert_eq!(e.key, "socket.mode");
         assert!(e.message.contains("WAQ__SOCKET__MODE"), "{e}");
+    }
+
+    /// The same text is the same mode, or the same refusal, in the file (quoted) and in
+    /// `WAQ__SOCKET__MODE`.
+    #[test]
+    fn a_socket_mode_reads_alike_from_the_file_and_the_environment() {
+        for (text, mode) in [
+            ("0660", 0o660),
+            ("660", 0o660),
+            ("0600", 0o600),
+            ("00640", 0o640),
+        ] {
+            assert_eq!(
+                with("socket", &format!("mode = {text:?}"))
+                    .unwrap()
+                    .socket
+                    .mode,
+                mode,
+                "{text}"
+            );
+            let c =
+                load_env(&[("WAQ__SOCKET__MODE", text)]).unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!(c.socket.mode, mode, "{text}");
+        }
+        for (text, says) in [
+            ("0o660", "without 0o"),
+            ("0o640", "without 0o"),
+            ("0O660", "without 0o"),
+            ("\"0660\"", "has quotes around it"),
+            ("'0660'", "has quotes around it"),
+            ("7777", "setuid, setgid or sticky bit"),
+            ("4660", "setuid, setgid or sticky bit"),
+            ("1777", "setuid, setgid or sticky bit"),
+            ("17777", "at most four octal digits"),
+            ("999", "not an octal file mode"),
+            ("+660", "not an octal file mode"),
+            ("", "not an octal file mode"),
+            ("0444", "lets no producer connect"),
+        ] {
+            let from_file = with("socket", &format!("mode = {text:?}")).unwrap_err();
+            let from_env = load_env(&[("WAQ__SOCKET__MODE", text)]).unwrap_err();
+            for e in [&from_file, &from_env] {
+                assert_eq!(e.key, "socket.mode", "{text}: {e}");
+                assert!(e.message.contains(says), "{text}: {e}");
+            }
+            assert!(from_env.message.contains("WAQ__SOCKET__MODE"), "{from_env}");
+        }
     }
 
     #[test]
@@ -2127,6 +2485,167 @@ mod bounds {
     }
 
     #[test]
+    fn a_section_given_a_value_is_named_a_section_not_a_type() {
+        for (section, example) in SECTIONS {
+            let var = format!("WAQ__{}", section.to_uppercase());
+            let e = load_env(&[(&var, "x")]).unwrap_err();
+            assert_eq!(e.key, section, "{e}");
+            let form = format!("WAQ__{}__KEY", section.to_uppercase());
+            let one = format!("WAQ__{}__{example}", section.to_uppercase());
+            for part in ["is a section, not a key", &form, &one, &var] {
+                assert!(e.message.contains(part), "{part}: {e}");
+            }
+            assert!(!e.message.contains("struct"), "{e}");
+            let (e, _) = load_text(&format!("{section} = \"x\"\n{MIN}"), &[]);
+            let e = e.unwrap_err();
+            assert_eq!(e.key, section, "{e}");
+            assert!(
+                e.message.contains("is a section, not a key")
+                    && e.message.contains(&format!("[{section}]"))
+                    && !e.message.contains("struct"),
+                "{e}"
+            );
+        }
+        // A key addressed as a section.
+        for (var, key, form) in [
+            ("WAQ__STATE_DIR__X", "state_dir", "WAQ__STATE_DIR"),
+            ("WAQ__API__VERSION__X", "api.version", "WAQ__API__VERSION"),
+            (
+                "WAQ__DISPATCH__MAX_IN_FLIGHT__X",
+                "dispatch.max_in_flight",
+                "WAQ__DISPATCH__MAX_IN_FLIGHT",
+            ),
+        ] {
+            let e = load_env(&[(var, "1")]).unwrap_err();
+            assert_eq!(e.key, key, "{e}");
+            assert!(
+                e.message
+                    .contains(&format!("is a key, not a section: set it as {form} ")),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn waq_variables_with_one_underscore_are_warned_of_unless_known() {
+        // A name unique to this test: the environment is shared by the test process.
+        std::env::set_var("WAQ_TEST_OWN_TOKEN", "t");
+        let cfg = Config::from_toml(
+            &MIN.replace("token = \"t\"", "token_env = \"WAQ_TEST_OWN_TOKEN\""),
+            Path::new("."),
+        )
+        .unwrap();
+        let vars = [
+            "WAQ_DISPATCH_MAX_IN_FLIGHT",
+            "WAQ_SOCKET",
+            "WAQ_SIM",
+            "WAQ_SIM__TOKEN",
+            "WAQ_DIR",
+            "WAQ_WEBHOOK",
+            "WAQ_CRASH_LOOPS",
+            "WAQ__API__VERSION",
+            "WAQ_TEST_OWN_TOKEN",
+            "WAQ_STATE_DIR",
+            "waq_log__level",
+            "WAQ_SOMETHING",
+            "WAQX",
+            "HOME",
+        ]
+        .map(|n| (OsString::from(n), OsString::from("0")));
+        let warnings = misspelt_overrides(&cfg, vars);
+        std::env::remove_var("WAQ_TEST_OWN_TOKEN");
+        let named: Vec<&str> = warnings
+            .iter()
+            .filter_map(|w| w.strip_prefix("the environment variable "))
+            .filter_map(|w| w.split(' ').next())
+            .collect();
+        assert_eq!(
+            named,
+            [
+                "WAQ_DISPATCH_MAX_IN_FLIGHT",
+                "WAQ_SOMETHING",
+                "WAQ_STATE_DIR",
+                "waq_log__level"
+            ],
+            "{warnings:#?}"
+        );
+        for w in &warnings {
+            assert!(w.contains("overrides are spelled WAQ__SECTION__KEY"), "{w}");
+        }
+        assert!(
+            warnings[0].ends_with("was WAQ__DISPATCH__MAX_IN_FLIGHT meant?"),
+            "{}",
+            warnings[0]
+        );
+        assert!(warnings[2].ends_with("was WAQ__STATE_DIR meant?"));
+        assert!(warnings[3].ends_with("was WAQ__LOG__LEVEL meant?"));
+    }
+
+    /// Every `WAQ_…` name (one underscore) the repository's documents, sources and tests use,
+    /// other than examples of a misspelt override, is one `misspelt_overrides` leaves alone: a
+    /// documented variable must not draw a warning.
+    #[test]
+    fn every_waq_variable_of_the_project_is_known_to_the_warning() {
+        fn files(dir: &Path, out: &mut Vec<PathBuf>) {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    files(&path, out);
+                } else if path
+                    .extension()
+                    .is_some_and(|e| e == "rs" || e == "md" || e == "toml" || e == "sh")
+                {
+                    out.push(path);
+                }
+            }
+        }
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut paths = vec![root.join("README.md"), root.join("config.toml")];
+        for dir in ["docs", "src", "tests", "examples", "benches", "systemd"] {
+            files(&root.join(dir), &mut paths);
+        }
+        // This file's names are the list itself and the misspellings its tests warn of.
+        paths.retain(|p| !p.ends_with("src/config.rs"));
+        let mut seen = std::collections::BTreeSet::new();
+        for path in &paths {
+            let text = std::fs::read_to_string(path).unwrap();
+            let mut rest = text.as_str();
+            while let Some(at) = rest.find("WAQ_") {
+                let before = rest[..at].chars().next_back();
+                let name: String = rest[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                let after = &rest[at + name.len()..];
+                rest = &rest[at + name.len()..];
+                let part_of_a_word = before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+                // Not variables: a file of vendor/sled and a constant of the client.
+                let not_a_variable =
+                    after.starts_with(".md") || name == "WAQ_USER_AGENT" || name == "WAQ_PATCH";
+                // The configuration tests' secrets, which their configurations name.
+                let a_tests_secret = name.starts_with("WAQ_TEST_");
+                // The documents' examples of a misspelt override (and `WAQ_` itself).
+                let a_misspelling = override_meant(&name).is_some() || name == "WAQ_";
+                if !part_of_a_word
+                    && !name.starts_with("WAQ__")
+                    && !not_a_variable
+                    && !a_tests_secret
+                    && !a_misspelling
+                {
+                    seen.insert(name);
+                }
+            }
+        }
+        assert!(seen.contains("WAQ_SOCKET"), "{seen:?}");
+        let cfg = Config::from_toml(MIN, Path::new(".")).unwrap();
+        let vars = seen
+            .iter()
+            .map(|n| (OsString::from(n), OsString::from("1")));
+        let warned = misspelt_overrides(&cfg, vars);
+        assert!(warned.is_empty(), "{warned:#?}");
+    }
+
+    #[test]
     fn a_directory_for_the_configuration_is_named_a_directory() {
         let dir = tempfile::tempdir().unwrap();
         let e = Config::load_with_env(dir.path(), []).unwrap_err();
@@ -2322,6 +2841,74 @@ mod bounds {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_secret_file_may_start_with_the_credentials_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("wa_access_token"), "tok3n\n").unwrap();
+        std::fs::write(dir.path().join("wa_app_secret"), "s3cret\n").unwrap();
+        std::fs::write(dir.path().join("wa_verify_token"), "v3rify\n").unwrap();
+        let doc = |token: &str, webhook: &str| {
+            format!(
+                "{}\n[webhook]\nlisten = \"127.0.0.1:0\"\n{webhook}\n",
+                MIN.replace("token = \"t\"", &format!("token_file = {token:?}"))
+            )
+        };
+        let both = doc(
+            "${CREDENTIALS_DIRECTORY}/wa_access_token",
+            "app_secret_file = \"$CREDENTIALS_DIRECTORY/wa_app_secret\"\n\
+             verify_token_file = \"${CREDENTIALS_DIRECTORY}//wa_verify_token\"",
+        );
+        // The one test that sets it: the environment is shared by the test process.
+        std::env::set_var("CREDENTIALS_DIRECTORY", dir.path());
+        // The directory is absolute: the config file's does not matter.
+        let c = Config::from_toml(&both, Path::new("/etc/waq"));
+        let other = Config::from_toml(
+            &doc("$HOME/wa_access_token", "app_secret = \"s\""),
+            Path::new("."),
+        );
+        let suffix = Config::from_toml(
+            &doc(
+                "$CREDENTIALS_DIRECTORYX/wa_access_token",
+                "app_secret = \"s\"",
+            ),
+            Path::new("."),
+        );
+        std::env::remove_var("CREDENTIALS_DIRECTORY");
+        let unset = Config::from_toml(&both, Path::new("."));
+        let c = c.unwrap();
+        assert_eq!(c.senders[0].token.expose(), "tok3n");
+        let webhook = c.webhook.unwrap();
+        assert_eq!(webhook.app_secret.expose(), "s3cret");
+        assert_eq!(webhook.verify_token.expose(), "v3rify");
+        for e in [other.unwrap_err(), suffix.unwrap_err()] {
+            assert_eq!(e.key, "senders[0].token_file", "{e}");
+            assert!(
+                e.message
+                    .contains("only ${CREDENTIALS_DIRECTORY} is expanded"),
+                "{e}"
+            );
+        }
+        let e = unset.unwrap_err();
+        assert_eq!(e.key, "senders[0].token_file", "{e}");
+        for part in [
+            "$CREDENTIALS_DIRECTORY, which is not set",
+            "LoadCredential=",
+        ] {
+            assert!(e.message.contains(part), "{part}: {e}");
+        }
+        // Unset, a webhook's file is named by its own key.
+        let e = Config::from_toml(
+            &doc(
+                &dir.path().join("wa_access_token").display().to_string(),
+                "app_secret_file = \"${CREDENTIALS_DIRECTORY}/wa_app_secret\"",
+            ),
+            Path::new("."),
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "webhook.app_secret_file", "{e}");
+        assert!(e.message.contains("LoadCredential="), "{e}");
     }
 
     #[test]

@@ -599,6 +599,96 @@ fn health_counts_the_messages_a_sender_no_longer_configured_holds() {
     );
 }
 
+/// A variable with one underscore after WAQ is no override: `waq serve` says so at start,
+/// but not of the variables the project uses otherwise, such as the clients' `WAQ_SOCKET`.
+#[test]
+fn serve_warns_of_a_waq_variable_spelt_with_one_underscore() {
+    let mut d = Daemon::builder()
+        .env("WAQ_DISPATCH_MAX_IN_FLIGHT", "0")
+        .env("WAQ_SOCKET", "/nonexistent/waq.sock")
+        .env("WAQ_SIM__TOKEN", "x")
+        .start();
+    // Logged before the daemon serves, which `start` waited for.
+    let log = d.log();
+    assert!(
+        log.contains("WARN")
+            && log.contains("WAQ_DISPATCH_MAX_IN_FLIGHT is not read")
+            && log.contains("overrides are spelled WAQ__SECTION__KEY")
+            && log.contains("was WAQ__DISPATCH__MAX_IN_FLIGHT meant?"),
+        "{log}"
+    );
+    assert!(!log.contains("WAQ_SOCKET is not"), "{log}");
+    assert!(!log.contains("WAQ_SIM__TOKEN is not"), "{log}");
+    assert!(d.sigterm().success());
+}
+
+/// A `*_file` path that starts with `${CREDENTIALS_DIRECTORY}` reads the credential systemd's
+/// `LoadCredential=` put there, whatever the unit is called; without the variable the daemon
+/// does not start, and says where it comes from.
+#[test]
+fn serve_reads_a_secret_file_under_the_credentials_directory() {
+    let creds = tempfile::tempdir().unwrap();
+    std::fs::write(creds.path().join("wa_access_token"), "test-token\n").unwrap();
+    let sender = "[[senders]]\nname = \"main\"\nphone_number_id = \"120000000000001\"\n\
+                  token_file = \"${CREDENTIALS_DIRECTORY}/wa_access_token\"";
+    let mut d = Daemon::builder()
+        .without_default_sender()
+        .toml(sender)
+        .env("CREDENTIALS_DIRECTORY", creds.path().to_str().unwrap())
+        .start();
+    assert_eq!(d.get("/v1/health").status, 200);
+    assert!(d.sigterm().success());
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("waq.toml");
+    std::fs::write(&config, format!("state_dir = \"state\"\n{sender}\n")).unwrap();
+    let o = Command::new(bin())
+        .arg("serve")
+        .arg("--config")
+        .arg(&config)
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 2);
+    let err = stderr(&o);
+    assert!(
+        err.contains("senders[0].token_file")
+            && err.contains("$CREDENTIALS_DIRECTORY, which is not set")
+            && err.contains("LoadCredential="),
+        "{err}"
+    );
+}
+
+/// `WAQ__API=x` names `api` as a section and the form of its variables, not a Rust type.
+#[test]
+fn serve_says_a_section_set_from_the_environment_is_a_section() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("waq.toml");
+    std::fs::write(
+        &config,
+        "state_dir = \"state\"\n[[senders]]\nname = \"main\"\nphone_number_id = \"1\"\ntoken = \"t\"\n",
+    )
+    .unwrap();
+    for section in ["API", "DISPATCH", "WEBHOOK"] {
+        let var = format!("WAQ__{section}");
+        let o = Command::new(bin())
+            .arg("serve")
+            .arg("--config")
+            .arg(&config)
+            .env(&var, "x")
+            .output()
+            .unwrap();
+        assert_eq!(code(&o), 2);
+        let err = stderr(&o);
+        assert!(
+            err.contains("is a section, not a key")
+                && err.contains(&format!("WAQ__{section}__KEY"))
+                && !err.contains("struct"),
+            "{err}"
+        );
+    }
+}
+
 #[test]
 fn serve_with_a_bad_config_exits_2_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();

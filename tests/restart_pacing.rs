@@ -192,3 +192,34 @@ fn sigkills_at_full_rate_keep_the_mps() {
     assert!(n.max_in_window <= MPS as u64, "MPS exceeded: {n:?}");
     assert_eq!(n.violation(130429), 0, "MPS exceeded: {n:?}");
 }
+
+/// A retention shorter than the pair budgets' look-back would leave a restart without some of
+/// the requests it rebuilds them from: the daemon starts, but says so.
+#[test]
+fn a_retention_shorter_than_the_pair_look_back_is_warned_of_at_start() {
+    let mut d = Daemon::builder()
+        .set("dispatch", "retention_s = 60")
+        .set(
+            "dispatch",
+            &format!("pair_interval_ms = {PAIR_INTERVAL_MS}"),
+        )
+        .set("dispatch", &format!("pair_burst = {PAIR_BURST}"))
+        .start();
+    // 2 × 500 ms × 10 = 10 s: fine. Read once the daemon has stopped, so nothing is still to
+    // come.
+    assert!(d.sigterm().success());
+    assert!(!d.log().contains("dispatch.retention_s"), "{}", d.log());
+    // The default pair limit looks back 2 × 6 s × 45 = 540 s.
+    let mut d = Daemon::builder()
+        .set("dispatch", "retention_s = 60")
+        .start();
+    d.wait_for_log("dispatch.retention_s is 60");
+    let log = d.log();
+    assert!(
+        log.lines().any(|l| l.contains("WARN")
+            && l.contains("retention_s is 60")
+            && l.contains("(540 s)")),
+        "{log}"
+    );
+    assert!(d.sigterm().success());
+}

@@ -240,7 +240,7 @@ fn exit_codes(page: &Page) -> Vec<(&'static str, &'static str)> {
 /// The environment variables `page`'s command reads, and what each does.
 fn environment(page: &Page) -> Vec<(&'static str, String)> {
     // (the command that reads it, "client" for every client command; name; meaning)
-    const VARIABLES: [(&str, &str, &str); 7] = [
+    const VARIABLES: [(&str, &str, &str); 8] = [
         (
             "client",
             "WAQ_SOCKET",
@@ -252,7 +252,9 @@ fn environment(page: &Page) -> Vec<(&'static str, String)> {
             "WAQ__SECTION__KEY",
             "Overrides a key of the configuration file outside [[senders]], with double \
              underscores between the parts: WAQ__STATE_DIR sets state_dir, \
-             WAQ__DISPATCH__MAX_IN_FLIGHT=256 sets dispatch.max_in_flight.",
+             WAQ__DISPATCH__MAX_IN_FLIGHT=256 sets dispatch.max_in_flight. A WAQ_ variable \
+             with one underscore after WAQ (WAQ_DISPATCH_MAX_IN_FLIGHT) is no override: serve \
+             warns of it at start, unless it is one of waq's own, such as WAQ_SOCKET.",
         ),
         (
             "serve",
@@ -261,6 +263,12 @@ fn environment(page: &Page) -> Vec<(&'static str, String)> {
              (token_env = \"WA_ACCESS_TOKEN\"). The webhook's secrets are read the same way, \
              from the variables app_secret_env and verify_token_env name; *_file keys read a \
              file instead, such as a systemd credential.",
+        ),
+        (
+            "serve",
+            "CREDENTIALS_DIRECTORY",
+            "Set by systemd for a unit with LoadCredential=: a *_file path that starts with \
+             ${CREDENTIALS_DIRECTORY} (or $CREDENTIALS_DIRECTORY) reads the credential there.",
         ),
         (
             "serve",

@@ -88,8 +88,8 @@ pub fn classify(meta_code: i64) -> ErrorClass {
         | 131042
         | 131045
         | 133010
-        // "Unknown path components": the request's URL is wrong (a version in api.base_url,
-        // an unknown api.version), so every send of the sender fails alike.
+        // "Unknown path components": the request's URL is wrong (a base path Meta does not
+        // know, an unknown api.version), so every send of the sender fails alike.
         | 2500 => PauseSender,
         _ => Permanent,
     }
@@ -176,6 +176,15 @@ pub fn is_graph_version(v: &str) -> bool {
     number(major) && major != "0" && number(minor)
 }
 
+/// `v` + digits + `.` + digits: the shape of a Graph API version in a path, known to Meta or
+/// not (`is_graph_version` is the stricter check of `api.version`).
+fn looks_like_a_version(step: &str) -> bool {
+    let digits = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
+    step.strip_prefix('v')
+        .and_then(|rest| rest.split_once('.'))
+        .is_some_and(|(major, minor)| digits(major) && digits(minor))
+}
+
 /// Whether requests to `base_url` would carry the senders' tokens in clear text beyond this
 /// machine: `http://` to a host other than the loopback. Allowed (a simulator on another host
 /// of a private network), but worth a warning.
@@ -222,6 +231,19 @@ fn parse_endpoint(base_url: &str, version: &str) -> Result<Endpoint, EndpointErr
     }
     if !url.username().is_empty() || url.password().is_some() {
         return Err(base_err("must not carry a user name or password"));
+    }
+    // The version is added after the base: `…/v21.0` would send every request to
+    // `/v21.0/v25.0/…`, which Meta answers with 2500. Another base path (a proxy's prefix,
+    // `/graph`) is the operator's business.
+    let last = url
+        .path_segments()
+        .and_then(|mut steps| steps.rfind(|s| !s.is_empty()));
+    if let Some(last) = last.filter(|s| looks_like_a_version(s)) {
+        return Err(base_err(&format!(
+            "ends in the Graph API version {last}, which belongs in api.version: requests would \
+             go to /{last}/{version}/…; leave it out of the base URL (and set \
+             api.version = \"{last}\" if that is the version meant)"
+        )));
     }
     let trimmed = version.trim_matches('/');
     if trimmed.is_empty()

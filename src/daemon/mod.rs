@@ -35,6 +35,10 @@ pub async fn serve(config_path: &Path, json_logs_override: Option<bool>) -> anyh
     ignore_file_size_signal();
     let cfg = Config::load(config_path)?;
     logging::init(&cfg.log, json_logs_override)?;
+    // Read at start only: the environment does not change under a running daemon.
+    for warning in crate::config::misspelt_overrides(&cfg, std::env::vars_os()) {
+        tracing::warn!("{warning}");
+    }
     // Before anything slow, so a stop asked for during start-up is not lost.
     let mut signals = Signals::install().context("cannot install signal handlers")?;
     let inherited = crate::systemd::take_listener().context("socket activation")?;
@@ -177,7 +181,7 @@ pub async fn start(
         version = env!("CARGO_PKG_VERSION"),
         "waq is serving"
     );
-    warn_of_cleartext(&app.config());
+    warn_of_risky_values(&app.config());
     Ok(Running {
         app,
         config_path: config_path.to_path_buf(),
@@ -189,8 +193,6 @@ pub async fn start(
     })
 }
 
-/// Tokens sent over plain HTTP beyond this machine can be read on the way: allowed (a
-/// simulator elsewhere on a private network), but said at every start and reload.
 /// The socket's path for the start line, absolute. One passed in by the service manager is
 /// named as such, with a warning when it is not `socket.path`: clients find the socket by
 /// that path.
@@ -215,13 +217,19 @@ fn served_socket(listener: &api::Listener, configured: &Path) -> String {
     }
 }
 
-fn warn_of_cleartext(cfg: &Config) {
+/// Values allowed but likely to hurt, said at every start and reload: tokens sent over plain
+/// HTTP beyond this machine can be read on the way (allowed for a simulator elsewhere on a
+/// private network), and the configuration's own `cautions`.
+fn warn_of_risky_values(cfg: &Config) {
     if crate::cloud::cleartext_beyond_loopback(&cfg.api.base_url) {
         tracing::warn!(
             base_url = %cfg.api.base_url,
             "api.base_url is plain http:// to another machine: the senders' access tokens \
              travel unencrypted; use https:// unless this is a simulator on a trusted network"
         );
+    }
+    for caution in cfg.cautions() {
+        tracing::warn!("{caution}");
     }
 }
 
@@ -267,7 +275,7 @@ impl Running {
                 Err(e) => tracing::error!("cannot change the log level: {e}"),
             }
         }
-        warn_of_cleartext(&new);
+        warn_of_risky_values(&new);
         self.app.dispatcher.reload(&new);
         self.app.replace_config(new);
         tracing::info!(path = %self.config_path.display(), "configuration reloaded");

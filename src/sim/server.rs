@@ -62,7 +62,7 @@ fn query_token(query: Option<&str>) -> Option<String> {
         .map(str::to_string)
 }
 
-/// Any other path (a version in the client's base URL, say): counted, as requests to unknown
+/// Any other path (a version in the client's base URL, say, which waq refuses at start): counted, as requests to unknown
 /// numbers are, so that `/sim/stats` shows them.
 async fn unknown_path(State(sim): State<Arc<Sim>>, uri: Uri) -> Response {
     sim.unrouted
