@@ -68,6 +68,9 @@ pub struct ApiConfig {
     pub version: String,
     pub request_timeout: Duration,
     pub connect_timeout: Duration,
+    /// `api.ca_file`'s certificates (PEM), trusted besides the built-in roots: read and
+    /// checked at start, so a bad file stops start-up naming the key.
+    pub extra_roots_pem: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,6 +189,7 @@ mod raw {
         pub version: Option<String>,
         pub request_timeout_ms: Option<super::Int>,
         pub connect_timeout_ms: Option<super::Int>,
+        pub ca_file: Option<PathBuf>,
     }
 
     #[derive(Deserialize)]
@@ -709,6 +713,11 @@ impl Config {
                 5_000,
                 100..=600_000,
             )?),
+            extra_roots_pem: raw
+                .api
+                .ca_file
+                .map(|p| read_certificates("api.ca_file", &secret_file("api.ca_file", &p, base)?))
+                .transpose()?,
         };
 
         if raw.senders.is_empty() {
@@ -1006,7 +1015,7 @@ impl Config {
 /// Keys whose `WAQ__…` value stays text, as written: `0660` is octal digits, not the number
 /// 660, and a verify token or a version of digits is not a number either (`0123` would lose its
 /// zero; a long one would become a float).
-const TEXT_KEYS: [&str; 17] = [
+const TEXT_KEYS: [&str; 18] = [
     "state_dir",
     "log.level",
     "log.format",
@@ -1014,6 +1023,7 @@ const TEXT_KEYS: [&str; 17] = [
     "socket.mode",
     "api.base_url",
     "api.version",
+    "api.ca_file",
     "dispatch.on_restart_sending",
     "webhook.listen",
     "webhook.path",
@@ -1566,6 +1576,36 @@ fn secret_file(key: &str, path: &Path, base: &Path) -> Result<PathBuf, ConfigErr
     let mut full = PathBuf::from(dir);
     full.push(rest.trim_start_matches('/'));
     Ok(beside(base, &full))
+}
+
+/// A PEM file of certificate authorities: its text, once it is seen to hold at least one
+/// certificate and nothing unreadable.
+fn read_certificates(key: &str, path: &Path) -> Result<String, ConfigError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| err(key, format!("cannot read {}: {e}", path.display())))?;
+    let mut count = 0;
+    for cert in CertificateDer::pem_slice_iter(text.as_bytes()) {
+        cert.map_err(|e| {
+            err(
+                key,
+                format!("{} is not readable PEM: {e:?}", path.display()),
+            )
+        })?;
+        count += 1;
+    }
+    if count == 0 {
+        return Err(err(
+            key,
+            format!(
+                "{} holds no certificate: give a PEM file of one or more \
+                 `-----BEGIN CERTIFICATE-----` blocks",
+                path.display()
+            ),
+        ));
+    }
+    Ok(text)
 }
 
 /// What in `token` cannot follow `Bearer ` in a header: the first character that is not

@@ -3,6 +3,7 @@
 //! ALPN; the client speaks HTTP/1.1 (src/cloud/transport.rs says why), refuses a certificate
 //! it does not trust, and gives up connecting after `connect_timeout`.
 
+mod common;
 #[path = "common/tls.rs"]
 mod tls;
 
@@ -165,4 +166,64 @@ fn extra_roots_that_are_not_pem_are_refused_with_a_clear_error() {
     })
     .unwrap_err();
     assert!(format!("{err:#}").contains("root certificate"), "{err:#}");
+}
+
+/// `api.ca_file`: the daemon trusts an authority its built-in roots do not have (a proxy's
+/// that inspects TLS), and without the key it refuses the same server.
+#[test]
+fn the_daemon_trusts_the_authority_in_api_ca_file() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (base, seen) = rt.block_on(start_server());
+    let ca = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tls/ca.pem");
+    let state_of = |d: &common::Daemon| {
+        let r = d.post("/v1/messages", &common::template_request("+15551234567"));
+        assert_eq!(r.status, 202, "{}", r.text());
+        let id = r.json()["id"].as_str().unwrap().to_string();
+        let deadline = std::time::Instant::now() + common::PATIENCE;
+        loop {
+            let m = d.get(&format!("/v1/messages/{id}")).json();
+            // Sent, or its try has come back with an error.
+            let tried = m["history"].as_array().is_some_and(|h| h.len() > 2);
+            if m["state"] == "sent" || !m["last_error"].is_null() || tried {
+                return m;
+            }
+            assert!(std::time::Instant::now() < deadline, "never tried: {m}");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+
+    let untrusting = common::Daemon::builder()
+        .set("api", &format!("base_url = {base:?}"))
+        .start();
+    let m = state_of(&untrusting);
+    assert_ne!(m["state"], "sent", "{m}");
+    assert!(m.to_string().contains("certificate"), "{m}");
+    assert!(seen.requests.lock().unwrap().is_empty());
+    drop(untrusting);
+
+    let trusting = common::Daemon::builder()
+        .set("api", &format!("base_url = {base:?}"))
+        .set("api", &format!("ca_file = {ca:?}"))
+        .start();
+    let m = state_of(&trusting);
+    assert_eq!(m["state"], "sent", "{m}");
+    assert_eq!(m["wamid"], WAMID);
+    assert_eq!(seen.requests.lock().unwrap().len(), 1);
+}
+
+#[test]
+fn an_api_ca_file_without_a_certificate_stops_start_up_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_pem = dir.path().join("ca.pem");
+    std::fs::write(&not_pem, "not a certificate\n").unwrap();
+    let mut d = common::Daemon::builder()
+        .set(
+            "api",
+            &format!("ca_file = {:?}", not_pem.display().to_string()),
+        )
+        .no_wait()
+        .start();
+    assert_eq!(d.wait_exit().code(), Some(2), "{}", d.log());
+    assert!(d.log().contains("api.ca_file"), "{}", d.log());
+    assert!(d.log().contains("holds no certificate"), "{}", d.log());
 }

@@ -116,7 +116,7 @@ fn client_options(config: &Config) -> ClientOptions {
         request_timeout: config.api.request_timeout,
         connect_timeout: config.api.connect_timeout,
         max_idle_per_host: config.dispatch.max_in_flight,
-        extra_roots_pem: None,
+        extra_roots_pem: config.api.extra_roots_pem.clone(),
         proxy: Proxy::FromEnvironment,
     }
 }
