@@ -938,7 +938,11 @@ fn two_stop_signals_at_once_are_one_stop_that_waits_for_requests_in_progress() {
     d.signal(libc::SIGTERM);
     d.wait_for_log("stopping");
     std::thread::sleep(std::time::Duration::from_millis(300));
-    assert!(d.is_running(), "the second signal ended the stop: {}", d.log());
+    assert!(
+        d.is_running(),
+        "the second signal ended the stop: {}",
+        d.log()
+    );
     uploading.write_raw(&body.as_bytes()[10..]).unwrap();
     let r = uploading.read_response().unwrap();
     assert_eq!(r.status, 202, "{}", r.text());
@@ -1429,7 +1433,13 @@ fn log_lines_leave_the_time_to_journald_when_stderr_is_the_journal() {
     assert!(journal.contains("<6>INFO waq is serving"), "{journal}");
     // Each line starts with its level as a syslog priority, which journald keeps as the
     // entry's, and no time: journald adds it.
-    let priorities = ["<3>ERROR ", "<4>WARN ", "<6>INFO ", "<7>DEBUG ", "<7>TRACE "];
+    let priorities = [
+        "<3>ERROR ",
+        "<4>WARN ",
+        "<6>INFO ",
+        "<7>DEBUG ",
+        "<7>TRACE ",
+    ];
     for line in journal.lines().filter(|l| !l.is_empty()) {
         assert!(
             priorities.iter().any(|p| line.starts_with(p)),
