@@ -191,19 +191,23 @@ impl Message {
     /// Where `dispatch.max_age_s` counts from: when the message last fell due. That is the
     /// last time it was (re)queued (enqueue, an explicit retry, a paused sender's requeue), or
     /// its `send_at` if later; once tried, the first attempt since stands for the `send_at`,
-    /// whose own field a retry's backoff has overwritten.
+    /// whose own field a retry's backoff has overwritten. That holds when every attempt was
+    /// given back (throttles, requests that never left), or each retry would move the base on
+    /// and never reach the age.
     pub fn age_base_ms(&self) -> u64 {
         let last_queued = self.history.iter().rposition(|h| h.state == State::Queued);
         let queued = last_queued
             .map(|i| self.history[i].at_ms)
             .unwrap_or(self.created_at_ms);
-        let due = if self.attempts == 0 {
-            self.next_attempt_at_ms
-        } else {
-            self.history[last_queued.map_or(0, |i| i + 1)..]
-                .iter()
-                .find(|h| h.state == State::Sending)
-                .map_or(0, |h| h.at_ms)
+        // A request that never left keeps no `sending`; its retry entry marks the try.
+        let first_try = self.history[last_queued.map_or(0, |i| i + 1)..]
+            .iter()
+            .find(|h| matches!(h.state, State::Sending | State::Retrying))
+            .map(|h| h.at_ms);
+        let due = match (first_try, self.attempts) {
+            (Some(at), _) => at,
+            (None, 0) => self.next_attempt_at_ms,
+            (None, _) => 0,
         };
         queued.max(due).max(self.created_at_ms)
     }

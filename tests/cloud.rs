@@ -122,6 +122,33 @@ async fn messages(
         )
             .into_response(),
         "plain429" => StatusCode::TOO_MANY_REQUESTS.into_response(),
+        "retryafter429" => {
+            (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "7")], "").into_response()
+        }
+        "retryafter503" => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [("retry-after", "Fri, 01 Jan 2100 00:00:00 GMT")],
+            "",
+        )
+            .into_response(),
+        // Retry-After means nothing on a 500.
+        "retryafter500" => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [("retry-after", "7")],
+            "",
+        )
+            .into_response(),
+        "buc80008" => meta_error(
+            StatusCode::BAD_REQUEST,
+            80008,
+            "(#80008) There have been too many calls to this WhatsApp Business account.",
+        ),
+        "gateway502" => (
+            StatusCode::BAD_GATEWAY,
+            [("content-type", "text/html")],
+            "<html><body><h1>502 Bad Gateway</h1></body></html>",
+        )
+            .into_response(),
         "noid" => (
             StatusCode::OK,
             json!({"messaging_product": "whatsapp", "messages": []}).to_string(),
@@ -337,12 +364,48 @@ async fn plain_429_is_transient_and_404_pauses() {
         (e.class, e.code_name().as_str()),
         (ErrorClass::Transient, "http_429")
     );
+    assert!(e.throttled() && !e.app_wide_throttle(), "{e}");
+    assert_eq!(e.retry_after, None);
     let e = failure(&base, "html404").await;
     assert_eq!(
         (e.class, e.code_name().as_str()),
         (ErrorClass::PauseSender, "http_404")
     );
     assert!(e.message.contains("api.base_url"), "{e}");
+}
+
+/// `Retry-After` on a 429 or a 503 comes with the error, in seconds or as a date; on other
+/// statuses it is not read.
+#[tokio::test]
+async fn retry_after_is_kept_on_429_and_503() {
+    let (base, _) = start_meta().await;
+    let e = failure(&base, "retryafter429").await;
+    assert_eq!(e.retry_after, Some(Duration::from_secs(7)), "{e}");
+    let e = failure(&base, "retryafter503").await;
+    assert!(
+        e.retry_after
+            .is_some_and(|r| r > Duration::from_secs(365 * 24 * 3600)),
+        "{e:?}"
+    );
+    assert!(e.is_outage_answer(), "{e}");
+    let e = failure(&base, "retryafter500").await;
+    assert_eq!(e.retry_after, None, "{e}");
+}
+
+/// The Graph platform's business-use-case limit is a throttle of the whole business, and a
+/// gateway's 502 page an outage answer.
+#[tokio::test]
+async fn business_use_case_limits_throttle_and_gateway_pages_are_outages() {
+    let (base, _) = start_meta().await;
+    let e = failure(&base, "buc80008").await;
+    assert_eq!((e.class, e.meta_code), (ErrorClass::Transient, Some(80008)));
+    assert!(e.throttled() && e.app_wide_throttle(), "{e}");
+    let e = failure(&base, "gateway502").await;
+    assert_eq!(
+        (e.class, e.code_name().as_str()),
+        (ErrorClass::Transient, "http_502")
+    );
+    assert!(e.is_outage_answer() && !e.throttled(), "{e}");
 }
 
 #[tokio::test]

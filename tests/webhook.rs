@@ -624,12 +624,24 @@ fn effective_mps_of(app: &App, name: &str) -> f64 {
         .effective_mps
 }
 
-/// 4 (the app's limit) and 80007 (the business account's) are not the number's: every sender
-/// of the app (the same token) slows down, not only the one whose message met it; 130429 is
-/// the number's alone.
+/// 4 (the app's limit), 17, 32 and 613 (the Graph platform's user, page and hourly limits) and
+/// 80000-80014 (the business-use-case limits, 80007 the WhatsApp Business account's) are not
+/// the number's: every sender of the app (the same token) slows down, not only the one whose
+/// message met it; 130429 and 131057 (maintenance mode) are the number's alone.
 #[tokio::test]
 async fn app_wide_throttles_slow_every_sender_of_the_app() {
-    for (code, app_wide) in [(4, true), (80007, true), (130429, false)] {
+    for (code, app_wide) in [
+        (4, true),
+        (17, true),
+        (32, true),
+        (613, true),
+        (80000, true),
+        (80007, true),
+        (80008, true),
+        (80014, true),
+        (130429, false),
+        (131057, false),
+    ] {
         let dir = tempfile::tempdir().unwrap();
         let app = build_app(
             dir.path(),

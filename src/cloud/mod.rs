@@ -2,10 +2,11 @@
 //!
 //! Classification keys on Meta's `error.code`, never on the HTTP status (Meta answers its own
 //! rate limit 130429 with a 400). Only answers without a Meta error object fall back to the
-//! status: 5xx, 408 and 429 are transient; 401/403 (a proxy refusing us), 404/405 and
-//! redirects (a wrong `base_url` or `version`) pause the sender, since every message of that
-//! sender would fail the same way; other 4xx are permanent. Timeouts and connection errors are
-//! transient.
+//! status: 5xx, 408 and 429 are transient (429 a throttle); 401/403 (a proxy refusing us),
+//! 404/405 and redirects (a wrong `base_url` or `version`) pause the sender, since every
+//! message of that sender would fail the same way; other 4xx are permanent. Timeouts and
+//! connection errors are transient. A `Retry-After` on a 429 or 503 is kept with the error
+//! ([`CloudError::retry_after`]).
 //!
 //! The access token is passed per call and never stored, logged or put in an error: the header
 //! is marked sensitive, transport errors are stripped of their URL, and any echo of the token
@@ -65,11 +66,12 @@ impl ErrorClass {
 /// and `POST /v1/messages/{id}/retry` brings the message back if the code turns out benign.
 ///
 /// Code 1 (unknown Meta error) is transient; Meta advises retrying it only a few times, which
-/// is the attempt limit's job.
+/// is the attempt limit's job. The throttles ([`is_throttle_code`]) are transient too.
 pub fn classify(meta_code: i64) -> ErrorClass {
     use ErrorClass::*;
     match meta_code {
-        1 | 2 | 4 | 80007 | 130429 | 131000 | 131016 | 131056 | 131057 | 133004 => Transient,
+        c if is_throttle_code(c) => Transient,
+        1 | 2 | 131000 | 131016 | 131056 | 133004 => Transient,
         131048 | 131049 | 132015 | 132069 => LongWait,
         100 | 130403 | 130472 | 131008 | 131009 | 131021 | 131026 | 131047 | 131050 | 131051
         | 131053 | 132000 | 132001 | 132005 | 132007 | 132012 | 132016 | 132018 | 135000 => {
@@ -93,6 +95,20 @@ pub fn classify(meta_code: i64) -> ErrorClass {
         | 2500 => PauseSender,
         _ => Permanent,
     }
+}
+
+/// Meta's codes for "slow down" that are not one recipient's (131056 is): the number's rate
+/// (130429), its maintenance during the 1,000-MPS upgrade (131057, at most a minute), and the
+/// Graph platform's limits on the app, user, page or business ([`is_app_wide_throttle_code`]).
+pub fn is_throttle_code(code: i64) -> bool {
+    matches!(code, 130429 | 131057) || is_app_wide_throttle_code(code)
+}
+
+/// Throttles Meta counts across the app or business, not per number: 4 (the app's calls), 17
+/// (the user's), 32 (the page's), 613 (calls within an hour, or a custom limit), and the
+/// business-use-case family 80000-80014 (80007: the WhatsApp Business account's).
+pub fn is_app_wide_throttle_code(code: i64) -> bool {
+    matches!(code, 4 | 17 | 32 | 613 | 80_000..=80_014)
 }
 
 /// The class of an answer that carries no Meta error object.
@@ -307,6 +323,9 @@ pub struct CloudError {
     pub message: String,
     /// Meta's `error.error_data.details`, or the start of an unexpected answer body.
     pub details: Option<String>,
+    /// The answer's `Retry-After` (seconds, or a date made relative), on a 429 or 503 only:
+    /// the least wait before this message's next attempt.
+    pub retry_after: Option<Duration>,
 }
 
 // `code_name` tells these failures apart by the start of their message.
@@ -361,10 +380,27 @@ impl CloudError {
                 .is_some_and(|rest| rest.trim_start().starts_with(WHILE_CONNECTING))
     }
 
-    /// The Graph API is not serving: no answer at all, or an answer that says so. What every
-    /// request gets while Meta is down or out of reach, whatever the message.
+    /// The Graph API is not serving: no answer at all, or an outage answer
+    /// ([`CloudError::is_outage_answer`]). What every request gets while Meta is down or out of
+    /// reach, whatever the message; a run of them makes an outage (`dispatch/reach.rs`).
     pub fn is_unavailable(&self) -> bool {
-        self.is_unanswered() || self.says_unavailable()
+        self.is_unanswered() || self.is_outage_answer()
+    }
+
+    /// An answer that every request gets while Meta or the way to it is down: the service is
+    /// unavailable ([`CloudError::says_unavailable`]); a gateway's 500, 502 or 504 without a
+    /// Meta error object (an edge proxy's HTML page, or nothing); or a 5xx with Meta's code 1
+    /// ("unknown error") or 131000 ("something went wrong"). The last kind can also be one
+    /// message's own failure, which is why only a run of such answers counts as an outage:
+    /// another message's success in between ends the run.
+    pub fn is_outage_answer(&self) -> bool {
+        let status = self.http_status.unwrap_or(0);
+        self.says_unavailable()
+            || match self.meta_code {
+                None => matches!(status, 500 | 502 | 504),
+                Some(1 | 131000) => (500..=599).contains(&status),
+                Some(_) => false,
+            }
     }
 
     /// An answer that the service is unavailable: HTTP 503, or Meta's code 2 ("Service
@@ -401,9 +437,18 @@ impl CloudError {
         self.meta_code == Some(131056)
     }
 
-    /// Meta says the sender (number, app or account) is over a rate: slow the sender down.
+    /// Meta says the sender (number, app or account) is over a rate ([`is_throttle_code`]), or
+    /// something on the way answered a bare 429: slow the sender down.
     pub fn throttled(&self) -> bool {
-        matches!(self.meta_code, Some(4 | 80007 | 130429 | 131057))
+        match self.meta_code {
+            Some(code) => is_throttle_code(code),
+            None => self.http_status == Some(429),
+        }
+    }
+
+    /// A throttle of the whole app or business account ([`is_app_wide_throttle_code`]).
+    pub fn app_wide_throttle(&self) -> bool {
+        self.meta_code.is_some_and(is_app_wide_throttle_code)
     }
 
     fn new(class: ErrorClass, message: impl Into<String>) -> Self {
@@ -413,6 +458,7 @@ impl CloudError {
             http_status: None,
             message: message.into(),
             details: None,
+            retry_after: None,
         }
     }
 
@@ -584,12 +630,19 @@ impl CloudClient {
                 ),
             )
         })?;
-        let (status, answer) = self
+        let answer = self
             .transport
             .post_json(uri, auth, body)
             .await
             .map_err(|e| self.transport_error(e))?;
-        interpret(status, &answer)
+        interpret(answer.status, &answer.body).map_err(|mut e| {
+            // The statuses whose Retry-After says when to come back (RFC 9110 names 503 and
+            // 3xx; RFC 6585, 429); a redirect pauses the sender instead.
+            if matches!(answer.status, 429 | 503) {
+                e.retry_after = answer.retry_after;
+            }
+            e
+        })
     }
 
     // Transport errors name no URL: it holds nothing secret, but errors are kept free of
@@ -742,6 +795,7 @@ fn interpret(status: u16, body: &[u8]) -> Result<Accepted, CloudError> {
                      unknown whether the message was accepted"
                 ),
                 details: snippet(body),
+                retry_after: None,
             }),
         };
     }
@@ -758,6 +812,7 @@ fn interpret(status: u16, body: &[u8]) -> Result<Accepted, CloudError> {
             }
         ),
         details: snippet(body),
+        retry_after: None,
     })
 }
 
@@ -804,6 +859,7 @@ fn meta_error(e: &Value) -> Option<CloudError> {
         http_status: None,
         message,
         details,
+        retry_after: None,
     })
 }
 
@@ -863,7 +919,8 @@ mod tests {
             (
                 ErrorClass::Transient,
                 &[
-                    1, 2, 4, 80007, 130429, 131000, 131016, 131056, 131057, 133004,
+                    1, 2, 4, 17, 32, 613, 80_000, 80_007, 80_008, 80_014, 130429, 131000, 131016,
+                    131056, 131057, 133004,
                 ],
             ),
             (ErrorClass::LongWait, &[131048, 131049, 132015, 132069]),
@@ -891,8 +948,76 @@ mod tests {
 
     #[test]
     fn unknown_codes_are_permanent() {
-        for code in [-1, 5, 199, 300, 131052, 999_999, i64::MAX, i64::MIN] {
+        for code in [
+            -1,
+            5,
+            199,
+            300,
+            79_999,
+            80_015,
+            131052,
+            999_999,
+            i64::MAX,
+            i64::MIN,
+        ] {
             assert_eq!(classify(code), ErrorClass::Permanent, "code {code}");
+        }
+    }
+
+    /// Which answers slow the sender down, which slow the app down, and which are an outage's.
+    #[test]
+    fn throttles_and_outage_answers() {
+        let meta = |status, code: i64| {
+            interpret(
+                status,
+                format!(r#"{{"error":{{"code":{code},"message":"m"}}}}"#).as_bytes(),
+            )
+            .unwrap_err()
+        };
+        let bare = |status| interpret(status, b"<html>oops</html>").unwrap_err();
+        for code in [4, 17, 32, 613, 80_000, 80_007, 80_008, 80_014] {
+            let e = meta(400, code);
+            assert!(e.throttled() && e.app_wide_throttle(), "{code}");
+            assert_eq!(e.class, ErrorClass::Transient, "{code}");
+        }
+        for e in [meta(400, 130429), meta(400, 131057), bare(429)] {
+            assert!(e.throttled() && !e.app_wide_throttle(), "{e}");
+        }
+        for e in [
+            meta(400, 131056),
+            meta(400, 131026),
+            meta(429, 100),
+            bare(500),
+        ] {
+            assert!(!e.throttled(), "{e}");
+        }
+
+        for e in [
+            bare(500),
+            bare(502),
+            bare(503),
+            bare(504),
+            interpret(502, b"").unwrap_err(),
+            meta(503, 100),
+            meta(400, 2),
+            meta(500, 2),
+            meta(400, 131016),
+            meta(500, 1),
+            meta(500, 131000),
+            meta(503, 131000),
+        ] {
+            assert!(e.is_outage_answer() && e.is_unavailable(), "{e}");
+        }
+        for e in [
+            bare(501),
+            bare(429),
+            bare(400),
+            meta(400, 1),
+            meta(400, 131000),
+            meta(500, 131026),
+            meta(502, 100),
+        ] {
+            assert!(!e.is_outage_answer() && !e.is_unavailable(), "{e}");
         }
     }
 

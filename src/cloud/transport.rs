@@ -19,11 +19,11 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use bytes::Bytes;
-use http::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
+use http::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
 use http::{Method, Request, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper_rustls::{HttpsConnector, MaybeHttpsStream};
@@ -50,6 +50,15 @@ const JSON: HeaderValue = HeaderValue::from_static("application/json");
 pub(super) struct Transport {
     client: Client<TimedConnector, Full<Bytes>>,
     request_timeout: Duration,
+}
+
+/// What came back: the status, up to [`MAX_ANSWER_BYTES`] of the body, and the wait its
+/// `Retry-After` asks for.
+#[derive(Debug)]
+pub(super) struct Answer {
+    pub status: u16,
+    pub body: Vec<u8>,
+    pub retry_after: Option<Duration>,
 }
 
 /// Why no answer came back.
@@ -91,15 +100,14 @@ impl Transport {
         })
     }
 
-    /// POSTs a JSON `body` to `uri` and returns the status and up to [`MAX_ANSWER_BYTES`] of
-    /// the answer. Redirects are answers like any other: a POST is never meant to be
-    /// redirected, and a redirect must not carry the token on.
+    /// POSTs a JSON `body` to `uri` and returns the answer. Redirects are answers like any
+    /// other: a POST is never meant to be redirected, and a redirect must not carry the token on.
     pub(super) async fn post_json(
         &self,
         uri: Uri,
         authorization: HeaderValue,
         body: String,
-    ) -> Result<(u16, Vec<u8>), TransportError> {
+    ) -> Result<Answer, TransportError> {
         let mut request = Request::new(Full::new(Bytes::from(body)));
         *request.method_mut() = Method::POST;
         *request.uri_mut() = uri;
@@ -117,10 +125,18 @@ impl Transport {
                 }
             })?;
             let status = response.status().as_u16();
-            let answer = read_capped(response.into_body())
+            let retry_after = response
+                .headers()
+                .get(RETRY_AFTER)
+                .and_then(|v| retry_after(v, SystemTime::now()));
+            let body = read_capped(response.into_body())
                 .await
                 .map_err(|e| TransportError::Request(error_chain(&e)))?;
-            Ok((status, answer))
+            Ok(Answer {
+                status,
+                body,
+                retry_after,
+            })
         };
         tokio::time::timeout(self.request_timeout, exchange)
             .await
@@ -192,6 +208,18 @@ async fn read_capped(mut body: hyper::body::Incoming) -> Result<Vec<u8>, hyper::
     Ok(answer)
 }
 
+/// A `Retry-After` value as a wait from `now`: delta-seconds, or an HTTP-date (a date already
+/// past is no wait). `None` when it is neither, as RFC 9110 says to ignore it then.
+fn retry_after(value: &HeaderValue, now: SystemTime) -> Option<Duration> {
+    let text = value.to_str().ok()?.trim();
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        // More digits than a u64 holds is a wait longer than any cap.
+        return Some(Duration::from_secs(text.parse().unwrap_or(u64::MAX)));
+    }
+    let at = httpdate::parse_http_date(text).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
 /// An error and its sources on one line. hyper often repeats the inner message; each part is
 /// kept once.
 pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
@@ -206,4 +234,38 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_reads_seconds_and_dates() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_445_412_480);
+        let wait = |v: &'static str| retry_after(&HeaderValue::from_static(v), now);
+        assert_eq!(wait("120"), Some(Duration::from_secs(120)));
+        assert_eq!(wait(" 0 "), Some(Duration::ZERO));
+        assert_eq!(
+            wait("99999999999999999999999"),
+            Some(Duration::from_secs(u64::MAX))
+        );
+        // 2015-10-21 07:28:00 UTC is `now`; two minutes later, in each of RFC 9110's forms.
+        assert_eq!(
+            wait("Wed, 21 Oct 2015 07:30:00 GMT"),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            wait("Wednesday, 21-Oct-15 07:30:00 GMT"),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            wait("Wed Oct 21 07:30:00 2015"),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(wait("Wed, 21 Oct 2015 07:00:00 GMT"), Some(Duration::ZERO));
+        for junk in ["", "-5", "1.5", "soon", "120s"] {
+            assert_eq!(wait(junk), None, "{junk:?}");
+        }
+    }
 }

@@ -22,8 +22,8 @@ use super::queue::Outcome;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SenderEffect {
     None,
-    /// Meta asked to slow the whole number down (130429), or the whole app or business account
-    /// (4, 80007: `app_wide`).
+    /// Meta asked to slow the whole number down (130429, 131057, or a bare 429), or the whole
+    /// app or business account (4, 17, 32, 613, 80000-80014: `app_wide`).
     Throttle {
         app_wide: bool,
     },
@@ -33,9 +33,9 @@ pub enum SenderEffect {
         reason: String,
         answered: bool,
     },
-    /// No answer at all (connection refused or reset, timed out), or an answer saying the
-    /// Graph API is not serving (503, code 2, 131016): it may be out of reach or down. The
-    /// error's message.
+    /// No answer at all (connection refused or reset, timed out), or an outage answer (503,
+    /// code 2, 131016, a gateway's 500/502/504, a 5xx with code 1 or 131000:
+    /// `CloudError::is_outage_answer`): it may be out of reach or down. The error's message.
     Unreachable(String),
 }
 
@@ -56,30 +56,45 @@ fn long_wait(code: Option<i64>) -> Duration {
     }
 }
 
+/// A Meta code that says to slow down (`cloud::is_throttle_code`).
 pub(crate) fn is_throttle(code: Option<i64>) -> bool {
-    matches!(code, Some(130429) | Some(4) | Some(80007))
+    code.is_some_and(crate::cloud::is_throttle_code)
 }
 
-/// Throttles Meta counts across the app (4) or the business account (80007), not per number.
+/// Throttles Meta counts across the app or the business account, not per number
+/// (`cloud::is_app_wide_throttle_code`).
 pub(crate) fn is_app_wide_throttle(code: Option<i64>) -> bool {
-    matches!(code, Some(4) | Some(80007))
+    code.is_some_and(crate::cloud::is_app_wide_throttle_code)
 }
 
-/// The retries of `m` so far that a Meta code matching `code` scheduled (its history's
-/// `meta_130429; retry in …` entries, after Meta's answer or a `failed` status).
-pub(crate) fn retries_after(m: &Message, code: impl Fn(i64) -> bool) -> u32 {
-    let matches = |detail: &str| {
-        let detail = detail.strip_prefix(FAILED_STATUS_PREFIX).unwrap_or(detail);
-        detail
-            .strip_prefix("meta_")
-            .and_then(|rest| rest.split_once(';'))
-            .and_then(|(c, _)| c.parse().ok())
-            .is_some_and(&code)
-    };
+/// The code names (`meta_130429`, `http_429`, ...) of the failures that scheduled `m`'s
+/// retries so far (its history's `<code>; retry in …` entries, after an answer or a `failed`
+/// status).
+fn retry_codes(m: &Message) -> impl Iterator<Item = &str> {
     m.history
         .iter()
-        .filter(|h| h.state == State::Retrying && matches(&h.detail))
+        .filter(|h| h.state == State::Retrying)
+        .filter_map(|h| {
+            let detail = h
+                .detail
+                .strip_prefix(FAILED_STATUS_PREFIX)
+                .unwrap_or(&h.detail);
+            Some(detail.split_once(';')?.0)
+        })
+}
+
+/// The retries of `m` so far that a Meta code matching `code` scheduled.
+pub(crate) fn retries_after(m: &Message, code: impl Fn(i64) -> bool) -> u32 {
+    retry_codes(m)
+        .filter_map(|c| c.strip_prefix("meta_")?.parse().ok())
+        .filter(|c| code(*c))
         .count() as u32
+}
+
+/// The retries of `m` so far that a throttle scheduled: Meta's codes, and bare 429s.
+fn throttled_retries(m: &Message) -> u32 {
+    retries_after(m, crate::cloud::is_throttle_code)
+        + retry_codes(m).filter(|c| *c == "http_429").count() as u32
 }
 
 /// How the history entry of a change made by a `failed` status webhook begins.
@@ -101,9 +116,10 @@ pub struct AttemptInput<'a> {
     /// The sender's gate at the moment the request leaves: `None` takes a slot in the
     /// sender's window of departures, `Some(wait)` says how long until one is free.
     pub pace: &'a (dyn Fn() -> Option<Duration> + Send + Sync),
-    /// Whether the sender's requests have met the Graph API unavailable lately (several in a
-    /// row, for a while: `reach`): then such failures do not use up `max_attempts`.
-    pub api_unavailable: &'a (dyn Fn() -> bool + Send + Sync),
+    /// Whether one more failure for want of the Graph API would make the sender's run of them
+    /// an outage (`Reach::outage_with_one_more`): then an outage answer does not use up
+    /// `max_attempts`.
+    pub in_outage: &'a (dyn Fn() -> bool + Send + Sync),
 }
 
 pub async fn run(mut input: AttemptInput<'_>) -> (Outcome, SenderEffect) {
@@ -404,9 +420,9 @@ fn record_failure(input: AttemptInput<'_>, err: CloudError, now: u64) -> (Outcom
         Some(at_ms) => Outcome::PairLimitedEnded { at_ms },
         None => Outcome::Done,
     };
-    // Only failures that took no request: a timeout may have been a send, and its retries
-    // stay bounded by max_attempts.
-    let outage = err.says_unavailable() && (input.api_unavailable)();
+    // Only answers: a timeout may have been a send, and its retries stay bounded by
+    // max_attempts.
+    let outage = err.is_outage_answer() && (input.in_outage)();
     let written = app.store.update(input.id, |m| {
         Some(after_failure(m, &err, now, d, input.pair_strikes, outage))
     });
@@ -415,9 +431,9 @@ fn record_failure(input: AttemptInput<'_>, err: CloudError, now: u64) -> (Outcom
             window::forget_after_131047(&app.store, m, None);
         }
     }
-    let effect = if is_throttle(err.meta_code) {
+    let effect = if err.throttled() {
         SenderEffect::Throttle {
-            app_wide: is_app_wide_throttle(err.meta_code),
+            app_wide: err.app_wide_throttle(),
         }
     } else if err.is_unavailable() {
         SenderEffect::Unreachable(err.full_message())
@@ -467,12 +483,15 @@ fn record_failure(input: AttemptInput<'_>, err: CloudError, now: u64) -> (Outcom
 /// at `at` (`m` is then `retrying`), `None` when it ended (`failed` or `expired`). For an error
 /// in Meta's answer and for a `failed` status webhook alike.
 ///
-/// `outage`: the sender's requests have met the Graph API unavailable for a while (several
-/// requests in a row), and this one was answered that it is (503, code 2 or 131016: not
-/// taken, so no duplicate comes of another try). Its attempts still count (the backoff grows
-/// with them), but `max_attempts` does not end the message while that lasts: an outage of
-/// Meta's would otherwise fail every message it outlasts, though none was at fault. Only
-/// `ttl_s` and `dispatch.max_age_s` do.
+/// `outage`: this request got an outage answer (`CloudError::is_outage_answer`) that makes
+/// the sender's run of failures for want of the Graph API 3 or more long (`reach`). Its
+/// attempts still count (the backoff grows with them), but `max_attempts` does not end the
+/// message while that lasts: an outage of Meta's would otherwise fail every message it
+/// outlasts, though none was at fault. Only `ttl_s` and `dispatch.max_age_s` do.
+///
+/// A throttle (`CloudError::throttled`) and 131056 give their attempt back, so only `ttl_s` and
+/// `dispatch.max_age_s` end their retries too. A `Retry-After` (429, 503) is the least wait,
+/// up to `dispatch.retry_max_ms`.
 pub(crate) fn after_failure(
     m: &mut Message,
     err: &CloudError,
@@ -489,25 +508,29 @@ pub(crate) fn after_failure(
         _ => None,
     };
     let window_closed = err.meta_code == Some(131047);
-    let rate_limited = pair_limited || is_throttle(err.meta_code);
+    let rate_limited = pair_limited || err.throttled();
     // No connection could be made (Meta out of reach, a network down): the request never
     // left, so the attempt is given back and only time (ttl, max_age) ends the retries. Its
-    // `sending` entry is taken back too, and a run of such retries is one history entry with
-    // its count, or an outage would add two entries per retry for as long as it lasts.
+    // `sending` entry is taken back too, and a run of such retries is two history entries (its
+    // first, and its latest with the count), or an outage would add two entries per retry for
+    // as long as it lasts.
     let never_sent = err.never_sent();
     let mut unsent_in_a_row = 0;
     if never_sent {
         if m.history.last().is_some_and(|h| h.state == State::Sending) {
             m.history.pop();
         }
-        if let Some(n) = m
-            .history
-            .last()
-            .filter(|h| h.state == State::Retrying)
-            .and_then(|h| unsent_retries(&h.detail))
-        {
-            m.history.pop();
+        let unsent = |h: Option<&crate::model::HistoryEntry>| {
+            h.filter(|h| h.state == State::Retrying)
+                .and_then(|h| unsent_retries(&h.detail))
+        };
+        if let Some(n) = unsent(m.history.last()) {
             unsent_in_a_row = n;
+            // The run's first entry stays, with its time: `dispatch.max_age_s` counts from it
+            // (`Message::age_base_ms`). Only the latest is replaced.
+            if n > 1 {
+                m.history.pop();
+            }
         }
         unsent_in_a_row += 1;
     }
@@ -535,18 +558,26 @@ pub(crate) fn after_failure(
         m.transition(State::Failed, now, err.code_name());
         return None;
     }
-    let wait = delay.unwrap_or_else(|| {
+    let backoff = delay.unwrap_or_else(|| {
         // A throttle gives its attempt back, so the attempts do not grow the delay: the
         // throttles this message met do, or throttled messages would all retry in lockstep
         // after `retry_min`.
         let tries = match (rate_limited, never_sent) {
-            (true, _) => m.attempts + retries_after(m, |c| is_throttle(Some(c))) + 1,
+            (true, _) => m.attempts + throttled_retries(m) + 1,
             // The unsent requests gave their attempts back: they count for the backoff.
             (false, true) => m.attempts + unsent_in_a_row,
             (false, false) => m.attempts,
         };
         backoff::delay(tries, d.retry_min, d.retry_max)
     });
+    // The server's own word on when to come back, capped so that a proxy's "in a day" cannot
+    // hold a message longer than any backoff of waq's would.
+    let asked = err.retry_after.map(|r| r.min(d.retry_max));
+    let wait = backoff.max(asked.unwrap_or_default());
+    let retry_after_note = match asked {
+        Some(a) if a >= backoff => " (Retry-After)",
+        _ => "",
+    };
     let at = now + wait.as_millis() as u64;
     if rate_limited || never_sent {
         // Meta's rate limits are the number's or the pair's, not this message's fault, and an
@@ -595,14 +626,18 @@ pub(crate) fn after_failure(
             wait.as_millis()
         ),
         false if outage && m.attempts >= d.max_attempts => format!(
-            "{}; retry in {} ms (attempt {}; max_attempts, {}, waits while the Graph API is \
-             unavailable: ttl_s or dispatch.max_age_s end the retries)",
+            "{}; retry in {} ms{retry_after_note} (attempt {}; max_attempts, {}, waits while the \
+             Graph API is unavailable: ttl_s or dispatch.max_age_s end the retries)",
             err.code_name(),
             wait.as_millis(),
             m.attempts,
             d.max_attempts
         ),
-        false => format!("{}; retry in {} ms", err.code_name(), wait.as_millis()),
+        false => format!(
+            "{}; retry in {} ms{retry_after_note}",
+            err.code_name(),
+            wait.as_millis()
+        ),
     };
     m.transition(State::Retrying, now, detail);
     Some(at)
@@ -686,14 +721,20 @@ mod tests {
             );
             now = at;
         }
-        // The retry requested, then one entry for the five: no `sending` of a request that
-        // never left.
+        // The retry requested, then two entries for the five, the first (whose time
+        // max_age_s counts from) and the latest: no `sending` of a request that never left.
         let states: Vec<State> = m.history.iter().map(|h| h.state).collect();
         assert_eq!(
-            &states[states.len() - 2..],
-            &[State::Queued, State::Retrying]
+            &states[states.len() - 3..],
+            &[State::Queued, State::Retrying, State::Retrying]
         );
-        assert_eq!(m.history.len(), 6);
+        assert_eq!(m.history.len(), 7);
+        assert!(
+            m.history[5].detail.contains("(1 in a row)"),
+            "{:?}",
+            m.history
+        );
+        assert_eq!(m.age_base_ms(), m.history[5].at_ms);
         // A request that left and failed ends the run: its own entries are kept.
         m.attempts += 1;
         m.transition(State::Sending, now, "sending");
@@ -703,7 +744,184 @@ mod tests {
         };
         after_failure(&mut m, &timeout, now, d, 0, false).expect("retried");
         assert_eq!(m.attempts, 1);
-        assert_eq!(m.history.len(), 8);
+        assert_eq!(m.history.len(), 9);
+    }
+
+    fn dispatch_config(extra: &str) -> DispatchConfig {
+        crate::config::Config::from_toml(
+            &format!(
+                "[dispatch]\n{extra}\n[[senders]]\nname = \"main\"\nphone_number_id = \"1\"\ntoken = \"t\"\n"
+            ),
+            std::path::Path::new("."),
+        )
+        .unwrap()
+        .dispatch
+    }
+
+    /// An answer with Meta's `code` (or none) and this HTTP status.
+    fn answer(status: u16, code: Option<i64>) -> CloudError {
+        CloudError {
+            class: code.map_or(ErrorClass::Transient, crate::cloud::classify),
+            meta_code: code,
+            http_status: Some(status),
+            message: "x".into(),
+            details: None,
+            retry_after: None,
+        }
+    }
+
+    /// `m` retried after `err` at `now` as an attempt would: `sending`, then the failure.
+    fn fail_once(
+        m: &mut Message,
+        err: &CloudError,
+        now: u64,
+        d: &DispatchConfig,
+        outage: bool,
+    ) -> Option<u64> {
+        m.attempts += 1;
+        m.transition(State::Sending, now, "sending");
+        after_failure(m, err, now, d, 0, outage)
+    }
+
+    /// Meta's throttles (the Graph platform's 17, 32, 613 and 80000-80014, maintenance mode's
+    /// 131057) and a bare 429 give their attempt back, however many come; only time ends them.
+    #[test]
+    fn throttles_give_their_attempt_back_until_the_ttl() {
+        let d = dispatch_config("max_attempts = 1\nretry_min_ms = 1000\nretry_max_ms = 4000");
+        for err in [
+            answer(400, Some(4)),
+            answer(400, Some(17)),
+            answer(400, Some(32)),
+            answer(400, Some(613)),
+            answer(400, Some(80_000)),
+            answer(400, Some(80_008)),
+            answer(400, Some(80_014)),
+            answer(400, Some(130429)),
+            answer(400, Some(131057)),
+            answer(429, None),
+        ] {
+            let mut m = failed_after_a_send();
+            m.attempts = 0;
+            m.transition(State::Queued, 4_000, "retry requested");
+            m.expires_at_ms = Some(60_000);
+            let mut now = 5_000;
+            let mut retries = 0;
+            while let Some(at) = fail_once(&mut m, &err, now, &d, false) {
+                assert_eq!(m.attempts, 0, "{err}: the attempt was given back");
+                assert!(at > now, "{err}");
+                retries += 1;
+                now = at;
+                assert!(retries < 1_000, "{err}: no end");
+            }
+            assert_eq!(m.state, State::Expired, "{err}: {m:?}");
+            // Waits of at most 4 s over the 55 s to the ttl.
+            assert!(retries > 10, "{err}: {retries}");
+        }
+        // The same code is the message's own fault past 80014.
+        assert_eq!(crate::cloud::classify(80_015), ErrorClass::Permanent);
+    }
+
+    /// Without a ttl_s, `dispatch.max_age_s` ends a throttle's retries.
+    #[test]
+    fn maintenance_mode_retries_end_at_max_age() {
+        let d = dispatch_config("max_attempts = 1\nmax_age_s = 30\nretry_max_ms = 2000");
+        let mut m = failed_after_a_send();
+        m.attempts = 0;
+        m.transition(State::Queued, 4_000, "retry requested");
+        let mut now = 5_000;
+        let err = answer(400, Some(131057));
+        let mut retries = 0;
+        while let Some(at) = fail_once(&mut m, &err, now, &d, false) {
+            assert_eq!(m.attempts, 0);
+            now = at;
+            retries += 1;
+            assert!(retries < 1_000, "no end");
+        }
+        assert_eq!(m.state, State::Failed);
+        assert!(
+            m.history.last().unwrap().detail.contains("max_age_s"),
+            "{:?}",
+            m.history
+        );
+    }
+
+    /// A `Retry-After` is the least wait, up to `retry_max_ms`; a longer backoff stays.
+    #[test]
+    fn retry_after_is_the_least_wait_up_to_retry_max() {
+        let d = dispatch_config("retry_min_ms = 100\nretry_max_ms = 60000");
+        let with = |status, code, secs| CloudError {
+            retry_after: Some(Duration::from_secs(secs)),
+            ..answer(status, code)
+        };
+        for (err, least) in [
+            (with(429, None, 7), 7_000),
+            (with(503, Some(2), 3), 3_000),
+            (with(503, None, 3_600), 60_000),
+        ] {
+            let mut m = failed_after_a_send();
+            m.attempts = 0;
+            m.transition(State::Queued, 4_000, "retry requested");
+            let at = fail_once(&mut m, &err, 5_000, &d, false).expect("retried");
+            assert_eq!(at - 5_000, least, "{err}");
+            let detail = &m.history.last().unwrap().detail;
+            assert!(detail.ends_with("ms (Retry-After)"), "{detail}");
+        }
+    }
+
+    /// While the sender's requests meet an outage, its answers end no message by
+    /// `max_attempts`; without one, the same answer does.
+    #[test]
+    fn outage_answers_wait_out_max_attempts_only_in_an_outage() {
+        let d = dispatch_config("max_attempts = 2\nretry_min_ms = 10\nretry_max_ms = 20");
+        for err in [
+            answer(502, None),
+            answer(504, None),
+            answer(500, None),
+            answer(503, None),
+            answer(500, Some(131000)),
+            answer(500, Some(1)),
+        ] {
+            assert!(err.is_outage_answer(), "{err}");
+            let mut m = failed_after_a_send();
+            m.attempts = 0;
+            m.transition(State::Queued, 4_000, "retry requested");
+            let mut now = 5_000;
+            for _ in 0..5 {
+                now = fail_once(&mut m, &err, now, &d, true).expect("waits");
+            }
+            assert_eq!((m.state, m.attempts), (State::Retrying, 5), "{err}");
+            assert_eq!(fail_once(&mut m, &err, now, &d, false), None, "{err}");
+            assert_eq!(m.state, State::Failed, "{err}");
+        }
+    }
+
+    /// Requests that never left give their attempt back, and `dispatch.max_age_s` still ends
+    /// their retries.
+    #[test]
+    fn unsent_retries_end_at_max_age() {
+        let d = dispatch_config("max_age_s = 30\nretry_max_ms = 2000");
+        let mut m = failed_after_a_send();
+        m.attempts = 0;
+        m.transition(State::Queued, 4_000, "retry requested");
+        let refused = CloudError::not_connected("refused");
+        let mut now = 5_000;
+        for _ in 0..1_000 {
+            let prepared = prepare(&mut m, now, || Some(true), RestartPolicy::Resend, 30_000);
+            if let Some(Prepared::Finished(why)) = prepared {
+                assert_eq!(why, "max_age_exceeded");
+                return;
+            }
+            match after_failure(&mut m, &refused, now, &d, 0, false) {
+                Some(at) => now = at,
+                None => {
+                    assert_eq!(m.state, State::Failed);
+                    assert!(m.history.last().unwrap().detail.contains("max_age_s"));
+                    return;
+                }
+            }
+            assert_eq!(m.attempts, 0);
+        }
+        panic!("no end: {:?}", m.history);
     }
 
     #[test]

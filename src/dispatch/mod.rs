@@ -282,7 +282,8 @@ impl Dispatcher {
         s.pause(name, reason);
     }
 
-    /// Meta's throttle for the whole app (4) or business account (80007) came to `name`: every
+    /// Meta's throttle for the whole app or business account (4, 17, 32, 613, 80000-80014:
+    /// `cloud::is_app_wide_throttle_code`) came to `name`: every
     /// other configured sender with the same token (so of the same app) slows down too, as
     /// after a throttle of its own.
     pub fn throttle_others_of_app(&self, name: &str) {

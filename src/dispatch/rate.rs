@@ -117,8 +117,9 @@ impl Pacer {
     }
 }
 
-/// The rate in force for a sender: its configured MPS, halved on each throttle error from Meta
-/// (130429, 4, 80007) and recovered by a tenth of the MPS per calm second.
+/// The rate in force for a sender: its configured MPS, halved on each throttle
+/// (`CloudError::throttled`: 130429, 131057, the Graph platform's 4, 17, 32, 613 and
+/// 80000-80014, a bare 429) and recovered by a tenth of the MPS per calm second.
 pub struct Aimd {
     configured: u32,
     current: f64,

@@ -1,17 +1,24 @@
 //! Whether a sender's requests reach a Graph API that serves. A wrong `api.base_url`, a proxy
 //! or firewall in the way, or Meta down: every request fails without an answer, or with an
-//! answer that the API is unavailable (503, code 2, 131016), and each message is retried with backoff,
-//! so nothing is lost, but nothing is sent either. After a few such failures in a row, lasting
-//! a while, the sender counts as unreachable: `GET /v1/health` says `degraded` and names it,
-//! the log says so (again every minute while it lasts), and `dispatch.max_attempts` ends no
-//! message that fails this way meanwhile. The first other answer ends it.
+//! outage answer (503, code 2, 131016, a gateway's 500/502/504 without a Meta error object, a
+//! 5xx with code 1 or 131000: `CloudError::is_outage_answer`), and each message is retried
+//! with backoff, so nothing is lost, but nothing is sent either. Such failures in a row make a
+//! run; any other answer ends it.
 //!
-//! Timeouts come in bunches when Meta is slow (the requests of one busy moment time out
-//! together), so a count alone would call a sender unreachable for a moment while most of its
-//! requests are answered: the failures must also span [`UNREACHABLE_FOR_MS`].
+//! - From the [`UNREACHABLE_AFTER`]th failure of a run on, whatever time the run spans, an
+//!   outage answer ends no message by `dispatch.max_attempts` ([`Reach::outage_with_one_more`]):
+//!   with small retry settings a message would otherwise use up its attempts before the run
+//!   had lasted long enough to show, and other messages' successes end the run, so one
+//!   message's own 5xx among them still counts.
+//! - Once the run also spans [`UNREACHABLE_FOR_MS`], the sender counts as unreachable:
+//!   `GET /v1/health` says `degraded` and names it, and the log says so (again every minute
+//!   while it lasts). Timeouts come in bunches when Meta is slow (the requests of one busy
+//!   moment time out together), so a count alone would call a sender unreachable for a moment
+//!   while most of its requests are answered.
 
 /// Requests in a row that found the Graph API unavailable before the sender counts as
-/// unreachable: one may be a connection the far end closed while idle.
+/// unreachable, or an outage answer uses up no attempt: one may be a connection the far end
+/// closed while idle, or one message's own 5xx.
 pub const UNREACHABLE_AFTER: u32 = 3;
 
 /// How long the failures in a row must have lasted (from the first to the latest).
@@ -84,6 +91,16 @@ impl Reach {
         was
     }
 
+    /// Whether a failure for want of the Graph API at `now_ms`, not yet recorded, would make
+    /// the run [`UNREACHABLE_AFTER`] or more long.
+    pub fn outage_with_one_more(&self, now_ms: u64) -> bool {
+        let run = match now_ms.saturating_sub(self.latest_ms) < STALE_AFTER_MS {
+            true => self.failures,
+            false => 0,
+        };
+        run + 1 >= UNREACHABLE_AFTER
+    }
+
     fn is_unreachable(&self, now_ms: u64) -> bool {
         self.failures >= UNREACHABLE_AFTER
             && self.latest_ms.saturating_sub(self.since_ms) >= UNREACHABLE_FOR_MS
@@ -139,6 +156,32 @@ mod tests {
         }
         assert!(!r.failed(111_000, "refused"));
         assert!(r.unreachable(111_000).is_some());
+    }
+
+    /// An outage answer uses up no attempt from the third failure of a run, however quickly
+    /// the run came; another answer ends the run.
+    #[test]
+    fn an_outage_needs_a_run_of_three_not_ten_seconds() {
+        let mut r = Reach::default();
+        assert!(!r.outage_with_one_more(1_000));
+        r.failed(1_000, "502");
+        assert!(!r.outage_with_one_more(1_010));
+        r.failed(1_010, "502");
+        assert!(r.outage_with_one_more(1_020), "the third in a row");
+        r.failed(1_020, "502");
+        assert!(
+            r.unreachable(1_020).is_none(),
+            "not unreachable before 10 s"
+        );
+        assert!(r.outage_with_one_more(1_030));
+        r.answered(1_040);
+        assert!(!r.outage_with_one_more(1_050), "a success ended the run");
+        r.failed(1_050, "500");
+        r.failed(1_060, "500");
+        assert!(
+            !r.outage_with_one_more(1_060 + STALE_AFTER_MS),
+            "a stale run is over"
+        );
     }
 
     /// With no request for a long while (the messages ended, none came), an outage is not

@@ -455,7 +455,7 @@ async fn attempt_one(
         pair_strikes,
         on_wire: Some(on_wire),
         pace: &pace,
-        api_unavailable: &|| sender.lock().reach.unreachable(now_ms()).is_some(),
+        in_outage: &|| sender.lock().reach.outage_with_one_more(now_ms()),
     })
     .await;
     {

@@ -494,6 +494,7 @@ fn retry_after_failed_status(
         http_status: None,
         message: e.describe(),
         details: None,
+        retry_after: None,
     };
     // Meta's advice for 131056 is 4^X s, X the strikes so far: here, this message's.
     let pair_strikes = crate::dispatch::retries_after(m, |c| c == 131056);
