@@ -754,7 +754,7 @@ fn a_replay_after_the_window_closed_is_the_duplicate_not_a_refusal() {
         200
     );
     let mut send = text_request(to, "hello");
-    send["send_at"] = json!("2099-01-01T00:00:00Z");
+    send["send_at"] = json!(common::parked_until());
     send["idempotency_key"] = json!("lost-answer");
     let first = d.post("/v1/messages", &send);
     assert_eq!(first.status, 202, "{}", first.text());
@@ -938,7 +938,11 @@ fn two_stop_signals_at_once_are_one_stop_that_waits_for_requests_in_progress() {
     d.signal(libc::SIGTERM);
     d.wait_for_log("stopping");
     std::thread::sleep(std::time::Duration::from_millis(300));
-    assert!(d.is_running(), "the second signal ended the stop: {}", d.log());
+    assert!(
+        d.is_running(),
+        "the second signal ended the stop: {}",
+        d.log()
+    );
     uploading.write_raw(&body.as_bytes()[10..]).unwrap();
     let r = uploading.read_response().unwrap();
     assert_eq!(r.status, 202, "{}", r.text());
@@ -1429,7 +1433,13 @@ fn log_lines_leave_the_time_to_journald_when_stderr_is_the_journal() {
     assert!(journal.contains("<6>INFO waq is serving"), "{journal}");
     // Each line starts with its level as a syslog priority, which journald keeps as the
     // entry's, and no time: journald adds it.
-    let priorities = ["<3>ERROR ", "<4>WARN ", "<6>INFO ", "<7>DEBUG ", "<7>TRACE "];
+    let priorities = [
+        "<3>ERROR ",
+        "<4>WARN ",
+        "<6>INFO ",
+        "<7>DEBUG ",
+        "<7>TRACE ",
+    ];
     for line in journal.lines().filter(|l| !l.is_empty()) {
         assert!(
             priorities.iter().any(|p| line.starts_with(p)),
@@ -1860,6 +1870,20 @@ fn enqueue_refuses_what_would_fail_later_and_names_the_field() {
     let answer = d.post("/v1/messages", &r);
     assert_error(&answer, 422, "out_of_range", Some("send_at"));
     assert!(answer.text().contains("ttl_s"), "{}", answer.text());
+    // Due more than a year ahead: refused, in a batch too; a time long past is due now.
+    let mut far = template_request("+14155551234");
+    far["send_at"] = json!("9999-12-31T23:59:59Z");
+    let answer = d.post("/v1/messages", &far);
+    assert_error(&answer, 422, "out_of_range", Some("send_at"));
+    assert!(
+        answer.text().contains("365 days ahead"),
+        "{}",
+        answer.text()
+    );
+    let batch = d.post("/v1/messages/batch", &json!([far]));
+    let results = batch.json()["results"].clone();
+    assert_eq!(results[0]["error"]["code"], "out_of_range", "{results}");
+    assert_eq!(results[0]["error"]["field"], "[0].send_at", "{results}");
     let batch = d.post("/v1/messages/batch", &json!([r, 7]));
     let results = batch.json()["results"].clone();
     assert_eq!(results[0]["error"]["field"], "[0].send_at", "{results}");
