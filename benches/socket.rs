@@ -59,11 +59,17 @@ fn start_daemon() -> Daemon {
     }
 }
 
+/// Far enough ahead to stay queued, within the year ahead that `send_at` may be.
+fn parked_until() -> String {
+    waq::model::format_time(waq::model::now_ms() + 300 * 86_400_000)
+}
+
 /// A parked template send (never dispatched), to the `n`-th recipient.
 fn request(n: u64) -> String {
     format!(
-        r#"{{"to":"+1415{:07}","message":{{"type":"template","template":{{"name":"hello_world","language":{{"code":"en_US"}}}}}},"send_at":"2099-01-01T00:00:00Z"}}"#,
-        n % 10_000_000
+        r#"{{"to":"+1415{:07}","message":{{"type":"template","template":{{"name":"hello_world","language":{{"code":"en_US"}}}}}},"send_at":"{}"}}"#,
+        n % 10_000_000,
+        parked_until()
     )
 }
 

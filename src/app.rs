@@ -31,6 +31,8 @@ pub struct App {
     pub reloaded: tokio::sync::Notify,
     /// When this process started serving: the counters count from then.
     pub started_at_ms: u64,
+    /// Request bodies held in memory (`socket.max_body_memory_bytes`, read at start).
+    pub bodies: Arc<crate::api::budget::BodyBudget>,
 }
 
 /// `event` as a line of the stream.
@@ -86,6 +88,7 @@ fn state_event_line(m: &crate::model::Message, detail: &str) -> Option<Event> {
 impl App {
     pub fn new(config: Config, store: Store, dispatcher: Dispatcher) -> Arc<App> {
         let (events, _) = broadcast::channel(EVENTS_BUFFERED);
+        let bodies = crate::api::budget::BodyBudget::new(config.socket.max_body_memory_bytes);
         Arc::new(App {
             config: RwLock::new(Arc::new(config)),
             store,
@@ -95,6 +98,7 @@ impl App {
             shutting_down: AtomicBool::new(false),
             reloaded: tokio::sync::Notify::new(),
             started_at_ms: crate::model::now_ms(),
+            bodies,
         })
     }
 

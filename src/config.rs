@@ -60,6 +60,8 @@ pub struct SocketConfig {
     pub max_request_bytes: usize,
     /// Body limit of `POST /v1/messages/batch`.
     pub max_batch_bytes: usize,
+    /// Request bodies held in memory at once, all connections together.
+    pub max_body_memory_bytes: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -180,6 +182,7 @@ mod raw {
         pub max_connections: Option<super::Int>,
         pub max_request_bytes: Option<super::Int>,
         pub max_batch_bytes: Option<super::Int>,
+        pub max_body_memory_bytes: Option<super::Int>,
     }
 
     #[derive(Deserialize, Default)]
@@ -442,6 +445,8 @@ pub const MAX_SOCKET_PATH: usize = 107;
 
 /// The largest body a request may be allowed: bodies are held in memory.
 const MAX_BODY_LIMIT: i64 = 1 << 30;
+/// The largest budget of bodies held in memory at once: 1 TiB.
+const MAX_BODY_MEMORY: i64 = 1 << 40;
 /// The smallest request cap: a full 4096-character text body in 4-byte UTF-8 with 1 KiB of
 /// metadata and the rest of a send request.
 const MIN_REQUEST_LIMIT: i64 = 24 * 1024;
@@ -652,6 +657,26 @@ impl Config {
                 ),
             ));
         }
+        // By default room for at least one of the largest batches at its full count; set, at
+        // least one batch body, so that every body fits (a larger count takes the whole budget).
+        // Both at most 2^30 here: no overflow.
+        let batch_charge = max_batch_bytes as i64 * crate::api::budget::BATCH_FACTOR as i64;
+        let max_body_memory_bytes = within(
+            "socket.max_body_memory_bytes",
+            raw.socket.max_body_memory_bytes,
+            (256_i64 << 20).max(batch_charge),
+            MIN_REQUEST_LIMIT..=MAX_BODY_MEMORY,
+        )?;
+        if max_body_memory_bytes < max_batch_bytes {
+            return Err(err_across(
+                "socket.max_body_memory_bytes",
+                &["socket.max_batch_bytes"],
+                format!(
+                    "must be at least socket.max_batch_bytes ({max_body_memory_bytes} < \
+                     {max_batch_bytes}): the largest batch body must fit"
+                ),
+            ));
+        }
         let allowed_uids = raw.socket.allowed_uids.map(|ids| ids.0);
         let allowed_gids = raw.socket.allowed_gids.map(|ids| ids.0);
         // An empty list would refuse every peer, and nothing would say why but each 403. The
@@ -681,6 +706,7 @@ impl Config {
             )? as usize,
             max_request_bytes: max_request_bytes as usize,
             max_batch_bytes: max_batch_bytes as usize,
+            max_body_memory_bytes: max_body_memory_bytes as usize,
         };
 
         let base_url = raw
@@ -2035,6 +2061,11 @@ mod bounds {
             ),
             ("socket", "max_batch_bytes = 100", "socket.max_batch_bytes"),
             ("socket", "max_connections = 0", "socket.max_connections"),
+            (
+                "socket",
+                "max_body_memory_bytes = 100",
+                "socket.max_body_memory_bytes",
+            ),
             ("api", "request_timeout_ms = 1", "api.request_timeout_ms"),
             ("api", "connect_timeout_ms = 0", "api.connect_timeout_ms"),
             ("store", "flush_every_ms = -1", "store.flush_every_ms"),
@@ -2049,6 +2080,19 @@ mod bounds {
         )
         .unwrap_err();
         assert_eq!(e.key, "socket.max_batch_bytes");
+        // Every batch body must fit in the body budget; by default one of the largest fits at
+        // its full count (four times its size).
+        let e = with(
+            "socket",
+            "max_batch_bytes = 65536\nmax_body_memory_bytes = 32768",
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "socket.max_body_memory_bytes");
+        assert!(e.message.contains("socket.max_batch_bytes"), "{e}");
+        let c = with("socket", "max_batch_bytes = 1073741824").unwrap();
+        assert_eq!(c.socket.max_body_memory_bytes, 4 << 30);
+        let c = with("socket", "max_batch_bytes = 65536").unwrap();
+        assert_eq!(c.socket.max_body_memory_bytes, 256 << 20);
         let e = Config::from_toml(
             &format!("{MIN}\n[webhook]\nlisten = \"127.0.0.1:0\"\napp_secret = \"s\"\nmax_body_bytes = 10\n"),
             Path::new("."),

@@ -329,6 +329,98 @@ fn the_smallest_request_cap_fits_a_full_text_body() {
     assert_eq!(answer.status, 202, "{}", answer.text());
 }
 
+/// Bodies over 64 KiB wait for room under `socket.max_body_memory_bytes` before they are read:
+/// concurrent large batches are all answered, and the bodies held at once stay within the
+/// budget. Each client sends all but the last byte of its batch, and only once every client
+/// has either sent that much or is counted as waiting for room do they all finish: without the
+/// budget, all the bodies would be held at once.
+#[test]
+fn concurrent_large_batches_are_held_within_the_body_budget() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+    use std::sync::Arc;
+    const BUDGET: u64 = 8 << 20;
+    const CLIENTS: usize = 6;
+    let d = Daemon::builder()
+        .set("socket", "max_batch_bytes = 1048576")
+        .set("socket", &format!("max_body_memory_bytes = {BUDGET}"))
+        .start();
+    // One item to store (parked), the rest refused each: a body of about 900 KB.
+    let refused = json!({"to": "+1", "message": {"type": "template", "template":
+        {"name": "hello_world", "language": {"code": "en_US"}}}, "metadata": "p".repeat(1000)});
+    let mut items = vec![template_request("+14155551234")];
+    items.extend(std::iter::repeat_n(refused, 799));
+    let body = Arc::new(serde_json::to_vec(&items).unwrap());
+    let counted = body.len() as u64 * 4;
+    assert!(
+        counted * 2 < BUDGET && counted * 3 > BUDGET,
+        "two fit at once"
+    );
+
+    let (sent, go) = (
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let (socket, body, sent, go) =
+                (d.socket.clone(), body.clone(), sent.clone(), go.clone());
+            std::thread::spawn(move || {
+                let mut conn = common::Conn::open(&socket).unwrap();
+                let head = format!(
+                    "POST /v1/messages/batch HTTP/1.1\r\nHost: waq\r\nContent-Type: \
+                     application/json\r\nContent-Length: {}\r\n\r\n",
+                    body.len()
+                );
+                conn.write_raw(head.as_bytes()).unwrap();
+                let (most, last) = body.split_at(body.len() - 1);
+                // Returns once the daemon read most of it: it had room.
+                conn.write_raw(most).unwrap();
+                sent.fetch_add(1, SeqCst);
+                while !go.load(SeqCst) {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                conn.write_raw(last).unwrap();
+                conn.read_response().unwrap()
+            })
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + common::PATIENCE;
+    while sent.load(SeqCst) + (d.metric("waq_body_memory_waiting") as usize) < CLIENTS {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the clients never all arrived"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(sent.load(SeqCst) < CLIENTS, "some wait for room");
+    go.store(true, SeqCst);
+    for client in clients {
+        let answer = client.join().unwrap();
+        assert_eq!(answer.status, 200, "{}", answer.text());
+        let results = answer.json()["results"].clone();
+        assert_eq!(results.as_array().map(Vec::len), Some(800));
+        assert_eq!(results[0]["state"], "queued", "{}", results[0]);
+        assert_eq!(results[799]["error"]["code"], "invalid_recipient");
+        assert_eq!(results[799]["error"]["field"], "[799].to");
+    }
+    let peak = d.metric("waq_body_memory_peak_bytes");
+    assert!(
+        peak <= BUDGET,
+        "{peak} bytes held at once, over the budget of {BUDGET}"
+    );
+    assert!(
+        peak >= counted,
+        "a batch counts four times its {} bytes: {peak}",
+        body.len()
+    );
+    assert_eq!(d.metric("waq_body_memory_bytes"), 0);
+    assert_eq!(d.metric("waq_body_memory_waiting"), 0);
+    assert_eq!(
+        d.get("/v1/stats").json()["messages"]["queued"],
+        CLIENTS as u64
+    );
+}
+
 /// As at Meta, a message without `type` is a text message: stored, shown and sent as one.
 #[test]
 fn a_message_without_type_is_sent_as_text() {
@@ -754,7 +846,7 @@ fn a_replay_after_the_window_closed_is_the_duplicate_not_a_refusal() {
         200
     );
     let mut send = text_request(to, "hello");
-    send["send_at"] = json!("2099-01-01T00:00:00Z");
+    send["send_at"] = json!(common::parked_until());
     send["idempotency_key"] = json!("lost-answer");
     let first = d.post("/v1/messages", &send);
     assert_eq!(first.status, 202, "{}", first.text());
@@ -1870,6 +1962,20 @@ fn enqueue_refuses_what_would_fail_later_and_names_the_field() {
     let answer = d.post("/v1/messages", &r);
     assert_error(&answer, 422, "out_of_range", Some("send_at"));
     assert!(answer.text().contains("ttl_s"), "{}", answer.text());
+    // Due more than a year ahead: refused, in a batch too; a time long past is due now.
+    let mut far = template_request("+14155551234");
+    far["send_at"] = json!("9999-12-31T23:59:59Z");
+    let answer = d.post("/v1/messages", &far);
+    assert_error(&answer, 422, "out_of_range", Some("send_at"));
+    assert!(
+        answer.text().contains("365 days ahead"),
+        "{}",
+        answer.text()
+    );
+    let batch = d.post("/v1/messages/batch", &json!([far]));
+    let results = batch.json()["results"].clone();
+    assert_eq!(results[0]["error"]["code"], "out_of_range", "{results}");
+    assert_eq!(results[0]["error"]["field"], "[0].send_at", "{results}");
     let batch = d.post("/v1/messages/batch", &json!([r, 7]));
     let results = batch.json()["results"].clone();
     assert_eq!(results[0]["error"]["field"], "[0].send_at", "{results}");

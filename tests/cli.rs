@@ -215,6 +215,7 @@ fn a_refused_send_names_the_option_behind_the_field() {
     let template = ["--template", "hello_world"];
     for (args, field, option) in [
         (&["--at", "tomorrow"][..], "send_at", "--at"),
+        (&["--at", "9999-12-31T23:59:59Z"], "send_at", "--at"),
         (&["--ttl", "0"], "ttl_s", "--ttl"),
         (&["--ttl", "-5"], "ttl_s", "--ttl"),
         (&["--ttl", "abc"], "ttl_s", "--ttl"),
@@ -336,7 +337,7 @@ fn metadata_is_sent_and_shown_as_written() {
         "--template",
         "hello_world",
         "--at",
-        "2099-01-01T00:00:00Z",
+        &common::parked_until(),
         "--metadata",
         r#"{"order": 123456789012345678901234567890, "price": 1.10, "name": "Jos\u00e9"}"#,
     ]);

@@ -33,7 +33,7 @@ pub async fn record(
 ) -> Result<Response, ApiError> {
     let app = &ctx.app;
     let cfg = app.config();
-    let bytes = read_body(&headers, body, Limit::request(&cfg)).await?;
+    let bytes = read_body(&headers, body, Limit::request(&cfg, &app.bodies)).await?;
     let v = json::parse(&bytes)?;
     let obj = v.as_object().ok_or_else(|| {
         ApiError::bad_request("the body must be a JSON object: {\"sender\", \"from\", \"at\"}")

@@ -1,13 +1,16 @@
 //! JSON in and out: the `ApiError` → response mapping, body limits, and parsing that names
 //! where malformed JSON breaks.
 
+use std::sync::Arc;
+
 use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::{BodyExt, Limited};
 use serde::Serialize;
 use serde_json::Value;
 
+use super::budget::{BodyBudget, Reserved};
 use crate::borrowed_json::{self, Json, NotJson};
 use crate::error::ApiError;
 use crate::validate;
@@ -59,26 +62,34 @@ pub fn ok<T: Serialize + ?Sized>(value: &T) -> Response {
 /// `socket.max_connections` slots forever (the head has its own timeout in the server).
 const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// Which body limit applies: its value and the configuration key that sets it.
+/// Which body limit applies: its value and the configuration key that sets it, and the
+/// budget the body is held under.
 #[derive(Clone, Copy)]
-pub struct Limit {
+pub struct Limit<'a> {
     pub bytes: usize,
     pub key: &'static str,
+    budget: &'a Arc<BodyBudget>,
+    /// The memory the body holds while handled, as a multiple of its size.
+    factor: u64,
 }
 
-impl Limit {
+impl<'a> Limit<'a> {
     /// Every request but the batch.
-    pub fn request(cfg: &crate::config::Config) -> Limit {
+    pub fn request(cfg: &crate::config::Config, budget: &'a Arc<BodyBudget>) -> Limit<'a> {
         Limit {
             bytes: cfg.socket.max_request_bytes,
             key: "socket.max_request_bytes",
+            budget,
+            factor: 1,
         }
     }
 
-    pub fn batch(cfg: &crate::config::Config) -> Limit {
+    pub fn batch(cfg: &crate::config::Config, budget: &'a Arc<BodyBudget>) -> Limit<'a> {
         Limit {
             bytes: cfg.socket.max_batch_bytes,
             key: "socket.max_batch_bytes",
+            budget,
+            factor: super::budget::BATCH_FACTOR,
         }
     }
 
@@ -110,29 +121,63 @@ pub fn shutting_down() -> ApiError {
 const DRAIN_BYTES: u64 = 64 * 1024 * 1024;
 const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// A body read whole, with its room in the body budget, given back when it is dropped.
+pub struct HeldBody {
+    bytes: Bytes,
+    reserved: Reserved,
+}
+
+impl HeldBody {
+    /// The bytes, and the room to keep for as long as what is built from them lives.
+    pub fn into_parts(self) -> (Bytes, Reserved) {
+        (self.bytes, self.reserved)
+    }
+}
+
+impl std::ops::Deref for HeldBody {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
 /// Reads the whole body, refusing more than the limit (checked against Content-Length
-/// first, so an oversized upload is refused without being kept).
-pub async fn read_body(headers: &HeaderMap, body: Body, limit: Limit) -> Result<Bytes, ApiError> {
+/// first, so an oversized upload is refused without being kept). A body that does not fit in
+/// the body budget now waits for room before it is read.
+pub async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: Limit<'_>,
+) -> Result<HeldBody, ApiError> {
     let unneeded = Unneeded::of(headers);
-    if unneeded
-        .declared_length
-        .is_some_and(|n| n > limit.bytes as u64)
-    {
+    let declared = unneeded.declared_length;
+    if declared.is_some_and(|n| n > limit.bytes as u64) {
         unneeded.discard(body).await;
         return Err(limit.exceeded());
     }
-    // Borrowed, so that the rest of a chunked body found too large can still be read and
-    // dropped before the 413, as a declared one is.
+    let mut reserved = limit
+        .budget
+        .reserve(declared.unwrap_or(limit.bytes as u64), limit.factor)
+        .await;
     let mut body = body;
-    let collected =
-        tokio::time::timeout(BODY_TIMEOUT, Limited::new(&mut body, limit.bytes).collect());
-    match collected.await {
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
-        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
+    let gathered = tokio::time::timeout(
+        BODY_TIMEOUT,
+        gather(&mut body, limit.bytes, declared, &mut reserved),
+    );
+    match gathered.await {
+        Ok(Ok(bytes)) => {
+            reserved.fit(bytes.len());
+            Ok(HeldBody { bytes, reserved })
+        }
+        Ok(Err(Gather::TooLarge)) => {
+            // The rest of a chunked body found too large is still read and dropped before
+            // the 413, as a declared one is.
+            drop(reserved);
             unneeded.discard(body).await;
             Err(limit.exceeded())
         }
-        Ok(Err(e)) => Err(ApiError::bad_request(format!(
+        Ok(Err(Gather::Broken(e))) => Err(ApiError::bad_request(format!(
             "could not read the request body: {e}"
         ))),
         Err(_) => Err(ApiError::new(
@@ -144,6 +189,53 @@ pub async fn read_body(headers: &HeaderMap, body: Body, limit: Limit) -> Result<
             ),
         )),
     }
+}
+
+enum Gather {
+    TooLarge,
+    Broken(axum::Error),
+}
+
+/// Reads `body` to its end into one buffer, at most `most` bytes, counting them in the budget.
+/// A body that comes in one frame (a small send, usually) is kept as it came, uncopied.
+async fn gather(
+    body: &mut Body,
+    most: usize,
+    declared: Option<u64>,
+    reserved: &mut Reserved,
+) -> Result<Bytes, Gather> {
+    let mut first: Option<Bytes> = None;
+    let mut more: Option<Vec<u8>> = None;
+    let mut len = 0usize;
+    while let Some(frame) = body.frame().await {
+        let Ok(chunk) = frame.map_err(Gather::Broken)?.into_data() else {
+            continue;
+        };
+        len = len.saturating_add(chunk.len());
+        if len > most {
+            return Err(Gather::TooLarge);
+        }
+        reserved.count(chunk.len());
+        match (&mut first, &mut more) {
+            (_, Some(buf)) => buf.extend_from_slice(&chunk),
+            (Some(one), None) => {
+                // Sized by Content-Length, so that a large body is copied once, not on each
+                // growth of the buffer.
+                let size = declared.map_or(len, |n| n as usize).max(len);
+                let mut buf = Vec::with_capacity(size);
+                buf.extend_from_slice(one);
+                buf.extend_from_slice(&chunk);
+                first = None;
+                more = Some(buf);
+            }
+            (None, None) => first = Some(chunk),
+        }
+    }
+    Ok(match (first, more) {
+        (_, Some(buf)) => Bytes::from(buf),
+        (Some(one), None) => one,
+        (None, None) => Bytes::new(),
+    })
 }
 
 /// The body's length as its `Content-Length` declares it.
@@ -194,7 +286,7 @@ impl Unneeded {
 pub async fn no_body(
     headers: &HeaderMap,
     body: Body,
-    limit: Limit,
+    limit: Limit<'_>,
     what: &str,
 ) -> Result<(), ApiError> {
     let bytes = read_body(headers, body, limit).await?;

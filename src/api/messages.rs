@@ -79,7 +79,7 @@ async fn enqueue_one(app: &Arc<App>, head: &Parts, body: Body) -> Result<Respons
         return Err(e);
     }
     let cfg = app.config();
-    let bytes = read_body(&head.headers, body, Limit::request(&cfg)).await?;
+    let bytes = read_body(&head.headers, body, Limit::request(&cfg, &app.bodies)).await?;
     let request = json::parse_borrowed(&bytes)?;
     let generation = app.store.generation();
     let outcome = match prepare(app, &cfg, request, None, now_ms())? {
@@ -136,7 +136,10 @@ async fn enqueue_batch(
     }
     Query::parse(&head.method, &head.uri, &[])?;
     let cfg = app.config();
-    let bytes = read_body(&head.headers, body, Limit::batch(&cfg)).await?;
+    let body = read_body(&head.headers, body, Limit::batch(&cfg, &app.bodies)).await?;
+    // The room stays taken until the answer is built: the parsed items and their messages
+    // are what the batch's factor counts.
+    let (bytes, _room) = body.into_parts();
     // Parsing and thousands of store writes: keep them off the async workers.
     let writer = app.clone();
     let generation = app.store.generation();
@@ -508,7 +511,8 @@ pub async fn retry(
         return Err(json::shutting_down());
     }
     let id = parse_id(&id)?;
-    json::no_body(&headers, body, Limit::request(&app.config()), "a retry").await?;
+    let cfg = app.config();
+    json::no_body(&headers, body, Limit::request(&cfg, &app.bodies), "a retry").await?;
     let now = now_ms();
     let rule = Rule {
         from: &[MsgState::Failed, MsgState::Expired],

@@ -4,6 +4,7 @@
 //! holds its handlers. Handlers hold no queue logic: they validate, write to the store, wait
 //! for the commit, and hand messages to the dispatcher.
 
+pub(crate) mod budget;
 mod events;
 mod extract;
 mod inbound;

@@ -82,6 +82,7 @@ mod tests {
             max_connections: 1,
             max_request_bytes: 1,
             max_batch_bytes: 1,
+            max_body_memory_bytes: 1,
         }
     }
 

@@ -20,7 +20,13 @@ pub async fn resume(
     body: Body,
 ) -> Result<Response, ApiError> {
     let cfg = ctx.app.config();
-    json::no_body(&headers, body, Limit::request(&cfg), "a resume request").await?;
+    json::no_body(
+        &headers,
+        body,
+        Limit::request(&cfg, &ctx.app.bodies),
+        "a resume request",
+    )
+    .await?;
     if cfg.sender(&name).is_none() {
         return Err(ApiError::not_found(format!(
             "no sender named `{name}` is configured; configured: {}",

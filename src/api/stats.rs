@@ -183,6 +183,28 @@ pub async fn metrics(State(ctx): State<Ctx>, _: NoQuery) -> Response {
         app.metrics.webhook_relay_failures.load(Relaxed)
     );
 
+    let bodies = &app.bodies;
+    for (name, help, value) in [
+        (
+            "waq_body_memory_bytes",
+            "Request bodies held in memory under socket.max_body_memory_bytes now (bodies over 64 KiB; a batch counts four times its size).",
+            bodies.held(),
+        ),
+        (
+            "waq_body_memory_peak_bytes",
+            "The most waq_body_memory_bytes has been since the start.",
+            bodies.peak(),
+        ),
+        (
+            "waq_body_memory_waiting",
+            "Requests waiting for room under socket.max_body_memory_bytes before their body is read.",
+            bodies.waiting(),
+        ),
+    ] {
+        family(&mut out, name, "gauge", help);
+        let _ = writeln!(out, "{name} {value}");
+    }
+
     let snapshot = app.dispatcher.snapshot();
     family(
         &mut out,

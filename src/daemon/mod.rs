@@ -356,6 +356,7 @@ struct StartOnly {
     socket_path: PathBuf,
     socket_mode: u32,
     max_connections: usize,
+    max_body_memory_bytes: usize,
     max_in_flight: usize,
     store: StoreConfig,
     log_json: bool,
@@ -369,6 +370,7 @@ impl StartOnly {
             socket_path: cfg.socket.path.clone(),
             socket_mode: cfg.socket.mode,
             max_connections: cfg.socket.max_connections,
+            max_body_memory_bytes: cfg.socket.max_body_memory_bytes,
             max_in_flight: cfg.dispatch.max_in_flight,
             store: cfg.store.clone(),
             log_json: cfg.log.json,
@@ -391,6 +393,9 @@ impl StartOnly {
         }
         if self.max_connections != new.max_connections {
             changed.push("socket.max_connections");
+        }
+        if self.max_body_memory_bytes != new.max_body_memory_bytes {
+            changed.push("socket.max_body_memory_bytes");
         }
         if self.max_in_flight != new.max_in_flight {
             changed.push("dispatch.max_in_flight");
@@ -439,6 +444,10 @@ mod tests {
             ),
             ("[store]\nflush_every_ms = 0\n", "store.flush_every_ms"),
             ("[socket]\nmax_connections = 7\n", "socket.max_connections"),
+            (
+                "[socket]\nmax_body_memory_bytes = 100000000\n",
+                "socket.max_body_memory_bytes",
+            ),
         ] {
             assert_eq!(started.changed_in(&config(extra)), vec![key], "{extra}");
         }

@@ -13,8 +13,13 @@ use hyper::body::Bytes;
 use super::client::{raw_request, RawConn};
 use super::daemon::{own_cpu_seconds, Daemon};
 
-/// Far enough ahead that the dispatcher leaves the message queued.
-pub const PARKED_UNTIL: &str = "2099-01-01T00:00:00Z";
+/// Far enough ahead that the dispatcher leaves the message queued, and within the year ahead
+/// that `send_at` may be: 300 days from now, to the second (as long as a fixed date would be).
+pub fn parked_until() -> String {
+    let at = crate::model::now_ms() / 1000 + 300 * 86_400;
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(at))
+        .to_string()
+}
 
 /// A template send request (~150 bytes, the shape most producers send) to the `n`-th recipient,
 /// due at `send_at` (RFC 3339).

@@ -24,7 +24,7 @@ use serde::Serialize;
 
 use crate::cli::out;
 use daemon::{Daemon, Setup};
-use load::{Work, PARKED_UNTIL};
+use load::{parked_until, Work};
 
 /// How long after the `million_rss` reading the settled reading is taken.
 const RSS_SETTLE: Duration = Duration::from_secs(12);
@@ -419,7 +419,7 @@ impl Bench {
         let bodies: Arc<Vec<Bytes>> = Arc::new(
             (0..8u64)
                 .map(|i| {
-                    let body = load::batch_request(i * 1000, 1000, PARKED_UNTIL);
+                    let body = load::batch_request(i * 1000, 1000, &parked_until());
                     client::raw_request("POST", "/v1/messages/batch", body.as_bytes())
                 })
                 .collect(),
@@ -557,7 +557,7 @@ impl Bench {
             "million: enqueueing {} parked messages in batches of 1,000 ...",
             num(total as f64)
         ));
-        let fill_s = load::fill(&d.socket, 0, total, 1_000, 2, PARKED_UNTIL).await?;
+        let fill_s = load::fill(&d.socket, 0, total, 1_000, 2, &parked_until()).await?;
         self.push(
             Figure::new("million_enqueue_time", fill_s, "s").detail(format!(
                 "{} via batches of 1,000 over 2 connections ({:.0} msg/s); BullMQ 36.7 s",
@@ -643,7 +643,7 @@ async fn attached(socket: &std::path::Path, part: Option<Part>, n: u64) -> anyho
             let requests: Arc<Vec<Bytes>> = Arc::new(
                 (0..8u64)
                     .map(|i| {
-                        let body = load::batch_request(i * 1000, 1000, PARKED_UNTIL);
+                        let body = load::batch_request(i * 1000, 1000, &parked_until());
                         client::raw_request("POST", "/v1/messages/batch", body.as_bytes())
                     })
                     .collect(),
@@ -736,7 +736,7 @@ fn single_bodies() -> Arc<Vec<Bytes>> {
     Arc::new(
         (0..4096u64)
             .map(|n| {
-                let body = load::send_request(n, PARKED_UNTIL);
+                let body = load::send_request(n, &parked_until());
                 client::raw_request("POST", "/v1/messages", body.as_bytes())
             })
             .collect(),
@@ -759,12 +759,12 @@ mod tests {
 
     #[test]
     fn generated_requests_are_valid() {
-        let text = load::send_request(7, PARKED_UNTIL);
+        let text = load::send_request(7, &parked_until());
         let v = crate::borrowed_json::parse(text.as_bytes()).unwrap();
         let valid = crate::validate::send_request(v, &["main".to_string()]).unwrap();
         assert_eq!(valid.to, "14150000007");
         let b: serde_json::Value =
-            serde_json::from_str(&load::batch_request(0, 3, PARKED_UNTIL)).unwrap();
+            serde_json::from_str(&load::batch_request(0, 3, &parked_until())).unwrap();
         assert_eq!(b.as_array().map(Vec::len), Some(3));
     }
 }

@@ -64,7 +64,7 @@ pub mod code {
     pub const TOO_MANY_ITEMS: &str = "too_many_items";
     /// A value that must be unique among its siblings is repeated (button titles, row ids).
     pub const DUPLICATE_VALUE: &str = "duplicate_value";
-    /// A number outside its allowed range (coordinates, `ttl_s`).
+    /// A number or time outside its allowed range (coordinates, `ttl_s`, `send_at`).
     pub const OUT_OF_RANGE: &str = "out_of_range";
     /// `to` is not a phone number in international format.
     pub const INVALID_RECIPIENT: &str = "invalid_recipient";
@@ -90,6 +90,9 @@ pub const MAX_METADATA_BYTES: usize = 1024;
 pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 256;
 /// Upper bound of `ttl_s`: 30 days.
 pub const MAX_TTL_S: u64 = 30 * 24 * 3600;
+/// How far ahead `send_at` may be: 365 days. `dispatch.max_age_s` counts from the `send_at`,
+/// so it sets no bound of its own here.
+pub const MAX_SEND_AHEAD_S: u64 = 365 * 24 * 3600;
 /// E.164 numbers have at most 15 digits; 7 is the shortest in use.
 pub const RECIPIENT_DIGITS: std::ops::RangeInclusive<usize> = 7..=15;
 
@@ -263,9 +266,27 @@ pub fn suggest(input: &str, candidates: &[&str]) -> String {
 
 /// Checks that a valid request's times fit together at `now` (Unix ms), the enqueue time
 /// `ttl_s` counts from: a `send_at` at or after the end of the time to live would expire
-/// before its first attempt.
+/// before its first attempt, and one more than [`MAX_SEND_AHEAD_S`] ahead is a mistake (a
+/// year typed wrong), not a plan.
 pub fn schedule(v: &ValidSend, now: u64) -> Result<(), ApiError> {
-    let (Some(send_at), Some(ttl_s)) = (v.send_at_ms, v.ttl_s) else {
+    let Some(send_at) = v.send_at_ms else {
+        return Ok(());
+    };
+    let latest = now.saturating_add(MAX_SEND_AHEAD_S.saturating_mul(1000));
+    if send_at > latest {
+        return Err(ApiError::invalid(
+            code::OUT_OF_RANGE,
+            "send_at",
+            format!(
+                "`send_at` ({}) is more than {} days ahead (after {}): schedule it at most that \
+                 far ahead, and enqueue it later if it must wait longer.",
+                format_time(send_at),
+                MAX_SEND_AHEAD_S / 86_400,
+                format_time(latest)
+            ),
+        ));
+    }
+    let Some(ttl_s) = v.ttl_s else {
         return Ok(());
     };
     let expires = now.saturating_add(ttl_s.saturating_mul(1000));

@@ -531,11 +531,42 @@ fn send_at_must_come_before_the_ttl_ends() {
         "send_at",
     );
     let only_send_at = send_request(
-        request_with("send_at", json!("2099-01-01T00:00:00Z")),
+        request_with("send_at", json!("2027-06-01T00:00:00Z")),
         &one_sender(),
     )
     .unwrap();
     assert!(schedule(&only_send_at, now).is_ok());
+}
+
+#[test]
+fn send_at_is_at_most_a_year_ahead() {
+    let now = 1_795_550_400_000;
+    let at = |send_at: u64| {
+        let v = request_with("send_at", json!(crate::model::format_time(send_at)));
+        send_request(v, &one_sender()).unwrap()
+    };
+    let year_ms = MAX_SEND_AHEAD_S * 1000;
+    assert_eq!(MAX_SEND_AHEAD_S, 365 * 86_400);
+    assert!(schedule(&at(now + year_ms), now).is_ok());
+    let err = assert_err(
+        schedule(&at(now + year_ms + 1_000), now),
+        code::OUT_OF_RANGE,
+        "send_at",
+    );
+    assert!(err.message.contains("365 days ahead"), "{err}");
+    let far = send_request(
+        request_with("send_at", json!("9999-12-31T23:59:59Z")),
+        &one_sender(),
+    )
+    .unwrap();
+    assert_err(schedule(&far, now), code::OUT_OF_RANGE, "send_at");
+    // A time long past is due now.
+    let past = send_request(
+        request_with("send_at", json!("1970-01-01T00:00:00Z")),
+        &one_sender(),
+    )
+    .unwrap();
+    assert!(schedule(&past, now).is_ok());
 }
 
 #[test]

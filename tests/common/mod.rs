@@ -43,11 +43,14 @@ pub fn template_request(to: &str) -> Value {
 /// `request` with a `send_at` far in the future: the dispatcher leaves it `queued`, so tests
 /// that look at states see exactly what the API did.
 pub fn parked(mut request: Value) -> Value {
-    request["send_at"] = serde_json::json!(PARKED_UNTIL);
+    request["send_at"] = serde_json::json!(parked_until());
     request
 }
 
-pub const PARKED_UNTIL: &str = "2099-01-01T00:00:00Z";
+pub fn parked_until() -> String {
+    // Within the year ahead that `send_at` may be.
+    waq::model::format_time(waq::model::now_ms() + 300 * 86_400_000)
+}
 
 /// A text message: needs an open window (or a fallback template).
 pub fn text_request(to: &str, body: &str) -> Value {
