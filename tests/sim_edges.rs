@@ -28,13 +28,14 @@ impl Drop for SimProcess {
     }
 }
 
-/// Starts `waq sim` with stderr to a file and waits until it answers.
+/// Starts `waq sim` on a port the kernel picks (a port picked here and then bound by the sim
+/// could be taken by another test meanwhile) with stderr to a file, and reads the port from
+/// its start line.
 fn start(env: &[(&str, &str)]) -> SimProcess {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("sim.log");
-    let port = free_port();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_waq"));
-    cmd.args(["sim", "--listen", &format!("127.0.0.1:{port}")])
+    cmd.args(["sim", "--listen", "127.0.0.1:0"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap());
@@ -43,12 +44,21 @@ fn start(env: &[(&str, &str)]) -> SimProcess {
     }
     let mut sim = SimProcess {
         child: cmd.spawn().unwrap(),
-        port,
+        port: 0,
         log,
         _dir: dir,
     };
     let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+    let listening = |log: &str| {
+        let at = log.find("url=http://127.0.0.1:")? + "url=http://127.0.0.1:".len();
+        let digits: String = log[at..].chars().take_while(char::is_ascii_digit).collect();
+        digits.parse::<u16>().ok()
+    };
+    loop {
+        if let Some(port) = listening(&std::fs::read_to_string(&sim.log).unwrap_or_default()) {
+            sim.port = port;
+            break;
+        }
         if let Some(status) = sim.child.try_wait().unwrap() {
             panic!(
                 "the simulator exited ({status}): {}",
