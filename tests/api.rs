@@ -1006,23 +1006,26 @@ fn sigterm_stops_cleanly_with_exit_code_0() {
     );
 }
 
+/// A `POST /v1/messages` to `to` whose head and first bytes of body are sent: its request is in
+/// progress until the rest (returned) is written.
+fn start_upload(d: &Daemon, to: &str) -> (common::Conn, Vec<u8>) {
+    let body = template_request(to).to_string();
+    let mut conn = d.conn();
+    let head = format!(
+        "POST /v1/messages HTTP/1.1\r\nHost: waq\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let (first, rest) = body.as_bytes().split_at(10);
+    conn.write_raw(&[head.as_bytes(), first].concat()).unwrap();
+    (conn, rest.to_vec())
+}
+
 #[test]
 fn two_stop_signals_at_once_are_one_stop_that_waits_for_requests_in_progress() {
     let mut d = Daemon::start();
     // A request in progress, its body still arriving: the stop waits for it.
-    let body = template_request("+14155551234").to_string();
-    let mut uploading = d.conn();
-    uploading
-        .write_raw(
-            format!(
-                "POST /v1/messages HTTP/1.1\r\nHost: waq\r\nContent-Type: application/json\r\n\
-                 Content-Length: {}\r\n\r\n{}",
-                body.len(),
-                &body[..10]
-            )
-            .as_bytes(),
-        )
-        .unwrap();
+    let (mut uploading, rest) = start_upload(&d, "+14155551234");
     std::thread::sleep(std::time::Duration::from_millis(200));
     // As a supervisor that signals the process, then its group, does.
     d.signal(libc::SIGTERM);
@@ -1035,7 +1038,7 @@ fn two_stop_signals_at_once_are_one_stop_that_waits_for_requests_in_progress() {
         "the second signal ended the stop: {}",
         d.log()
     );
-    uploading.write_raw(&body.as_bytes()[10..]).unwrap();
+    uploading.write_raw(&rest).unwrap();
     let r = uploading.read_response().unwrap();
     assert_eq!(r.status, 202, "{}", r.text());
     assert_eq!(d.wait_exit().code(), Some(0), "{}", d.log());
@@ -1731,19 +1734,7 @@ fn busy_connections_keep_their_slots_past_the_cap() {
     let mut follower = d.conn();
     follower.write_request("GET", "/v1/events", None).unwrap();
     assert_eq!(follower.read_head().unwrap().0, 200);
-    let body = template_request("+14155551234").to_string();
-    let mut uploading = d.conn();
-    uploading
-        .write_raw(
-            format!(
-                "POST /v1/messages HTTP/1.1\r\nHost: waq\r\nContent-Type: application/json\r\n\
-                 Content-Length: {}\r\n\r\n{}",
-                body.len(),
-                &body[..10]
-            )
-            .as_bytes(),
-        )
-        .unwrap();
+    let (mut uploading, rest) = start_upload(&d, "+14155551234");
     std::thread::sleep(std::time::Duration::from_millis(1200));
 
     let mut c = d.conn();
@@ -1754,7 +1745,7 @@ fn busy_connections_keep_their_slots_past_the_cap() {
     assert_eq!(waiting.kind(), std::io::ErrorKind::WouldBlock);
 
     // The upload ends: its answer closes its connection, making room.
-    uploading.write_raw(&body.as_bytes()[10..]).unwrap();
+    uploading.write_raw(&rest).unwrap();
     let r = uploading.read_response().unwrap();
     assert_eq!(r.status, 202, "{}", r.text());
     assert_eq!(r.header("connection"), Some("close"));
