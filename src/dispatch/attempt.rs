@@ -141,14 +141,7 @@ pub async fn run(mut input: AttemptInput<'_>) -> (Outcome, SenderEffect) {
         prepare(m, now, window_open, policy, max_age_ms)
     });
     if let Some(e) = window_error {
-        if let Some(times) = STORE_REFUSED.due() {
-            tracing::error!(
-                id = input.id,
-                times,
-                "cannot read the recipient window: {e}"
-            );
-        }
-        return retry_after_store_error(input, now);
+        return retry_after_store_error(input, now, "cannot read the recipient window", &e);
     }
     let body = match prepared {
         Ok(Some((Prepared::Send { body }, m))) => {
@@ -160,15 +153,9 @@ pub async fn run(mut input: AttemptInput<'_>) -> (Outcome, SenderEffect) {
             // commit a crash could take the unflushed `sending` with it and the message would
             // be sent again as if it had never been tried. Concurrent attempts share the fsync.
             if let Err(e) = app.store.commit_patient().await {
-                if let Some(times) = STORE_REFUSED.due() {
-                    tracing::error!(
-                        id = input.id,
-                        times,
-                        "cannot commit `sending` before the request: {e}"
-                    );
-                }
                 undo_sending(app, input.id);
-                return retry_after_store_error(input, now);
+                let what = "cannot commit `sending` before the request";
+                return retry_after_store_error(input, now, what, &e);
             }
             // The loop took this request's rate slot when it picked the message; the commit
             // above may have held it since, and requests held together must not leave
@@ -191,14 +178,8 @@ pub async fn run(mut input: AttemptInput<'_>) -> (Outcome, SenderEffect) {
         }
         Ok(None) => return (Outcome::DoneWithoutRequest, SenderEffect::None),
         Err(e) => {
-            if let Some(times) = STORE_REFUSED.due() {
-                tracing::error!(
-                    id = input.id,
-                    times,
-                    "cannot update the message before sending: {e}"
-                );
-            }
-            return retry_after_store_error(input, now);
+            let what = "cannot update the message before sending";
+            return retry_after_store_error(input, now, what, &e);
         }
     };
 
@@ -363,7 +344,6 @@ fn undo_sending(app: &App, id: u64) {
     }
 }
 
-/// A local failure (the store) before the request: try again shortly, as a transient error.
 /// The store refusing writes (a full disk) refuses every message alike: one line per period
 /// says so, with how many attempts it stopped (`times`), rather than one per attempt.
 static STORE_REFUSED: LogEvery = LogEvery::new(Duration::from_secs(10));
@@ -372,7 +352,17 @@ static STORE_REFUSED: LogEvery = LogEvery::new(Duration::from_secs(10));
 /// refuses writes reopens at most this often, so sooner would only be refused again.
 const STORE_RETRY: Duration = Duration::from_secs(5);
 
-fn retry_after_store_error(input: AttemptInput<'_>, now: u64) -> (Outcome, SenderEffect) {
+/// The store failed the attempt before its request (`what`, then the error): logged as
+/// `STORE_REFUSED` allows, and tried again once the store may take writes.
+fn retry_after_store_error(
+    input: AttemptInput<'_>,
+    now: u64,
+    what: &str,
+    e: &dyn std::fmt::Display,
+) -> (Outcome, SenderEffect) {
+    if let Some(times) = STORE_REFUSED.due() {
+        tracing::error!(id = input.id, times, "{what}: {e}");
+    }
     let wait = input.config.dispatch.retry_min.max(STORE_RETRY);
     (
         Outcome::RetryUnsent {
