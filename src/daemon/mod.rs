@@ -109,6 +109,7 @@ pub async fn start(
     // Then the store: a second daemon on the same state_dir (whose webhook port would clash
     // too) is told about the lock, the cause, rather than the port.
     let (dir, store_cfg) = (cfg.state_dir.clone(), cfg.store.clone());
+    let opening = std::time::Instant::now();
     let store = tokio::task::spawn_blocking(move || Store::open(&dir, &store_cfg))
         .await?
         .with_context(|| {
@@ -126,19 +127,17 @@ pub async fn start(
         None => None,
     };
     let dispatcher = Dispatcher::new(&cfg).context("api: cannot build the Graph API client")?;
+    let (opened, scanning) = (opening.elapsed(), std::time::Instant::now());
     let (recovering_store, recovering) = (store.clone(), dispatcher.clone());
     let (total, pending) = tokio::task::spawn_blocking(move || {
-        let mut pending = 0u64;
         // Meta still counts the requests made just before the stop: the pair budgets and
         // windows of departures start from them, read in the same scan.
         let mut recent = recovering.recent_departures();
-        let total = recovering_store.recover_observing(
-            |m| recent.observe(m),
-            |m| {
-                pending += 1;
-                recovering.submit(&m);
-            },
-        )?;
+        let (total, parts) = recovering_store
+            .recover_in_parts(crate::dispatch::RecoveredPart::default, |part, m| {
+                recovering.recover(part, &recent, m)
+            })?;
+        let pending = recovering.recovered(parts, &mut recent);
         let requests = recent.len();
         let held = recovering.seed(recent);
         if requests > 0 {
@@ -152,6 +151,7 @@ pub async fn start(
     })
     .await?
     .context("state_dir: cannot read the stored messages")?;
+    let scanned = scanning.elapsed();
 
     let socket_path = served_socket(&listener, &cfg.socket.path);
     let senders = cfg.sender_names().join(",");
@@ -177,6 +177,9 @@ pub async fn start(
             .display(),
         messages = total,
         pending,
+        // Where a slow start went: opening the store (sled's recovery) and reading every record.
+        store_open_ms = opened.as_millis() as u64,
+        recovery_scan_ms = scanned.as_millis() as u64,
         senders = %senders,
         version = env!("CARGO_PKG_VERSION"),
         "waq is serving"

@@ -15,6 +15,7 @@ pub mod queue;
 mod rate;
 mod reach;
 mod recent;
+mod recovery;
 mod retention;
 mod sender;
 
@@ -39,6 +40,7 @@ pub(crate) use attempt::{
 };
 pub use rate::WINDOW as RATE_WINDOW;
 pub use recent::RecentDepartures;
+pub use recovery::RecoveredPart;
 
 /// What `/v1/stats` and `/v1/health` show of the dispatcher.
 #[derive(Debug, Clone, Serialize, Default)]

@@ -62,7 +62,7 @@ impl RecentDepartures {
 
     /// Notes the requests `m` made lately. Cheap for the rest: one comparison.
     pub fn observe(&mut self, m: &Message) {
-        if m.updated_at_ms < self.since_ms {
+        if !self.may_have_requests(m) {
             return;
         }
         // Newest first; the history is in time order, so the first entry too old ends it.
@@ -78,6 +78,11 @@ impl RecentDepartures {
             }
             answered_at = Some(h.at_ms);
         }
+    }
+
+    /// Whether `m` was touched recently enough to hold requests that still count.
+    pub fn may_have_requests(&self, m: &Message) -> bool {
+        m.updated_at_ms >= self.since_ms
     }
 
     fn note(&mut self, m: &Message, answered_ms: Option<u64>) {

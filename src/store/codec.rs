@@ -31,34 +31,37 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
     }
 }
 
+/// A record with every kind of field, for tests of the store's reading.
+#[cfg(test)]
+pub(super) fn sample() -> crate::model::Message {
+    use crate::model::{Message, Priority, State};
+    Message {
+        id: 7,
+        sender: "main".into(),
+        to: "14155551234".into(),
+        kind: "text".into(),
+        priority: Priority::Normal,
+        state: State::Queued,
+        body: r#"{"type":"text","text":{"body":"hi"}}"#.into(),
+        fallback_template: None,
+        idempotency_key: Some("k1".into()),
+        metadata: Some(r#"{"order":1}"#.into()),
+        created_at_ms: 1,
+        updated_at_ms: 1,
+        next_attempt_at_ms: 1,
+        expires_at_ms: None,
+        attempts: 0,
+        wamid: None,
+        substituted_template: None,
+        last_error: None,
+        history: vec![],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Message, Priority, State};
-
-    fn sample() -> Message {
-        Message {
-            id: 7,
-            sender: "main".into(),
-            to: "14155551234".into(),
-            kind: "text".into(),
-            priority: Priority::Normal,
-            state: State::Queued,
-            body: r#"{"type":"text","text":{"body":"hi"}}"#.into(),
-            fallback_template: None,
-            idempotency_key: Some("k1".into()),
-            metadata: Some(r#"{"order":1}"#.into()),
-            created_at_ms: 1,
-            updated_at_ms: 1,
-            next_attempt_at_ms: 1,
-            expires_at_ms: None,
-            attempts: 0,
-            wamid: None,
-            substituted_template: None,
-            last_error: None,
-            history: vec![],
-        }
-    }
+    use crate::model::Message;
 
     #[test]
     fn round_trip() {

@@ -8,6 +8,7 @@ pub mod codec;
 mod commit;
 mod log;
 mod recovery;
+mod scan;
 mod wa_ids;
 mod windows;
 
@@ -347,30 +348,32 @@ impl Store {
         }
     }
 
-    /// Scans every record once: rebuilds the per-state counts and calls `pending` for each
-    /// message the dispatcher still owns. Nothing lives only in memory, so this (with
-    /// [`recover_observing`](Self::recover_observing)) is all a restart needs. Only before
-    /// anything else writes: the counts are replaced by what the scan saw.
-    pub fn recover(&self, pending: impl FnMut(Message)) -> Result<u64, StoreError> {
-        self.recover_observing(|_| {}, pending)
+    /// Scans every record once, on every core: rebuilds the per-state counts and shows each
+    /// message to `each`, with the state of its part (parts are id ranges read side by side;
+    /// `new_part` makes one). Answers the total and the parts in id order. Nothing lives only
+    /// in memory, so this is all a restart needs. Only before anything else writes: the
+    /// counts are replaced by what the scan saw.
+    pub fn recover_in_parts<P: Send>(
+        &self,
+        new_part: impl Fn() -> P + Sync,
+        each: impl Fn(&mut P, Message) + Sync,
+    ) -> Result<(u64, Vec<P>), StoreError> {
+        self.with(|inner| {
+            let (counts, parts) = count_states(inner, new_part, each)?;
+            Ok((self.shared.set_counts(&counts), parts))
+        })
     }
 
-    /// [`recover`](Self::recover) that also shows every message, pending or not, to `each`
-    /// first (the dispatcher's limits read their recent requests from it), in the same scan.
-    pub fn recover_observing(
-        &self,
-        mut each: impl FnMut(&Message),
-        mut pending: impl FnMut(Message),
-    ) -> Result<u64, StoreError> {
-        self.with(|inner| {
-            let counts = count_states(inner, |m| {
-                each(&m);
-                if m.state.is_pending() {
-                    pending(m);
-                }
-            })?;
-            Ok(self.shared.set_counts(&counts))
-        })
+    /// [`recover_in_parts`](Self::recover_in_parts) that hands the messages the dispatcher
+    /// still owns to `pending`, in id order.
+    pub fn recover(&self, pending: impl FnMut(Message)) -> Result<u64, StoreError> {
+        let (total, parts) = self.recover_in_parts(Vec::new, |found, m| {
+            if m.state.is_pending() {
+                found.push(m);
+            }
+        })?;
+        parts.into_iter().flatten().for_each(pending);
+        Ok(total)
     }
 
     /// Calls `pending` for each message the dispatcher still owns, leaving the per-state
@@ -795,18 +798,34 @@ fn get(inner: &Inner, id: u64) -> Result<Option<Message>, StoreError> {
 }
 
 /// Decodes every message, counting them per state.
-fn count_states(
+/// The per-state counts of every record, read in parts side by side (see
+/// [`Store::recover_in_parts`]).
+fn count_states<P: Send>(
     inner: &Inner,
-    mut each: impl FnMut(Message),
-) -> Result<[u64; State::ALL.len()], StoreError> {
+    new_part: impl Fn() -> P + Sync,
+    each: impl Fn(&mut P, Message) + Sync,
+) -> Result<([u64; State::ALL.len()], Vec<P>), StoreError> {
+    let parts = scan::scan_parts(
+        &inner.messages,
+        scan::threads(),
+        || ([0u64; State::ALL.len()], new_part()),
+        |(counts, part), m| {
+            counts[state_index(m.state)] += 1;
+            each(part, m);
+        },
+    )?;
     let mut counts = [0u64; State::ALL.len()];
-    for item in inner.messages.iter() {
-        let (_, v) = item?;
-        let m: Message = codec::decode(&v)?;
-        counts[state_index(m.state)] += 1;
-        each(m);
-    }
-    Ok(counts)
+    let parts = parts
+        .into_iter()
+        .map(|(part_counts, part)| {
+            counts
+                .iter_mut()
+                .zip(part_counts)
+                .for_each(|(c, n)| *c += n);
+            part
+        })
+        .collect();
+    Ok((counts, parts))
 }
 
 impl Shared {
@@ -889,7 +908,7 @@ impl Shared {
             self.set_closed_because(Some(e));
         })?;
         // Writes since the last commit are gone: count what the database really holds.
-        let counts = count_states(&inner, drop).map_err(|e| {
+        let (counts, _) = count_states(&inner, || (), |_, _| {}).map_err(|e| {
             tracing::error!(error = %e, "cannot count the messages after reopening; retrying");
         })?;
         {
