@@ -1153,11 +1153,12 @@ fn a_second_daemon_on_the_same_socket_refuses_to_start() {
 #[test]
 fn a_second_daemon_on_the_same_state_dir_says_another_one_holds_it() {
     // Copies of one configuration: the webhook port clashes too, but the lock is the cause.
-    let listen = format!("listen = \"127.0.0.1:{}\"", common::free_port());
+    // (The first daemon's port is the kernel's pick, read back from its log.)
     let d = Daemon::builder()
-        .set("webhook", &listen)
+        .set("webhook", "listen = \"127.0.0.1:0\"")
         .set("webhook", "app_secret = \"s\"")
         .start();
+    let listen = format!("listen = \"{}\"", d.webhook_addr());
     let mut second = Daemon::builder()
         .set(
             "",

@@ -436,11 +436,6 @@ fn complete(raw: &[u8]) -> bool {
     body.len() >= len
 }
 
-fn free_addr() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-    l.local_addr().expect("its address")
-}
-
 /// Opens a connection that trickles a request one byte per `every`, and returns how long
 /// until the server closed it (None: still open at `limit`), and what it answered.
 fn slow_client(
@@ -484,16 +479,15 @@ impl<T: Read + Write + Send> ReadWrite for T {}
 #[test]
 fn hostile_input_is_refused_and_the_daemon_serves_on() {
     let total = env_num("WAQ_BAD_INPUT_COUNT", 10_000) as usize;
-    let hook_addr = free_addr();
     let d = Daemon::builder()
         .set("socket", &format!("max_connections = {MAX_CONNECTIONS}"))
-        .toml(&format!(
-            "[webhook]\nlisten = \"{hook_addr}\"\napp_secret_env = \"WA_APP_SECRET\"\nverify_token_env = \"WA_VERIFY_TOKEN\""
-        ))
+        .toml(
+            "[webhook]\nlisten = \"127.0.0.1:0\"\napp_secret_env = \"WA_APP_SECRET\"\nverify_token_env = \"WA_VERIFY_TOKEN\"",
+        )
         .env("WA_APP_SECRET", SECRET)
         .env("WA_VERIFY_TOKEN", "bad-input-verify")
         .start();
-    d.wait_for_log("webhook listener ready");
+    let hook_addr = d.webhook_addr();
     let pid = d.pid();
     let rss_before = vm_rss_kib(pid);
 

@@ -14,6 +14,9 @@ use axum::Router;
 use serde_json::{json, Value};
 use waq::cloud::{ClientOptions, CloudClient, CloudError, ErrorClass, Proxy, SendOutcome};
 
+#[path = "common/net.rs"]
+mod net;
+
 const TOKEN: &str = "EAAG-test-token-0123456789";
 const TO: &str = "15551234567";
 const TEXT: &str = r#"{"type":"text","text":{"body":"Your order shipped","preview_url":false},"biz_opaque_callback_data":"m-1"}"#;
@@ -450,10 +453,9 @@ async fn a_slow_server_times_out_as_transient() {
 
 #[tokio::test]
 async fn connection_refused_is_transient() {
-    // A port that was just free and is closed again.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    drop(listener);
+    // Held, not listening: refused, and nothing else can start listening there meanwhile.
+    let held = net::HeldPort::new();
+    let base = format!("http://{}", held.addr());
     let e = failure(&base, "ok").await;
     assert_eq!(e.class, ErrorClass::Transient);
     assert_eq!((e.meta_code, e.http_status), (None, None));

@@ -132,9 +132,9 @@ async fn an_https_endpoint_is_reached_through_the_proxy_by_a_connect_tunnel() {
 #[tokio::test]
 async fn a_plain_http_endpoint_never_goes_through_the_proxy() {
     // A local simulator over http://: the proxy (which would refuse everything) is not asked.
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    drop(listener);
+    // Nothing answers there (a held port refuses, and nothing else can listen on it).
+    let held = common::HeldPort::new();
+    let base = format!("http://{}", held.addr());
     let (proxy, heads) = start_connect_proxy().await;
     let outcome = client_via(&base, false, Proxy::Via(format!("http://{proxy}")))
         .send("123", TOKEN, TO, TEXT)

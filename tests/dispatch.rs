@@ -575,7 +575,9 @@ fn a_131047_in_the_answer_forgets_the_window() {
 #[test]
 fn a_graph_api_that_does_not_answer_shows_in_health_until_it_answers() {
     let _machine = shared();
-    let port = common::free_port();
+    // Held until the simulator listens on it: refused till then, and nothing else can take it.
+    let held = common::HeldPort::new();
+    let port = held.port();
     let d = Daemon::builder()
         .without_default_sender()
         .set("api", &format!("base_url = \"http://127.0.0.1:{port}\""))
@@ -627,7 +629,7 @@ fn a_graph_api_that_does_not_answer_shows_in_health_until_it_answers() {
     // paused instead.
     let mut cfg = sim_config();
     cfg.token = "another-token".into();
-    let sim = Sim::start_on(cfg, port);
+    let sim = Sim::start_held(cfg, held);
     let reason = wait_paused(&d);
     assert!(reason.starts_with("meta_190"), "{reason}");
     assert_eq!(

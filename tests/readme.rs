@@ -99,6 +99,8 @@ fn env_names(block: &Block) -> Vec<String> {
         .collect()
 }
 
+/// A port that was free a moment ago (it may not be by the time it is bound: see
+/// `try_it_by_hand_runs`).
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -156,6 +158,10 @@ fn every_sh_block_is_tested_or_cannot_be() {
     }
 }
 
+/// Runs of the README's commands on ports another process took first, before that fails the
+/// test (see `try_it_by_hand_runs`).
+const PORT_TRIES: usize = 5;
+
 #[test]
 fn try_it_by_hand_runs() {
     let blocks = sh_blocks(&readme());
@@ -163,23 +169,6 @@ fn try_it_by_hand_runs() {
         .iter()
         .find(|b| b.kind == "env")
         .expect("an env block");
-    let dir = tempfile::tempdir().unwrap();
-    let waq_dir = dir.path().join("try");
-    std::fs::create_dir(&waq_dir).unwrap();
-    let values: BTreeMap<&str, String> = [
-        ("WAQ_DIR", waq_dir.display().to_string()),
-        ("WAQ_SOCKET", waq_dir.join("waq.sock").display().to_string()),
-        ("WAQ_SIM", format!("127.0.0.1:{}", free_port())),
-        ("WAQ_WEBHOOK", format!("127.0.0.1:{}", free_port())),
-    ]
-    .into();
-    for name in env_names(env_block) {
-        assert!(
-            values.contains_key(name.as_str()),
-            "README line {}: the test has no value for {name}; add one here",
-            env_block.line
-        );
-    }
 
     let mut script = String::from(
         "set -euo pipefail\n\
@@ -198,6 +187,98 @@ fn try_it_by_hand_runs() {
     }
     script.push_str("echo '### done'\n");
 
+    // The README's simulator and daemon listen where $WAQ_SIM and $WAQ_WEBHOOK say, and each
+    // is given the other's address before either starts, so the ports are picked here (free
+    // ones, closed again) and another test can bind one first. The README's process then
+    // cannot listen and says so in its log: the whole run starts over on new ports. Nothing
+    // else is retried.
+    let mut taken = Vec::new();
+    let run = loop {
+        match run_readme(&script, env_block) {
+            Ok(run) => break run,
+            Err(port_taken) => {
+                taken.push(port_taken);
+                assert!(
+                    taken.len() < PORT_TRIES,
+                    "every run lost a port to another process:\n{}",
+                    taken.join("\n")
+                );
+            }
+        }
+    };
+    let report = format!("stdout:\n{}\nstderr:\n{}", run.stdout, run.stderr);
+    let (stdout, stderr) = (&run.stdout, &run.stderr);
+
+    let status = run
+        .status
+        .unwrap_or_else(|| panic!("the README's commands hung\n{report}"));
+    assert!(
+        status.success(),
+        "the README's commands failed ({status})\n{report}"
+    );
+    assert!(stdout.contains("### done"), "{report}");
+    assert!(
+        run.leftovers.is_empty(),
+        "the README's cleanup left processes running: {:?}\n{report}",
+        run.leftovers
+    );
+    assert!(
+        !run.waq_dir_left,
+        "the cleanup block did not remove $WAQ_DIR"
+    );
+
+    // What the README says each step prints.
+    for expected in [
+        "ok\n",                                               // waq health
+        "queued 0000000000000001",                            // the first template
+        "[window_closed, field message.type, option --text]", // the refused text (on stderr)
+        "`waq inbound --from '+1 415 555 0100'`",             // and the way out
+        "exit code 1",
+        "type          text", // waq status of the free-form text
+        "\"state\":\"queued\"",
+        "invalid_recipient",
+        "cancelled ",
+        "waq_sender_sent_last_second{sender=\"main\"}",
+    ] {
+        assert!(
+            stdout.contains(expected) || stderr.contains(expected),
+            "the README's commands did not print {expected:?}\n{report}"
+        );
+    }
+}
+
+/// One run of the README's commands, ended (or given up on: `status` None).
+struct Run {
+    status: Option<std::process::ExitStatus>,
+    stdout: String,
+    stderr: String,
+    /// Processes the commands left running.
+    leftovers: Vec<String>,
+    /// Whether `$WAQ_DIR` was still there at the end.
+    waq_dir_left: bool,
+}
+
+/// Runs `script` in a fresh `$WAQ_DIR` on new ports; `Err` (with what it printed) when the
+/// simulator or the daemon could not listen because another process had taken its port.
+fn run_readme(script: &str, env_block: &Block) -> Result<Run, String> {
+    let dir = tempfile::tempdir().unwrap();
+    let waq_dir = dir.path().join("try");
+    std::fs::create_dir(&waq_dir).unwrap();
+    let values: BTreeMap<&str, String> = [
+        ("WAQ_DIR", waq_dir.display().to_string()),
+        ("WAQ_SOCKET", waq_dir.join("waq.sock").display().to_string()),
+        ("WAQ_SIM", format!("127.0.0.1:{}", free_port())),
+        ("WAQ_WEBHOOK", format!("127.0.0.1:{}", free_port())),
+    ]
+    .into();
+    for name in env_names(env_block) {
+        assert!(
+            values.contains_key(name.as_str()),
+            "README line {}: the test has no value for {name}; add one here",
+            env_block.line
+        );
+    }
+
     let bin = PathBuf::from(env!("CARGO_BIN_EXE_waq"));
     let path = format!(
         "{}:{}",
@@ -206,7 +287,7 @@ fn try_it_by_hand_runs() {
     );
     let mut cmd = Command::new("bash");
     cmd.arg("-c")
-        .arg(&script)
+        .arg(script)
         .env("PATH", path)
         .env_remove("WAQ_SOCKET")
         .stdin(Stdio::null())
@@ -232,11 +313,13 @@ fn try_it_by_hand_runs() {
         s
     });
     let deadline = Instant::now() + Duration::from_secs(120);
+    // A lost port shows at once; without this the commands would wait for a peer that is not
+    // there until the deadline.
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
             break Some(status);
         }
-        if Instant::now() > deadline {
+        if Instant::now() > deadline || port_taken(&waq_dir).is_some() {
             break None;
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -249,39 +332,30 @@ fn try_it_by_hand_runs() {
     let _ = child.wait();
     let stdout = out_reader.join().unwrap();
     let stderr = err_reader.join().unwrap();
-    let report = format!("stdout:\n{stdout}\nstderr:\n{stderr}");
-
-    let status = status.unwrap_or_else(|| panic!("the README's commands hung\n{report}"));
-    assert!(
-        status.success(),
-        "the README's commands failed ({status})\n{report}"
-    );
-    assert!(stdout.contains("### done"), "{report}");
-    assert!(
-        leftovers.is_empty(),
-        "the README's cleanup left processes running: {leftovers:?}\n{report}"
-    );
-    assert!(
-        !waq_dir.exists(),
-        "the cleanup block did not remove $WAQ_DIR"
-    );
-
-    // What the README says each step prints.
-    for expected in [
-        "ok\n",                                               // waq health
-        "queued 0000000000000001",                            // the first template
-        "[window_closed, field message.type, option --text]", // the refused text (on stderr)
-        "`waq inbound --from '+1 415 555 0100'`",             // and the way out
-        "exit code 1",
-        "type          text", // waq status of the free-form text
-        "\"state\":\"queued\"",
-        "invalid_recipient",
-        "cancelled ",
-        "waq_sender_sent_last_second{sender=\"main\"}",
-    ] {
-        assert!(
-            stdout.contains(expected) || stderr.contains(expected),
-            "the README's commands did not print {expected:?}\n{report}"
-        );
+    if let Some(log) = port_taken(&waq_dir) {
+        return Err(log);
     }
+    Ok(Run {
+        status,
+        stdout,
+        stderr,
+        leftovers,
+        waq_dir_left: waq_dir.exists(),
+    })
+}
+
+/// The log line in `$WAQ_DIR/*.log` (where the README sends the simulator's and the daemon's
+/// output) that says a port was in use, if one does.
+fn port_taken(waq_dir: &Path) -> Option<String> {
+    let in_use = std::io::Error::from_raw_os_error(libc::EADDRINUSE).to_string();
+    std::fs::read_dir(waq_dir)
+        .ok()?
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "log"))
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .find_map(|log| {
+            log.lines()
+                .find(|l| l.contains(&in_use))
+                .map(str::to_string)
+        })
 }

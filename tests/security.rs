@@ -6,8 +6,6 @@
 mod common;
 mod rel;
 
-use std::net::SocketAddr;
-
 use common::{parked, template_request, Daemon};
 use rel::{http_tcp, wait_until, Sim};
 use serde_json::json;
@@ -31,11 +29,6 @@ fn assert_no_token(what: &str, text: &str) {
     }
 }
 
-fn free_addr() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-    l.local_addr().expect("its address")
-}
-
 #[test]
 fn the_token_never_leaks_even_when_meta_rejects_it() {
     // The simulator knows another token: every send is answered 190.
@@ -43,7 +36,6 @@ fn the_token_never_leaks_even_when_meta_rejects_it() {
         token: "the-right-token".into(),
         ..SimConfig::default()
     });
-    let hook = free_addr();
     let mut d = Daemon::builder()
         .without_default_sender()
         .set("log", "level = \"debug\"")
@@ -52,9 +44,9 @@ fn the_token_never_leaks_even_when_meta_rejects_it() {
             "[[senders]]\nname = \"main\"\nphone_number_id = \"{}\"\ntoken_env = \"WA_ACCESS_TOKEN\"\nmps = 10\n",
             rel::PHONE_ID
         ))
-        .toml(&format!(
-            "[webhook]\nlisten = \"{hook}\"\napp_secret_env = \"WA_APP_SECRET\"\nverify_token_env = \"WA_VERIFY_TOKEN\""
-        ))
+        .toml(
+            "[webhook]\nlisten = \"127.0.0.1:0\"\napp_secret_env = \"WA_APP_SECRET\"\nverify_token_env = \"WA_VERIFY_TOKEN\"",
+        )
         .env("WA_ACCESS_TOKEN", TOKEN)
         .env("WA_APP_SECRET", SECRET)
         .env("WA_VERIFY_TOKEN", "verify")
@@ -216,15 +208,14 @@ fn peers_outside_the_allowed_ids_get_403() {
 
 #[test]
 fn the_webhook_refuses_unsigned_bodies() {
-    let hook = free_addr();
     let d = Daemon::builder()
-        .toml(&format!(
-            "[webhook]\nlisten = \"{hook}\"\napp_secret_env = \"WA_APP_SECRET\"\nverify_token_env = \"WA_VERIFY_TOKEN\""
-        ))
+        .toml(
+            "[webhook]\nlisten = \"127.0.0.1:0\"\napp_secret_env = \"WA_APP_SECRET\"\nverify_token_env = \"WA_VERIFY_TOKEN\"",
+        )
         .env("WA_APP_SECRET", SECRET)
         .env("WA_VERIFY_TOKEN", "verify")
         .start();
-    d.wait_for_log("webhook listener ready");
+    let hook = d.webhook_addr();
     // Sent now: a window opened by an older message may already have closed.
     let now_s = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -16,6 +16,9 @@ use serde_json::{json, Value};
 use sha2::Sha256;
 use waq::sim::{self, SimConfig, SimHandle, SimStats, TemplateConfig};
 
+#[path = "common/net.rs"]
+mod net;
+
 const NUMBER: &str = "120000000000001";
 const TOKEN: &str = "sim-token";
 const SECRET: &str = "sim-app-secret";
@@ -1131,48 +1134,17 @@ never_read_share = 0.5
     assert!(err.contains("wa_ids"), "{err}");
 }
 
-/// Kills the spawned simulator however the test ends.
-struct SimProcess(std::process::Child);
-
-impl Drop for SimProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// `waq sim` without `--config` still takes `WAQ_SIM__...` overrides over its defaults.
 #[tokio::test]
 async fn the_sim_binary_takes_environment_overrides_without_a_config_file() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let _sim = SimProcess(
-        std::process::Command::new(env!("CARGO_BIN_EXE_waq"))
-            .args(["sim", "--listen", &format!("127.0.0.1:{port}")])
-            .env("WAQ_SIM__TOKEN", "token-from-env")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    // Serving once it has logged its port: no need to retry the first request.
+    let sim = net::SimChild::start(&[("WAQ_SIM__TOKEN", "token-from-env")]);
+    let port = sim.port;
     let url = format!("http://127.0.0.1:{port}/v23.0/{NUMBER}/messages");
     let body = json!({"messaging_product": "whatsapp", "to": "14155550100", "type": "template",
         "template": {"name": "hello_world", "language": {"code": "en_US"}}});
     let send = |token: &'static str| client().post(&url).bearer_auth(token).json(&body).send();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let accepted = loop {
-        match send("token-from-env").await {
-            Ok(r) => break r.status().as_u16(),
-            Err(e) if Instant::now() < deadline => {
-                let _ = e;
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(e) => panic!("the simulator never answered: {e}"),
-        }
-    };
+    let accepted = send("token-from-env").await.unwrap().status().as_u16();
     assert_eq!(accepted, 200, "the token from WAQ_SIM__TOKEN is accepted");
     let default = send(TOKEN).await.unwrap();
     assert_eq!(

@@ -3,76 +3,18 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 mod common;
-use common::free_port;
+use common::SimChild;
 
 const NUMBER: &str = "120000000000001";
 
-/// Kills the simulator however the test ends.
-struct SimProcess {
-    child: Child,
-    port: u16,
-    log: std::path::PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for SimProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts `waq sim` on a port the kernel picks (a port picked here and then bound by the sim
-/// could be taken by another test meanwhile) with stderr to a file, and reads the port from
-/// its start line.
-fn start(env: &[(&str, &str)]) -> SimProcess {
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("sim.log");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_waq"));
-    cmd.args(["sim", "--listen", "127.0.0.1:0"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut sim = SimProcess {
-        child: cmd.spawn().unwrap(),
-        port: 0,
-        log,
-        _dir: dir,
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let listening = |log: &str| {
-        let at = log.find("url=http://127.0.0.1:")? + "url=http://127.0.0.1:".len();
-        let digits: String = log[at..].chars().take_while(char::is_ascii_digit).collect();
-        digits.parse::<u16>().ok()
-    };
-    loop {
-        if let Some(port) = listening(&std::fs::read_to_string(&sim.log).unwrap_or_default()) {
-            sim.port = port;
-            break;
-        }
-        if let Some(status) = sim.child.try_wait().unwrap() {
-            panic!(
-                "the simulator exited ({status}): {}",
-                std::fs::read_to_string(&sim.log).unwrap_or_default()
-            );
-        }
-        assert!(Instant::now() < deadline, "the simulator did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    sim
-}
-
 /// One request (the connection closed after it); the status and the body as JSON.
-fn request(sim: &SimProcess, method: &str, path: &str, body: &str) -> (u16, Value) {
+fn request(sim: &SimChild, method: &str, path: &str, body: &str) -> (u16, Value) {
     let mut s = TcpStream::connect(("127.0.0.1", sim.port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     write!(
@@ -94,7 +36,7 @@ fn request(sim: &SimProcess, method: &str, path: &str, body: &str) -> (u16, Valu
 
 #[test]
 fn a_wrong_method_gets_metas_error_shape() {
-    let sim = start(&[]);
+    let sim = SimChild::start(&[]);
     let (status, v) = request(&sim, "GET", &format!("/v25.0/{NUMBER}/messages"), "");
     assert!((400..500).contains(&status), "{status} {v}");
     assert_eq!(v["error"]["code"], 100, "{v}");
@@ -114,7 +56,7 @@ fn a_wrong_method_gets_metas_error_shape() {
 
 #[test]
 fn a_bad_fault_value_names_its_key() {
-    let sim = start(&[]);
+    let sim = SimChild::start(&[]);
     let (status, v) = request(&sim, "POST", "/sim/faults", r#"{"latency_ms": "x"}"#);
     assert_eq!(status, 400, "{v}");
     let message = v["error"]["message"].as_str().unwrap_or_default();
@@ -150,7 +92,7 @@ fn sim_error(answer: (u16, Value)) -> String {
 
 #[test]
 fn sim_endpoints_refuse_unknown_query_parameters_and_keys() {
-    let sim = start(&[]);
+    let sim = SimChild::start(&[]);
     let message = sim_error(request(&sim, "POST", "/sim/reset?all=maybe", ""));
     assert!(
         message.contains("all") && message.contains("maybe"),
@@ -240,7 +182,7 @@ fn a_recipient_list_or_category_that_is_wrong_is_refused_at_start() {
         let path = dir.path().join("sim.toml");
         std::fs::write(&path, toml).unwrap();
         let out = Command::new(env!("CARGO_BIN_EXE_waq"))
-            .args(["sim", "--listen", &format!("127.0.0.1:{}", free_port())])
+            .args(["sim", "--listen", "127.0.0.1:0"])
             .arg("--config")
             .arg(&path)
             .stdin(Stdio::null())
@@ -256,7 +198,7 @@ fn a_recipient_list_or_category_that_is_wrong_is_refused_at_start() {
 #[test]
 fn an_empty_token_is_refused_at_start_naming_the_key() {
     let out = Command::new(env!("CARGO_BIN_EXE_waq"))
-        .args(["sim", "--listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["sim", "--listen", "127.0.0.1:0"])
         .env("WAQ_SIM__TOKEN", "")
         .stdin(Stdio::null())
         .output()
@@ -268,10 +210,10 @@ fn an_empty_token_is_refused_at_start_naming_the_key() {
 
 #[test]
 fn the_log_has_no_colour_codes_in_a_file() {
-    let sim = start(&[]);
+    let sim = SimChild::start(&[]);
     let deadline = Instant::now() + Duration::from_secs(20);
     let log = loop {
-        let log = std::fs::read_to_string(&sim.log).unwrap_or_default();
+        let log = sim.log_text();
         if !log.is_empty() {
             break log;
         }
@@ -283,9 +225,11 @@ fn the_log_has_no_colour_codes_in_a_file() {
 
 #[test]
 fn webhooks_given_up_on_are_logged_once_not_per_payload() {
-    // A port nobody listens on: every POST of the status webhooks fails at once.
-    let closed = free_port();
-    let sim = start(&[
+    // A port nobody listens on: every POST of the status webhooks fails at once. Held for the
+    // whole test, so that nothing else can start listening there.
+    let held = common::HeldPort::new();
+    let closed = held.port();
+    let sim = SimChild::start(&[
         (
             "WAQ_SIM__WEBHOOK__URL",
             &format!("http://127.0.0.1:{closed}/webhook"),
@@ -300,7 +244,7 @@ fn webhooks_given_up_on_are_logged_once_not_per_payload() {
     }
     let deadline = Instant::now() + Duration::from_secs(20);
     let log = loop {
-        let log = std::fs::read_to_string(&sim.log).unwrap_or_default();
+        let log = sim.log_text();
         let (_, stats) = request(&sim, "GET", "/sim/stats", "");
         let failed = stats["numbers"][NUMBER]["webhooks"]["failed"]
             .as_u64()

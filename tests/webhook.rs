@@ -18,6 +18,10 @@ use waq::model::{now_ms, HistoryEntry, Message, Priority, State};
 use waq::store::Store;
 use waq::webhook::{self, signature};
 
+#[path = "common/net.rs"]
+mod net;
+use net::HeldPort;
+
 const SECRET: &str = "app-s3cret";
 const VERIFY: &str = "verify-t0ken";
 const PNID: &str = "120000000000001";
@@ -1132,8 +1136,9 @@ async fn post_chunked(addr: SocketAddr, body: &[u8]) -> u16 {
 
 type Received = Arc<Mutex<Vec<(Option<String>, Option<String>, String)>>>;
 
-/// A local consumer of relayed payloads on `addr`: records signature, content type and body.
-async fn consumer(addr: SocketAddr) -> (Received, oneshot::Sender<()>, JoinHandle<()>) {
+/// A local consumer of relayed payloads on `port`, which refused connections until now:
+/// records signature, content type and body.
+async fn consumer(port: HeldPort) -> (Received, oneshot::Sender<()>, JoinHandle<()>) {
     let got: Received = Arc::default();
     let sink = got.clone();
     let router = axum::Router::new().route(
@@ -1149,7 +1154,7 @@ async fn consumer(addr: SocketAddr) -> (Received, oneshot::Sender<()>, JoinHandl
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let listener = tokio::net::TcpListener::from_std(port.listen()).unwrap();
     let (stop, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         axum::serve(listener, router)
@@ -1160,12 +1165,6 @@ async fn consumer(addr: SocketAddr) -> (Received, oneshot::Sender<()>, JoinHandl
             .unwrap();
     });
     (got, stop, task)
-}
-
-/// A port with nothing listening (yet).
-fn free_addr() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
 }
 
 fn numbered(n: usize) -> String {
@@ -1209,8 +1208,8 @@ async fn backlog_for_a_consumer_that_is_down(
 #[tokio::test]
 async fn relay_holds_payloads_while_the_consumer_is_down_then_delivers_in_order() {
     let dir = tempfile::tempdir().unwrap();
-    let target = free_addr();
-    let (d, bodies) = backlog_for_a_consumer_that_is_down(dir.path(), target).await;
+    let target = HeldPort::new();
+    let (d, bodies) = backlog_for_a_consumer_that_is_down(dir.path(), target.addr()).await;
     // The failures so far show in the gauge, for an alert on a consumer that is down.
     let relay_failures = || d.app.metrics.webhook_relay_failures.load(Relaxed);
     assert!(relay_failures() >= 1, "{}", relay_failures());
@@ -1244,18 +1243,18 @@ async fn relay_holds_payloads_while_the_consumer_is_down_then_delivers_in_order(
 #[tokio::test]
 async fn a_reload_that_sets_forward_url_again_delivers_the_backlog_at_once() {
     let dir = tempfile::tempdir().unwrap();
-    let (d, bodies) = backlog_for_a_consumer_that_is_down(dir.path(), free_addr()).await;
+    // Down for good: held to the end, so nothing can start listening there.
+    let down = HeldPort::new();
+    let (d, bodies) = backlog_for_a_consumer_that_is_down(dir.path(), down.addr()).await;
     // Then forwarding is turned off: the backlog is kept.
     d.app.replace_config(config(dir.path(), ""));
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(d.app.store.log("relay").unwrap().len(), 3);
 
-    let target = free_addr();
+    let target = HeldPort::new();
+    let forward_url = format!("forward_url = \"http://{}/hook\"", target.addr());
     let (got, stop, task) = consumer(target).await;
-    d.app.replace_config(config(
-        dir.path(),
-        &format!("forward_url = \"http://{target}/hook\""),
-    ));
+    d.app.replace_config(config(dir.path(), &forward_url));
     relayed_in_order("relayed after the reload", &got, &bodies).await;
     d.shutdown().await;
     let _ = stop.send(());
@@ -1265,8 +1264,8 @@ async fn a_reload_that_sets_forward_url_again_delivers_the_backlog_at_once() {
 #[tokio::test]
 async fn relay_backlog_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let target = free_addr();
-    let extra = format!("forward_url = \"http://{target}/hook\"");
+    let target = HeldPort::new();
+    let extra = format!("forward_url = \"http://{}/hook\"", target.addr());
     let d = start(dir.path(), &extra).await;
     let bodies: Vec<String> = (0..4).map(numbered).collect();
     for b in &bodies {

@@ -6,7 +6,9 @@ mod common;
 
 use serde_json::{json, Value};
 
-use common::{sim_config, template_request, text_request, wait_until, Daemon, Sim, PATIENCE};
+use common::{
+    sim_config, template_request, text_request, wait_until, Daemon, HeldPort, Sim, PATIENCE,
+};
 use waq::sim::{SimConfig, StatusConfig};
 
 /// The simulator, with webhooks to a daemon that listens for them, and that daemon.
@@ -15,21 +17,25 @@ fn start(statuses: StatusConfig) -> (Sim, Daemon) {
 }
 
 /// Like `start`, with the simulator's configuration adjusted by `tweak`.
+///
+/// Each needs the other's address at start, and neither port may be picked here and bound
+/// later (another test could take it meanwhile): the daemon starts first, its webhook on a
+/// port the kernel picks, against the simulator's port held until the simulator serves on it.
 fn start_with(statuses: StatusConfig, tweak: impl FnOnce(&mut SimConfig)) -> (Sim, Daemon) {
-    let port = common::free_port();
     let mut cfg = sim_config();
     tweak(&mut cfg);
-    cfg.webhook.url = Some(format!("http://127.0.0.1:{port}/webhook"));
-    cfg.webhook.retry_backoff_ms = 50;
-    cfg.statuses = statuses;
     let secret = cfg.app_secret.clone();
-    let sim = Sim::start(cfg);
+    let sim_port = HeldPort::new();
     let d = Daemon::builder()
-        .against(&sim)
-        .set("webhook", &format!("listen = \"127.0.0.1:{port}\""))
+        .set("api", &format!("base_url = \"http://{}\"", sim_port.addr()))
+        .set("webhook", "listen = \"127.0.0.1:0\"")
         .set("webhook", "path = \"/webhook\"")
         .set("webhook", &format!("app_secret = {secret:?}"))
         .start();
+    cfg.webhook.url = Some(format!("http://{}/webhook", d.webhook_addr()));
+    cfg.webhook.retry_backoff_ms = 50;
+    cfg.statuses = statuses;
+    let sim = Sim::start_held(cfg, sim_port);
     (sim, d)
 }
 

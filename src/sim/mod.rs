@@ -93,6 +93,21 @@ pub async fn start(config: SimConfig, listen: SocketAddr) -> anyhow::Result<SimH
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding the simulator to {listen}"))?;
+    serve(config, listener).await
+}
+
+/// Starts the simulator in-process on a listener of the caller's (one a test held before it
+/// could answer, so that no other process can have taken its port meanwhile).
+pub async fn start_with_listener(
+    config: SimConfig,
+    listener: tokio::net::TcpListener,
+) -> anyhow::Result<SimHandle> {
+    config.check().context("invalid simulator config")?;
+    serve(config, listener).await
+}
+
+/// Serves a checked `config` on `listener`.
+async fn serve(config: SimConfig, listener: tokio::net::TcpListener) -> anyhow::Result<SimHandle> {
     let addr = listener.local_addr()?;
     let (stop, stopped) = watch::channel(false);
     let (webhooks, scheduler) = webhooks::spawn(&config, stopped.clone())?;

@@ -14,6 +14,10 @@
 //! ```
 #![allow(dead_code)] // each test binary uses its own part of this
 
+mod net;
+#[allow(unused_imports)] // as above
+pub use net::{logged_addr, HeldPort, SimChild};
+
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -401,6 +405,15 @@ impl Daemon {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
+    /// Where the webhook listener listens: with `listen = "127.0.0.1:0"` the kernel picks the
+    /// port (one picked by the test and then bound by the daemon could be taken meanwhile),
+    /// and the daemon logs it (the last address logged).
+    pub fn webhook_addr(&self) -> std::net::SocketAddr {
+        self.wait_for_log("webhook listener ready");
+        logged_addr(&self.log(), "webhook listener ready", "addr=")
+            .unwrap_or_else(|| panic!("no webhook address in the log:\n{}", self.log()))
+    }
+
     /// Polls the log until it contains `needle` (bounded by `PATIENCE`).
     pub fn wait_for_log(&self, needle: &str) {
         let deadline = Instant::now() + PATIENCE;
@@ -677,15 +690,6 @@ pub fn sender_toml(name: &str, phone_number_id: &str, token: &str, mps: u32) -> 
     )
 }
 
-/// A free TCP port on 127.0.0.1 (for a listener another process binds).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Polls `probe` every 20 ms until it gives a value; panics after `limit` (a bound on a hang,
 /// not a timing assertion), naming `what` and the last state `describe` gives.
 pub fn wait_until<T>(
@@ -718,24 +722,30 @@ pub struct Sim {
 }
 
 impl Sim {
+    /// The simulator on a free port of 127.0.0.1.
     pub fn start(config: waq::sim::SimConfig) -> Sim {
-        Sim::start_on(config, 0)
+        Sim::start_in(|| waq::sim::start(config, std::net::SocketAddr::from(([127, 0, 0, 1], 0))))
     }
 
-    /// The simulator on 127.0.0.1:`port` (0: any free port).
-    pub fn start_on(config: waq::sim::SimConfig, port: u16) -> Sim {
+    /// The simulator on `port`, which refused connections until now: a daemon can be pointed
+    /// at the simulator's address before it answers.
+    pub fn start_held(config: waq::sim::SimConfig, port: HeldPort) -> Sim {
+        Sim::start_in(|| async {
+            let listener = tokio::net::TcpListener::from_std(port.listen())?;
+            waq::sim::start_with_listener(config, listener).await
+        })
+    }
+
+    fn start_in<F: std::future::Future<Output = anyhow::Result<waq::sim::SimHandle>>>(
+        start: impl FnOnce() -> F,
+    ) -> Sim {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("sim")
             .enable_all()
             .build()
             .unwrap();
-        let handle = rt
-            .block_on(waq::sim::start(
-                config,
-                std::net::SocketAddr::from(([127, 0, 0, 1], port)),
-            ))
-            .unwrap();
+        let handle = rt.block_on(start()).unwrap();
         let base = handle.base_url();
         let http = reqwest::Client::builder().no_proxy().build().unwrap();
         Sim {
