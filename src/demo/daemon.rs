@@ -1,10 +1,12 @@
 //! The demo's daemon: the same binary started as `waq serve --config <dir>/config.toml`, in its
 //! own process group (Ctrl-C at the terminal reaches the demo, which then stops the daemon in
-//! order), with its output in `<dir>/daemon.log`. Dropping the guard stops it: SIGTERM, a short
+//! order), with its output in `<dir>/daemon.log`, where the demo also reads the address of its
+//! webhook listener (on a port the kernel picks). Dropping the guard stops it: SIGTERM, a short
 //! wait, then SIGKILL. Should the demo itself be killed outright, the kernel sends the daemon
 //! SIGTERM (`PR_SET_PDEATHSIG`), so nothing outlives it.
 
 use std::fs::File;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -27,6 +29,7 @@ pub struct DaemonSetup<'a> {
     pub sim_url: String,
     pub phone_number_id: &'a str,
     pub mps: u32,
+    /// `127.0.0.1:0` in the demo: the daemon binds a free port itself and logs which.
     pub webhook_listen: String,
     pub token: &'a str,
     pub app_secret: &'a str,
@@ -45,7 +48,8 @@ impl DaemonSetup<'_> {
 state_dir = {state}
 
 [log]
-level = "warn"
+# Warnings only, but for the webhook listener's start line, which says where it listens.
+level = "warn,waq::webhook=info"
 
 [socket]
 path = {socket}
@@ -103,10 +107,13 @@ pub struct DaemonProcess {
     child: Option<Child>,
     socket: PathBuf,
     log: PathBuf,
+    /// Where the webhook listener listens, as it logged once bound (known once started).
+    webhook: Option<SocketAddr>,
 }
 
 impl DaemonProcess {
-    /// Writes the config and starts the daemon; returns once its socket answers.
+    /// Writes the config and starts the daemon; returns once its socket answers and its
+    /// webhook listener has said where it listens.
     pub async fn start(setup: &DaemonSetup<'_>) -> anyhow::Result<DaemonProcess> {
         let config = setup.dir.join("config.toml");
         std::fs::write(&config, setup.config_toml())
@@ -125,6 +132,9 @@ impl DaemonProcess {
             // The demo's own environment must not reconfigure its daemon.
             .env_remove("WAQ__STATE_DIR")
             .env_remove("WAQ__SOCKET__PATH")
+            // Nor hide or reformat the log line the demo reads the webhook address from.
+            .env_remove("WAQ__LOG__LEVEL")
+            .env_remove("WAQ__LOG__JSON")
             .env_remove("NOTIFY_SOCKET")
             .env_remove("LISTEN_FDS")
             .env_remove("LISTEN_PID")
@@ -140,6 +150,7 @@ impl DaemonProcess {
             child: Some(child),
             socket: setup.socket(),
             log,
+            webhook: None,
         };
         daemon.wait_ready().await?;
         Ok(daemon)
@@ -149,10 +160,19 @@ impl DaemonProcess {
         &self.socket
     }
 
-    /// Waits until `GET /v1/health` answers; fails with the daemon's log if it exited.
+    /// The webhook listener's address (`start` returns only once it is known).
+    pub fn webhook_addr(&self) -> anyhow::Result<SocketAddr> {
+        self.webhook
+            .context("the daemon's webhook listener address is not known")
+    }
+
+    /// Waits until `GET /v1/health` answers and the webhook listener's start line is in the
+    /// log (the listener starts on its own task, so it may come after the health answer);
+    /// fails with the daemon's log if it exited.
     async fn wait_ready(&mut self) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(30);
         let client = Client::new(&self.socket);
+        let mut healthy = false;
         loop {
             if let Some(child) = self.child.as_mut() {
                 if let Some(status) = child.try_wait()? {
@@ -163,12 +183,25 @@ impl DaemonProcess {
                     );
                 }
             }
-            if let Ok(reply) = client.call(Method::GET, "/v1/health", None).await {
-                if reply.status == 200 {
-                    return Ok(());
+            if !healthy {
+                if let Ok(reply) = client.call(Method::GET, "/v1/health", None).await {
+                    healthy = reply.status == 200;
                 }
             }
+            if self.webhook.is_none() {
+                let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+                self.webhook = webhook_addr_in(&text);
+            }
+            if healthy && self.webhook.is_some() {
+                return Ok(());
+            }
             if Instant::now() > deadline {
+                if healthy {
+                    bail!(
+                        "`waq serve` did not log its webhook listener's address within 30 s:\n{}",
+                        self.log_tail()
+                    );
+                }
                 bail!(
                     "`waq serve` did not answer on {} within 30 s:\n{}",
                     self.socket.display(),
@@ -227,6 +260,21 @@ impl Drop for DaemonProcess {
     }
 }
 
+/// The address in the webhook listener's start line (text format:
+/// `... INFO webhook listener ready addr=127.0.0.1:PORT path=/webhook`).
+fn webhook_addr_in(log: &str) -> Option<SocketAddr> {
+    // Complete lines only: one being written could end in a truncated port.
+    let complete = &log[..log.rfind('\n')?];
+    let line = complete
+        .lines()
+        .rev()
+        .find(|l| l.contains("webhook listener ready"))?;
+    line.split_whitespace()
+        .find_map(|word| word.strip_prefix("addr="))?
+        .parse()
+        .ok()
+}
+
 /// Asks the kernel to send the daemon SIGTERM when the demo dies, however it dies.
 fn die_with_parent(cmd: &mut Command) {
     let parent = std::process::id();
@@ -241,5 +289,26 @@ fn die_with_parent(cmd: &mut Command) {
             }
             Ok(())
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_webhook_address_is_read_from_the_listeners_start_line() {
+        let log = "2026-01-01T00:00:00.000000Z  WARN something else addr=10.0.0.1:1\n\
+                   2026-01-01T00:00:00.000001Z  INFO webhook listener ready addr=127.0.0.1:41234 path=/webhook\n";
+        assert_eq!(
+            webhook_addr_in(log),
+            Some("127.0.0.1:41234".parse().unwrap())
+        );
+        assert_eq!(webhook_addr_in("INFO waq is serving\n"), None);
+        // A line still being written is not taken for an address.
+        assert_eq!(
+            webhook_addr_in("INFO webhook listener ready addr=127.0.0.1:4"),
+            None
+        );
     }
 }

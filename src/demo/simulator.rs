@@ -58,8 +58,13 @@ fn baseline_faults() -> FaultConfig {
 }
 
 impl DemoSim {
-    pub async fn start(config: SimConfig) -> anyhow::Result<DemoSim> {
-        let handle = sim::start(config, "127.0.0.1:0".parse()?)
+    /// Serves on `listener`, bound by the caller before the daemon was configured with its
+    /// address (so no other process can take the port in between).
+    pub async fn start(
+        config: SimConfig,
+        listener: tokio::net::TcpListener,
+    ) -> anyhow::Result<DemoSim> {
+        let handle = sim::start_with_listener(config, listener)
             .await
             .context("cannot start the Cloud API simulator")?;
         let http = reqwest::Client::builder()

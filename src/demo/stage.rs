@@ -29,26 +29,33 @@ pub struct Stage {
 impl Stage {
     pub async fn open(args: &DemoArgs, ui: &Ui) -> anyhow::Result<Stage> {
         let dir = super::workdir::WorkDir::create()?;
-        // The daemon's webhook port is chosen now: the simulator's webhook URL is fixed at start.
-        let webhook = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .context("cannot find a free loopback port for the webhook listener")?;
-        let sim = DemoSim::start(simulator::config(args.mps, TOKEN, APP_SECRET, webhook)).await?;
+        // Each side needs the other's address, and no port is picked and freed for someone to
+        // take meanwhile: the simulator's listener is bound (and held) first, the daemon binds
+        // a free port of its own and logs it, and only then, with the daemon's webhook URL in
+        // its config, does the simulator serve. The daemon calls it only once messages are
+        // enqueued, after this; an earlier connection would wait in the listen backlog.
+        let sim_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .context("cannot bind a loopback port for the Cloud API simulator")?;
+        let sim_addr = sim_listener.local_addr()?;
+        let setup = DaemonSetup {
+            dir: dir.path(),
+            sim_url: format!("http://{sim_addr}"),
+            phone_number_id: PHONE_NUMBER_ID,
+            mps: args.mps,
+            webhook_listen: "127.0.0.1:0".into(),
+            token: TOKEN,
+            app_secret: APP_SECRET,
+        };
+        let daemon = DaemonProcess::start(&setup).await?;
+        let webhook = daemon.webhook_addr()?;
+        let config = simulator::config(args.mps, TOKEN, APP_SECRET, webhook);
+        let sim = DemoSim::start(config, sim_listener).await?;
         ui.say(&format!(
             "Simulator  {}: number {PHONE_NUMBER_ID} at {} messages/s",
             sim.base_url(),
             args.mps
         ));
-        let setup = DaemonSetup {
-            dir: dir.path(),
-            sim_url: sim.base_url(),
-            phone_number_id: PHONE_NUMBER_ID,
-            mps: args.mps,
-            webhook_listen: webhook.to_string(),
-            token: TOKEN,
-            app_secret: APP_SECRET,
-        };
-        let daemon = DaemonProcess::start(&setup).await?;
         ui.say(&format!(
             "Daemon     waq serve --config {}",
             dir.path().join("config.toml").display()
