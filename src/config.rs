@@ -443,6 +443,22 @@ const SIM_OVERRIDE_PREFIX: &str = "WAQ_SIM__";
 /// The longest path a Unix socket can be bound to on Linux (`sun_path` less its NUL).
 pub const MAX_SOCKET_PATH: usize = 107;
 
+/// The directory that holds the socket `path`.
+pub fn socket_dir(path: &Path) -> PathBuf {
+    match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(d) => d.to_path_buf(),
+        None => PathBuf::from("."),
+    }
+}
+
+/// Where the daemon of process `pid` binds the socket `path` first: in a private directory
+/// beside it, before renaming it into place (see `api::bind`). The pid is written with 7
+/// digits (Linux's largest is 4,194,304), so whether this fits a socket's address does not
+/// depend on the pid.
+pub fn staged_socket_path(path: &Path, pid: u32) -> PathBuf {
+    socket_dir(path).join(format!(".wb{pid:07}")).join("s")
+}
+
 /// The largest body a request may be allowed: bodies are held in memory.
 const MAX_BODY_LIMIT: i64 = 1 << 30;
 /// The largest budget of bodies held in memory at once: 1 TiB.
@@ -630,6 +646,20 @@ impl Config {
                 "socket.path",
                 format!(
                     "is {path_len} bytes long; a Unix socket's path can be at most {MAX_SOCKET_PATH}: choose a shorter one"
+                ),
+            ));
+        }
+        let staged = staged_socket_path(&socket_path, 0);
+        let staged_len = staged.as_os_str().len();
+        if staged_len > MAX_SOCKET_PATH {
+            return Err(err(
+                "socket.path",
+                format!(
+                    "is bound first as {} (a private directory beside it, then renamed into \
+                     place), {staged_len} bytes long; a Unix socket's path can be at most \
+                     {MAX_SOCKET_PATH}: choose a shorter directory (at most {} bytes)",
+                    staged.display(),
+                    MAX_SOCKET_PATH - (staged_len - socket_dir(&socket_path).as_os_str().len())
                 ),
             ));
         }
@@ -1908,6 +1938,16 @@ mod bounds {
                 .path,
             Path::new(fits)
         );
+        // The socket is bound first in a private directory beside it: a short name in a
+        // long directory does not fit there, and is refused here rather than at its bind.
+        let dir = |len: usize| format!("/{}", "d".repeat(len - 1));
+        let short_name = format!("{}/w.sock", dir(95));
+        assert!(short_name.len() <= 107);
+        let e = with("socket", &format!("path = {short_name:?}")).unwrap_err();
+        assert_eq!(e.key, "socket.path");
+        assert!(e.message.contains("at most 94 bytes"), "{e}");
+        let fits = format!("{}/w.sock", dir(94));
+        assert!(with("socket", &format!("path = {fits:?}")).is_ok());
     }
 
     #[test]

@@ -2256,12 +2256,12 @@ fn a_request_refused_on_its_head_does_not_ask_for_a_body_it_would_drop() {
 }
 
 #[test]
-fn a_request_whose_client_leaves_before_the_answer_is_still_carried_out_whole() {
+fn a_client_that_ends_its_side_after_the_request_still_gets_the_answer() {
     use std::io::{Read, Write};
     let sim = common::Sim::start(common::sim_config());
-    let mut d = Daemon::builder().against(&sim).start();
-    // As `nc -N` or a script calling shutdown(SHUT_WR) does: request, then end of writing.
-    // The server takes that end as the client leaving, and the answer is lost with it.
+    let d = Daemon::builder().against(&sim).start();
+    // As `nc -N`, socat or a script calling shutdown(SHUT_WR) does: request, then end of
+    // writing, then read the answer until the daemon closes.
     let send = |path: &str, body: &Value| {
         let mut s = std::os::unix::net::UnixStream::connect(&d.socket).unwrap();
         s.set_read_timeout(Some(common::PATIENCE)).unwrap();
@@ -2272,23 +2272,42 @@ fn a_request_whose_client_leaves_before_the_answer_is_still_carried_out_whole() 
         s.read_to_string(&mut answer).unwrap();
         answer
     };
+    let single = send("/v1/messages", &common::template_request("+14155550170"));
+    assert!(single.starts_with("HTTP/1.1 202"), "{single}");
+    assert!(single.contains(r#""state":"queued""#), "{single}");
+    let batch: Vec<Value> = (1..4)
+        .map(|i| common::template_request(&format!("+1415555017{i}")))
+        .collect();
+    let answer = send("/v1/messages/batch", &Value::Array(batch));
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(answer.matches(r#""state":"queued""#).count(), 3, "{answer}");
+    d.wait_count("sent", 4, common::PATIENCE);
+}
+
+#[test]
+fn a_request_whose_client_leaves_before_the_answer_is_still_carried_out_whole() {
+    use std::io::Write;
+    let sim = common::Sim::start(common::sim_config());
+    let mut d = Daemon::builder().against(&sim).start();
+    // The client writes its request and closes at once, reading nothing.
+    let send_and_leave = |path: &str, body: &Value| {
+        let mut s = std::os::unix::net::UnixStream::connect(&d.socket).unwrap();
+        let request = common::request_bytes("POST", path, Some(body.to_string().as_bytes()));
+        s.write_all(&request).unwrap();
+    };
     let keyed = |to: &str, key: &str| {
         let mut r = common::template_request(to);
         r["idempotency_key"] = json!(key);
         r
     };
-    let single = keyed("+14155550160", "half-close-0");
+    let single = keyed("+14155550160", "left-0");
     let batch: Vec<Value> = (1..4)
-        .map(|i| keyed(&format!("+1415555016{i}"), &format!("half-close-{i}")))
+        .map(|i| keyed(&format!("+1415555016{i}"), &format!("left-{i}")))
         .collect();
-    send("/v1/messages", &single);
+    send_and_leave("/v1/messages", &single);
     // A batch takes two commits, far longer than the server takes to see the end of the
     // connection: its future is dropped before its answer, and finishes detached.
-    let answer = send("/v1/messages/batch", &Value::Array(batch.clone()));
-    assert_eq!(
-        answer, "",
-        "the batch was answered before the client was seen gone"
-    );
+    send_and_leave("/v1/messages/batch", &Value::Array(batch.clone()));
     // The requests ran to their end: stored, committed, handed to the dispatcher (sent), and
     // a retry with the same keys hears so.
     d.wait_count("sent", 4, common::PATIENCE);
@@ -2336,6 +2355,19 @@ fn an_events_follower_that_goes_away_frees_its_connection_at_once() {
             seen.extend_from_slice(&buf[..n]);
         }
         assert!(seen.starts_with(b"HTTP/1.1 200"), "follower {i}");
+    }
+    // Followers that end their side of the connection after asking are taken as gone too:
+    // the daemon ends each stream (`read_to_end` returns) and its slot comes free.
+    for i in 0..12 {
+        let mut s = std::os::unix::net::UnixStream::connect(&d.socket).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        s.write_all(&common::request_bytes("GET", "/v1/events", None))
+            .unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut seen = Vec::new();
+        s.read_to_end(&mut seen)
+            .unwrap_or_else(|e| panic!("half-closed follower {i} was not ended: {e}"));
     }
     assert_eq!(d.get("/v1/health").status, 200);
 }

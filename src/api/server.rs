@@ -105,10 +105,7 @@ pub fn bind(
     }
     let path = &cfg.path;
     clear_stale(path)?;
-    let dir = match path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        Some(d) => d.to_path_buf(),
-        None => std::path::PathBuf::from("."),
-    };
+    let dir = crate::config::socket_dir(path);
     // Directories waq makes for the socket: writable by its user alone (the umask can narrow
     // that further), or another user could replace the socket with a listener of its own.
     std::fs::DirBuilder::new()
@@ -118,9 +115,10 @@ pub fn bind(
         .with_context(|| format!("socket.path: cannot create {}", dir.display()))?;
     // Bound inside a private (0700) directory, given its mode, then renamed into place: there is
     // no moment in which the socket is reachable with a wider mode than configured.
-    // Short names: the staged path must fit a socket address's 107 bytes too.
-    let staging = dir.join(format!(".wb{}", std::process::id()));
-    let staged = staging.join("s");
+    // Short names: the staged path must fit a socket address's 107 bytes too (the
+    // configuration's check makes sure it does).
+    let staged = crate::config::staged_socket_path(path, std::process::id());
+    let staging = staged.parent().map_or_else(|| dir.clone(), Path::to_path_buf);
     let over = staged.as_os_str().len() as isize - crate::config::MAX_SOCKET_PATH as isize;
     if over > 0 {
         anyhow::bail!(
@@ -411,11 +409,10 @@ async fn serve_connection(
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
         .keep_alive(true)
-        // No half-closed connections: with them hyper stops noticing a client that went away
-        // while its answer is still streaming (`GET /v1/events`), which would keep its
-        // connection slot until the next event. A client that shuts down its side after its
-        // request loses the answer, not the request (`RunToEnd`).
-        .half_close(false)
+        // A client that shuts down its side after its request (`nc -N`, socat) still gets
+        // its answer. hyper then no longer ends a connection whose answer streams
+        // (`GET /v1/events`) when its client goes away: `follower_gone` below does.
+        .half_close(true)
         // Aggregating the answers to pipelined requests would leave hyper's own answer to a
         // head it cannot parse (400, 414, 431) unflushed when it closes the connection.
         .pipeline_flush(false)
@@ -424,6 +421,8 @@ async fn serve_connection(
         .writev(false)
         .serve_connection(TokioIo::new(Watched::new(stream, slot.clone())), service);
     tokio::pin!(conn);
+    let follower_gone = slot.follower_gone();
+    tokio::pin!(follower_gone);
     loop {
         tokio::select! {
             // The connection first: bytes that arrived with the ask are read, and count.
@@ -434,6 +433,8 @@ async fn serve_connection(
                 }
                 return;
             }
+            // Dropping the connection ends its stream and frees its slot.
+            () = &mut follower_gone => return,
             changed = signal.changed() => {
                 // A server gone counts as a stop.
                 let asked = changed.map(|()| *signal.borrow_and_update()).unwrap_or(ToConnections {

@@ -5,14 +5,16 @@
 //! the last is kept for the requests that end (a health check, an enqueue).
 
 use std::io;
+use std::os::fd::{AsFd, OwnedFd};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use tokio::io::Interest;
+use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit};
 
 /// While a connected peer waits for a slot, the connections are asked again this often: one
 /// that was busy at the last ask may be idle now.
@@ -79,6 +81,10 @@ pub struct Slot {
     moved: AtomicBool,
     /// When it connected or its last request ended, in milliseconds since `epoch`.
     active_at_ms: AtomicU64,
+    /// A second handle on the connection of an event stream, handed over when the stream's
+    /// first bytes leave, to see its follower go (`follower_gone`).
+    follower: Mutex<Option<OwnedFd>>,
+    follower_handed: Notify,
     epoch: Instant,
     shared: Arc<Slots>,
 }
@@ -97,6 +103,8 @@ impl Slot {
             streams: AtomicBool::new(false),
             moved: AtomicBool::new(false),
             active_at_ms: AtomicU64::new(0),
+            follower: Mutex::new(None),
+            follower_handed: Notify::new(),
             epoch,
             shared,
         };
@@ -125,6 +133,39 @@ impl Slot {
             self.streams.store(true, Relaxed);
         }
         taken
+    }
+
+    /// Resolves when the peer of a connection that streams events has ended its side
+    /// (closed, or `shutdown(SHUT_WR)`): it is taken as gone, and dropping its connection
+    /// frees the slot at once rather than at the next event written. hyper does not read a
+    /// connection while its answer streams, so the connection is watched through a handle of
+    /// its own. Never resolves for a connection that does not stream.
+    pub async fn follower_gone(&self) {
+        let fd = loop {
+            self.follower_handed.notified().await;
+            let handed = self.follower.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if let Some(fd) = handed {
+                break fd;
+            }
+        };
+        let watch = match tokio::net::UnixStream::from_std(std::os::unix::net::UnixStream::from(fd)) {
+            Ok(w) => w,
+            // Not watched: the stream ends at its next write instead.
+            Err(_) => return std::future::pending().await,
+        };
+        loop {
+            match watch.ready(Interest::READABLE).await {
+                Ok(ready) if ready.is_read_closed() => return,
+                // Bytes sent after the request: left for hyper, and the readiness cleared so
+                // that only the next change wakes this.
+                Ok(_) => {
+                    let _ = watch.try_io(Interest::READABLE, || {
+                        Err::<(), _>(io::ErrorKind::WouldBlock.into())
+                    });
+                }
+                Err(_) => return,
+            }
+        }
     }
 
     pub fn max_streams(&self) -> usize {
@@ -192,11 +233,31 @@ impl Drop for InRequest {
 pub struct Watched<S> {
     inner: S,
     slot: Arc<Slot>,
+    /// Whether the slot got its handle on the connection (see `Slot::follower_gone`).
+    handed_follower: bool,
 }
 
-impl<S> Watched<S> {
+impl<S: AsFd> Watched<S> {
     pub fn new(inner: S, slot: Arc<Slot>) -> Self {
-        Watched { inner, slot }
+        Watched {
+            inner,
+            slot,
+            handed_follower: false,
+        }
+    }
+
+    /// After bytes left: if they began an event stream, hands the slot its handle on the
+    /// connection (once; streams are the only answers that need it).
+    fn wrote(&mut self) {
+        self.slot.moved.store(true, Relaxed);
+        if self.handed_follower || !self.slot.streams.load(Relaxed) {
+            return;
+        }
+        self.handed_follower = true;
+        if let Ok(fd) = self.inner.as_fd().try_clone_to_owned() {
+            *self.slot.follower.lock().unwrap_or_else(|p| p.into_inner()) = Some(fd);
+            self.slot.follower_handed.notify_one();
+        }
     }
 }
 
@@ -215,7 +276,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
+impl<S: AsyncWrite + AsFd + Unpin> AsyncWrite for Watched<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -223,7 +284,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     ) -> Poll<io::Result<usize>> {
         let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
         if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            self.slot.moved.store(true, Relaxed);
+            self.wrote();
         }
         polled
     }
@@ -235,7 +296,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     ) -> Poll<io::Result<usize>> {
         let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
         if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            self.slot.moved.store(true, Relaxed);
+            self.wrote();
         }
         polled
     }
