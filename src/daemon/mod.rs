@@ -133,10 +133,10 @@ pub async fn start(
         // Meta still counts the requests made just before the stop: the pair budgets and
         // windows of departures start from them, read in the same scan.
         let mut recent = recovering.recent_departures();
-        let (total, parts) = recovering_store
-            .recover_in_parts(crate::dispatch::RecoveredPart::default, |part, m| {
-                recovering.recover(part, &recent, m)
-            })?;
+        let (total, parts) = recovering_store.recover_in_parts(
+            || crate::dispatch::RecoveredPart::new(&recent),
+            |part, m| recovering.recover(part, &m),
+        )?;
         let pending = recovering.recovered(parts, &mut recent);
         let requests = recent.len();
         let held = recovering.seed(recent);

@@ -81,8 +81,35 @@ impl RecentDepartures {
     }
 
     /// Whether `m` was touched recently enough to hold requests that still count.
-    pub fn may_have_requests(&self, m: &Message) -> bool {
+    fn may_have_requests(&self, m: &Message) -> bool {
         m.updated_at_ms >= self.since_ms
+    }
+
+    /// An empty gathering over the same moments, for one part of a scan read side by side
+    /// with others (see [`merge`](Self::merge)).
+    pub fn empty_like(&self) -> RecentDepartures {
+        RecentDepartures {
+            senders: HashMap::new(),
+            ..*self
+        }
+    }
+
+    /// Adds what `part` (made by [`empty_like`](Self::empty_like)) gathered.
+    pub fn merge(&mut self, part: RecentDepartures) {
+        for (name, theirs) in part.senders {
+            let since_ms = self.since_ms;
+            let ours = self
+                .senders
+                .entry(name)
+                .or_insert_with(|| SenderDepartures {
+                    since_ms,
+                    ..SenderDepartures::default()
+                });
+            for (to, times) in theirs.pairs {
+                ours.pairs.entry(to).or_default().extend(times);
+            }
+            ours.left_by.extend(theirs.left_by);
+        }
     }
 
     fn note(&mut self, m: &Message, answered_ms: Option<u64>) {
@@ -223,5 +250,50 @@ mod tests {
         left_by.sort_unstable();
         assert_eq!(left_by, vec![None, Some(now - 400)]);
         assert_eq!(r.len(), 4);
+    }
+
+    #[test]
+    fn parts_gathered_apart_and_merged_are_what_one_gathering_sees() {
+        let now = 10_000_000;
+        let pair = PairLimit {
+            interval_ms: 6_000,
+            burst: 45,
+        };
+        use State::*;
+        let mut messages = Vec::new();
+        for i in 0..6u64 {
+            let to = ["a", "b", "c"][i as usize % 3];
+            messages.push(message(
+                to,
+                &[(now - 900 - i, Sending), (now - 800 - i, Sent)],
+            ));
+        }
+        messages.push(message("a", &[(now - 100, Sending)]));
+        let mut whole = RecentDepartures::new(now, pair);
+        messages.iter().for_each(|m| whole.observe(m));
+        let mut merged = RecentDepartures::new(now, pair);
+        let (mut first, mut second) = (merged.empty_like(), merged.empty_like());
+        messages[..3].iter().for_each(|m| first.observe(m));
+        messages[3..].iter().for_each(|m| second.observe(m));
+        merged.merge(first);
+        merged.merge(second);
+        let sorted = |r: &RecentDepartures| {
+            let main = &r.senders["main"];
+            let mut pairs: Vec<(String, Vec<u64>)> = main
+                .pairs
+                .iter()
+                .map(|(to, t)| {
+                    let mut t = t.clone();
+                    t.sort_unstable();
+                    (to.clone(), t)
+                })
+                .collect();
+            pairs.sort();
+            let mut left_by = main.left_by.clone();
+            left_by.sort_unstable();
+            (main.since_ms, pairs, left_by)
+        };
+        assert_eq!(sorted(&merged), sorted(&whole));
+        assert_eq!(merged.len(), 7);
     }
 }
