@@ -69,8 +69,16 @@ pub fn scan_parts<P: Send>(
     let mut parts: Vec<(usize, P)> = Vec::with_capacity(bounds.len());
     let workers = threads.clamp(1, bounds.len().max(1));
     std::thread::scope(|s| {
-        // The calling thread reads too: one fewer to start.
-        let helpers: Vec<_> = (1..workers).map(|_| s.spawn(read_parts)).collect();
+        // The calling thread reads too: one fewer to start. A thread the system refuses
+        // leaves its parts to the others.
+        let helpers: Vec<_> = (1..workers)
+            .filter_map(|_| {
+                std::thread::Builder::new()
+                    .name("waq-scan".into())
+                    .spawn_scoped(s, read_parts)
+                    .ok()
+            })
+            .collect();
         let mut first_error = read_parts().map(|done| parts.extend(done)).err();
         for h in helpers {
             match h.join() {
