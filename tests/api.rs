@@ -434,7 +434,11 @@ fn a_body_that_starts_with_a_byte_order_mark_is_read() {
     assert_eq!(m["to"], "14155551277", "{m}");
     // The same for the other JSON bodies: a batch, and an inbound message.
     let mut batch = b"\xEF\xBB\xBF".to_vec();
-    batch.extend_from_slice(json!([template_request("+14155551278")]).to_string().as_bytes());
+    batch.extend_from_slice(
+        json!([template_request("+14155551278")])
+            .to_string()
+            .as_bytes(),
+    );
     let r = d.request("POST", "/v1/messages/batch", Some(&batch));
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["results"][0]["state"], "queued", "{}", r.text());

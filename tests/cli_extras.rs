@@ -424,7 +424,13 @@ fn events_does_not_print_heartbeats() {
 fn events_heartbeat_is_checked_on_the_command_line() {
     for value in ["0", "3601", "1.5", "soon"] {
         let out = Command::new(bin())
-            .args(["events", "--heartbeat", value, "--socket", "/nonexistent/waq.sock"])
+            .args([
+                "events",
+                "--heartbeat",
+                value,
+                "--socket",
+                "/nonexistent/waq.sock",
+            ])
             .output()
             .unwrap();
         assert_eq!(out.status.code(), Some(2), "--heartbeat {value}");

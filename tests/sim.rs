@@ -784,7 +784,11 @@ async fn inbound_opens_the_window_and_is_signed() {
 async fn inbound_names_an_unknown_key_before_a_missing_one() {
     let sim = start(SimConfig::default()).await;
     for (body, unknown, meant) in [
-        (json!({"form": "+1 415 555 0100"}), "\"form\"", Some("`from`")),
+        (
+            json!({"form": "+1 415 555 0100"}),
+            "\"form\"",
+            Some("`from`"),
+        ),
         (
             json!({"from": "+1 415 555 0100", "txet": "Hi"}),
             "\"txet\"",

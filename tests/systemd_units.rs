@@ -126,6 +126,9 @@ fn the_shipped_config_starts_with_what_the_unit_gives_it() {
     }
     let status = daemon.wait().unwrap();
     let log = std::fs::read_to_string(&log).unwrap();
-    assert!(served.is_ok(), "the daemon did not serve: {served:?}\n{log}");
+    assert!(
+        served.is_ok(),
+        "the daemon did not serve: {served:?}\n{log}"
+    );
     assert!(status.success(), "{status}\n{log}");
 }

@@ -407,10 +407,7 @@ mod tests {
         assert_eq!(body(b"\xEF\xBB\xBF{}"), &b"{}"[..]);
         assert_eq!(body(b"{}"), &b"{}"[..]);
         // A second one is the text's, and malformed.
-        assert_eq!(
-            body(b"\xEF\xBB\xBF\xEF\xBB\xBF{}"),
-            &b"\xEF\xBB\xBF{}"[..]
-        );
+        assert_eq!(body(b"\xEF\xBB\xBF\xEF\xBB\xBF{}"), &b"\xEF\xBB\xBF{}"[..]);
     }
 
     #[test]
