@@ -118,7 +118,9 @@ pub fn bind(
     // Short names: the staged path must fit a socket address's 107 bytes too (the
     // configuration's check makes sure it does).
     let staged = crate::config::staged_socket_path(path, std::process::id());
-    let staging = staged.parent().map_or_else(|| dir.clone(), Path::to_path_buf);
+    let staging = staged
+        .parent()
+        .map_or_else(|| dir.clone(), Path::to_path_buf);
     let over = staged.as_os_str().len() as isize - crate::config::MAX_SOCKET_PATH as isize;
     if over > 0 {
         anyhow::bail!(

@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::io::Interest;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit};
 
 /// While a connected peer waits for a slot, the connections are asked again this often: one
@@ -143,12 +143,17 @@ impl Slot {
     pub async fn follower_gone(&self) {
         let fd = loop {
             self.follower_handed.notified().await;
-            let handed = self.follower.lock().unwrap_or_else(|p| p.into_inner()).take();
+            let handed = self
+                .follower
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
             if let Some(fd) = handed {
                 break fd;
             }
         };
-        let watch = match tokio::net::UnixStream::from_std(std::os::unix::net::UnixStream::from(fd)) {
+        let watch = match tokio::net::UnixStream::from_std(std::os::unix::net::UnixStream::from(fd))
+        {
             Ok(w) => w,
             // Not watched: the stream ends at its next write instead.
             Err(_) => return std::future::pending().await,
