@@ -1847,9 +1847,16 @@ mod shipped_config {
     /// The commented config.toml at the top of the repository parses and matches the defaults.
     #[test]
     fn shipped_config_toml_is_valid_and_shows_defaults() {
-        std::env::set_var("WA_ACCESS_TOKEN", "test-token");
-        let text = include_str!("../config.toml");
-        let c = Config::from_toml(text, Path::new(".")).unwrap();
+        // Its token is the unit's credential. The credentials directory is written out here
+        // rather than set: the variable belongs to another test (the environment is shared).
+        let creds = tempfile::tempdir().unwrap();
+        std::fs::write(creds.path().join("wa_access_token"), "test-token\n").unwrap();
+        let text = include_str!("../config.toml").replace(
+            "\"${CREDENTIALS_DIRECTORY}/",
+            &format!("\"{}/", creds.path().display()),
+        );
+        let c = Config::from_toml(&text, Path::new(".")).unwrap();
+        assert_eq!(c.senders[0].token.expose(), "test-token");
         let d = Config::from_toml(
             "[[senders]]\nname=\"main\"\nphone_number_id=\"120000000000001\"\ntoken=\"x\"",
             Path::new("."),

@@ -421,6 +421,35 @@ fn concurrent_large_batches_are_held_within_the_body_budget() {
     );
 }
 
+/// A UTF-8 byte-order mark before the JSON (Windows PowerShell 5 writes one) is ignored, as
+/// RFC 8259 allows: the send is taken as without it.
+#[test]
+fn a_body_that_starts_with_a_byte_order_mark_is_read() {
+    let d = Daemon::start();
+    let mut body = b"\xEF\xBB\xBF".to_vec();
+    body.extend_from_slice(template_request("+14155551277").to_string().as_bytes());
+    let r = d.request("POST", "/v1/messages", Some(&body));
+    assert_eq!(r.status, 202, "{}", r.text());
+    let m = d.get(&format!("/v1/messages/{}", id_of(&r))).json();
+    assert_eq!(m["to"], "14155551277", "{m}");
+    // The same for the other JSON bodies: a batch, and an inbound message.
+    let mut batch = b"\xEF\xBB\xBF".to_vec();
+    batch.extend_from_slice(
+        json!([template_request("+14155551278")])
+            .to_string()
+            .as_bytes(),
+    );
+    let r = d.request("POST", "/v1/messages/batch", Some(&batch));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["results"][0]["state"], "queued", "{}", r.text());
+    let r = d.request(
+        "POST",
+        "/v1/inbound",
+        Some("\u{feff}{\"from\": \"+14155551279\"}".as_bytes()),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
 /// As at Meta, a message without `type` is a text message: stored, shown and sent as one.
 #[test]
 fn a_message_without_type_is_sent_as_text() {

@@ -391,6 +391,55 @@ fn a_reader_that_stops_early_ends_the_command_quietly() {
 }
 
 #[test]
+fn events_with_a_heartbeat_notices_a_reader_gone_while_the_daemon_is_quiet() {
+    let d = Daemon::start();
+    // Nothing is enqueued: after `subscribed` only heartbeats come, and the command notices
+    // at one of them that its reader is gone (without --heartbeat it would wait for an event).
+    let (code, err) = closed_early(&d, &["events", "--heartbeat", "1"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn events_does_not_print_heartbeats() {
+    let d = Daemon::start();
+    let mut child = spawn_client(&d, &["events", "--heartbeat", "1"]);
+    let (rx, reader) = lines_of(&mut child);
+    let first = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+    assert!(first.contains("\"subscribed\""), "{first}");
+    // Time for a heartbeat or two, none of them printed; the stream goes on after them.
+    if let Ok(line) = rx.recv_timeout(Duration::from_millis(2500)) {
+        panic!("printed while nothing happened: {line}");
+    }
+    let r = d.post("/v1/messages", &parked(template_request("+14155551234")));
+    assert_eq!(r.status, 202);
+    let line = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+    assert!(!line.contains("heartbeat"), "{line}");
+    assert!(line.contains("0000000000000001"), "{line}");
+    assert_eq!(interrupt(&mut child).code(), Some(0));
+    let _ = reader.join();
+}
+
+#[test]
+fn events_heartbeat_is_checked_on_the_command_line() {
+    for value in ["0", "3601", "1.5", "soon"] {
+        let out = Command::new(bin())
+            .args([
+                "events",
+                "--heartbeat",
+                value,
+                "--socket",
+                "/nonexistent/waq.sock",
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "--heartbeat {value}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("--heartbeat"), "{err}");
+    }
+}
+
+#[test]
 fn usage_errors_do_not_list_the_socket_from_the_environment_as_required() {
     let out = Command::new(bin())
         .args(["send", "--json"])

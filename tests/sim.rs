@@ -778,6 +778,57 @@ async fn inbound_opens_the_window_and_is_signed() {
     sim.shutdown().await;
 }
 
+/// A misspelt key is named as such, with the key meant, before the key it stands for is found
+/// missing (SIMULATOR.md: unknown keys are named).
+#[tokio::test]
+async fn inbound_names_an_unknown_key_before_a_missing_one() {
+    let sim = start(SimConfig::default()).await;
+    for (body, unknown, meant) in [
+        (
+            json!({"form": "+1 415 555 0100"}),
+            "\"form\"",
+            Some("`from`"),
+        ),
+        (
+            json!({"from": "+1 415 555 0100", "txet": "Hi"}),
+            "\"txet\"",
+            Some("`text`"),
+        ),
+        (
+            json!({"from": "+1 415 555 0100", "type": "button", "buton": {"text": "Yes"}}),
+            "\"buton\"",
+            Some("`button`"),
+        ),
+        (json!({"bogus": 1}), "\"bogus\"", None),
+    ] {
+        let (status, answer) = sim_post(&sim, "/sim/inbound", body.clone()).await;
+        assert_eq!(status, 400, "{body}: {answer}");
+        let message = answer["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(&format!("unknown key {unknown}")),
+            "{body}: {message}"
+        );
+        assert!(!message.contains("missing field"), "{body}: {message}");
+        match meant {
+            Some(meant) => assert!(
+                message.contains(&format!("did you mean {meant}?")),
+                "{body}: {message}"
+            ),
+            None => assert!(!message.contains("did you mean"), "{body}: {message}"),
+        }
+    }
+    // Without a typo, a missing `from` is still said to be missing.
+    let (status, answer) = sim_post(&sim, "/sim/inbound", json!({"text": "Hi"})).await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("missing field `from`")),
+        "{answer}"
+    );
+    sim.shutdown().await;
+}
+
 /// Brazil: dialled with the ninth digit, known to WhatsApp by the 12-digit id it registered with.
 const DIALLED_BR: &str = "5511987654321";
 const WA_ID_BR: &str = "551187654321";

@@ -1,8 +1,10 @@
 //! The shipped unit files: `systemd-analyze verify` is clean and the hardening scores at most
-//! 2.0 ("OK") in `systemd-analyze security`. Needs systemd-analyze (CI installs it).
+//! 2.0 ("OK") in `systemd-analyze security` (these need systemd-analyze; CI installs it); the
+//! shipped config.toml starts with what the unit gives it.
 
 use std::path::Path;
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 fn analyze_available() -> bool {
     Command::new("systemd-analyze")
@@ -69,4 +71,64 @@ fn hardening_scores_ok() {
         .unwrap_or_else(|| panic!("cannot read the score in {line:?}"));
     eprintln!("{line}");
     assert!(score <= 2.0, "exposure {score} > 2.0: {line}");
+}
+
+/// The shipped config.toml, installed as the README says, starts under the shipped unit: the
+/// secrets it reads are the credentials the unit loads (`LoadCredential=`), in the unit's
+/// environment (`Environment=`, its paths moved into a temporary directory) and no other.
+#[test]
+fn the_shipped_config_starts_with_what_the_unit_gives_it() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let service = std::fs::read_to_string(root.join("systemd/waq.service")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let creds = dir.path().join("credentials");
+    std::fs::create_dir(&creds).unwrap();
+    let socket = dir.path().join("waq.sock");
+    let log = dir.path().join("waq.log");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_waq"));
+    cmd.arg("serve")
+        .arg("--config")
+        .arg(root.join("config.toml"))
+        .env_clear()
+        .env("CREDENTIALS_DIRECTORY", &creds)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+    for line in service.lines() {
+        if let Some(credential) = line.strip_prefix("LoadCredential=") {
+            let (name, _) = credential.split_once(':').unwrap();
+            std::fs::write(creds.join(name), "test-secret\n").unwrap();
+        } else if let Some(assignment) = line.strip_prefix("Environment=") {
+            let (name, value) = assignment.split_once('=').unwrap();
+            match name {
+                "WAQ__STATE_DIR" => cmd.env(name, dir.path().join("state")),
+                "WAQ__SOCKET__PATH" => cmd.env(name, &socket),
+                _ => cmd.env(name, value),
+            };
+        }
+    }
+    let mut daemon = cmd.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let served = loop {
+        if let Some(status) = daemon.try_wait().unwrap() {
+            break Err(format!("it exited: {status}"));
+        }
+        if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+            break Ok(());
+        }
+        if Instant::now() > deadline {
+            break Err("no socket within 30 s".to_string());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    unsafe {
+        libc::kill(daemon.id() as i32, libc::SIGTERM);
+    }
+    let status = daemon.wait().unwrap();
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        served.is_ok(),
+        "the daemon did not serve: {served:?}\n{log}"
+    );
+    assert!(status.success(), "{status}\n{log}");
 }

@@ -27,8 +27,8 @@ use super::server::stopped;
 /// Lines buffered between the forwarding task and a slow client; past that, the broadcast
 /// channel's own buffer absorbs the lag and reports it.
 const BUFFERED_LINES: usize = 64;
-/// The longest `heartbeat_s` taken.
-const MAX_HEARTBEAT_S: u64 = 3600;
+/// The longest `heartbeat_s` taken (`waq events --heartbeat` checks against it too).
+pub const MAX_HEARTBEAT_S: u64 = 3600;
 
 /// `?heartbeat_s=N`: a `heartbeat` line after every N seconds without one, so that a reader can
 /// tell a quiet stream from a daemon gone silent (and the daemon a reader gone away).

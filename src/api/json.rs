@@ -168,7 +168,10 @@ pub async fn read_body(
     match gathered.await {
         Ok(Ok(bytes)) => {
             reserved.fit(bytes.len());
-            Ok(HeldBody { bytes, reserved })
+            Ok(HeldBody {
+                bytes: without_bom(bytes),
+                reserved,
+            })
         }
         Ok(Err(Gather::TooLarge)) => {
             // The rest of a chunked body found too large is still read and dropped before
@@ -188,6 +191,20 @@ pub async fn read_body(
                 BODY_TIMEOUT.as_secs()
             ),
         )),
+    }
+}
+
+/// UTF-8's byte-order mark, which some clients put before a JSON text (Windows PowerShell 5
+/// writes one).
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// `bytes` without one leading byte-order mark: RFC 8259 (section 8.1) lets a parser ignore
+/// it, and it carries nothing in UTF-8, while it would otherwise be refused as malformed JSON
+/// at line 1, column 1, which names no cause.
+fn without_bom(bytes: Bytes) -> Bytes {
+    match bytes.starts_with(BOM) {
+        true => bytes.slice(BOM.len()..),
+        false => bytes,
     }
 }
 
@@ -382,6 +399,15 @@ mod tests {
         assert!(e.message.contains("line 2, column"), "{}", e.message);
         assert_eq!(parse(b"  ").unwrap_err().code, "malformed_json");
         assert!(parse(b"{\"a\":1}").is_ok());
+    }
+
+    #[test]
+    fn one_leading_byte_order_mark_is_dropped() {
+        let body = |b: &'static [u8]| without_bom(Bytes::from_static(b));
+        assert_eq!(body(b"\xEF\xBB\xBF{}"), &b"{}"[..]);
+        assert_eq!(body(b"{}"), &b"{}"[..]);
+        // A second one is the text's, and malformed.
+        assert_eq!(body(b"\xEF\xBB\xBF\xEF\xBB\xBF{}"), &b"\xEF\xBB\xBF{}"[..]);
     }
 
     #[test]

@@ -22,6 +22,7 @@ mod stats;
 mod unread_body;
 mod view;
 
+pub use events::MAX_HEARTBEAT_S;
 pub use messages::MAX_BATCH_ITEMS;
 pub use routes::{router, Ctx};
 pub use server::{bind, run, Listener};

@@ -5,6 +5,11 @@
 //! `{"event":"closed","code","message"}`: exit 1, a refusal, with its message. A stream that
 //! ends without either line was ended for a reason the daemon does not give: exit 3, the
 //! daemon is lost to this command.
+//!
+//! With `--heartbeat N` the daemon sends a `heartbeat` line after N quiet seconds. It is not
+//! printed (it is no event): it is the command's moment to look whether its reader is still
+//! there, which otherwise only the next write would tell (`waq events | head -1` on a quiet
+//! daemon would wait for the next event).
 
 use std::borrow::Cow;
 use std::path::Path;
@@ -19,8 +24,12 @@ use super::{out, watch, ClientOpts, EXIT_OK, EXIT_REFUSED};
 /// with no line end in that much is not waq's, and is not kept in memory.
 const FIRST_LINE_MAX: usize = 64 * 1024;
 
-pub async fn follow(c: &ClientOpts) -> Result<i32, Unreachable> {
+pub async fn follow(c: &ClientOpts, heartbeat: Option<u64>) -> Result<i32, Unreachable> {
     watch::exit_0_on_stop()?;
+    let path = match heartbeat {
+        Some(n) => format!("/v1/events?heartbeat_s={n}"),
+        None => "/v1/events".to_string(),
+    };
     let mut lines = Lines {
         socket: &c.socket,
         partial: Vec::new(),
@@ -29,7 +38,7 @@ pub async fn follow(c: &ClientOpts) -> Result<i32, Unreachable> {
         closed: None,
     };
     let streamed = Client::new(&c.socket)
-        .stream("/v1/events", |chunk| lines.take(chunk))
+        .stream(&path, |chunk| lines.take(chunk))
         .await;
     match streamed {
         Ok(Ok(())) => lines.end(),
@@ -75,20 +84,37 @@ impl Lines<'_> {
             joined.extend_from_slice(whole);
             Cow::Owned(joined)
         };
+        let mut beats = false;
         for line in complete.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-            self.see(line)?;
+            beats |= self.see(line)?;
         }
-        out::bytes(&complete);
+        if beats {
+            let kept: Vec<u8> = complete
+                .split_inclusive(|&b| b == b'\n')
+                .filter(|l| !is_heartbeat(l))
+                .flatten()
+                .copied()
+                .collect();
+            if !kept.is_empty() {
+                out::bytes(&kept);
+            }
+            out::exit_if_reader_gone();
+        } else {
+            out::bytes(&complete);
+        }
         self.partial.extend_from_slice(rest);
         Ok(())
     }
 
-    fn see(&mut self, line: &[u8]) -> Result<(), Unreachable> {
+    /// Notes what `line` tells of the stream; true for a `heartbeat` line.
+    fn see(&mut self, line: &[u8]) -> Result<bool, Unreachable> {
         if !self.subscribed {
             if event_of(line).as_deref() != Some("subscribed") {
                 return Err(self.no_first_line(line));
             }
             self.subscribed = true;
+        } else if is_heartbeat(line) {
+            return Ok(true);
         } else if line.windows(SHUTDOWN.len()).any(|w| w == SHUTDOWN)
             && event_of(line).as_deref() == Some("shutdown")
         {
@@ -101,7 +127,7 @@ impl Lines<'_> {
                 }
             }
         }
-        Ok(())
+        Ok(false)
     }
 
     /// The stream ended: exit 0 after the daemon's `shutdown` line, else exit 3.
@@ -143,6 +169,13 @@ impl Lines<'_> {
 /// look.
 const SHUTDOWN: &[u8] = b"\"shutdown\"";
 const CLOSED: &[u8] = b"\"closed\"";
+const HEARTBEAT: &[u8] = b"\"heartbeat\"";
+
+/// Whether `line` (its line end or not) is the daemon's `heartbeat` line.
+fn is_heartbeat(line: &[u8]) -> bool {
+    line.windows(HEARTBEAT.len()).any(|w| w == HEARTBEAT)
+        && event_of(line).as_deref() == Some("heartbeat")
+}
 
 /// The `event` of a JSON line.
 fn event_of(line: &[u8]) -> Option<String> {

@@ -140,6 +140,11 @@ pub enum Command {
         "Print a refusal as the daemon's JSON answer (events are JSON lines either way)"
     )))]
     Events {
+        /// Ask for a heartbeat after this many quiet seconds (not printed), so that a reader
+        /// that went away (`| head -1`) is noticed while no event comes.
+        #[arg(long, value_name = "SECONDS",
+              value_parser = clap::value_parser!(u64).range(1..=crate::api::MAX_HEARTBEAT_S))]
+        heartbeat: Option<u64>,
         #[command(flatten)]
         client: ClientOpts,
     },
@@ -216,7 +221,7 @@ impl Command {
             | Command::Health { client }
             | Command::Inbound { client, .. }
             | Command::Window { client, .. }
-            | Command::Events { client } => Some(client),
+            | Command::Events { client, .. } => Some(client),
         }
     }
 }
@@ -429,7 +434,10 @@ async fn client_command(command: Command) -> Result<i32, Failure> {
             let reply = call(&c, Method::GET, &path, None, &shape::RECIPIENT).await?;
             Ok(answer(&c, &reply, show::recipient))
         }
-        Command::Events { client: c } => Ok(events::follow(&c).await?),
+        Command::Events {
+            heartbeat,
+            client: c,
+        } => Ok(events::follow(&c, heartbeat).await?),
     }
 }
 

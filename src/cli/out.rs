@@ -52,6 +52,23 @@ fn settle(written: io::Result<()>) {
     }
 }
 
+/// Ends the process quietly (exit 0), as [`bytes`] would at its write, when stdout's reader
+/// has gone away; found without writing, for a command with nothing to print just now.
+pub fn exit_if_reader_gone() {
+    let mut out = libc::pollfd {
+        fd: libc::STDOUT_FILENO,
+        events: 0,
+        revents: 0,
+    };
+    // A pipe whose reader closed reports POLLERR, a terminal hung up POLLHUP (both whatever
+    // `events` asks); files and /dev/null report neither.
+    // SAFETY: one valid pollfd for the length given, and no wait.
+    let ready = unsafe { libc::poll(&mut out, 1, 0) };
+    if ready > 0 && out.revents & (libc::POLLERR | libc::POLLHUP) != 0 {
+        std::process::exit(super::EXIT_OK);
+    }
+}
+
 /// Set once a [`line_or_note`] write fails; the command learns of it through [`gone`].
 static GONE: AtomicBool = AtomicBool::new(false);
 /// Set with `GONE` when the failure was not a closed pipe (a full disk under a redirect).

@@ -29,21 +29,37 @@ pub(crate) struct InboundRequest {
     pub rest: Map<String, Value>,
 }
 
-/// Records the inbound message; answers with its id and when the window closes.
+/// The keys of a request, besides the object of a non-text `type`.
+const KEYS: [&str; 6] = ["phone_number_id", "from", "type", "text", "name", "context"];
+
+/// Refuses a key that is none of [`KEYS`] nor the object of a non-text `type`: a typo that
+/// would otherwise do nothing. Checked on the body before it is read as an [`InboundRequest`],
+/// so that a misspelt `from` is named as the typo it is rather than reported as `from` missing.
+pub(crate) fn check_keys(body: &Map<String, Value>) -> Result<(), String> {
+    let kind = match body.get("type") {
+        None => "text",
+        Some(Value::String(kind)) => kind.as_str(),
+        // Reading the request names a `type` that is not a string.
+        Some(_) => return Ok(()),
+    };
+    let mut known = KEYS.to_vec();
+    if kind != "text" {
+        known.push(kind);
+    }
+    match body.keys().find(|k| !known.contains(&k.as_str())) {
+        None => Ok(()),
+        Some(key) => Err(format!(
+            "unknown key {key:?}{}; the keys are phone_number_id, from, type, text, name, context \
+             and, for a type other than text, the object named by type",
+            crate::validate::suggest(key, &known)
+        )),
+    }
+}
+
+/// Records the inbound message (its keys checked by [`check_keys`]); answers with its id and
+/// when the window closes.
 pub(crate) fn receive(sim: &Sim, req: InboundRequest) -> Result<Value, String> {
     let kind = req.kind.as_deref().unwrap_or("text");
-    // Besides the named fields, only `context` and the object of a non-text `type`: anything
-    // else is a typo that would otherwise do nothing.
-    if let Some(key) = req
-        .rest
-        .keys()
-        .find(|k| *k != "context" && (kind == "text" || *k != kind))
-    {
-        return Err(format!(
-            "unknown key {key:?}; the keys are phone_number_id, from, type, text, name, context \
-             and, for a type other than text, the object named by type"
-        ));
-    }
     let number = match &req.phone_number_id {
         Some(id) => sim
             .numbers

@@ -313,6 +313,7 @@ async fn receive_inbound(
 
 fn apply_inbound(sim: &Sim, body: &Bytes) -> Result<Value, String> {
     let body = object_body(body)?;
+    inbound::check_keys(&body).map_err(|e| format!("invalid inbound message: {e}"))?;
     let req: InboundRequest = typed(body).map_err(|e| format!("invalid inbound message: {e}"))?;
     inbound::receive(sim, req)
 }
