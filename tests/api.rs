@@ -2364,15 +2364,19 @@ fn an_events_follower_that_goes_away_frees_its_connection_at_once() {
     let d = Daemon::builder()
         .set("socket", "max_connections = 4")
         .start();
-    // Three times as many followers as there are connections, each gone after its first
-    // line, on a daemon with nothing to publish: each slot must come free without waiting
-    // for an event whose write would fail.
-    for i in 0..12 {
+    let follow = || {
         let mut s = std::os::unix::net::UnixStream::connect(&d.socket).unwrap();
         s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
             .unwrap();
         s.write_all(&common::request_bytes("GET", "/v1/events", None))
             .unwrap();
+        s
+    };
+    // Three times as many followers as there are connections, each gone after its first
+    // line, on a daemon with nothing to publish: each slot must come free without waiting
+    // for an event whose write would fail.
+    for i in 0..12 {
+        let mut s = follow();
         // Everything the daemon has to say for now: the head and the `subscribed` line.
         let mut seen = Vec::new();
         while !String::from_utf8_lossy(&seen).contains("subscribed") {
@@ -2388,11 +2392,7 @@ fn an_events_follower_that_goes_away_frees_its_connection_at_once() {
     // Followers that end their side of the connection after asking are taken as gone too:
     // the daemon ends each stream (`read_to_end` returns) and its slot comes free.
     for i in 0..12 {
-        let mut s = std::os::unix::net::UnixStream::connect(&d.socket).unwrap();
-        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
-            .unwrap();
-        s.write_all(&common::request_bytes("GET", "/v1/events", None))
-            .unwrap();
+        let mut s = follow();
         s.shutdown(std::net::Shutdown::Write).unwrap();
         let mut seen = Vec::new();
         s.read_to_end(&mut seen)

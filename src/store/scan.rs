@@ -104,7 +104,7 @@ fn split(tree: &sled::Tree, threads: usize) -> Result<Vec<IdRange>, StoreError> 
         return Ok(whole);
     };
     let parts = (threads.max(1) * PARTS_PER_THREAD) as u64;
-    let span = last - first;
+    let span = last.saturating_sub(first);
     if threads <= 1 || span < parts {
         return Ok(whole);
     }
