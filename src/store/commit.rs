@@ -34,22 +34,6 @@ pub struct Failure {
 /// How long a patient commit may wait for others before its fsync.
 const PATIENCE: std::time::Duration = std::time::Duration::from_millis(5);
 
-/// When the last commit answered at least this many requests, the socket is busy: more are
-/// on their way, and the next commit waits [`BUSY_LINGER`] to take them along. 64 busy
-/// connections fill a commit with 12-15 without waiting; 10,000 enqueues/s offered, with 3-6,
-/// so that load keeps its latency (8 let it tip into waiting: +0.2 ms at the median).
-const BUSY_WAITERS: usize = 12;
-/// Each flush costs the commit thread a wake-up, sled a write and a wake-up of one of its
-/// I/O threads, and the disk an fsync. Under load (64 connections), waiting this long
-/// doubles to triples the enqueues per flush and cuts the CPU per enqueue by a fifth to a
-/// quarter, for this much more latency (docs/PERFORMANCE.md). Under light load no commit
-/// waits. Sleeps, not a timed receive: senders do not wake a sleeping thread.
-const BUSY_LINGER: std::time::Duration = std::time::Duration::from_micros(300);
-/// The linger looks for company this often, and ends as soon as the commit has as many
-/// requests as the last one: with 64 connections the group is often there before 300 µs.
-/// Four alternating pairs of runs: +1.5 % to +12 % single-enqueue throughput over one sleep.
-const LINGER_STEP: std::time::Duration = std::time::Duration::from_micros(100);
-
 pub struct Committer {
     requests: Option<mpsc::Sender<Waiter>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -155,19 +139,17 @@ fn run(
 ) {
     use std::sync::atomic::Ordering::Relaxed;
     let mut batch: Vec<Waiter> = Vec::with_capacity(1024);
-    let mut last_served = 0;
     while let Ok(first) = rx.recv() {
         batch.push(first);
+        // An enqueue's commit takes whoever arrived during the last flush, and waits for no
+        // one else: a busy socket refills the group while the disk works, and a linger for
+        // more made single enqueue slower (docs/PERFORMANCE.md, change 39).
         while let Ok(more) = rx.try_recv() {
             batch.push(more);
-        }
-        if last_served >= BUSY_WAITERS {
-            linger(&rx, &mut batch, last_served);
         }
         if batch.iter().all(|w| w.patient) {
             wait_out_patience(&rx, &mut batch);
         }
-        last_served = batch.len();
         let written = write_records(&messages, &batch);
         let result = sync(&db, &files);
         stats.commits.fetch_add(1, Relaxed);
@@ -215,17 +197,6 @@ fn sync(db: &sled::Db, files: &[File]) -> Result<(), StoreError> {
         f.sync_data().map_err(StoreError::from)?;
     }
     Ok(())
-}
-
-/// Waits up to [`BUSY_LINGER`] for more requests, until the batch is as large as the last.
-fn linger(rx: &mpsc::Receiver<Waiter>, batch: &mut Vec<Waiter>, last_served: usize) {
-    let until = std::time::Instant::now() + BUSY_LINGER;
-    while batch.len() < last_served && std::time::Instant::now() < until {
-        std::thread::sleep(LINGER_STEP);
-        while let Ok(more) = rx.try_recv() {
-            batch.push(more);
-        }
-    }
 }
 
 /// Lets a batch of patient requests wait up to [`PATIENCE`] for company. Parked, not in a
