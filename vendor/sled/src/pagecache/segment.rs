@@ -1028,11 +1028,20 @@ impl SegmentAccountant {
     /// may still be on its way to the disk. Recovery reads such zeros as it reads a hole, and
     /// frees and truncates segments past the tip, as it always did.
     fn prefill(&self, from: LogOffset, to: LogOffset) -> Result<()> {
+        match self.unzeroed(from, to)? {
+            Some(from) => write_zeros(&self.config.file, from, to, false),
+            None => Ok(()),
+        }
+    }
+
+    /// waq: where zeros are still missing in `from..to` (the file ends past `from`), if
+    /// anywhere. A temporary database has no file to keep ahead of.
+    fn unzeroed(&self, from: LogOffset, to: LogOffset) -> Result<Option<LogOffset>> {
         if self.config.temporary {
-            return Ok(());
+            return Ok(None);
         }
         let from = std::cmp::max(self.config.file.metadata()?.len(), from);
-        write_zeros(&self.config.file, from, to, false)
+        Ok(Some(from).filter(|from| *from < to))
     }
 
     /// waq: zeros the segment past the tip on sled's I/O pool. Written whole at once, the 4 MiB
@@ -1042,18 +1051,12 @@ impl SegmentAccountant {
     /// most one chunk. The next `bump_tip` waits for this to finish, and a failure (a full
     /// disk) is left for that `bump_tip`'s own `prefill` to meet and report.
     fn prefill_in_background(&mut self) {
-        if self.config.temporary {
-            return;
-        }
         let to = self.tip + self.config.segment_size as LogOffset;
-        let file = self.config.file.clone();
-        let from = match file.metadata() {
-            Ok(m) => std::cmp::max(m.len(), self.tip),
-            Err(_) => return,
+        let from = match self.unzeroed(self.tip, to) {
+            Ok(Some(from)) => from,
+            Ok(None) | Err(_) => return,
         };
-        if from >= to {
-            return;
-        }
+        let file = self.config.file.clone();
         match threadpool::spawn(move || write_zeros(&file, from, to, true)) {
             Ok(promise) => self.async_prefill = Some(promise),
             Err(e) => debug!("cannot zero the next segment in the background: {:?}", e),
