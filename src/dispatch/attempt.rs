@@ -275,7 +275,11 @@ fn prepare(
             message: "not sent within dispatch.max_age_s of falling due (its enqueue, or its send_at); give the message a ttl_s to set its own limit".into(),
             meta_code: None,
         });
-        m.transition(State::Failed, now, "max_age_exceeded");
+        m.transition(
+            State::Failed,
+            now,
+            "max_age_exceeded: not sent within dispatch.max_age_s of falling due",
+        );
         return Some(Prepared::Finished("max_age_exceeded"));
     }
     let body = if m.kind == "template" || window_open()? {
@@ -899,6 +903,7 @@ mod tests {
             let prepared = prepare(&mut m, now, || Some(true), RestartPolicy::Resend, 30_000);
             if let Some(Prepared::Finished(why)) = prepared {
                 assert_eq!(why, "max_age_exceeded");
+                assert!(m.history.last().unwrap().detail.contains("max_age_s"));
                 return;
             }
             match after_failure(&mut m, &refused, now, &d, 0, false) {
