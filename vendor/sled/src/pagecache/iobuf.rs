@@ -933,7 +933,10 @@ pub(in crate::pagecache) fn make_stable_inner(
             // nothing to write, don't bother sealing
             // current IO buffer.
         } else {
-            maybe_seal_and_write_iobuf(iobufs, &iobuf, header, false)?;
+            // waq: this thread is about to wait for the write anyway, so it
+            // writes the buffer itself rather than waking a pool thread and
+            // being woken back by it (WAQ_PATCH.md, 6).
+            seal_and_write_iobuf_here(iobufs, &iobuf, header)?;
             stable = iobufs.stable();
             // NB we have to continue here to possibly clear
             // the next io buffer, which may have dirty
@@ -1022,6 +1025,27 @@ pub(in crate::pagecache) fn maybe_seal_and_write_iobuf(
     iobuf: &Arc<IoBuf>,
     header: Header,
     from_reserve: bool,
+) -> Result<()> {
+    seal_and_write(iobufs, iobuf, header, from_reserve, false)
+}
+
+/// waq: `maybe_seal_and_write_iobuf` for a caller that waits for the buffer
+/// to be stable: if no writer is left in the buffer, it is written on the
+/// calling thread instead of sled's I/O pool.
+fn seal_and_write_iobuf_here(
+    iobufs: &Arc<IoBufs>,
+    iobuf: &Arc<IoBuf>,
+    header: Header,
+) -> Result<()> {
+    seal_and_write(iobufs, iobuf, header, false, true)
+}
+
+fn seal_and_write(
+    iobufs: &Arc<IoBufs>,
+    iobuf: &Arc<IoBuf>,
+    header: Header,
+    from_reserve: bool,
+    write_here: bool,
 ) -> Result<()> {
     if header::is_sealed(header) {
         // this buffer is already sealed. nothing to do here.
@@ -1172,7 +1196,20 @@ pub(in crate::pagecache) fn maybe_seal_and_write_iobuf(
     drop(measure_assign_offset);
 
     // if writers is 0, it's our responsibility to write the buffer.
-    if header::n_writers(sealed) == 0 {
+    if header::n_writers(sealed) == 0 && write_here {
+        iobufs.config.global_error()?;
+        if let Err(e) = iobufs.write_to_log(iobuf) {
+            error!("hit error while writing iobuf with lsn {}: {:?}", lsn, e);
+            iobufs.config.set_global_error(e.clone());
+            let intervals = iobufs.intervals.lock();
+            // having held the mutex makes this linearized
+            // with the notify below.
+            drop(intervals);
+            let _notified = iobufs.interval_updated.notify_all();
+            return Err(e);
+        }
+        Ok(())
+    } else if header::n_writers(sealed) == 0 {
         iobufs.config.global_error()?;
         trace!(
             "asynchronously writing iobuf with lsn {} to log from maybe_seal",
