@@ -34,6 +34,14 @@ impl PairLimit {
     }
 }
 
+/// The pair limit of the dispatch modules' tests: Meta's default, one message per 6 s to a
+/// recipient in bursts of up to 45.
+#[cfg(test)]
+pub(super) const TEST_PAIR: PairLimit = PairLimit {
+    interval_ms: 6_000,
+    burst: 45,
+};
+
 #[derive(Default)]
 struct Lane {
     /// Waiting messages, best first: (priority, id).
@@ -650,10 +658,7 @@ impl SenderQueue {
 mod tests {
     use super::*;
 
-    const PAIR: PairLimit = PairLimit {
-        interval_ms: 6_000,
-        burst: 45,
-    };
+    const PAIR: PairLimit = TEST_PAIR;
 
     fn send(q: &mut SenderQueue, now: u64) -> (u64, Recipient) {
         send_with(q, now, PAIR)

@@ -190,10 +190,7 @@ mod tests {
     #[test]
     fn requests_of_recent_messages_are_noted_at_their_answers() {
         let now = 10_000_000;
-        let pair = PairLimit {
-            interval_ms: 6_000,
-            burst: 45,
-        };
+        let pair = super::super::queue::TEST_PAIR;
         let mut r = RecentDepartures::new(now, pair);
         use State::*;
         // Sent a moment ago, then delivered: left between `sending` and `sent`.
@@ -255,10 +252,7 @@ mod tests {
     #[test]
     fn parts_gathered_apart_and_merged_are_what_one_gathering_sees() {
         let now = 10_000_000;
-        let pair = PairLimit {
-            interval_ms: 6_000,
-            burst: 45,
-        };
+        let pair = super::super::queue::TEST_PAIR;
         use State::*;
         let mut messages = Vec::new();
         for i in 0..6u64 {

@@ -544,10 +544,7 @@ mod tests {
             token: Secret::new("t"),
             mps: 10,
         });
-        let pair = PairLimit {
-            interval_ms: 6_000,
-            burst: 45,
-        };
+        let pair = super::super::queue::TEST_PAIR;
         let (now_ms, now) = (10_000_000, Instant::now());
         let mut departures = SenderDepartures::default();
         // 8 answered in the last second, one too long ago, two interrupted (no answer).
