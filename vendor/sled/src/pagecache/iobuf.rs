@@ -935,7 +935,7 @@ pub(in crate::pagecache) fn make_stable_inner(
         } else {
             // waq: this thread is about to wait for the write anyway, so it
             // writes the buffer itself rather than waking a pool thread and
-            // being woken back by it (WAQ_PATCH.md, 6).
+            // being woken back by it (WAQ_PATCH.md, 10).
             seal_and_write_iobuf_here(iobufs, &iobuf, header)?;
             stable = iobufs.stable();
             // NB we have to continue here to possibly clear
@@ -1038,6 +1038,28 @@ fn seal_and_write_iobuf_here(
     header: Header,
 ) -> Result<()> {
     seal_and_write(iobufs, iobuf, header, false, true)
+}
+
+/// Writes a sealed buffer; on failure stores the error as the global error
+/// before waking the threads waiting for stability, so that they see it.
+fn write_or_fail(iobufs: &IoBufs, iobuf: &IoBuf) -> Result<()> {
+    let result = iobufs.write_to_log(iobuf);
+    if let Err(e) = &result {
+        error!(
+            "hit error while writing iobuf with lsn {}: {:?}",
+            iobuf.lsn, e
+        );
+        iobufs.config.set_global_error(e.clone());
+
+        let intervals = iobufs.intervals.lock();
+
+        // having held the mutex makes this linearized
+        // with the notify below.
+        drop(intervals);
+
+        let _notified = iobufs.interval_updated.notify_all();
+    }
+    result
 }
 
 fn seal_and_write(
@@ -1198,17 +1220,7 @@ fn seal_and_write(
     // if writers is 0, it's our responsibility to write the buffer.
     if header::n_writers(sealed) == 0 && write_here {
         iobufs.config.global_error()?;
-        if let Err(e) = iobufs.write_to_log(iobuf) {
-            error!("hit error while writing iobuf with lsn {}: {:?}", lsn, e);
-            iobufs.config.set_global_error(e.clone());
-            let intervals = iobufs.intervals.lock();
-            // having held the mutex makes this linearized
-            // with the notify below.
-            drop(intervals);
-            let _notified = iobufs.interval_updated.notify_all();
-            return Err(e);
-        }
-        Ok(())
+        write_or_fail(iobufs, iobuf)
     } else if header::n_writers(sealed) == 0 {
         iobufs.config.global_error()?;
         trace!(
@@ -1218,24 +1230,7 @@ fn seal_and_write(
         let iobufs = iobufs.clone();
         let iobuf = iobuf.clone();
         let _result = threadpool::spawn(move || {
-            if let Err(e) = iobufs.write_to_log(&iobuf) {
-                error!(
-                    "hit error while writing iobuf with lsn {}: {:?}",
-                    lsn, e
-                );
-
-                // store error before notifying so that waiting threads will see
-                // it
-                iobufs.config.set_global_error(e);
-
-                let intervals = iobufs.intervals.lock();
-
-                // having held the mutex makes this linearized
-                // with the notify below.
-                drop(intervals);
-
-                let _notified = iobufs.interval_updated.notify_all();
-            }
+            let _ = write_or_fail(&iobufs, &iobuf);
         })?;
 
         #[cfg(feature = "event_log")]
