@@ -82,6 +82,12 @@ pub struct SenderConfig {
     pub token: Secret,
     /// Messages per second Meta allows this number (80 by default, 1,000 after the upgrade).
     pub mps: u32,
+    /// Meta's messaging limit of the business portfolio: unique users it may reach outside a
+    /// customer-service window in a moving 24 hours. `None`: not counted, nothing held.
+    pub messaging_limit: Option<u32>,
+    /// The business portfolio the number belongs to (senders naming the same one share its
+    /// messaging limit); the sender's name when not set.
+    pub portfolio: String,
 }
 
 /// A sender stands for its name, so validation checks a request's `sender` against the
@@ -204,6 +210,8 @@ mod raw {
         pub token_env: Option<String>,
         pub token_file: Option<PathBuf>,
         pub mps: Option<super::Int>,
+        pub messaging_limit: Option<super::Int>,
+        pub portfolio: Option<String>,
     }
 
     #[derive(Deserialize, Default)]
@@ -839,11 +847,43 @@ impl Config {
             )?
             .ok_or_else(|| err(key("token"), "set token_env, token_file or token"))?;
             let mps = within(&key("mps"), s.mps, 80, 1..=10_000)? as u32;
+            let messaging_limit = s
+                .messaging_limit
+                .map(|v| within(&key("messaging_limit"), Some(v), 0, 1..=100_000_000))
+                .transpose()?
+                .map(|v| v as u32);
+            let portfolio = match s.portfolio {
+                Some(p) if p.is_empty() || p.contains('\0') => {
+                    return Err(err(
+                        key("portfolio"),
+                        "must be a name (not empty, no NUL character)",
+                    ))
+                }
+                Some(p) => p,
+                None => s.name.clone(),
+            };
+            // Meta counts the limit per portfolio: its numbers share one count and one limit.
+            if let Some(other) = senders.iter().find(|o: &&SenderConfig| {
+                o.portfolio == portfolio && o.messaging_limit != messaging_limit
+            }) {
+                return Err(err(
+                    key("messaging_limit"),
+                    format!(
+                        "sender `{}` of portfolio `{portfolio}` has messaging_limit {}; the senders of one portfolio share one limit, so give them the same",
+                        other.name,
+                        other
+                            .messaging_limit
+                            .map_or("unset".to_string(), |l| l.to_string())
+                    ),
+                ));
+            }
             senders.push(SenderConfig {
                 name: s.name,
                 phone_number_id: s.phone_number_id,
                 token,
                 mps,
+                messaging_limit,
+                portfolio,
             });
         }
 
@@ -1735,6 +1775,35 @@ token = "t0k3n"
         assert_eq!(c.api.version, "v25.0");
         assert_eq!(c.dispatch.pair_burst, 45);
         assert!(c.webhook.is_none());
+    }
+
+    #[test]
+    fn the_senders_of_a_portfolio_share_one_messaging_limit() {
+        let c = Config::from_toml(MIN, Path::new(".")).unwrap();
+        assert_eq!(c.senders[0].messaging_limit, None);
+        assert_eq!(c.senders[0].portfolio, c.senders[0].name);
+        let second = |limit: &str| {
+            format!(
+                "{}{limit}\n[[senders]]\nname = \"eu\"\nphone_number_id = \"2\"\ntoken = \"t\"\nportfolio = \"acme\"\nmessaging_limit = 2000\n",
+                MIN.replace("t0k3n\"", "t0k3n\"\nportfolio = \"acme\"")
+            )
+        };
+        let c = Config::from_toml(&second("messaging_limit = 2000"), Path::new(".")).unwrap();
+        assert_eq!(c.senders[1].messaging_limit, Some(2_000));
+        assert_eq!(c.senders[1].portfolio, "acme");
+        for (limit, key) in [
+            ("messaging_limit = 250", "senders[1].messaging_limit"),
+            ("", "senders[1].messaging_limit"),
+            ("messaging_limit = 0", "senders[0].messaging_limit"),
+        ] {
+            let e = Config::from_toml(&second(limit), Path::new(".")).unwrap_err();
+            assert_eq!(e.key, key, "{e}");
+        }
+        let e = Config::from_toml(
+            &MIN.replace("t0k3n\"", "t0k3n\"\nportfolio = \"\""),
+            Path::new("."),
+        );
+        assert_eq!(e.unwrap_err().key, "senders[0].portfolio");
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub struct Metrics {
     pub retries_scheduled: AtomicU64,
     pub fallback_substituted: AtomicU64,
     pub window_closed_failures: AtomicU64,
+    pub messaging_limit_holds: AtomicU64,
     pub webhooks_received: AtomicU64,
     pub webhooks_rejected: AtomicU64,
     pub statuses_applied: AtomicU64,
@@ -93,6 +94,11 @@ impl Metrics {
                 "waq_window_closed_failures_total",
                 "Messages failed with window_closed without an API call.",
                 g(&self.window_closed_failures),
+            ),
+            (
+                "waq_messaging_limit_holds_total",
+                "Sends held, without an API call, because their portfolio had reached its messaging_limit of users outside a window in 24 h.",
+                g(&self.messaging_limit_holds),
             ),
             (
                 "waq_webhooks_received_total",

@@ -1422,7 +1422,7 @@ fn stats_health_and_metrics() {
     assert_eq!(
         health.json(),
         json!({"status": "ok", "paused_senders": [], "unconfigured_senders": [],
-               "unreachable_senders": []})
+               "unreachable_senders": [], "senders_at_messaging_limit": []})
     );
 
     let stats = d.get("/v1/stats");

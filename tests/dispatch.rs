@@ -1264,3 +1264,111 @@ fn sigterm_with_requests_in_flight_exits_0_and_loses_nothing() {
         "graceful stop: {in_flight_at_stop} requests had reached the simulator by the stop; all 20 sent exactly once"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Meta's messaging limit
+
+/// A sender with `messaging_limit = 2` reaches two new users outside their windows, then holds
+/// the third (no request, `retrying` with a `held:` entry, waiting for the oldest reach to
+/// leave the 24 hours) while users already counted, and users whose window is open, still get
+/// their messages. A user Meta refused (131026) was reached by nothing and frees its place.
+/// The count is in the store: a restart keeps holding.
+#[test]
+fn the_messaging_limit_holds_new_users_past_it_across_a_restart() {
+    let _machine = shared();
+    let mut cfg = sim_config();
+    cfg.not_on_whatsapp.push("+14155550320".into());
+    let sim = Sim::start(cfg);
+    let mut d = Daemon::builder()
+        .against(&sim)
+        .without_default_sender()
+        .toml(&format!(
+            "{}messaging_limit = 2\nportfolio = \"acme\"\n",
+            sender_toml("main", SIM_NUMBER, TOKEN, 80)
+        ))
+        .start();
+    let sent = |id: &str| d.wait_message(id, PATIENCE, |m| m["state"] == "sent");
+
+    // Not on WhatsApp: Meta refuses it, so it takes no place.
+    let refused = d.enqueue(&template_request("+14155550320"));
+    let m = d.wait_message(&refused, PATIENCE, |m| m["state"] == "failed");
+    assert_eq!(m["last_error"]["meta_code"], 131026, "{m}");
+
+    let first = d.enqueue(&template_request("+14155550311"));
+    sent(&first);
+    let second = d.enqueue(&shipped_with_fallback("+14155550312"));
+    let m = sent(&second);
+    assert_eq!(m["substituted_template"], "order_update", "{m}");
+
+    // An open window is not counted, for free-form and template alike.
+    sim.inbound("14155550301");
+    let r = d.post("/v1/inbound", &json!({"from": "+14155550301"}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    sent(&d.enqueue(&text_request("+14155550301", "hi")));
+    sent(&d.enqueue(&template_request("+14155550301")));
+
+    let held = d.enqueue(&template_request("+14155550313"));
+    let m = d.wait_message(&held, PATIENCE, |m| m["state"] == "retrying");
+    let entry = m["history"].as_array().unwrap().last().unwrap().clone();
+    let detail = entry["detail"].as_str().unwrap();
+    assert!(
+        detail.starts_with("held: ") && detail.contains("messaging_limit"),
+        "{m}"
+    );
+    assert_eq!(m["attempts"], 0, "{m}");
+    let first_sent_at = first_at(&d.message(&first), "sending").unwrap();
+    let next = parse_time(m["next_attempt_at"].as_str().unwrap()).unwrap();
+    assert!(
+        next.abs_diff(first_sent_at + 24 * 3600 * 1000) < 1_000,
+        "it waits for the first reach to leave the 24 hours: {m}"
+    );
+
+    // A user already counted is reached again.
+    sent(&d.enqueue(&template_request("+14155550311")));
+
+    let limit = |d: &Daemon| d.get("/v1/stats").json()["senders"][0]["messaging_limit"].clone();
+    let l = limit(&d);
+    assert_eq!(
+        (&l["portfolio"], &l["limit"], &l["reached_24h"]),
+        (&json!("acme"), &json!(2), &json!(2)),
+        "{l}"
+    );
+    assert!(l["full_until"].is_string(), "{l}");
+    let h = health(&d);
+    assert_eq!(h["status"], "ok", "{h}");
+    assert_eq!(h["senders_at_messaging_limit"][0]["name"], "main", "{h}");
+    assert!(d.metric("waq_messaging_limit_holds_total") >= 1);
+    let metrics = d.get("/metrics").text();
+    assert!(
+        metrics.contains("waq_sender_messaging_reached_24h{sender=\"main\"} 2"),
+        "{metrics}"
+    );
+
+    let out = d.waq(&["stats"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("messaging limit 2 of 2 users in 24 h (new users held until "),
+        "{stdout}"
+    );
+    let out = d.waq(&["health"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.starts_with("ok\nmain is at its messaging limit (2 of 2 users"),
+        "{stdout}"
+    );
+
+    d.restart();
+    assert_eq!(limit(&d)["reached_24h"], 2);
+    let m = d.message(&held);
+    assert_eq!(m["state"], "retrying", "{m}");
+    // A new user after the restart is held too, and never reaches the API.
+    let after = d.enqueue(&template_request("+14155550314"));
+    d.wait_message(&after, PATIENCE, |m| m["state"] == "retrying");
+    let n = sim.number();
+    assert_eq!(
+        n.requests, 6,
+        "the refused one, 2 new users, 2 to an open window, 1 to a counted user: {n:?}"
+    );
+    assert_rules_kept(&n);
+}

@@ -80,6 +80,18 @@ pub async fn health(State(ctx): State<Ctx>, _: NoQuery) -> Result<Response, ApiE
             Some(v)
         })
         .collect();
+    // Senders whose portfolio has reached its messaging limit: working as configured (not
+    // degraded), but new users wait.
+    let at_messaging_limit: Vec<Value> = senders
+        .iter()
+        .filter_map(|s| {
+            let l = s.messaging_limit.as_ref()?;
+            l.full_until.as_ref()?;
+            let mut v = json!(l);
+            v["name"] = json!(s.name);
+            Some(v)
+        })
+        .collect();
     // A store refusing writes (disk full) is 503, so that checks on the status see it.
     if let Some(e) = ctx.app.store.refusing_writes() {
         let e = ApiError::from(e);
@@ -90,6 +102,7 @@ pub async fn health(State(ctx): State<Ctx>, _: NoQuery) -> Result<Response, ApiE
                 "paused_senders": paused,
                 "unconfigured_senders": unconfigured,
                 "unreachable_senders": unreachable,
+                "senders_at_messaging_limit": at_messaging_limit,
                 "store": {"code": e.code, "message": e.message},
             }),
         ));
@@ -104,6 +117,7 @@ pub async fn health(State(ctx): State<Ctx>, _: NoQuery) -> Result<Response, ApiE
         "paused_senders": paused,
         "unconfigured_senders": unconfigured,
         "unreachable_senders": unreachable,
+        "senders_at_messaging_limit": at_messaging_limit,
     })))
 }
 
@@ -253,6 +267,28 @@ pub async fn metrics(State(ctx): State<Ctx>, _: NoQuery) -> Response {
         family(&mut out, name, "gauge", help);
         for s in &snapshot.senders {
             let _ = writeln!(out, "{name}{{sender=\"{}\"}} {}", label(&s.name), get(s));
+        }
+    }
+
+    type LimitGauge = fn(&crate::dispatch::messaging_limit::MessagingLimitSnapshot) -> u64;
+    let per_limited_sender: [(&str, &str, LimitGauge); 2] = [
+        (
+            "waq_sender_messaging_limit",
+            "The sender's messaging_limit: unique users its portfolio may reach outside a window in 24 h.",
+            |l| u64::from(l.limit),
+        ),
+        (
+            "waq_sender_messaging_reached_24h",
+            "Unique users the sender's portfolio reached outside a window in the last 24 h.",
+            |l| l.reached_24h,
+        ),
+    ];
+    for (name, help, get) in per_limited_sender {
+        family(&mut out, name, "gauge", help);
+        for s in &snapshot.senders {
+            if let Some(l) = &s.messaging_limit {
+                let _ = writeln!(out, "{name}{{sender=\"{}\"}} {}", label(&s.name), get(l));
+            }
         }
     }
 

@@ -161,6 +161,19 @@ pub fn stats(v: &Value) {
         if s.get("configured").and_then(Value::as_bool) == Some(false) {
             line.push_str(", NOT CONFIGURED: its messages are held until it is configured again");
         }
+        if let Some(l) = s.get("messaging_limit").filter(|l| l.is_object()) {
+            line.push_str(&format!(
+                ", messaging limit {} of {} users in 24 h",
+                l.get("reached_24h").unwrap_or(&Value::Null),
+                l.get("limit").unwrap_or(&Value::Null),
+            ));
+            if l.get("full_until").is_some_and(Value::is_string) {
+                line.push_str(&format!(
+                    " (new users held until {})",
+                    text(l, "full_until")
+                ));
+            }
+        }
         outln!("{line}");
     }
     let counters: Vec<String> = v
@@ -219,6 +232,16 @@ pub fn health(v: &Value) {
         outln!("{}", text(v, "status"));
     } else {
         outln!("{}: {}", text(v, "status"), paused.join("; "));
+    }
+    // Working as configured, so not part of the status: a line of its own each.
+    for l in listed("senders_at_messaging_limit") {
+        outln!(
+            "{} is at its messaging limit ({} of {} users outside a window in 24 h); sends to new users are held until {}",
+            text(l, "name"),
+            l.get("reached_24h").unwrap_or(&Value::Null),
+            l.get("limit").unwrap_or(&Value::Null),
+            text(l, "full_until")
+        );
     }
 }
 

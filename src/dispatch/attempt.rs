@@ -16,6 +16,7 @@ use crate::model::{now_ms, LastError, Message, State};
 use crate::window;
 
 use super::backoff;
+use super::messaging_limit::{Admission, MessagingLimits};
 use super::queue::Outcome;
 
 /// What the sender's schedule must do after an attempt, beyond the lane's outcome.
@@ -46,7 +47,14 @@ enum Prepared {
     },
     /// Ended without a request (expired, window closed, interrupted); already written.
     Finished(&'static str),
+    /// Held by the messaging limit until `until_ms`, without a request (already written).
+    Held {
+        until_ms: u64,
+    },
 }
+
+/// How the history entry of a send held by the messaging limit begins.
+pub(crate) const HELD_PREFIX: &str = "held: ";
 
 /// Codes after which Meta asks to wait long before trying again.
 fn long_wait(code: Option<i64>) -> Duration {
@@ -109,6 +117,10 @@ pub struct AttemptInput<'a> {
     pub token: &'a str,
     pub id: u64,
     pub to: &'a str,
+    /// The sender's `messaging_limit` and portfolio, and the portfolios' counts.
+    pub messaging_limit: Option<u32>,
+    pub portfolio: &'a str,
+    pub limits: &'a MessagingLimits,
     /// Consecutive 131056 answers in this lane before this attempt.
     pub pair_strikes: u32,
     /// Dropped when the request is handed to the HTTP client (or the attempt ends without one).
@@ -137,10 +149,55 @@ pub async fn run(mut input: AttemptInput<'_>) -> (Outcome, SenderEffect) {
             None
         }
     };
+    // Whether the send reaches its user outside the window, when the sender counts them for
+    // Meta's messaging limit (`known_outside` is `None` for a template: look it up).
+    let mut reach_error = None;
+    let mut newly_counted = false;
+    let admit = |known_outside: Option<bool>| {
+        let Some(limit) = input.messaging_limit else {
+            return Some(Admission::NotCounted);
+        };
+        let outside = match known_outside {
+            Some(outside) => outside,
+            None => match window::lookup(&app.store, input.sender, input.to) {
+                Ok(w) => !w.is_open(now, d.window_margin.as_millis() as u64),
+                Err(e) => {
+                    reach_error = Some(e);
+                    return None;
+                }
+            },
+        };
+        if !outside {
+            return Some(Admission::NotCounted);
+        }
+        match input
+            .limits
+            .admit(&app.store, input.portfolio, limit, input.to, now)
+        {
+            Ok(admission) => {
+                newly_counted = admission == (Admission::Counted { newly: true });
+                Some(admission)
+            }
+            Err(e) => {
+                reach_error = Some(e);
+                None
+            }
+        }
+    };
     let prepared = app.store.update(input.id, |m| {
-        prepare(m, now, window_open, policy, max_age_ms)
+        prepare(m, now, window_open, admit, policy, max_age_ms)
     });
-    if let Some(e) = window_error {
+    // Taken back if no request reaches the user after all.
+    let counted_at = newly_counted.then_some(now);
+    let take_back = || {
+        if let Some(at) = counted_at {
+            input
+                .limits
+                .take_back(&app.store, input.portfolio, input.to, at);
+        }
+    };
+    if let Some(e) = window_error.or(reach_error) {
+        take_back();
         return retry_after_store_error(input, now, "cannot read the recipient window", &e);
     }
     let body = match prepared {
@@ -154,6 +211,7 @@ pub async fn run(mut input: AttemptInput<'_>) -> (Outcome, SenderEffect) {
             // be sent again as if it had never been tried. Concurrent attempts share the fsync.
             if let Err(e) = app.store.commit_patient().await {
                 undo_sending(app, input.id);
+                take_back();
                 let what = "cannot commit `sending` before the request";
                 return retry_after_store_error(input, now, what, &e);
             }
@@ -176,8 +234,14 @@ pub async fn run(mut input: AttemptInput<'_>) -> (Outcome, SenderEffect) {
             app.publish_state(&m, detail);
             return (Outcome::DoneWithoutRequest, SenderEffect::None);
         }
+        Ok(Some((Prepared::Held { until_ms }, m))) => {
+            Metrics::inc(&app.metrics.messaging_limit_holds);
+            app.publish_state(&m, "held by the messaging limit");
+            return (Outcome::RetryUnsent { at_ms: until_ms }, SenderEffect::None);
+        }
         Ok(None) => return (Outcome::DoneWithoutRequest, SenderEffect::None),
         Err(e) => {
+            take_back();
             let what = "cannot update the message before sending";
             return retry_after_store_error(input, now, what, &e);
         }
@@ -231,7 +295,14 @@ pub async fn run(mut input: AttemptInput<'_>) -> (Outcome, SenderEffect) {
             }
             (Outcome::Done, SenderEffect::None)
         }
-        SendOutcome::Failed(err) => record_failure(input, err, now),
+        SendOutcome::Failed(err) => {
+            // Meta refused it, or it never left: it reached nobody. (A timeout or a 5xx may
+            // have been a send: it stays counted.)
+            if err.never_sent() || err.http_status.is_some_and(|s| (400..500).contains(&s)) {
+                take_back();
+            }
+            record_failure(input, err, now)
+        }
     }
 }
 
@@ -242,6 +313,7 @@ fn prepare(
     m: &mut Message,
     now: u64,
     window_open: impl FnOnce() -> Option<bool>,
+    admit: impl FnOnce(Option<bool>) -> Option<Admission>,
     policy: RestartPolicy,
     max_age_ms: u64,
 ) -> Option<Prepared> {
@@ -282,17 +354,9 @@ fn prepare(
         );
         return Some(Prepared::Finished("max_age_exceeded"));
     }
-    let body = if m.kind == "template" || window_open()? {
-        m.substituted_template = None;
-        m.body.clone()
-    } else if let Some(fallback) = &m.fallback_template {
-        let name = serde_json::from_str::<serde_json::Value>(fallback)
-            .ok()
-            .and_then(|v| v["name"].as_str().map(str::to_string))
-            .unwrap_or_default();
-        m.substituted_template = Some(name);
-        fallback_body(&m.body, fallback)
-    } else {
+    let template = m.kind == "template";
+    let window_closed = !template && !window_open()?;
+    if window_closed && m.fallback_template.is_none() {
         m.last_error = Some(LastError {
             code: "window_closed".into(),
             message: "the recipient's 24-hour window is closed and the message has no fallback_template; no request was made".into(),
@@ -300,6 +364,40 @@ fn prepare(
         });
         m.transition(State::Failed, now, "window_closed");
         return Some(Prepared::Finished("window_closed"));
+    }
+    // A template's window is looked up only when the messaging limit needs it.
+    let known_outside = (!template).then_some(window_closed);
+    if let Admission::Held { until_ms } = admit(known_outside)? {
+        m.next_attempt_at_ms = until_ms;
+        let detail = format!(
+            "{HELD_PREFIX}the portfolio has reached its messaging_limit of unique users outside a window in 24 h, next try at {}",
+            crate::model::format_time(until_ms)
+        );
+        let held_before = m
+            .history
+            .last()
+            .is_some_and(|h| h.detail.starts_with(HELD_PREFIX));
+        // `retrying`: its lane waits until then, also after a restart. A message held again
+        // keeps one entry for the whole wait.
+        if m.state == State::Retrying && held_before {
+            m.updated_at_ms = now;
+        } else {
+            m.transition(State::Retrying, now, detail);
+        }
+        return Some(Prepared::Held { until_ms });
+    }
+    let body = if window_closed {
+        let fallback = m.fallback_template.as_deref().unwrap_or_default();
+        let name = serde_json::from_str::<serde_json::Value>(fallback)
+            .ok()
+            .and_then(|v| v["name"].as_str().map(str::to_string))
+            .unwrap_or_default();
+        let body = fallback_body(&m.body, fallback);
+        m.substituted_template = Some(name);
+        body
+    } else {
+        m.substituted_template = None;
+        m.body.clone()
     };
     m.attempts += 1;
     let detail = if m.substituted_template.is_some() {
@@ -651,6 +749,11 @@ mod tests {
     use super::*;
     use crate::model::{HistoryEntry, Priority};
 
+    /// The admission of a sender without a messaging limit.
+    fn not_counted(_: Option<bool>) -> Option<Admission> {
+        Some(Admission::NotCounted)
+    }
+
     /// A free-form text sent once (as `wamid.OLD`), then failed by a status webhook.
     fn failed_after_a_send() -> Message {
         let entry = |at_ms, state, detail: &str| HistoryEntry {
@@ -900,7 +1003,14 @@ mod tests {
         let refused = CloudError::not_connected("refused");
         let mut now = 5_000;
         for _ in 0..1_000 {
-            let prepared = prepare(&mut m, now, || Some(true), RestartPolicy::Resend, 30_000);
+            let prepared = prepare(
+                &mut m,
+                now,
+                || Some(true),
+                not_counted,
+                RestartPolicy::Resend,
+                30_000,
+            );
             if let Some(Prepared::Finished(why)) = prepared {
                 assert_eq!(why, "max_age_exceeded");
                 assert!(m.history.last().unwrap().detail.contains("max_age_s"));
@@ -929,6 +1039,7 @@ mod tests {
             &mut m,
             5_000,
             || Some(false),
+            not_counted,
             RestartPolicy::Resend,
             max_age,
         );
@@ -939,13 +1050,28 @@ mod tests {
         // Retried with the window open: it goes out, and the answer brings the new wamid.
         let mut m = failed_after_a_send();
         m.transition(State::Queued, 4_000, "retry requested");
-        let p = prepare(&mut m, 5_000, || Some(true), RestartPolicy::Resend, max_age);
+        let p = prepare(
+            &mut m,
+            5_000,
+            || Some(true),
+            not_counted,
+            RestartPolicy::Resend,
+            max_age,
+        );
         assert!(matches!(p, Some(Prepared::Send { .. })));
         assert_eq!((m.state, m.wamid.as_deref()), (State::Sending, None));
 
         // A message that is not pending keeps its wamid: nothing is attempted.
         let mut m = failed_after_a_send();
-        assert!(prepare(&mut m, 5_000, || Some(true), RestartPolicy::Resend, max_age).is_none());
+        assert!(prepare(
+            &mut m,
+            5_000,
+            || Some(true),
+            not_counted,
+            RestartPolicy::Resend,
+            max_age
+        )
+        .is_none());
         assert_eq!(m.wamid.as_deref(), Some("wamid.OLD"));
     }
 

@@ -10,6 +10,7 @@ mod attempt;
 mod backoff;
 mod departures;
 mod global;
+pub mod messaging_limit;
 mod pair;
 pub mod queue;
 mod rate;
@@ -69,6 +70,8 @@ pub struct SenderSnapshot {
     pub pause_reason: Option<String>,
     /// Set while the sender's requests do not reach the Graph API (no answer at all).
     pub unreachable: Option<reach::Unreachable>,
+    /// With `messaging_limit` set: its portfolio's count of users reached outside a window.
+    pub messaging_limit: Option<messaging_limit::MessagingLimitSnapshot>,
 }
 
 impl SenderSnapshot {
@@ -85,6 +88,8 @@ pub(crate) struct Shared {
     global: global::GlobalGate,
     cloud: RwLock<CloudClient>,
     pair: RwLock<PairLimit>,
+    /// The portfolios' users reached outside a window (Meta's messaging limit).
+    limits: messaging_limit::MessagingLimits,
 }
 
 impl Shared {
@@ -141,6 +146,7 @@ impl Dispatcher {
                 global,
                 cloud: RwLock::new(cloud),
                 pair: RwLock::new(pair_limit(config)),
+                limits: messaging_limit::MessagingLimits::default(),
             }),
             senders: Arc::new(RwLock::new(senders)),
             tasks: Arc::new(Mutex::new(tokio::task::JoinSet::new())),
@@ -402,9 +408,23 @@ impl Dispatcher {
             let map = self.senders.read().unwrap_or_else(|p| p.into_inner());
             // A sender no longer configured shows while it holds messages, so that the
             // senders' counts add up to the queue's.
+            let store = self.running_app().map(|app| app.store.clone());
+            let now = crate::model::now_ms();
             let mut v: Vec<_> = map
                 .values()
-                .map(|s| s.snapshot())
+                .map(|s| {
+                    let mut snap = s.snapshot();
+                    let cfg = s.config();
+                    if let (true, Some(limit), Some(store)) =
+                        (snap.configured, cfg.messaging_limit, &store)
+                    {
+                        snap.messaging_limit =
+                            self.shared
+                                .limits
+                                .snapshot(store, &cfg.portfolio, limit, now);
+                    }
+                    snap
+                })
                 .filter(|s| s.configured || s.holds_messages())
                 .collect();
             v.sort_by(|a, b| a.name.cmp(&b.name));
@@ -414,6 +434,15 @@ impl Dispatcher {
             in_flight: self.shared.in_flight_limit - self.shared.in_flight.available_permits(),
             senders,
         }
+    }
+
+    /// The app the loops serve, once they run.
+    fn running_app(&self) -> Option<Arc<App>> {
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .and_then(|(app, _)| app.upgrade())
     }
 
     /// The oldest heartbeat (Unix ms) of the sender loops: a stuck loop shows as an old value.

@@ -134,6 +134,8 @@ impl SenderState {
             phone_number_id: String::new(),
             token: Secret::default(),
             mps: 1,
+            messaging_limit: None,
+            portfolio: name.to_string(),
         });
         state.configured.store(false, Ordering::SeqCst);
         state
@@ -267,6 +269,7 @@ impl SenderState {
             paused: s.paused.is_some(),
             pause_reason: s.paused.clone(),
             unreachable: s.reach.unreachable(now_ms()),
+            messaging_limit: None,
         }
     }
 }
@@ -452,6 +455,9 @@ async fn attempt_one(
         token: sender_cfg.token.expose(),
         id,
         to: &to,
+        messaging_limit: sender_cfg.messaging_limit,
+        portfolio: &sender_cfg.portfolio,
+        limits: &shared.limits,
         pair_strikes,
         on_wire: Some(on_wire),
         pace: &pace,
@@ -500,7 +506,12 @@ async fn attempt_one(
             }
             SenderEffect::Pause { reason, .. } => s.pause(&sender.name, reason),
         }
-        if outcome == Outcome::DoneWithoutRequest {
+        // No request left: its rate slot goes back (a send held by the messaging limit, or
+        // one the store could not prepare, comes back later).
+        let never_left = !left.load(std::sync::atomic::Ordering::Relaxed);
+        if outcome == Outcome::DoneWithoutRequest
+            || (never_left && matches!(outcome, Outcome::RetryUnsent { .. }))
+        {
             s.window.forget(started);
             let limit = s.aimd.limit(now);
             s.pacer.forget(limit);
@@ -543,6 +554,8 @@ mod tests {
             phone_number_id: "1".into(),
             token: Secret::new("t"),
             mps: 10,
+            messaging_limit: None,
+            portfolio: "main".into(),
         });
         let pair = super::super::queue::TEST_PAIR;
         let (now_ms, now) = (10_000_000, Instant::now());

@@ -7,6 +7,7 @@ mod batch;
 pub mod codec;
 mod commit;
 mod log;
+mod reached;
 mod recovery;
 mod scan;
 mod wa_ids;
@@ -198,6 +199,8 @@ struct Inner {
     windows: sled::Tree,
     wamids: sled::Tree,
     wa_ids: sled::Tree,
+    /// Users reached outside a window, per portfolio (`reached.rs`).
+    reached: sled::Tree,
     unfinished_batches: sled::Tree,
     committer: commit::Committer,
     /// `Store::generation()` while this opening is in service.
@@ -215,6 +218,7 @@ impl Inner {
         let windows = db.open_tree("windows")?;
         let wamids = db.open_tree("wamids")?;
         let wa_ids = db.open_tree(wa_ids::TREE)?;
+        let reached = db.open_tree(reached::TREE)?;
         let unfinished_batches = db.open_tree(batch::TREE)?;
         batch::roll_back_unfinished(&messages, &unfinished_batches)?;
         db.flush()?;
@@ -234,6 +238,7 @@ impl Inner {
             windows,
             wamids,
             wa_ids,
+            reached,
             unfinished_batches,
             committer,
             generation: 0,
