@@ -2101,6 +2101,121 @@ fn unknown_fields_and_query_parameters_are_refused_on_every_endpoint() {
     assert_error(&r, 409, "not_retryable", None);
 }
 
+/// `DELETE /v1/messages?to=&sender=` cancels every pending message of a recipient, of a
+/// sender, or of both, and nothing else; without either it refuses, naming `to`.
+#[test]
+fn cancel_by_recipient_or_by_sender() {
+    let d = Daemon::builder()
+        .toml("[[senders]]\nname = \"second\"\nphone_number_id = \"120000000000002\"\ntoken = \"test-token\"\n")
+        .start();
+    let enqueue = |to: &str, sender: &str| {
+        let mut r = template_request(to);
+        r["sender"] = json!(sender);
+        id_of(&d.post("/v1/messages", &r))
+    };
+    let main_a = [
+        enqueue("+14155550701", "main"),
+        enqueue("+14155550701", "main"),
+    ];
+    let main_b = enqueue("+14155550702", "main");
+    let second_a = enqueue("+14155550701", "second");
+    let state = |id: &str| d.get(&format!("/v1/messages/{id}")).json()["state"].clone();
+
+    assert_error(
+        &d.delete("/v1/messages"),
+        422,
+        "missing_parameter",
+        Some("to"),
+    );
+    let r = d.delete("/v1/messages?sender=nobody");
+    assert_eq!(
+        (r.status, r.json()["error"]["field"].clone()),
+        (422, json!("sender")),
+        "{}",
+        r.text()
+    );
+    let r = d.delete("/v1/messages?to=12");
+    assert_eq!(
+        (r.status, r.json()["error"]["field"].clone()),
+        (422, json!("to")),
+        "{}",
+        r.text()
+    );
+    assert_error(
+        &d.delete("/v1/messages?to=14155550701&cursor=x"),
+        422,
+        "unknown_parameter",
+        Some("cursor"),
+    );
+    for id in main_a.iter().chain([&main_b, &second_a]) {
+        assert_eq!(
+            state(id),
+            "queued",
+            "nothing was cancelled by a refused request"
+        );
+    }
+
+    // Both filters: the recipient's messages of that sender only (`to` as written anywhere).
+    let r = d.delete("/v1/messages?to=%2B1%20415%20555%200701&sender=main");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json(), json!({"cancelled": 2, "sending": 0}));
+    for id in &main_a {
+        let m = d.get(&format!("/v1/messages/{id}")).json();
+        assert_eq!(m["state"], "cancelled", "{m}");
+        assert_eq!(
+            m["history"].as_array().unwrap().last().unwrap()["detail"],
+            "cancelled by request"
+        );
+    }
+    assert_eq!(
+        (state(&main_b), state(&second_a)),
+        (json!("queued"), json!("queued"))
+    );
+
+    // The recipient alone, then the sender alone.
+    assert_eq!(
+        d.delete("/v1/messages?to=14155550701").json()["cancelled"],
+        1
+    );
+    assert_eq!(state(&second_a), "cancelled");
+    assert_eq!(d.delete("/v1/messages?sender=main").json()["cancelled"], 1);
+    assert_eq!(state(&main_b), "cancelled");
+    assert_eq!(
+        d.delete("/v1/messages?sender=main").json(),
+        json!({"cancelled": 0, "sending": 0})
+    );
+    let stats = d.get("/v1/stats").json();
+    assert_eq!(stats["messages"]["queued"], 0, "{stats}");
+    assert_eq!(stats["messages"]["cancelled"], 4, "{stats}");
+    for s in stats["senders"].as_array().unwrap() {
+        assert_eq!(s["queued"], 0, "the scheduler let them go too: {s}");
+    }
+
+    // The command line: by recipient, and its usage rules.
+    let kept = enqueue("+14155550703", "main");
+    let gone = enqueue("+14155550704", "main");
+    let out = d.waq(&["cancel", "--to", "+1 415 555 0704"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "cancelled 1 message\n"
+    );
+    assert_eq!(
+        (state(&kept), state(&gone)),
+        (json!("queued"), json!("cancelled"))
+    );
+    for args in [&["cancel"][..], &["cancel", &kept, "--to", "14155550703"]] {
+        let out = d.waq(args);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(state(&kept), "queued");
+}
+
 #[test]
 fn a_cancelled_message_no_longer_counts_as_queued_for_its_sender() {
     let d = Daemon::start();

@@ -348,23 +348,7 @@ pub async fn list(State(ctx): State<Ctx>, _: NoBody, uri: Uri) -> Result<Respons
             )
         })?),
     };
-    // A filter by a sender that does not exist is a mistake, not an empty page (as everywhere
-    // a sender is named).
-    let sender = match q.get("sender") {
-        None => None,
-        // Its messages wait for it: they must be found to be cancelled.
-        Some(name) if ctx.app.dispatcher.holds(name) => Some(name.to_string()),
-        Some(name) => Some(
-            resolve_sender(&ctx.app.config(), Some(name), "sender").map_err(|mut e| {
-                let sentence = e.message.trim_end_matches('.').len();
-                e.message.truncate(sentence);
-                e.message.push_str(
-                    " (the messages of a sender no longer configured are listed without `sender`).",
-                );
-                e
-            })?,
-        ),
-    };
+    let sender = sender_filter(&ctx.app, &q)?;
     // A lookup by an empty value is a mistake (an unset variable in a script), not a request
     // for everything, which an absent one is.
     for lookup in ["wamid", "idempotency_key"] {
@@ -464,6 +448,97 @@ pub async fn list(State(ctx): State<Ctx>, _: NoBody, uri: Uri) -> Result<Respons
     .await
     .map_err(|e| ApiError::new(500, "internal", format!("the listing failed: {e}")))??;
     Ok(json::text(StatusCode::OK, page))
+}
+
+/// The `sender` of a query that filters by it. A sender that does not exist is a mistake, not
+/// an empty answer (as everywhere a sender is named).
+fn sender_filter(app: &App, q: &Query) -> Result<Option<String>, ApiError> {
+    Ok(match q.get("sender") {
+        None => None,
+        // Its messages wait for it: they must be found to be cancelled.
+        Some(name) if app.dispatcher.holds(name) => Some(name.to_string()),
+        Some(name) => Some(resolve_sender(&app.config(), Some(name), "sender").map_err(
+            |mut e| {
+                let sentence = e.message.trim_end_matches('.').len();
+                e.message.truncate(sentence);
+                e.message.push_str(
+                    " (the messages of a sender no longer configured are listed without `sender`).",
+                );
+                e
+            },
+        )?),
+    })
+}
+
+/// `DELETE /v1/messages?to=&sender=`: cancels every message of the recipient, of the sender,
+/// or of both, that is not yet handed to Meta (`queued` or `retrying`), as `DELETE
+/// /v1/messages/{id}` cancels one: a recipient who opted out, a campaign stopped. One commit
+/// for all of them; the answer counts them, and the messages already `sending` it left alone.
+pub async fn cancel_matching(
+    State(ctx): State<Ctx>,
+    _: NoBody,
+    uri: Uri,
+) -> Result<Response, ApiError> {
+    let app = ctx.app.clone();
+    let q = Query::parse(&Method::DELETE, &uri, &["to", "sender"])?;
+    let to = match q.get("to") {
+        None => None,
+        Some(n) => Some(validate::recipient(n, "to")?),
+    };
+    let sender = sender_filter(&app, &q)?;
+    if to.is_none() && sender.is_none() {
+        return Err(ApiError::invalid(
+            "missing_parameter",
+            "to",
+            "give `to` (cancel one recipient's pending messages), `sender` (cancel every pending message of that sender), or both",
+        ));
+    }
+    let now = now_ms();
+    let generation = app.store.generation();
+    let store_app = app.clone();
+    let (cancelled, sending) = tokio::task::spawn_blocking(move || {
+        let app = store_app;
+        // The ids first: the scan holds the store open, and each cancel takes its record's lock.
+        let mut pending = Vec::new();
+        let mut sending = 0u64;
+        for item in app.store.scan(None) {
+            let m = item.map_err(StoreError::into_read_error)?;
+            let matches = to.as_ref().is_none_or(|t| *t == m.to)
+                && sender.as_ref().is_none_or(|s| *s == m.sender);
+            match m.state {
+                MsgState::Queued | MsgState::Retrying if matches => pending.push(m.id),
+                MsgState::Sending if matches => sending += 1,
+                _ => {}
+            }
+        }
+        let mut cancelled = Vec::with_capacity(pending.len());
+        for id in pending {
+            let mut found = None;
+            let updated = app.store.update(id, |m| {
+                found = Some(m.state);
+                matches!(m.state, MsgState::Queued | MsgState::Retrying)
+                    .then(|| m.transition(MsgState::Cancelled, now, "cancelled by request"))
+            })?;
+            match (updated, found) {
+                (Some(((), m)), _) => cancelled.push(m),
+                // Went on its way meanwhile.
+                (None, Some(MsgState::Sending)) => sending += 1,
+                _ => {}
+            }
+        }
+        Ok::<_, ApiError>((cancelled, sending))
+    })
+    .await
+    .map_err(|e| ApiError::new(500, "internal", format!("the cancel failed: {e}")))??;
+    app.store.commit_since(generation).await?;
+    for m in &cancelled {
+        app.dispatcher.withdraw(m);
+        app.publish_state(m, "cancelled by request");
+    }
+    Ok(json::ok(&serde_json::json!({
+        "cancelled": cancelled.len(),
+        "sending": sending,
+    })))
 }
 
 /// Serialising a view fails only for a map with keys that are not strings, which none has.

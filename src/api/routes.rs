@@ -23,7 +23,12 @@ pub fn router(ctx: Ctx) -> Router {
     Router::new()
         // `POST /v1/messages` reaches `messages::enqueue` past this table too (`server.rs`); it
         // stays here so that the table is whole and other methods on the path get their 405.
-        .route("/v1/messages", post(messages::enqueue).get(messages::list))
+        .route(
+            "/v1/messages",
+            post(messages::enqueue)
+                .get(messages::list)
+                .delete(messages::cancel_matching),
+        )
         .route("/v1/messages/batch", post(messages::batch))
         .route(
             "/v1/messages/{id}",

@@ -69,11 +69,22 @@ pub enum Command {
     },
     /// List messages, oldest first.
     Ls(LsArgs),
-    /// Cancel a message not yet handed to Meta.
+    /// Cancel a message not yet handed to Meta, or every such message of a recipient or a sender.
     Cancel {
         /// The message id (16 hex digits).
-        #[arg(value_parser = message_id)]
-        id: String,
+        #[arg(
+            value_parser = message_id,
+            required_unless_present_any = ["to", "sender"],
+            conflicts_with_all = ["to", "sender"]
+        )]
+        id: Option<String>,
+        /// Cancel every queued or retrying message to this recipient (of `--sender` only, if
+        /// given), e.g. one who opted out.
+        #[arg(long, value_name = "NUMBER")]
+        to: Option<String>,
+        /// Cancel every queued or retrying message of this sender (to `--to` only, if given).
+        #[arg(long, value_name = "NAME")]
+        sender: Option<String>,
         #[command(flatten)]
         client: ClientOpts,
     },
@@ -356,7 +367,25 @@ async fn client_command(command: Command) -> Result<i32, Failure> {
             Ok(answer(&c, &reply, |v| show::message(v, &reply.body)))
         }
         Command::Ls(args) => ls(args).await,
-        Command::Cancel { id, client: c } => {
+        Command::Cancel {
+            id: None,
+            to,
+            sender,
+            client: c,
+        } => {
+            let query: Vec<String> = [("to", to), ("sender", sender)]
+                .into_iter()
+                .filter_map(|(key, v)| Some(format!("{key}={}", encode(&v?))))
+                .collect();
+            let path = format!("/v1/messages?{}", query.join("&"));
+            let reply = call(&c, Method::DELETE, &path, None, &shape::CANCELLED).await?;
+            Ok(answer(&c, &reply, show::cancelled))
+        }
+        Command::Cancel {
+            id: Some(id),
+            client: c,
+            ..
+        } => {
             let reply = call(
                 &c,
                 Method::DELETE,

@@ -20,6 +20,7 @@ pub enum Kind {
     Bool,
     Array,
     Object,
+    Number,
 }
 
 impl Kind {
@@ -30,6 +31,7 @@ impl Kind {
             Kind::Bool => v.is_boolean(),
             Kind::Array => v.is_array(),
             Kind::Object => v.is_object(),
+            Kind::Number => v.is_u64(),
         }
     }
 
@@ -40,6 +42,7 @@ impl Kind {
             Kind::Bool => "true or false",
             Kind::Array => "an array",
             Kind::Object => "an object",
+            Kind::Number => "a count",
         }
     }
 }
@@ -81,6 +84,8 @@ pub const MESSAGE: Shape = Shape::of(&[
     ("state", Kind::Str),
     ("history", Kind::Array),
 ]);
+/// `DELETE /v1/messages?to=&sender=`.
+pub const CANCELLED: Shape = Shape::of(&[("cancelled", Kind::Number), ("sending", Kind::Number)]);
 /// `GET /v1/messages`.
 pub const PAGE: Shape = Shape::of(&[("messages", Kind::Array), ("next_cursor", Kind::StrOrNull)]);
 /// `GET /v1/stats`.

@@ -195,6 +195,26 @@ pub fn stats(v: &Value) {
     }
 }
 
+/// `waq cancel --to/--sender`.
+pub fn cancelled(v: &Value) {
+    let count = |key: &str| v.get(key).and_then(Value::as_u64).unwrap_or(0);
+    let (cancelled, sending) = (count("cancelled"), count("sending"));
+    let noun = if cancelled == 1 {
+        "message"
+    } else {
+        "messages"
+    };
+    let mut line = format!("cancelled {cancelled} {noun}");
+    if sending > 0 {
+        line.push_str(&format!(
+            "; {sending} already on {} way to Meta, left as {}",
+            if sending == 1 { "its" } else { "their" },
+            if sending == 1 { "it is" } else { "they are" }
+        ));
+    }
+    outln!("{line}");
+}
+
 pub fn health(v: &Value) {
     let listed = |key: &str| v.get(key).and_then(Value::as_array).into_iter().flatten();
     let paused: Vec<String> = listed("paused_senders")
