@@ -470,6 +470,9 @@ fn sender_filter(app: &App, q: &Query) -> Result<Option<String>, ApiError> {
     })
 }
 
+/// Messages a bulk cancel writes, commits and takes out of the schedule at a time.
+const CANCEL_SLICE: usize = 4096;
+
 /// `DELETE /v1/messages?to=&sender=`: cancels every message of the recipient, of the sender,
 /// or of both, that is not yet handed to Meta (`queued` or `retrying`), as `DELETE
 /// /v1/messages/{id}` cancels one: a recipient who opted out, a campaign stopped. One commit
@@ -495,13 +498,12 @@ pub async fn cancel_matching(
     }
     let now = now_ms();
     let generation = app.store.generation();
-    let store_app = app.clone();
-    let (cancelled, sending) = tokio::task::spawn_blocking(move || {
-        let app = store_app;
-        // The ids first: the scan holds the store open, and each cancel takes its record's lock.
+    // The ids first: the scan holds the store open, and each cancel takes its record's lock.
+    let scan_app = app.clone();
+    let (pending, mut sending) = tokio::task::spawn_blocking(move || {
         let mut pending = Vec::new();
         let mut sending = 0u64;
-        for item in app.store.scan(None) {
+        for item in scan_app.store.scan(None) {
             let m = item.map_err(StoreError::into_read_error)?;
             let matches = to.as_ref().is_none_or(|t| *t == m.to)
                 && sender.as_ref().is_none_or(|s| *s == m.sender);
@@ -511,32 +513,47 @@ pub async fn cancel_matching(
                 _ => {}
             }
         }
-        let mut cancelled = Vec::with_capacity(pending.len());
-        for id in pending {
-            let mut found = None;
-            let updated = app.store.update(id, |m| {
-                found = Some(m.state);
-                matches!(m.state, MsgState::Queued | MsgState::Retrying)
-                    .then(|| m.transition(MsgState::Cancelled, now, "cancelled by request"))
-            })?;
-            match (updated, found) {
-                (Some(((), m)), _) => cancelled.push(m),
-                // Went on its way meanwhile.
-                (None, Some(MsgState::Sending)) => sending += 1,
-                _ => {}
-            }
-        }
-        Ok::<_, ApiError>((cancelled, sending))
+        Ok::<_, ApiError>((pending, sending))
     })
     .await
     .map_err(|e| ApiError::new(500, "internal", format!("the cancel failed: {e}")))??;
-    app.store.commit_since(generation).await?;
-    for m in &cancelled {
-        app.dispatcher.withdraw(m);
-        app.publish_state(m, "cancelled by request");
+    // In slices, each committed before its messages leave the schedule, so that a campaign
+    // of a million holds a slice of records in memory at a time, not all of them.
+    let mut cancelled = 0usize;
+    for slice in pending.chunks(CANCEL_SLICE) {
+        let slice = slice.to_vec();
+        let slice_app = app.clone();
+        let (done, went) = tokio::task::spawn_blocking(move || {
+            let mut done = Vec::with_capacity(slice.len());
+            let mut went = 0u64;
+            for id in slice {
+                let mut found = None;
+                let updated = slice_app.store.update(id, |m| {
+                    found = Some(m.state);
+                    matches!(m.state, MsgState::Queued | MsgState::Retrying)
+                        .then(|| m.transition(MsgState::Cancelled, now, "cancelled by request"))
+                })?;
+                match (updated, found) {
+                    (Some(((), m)), _) => done.push(m),
+                    // Went on its way meanwhile.
+                    (None, Some(MsgState::Sending)) => went += 1,
+                    _ => {}
+                }
+            }
+            Ok::<_, ApiError>((done, went))
+        })
+        .await
+        .map_err(|e| ApiError::new(500, "internal", format!("the cancel failed: {e}")))??;
+        app.store.commit_since(generation).await?;
+        for m in &done {
+            app.dispatcher.withdraw(m);
+            app.publish_state(m, "cancelled by request");
+        }
+        cancelled += done.len();
+        sending += went;
     }
     Ok(json::ok(&serde_json::json!({
-        "cancelled": cancelled.len(),
+        "cancelled": cancelled,
         "sending": sending,
     })))
 }
