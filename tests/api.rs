@@ -2127,20 +2127,14 @@ fn cancel_by_recipient_or_by_sender() {
         "missing_parameter",
         Some("to"),
     );
-    let r = d.delete("/v1/messages?sender=nobody");
-    assert_eq!(
-        (r.status, r.json()["error"]["field"].clone()),
-        (422, json!("sender")),
-        "{}",
-        r.text()
-    );
-    let r = d.delete("/v1/messages?to=12");
-    assert_eq!(
-        (r.status, r.json()["error"]["field"].clone()),
-        (422, json!("to")),
-        "{}",
-        r.text()
-    );
+    for (path, field) in [
+        ("/v1/messages?sender=nobody", "sender"),
+        ("/v1/messages?to=12", "to"),
+    ] {
+        let r = d.delete(path);
+        let named = r.json()["error"]["field"].clone();
+        assert_eq!((r.status, named), (422, json!(field)), "{}", r.text());
+    }
     assert_error(
         &d.delete("/v1/messages?to=14155550701&cursor=x"),
         422,

@@ -292,13 +292,9 @@ mod tests {
     #[tokio::test]
     async fn counts_are_read_back_from_the_store() {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = crate::config::StoreConfig {
-            cache_capacity_bytes: 8 * 1024 * 1024,
-            flush_every_ms: None,
-        };
         let now = crate::model::now_ms();
         {
-            let store = Store::open(dir.path(), &cfg).unwrap();
+            let store = Store::open_for_test(dir.path());
             let limits = MessagingLimits::default();
             for to in ["15550001", "15550002"] {
                 assert_eq!(
@@ -312,7 +308,7 @@ mod tests {
                 .unwrap();
             store.commit().await.unwrap();
         }
-        let store = Store::open(dir.path(), &cfg).unwrap();
+        let store = Store::open_for_test(dir.path());
         let limits = MessagingLimits::default();
         let snap = limits.snapshot(&store, "acme", 2, now + 1).unwrap();
         assert_eq!(snap.reached_24h, 2);

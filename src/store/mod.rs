@@ -290,6 +290,19 @@ fn state_index(s: State) -> usize {
 }
 
 impl Store {
+    /// A store in `dir` with an 8 MiB cache and no timed flush, for unit tests.
+    #[cfg(test)]
+    pub fn open_for_test(dir: &Path) -> Store {
+        let cfg = StoreConfig {
+            cache_capacity_bytes: 8 * 1024 * 1024,
+            flush_every_ms: None,
+        };
+        match Store::open(dir, &cfg) {
+            Ok(store) => store,
+            Err(e) => panic!("cannot open a test store in {}: {e}", dir.display()),
+        }
+    }
+
     /// Opens (or creates) the database in `dir`. Call `recover` next to rebuild counts and
     /// hand pending messages to the dispatcher.
     pub fn open(dir: &Path, cfg: &StoreConfig) -> Result<Store, StoreError> {

@@ -67,21 +67,12 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use crate::config::StoreConfig;
     use crate::store::Store;
-
-    fn open(dir: &std::path::Path) -> Store {
-        let cfg = StoreConfig {
-            cache_capacity_bytes: 8 * 1024 * 1024,
-            flush_every_ms: None,
-        };
-        Store::open(dir, &cfg).unwrap()
-    }
 
     #[test]
     fn reached_users_are_kept_per_portfolio_and_pruned_by_age() {
         let dir = tempfile::tempdir().unwrap();
-        let store = open(dir.path());
+        let store = Store::open_for_test(dir.path());
         store.record_reached("acme", "15550001", 1_000).unwrap();
         store.record_reached("acme", "15550002", 5_000).unwrap();
         // A later reach moves the time on; an earlier one does not move it back.
@@ -114,11 +105,11 @@ mod tests {
     async fn reached_users_survive_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let store = open(dir.path());
+            let store = Store::open_for_test(dir.path());
             store.record_reached("main", "15550001", 1_000).unwrap();
             store.commit().await.unwrap();
         }
-        let store = open(dir.path());
+        let store = Store::open_for_test(dir.path());
         assert_eq!(
             store.reached_since("main", 0).unwrap(),
             [("15550001".into(), 1_000)]

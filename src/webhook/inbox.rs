@@ -286,11 +286,7 @@ mod tests {
     use crate::store::Store;
 
     fn store(dir: &std::path::Path) -> Store {
-        let cfg = crate::config::StoreConfig {
-            cache_capacity_bytes: 8 << 20,
-            flush_every_ms: None,
-        };
-        Store::open(dir, &cfg).unwrap()
+        Store::open_for_test(dir)
     }
 
     #[test]
