@@ -2130,6 +2130,8 @@ fn cancel_by_recipient_or_by_sender() {
     for (path, field) in [
         ("/v1/messages?sender=nobody", "sender"),
         ("/v1/messages?to=12", "to"),
+        // An unset variable must not widen the cancel to the whole sender.
+        ("/v1/messages?to=&sender=main", "to"),
     ] {
         let r = d.delete(path);
         let named = r.json()["error"]["field"].clone();

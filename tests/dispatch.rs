@@ -1372,3 +1372,63 @@ fn the_messaging_limit_holds_new_users_past_it_across_a_restart() {
     );
     assert_rules_kept(&n);
 }
+
+/// `POST /v1/messages/retry?code=&to=&sender=` puts back every failed message with that
+/// `last_error.code` (of the recipient, of the sender), and no other: they go to Meta again.
+#[test]
+fn failed_messages_are_put_back_by_their_error_code() {
+    let _machine = shared();
+    let mut cfg = sim_config();
+    cfg.not_on_whatsapp = vec!["+14155550401".into(), "+14155550402".into()];
+    let sim = Sim::start(cfg);
+    let d = Daemon::builder().against(&sim).start();
+    let failed = |id: &str, code: &str, tries: usize| {
+        d.wait_message(id, PATIENCE, |m| {
+            let retries = m["history"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|h| h["detail"] == "retry requested")
+                .count();
+            m["state"] == "failed" && retries == tries
+        });
+        assert_eq!(d.message(id)["last_error"]["code"], code);
+    };
+    let a = d.enqueue(&template_request("+14155550401"));
+    let b = d.enqueue(&template_request("+14155550402"));
+    let mut unknown = template_request("+14155550403");
+    unknown["message"]["template"]["name"] = json!("no_such_template");
+    let c = d.enqueue(&unknown);
+    failed(&a, "meta_131026", 0);
+    failed(&b, "meta_131026", 0);
+    failed(&c, "meta_132001", 0);
+
+    let r = d.request("POST", "/v1/messages/retry", None);
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert_eq!(r.json()["error"]["field"], "code");
+    let r = d.request("POST", "/v1/messages/retry?code=", None);
+    assert_eq!((r.status, r.code()), (422, "invalid_parameter".into()));
+
+    let r = d.request(
+        "POST",
+        "/v1/messages/retry?code=meta_131026&to=%2B1%20415%20555%200401",
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json(), json!({"retried": 1}));
+    failed(&a, "meta_131026", 1);
+    assert_eq!(d.message(&a)["attempts"], 1, "attempts start again");
+
+    let out = d.waq(&["retry", "--code", "meta_131026"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "queued 2 messages again\n"
+    );
+    failed(&a, "meta_131026", 2);
+    failed(&b, "meta_131026", 1);
+    failed(&c, "meta_132001", 0);
+    let n = sim.number();
+    assert_eq!(n.requests, 6, "3 sends, then 1 and 2 again: {n:?}");
+    assert_rules_kept(&n);
+}

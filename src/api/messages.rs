@@ -470,57 +470,53 @@ fn sender_filter(app: &App, q: &Query) -> Result<Option<String>, ApiError> {
     })
 }
 
-/// Messages a bulk cancel writes, commits and takes out of the schedule at a time.
-const CANCEL_SLICE: usize = 4096;
+/// Messages a bulk change writes, commits and hands on at a time.
+const BULK_SLICE: usize = 4096;
 
-/// `DELETE /v1/messages?to=&sender=`: cancels every message of the recipient, of the sender,
-/// or of both, that is not yet handed to Meta (`queued` or `retrying`), as `DELETE
-/// /v1/messages/{id}` cancels one: a recipient who opted out, a campaign stopped. One commit
-/// for all of them; the answer counts them, and the messages already `sending` it left alone.
-pub async fn cancel_matching(
-    State(ctx): State<Ctx>,
-    _: NoBody,
-    uri: Uri,
-) -> Result<Response, ApiError> {
-    let app = ctx.app.clone();
-    let q = Query::parse(&Method::DELETE, &uri, &["to", "sender"])?;
-    let to = match q.get("to") {
-        None => None,
-        Some(n) => Some(validate::recipient(n, "to")?),
+/// What a bulk change did: the messages it changed, and those that matched but were already
+/// `sending` (on their way to Meta).
+struct BulkOutcome {
+    changed: usize,
+    sending: u64,
+}
+
+/// Finds the messages `matches` picks by a scan of the store, then changes those in one of the
+/// states `from` with `change` in slices of [`BULK_SLICE`]: each slice is committed before
+/// `after` hands its messages on (to the schedule, to the event stream), so that a million
+/// holds a slice of records in memory at a time, not all of them.
+async fn change_matching(
+    app: &Arc<App>,
+    matches: impl Fn(&Message) -> bool + Send + 'static,
+    from: &'static [MsgState],
+    change: fn(&mut Message, u64),
+    after: impl Fn(&App, &Message),
+) -> Result<BulkOutcome, ApiError> {
+    let failed = |e: tokio::task::JoinError| {
+        ApiError::new(500, "internal", format!("the change failed: {e}"))
     };
-    let sender = sender_filter(&app, &q)?;
-    if to.is_none() && sender.is_none() {
-        return Err(ApiError::invalid(
-            "missing_parameter",
-            "to",
-            "give `to` (cancel one recipient's pending messages), `sender` (cancel every pending message of that sender), or both",
-        ));
-    }
     let now = now_ms();
     let generation = app.store.generation();
-    // The ids first: the scan holds the store open, and each cancel takes its record's lock.
+    // The ids first: the scan holds the store open, and each change takes its record's lock.
     let scan_app = app.clone();
     let (pending, mut sending) = tokio::task::spawn_blocking(move || {
         let mut pending = Vec::new();
         let mut sending = 0u64;
         for item in scan_app.store.scan(None) {
             let m = item.map_err(StoreError::into_read_error)?;
-            let matches = to.as_ref().is_none_or(|t| *t == m.to)
-                && sender.as_ref().is_none_or(|s| *s == m.sender);
-            match m.state {
-                MsgState::Queued | MsgState::Retrying if matches => pending.push(m.id),
-                MsgState::Sending if matches => sending += 1,
-                _ => {}
+            if matches(&m) {
+                if from.contains(&m.state) {
+                    pending.push(m.id);
+                } else if m.state == MsgState::Sending {
+                    sending += 1;
+                }
             }
         }
         Ok::<_, ApiError>((pending, sending))
     })
     .await
-    .map_err(|e| ApiError::new(500, "internal", format!("the cancel failed: {e}")))??;
-    // In slices, each committed before its messages leave the schedule, so that a campaign
-    // of a million holds a slice of records in memory at a time, not all of them.
-    let mut cancelled = 0usize;
-    for slice in pending.chunks(CANCEL_SLICE) {
+    .map_err(failed)??;
+    let mut changed = 0usize;
+    for slice in pending.chunks(BULK_SLICE) {
         let slice = slice.to_vec();
         let slice_app = app.clone();
         let (done, went) = tokio::task::spawn_blocking(move || {
@@ -530,8 +526,7 @@ pub async fn cancel_matching(
                 let mut found = None;
                 let updated = slice_app.store.update(id, |m| {
                     found = Some(m.state);
-                    matches!(m.state, MsgState::Queued | MsgState::Retrying)
-                        .then(|| m.transition(MsgState::Cancelled, now, "cancelled by request"))
+                    from.contains(&m.state).then(|| change(m, now))
                 })?;
                 match (updated, found) {
                     (Some(((), m)), _) => done.push(m),
@@ -543,19 +538,146 @@ pub async fn cancel_matching(
             Ok::<_, ApiError>((done, went))
         })
         .await
-        .map_err(|e| ApiError::new(500, "internal", format!("the cancel failed: {e}")))??;
+        .map_err(failed)??;
         app.store.commit_since(generation).await?;
         for m in &done {
-            app.dispatcher.withdraw(m);
-            app.publish_state(m, "cancelled by request");
+            after(app, m);
         }
-        cancelled += done.len();
+        changed += done.len();
         sending += went;
     }
+    Ok(BulkOutcome { changed, sending })
+}
+
+/// `to` and `sender` of a bulk change's query (`to` validated as a send's).
+fn bulk_filters(app: &App, q: &Query) -> Result<(Option<String>, Option<String>), ApiError> {
+    // An empty one (an unset variable in a script) would widen the change to everyone's.
+    for name in ["to", "sender"] {
+        if q.given(name) == Some("") {
+            return Err(ApiError::invalid(
+                "invalid_parameter",
+                name,
+                format!("`{name}` is empty: give the value to match, or leave it out"),
+            ));
+        }
+    }
+    let to = match q.get("to") {
+        None => None,
+        Some(n) => Some(validate::recipient(n, "to")?),
+    };
+    Ok((to, sender_filter(app, q)?))
+}
+
+/// `DELETE /v1/messages?to=&sender=`: cancels every message of the recipient, of the sender,
+/// or of both, that is not yet handed to Meta (`queued` or `retrying`), as `DELETE
+/// /v1/messages/{id}` cancels one: a recipient who opted out, a campaign stopped. The answer
+/// counts them, and the matching messages already `sending`, left alone.
+pub async fn cancel_matching(
+    State(ctx): State<Ctx>,
+    _: NoBody,
+    uri: Uri,
+) -> Result<Response, ApiError> {
+    let q = Query::parse(&Method::DELETE, &uri, &["to", "sender"])?;
+    let (to, sender) = bulk_filters(&ctx.app, &q)?;
+    if to.is_none() && sender.is_none() {
+        return Err(ApiError::invalid(
+            "missing_parameter",
+            "to",
+            "give `to` (cancel one recipient's pending messages), `sender` (cancel every pending message of that sender), or both",
+        ));
+    }
+    let outcome = change_matching(
+        &ctx.app,
+        move |m| {
+            to.as_ref().is_none_or(|t| *t == m.to) && sender.as_ref().is_none_or(|s| *s == m.sender)
+        },
+        &[MsgState::Queued, MsgState::Retrying],
+        cancel_now,
+        |app, m| {
+            app.dispatcher.withdraw(m);
+            app.publish_state(m, "cancelled by request");
+        },
+    )
+    .await?;
     Ok(json::ok(&serde_json::json!({
-        "cancelled": cancelled,
-        "sending": sending,
+        "cancelled": outcome.changed,
+        "sending": outcome.sending,
     })))
+}
+
+/// `POST /v1/messages/retry?code=&to=&sender=`: puts back every `failed` or `expired` message
+/// with that `last_error.code`, of the recipient, of the sender, or any mix of them, as `POST
+/// /v1/messages/{id}/retry` puts back one: a template fixed after its 132001s, say.
+pub async fn retry_matching(
+    State(ctx): State<Ctx>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let app = &ctx.app;
+    let q = Query::parse(&Method::POST, &uri, &["code", "to", "sender"])?;
+    retry_allowed(app, &headers, body).await?;
+    let (to, sender) = bulk_filters(app, &q)?;
+    // An empty one is a mistake (an unset variable in a script), not "any code".
+    if q.given("code") == Some("") {
+        return Err(ApiError::invalid(
+            "invalid_parameter",
+            "code",
+            "`code` is empty: give a `last_error.code` such as meta_132001, or leave it out",
+        ));
+    }
+    let code = q.get("code").map(str::to_string);
+    if to.is_none() && sender.is_none() && code.is_none() {
+        return Err(ApiError::invalid(
+            "missing_parameter",
+            "code",
+            "give `code` (a `last_error.code`, e.g. meta_132001), `to`, `sender`, or several of them",
+        ));
+    }
+    let outcome = change_matching(
+        app,
+        move |m| {
+            to.as_ref().is_none_or(|t| *t == m.to)
+                && sender.as_ref().is_none_or(|s| *s == m.sender)
+                && code
+                    .as_ref()
+                    .is_none_or(|c| m.last_error.as_ref().is_some_and(|e| e.code == *c))
+        },
+        &[MsgState::Failed, MsgState::Expired],
+        requeue_now,
+        |app, m| {
+            app.publish_state(m, "retry requested");
+            app.dispatcher.submit(m);
+        },
+    )
+    .await?;
+    Ok(json::ok(&serde_json::json!({ "retried": outcome.changed })))
+}
+
+/// A retry, of one message or many, is refused while stopping, and has no body.
+async fn retry_allowed(app: &App, headers: &HeaderMap, body: Body) -> Result<(), ApiError> {
+    if app.is_shutting_down() {
+        return Err(json::shutting_down());
+    }
+    let cfg = app.config();
+    json::no_body(headers, body, Limit::request(&cfg, &app.bodies), "a retry").await
+}
+
+fn cancel_now(m: &mut Message, now: u64) {
+    m.transition(MsgState::Cancelled, now, "cancelled by request");
+}
+
+/// A `failed` or `expired` message back in line, as new.
+fn requeue_now(m: &mut Message, now: u64) {
+    // The same time to live as the first time, counted from now, or it would expire at once.
+    m.expires_at_ms = m
+        .expires_at_ms
+        .map(|at| now.saturating_add(at.saturating_sub(m.created_at_ms)));
+    m.attempts = 0;
+    m.next_attempt_at_ms = now;
+    // The last attempt's wamid stays in its history entry, not on a message back in line.
+    m.wamid = None;
+    m.transition(MsgState::Queued, now, "retry requested");
 }
 
 /// Serialising a view fails only for a map with keys that are not strings, which none has.
@@ -582,9 +704,7 @@ pub async fn cancel(
         only: "only queued or retrying messages can be cancelled",
     };
     let generation = app.store.generation();
-    let m = change_state(app, id, rule, |m| {
-        m.transition(MsgState::Cancelled, now, "cancelled by request")
-    })?;
+    let m = change_state(app, id, rule, |m| cancel_now(m, now))?;
     app.store.commit_since(generation).await?;
     app.dispatcher.withdraw(&m);
     app.publish_state(&m, "cancelled by request");
@@ -599,12 +719,8 @@ pub async fn retry(
     body: Body,
 ) -> Result<Response, ApiError> {
     let app = &ctx.app;
-    if app.is_shutting_down() {
-        return Err(json::shutting_down());
-    }
     let id = parse_id(&id)?;
-    let cfg = app.config();
-    json::no_body(&headers, body, Limit::request(&cfg, &app.bodies), "a retry").await?;
+    retry_allowed(app, &headers, body).await?;
     let now = now_ms();
     let rule = Rule {
         from: &[MsgState::Failed, MsgState::Expired],
@@ -612,17 +728,7 @@ pub async fn retry(
         only: "only failed or expired messages can be retried",
     };
     let generation = app.store.generation();
-    let m = change_state(app, id, rule, |m| {
-        // The same time to live as the first time, counted from now, or it would expire at once.
-        m.expires_at_ms = m
-            .expires_at_ms
-            .map(|at| now.saturating_add(at.saturating_sub(m.created_at_ms)));
-        m.attempts = 0;
-        m.next_attempt_at_ms = now;
-        // The last attempt's wamid stays in its history entry, not on a message back in line.
-        m.wamid = None;
-        m.transition(MsgState::Queued, now, "retry requested");
-    })?;
+    let m = change_state(app, id, rule, |m| requeue_now(m, now))?;
     app.store.commit_since(generation).await?;
     // Published before the dispatcher sees it, whose events (a `failed` with no request, say)
     // would otherwise come first.

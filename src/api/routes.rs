@@ -30,6 +30,7 @@ pub fn router(ctx: Ctx) -> Router {
                 .delete(messages::cancel_matching),
         )
         .route("/v1/messages/batch", post(messages::batch))
+        .route("/v1/messages/retry", post(messages::retry_matching))
         .route(
             "/v1/messages/{id}",
             get(messages::get).delete(messages::cancel),

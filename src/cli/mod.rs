@@ -88,11 +88,26 @@ pub enum Command {
         #[command(flatten)]
         client: ClientOpts,
     },
-    /// Put a failed or expired message back in the queue.
+    /// Put a failed or expired message back in the queue, or every one with a last error's code,
+    /// of a recipient or of a sender.
     Retry {
         /// The message id (16 hex digits).
-        #[arg(value_parser = message_id)]
-        id: String,
+        #[arg(
+            value_parser = message_id,
+            required_unless_present_any = ["code", "to", "sender"],
+            conflicts_with_all = ["code", "to", "sender"]
+        )]
+        id: Option<String>,
+        /// Put back every failed or expired message whose `last_error.code` is this (e.g.
+        /// meta_132001 once the template is approved); with --to or --sender, of those only.
+        #[arg(long)]
+        code: Option<String>,
+        /// Put back every failed or expired message to this recipient.
+        #[arg(long, value_name = "NUMBER")]
+        to: Option<String>,
+        /// Put back every failed or expired message of this sender.
+        #[arg(long, value_name = "NAME")]
+        sender: Option<String>,
         #[command(flatten)]
         client: ClientOpts,
     },
@@ -373,11 +388,7 @@ async fn client_command(command: Command) -> Result<i32, Failure> {
             sender,
             client: c,
         } => {
-            let query: Vec<String> = [("to", to), ("sender", sender)]
-                .into_iter()
-                .filter_map(|(key, v)| Some(format!("{key}={}", encode(&v?))))
-                .collect();
-            let path = format!("/v1/messages?{}", query.join("&"));
+            let path = format!("/v1/messages?{}", query(&[("to", to), ("sender", sender)]));
             let reply = call(&c, Method::DELETE, &path, None, &shape::CANCELLED).await?;
             Ok(answer(&c, &reply, show::cancelled))
         }
@@ -398,7 +409,31 @@ async fn client_command(command: Command) -> Result<i32, Failure> {
                 outln!("cancelled {}", text(v, "id"))
             }))
         }
-        Command::Retry { id, client: c } => {
+        Command::Retry {
+            id: None,
+            code,
+            to,
+            sender,
+            client: c,
+        } => {
+            let path = format!(
+                "/v1/messages/retry?{}",
+                query(&[("code", code), ("to", to), ("sender", sender)])
+            );
+            let reply = call(&c, Method::POST, &path, None, &shape::RETRIED).await?;
+            Ok(answer(&c, &reply, |v| {
+                let n = v.get("retried").and_then(Value::as_u64).unwrap_or(0);
+                outln!(
+                    "queued {n} {} again",
+                    if n == 1 { "message" } else { "messages" }
+                )
+            }))
+        }
+        Command::Retry {
+            id: Some(id),
+            client: c,
+            ..
+        } => {
             let path = format!("/v1/messages/{}/retry", encode(&id));
             let reply = call(&c, Method::POST, &path, None, &shape::ACCEPTED).await?;
             Ok(answer(&c, &reply, |v| {
@@ -484,8 +519,7 @@ async fn ls(args: LsArgs) -> Result<i32, Failure> {
     let mut all: Vec<Box<RawValue>> = Vec::new();
     let mut first_page = true;
     loop {
-        let mut query = Vec::new();
-        for (key, value) in [
+        let params = query(&[
             ("state", args.state.clone()),
             ("to", args.to.clone()),
             ("sender", args.sender.clone()),
@@ -493,15 +527,11 @@ async fn ls(args: LsArgs) -> Result<i32, Failure> {
             ("idempotency_key", args.idempotency_key.clone()),
             ("limit", args.limit.map(|l| l.to_string())),
             ("cursor", cursor.clone()),
-        ] {
-            if let Some(v) = value {
-                query.push(format!("{key}={}", encode(&v)));
-            }
-        }
-        let path = if query.is_empty() {
+        ]);
+        let path = if params.is_empty() {
             "/v1/messages".to_string()
         } else {
-            format!("/v1/messages?{}", query.join("&"))
+            format!("/v1/messages?{params}")
         };
         let reply = call(c, Method::GET, &path, None, &shape::PAGE).await?;
         if !reply.ok() || !args.all {
@@ -632,6 +662,15 @@ fn text<'a>(v: &'a Value, key: &str) -> &'a str {
 
 /// Percent-encodes everything but unreserved characters (for path segments and query values:
 /// ids and names are plain, but a typo should still reach the daemon intact and be answered).
+/// The given parameters as a query string (`key=value&…`), each value encoded.
+fn query(params: &[(&str, Option<String>)]) -> String {
+    params
+        .iter()
+        .filter_map(|(key, v)| Some(format!("{key}={}", encode(v.as_ref()?))))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
 fn encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {

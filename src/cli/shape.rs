@@ -86,6 +86,8 @@ pub const MESSAGE: Shape = Shape::of(&[
 ]);
 /// `DELETE /v1/messages?to=&sender=`.
 pub const CANCELLED: Shape = Shape::of(&[("cancelled", Kind::Number), ("sending", Kind::Number)]);
+/// `POST /v1/messages/retry?code=&to=&sender=`.
+pub const RETRIED: Shape = Shape::of(&[("retried", Kind::Number)]);
 /// `GET /v1/messages`.
 pub const PAGE: Shape = Shape::of(&[("messages", Kind::Array), ("next_cursor", Kind::StrOrNull)]);
 /// `GET /v1/stats`.
