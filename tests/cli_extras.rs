@@ -306,12 +306,30 @@ fn help_describes_every_argument() {
         assert_eq!(out.status.code(), Some(0), "{args:?}");
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
-    for command in ["status", "cancel", "retry"] {
+    let text = help(&["status"]);
+    assert!(
+        text.contains("<ID>  The message id (16 hex digits)"),
+        "{text}"
+    );
+    // Cancel and retry take one id, or filters for many.
+    for (command, filters) in [
+        ("cancel", &["--to <NUMBER>", "--sender <NAME>"][..]),
+        (
+            "retry",
+            &["--code <CODE>", "--to <NUMBER>", "--sender <NAME>"][..],
+        ),
+    ] {
         let text = help(&[command]);
         assert!(
-            text.contains("<ID>  The message id (16 hex digits)"),
+            text.contains("[ID]  The message id (16 hex digits)"),
             "{command}: {text}"
         );
+        for filter in filters {
+            let described = text
+                .lines()
+                .any(|l| l.trim_start().starts_with(filter) && l.contains(" every "));
+            assert!(described, "{command} {filter}: {text}");
+        }
     }
     let text = help(&["sender", "resume"]);
     assert!(text.contains("<NAME>  The sender's name"), "{text}");
