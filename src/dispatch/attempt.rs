@@ -196,9 +196,14 @@ pub async fn run(mut input: AttemptInput<'_>) -> (Outcome, SenderEffect) {
                 .take_back(&app.store, input.portfolio, input.to, at);
         }
     };
-    if let Some(e) = window_error.or(reach_error) {
+    let store_error = match (window_error, reach_error) {
+        (Some(e), _) => Some(("cannot read the recipient window", e)),
+        (None, Some(e)) => Some(("cannot count the user for the messaging limit", e)),
+        (None, None) => None,
+    };
+    if let Some((what, e)) = store_error {
         take_back();
-        return retry_after_store_error(input, now, "cannot read the recipient window", &e);
+        return retry_after_store_error(input, now, what, &e);
     }
     let body = match prepared {
         Ok(Some((Prepared::Send { body }, m))) => {

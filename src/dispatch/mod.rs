@@ -413,17 +413,13 @@ impl Dispatcher {
             let mut v: Vec<_> = map
                 .values()
                 .map(|s| {
-                    let mut snap = s.snapshot();
-                    let cfg = s.config();
-                    if let (true, Some(limit), Some(store)) =
-                        (snap.configured, cfg.messaging_limit, &store)
-                    {
-                        snap.messaging_limit =
-                            self.shared
-                                .limits
-                                .snapshot(store, &cfg.portfolio, limit, now);
-                    }
-                    snap
+                    s.snapshot_with(|cfg| {
+                        let limit = cfg.messaging_limit?;
+                        let store = store.as_ref()?;
+                        self.shared
+                            .limits
+                            .snapshot(store, &cfg.portfolio, limit, now)
+                    })
                 })
                 .filter(|s| s.configured || s.holds_messages())
                 .collect();

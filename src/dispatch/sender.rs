@@ -253,8 +253,18 @@ impl SenderState {
     }
 
     pub fn snapshot(&self) -> SenderSnapshot {
+        self.snapshot_with(|_| None)
+    }
+
+    /// [`snapshot`](Self::snapshot) with the count of the sender's messaging limit, which
+    /// `count` reads for a configured sender from its configuration.
+    pub fn snapshot_with(
+        &self,
+        count: impl FnOnce(&SenderConfig) -> Option<super::messaging_limit::MessagingLimitSnapshot>,
+    ) -> SenderSnapshot {
         let cfg = self.config();
         let configured = self.is_configured();
+        let messaging_limit = if configured { count(&cfg) } else { None };
         let mut s = self.lock();
         let sent_last_second = s.departures.count_last_second(Instant::now());
         SenderSnapshot {
@@ -269,7 +279,7 @@ impl SenderState {
             paused: s.paused.is_some(),
             pause_reason: s.paused.clone(),
             unreachable: s.reach.unreachable(now_ms()),
-            messaging_limit: None,
+            messaging_limit,
         }
     }
 }
