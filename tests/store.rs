@@ -459,7 +459,7 @@ async fn a_resync_after_a_reopen_counts_each_message_once() {
     store.commit().await.unwrap();
     dispatcher.submit_all([&parked, &parked_with_ttl, &due]);
     let queued = |d: &waq::dispatch::Dispatcher| {
-        let snapshot = d.snapshot();
+        let snapshot = d.snapshot(&store);
         snapshot.senders.iter().map(|s| s.queued).sum::<usize>()
     };
     assert_eq!(queued(&dispatcher), 3);
@@ -509,4 +509,33 @@ fn removing_a_message_forgets_every_attempts_wamid() {
     store.remove(&m).unwrap();
     assert_eq!(store.lookup_wamid("wamid.A").unwrap(), None);
     assert_eq!(store.lookup_wamid("wamid.B").unwrap(), None);
+}
+
+/// `/v1/stats` may be asked before the sender loops run (a start still reading its queue
+/// back): the messaging limit's count is read from the store, not from the loops.
+#[tokio::test]
+async fn the_messaging_limit_count_shows_before_the_loops_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = waq::config::Config::from_toml(
+        &format!(
+            "state_dir = \"{0}\"\n[socket]\npath = \"{0}/waq.sock\"\n[[senders]]\nname = \"main\"\nphone_number_id = \"120000000000001\"\ntoken = \"t\"\nmessaging_limit = 2\nportfolio = \"acme\"\n",
+            dir.path().display()
+        ),
+        dir.path(),
+    )
+    .unwrap();
+    let store = Store::open(&dir.path().join("state"), &cfg()).unwrap();
+    let now = waq::model::now_ms();
+    store
+        .record_reached("acme", "14155550101", now - 1_000)
+        .unwrap();
+    store.commit().await.unwrap();
+    let dispatcher = waq::dispatch::Dispatcher::new(&config).unwrap();
+    let snapshot = dispatcher.snapshot(&store);
+    let limit = snapshot.senders[0].messaging_limit.as_ref().unwrap();
+    assert_eq!(
+        (limit.portfolio.as_str(), limit.limit, limit.reached_24h),
+        ("acme", 2, 1)
+    );
+    assert_eq!(limit.full_until, None, "1 of 2 is not full");
 }

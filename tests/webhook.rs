@@ -556,7 +556,7 @@ async fn an_account_code_in_a_failed_status_pauses_the_sender_and_holds_the_mess
     let dir = tempfile::tempdir().unwrap();
     let app = build_app(dir.path(), "").await;
     let main = |app: &App| {
-        let snap = app.dispatcher.snapshot();
+        let snap = app.dispatcher.snapshot(&app.store);
         let main = snap.senders.iter().find(|s| s.name == "main").unwrap();
         (main.pause_reason.clone(), main.queued)
     };
@@ -620,7 +620,7 @@ fn effective_mps(app: &App) -> f64 {
 }
 
 fn effective_mps_of(app: &App, name: &str) -> f64 {
-    let snap = app.dispatcher.snapshot();
+    let snap = app.dispatcher.snapshot(&app.store);
     snap.senders
         .iter()
         .find(|s| s.name == name)

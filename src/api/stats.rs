@@ -33,7 +33,7 @@ pub async fn stats(State(ctx): State<Ctx>, _: NoQuery) -> Response {
             (short.to_string(), json!(v))
         })
         .collect();
-    let snapshot = app.dispatcher.snapshot();
+    let snapshot = app.dispatcher.snapshot(&app.store);
     let commit = app.store.commit_stats();
     let disk_bytes = app.store.size_on_disk();
     json::ok(&json!({
@@ -58,7 +58,7 @@ pub async fn health(State(ctx): State<Ctx>, _: NoQuery) -> Result<Response, ApiE
     if ctx.app.is_shutting_down() {
         return Err(json::shutting_down());
     }
-    let senders = ctx.app.dispatcher.snapshot().senders;
+    let senders = ctx.app.dispatcher.snapshot(&ctx.app.store).senders;
     let paused: Vec<Value> = senders
         .iter()
         .filter(|s| s.paused)
@@ -219,7 +219,7 @@ pub async fn metrics(State(ctx): State<Ctx>, _: NoQuery) -> Response {
         let _ = writeln!(out, "{name} {value}");
     }
 
-    let snapshot = app.dispatcher.snapshot();
+    let snapshot = app.dispatcher.snapshot(&app.store);
     family(
         &mut out,
         "waq_in_flight",

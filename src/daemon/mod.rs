@@ -326,7 +326,7 @@ impl Running {
             }
         }
         // The dispatcher waits for its in-flight requests, each bounded by the request timeout.
-        let in_flight = self.app.dispatcher.snapshot().in_flight;
+        let in_flight = self.app.dispatcher.in_flight();
         if in_flight > 0 {
             tracing::info!(
                 in_flight,

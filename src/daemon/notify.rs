@@ -27,7 +27,7 @@ pub fn status_line(app: &App) -> String {
             .map(|(_, n)| *n)
             .unwrap_or(0)
     };
-    let snapshot = app.dispatcher.snapshot();
+    let snapshot = app.dispatcher.snapshot(&app.store);
     let paused: Vec<&str> = snapshot
         .senders
         .iter()

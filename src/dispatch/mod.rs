@@ -403,19 +403,19 @@ impl Dispatcher {
         }
     }
 
-    pub fn snapshot(&self) -> DispatchSnapshot {
+    /// The senders' state, with their messaging limits' counts read from `store` (also while
+    /// the loops are not yet running: a start's first `/v1/stats` shows them too).
+    pub fn snapshot(&self, store: &Store) -> DispatchSnapshot {
         let senders: Vec<SenderSnapshot> = {
             let map = self.senders.read().unwrap_or_else(|p| p.into_inner());
             // A sender no longer configured shows while it holds messages, so that the
             // senders' counts add up to the queue's.
-            let store = self.running_app().map(|app| app.store.clone());
             let now = crate::model::now_ms();
             let mut v: Vec<_> = map
                 .values()
                 .map(|s| {
                     s.snapshot_with(|cfg| {
                         let limit = cfg.messaging_limit?;
-                        let store = store.as_ref()?;
                         self.shared
                             .limits
                             .snapshot(store, &cfg.portfolio, limit, now)
@@ -427,18 +427,14 @@ impl Dispatcher {
             v
         };
         DispatchSnapshot {
-            in_flight: self.shared.in_flight_limit - self.shared.in_flight.available_permits(),
+            in_flight: self.in_flight(),
             senders,
         }
     }
 
-    /// The app the loops serve, once they run.
-    fn running_app(&self) -> Option<Arc<App>> {
-        self.running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            .and_then(|(app, _)| app.upgrade())
+    /// Requests to Meta in flight now.
+    pub fn in_flight(&self) -> usize {
+        self.shared.in_flight_limit - self.shared.in_flight.available_permits()
     }
 
     /// The oldest heartbeat (Unix ms) of the sender loops: a stuck loop shows as an old value.
