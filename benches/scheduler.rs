@@ -27,6 +27,7 @@ fn filled(messages: u64, recipients: u64) -> SenderQueue {
                 due_ms: NOW,
                 expires_at_ms: None,
                 retry_at_ms: None,
+                held: false,
             },
             NOW,
             PAIR,

@@ -132,6 +132,31 @@ impl App {
         }
     }
 
+    /// `from` wrote to `sender` (recorded in the store): a message to them held by the
+    /// messaging limit no longer counts against it, so it may go now.
+    pub fn window_opened(&self, sender: &str, from: &str) {
+        let now = crate::model::now_ms();
+        let margin_ms = self.config().dispatch.window_margin.as_millis() as u64;
+        let numbers = match self.store.numbers_of(sender, from) {
+            Ok(numbers) => numbers,
+            Err(e) => {
+                // The held message still goes at its time.
+                tracing::warn!(
+                    sender,
+                    "cannot read the numbers of a user who wrote in: {e}"
+                );
+                return;
+            }
+        };
+        for to in numbers {
+            let open = crate::window::lookup(&self.store, sender, &to)
+                .is_ok_and(|w| w.is_open(now, margin_ms));
+            if open {
+                self.dispatcher.release_hold(sender, &to);
+            }
+        }
+    }
+
     pub fn begin_shutdown(&self) {
         self.shutting_down.store(true, Ordering::SeqCst);
     }

@@ -1370,7 +1370,18 @@ fn the_messaging_limit_holds_new_users_past_it_across_a_restart() {
         n.requests, 6,
         "the refused one, 2 new users, 2 to an open window, 1 to a counted user: {n:?}"
     );
-    assert_rules_kept(&n);
+
+    // The held user writes in: with their window open the message no longer counts, and it
+    // goes now rather than at its promised time. The other held user still waits.
+    sim.inbound("14155550313");
+    let r = d.post("/v1/inbound", &json!({"from": "+14155550313"}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let m = d.wait_message(&held, PATIENCE, |m| m["state"] == "sent");
+    assert_eq!(m["attempts"], 1, "{m}");
+    assert_eq!(limit(&d)["reached_24h"], 2, "not counted");
+    assert_eq!(d.message(&after)["state"], "retrying");
+    assert_eq!(sim.number().requests, 7);
+    assert_rules_kept(&sim.number());
 }
 
 /// `POST /v1/messages/retry?code=&to=&sender=` puts back every failed message with that

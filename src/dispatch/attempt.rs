@@ -242,7 +242,7 @@ pub async fn run(mut input: AttemptInput<'_>) -> (Outcome, SenderEffect) {
         Ok(Some((Prepared::Held { until_ms }, m))) => {
             Metrics::inc(&app.metrics.messaging_limit_holds);
             app.publish_state(&m, "held by the messaging limit");
-            return (Outcome::RetryUnsent { at_ms: until_ms }, SenderEffect::None);
+            return (Outcome::Held { at_ms: until_ms }, SenderEffect::None);
         }
         Ok(None) => return (Outcome::DoneWithoutRequest, SenderEffect::None),
         Err(e) => {

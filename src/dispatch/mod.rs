@@ -264,6 +264,21 @@ impl Dispatcher {
         }
     }
 
+    /// `to`'s window with sender `name` is open: a message to them held by the messaging
+    /// limit may go now, and the ones behind it.
+    pub fn release_hold(&self, name: &str, to: &str) {
+        if let Some(sender) = self.sender(name) {
+            let pair = self.shared.pair_limit();
+            let released = sender
+                .lock()
+                .queue
+                .release_hold(to, crate::model::now_ms(), pair);
+            if released {
+                sender.wake.notify_one();
+            }
+        }
+    }
+
     /// Meta reported a throttle for `name` outside an answer (a `failed` status): its rate
     /// is lowered as after a throttle in an answer.
     pub fn throttled(&self, name: &str) {
@@ -575,5 +590,9 @@ fn entry(m: &Message) -> Entry {
         due_ms: m.next_attempt_at_ms,
         expires_at_ms: m.expires_at_ms,
         retry_at_ms: (m.state == State::Retrying).then_some(m.next_attempt_at_ms),
+        held: m.state == State::Retrying
+            && m.history
+                .last()
+                .is_some_and(|h| h.detail.starts_with(attempt::HELD_PREFIX)),
     }
 }

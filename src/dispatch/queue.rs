@@ -55,6 +55,9 @@ struct Lane {
     /// The message whose retry backoff set `blocked_until_ms`: if it leaves unsent
     /// (cancelled, expired), its backoff must not hold back the messages behind it.
     blocked_for_retry_of: Option<u64>,
+    /// The block is that message's hold by Meta's messaging limit, which a message from the
+    /// recipient lifts: with the window open it no longer counts against the limit.
+    blocked_by_hold: bool,
     pair_strikes: u32,
     slot: Slot,
 }
@@ -65,7 +68,20 @@ impl Lane {
         if at_ms >= self.blocked_until_ms {
             self.blocked_until_ms = at_ms;
             self.blocked_for_retry_of = Some(id);
+            self.blocked_by_hold = false;
         }
+    }
+
+    /// Blocks the lane until `at_ms` for message `id`, held by the messaging limit.
+    fn block_for_hold(&mut self, id: u64, at_ms: u64) {
+        self.block_for_retry(id, at_ms);
+        self.blocked_by_hold = self.blocked_for_retry_of == Some(id);
+    }
+
+    fn unblock(&mut self) {
+        self.blocked_until_ms = 0;
+        self.blocked_for_retry_of = None;
+        self.blocked_by_hold = false;
     }
 
     /// Meta answered 131056: the recipient's lane waits until `at_ms` (never shortening a
@@ -74,6 +90,8 @@ impl Lane {
         if at_ms >= self.blocked_until_ms {
             self.blocked_for_retry_of = None;
         }
+        // Not lifted by the recipient's message any more: the pair's backoff is Meta's.
+        self.blocked_by_hold = false;
         self.blocked_until_ms = self.blocked_until_ms.max(at_ms);
         self.pair_strikes += 1;
     }
@@ -83,8 +101,7 @@ impl Lane {
     fn take_out(&mut self, priority: Priority, id: u64) -> bool {
         let removed = self.queue.remove(&(priority, id));
         if removed && self.blocked_for_retry_of == Some(id) {
-            self.blocked_until_ms = 0;
-            self.blocked_for_retry_of = None;
+            self.unblock();
         }
         removed
     }
@@ -120,6 +137,9 @@ pub enum Outcome {
     /// As `Retry`, for an attempt whose request never reached Meta (no connection could be
     /// made, or a local failure before it): the pair allowance is given back.
     RetryUnsent { at_ms: u64 },
+    /// As `RetryUnsent`, for a message held by Meta's messaging limit: a message from the
+    /// recipient ([`SenderQueue::release_hold`]) lets it go before `at_ms`.
+    Held { at_ms: u64 },
     /// Meta's pair limit (131056): the lane backs off 4^X s.
     PairLimited { at_ms: u64 },
     /// Meta's pair limit (131056) for a message that ended on it (its ttl or
@@ -143,6 +163,8 @@ pub struct Entry {
     pub expires_at_ms: Option<u64>,
     /// Set for a message recovered mid-backoff: its lane waits until then.
     pub retry_at_ms: Option<u64>,
+    /// That wait is a hold by the messaging limit.
+    pub held: bool,
 }
 
 /// A message set aside until its `send_at`. A million of these is an ordinary backlog, so one
@@ -282,8 +304,10 @@ impl SenderQueue {
         let to = self.intern(&e.to);
         let lane = self.lanes.entry(to.clone()).or_default();
         lane.queue.insert((priority, id));
-        if let Some(at) = retry_at_ms {
-            lane.block_for_retry(id, at);
+        match retry_at_ms {
+            Some(at) if e.held => lane.block_for_hold(id, at),
+            Some(at) => lane.block_for_retry(id, at),
+            None => {}
         }
         self.reschedule(&to, now_ms, pair);
     }
@@ -353,12 +377,16 @@ impl SenderQueue {
             outcome,
             Outcome::Retry { .. }
                 | Outcome::RetryUnsent { .. }
+                | Outcome::Held { .. }
                 | Outcome::PairLimited { .. }
                 | Outcome::Requeue
         );
         if !matches!(
             outcome,
-            Outcome::DoneWithoutRequest | Outcome::Requeue | Outcome::RetryUnsent { .. }
+            Outcome::DoneWithoutRequest
+                | Outcome::Requeue
+                | Outcome::RetryUnsent { .. }
+                | Outcome::Held { .. }
         ) {
             lane.pair.answered(now_ms, pair.interval_ms);
         }
@@ -377,6 +405,12 @@ impl SenderQueue {
             Outcome::RetryUnsent { at_ms } => {
                 lane.queue.insert((prio, id));
                 lane.block_for_retry(id, at_ms);
+                lane.pair.refund(pair.interval_ms);
+                self.waiting += 1;
+            }
+            Outcome::Held { at_ms } => {
+                lane.queue.insert((prio, id));
+                lane.block_for_hold(id, at_ms);
                 lane.pair.refund(pair.interval_ms);
                 self.waiting += 1;
             }
@@ -406,6 +440,23 @@ impl SenderQueue {
             );
         }
         self.reschedule(&to, now_ms, pair);
+    }
+
+    /// The recipient `to` wrote in: a lane held by the messaging limit may send now (its
+    /// window is open, so the held message no longer counts). Whether a hold was lifted.
+    pub fn release_hold(&mut self, to: &str, now_ms: u64, pair: PairLimit) -> bool {
+        let Some((to, lane)) = self.lanes.get_key_value(to) else {
+            return false;
+        };
+        if !lane.blocked_by_hold || lane.blocked_until_ms <= now_ms {
+            return false;
+        }
+        let to = to.clone();
+        if let Some(lane) = self.lanes.get_mut(&to) {
+            lane.unblock();
+        }
+        self.reschedule(&to, now_ms, pair);
+        true
     }
 
     /// The ids of the messages parked for a later time (a resync checks against them, since
@@ -684,6 +735,7 @@ mod tests {
                     due_ms: now,
                     expires_at_ms: None,
                     retry_at_ms: None,
+                    held: false,
                 },
                 now,
                 PAIR,
@@ -697,6 +749,7 @@ mod tests {
                 due_ms: now,
                 expires_at_ms: None,
                 retry_at_ms: None,
+                held: false,
             },
             now,
             PAIR,
@@ -722,6 +775,7 @@ mod tests {
                 due_ms: now,
                 expires_at_ms: None,
                 retry_at_ms: None,
+                held: false,
             },
             now,
             PAIR,
@@ -734,6 +788,7 @@ mod tests {
                 due_ms: now,
                 expires_at_ms: None,
                 retry_at_ms: None,
+                held: false,
             },
             now,
             PAIR,
@@ -746,6 +801,7 @@ mod tests {
                 due_ms: now,
                 expires_at_ms: None,
                 retry_at_ms: None,
+                held: false,
             },
             now,
             PAIR,
@@ -758,12 +814,71 @@ mod tests {
                 due_ms: now,
                 expires_at_ms: None,
                 retry_at_ms: None,
+                held: false,
             },
             now,
             PAIR,
         );
         let order: Vec<u64> = (0..3).map(|_| send(&mut q, now).0).collect();
         assert_eq!(order, vec![3, 4, 2]);
+    }
+
+    fn due(id: u64, to: &str, now: u64) -> Entry {
+        Entry {
+            id,
+            to: to.into(),
+            priority: Priority::Normal,
+            due_ms: now,
+            expires_at_ms: None,
+            retry_at_ms: None,
+            held: false,
+        }
+    }
+
+    /// A hold by the messaging limit blocks the recipient's lane like a retry, but a message
+    /// from the recipient lifts it; a retry's backoff and a 131056's are not lifted.
+    #[test]
+    fn a_hold_is_lifted_when_the_recipient_writes_in() {
+        let mut q = SenderQueue::new();
+        let now = 1_000_000;
+        let day = now + 86_400_000;
+        for (id, to) in [(1, "a"), (2, "a"), (3, "b"), (4, "c")] {
+            q.push(&due(id, to, now), now, PAIR);
+        }
+        assert_eq!(send(&mut q, now).0, 1);
+        q.complete("a", Outcome::Held { at_ms: day }, now, PAIR);
+        assert_eq!(send(&mut q, now).0, 3);
+        q.complete("b", Outcome::Retry { at_ms: day }, now, PAIR);
+        assert_eq!(send(&mut q, now).0, 4);
+        q.complete("c", Outcome::PairLimited { at_ms: day }, now, PAIR);
+        assert_eq!(q.next(now, PAIR), Next::WaitUntil(day));
+
+        assert!(!q.release_hold("b", now, PAIR), "a retry's backoff stays");
+        assert!(!q.release_hold("c", now, PAIR), "a 131056's backoff stays");
+        assert!(!q.release_hold("d", now, PAIR), "no lane");
+        assert!(q.release_hold("a", now, PAIR));
+        assert_eq!(send(&mut q, now).0, 1, "the held message goes first");
+        q.complete("a", Outcome::Done, now, PAIR);
+        assert_eq!(send(&mut q, now).0, 2, "then the one behind it");
+        assert!(!q.release_hold("a", now, PAIR), "nothing held any more");
+
+        // Recovered mid-hold after a restart: the entry says so.
+        let mut q = SenderQueue::new();
+        let held = Entry {
+            retry_at_ms: Some(day),
+            held: true,
+            ..due(5, "e", now)
+        };
+        let retrying = Entry {
+            retry_at_ms: Some(day),
+            ..due(6, "f", now)
+        };
+        q.push(&held, now, PAIR);
+        q.push(&retrying, now, PAIR);
+        assert_eq!(q.next(now, PAIR), Next::WaitUntil(day));
+        assert!(!q.release_hold("f", now, PAIR));
+        assert!(q.release_hold("e", now, PAIR));
+        assert_eq!(send(&mut q, now).0, 5);
     }
 
     #[test]
@@ -778,6 +893,7 @@ mod tests {
                 due_ms: now,
                 expires_at_ms: None,
                 retry_at_ms: None,
+                held: false,
             },
             now,
             PAIR,
@@ -790,6 +906,7 @@ mod tests {
                 due_ms: now,
                 expires_at_ms: None,
                 retry_at_ms: None,
+                held: false,
             },
             now,
             PAIR,
@@ -802,6 +919,7 @@ mod tests {
                 due_ms: now,
                 expires_at_ms: None,
                 retry_at_ms: None,
+                held: false,
             },
             now,
             PAIR,
@@ -830,6 +948,7 @@ mod tests {
                     due_ms: now,
                     expires_at_ms: None,
                     retry_at_ms: None,
+                    held: false,
                 },
                 now,
                 PAIR,
@@ -916,6 +1035,7 @@ mod tests {
                 due_ms: now,
                 expires_at_ms: Some(now + 1_000),
                 retry_at_ms: None,
+                held: false,
             },
             now,
             PAIR,
@@ -959,6 +1079,7 @@ mod tests {
                     due_ms: now + 10,
                     expires_at_ms: None,
                     retry_at_ms: None,
+                    held: false,
                 },
                 now,
                 PAIR,
@@ -994,6 +1115,7 @@ mod tests {
                 due_ms: now + 10_000,
                 expires_at_ms: None,
                 retry_at_ms: None,
+                held: false,
             },
             now,
             PAIR,
@@ -1006,6 +1128,7 @@ mod tests {
                 due_ms: now,
                 expires_at_ms: Some(now + 50),
                 retry_at_ms: None,
+                held: false,
             },
             now,
             PAIR,
@@ -1018,6 +1141,7 @@ mod tests {
                 due_ms: now + 100,
                 expires_at_ms: Some(now + 50),
                 retry_at_ms: None,
+                held: false,
             },
             now,
             PAIR,
@@ -1039,6 +1163,7 @@ mod tests {
             due_ms,
             expires_at_ms: None,
             retry_at_ms: None,
+            held: false,
         };
         q.push(&entry(1, now), now, PAIR);
         assert!(q.contains(1, "a", Priority::Normal));
@@ -1069,6 +1194,7 @@ mod tests {
             due_ms,
             expires_at_ms,
             retry_at_ms: None,
+            held: false,
         };
         let later = now + 60_000;
         q.push(&entry(1, "a", now, None), now, PAIR);
@@ -1140,6 +1266,7 @@ mod tests {
             due_ms,
             expires_at_ms,
             retry_at_ms: None,
+            held: false,
         };
         // Parked for later, expired before its time (a paused sender), then retried: it goes
         // now, not at its old send_at, and counts once.
@@ -1181,6 +1308,7 @@ mod tests {
             due_ms: now,
             expires_at_ms,
             retry_at_ms: None,
+            held: false,
         };
         q.push(&entry(1, None), now, PAIR);
         q.push(&entry(2, Some(now + 10_000)), now, PAIR);
@@ -1274,6 +1402,7 @@ mod tests {
             due_ms: now,
             expires_at_ms: None,
             retry_at_ms: None,
+            held: false,
         }
     }
 

@@ -519,7 +519,7 @@ async fn attempt_one(
         // No request left: its rate slot goes back (a send held by the messaging limit, or
         // one the store could not prepare, comes back later).
         let never_left = !left.load(std::sync::atomic::Ordering::Relaxed);
-        if outcome == Outcome::DoneWithoutRequest
+        if matches!(outcome, Outcome::DoneWithoutRequest | Outcome::Held { .. })
             || (never_left && matches!(outcome, Outcome::RetryUnsent { .. }))
         {
             s.window.forget(started);

@@ -44,6 +44,18 @@ pub(super) fn aliases(inner: &Inner, sender: &str, wa_id: &str) -> Result<Vec<St
 }
 
 impl Store {
+    /// The numbers a message from `from` to `sender` reaches the user at: `from` itself (as
+    /// digits) and the numbers dialled to reach it when it is a wa_id.
+    pub fn numbers_of(&self, sender: &str, from: &str) -> Result<Vec<String>, StoreError> {
+        self.with(|inner| {
+            let from = digits(from);
+            let mut numbers = aliases(inner, sender, &from)?;
+            numbers.retain(|n| *n != from);
+            numbers.insert(0, from);
+            Ok(numbers)
+        })
+    }
+
     /// Meta answered a send from `sender` to `to` (digits, as stored in the message) with
     /// `wa_id`. When the two differ, remembers that `to` is reached as `wa_id`, and carries an
     /// open window of `wa_id` over to `to` (never moving it backwards). Writes nothing when

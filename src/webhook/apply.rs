@@ -229,6 +229,8 @@ pub(crate) fn apply_with(
                     sum.system += 1;
                 } else if let Some(from) = &from {
                     app.store.record_inbound(&sender.name, from, at)?;
+                    // The payload is durable in the inbox: a crash applies it again.
+                    app.window_opened(&sender.name, from);
                     sum.inbound += 1;
                     if fresh {
                         Metrics::inc(&app.metrics.inbound_messages);
