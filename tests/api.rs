@@ -131,7 +131,7 @@ fn metadata_is_echoed_exactly_as_sent() {
         "/v1/messages",
         Some(send_with_metadata("+14155551234", r#"{"n":1e400}"#).as_bytes()),
     );
-    assert_error(&r, 400, "malformed_json", None);
+    assert_error(&r, 400, "malformed_json", Some("metadata.n"));
 
     let mut seen = std::collections::BTreeMap::new();
     while seen.len() < expected.len() {
@@ -303,6 +303,20 @@ fn invalid_requests_get_4xx_with_code_and_field_and_the_daemon_keeps_serving() {
         .as_str()
         .unwrap()
         .contains("16 hex digits"));
+    // Percent-escapes that decode to no UTF-8 are an unknown id or an invalid number too.
+    let r = d.get("/v1/messages/%ff");
+    assert_error(&r, 404, "not_found", None);
+    assert!(r.text().contains("16 hex digits"), "{}", r.text());
+    let r = d.get("/v1/recipients/%ff%fe");
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert_eq!(r.code(), "invalid_recipient");
+    assert!(r.json()["error"]["field"].is_string(), "{}", r.text());
+    assert_error(
+        &d.request("POST", "/v1/senders/%ff/resume", None),
+        404,
+        "not_found",
+        None,
+    );
 
     assert_eq!(d.get("/v1/health").status, 200);
     assert_eq!(
@@ -2121,12 +2135,7 @@ fn cancel_by_recipient_or_by_sender() {
     let second_a = enqueue("+14155550701", "second");
     let state = |id: &str| d.get(&format!("/v1/messages/{id}")).json()["state"].clone();
 
-    assert_error(
-        &d.delete("/v1/messages"),
-        422,
-        "missing_parameter",
-        Some("to"),
-    );
+    assert_error(&d.delete("/v1/messages"), 422, "missing_field", Some("to"));
     for (path, field) in [
         ("/v1/messages?sender=nobody", "sender"),
         ("/v1/messages?to=12", "to"),

@@ -234,10 +234,10 @@ fn batches_and_health_tell_the_same_story_while_the_disk_is_full() {
         "{}",
         health.text()
     );
-    // The CLI reads that report as it reads a 200's, in words, and exits 4 (degraded).
+    // The CLI reads that report as it reads a 200's, in words, and exits 1 (degraded).
     let cli = d.waq(&["health"]);
     let said = String::from_utf8_lossy(&cli.stdout);
-    assert_eq!(cli.status.code(), Some(4), "{cli:?}");
+    assert_eq!(cli.status.code(), Some(1), "{cli:?}");
     assert!(
         said.starts_with("degraded: store refuses writes (disk_full)") && !said.contains('{'),
         "{said}"

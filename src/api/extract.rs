@@ -15,11 +15,41 @@ impl<S: Send + Sync> FromRequestParts<S> for Param {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        Path::<String>::from_request_parts(parts, state)
-            .await
-            .map(|Path(p)| Param(p))
-            .map_err(|e| ApiError::bad_request(format!("bad path parameter: {}", e.body_text())))
+        match Path::<String>::from_request_parts(parts, state).await {
+            Ok(Path(p)) => Ok(Param(p)),
+            // Not UTF-8 once percent-decoded (`/v1/messages/%ff`): decoded lossily, it is an
+            // unknown id or an invalid number to the handler, which says so as for any other.
+            Err(e) => lossy_param(parts).map(Param).ok_or_else(|| {
+                ApiError::bad_request(format!("bad path parameter: {}", e.body_text()))
+            }),
+        }
     }
+}
+
+/// The route's path parameter as given in the URI, percent-decoded with invalid UTF-8 replaced.
+/// Every route with one has it third: `/v1/{collection}/{param}[/action]`.
+fn lossy_param(parts: &Parts) -> Option<String> {
+    let raw = parts.uri.path().split('/').nth(3)?;
+    let bytes = raw.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                decoded.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                decoded.push(b);
+                i += 1;
+            }
+        }
+    }
+    Some(String::from_utf8_lossy(&decoded).into_owned())
 }
 
 /// The parameters of a query string. Each must be one the endpoint knows (an unknown one is

@@ -331,7 +331,7 @@ pub async fn no_body(
 /// Parses a JSON body; malformed JSON is a 400 `malformed_json` saying where it breaks.
 pub fn parse(bytes: &[u8]) -> Result<Value, ApiError> {
     refuse_empty(bytes)?;
-    serde_json::from_slice(bytes).map_err(|e| malformed(&e))
+    serde_json::from_slice(bytes).map_err(|e| malformed(bytes, &e))
 }
 
 /// [`parse`] into JSON that borrows from `bytes`: the send requests' path.
@@ -341,7 +341,7 @@ pub fn parse_borrowed(bytes: &[u8]) -> Result<Json<'_>, ApiError> {
         // serde_json says where and why; the two parsers accept the same texts, but the
         // nesting limit is said here in case serde_json ever allows more.
         match serde_json::from_slice::<Value>(bytes) {
-            Err(e) => malformed(&e),
+            Err(e) => malformed(bytes, &e),
             Ok(_) => ApiError::new(
                 400,
                 "malformed_json",
@@ -365,17 +365,152 @@ fn refuse_empty(bytes: &[u8]) -> Result<(), ApiError> {
     }
 }
 
-fn malformed(e: &serde_json::Error) -> ApiError {
-    ApiError::new(
+/// Where and why `bytes` is not JSON, naming the field it breaks in when there is one.
+fn malformed(bytes: &[u8], e: &serde_json::Error) -> ApiError {
+    let offset = offset_of(bytes, e.line(), e.column());
+    let why = match std::str::from_utf8(bytes) {
+        Err(bad) => format!(
+            "the byte 0x{:02X} is not UTF-8 text (send JSON as UTF-8)",
+            bytes[bad.valid_up_to()]
+        ),
+        Ok(_) if lone_surrogate_before(bytes, offset) => "a \\u escape from \\uD800 to \\uDFFF \
+            is half of a surrogate pair and must come with its other half (such as \\uD83D\\uDE00); \
+            alone it is not text"
+            .to_string(),
+        Ok(_) => describe(e),
+    };
+    let (line, column) = match std::str::from_utf8(bytes) {
+        Err(bad) => line_and_column(bytes, bad.valid_up_to()),
+        Ok(_) => (e.line(), e.column()),
+    };
+    let error = ApiError::new(
         400,
         "malformed_json",
-        format!(
-            "the request body is not valid JSON: {} at line {}, column {}",
-            describe(e),
-            e.line(),
-            e.column()
-        ),
-    )
+        format!("the request body is not valid JSON: {why} at line {line}, column {column}"),
+    );
+    let at = match std::str::from_utf8(bytes) {
+        Err(bad) => bad.valid_up_to(),
+        // A body cut short is broken at its end, not in the field it stopped in.
+        Ok(_) if e.is_eof() => return error,
+        Ok(_) => offset,
+    };
+    match field_at(bytes, at) {
+        Some(field) => error.with_field(field),
+        None => error,
+    }
+}
+
+/// The byte offset of serde_json's 1-based `line` and `column` (a column counts bytes).
+fn offset_of(bytes: &[u8], line: usize, column: usize) -> usize {
+    let line_start = match line {
+        0 | 1 => 0,
+        n => bytes
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| **b == b'\n')
+            .nth(n - 2)
+            .map_or(bytes.len(), |(i, _)| i + 1),
+    };
+    (line_start + column.saturating_sub(1)).min(bytes.len())
+}
+
+fn line_and_column(bytes: &[u8], offset: usize) -> (usize, usize) {
+    let before = &bytes[..offset.min(bytes.len())];
+    let line = 1 + before.iter().filter(|b| **b == b'\n').count();
+    let line_start = before
+        .iter()
+        .rposition(|b| *b == b'\n')
+        .map_or(0, |i| i + 1);
+    (line, offset - line_start + 1)
+}
+
+/// Whether the last `\uXXXX` escape at or before `offset` is a surrogate half.
+fn lone_surrogate_before(bytes: &[u8], offset: usize) -> bool {
+    let end = (offset + 1).min(bytes.len());
+    let Some(at) = bytes[..end].windows(2).rposition(|w| w == b"\\u") else {
+        return false;
+    };
+    bytes
+        .get(at + 2..at + 6)
+        .and_then(|h| std::str::from_utf8(h).ok())
+        .and_then(|h| u16::from_str_radix(h, 16).ok())
+        .is_some_and(|unit| (0xD800..=0xDFFF).contains(&unit))
+}
+
+/// The path (`message.text.body`, `[3].to`) of the value that byte `offset` of a JSON text
+/// lies in, as far as the text before it says; `None` at the top level or inside a key.
+fn field_at(bytes: &[u8], offset: usize) -> Option<String> {
+    enum Frame {
+        Object { key: Option<String>, in_value: bool },
+        Array { index: usize },
+    }
+    let mut stack: Vec<Frame> = Vec::new();
+    let mut i = 0;
+    while i < offset.min(bytes.len()) {
+        match bytes[i] {
+            b'"' => {
+                let start = i;
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'"' {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+                if i >= offset {
+                    break;
+                }
+                if let Some(Frame::Object {
+                    key,
+                    in_value: false,
+                }) = stack.last_mut()
+                {
+                    let raw = &bytes[start..=i.min(bytes.len() - 1)];
+                    *key = Some(
+                        serde_json::from_slice::<String>(raw)
+                            .unwrap_or_else(|_| String::from_utf8_lossy(&raw[1..]).into_owned()),
+                    );
+                }
+            }
+            b'{' => stack.push(Frame::Object {
+                key: None,
+                in_value: false,
+            }),
+            b'[' => stack.push(Frame::Array { index: 0 }),
+            b'}' | b']' => {
+                stack.pop();
+            }
+            b':' => {
+                if let Some(Frame::Object { in_value, .. }) = stack.last_mut() {
+                    *in_value = true;
+                }
+            }
+            b',' => match stack.last_mut() {
+                Some(Frame::Object { key, in_value }) => {
+                    *key = None;
+                    *in_value = false;
+                }
+                Some(Frame::Array { index }) => *index += 1,
+                None => {}
+            },
+            _ => {}
+        }
+        i += 1;
+    }
+    let mut path = String::new();
+    for frame in &stack {
+        match frame {
+            Frame::Object {
+                key: Some(key),
+                in_value: true,
+            } => {
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(key);
+            }
+            Frame::Object { .. } => break,
+            Frame::Array { index } => path.push_str(&format!("[{index}]")),
+        }
+    }
+    (!path.is_empty()).then_some(path)
 }
 
 /// serde_json's message without its own " at line L column C" suffix (we add ours).
@@ -399,6 +534,30 @@ mod tests {
         assert!(e.message.contains("line 2, column"), "{}", e.message);
         assert_eq!(parse(b"  ").unwrap_err().code, "malformed_json");
         assert!(parse(b"{\"a\":1}").is_ok());
+    }
+
+    /// A broken string names its field, and says why in terms a person can act on.
+    #[test]
+    fn malformed_text_names_the_field_and_the_cause() {
+        let e =
+            parse(br#"{"to": "1", "message": {"text": {"body": "hi \ud800 there"}}}"#).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("message.text.body"), "{e:?}");
+        assert!(e.message.contains("surrogate pair"), "{}", e.message);
+        let e = parse(b"{\"to\": \"1\",\n \"metadata\": {\"a\": \"\xFF\xFE\"}}").unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("metadata.a"), "{e:?}");
+        assert!(
+            e.message.contains("0xFF is not UTF-8") && e.message.contains("line 2, column 21"),
+            "{}",
+            e.message
+        );
+        let e =
+            parse(br#"[{"to": "1"}, {"to": "2", "message": {"text": {"body": 1,}}}]"#).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("[1].message.text"), "{e:?}");
+        // Broken between fields, or in a key: no field to name.
+        assert_eq!(parse(br#"{"to": "1",, "a": 2}"#).unwrap_err().field, None);
+        assert_eq!(parse(br#"{"t\ud800o": "1"}"#).unwrap_err().field, None);
+        // A pair is text.
+        assert!(parse(br#"{"to": "\ud83d\ude00"}"#).is_ok());
     }
 
     #[test]

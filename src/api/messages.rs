@@ -581,7 +581,7 @@ pub async fn cancel_matching(
     let (to, sender) = bulk_filters(&ctx.app, &q)?;
     if to.is_none() && sender.is_none() {
         return Err(ApiError::invalid(
-            "missing_parameter",
+            "missing_field",
             "to",
             "give `to` (cancel one recipient's pending messages), `sender` (cancel every pending message of that sender), or both",
         ));
@@ -629,7 +629,7 @@ pub async fn retry_matching(
     let code = q.get("code").map(str::to_string);
     if to.is_none() && sender.is_none() && code.is_none() {
         return Err(ApiError::invalid(
-            "missing_parameter",
+            "missing_field",
             "code",
             "give `code` (a `last_error.code`, e.g. meta_132001), `to`, `sender`, or several of them",
         ));

@@ -142,7 +142,8 @@ fn exit_codes(page: &Page) -> Vec<(&'static str, &'static str)> {
             (
                 "1",
                 "For a client command, the daemon said no: its message, code and field are \
-                 printed. For another command, it failed, and the reason is printed.",
+                 printed; for waq health, the daemon is degraded (what and why is printed). For \
+                 another command, it failed, and the reason is printed.",
             ),
             (
                 "2",
@@ -159,12 +160,6 @@ fn exit_codes(page: &Page) -> Vec<(&'static str, &'static str)> {
                  shutdown or closed line.",
             ),
             (
-                "4",
-                "waq health: the daemon serves but is degraded (a sender paused or out of reach \
-                 of the Graph API, a sender no longer configured that holds messages, or a \
-                 store that refuses writes).",
-            ),
-            (
                 "130",
                 "waq demo was interrupted (Ctrl-C or SIGTERM); what it started is stopped and \
                  removed.",
@@ -178,15 +173,15 @@ fn exit_codes(page: &Page) -> Vec<(&'static str, &'static str)> {
         ],
         Page::Health => vec![
             ("0", "The daemon serves, and nothing is degraded (\"ok\")."),
-            ("1", REFUSED),
-            ("2", CLIENT_USAGE),
-            ("3", UNREACHABLE),
             (
-                "4",
+                "1",
                 "The daemon serves but is degraded: a sender paused, a sender whose requests \
                  get no answer from the Graph API, a sender no longer configured that holds \
-                 messages, or a store that refuses writes. What and why is printed.",
+                 messages, or a store that refuses writes. What and why is printed. Or the \
+                 daemon said no, as for any client command.",
             ),
+            ("2", CLIENT_USAGE),
+            ("3", UNREACHABLE),
         ],
         Page::Other(name) => match name.as_str() {
             "serve" => vec![

@@ -42,8 +42,9 @@ pub const EXIT_OK: i32 = 0;
 pub const EXIT_REFUSED: i32 = 1;
 pub const EXIT_USAGE: i32 = 2;
 pub const EXIT_UNREACHABLE: i32 = 3;
-/// `waq health`: the daemon serves, but something is degraded.
-pub const EXIT_DEGRADED: i32 = 4;
+/// `waq health`: the daemon serves, but something is degraded. The contract's codes are 0–3,
+/// and a degraded daemon says no to "healthy?", with its reasons printed.
+pub const EXIT_DEGRADED: i32 = EXIT_REFUSED;
 
 /// The daemon and its client commands (the binary adds its own beside these).
 #[derive(Debug, Subcommand)]
@@ -390,7 +391,12 @@ async fn client_command(command: Command) -> Result<i32, Failure> {
         } => {
             let path = format!("/v1/messages?{}", query(&[("to", to), ("sender", sender)]));
             let reply = call(&c, Method::DELETE, &path, None, &shape::CANCELLED).await?;
-            Ok(answer(&c, &reply, show::cancelled))
+            Ok(answer_naming(
+                &c,
+                &reply,
+                show::cancelled,
+                &["to", "sender"],
+            ))
         }
         Command::Cancel {
             id: Some(id),
@@ -421,13 +427,14 @@ async fn client_command(command: Command) -> Result<i32, Failure> {
                 query(&[("code", code), ("to", to), ("sender", sender)])
             );
             let reply = call(&c, Method::POST, &path, None, &shape::RETRIED).await?;
-            Ok(answer(&c, &reply, |v| {
+            let human = |v: &Value| {
                 let n = v.get("retried").and_then(Value::as_u64).unwrap_or(0);
                 outln!(
                     "queued {n} {} again",
                     if n == 1 { "message" } else { "messages" }
                 )
-            }))
+            };
+            Ok(answer_naming(&c, &reply, human, &["code", "to", "sender"]))
         }
         Command::Retry {
             id: Some(id),
@@ -460,8 +467,8 @@ async fn client_command(command: Command) -> Result<i32, Failure> {
                 }
                 return Ok(EXIT_DEGRADED);
             }
-            // Degraded is served (200) but not healthy: checks see it in the exit code,
-            // apart from the daemon's refusals (1) and its absence (3).
+            // Degraded is served (200) but not healthy: checks see it in the exit code, apart
+            // from the daemon's absence (3).
             Ok(match answer(&c, &reply, show::health) {
                 EXIT_OK if reply.value.get("status").and_then(Value::as_str) != Some("ok") => {
                     EXIT_DEGRADED
@@ -484,7 +491,12 @@ async fn client_command(command: Command) -> Result<i32, Failure> {
         } => {
             let body = json!({ "from": from, "sender": sender, "at": at });
             let reply = post(&c, "/v1/inbound", &body, &shape::RECIPIENT).await?;
-            Ok(answer(&c, &reply, show::recipient))
+            Ok(answer_naming(
+                &c,
+                &reply,
+                show::recipient,
+                &["from", "sender", "at"],
+            ))
         }
         Command::Window {
             number,
@@ -496,7 +508,7 @@ async fn client_command(command: Command) -> Result<i32, Failure> {
                 path.push_str(&format!("?sender={}", encode(&sender)));
             }
             let reply = call(&c, Method::GET, &path, None, &shape::RECIPIENT).await?;
-            Ok(answer(&c, &reply, show::recipient))
+            Ok(answer_naming(&c, &reply, show::recipient, &["sender"]))
         }
         Command::Events {
             heartbeat,
@@ -535,7 +547,17 @@ async fn ls(args: LsArgs) -> Result<i32, Failure> {
         };
         let reply = call(c, Method::GET, &path, None, &shape::PAGE).await?;
         if !reply.ok() || !args.all {
-            return Ok(answer(c, &reply, |v| show::list(v, true, false)));
+            let fields = [
+                "state",
+                "to",
+                "sender",
+                "wamid",
+                "idempotency_key",
+                "limit",
+                "cursor",
+            ];
+            let human = |v: &Value| show::list(v, true, false);
+            return Ok(answer_naming(c, &reply, human, &fields));
         }
         let page = &reply.value;
         let next = page
@@ -596,6 +618,41 @@ async fn post(
 /// and returns the exit code.
 fn answer(c: &ClientOpts, reply: &Answer, human: impl FnOnce(&Value)) -> i32 {
     answer_explained(c, reply, human, |_| Explained::default())
+}
+
+/// [`answer`] for a command whose options set the query parameters or body fields `fields`
+/// each of the same name: a refusal names the option as well as the field.
+fn answer_naming(
+    c: &ClientOpts,
+    reply: &Answer,
+    human: impl FnOnce(&Value),
+    fields: &[&str],
+) -> i32 {
+    answer_explained(c, reply, human, |e| Explained {
+        option: e
+            .get("field")
+            .and_then(Value::as_str)
+            .filter(|f| fields.contains(f))
+            .and_then(option_named),
+        hint: None,
+    })
+}
+
+/// The option of the client commands that sets the query parameter or body field `field`.
+fn option_named(field: &str) -> Option<&'static str> {
+    Some(match field {
+        "to" => "--to",
+        "sender" => "--sender",
+        "state" => "--state",
+        "wamid" => "--wamid",
+        "idempotency_key" => "--idempotency-key",
+        "limit" => "--limit",
+        "cursor" => "--cursor",
+        "code" => "--code",
+        "from" => "--from",
+        "at" => "--at",
+        _ => return None,
+    })
 }
 
 /// What a command adds to a refusal it prints for a person (never to `--json` output).

@@ -85,8 +85,9 @@ fn last_error(e: Option<&Value>) -> String {
 /// itself, so the hint to do so is left out.
 pub fn list(v: &Value, header: bool, paging: bool) {
     if header {
+        // Wide enough for the longest state (`cancelled`) and type (`interactive`).
         outln!(
-            "{:<16}  {:<9}  {:<9}  {:<15}  {:<10}  {:>3}  UPDATED",
+            "{:<16}  {:<9}  {:<11}  {:<15}  {:<10}  {:>3}  UPDATED",
             "ID",
             "STATE",
             "TYPE",
@@ -102,7 +103,7 @@ pub fn list(v: &Value, header: bool, paging: bool) {
         .flatten()
     {
         outln!(
-            "{:<16}  {:<9}  {:<9}  {:<15}  {:<10}  {:>3}  {}",
+            "{:<16}  {:<9}  {:<11}  {:<15}  {:<10}  {:>3}  {}",
             text(m, "id"),
             text(m, "state"),
             text(m, "type"),
