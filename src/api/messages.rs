@@ -670,9 +670,17 @@ fn cancel_now(m: &mut Message, now: u64) {
 /// A `failed` or `expired` message back in line, as new.
 fn requeue_now(m: &mut Message, now: u64) {
     // The same time to live as the first time, counted from now, or it would expire at once.
+    // It was counted from the last time the message was queued (its enqueue, or the retry
+    // before this one), not from its creation, or each retry would lengthen it.
+    let queued_at = m
+        .history
+        .iter()
+        .rev()
+        .find(|h| h.state == MsgState::Queued)
+        .map_or(m.created_at_ms, |h| h.at_ms);
     m.expires_at_ms = m
         .expires_at_ms
-        .map(|at| now.saturating_add(at.saturating_sub(m.created_at_ms)));
+        .map(|at| now.saturating_add(at.saturating_sub(queued_at)));
     m.attempts = 0;
     m.next_attempt_at_ms = now;
     // The last attempt's wamid stays in its history entry, not on a message back in line.
@@ -993,6 +1001,30 @@ fn unknown(id: u64) -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A retried message gets its ttl again from now, however often it is retried.
+    #[test]
+    fn each_retry_gives_the_same_ttl() {
+        let send = ValidSend {
+            to: "14155550100".into(),
+            sender: "main".into(),
+            message: r#"{"type":"template"}"#.into(),
+            kind: "template".into(),
+            fallback_template: None,
+            idempotency_key: None,
+            priority: crate::model::Priority::Normal,
+            send_at_ms: None,
+            ttl_s: Some(3),
+            metadata: None,
+        };
+        let mut m = build(1, send, 1_000);
+        assert_eq!(m.expires_at_ms, Some(4_000));
+        for now in [10_000, 50_000, 90_000] {
+            m.transition(MsgState::Expired, now - 1, "ttl passed");
+            requeue_now(&mut m, now);
+            assert_eq!(m.expires_at_ms, Some(now + 3_000));
+        }
+    }
 
     #[test]
     fn batch_fields_name_the_item() {
