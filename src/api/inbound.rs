@@ -101,6 +101,7 @@ pub async fn record(
     let generation = app.store.generation();
     app.store.record_inbound(&sender, &from, at)?;
     app.store.commit_since(generation).await?;
+    app.window_opened(&sender, &from);
     Metrics::inc(&app.metrics.inbound_messages);
     app.publish(json!({
         "event": "inbound",
