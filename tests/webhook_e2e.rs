@@ -7,7 +7,8 @@ mod common;
 use serde_json::{json, Value};
 
 use common::{
-    sim_config, template_request, text_request, wait_until, Daemon, HeldPort, Sim, PATIENCE,
+    sender_toml, sim_config, template_request, text_request, wait_until, Daemon, DaemonBuilder,
+    HeldPort, Sim, PATIENCE, SIM_NUMBER, TOKEN,
 };
 use waq::sim::{SimConfig, StatusConfig};
 
@@ -22,11 +23,20 @@ fn start(statuses: StatusConfig) -> (Sim, Daemon) {
 /// later (another test could take it meanwhile): the daemon starts first, its webhook on a
 /// port the kernel picks, against the simulator's port held until the simulator serves on it.
 fn start_with(statuses: StatusConfig, tweak: impl FnOnce(&mut SimConfig)) -> (Sim, Daemon) {
+    start_daemon_with(statuses, tweak, Daemon::builder())
+}
+
+/// Like `start_with`, with the daemon built from `builder`.
+fn start_daemon_with(
+    statuses: StatusConfig,
+    tweak: impl FnOnce(&mut SimConfig),
+    builder: DaemonBuilder,
+) -> (Sim, Daemon) {
     let mut cfg = sim_config();
     tweak(&mut cfg);
     let secret = cfg.app_secret.clone();
     let sim_port = HeldPort::new();
-    let d = Daemon::builder()
+    let d = builder
         .set("api", &format!("base_url = \"http://{}\"", sim_port.addr()))
         .set("webhook", "listen = \"127.0.0.1:0\"")
         .set("webhook", "path = \"/webhook\"")
@@ -308,4 +318,31 @@ fn a_retried_message_drops_the_wamid_of_its_earlier_attempt() {
     );
     wait_webhooks_drained(&sim);
     assert_eq!(sim.number().accepted, 1);
+}
+
+/// A send held by the messaging limit goes as soon as its user's message arrives by webhook:
+/// with the window open it no longer counts against the limit.
+#[test]
+fn a_user_message_lets_a_send_held_by_the_messaging_limit_go() {
+    let limited = Daemon::builder().without_default_sender().toml(&format!(
+        "{}messaging_limit = 1\n",
+        sender_toml("main", SIM_NUMBER, TOKEN, 80)
+    ));
+    let (sim, d) = start_daemon_with(fast_statuses(), |_| {}, limited);
+    let first = d.enqueue(&template_request("+14155550181"));
+    d.wait_message(&first, PATIENCE, |m| m["state"] == "read");
+    let held = d.enqueue(&template_request("+14155550182"));
+    let m = d.wait_message(&held, PATIENCE, |m| m["state"] == "retrying");
+    assert_eq!(m["attempts"], 0, "{m}");
+
+    let answer = sim.inbound("+14155550182");
+    assert_eq!(answer["webhook"], true, "{answer}");
+    d.wait_message(&held, PATIENCE, |m| m["state"] == "read");
+    let limit = &d.get("/v1/stats").json()["senders"][0]["messaging_limit"];
+    assert_eq!(
+        limit["reached_24h"], 1,
+        "the user who wrote is not counted: {limit}"
+    );
+    wait_webhooks_drained(&sim);
+    assert_eq!(sim.number().accepted, 2);
 }
