@@ -284,7 +284,7 @@ pub async fn get(
 }
 
 /// The parameters of `GET /v1/messages`.
-const LIST_PARAMS: [&str; 7] = [
+pub const LIST_PARAMS: [&str; 7] = [
     "state",
     "to",
     "sender",

@@ -547,16 +547,8 @@ async fn ls(args: LsArgs) -> Result<i32, Failure> {
         };
         let reply = call(c, Method::GET, &path, None, &shape::PAGE).await?;
         if !reply.ok() || !args.all {
-            let fields = [
-                "state",
-                "to",
-                "sender",
-                "wamid",
-                "idempotency_key",
-                "limit",
-                "cursor",
-            ];
             let human = |v: &Value| show::list(v, true, false);
+            let fields = crate::api::LIST_PARAMS;
             return Ok(answer_naming(c, &reply, human, &fields));
         }
         let page = &reply.value;

@@ -823,18 +823,6 @@ mod tests {
         assert_eq!(order, vec![3, 4, 2]);
     }
 
-    fn due(id: u64, to: &str, now: u64) -> Entry {
-        Entry {
-            id,
-            to: to.into(),
-            priority: Priority::Normal,
-            due_ms: now,
-            expires_at_ms: None,
-            retry_at_ms: None,
-            held: false,
-        }
-    }
-
     /// A hold by the messaging limit blocks the recipient's lane like a retry, but a message
     /// from the recipient lifts it; a retry's backoff and a 131056's are not lifted.
     #[test]
@@ -843,7 +831,7 @@ mod tests {
         let now = 1_000_000;
         let day = now + 86_400_000;
         for (id, to) in [(1, "a"), (2, "a"), (3, "b"), (4, "c")] {
-            q.push(&due(id, to, now), now, PAIR);
+            q.push(&due_now(id, to, now), now, PAIR);
         }
         assert_eq!(send(&mut q, now).0, 1);
         q.complete("a", Outcome::Held { at_ms: day }, now, PAIR);
@@ -867,11 +855,11 @@ mod tests {
         let held = Entry {
             retry_at_ms: Some(day),
             held: true,
-            ..due(5, "e", now)
+            ..due_now(5, "e", now)
         };
         let retrying = Entry {
             retry_at_ms: Some(day),
-            ..due(6, "f", now)
+            ..due_now(6, "f", now)
         };
         q.push(&held, now, PAIR);
         q.push(&retrying, now, PAIR);
