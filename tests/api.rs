@@ -1766,6 +1766,12 @@ fn a_connection_whose_next_request_is_arriving_is_not_closed_to_make_room() {
     // Then it is idle, and makes room.
     assert_eq!(c.read_response().unwrap().status, 200);
     assert!(closed_by_the_server(&mut a));
+    // The one slot is kept for requests that end: no event stream takes it.
+    drop(c);
+    let r = d.get("/v1/events");
+    assert_error(&r, 503, "too_many_event_streams", None);
+    assert!(r.text().contains("raise it"), "{}", r.text());
+    assert_eq!(d.get("/v1/health").status, 200);
 }
 
 #[test]

@@ -1091,3 +1091,32 @@ fn events_cut_off_by_a_reload_that_refuses_the_user_exit_1_with_the_reason() {
         stderr(&o)
     );
 }
+
+/// A sparse filter's first page can be empty with a cursor (the daemon looks at 50,000 records a
+/// page): `waq ls` follows the cursor to the first messages rather than show an empty table.
+#[test]
+fn ls_shows_the_first_page_with_messages_of_a_sparse_filter() {
+    let d = Daemon::start();
+    let parked = common::parked(common::template_request("+14155550300"));
+    for _ in 0..5 {
+        let batch = Value::Array(vec![parked.clone(); 10_000]);
+        let r = d.post("/v1/messages/batch", &batch);
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let last = d.enqueue(&parked);
+    let o = d.waq(&["cancel", &last]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+
+    let page = d.get("/v1/messages?state=cancelled&limit=1").json();
+    assert_eq!(
+        page["messages"],
+        serde_json::json!([]),
+        "the daemon's page is empty"
+    );
+    assert!(page["next_cursor"].is_string(), "{page}");
+    let o = d.waq(&["ls", "--state", "cancelled", "--limit", "1"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains(&last), "{out}");
+    assert!(out.starts_with("ID "), "one header: {out}");
+}

@@ -304,15 +304,17 @@ fn closing(refusal: ApiError) -> axum::response::Response {
 
 /// The answer to one more event stream than the slots allow.
 fn too_many_streams(max_streams: usize) -> ApiError {
-    ApiError::new(
-        503,
-        "too_many_event_streams",
-        format!(
-            "{max_streams} connections already follow `GET /v1/events`, all the slots of \
+    let message = match max_streams {
+        0 => "`socket.max_connections` is 1, and its one slot is kept for requests that end: \
+              raise it to follow `GET /v1/events`"
+            .to_string(),
+        n => format!(
+            "{n} connections already follow `GET /v1/events`, all the slots of \
              `socket.max_connections` but the one kept for other requests: close a follower, \
              or raise `socket.max_connections`"
         ),
-    )
+    };
+    ApiError::new(503, "too_many_event_streams", message)
 }
 
 /// Resolves once a stop is asked for (or the server is gone). Returns nothing, so no watch

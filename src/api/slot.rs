@@ -59,10 +59,11 @@ impl Slots {
     }
 }
 
-/// How many connections may follow event streams at once: all but one of the slots (at least
-/// one), so a request that ends always gets a slot in turn.
+/// How many connections may follow event streams at once: all but one of the slots, so a
+/// request that ends always gets a slot in turn (with a single slot, none: a follower would
+/// keep every request out).
 pub fn max_streams(max_connections: usize) -> usize {
-    max_connections.saturating_sub(1).max(1)
+    max_connections.saturating_sub(1)
 }
 
 /// What a connection holds while it is served: its slot, its "alive" mark (the stop waits for

@@ -71,13 +71,11 @@ pub enum Command {
     /// List messages, oldest first.
     Ls(LsArgs),
     /// Cancel a message not yet handed to Meta, or every such message of a recipient or a sender.
+    // A group, so that a bare `waq cancel` names the bulk forms too, not only <ID>.
+    #[command(group = clap::ArgGroup::new("which").required(true).multiple(true).args(["id", "to", "sender"]))]
     Cancel {
         /// The message id (16 hex digits).
-        #[arg(
-            value_parser = message_id,
-            required_unless_present_any = ["to", "sender"],
-            conflicts_with_all = ["to", "sender"]
-        )]
+        #[arg(value_parser = message_id, conflicts_with_all = ["to", "sender"])]
         id: Option<String>,
         /// Cancel every queued or retrying message to this recipient (of `--sender` only, if
         /// given), e.g. one who opted out.
@@ -91,13 +89,10 @@ pub enum Command {
     },
     /// Put a failed or expired message back in the queue, or every one with a last error's code,
     /// of a recipient or of a sender.
+    #[command(group = clap::ArgGroup::new("which").required(true).multiple(true).args(["id", "code", "to", "sender"]))]
     Retry {
         /// The message id (16 hex digits).
-        #[arg(
-            value_parser = message_id,
-            required_unless_present_any = ["code", "to", "sender"],
-            conflicts_with_all = ["code", "to", "sender"]
-        )]
+        #[arg(value_parser = message_id, conflicts_with_all = ["code", "to", "sender"])]
         id: Option<String>,
         /// Put back every failed or expired message whose `last_error.code` is this (e.g.
         /// meta_132001 once the template is approved); with --to or --sender, of those only.
@@ -546,16 +541,26 @@ async fn ls(args: LsArgs) -> Result<i32, Failure> {
             format!("/v1/messages?{params}")
         };
         let reply = call(c, Method::GET, &path, None, &shape::PAGE).await?;
-        if !reply.ok() || !args.all {
-            let human = |v: &Value| show::list(v, true, false);
-            let fields = crate::api::LIST_PARAMS;
-            return Ok(answer_naming(c, &reply, human, &fields));
-        }
         let page = &reply.value;
         let next = page
             .get("next_cursor")
             .and_then(Value::as_str)
             .map(str::to_string);
+        // A sparse filter's page may hold nothing but a cursor (the daemon bounds each
+        // page's scan): a person is shown the first page with messages, not an empty table.
+        let empty = page
+            .get("messages")
+            .and_then(Value::as_array)
+            .is_some_and(Vec::is_empty);
+        if reply.ok() && !args.all && !c.json && empty && next.is_some() {
+            cursor = next;
+            continue;
+        }
+        if !reply.ok() || !args.all {
+            let human = |v: &Value| show::list(v, true, false);
+            let fields = crate::api::LIST_PARAMS;
+            return Ok(answer_naming(c, &reply, human, &fields));
+        }
         if c.json {
             // `shape::check` found `messages` an array, so this reads.
             if let Ok(items) = serde_json::from_slice::<RawPage>(&reply.body) {
