@@ -121,6 +121,19 @@ impl Query {
             .map(|(_, v)| v.as_str())
     }
 
+    /// Refuses an empty value of any of `names` (`?to=` from an unset variable in a script),
+    /// for the parameters where it would be taken as "no filter" and widen the request.
+    pub fn refuse_empty(&self, names: &[&str]) -> Result<(), ApiError> {
+        match names.iter().find(|name| self.given(name) == Some("")) {
+            Some(name) => Err(ApiError::invalid(
+                "invalid_parameter",
+                *name,
+                format!("`{name}` is empty: give the value to match, or leave it out"),
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// The value of parameter `name`; an empty one (`?to=`) counts as absent.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.pairs

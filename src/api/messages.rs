@@ -351,15 +351,7 @@ pub async fn list(State(ctx): State<Ctx>, _: NoBody, uri: Uri) -> Result<Respons
     let sender = sender_filter(&ctx.app, &q)?;
     // A lookup by an empty value is a mistake (an unset variable in a script), not a request
     // for everything, which an absent one is.
-    for lookup in ["wamid", "idempotency_key"] {
-        if q.given(lookup) == Some("") {
-            return Err(ApiError::invalid(
-                "invalid_parameter",
-                lookup,
-                format!("`{lookup}` is empty: give the value to look for, or leave it out"),
-            ));
-        }
-    }
+    q.refuse_empty(&["wamid", "idempotency_key"])?;
     let wamid = q.get("wamid").map(str::to_string);
     let key = q.get("idempotency_key").map(str::to_string);
     // Keys are per sender: without `sender`, each configured one is asked.
@@ -552,15 +544,7 @@ async fn change_matching(
 /// `to` and `sender` of a bulk change's query (`to` validated as a send's).
 fn bulk_filters(app: &App, q: &Query) -> Result<(Option<String>, Option<String>), ApiError> {
     // An empty one (an unset variable in a script) would widen the change to everyone's.
-    for name in ["to", "sender"] {
-        if q.given(name) == Some("") {
-            return Err(ApiError::invalid(
-                "invalid_parameter",
-                name,
-                format!("`{name}` is empty: give the value to match, or leave it out"),
-            ));
-        }
-    }
+    q.refuse_empty(&["to", "sender"])?;
     let to = match q.get("to") {
         None => None,
         Some(n) => Some(validate::recipient(n, "to")?),
