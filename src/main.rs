@@ -64,7 +64,7 @@ enum Command {
 fn main() {
     tune_allocator();
     // Usage errors exit 2 (clap's convention matches ours).
-    let args = Args::parse();
+    let args = Args::try_parse().unwrap_or_else(|e| suggest_what_is_meant(e).exit());
     let code = match args.command {
         Command::Daemon(command) => waq::cli::run(command),
         Command::Sim { listen, config } => run_sim(listen, config),
@@ -74,6 +74,25 @@ fn main() {
         Command::Bench(args) => waq::loadrun::run(args),
     };
     std::process::exit(code)
+}
+
+/// Names that other queue tools give a command waq has under another name: clap would suggest
+/// whatever is spelled alike (`watch` → `health`), not what is meant.
+const MEANT_INSTEAD: [(&str, &str); 2] = [("watch", "stats --watch"), ("top", "stats --watch")];
+
+fn suggest_what_is_meant(mut e: clap::Error) -> clap::Error {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if e.kind() == ErrorKind::InvalidSubcommand {
+        if let Some(ContextValue::String(name)) = e.get(ContextKind::InvalidSubcommand) {
+            if let Some((_, meant)) = MEANT_INSTEAD.iter().find(|(n, _)| n == name) {
+                e.insert(
+                    ContextKind::SuggestedSubcommand,
+                    ContextValue::Strings(vec![meant.to_string()]),
+                );
+            }
+        }
+    }
+    e
 }
 
 fn run_sim(listen: std::net::SocketAddr, config: Option<std::path::PathBuf>) -> i32 {

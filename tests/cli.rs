@@ -108,6 +108,16 @@ fn send_status_ls_cancel() {
     let ls = d.waq(&["ls"]);
     assert_eq!(code(&ls), 0);
     assert!(stdout(&ls).contains(&id));
+    // Every row keeps the header's columns, and the sender's name, of any length, comes last.
+    let table = stdout(&ls);
+    let mut lines = table.lines();
+    let header = lines.next().unwrap_or_default();
+    assert!(header.ends_with("  SENDER"), "{table}");
+    let updated_at = header.find("UPDATED").unwrap();
+    for row in lines {
+        assert_eq!(row.get(updated_at..updated_at + 2), Some("20"), "{table}");
+        assert!(row.ends_with("  main"), "{table}");
+    }
     let ls = d.waq(&["ls", "--limit", "1", "--json"]);
     let page = json(&ls);
     assert_eq!(page["messages"].as_array().unwrap().len(), 1);
@@ -322,6 +332,14 @@ fn usage_errors_exit_2() {
         let o = d.waq(&args);
         assert_eq!(code(&o), 2, "{args:?}: {}", stderr(&o));
     }
+    // A name other tools use points to waq's command, not to one spelled alike (`health`).
+    let o = d.waq(&["watch"]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("similar subcommand exists: 'stats --watch'"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 /// `--metadata` reaches the daemon as written, and `status` and `ls --all --json` show what the

@@ -85,15 +85,16 @@ fn last_error(e: Option<&Value>) -> String {
 /// itself, so the hint to do so is left out.
 pub fn list(v: &Value, header: bool, paging: bool) {
     if header {
-        // Wide enough for the longest state (`cancelled`) and type (`interactive`).
+        // Wide enough for the longest state (`cancelled`) and type (`interactive`). The sender's
+        // name, of any length, comes last so that it never pushes the columns after it.
         outln!(
-            "{:<16}  {:<9}  {:<11}  {:<15}  {:<10}  {:>3}  UPDATED",
+            "{:<16}  {:<9}  {:<11}  {:<15}  {:>3}  {:<24}  SENDER",
             "ID",
             "STATE",
             "TYPE",
             "TO",
-            "SENDER",
-            "TRY"
+            "TRY",
+            "UPDATED"
         );
     }
     for m in v
@@ -103,14 +104,14 @@ pub fn list(v: &Value, header: bool, paging: bool) {
         .flatten()
     {
         outln!(
-            "{:<16}  {:<9}  {:<11}  {:<15}  {:<10}  {:>3}  {}",
+            "{:<16}  {:<9}  {:<11}  {:<15}  {:>3}  {:<24}  {}",
             text(m, "id"),
             text(m, "state"),
             text(m, "type"),
             text(m, "to"),
-            text(m, "sender"),
             m.get("attempts").and_then(Value::as_u64).unwrap_or(0),
             text(m, "updated_at"),
+            text(m, "sender"),
         );
     }
     if let Some(next) = v
