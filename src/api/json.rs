@@ -202,10 +202,13 @@ const BOM: &[u8] = b"\xEF\xBB\xBF";
 /// it, and it carries nothing in UTF-8, while it would otherwise be refused as malformed JSON
 /// at line 1, column 1, which names no cause.
 fn without_bom(bytes: Bytes) -> Bytes {
-    match bytes.starts_with(BOM) {
-        true => bytes.slice(BOM.len()..),
-        false => bytes,
-    }
+    let bom = bytes.len() - skip_bom(&bytes).len();
+    bytes.slice(bom..)
+}
+
+/// `raw` past one leading byte-order mark, if it has one (see [`without_bom`]).
+pub(crate) fn skip_bom(raw: &[u8]) -> &[u8] {
+    raw.strip_prefix(BOM).unwrap_or(raw)
 }
 
 enum Gather {

@@ -72,7 +72,9 @@ pub fn apply_pending(app: &App, p: &PendingStatus) -> Result<StatusOutcome, Stor
 /// The envelope of a payload the listener took as a JSON object. A key written twice (which
 /// the listener lets through, as JSON parsers do) keeps its last value instead of failing the
 /// typed read, so a payload Meta has its 200 for is not thrown away.
+/// A leading UTF-8 byte order mark, which some tools write, is skipped, as the socket API does.
 pub(super) fn parse_envelope(raw: &[u8]) -> Result<Envelope, serde_json::Error> {
+    let raw = crate::api::skip_bom(raw);
     serde_json::from_slice(raw).or_else(|_| {
         let value: serde_json::Value = serde_json::from_slice(raw)?;
         serde_json::from_value(value)

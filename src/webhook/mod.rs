@@ -25,7 +25,8 @@ use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use bytes::Bytes;
+use http_body_util::BodyExt;
 use tokio::sync::{watch, Notify};
 
 use crate::app::App;
@@ -492,18 +493,25 @@ async fn receive(sh: &Shared, cfg: &WebhookConfig, headers: &HeaderMap, body: Bo
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    // A body too large is still read (and dropped) within the socket API's bounds before the
+    // 413, so that a client that writes all of it before reading (Python's `http.client`)
+    // gets the 413 instead of a broken pipe.
+    let unneeded = crate::api::Unneeded::of(headers);
     if declared.is_some_and(|n| n > cfg.max_body_bytes as u64) {
         Metrics::inc(&metrics.webhooks_rejected);
+        unneeded.discard(body).await;
         return too_large(sh, cfg);
     }
+    let mut body = body;
     let read = tokio::time::timeout(
         BODY_TIMEOUT,
-        Limited::new(body, cfg.max_body_bytes).collect(),
+        read_within(&mut body, cfg.max_body_bytes, declared),
     );
     let raw = match read.await {
-        Ok(Ok(c)) => c.to_bytes(),
-        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
+        Ok(Ok(Some(raw))) => raw,
+        Ok(Ok(None)) => {
             Metrics::inc(&metrics.webhooks_rejected);
+            unneeded.discard(body).await;
             return too_large(sh, cfg);
         }
         Ok(Err(e)) => {
@@ -579,6 +587,25 @@ async fn receive(sh: &Shared, cfg: &WebhookConfig, headers: &HeaderMap, body: Bo
     text(StatusCode::OK, "ok")
 }
 
+/// The body, or `None` as soon as it proves longer than `limit` (the rest is left in `body`).
+async fn read_within(
+    body: &mut Body,
+    limit: usize,
+    declared: Option<u64>,
+) -> Result<Option<Bytes>, axum::Error> {
+    let mut raw = Vec::with_capacity(declared.map_or(0, |n| n as usize).min(limit));
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame?.into_data() else {
+            continue;
+        };
+        if raw.len() + data.len() > limit {
+            return Ok(None);
+        }
+        raw.extend_from_slice(&data);
+    }
+    Ok(Some(Bytes::from(raw)))
+}
+
 /// The deepest nesting of arrays and objects serde_json reads (its recursion limit is 128).
 const MAX_NESTING: usize = 127;
 
@@ -586,6 +613,7 @@ const MAX_NESTING: usize = 127;
 /// recursion limit, which the worker's reading of messages and statuses then hits: a deeper
 /// body would be answered 200 and dropped, so it is refused here instead.
 fn check_json_object(raw: &[u8]) -> Result<(), String> {
+    let raw = crate::api::skip_bom(raw);
     let object = raw.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
     if object && !nesting_within(raw, MAX_NESTING) {
         return Err(format!(
