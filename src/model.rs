@@ -222,6 +222,20 @@ impl Message {
             detail: detail.into(),
         });
     }
+
+    /// Ends the message `expired`: its ttl passed before it could be sent. The error of an
+    /// earlier attempt, if any, stays as `last_error` (it says why the message was not sent in
+    /// time); without one, `ttl_expired` says why it ended.
+    pub fn expire(&mut self, now_ms: u64) {
+        if self.last_error.is_none() {
+            self.last_error = Some(LastError {
+                code: "ttl_expired".into(),
+                message: "its ttl_s passed before it could be sent".into(),
+                meta_code: None,
+            });
+        }
+        self.transition(State::Expired, now_ms, "ttl passed before it could be sent");
+    }
 }
 
 /// Message ids are u64 sequence numbers (monotonic across restarts); shown as 16 hex digits.

@@ -1185,6 +1185,8 @@ fn ttl_and_cancel_while_the_sender_is_paused() {
     assert_eq!(r.json()["state"], "cancelled");
     let m = d.wait_message(&expiring, PATIENCE, |m| m["state"] != "queued");
     assert_eq!(m["state"], "expired", "{m}");
+    // Never tried, so no error of Meta's says why it ended: its ttl does.
+    assert_eq!(m["last_error"]["code"], "ttl_expired", "{m}");
 
     sim.set_token(TOKEN);
     let r = d.request("POST", "/v1/senders/main/resume", None);

@@ -342,7 +342,7 @@ fn prepare(
     // of the message, and its late statuses must not move it.
     m.wamid = None;
     if m.expires_at_ms.is_some_and(|e| e <= now) {
-        m.transition(State::Expired, now, "ttl passed before it could be sent");
+        m.expire(now);
         return Some(Prepared::Finished("expired"));
     }
     // A message with its own `ttl_s` lives by that alone.

@@ -539,7 +539,7 @@ async fn attempt_one(
 fn expire(app: &Arc<App>, id: u64, now: u64) {
     let written = app.store.update(id, |m| {
         if matches!(m.state, State::Queued | State::Retrying) {
-            m.transition(State::Expired, now, "ttl passed before it could be sent");
+            m.expire(now);
             Some(())
         } else {
             None
