@@ -1227,6 +1227,24 @@ fn a_second_daemon_on_the_same_state_dir_says_another_one_holds_it() {
 }
 
 #[test]
+fn a_state_dir_that_is_a_file_is_refused_without_a_warning_about_its_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("state");
+    std::fs::write(&file, b"").unwrap();
+    let mut d = Daemon::builder()
+        .set("", &format!("state_dir = {:?}", file.display().to_string()))
+        .no_wait()
+        .start();
+    assert_eq!(d.wait_exit().code(), Some(1), "{}", d.log());
+    let log = d.log();
+    assert!(
+        log.contains("state_dir") && log.contains("not a directory"),
+        "{log}"
+    );
+    assert!(!log.contains("chmod"), "{log}");
+}
+
+#[test]
 fn a_stale_socket_file_is_replaced() {
     let mut d = Daemon::start();
     d.kill9();

@@ -134,6 +134,16 @@ fn send_status_ls_cancel() {
     let all = d.waq(&["ls", "--limit", "1", "--all"]);
     assert_eq!(stdout(&all).lines().count(), 3, "{}", stdout(&all));
     assert!(!stderr(&all).contains("more:"), "{}", stderr(&all));
+    // A filter that matches nothing says so, beside the header.
+    let none = d.waq(&["ls", "--state", "failed"]);
+    assert_eq!(code(&none), 0, "{}", stderr(&none));
+    assert_eq!(stdout(&none).lines().count(), 1, "{}", stdout(&none));
+    assert!(
+        stderr(&none).contains("(no messages match)"),
+        "{}",
+        stderr(&none)
+    );
+    assert!(!stderr(&all).contains("no messages"), "{}", stderr(&all));
 
     let cancel = d.waq(&["cancel", &id]);
     assert_eq!(code(&cancel), 0, "{}", stderr(&cancel));
@@ -326,6 +336,7 @@ fn usage_errors_exit_2() {
             "{oops",
         ],
         vec!["ls", "--limit", "0"],
+        vec!["window", ""],
         vec!["frobnicate"],
         vec!["status"],
     ] {
@@ -1113,7 +1124,7 @@ fn events_cut_off_by_a_reload_that_refuses_the_user_exit_1_with_the_reason() {
 /// A sparse filter's first page can be empty with a cursor (the daemon looks at 50,000 records a
 /// page): `waq ls` follows the cursor to the first messages rather than show an empty table.
 #[test]
-fn ls_shows_the_first_page_with_messages_of_a_sparse_filter() {
+fn ls_shows_the_first_page_with_messages_of_a_sparse_filter_also_as_json() {
     let d = Daemon::start();
     let parked = common::parked(common::template_request("+14155550300"));
     for _ in 0..5 {
@@ -1137,4 +1148,13 @@ fn ls_shows_the_first_page_with_messages_of_a_sparse_filter() {
     let out = stdout(&o);
     assert!(out.contains(&last), "{out}");
     assert!(out.starts_with("ID "), "one header: {out}");
+    // So does a script's.
+    let o = d.waq(&["ls", "--state", "cancelled", "--limit", "1", "--json"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(
+        json(&o)["messages"][0]["id"],
+        last.as_str(),
+        "{}",
+        stdout(&o)
+    );
 }

@@ -193,7 +193,7 @@ fn clear_stale(path: &Path) -> anyhow::Result<()> {
     }
     match std::os::unix::net::UnixStream::connect(path) {
         Ok(_) => anyhow::bail!(
-            "socket.path: another waq daemon is already serving on {}; stop it first",
+            "socket.path: another process (another waq daemon?) is already serving on {}; stop it first, or choose another path",
             path.display()
         ),
         Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {

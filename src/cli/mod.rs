@@ -148,7 +148,7 @@ pub enum Command {
     /// allowed) and until when.
     Window {
         /// The customer's phone number.
-        #[arg(value_name = "NUMBER")]
+        #[arg(value_name = "NUMBER", value_parser = recipient_number)]
         number: String,
         /// The sender (optional with a single sender).
         #[arg(long)]
@@ -270,6 +270,17 @@ fn message_id(s: &str) -> Result<String, String> {
         Some(id) => Ok(crate::model::format_id(id)),
         None if s.is_empty() => Err(format!("the id is empty; {LOOKS}")),
         None => Err(LOOKS.to_string()),
+    }
+}
+
+/// `NUMBER` of window: an empty one would name no recipient but another route. The daemon
+/// checks the rest, as it does for every number.
+fn recipient_number(s: &str) -> Result<String, String> {
+    match s.trim().is_empty() {
+        true => {
+            Err("the number is empty; give the customer's phone number, e.g. +14155551234".into())
+        }
+        false => Ok(s.to_string()),
     }
 }
 
@@ -547,12 +558,13 @@ async fn ls(args: LsArgs) -> Result<i32, Failure> {
             .and_then(Value::as_str)
             .map(str::to_string);
         // A sparse filter's page may hold nothing but a cursor (the daemon bounds each
-        // page's scan): a person is shown the first page with messages, not an empty table.
+        // page's scan): the first page with messages is shown, not an empty one that a script
+        // would take for "none".
         let empty = page
             .get("messages")
             .and_then(Value::as_array)
             .is_some_and(Vec::is_empty);
-        if reply.ok() && !args.all && !c.json && empty && next.is_some() {
+        if reply.ok() && !args.all && empty && next.is_some() {
             cursor = next;
             continue;
         }

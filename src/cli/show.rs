@@ -114,11 +114,15 @@ pub fn list(v: &Value, header: bool, paging: bool) {
             text(m, "sender"),
         );
     }
-    if let Some(next) = v
-        .get("next_cursor")
-        .and_then(Value::as_str)
-        .filter(|_| !paging)
-    {
+    let next = v.get("next_cursor").and_then(Value::as_str);
+    let none = v
+        .get("messages")
+        .and_then(Value::as_array)
+        .is_none_or(Vec::is_empty);
+    if header && none && next.is_none() {
+        crate::stderr_line!("(no messages match)");
+    }
+    if let Some(next) = next.filter(|_| !paging) {
         crate::stderr_line!("(more: --cursor {next}, or --all)");
     }
 }
