@@ -116,10 +116,14 @@ pub struct ValidSend {
 }
 
 impl ValidSend {
-    /// Free-form messages need an open customer-service window; templates do not.
     pub fn needs_window(&self) -> bool {
-        self.kind != "template"
+        needs_window(&self.kind)
     }
+}
+
+/// Free-form messages need an open customer-service window; templates do not.
+pub fn needs_window(kind: &str) -> bool {
+    kind != "template"
 }
 
 /// The last error a message met, as shown in `last_error`.

@@ -511,14 +511,28 @@ fn window_rule_on_the_wire() {
     assert_eq!(m["last_error"]["code"], "window_closed", "{m}");
     assert_eq!(m["last_error"]["meta_code"], Value::Null, "{m}");
     assert_eq!(m["attempts"], 0, "{m}");
+    // A retry while the window is still closed would only fail again: refused, as at enqueue,
+    // and the message is left as it was.
+    let r = d.post(&format!("/v1/messages/{id}/retry"), &json!({}));
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert_eq!(r.code(), "window_closed");
+    assert!(r.text().contains("POST /v1/inbound"), "{}", r.text());
+    assert_eq!(d.message(&id)["state"], "failed");
+    // Once the user writes in (to Meta, and so to waq), it goes.
+    sim.inbound("+14155550103");
+    let r = d.post("/v1/inbound", &json!({"from": "+14155550103"}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = d.post(&format!("/v1/messages/{id}/retry"), &json!({}));
+    assert_eq!(r.status, 202, "{}", r.text());
+    d.wait_message(&id, PATIENCE, |m| m["state"] == "sent");
 
     let counters = &d.get("/v1/stats").json()["counters"];
     assert_eq!(counters["fallback_substituted"], 1, "{counters}");
     assert_eq!(counters["window_closed_failures"], 1, "{counters}");
     let n = sim.number();
     assert_eq!(
-        n.requests, 1,
-        "only the fallback template reached the API: {n:?}"
+        n.requests, 2,
+        "only the fallback template and the retry in the open window reached the API: {n:?}"
     );
     assert_rules_kept(&n);
 }

@@ -719,6 +719,23 @@ pub async fn retry(
         code: "not_retryable",
         only: "only failed or expired messages can be retried",
     };
+    // A free-form message without a fallback whose window is still closed would only fail
+    // again at once: refused here, as at enqueue.
+    if let Some(m) = app.store.get(id)? {
+        let free_form = crate::model::needs_window(&m.kind) && m.fallback_template.is_none();
+        if free_form && rule.from.contains(&m.state) {
+            window_open(app, &app.config(), &m.sender, &m.to, &m.kind, now).map_err(|why| {
+                ApiError::invalid(
+                    "window_closed",
+                    "message.type",
+                    format!(
+                        "{why}record the customer's inbound message (POST /v1/inbound) and \
+                         retry, or enqueue it again as a template or with a fallback_template"
+                    ),
+                )
+            })?;
+        }
+    }
     let generation = app.store.generation();
     let m = change_state(app, id, rule, |m| requeue_now(m, now))?;
     app.store.commit_since(generation).await?;
@@ -798,38 +815,44 @@ fn prepare(
 /// Free-form messages only inside the recipient's 24-hour window (less the margin), unless a
 /// fallback template can stand in.
 fn window_rule(app: &App, cfg: &Config, valid: &ValidSend, now: u64) -> Result<(), ApiError> {
-    if valid.needs_window() && valid.fallback_template.is_none() {
-        let w = window::lookup(&app.store, &valid.sender, &valid.to)?;
-        let margin = cfg.dispatch.window_margin.as_millis() as u64;
-        if !w.is_open(now, margin) {
-            // A window still open by Meta's clock but inside the margin is closed here too;
-            // the message says so rather than deny the customer wrote.
-            let why = match w.open_until_ms() {
-                Some(until) if until > now => format!(
-                    "the 24-hour window of {} with sender `{}` ends at {}, within \
-                     dispatch.window_margin_s ({} s) of now",
-                    valid.to,
-                    valid.sender,
-                    crate::model::format_time(until),
-                    margin / 1000
-                ),
-                _ => format!(
-                    "{} has not written to sender `{}` in the last 24 hours",
-                    valid.to, valid.sender
-                ),
-            };
-            return Err(ApiError::invalid(
-                "window_closed",
-                "message.type",
-                format!(
-                    "{why}, so a free-form `{}` message cannot be delivered: send a template, add \
-                     a fallback_template, or record the customer's inbound message (POST /v1/inbound)",
-                    valid.kind
-                ),
-            ));
-        }
+    if !valid.needs_window() || valid.fallback_template.is_some() {
+        return Ok(());
     }
-    Ok(())
+    let advice = "send a template, add a fallback_template, or record the customer's inbound \
+                  message (POST /v1/inbound)";
+    window_open(app, cfg, &valid.sender, &valid.to, &valid.kind, now)
+        .map_err(|why| ApiError::invalid("window_closed", "message.type", format!("{why}{advice}")))
+}
+
+/// `Err` with why the free-form `kind` message cannot go (ending "…cannot be delivered: ")
+/// when the window of `to` with `sender` is closed by the daemon's clock, margin included.
+fn window_open(
+    app: &App,
+    cfg: &Config,
+    sender: &str,
+    to: &str,
+    kind: &str,
+    now: u64,
+) -> Result<(), String> {
+    let w = window::lookup(&app.store, sender, to).map_err(|e| e.to_string())?;
+    let margin = cfg.dispatch.window_margin.as_millis() as u64;
+    if w.is_open(now, margin) {
+        return Ok(());
+    }
+    // A window still open by Meta's clock but inside the margin is closed here too; the
+    // message says so rather than deny the customer wrote.
+    let why = match w.open_until_ms() {
+        Some(until) if until > now => format!(
+            "the 24-hour window of {to} with sender `{sender}` ends at {}, within \
+             dispatch.window_margin_s ({} s) of now",
+            crate::model::format_time(until),
+            margin / 1000
+        ),
+        _ => format!("{to} has not written to sender `{sender}` in the last 24 hours"),
+    };
+    Err(format!(
+        "{why}, so a free-form `{kind}` message cannot be delivered: "
+    ))
 }
 
 fn build(id: u64, v: ValidSend, now: u64) -> Message {
