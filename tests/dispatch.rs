@@ -1112,6 +1112,8 @@ fn a_global_cap_set_by_a_reload_holds_every_sliding_second() {
     ));
     d.sighup();
     d.wait_for_log("configuration reloaded");
+    // The stats say why the sender goes slower than its own mps.
+    assert_eq!(d.get("/v1/stats").json()["global_mps"], 4);
     let requests: Vec<Value> = (0..12).map(|i| template_request(&recipient(i))).collect();
     d.enqueue_batch(&requests);
     d.wait_count("sent", 12, PATIENCE);

@@ -43,6 +43,8 @@ pub async fn stats(State(ctx): State<Ctx>, _: NoQuery) -> Response {
         "messages": by_state,
         "queue_depth": depth,
         "in_flight": snapshot.in_flight,
+        // The cap across all senders, which holds them below their own `mps` when it binds.
+        "global_mps": app.config().dispatch.global_mps,
         "senders": snapshot.senders,
         "counters": counters,
         "commit": {

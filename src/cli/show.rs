@@ -137,11 +137,17 @@ pub fn stats(v: &Value) {
         })
         .collect();
     outln!("messages     {}", counts.join(", "));
-    outln!(
+    let mut depth = format!(
         "queue depth  {}   in flight {}",
         v.get("queue_depth").unwrap_or(&Value::Null),
         v.get("in_flight").unwrap_or(&Value::Null)
     );
+    if let Some(cap) = v.get("global_mps").and_then(Value::as_u64) {
+        depth.push_str(&format!(
+            "   all senders capped at {cap}/s (dispatch.global_mps)"
+        ));
+    }
+    outln!("{depth}");
     for s in v
         .get("senders")
         .and_then(Value::as_array)
@@ -166,6 +172,13 @@ pub fn stats(v: &Value) {
         }
         if s.get("configured").and_then(Value::as_bool) == Some(false) {
             line.push_str(", NOT CONFIGURED: its messages are held until it is configured again");
+        }
+        if let Some(u) = s.get("unreachable").filter(|u| u.is_object()) {
+            line.push_str(&format!(
+                ", UNREACHABLE: no answer from the Graph API since {} ({})",
+                text(u, "since"),
+                text(u, "last_error")
+            ));
         }
         if let Some(l) = s.get("messaging_limit").filter(|l| l.is_object()) {
             line.push_str(&format!(

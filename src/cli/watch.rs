@@ -157,6 +157,11 @@ fn render(v: &Value, previous: Option<&Value>, interval: Duration) -> Vec<String
             group(v["in_flight"].as_u64().unwrap_or(0))
         ),
     ];
+    if let Some(cap) = v["global_mps"].as_u64() {
+        lines.push(format!(
+            "all senders together capped at {cap}/s (dispatch.global_mps)"
+        ));
+    }
     let retries = v["counters"]["retries_scheduled"].as_u64().unwrap_or(0);
     // A count since the daemon started, not the messages waiting to retry (`retrying` above).
     let mut line = format!("retries    {} scheduled since start", group(retries));
@@ -184,6 +189,8 @@ fn render(v: &Value, previous: Option<&Value>, interval: Duration) -> Vec<String
         } else if s["paused"] == true {
             paused.push(format!("{} ({})", text(s, "name"), text(s, "pause_reason")));
             "PAUSED".to_string()
+        } else if s["unreachable"].is_object() {
+            "UNREACHABLE (no answer from the Graph API)".to_string()
         } else if effective + 0.5 < mps as f64 {
             format!("slowed to {effective:.0}/s by Meta")
         } else if rate > 0 {
@@ -255,6 +262,25 @@ mod tests {
         assert!(text.contains("2 in the last 1s"), "{text}");
         assert!(text.contains("PAUSED"), "{text}");
         assert!(text.contains("promo (meta_190: token expired)"), "{text}");
+    }
+
+    #[test]
+    fn renders_an_unreachable_sender_and_the_global_cap() {
+        let v = json!({
+            "messages": {"queued": 1}, "queue_depth": 1, "in_flight": 1, "global_mps": 3,
+            "senders": [
+                {"name": "main", "mps": 80, "effective_mps": 80.0, "sent_last_second": 0, "in_flight": 1, "queued": 1, "paused": false,
+                 "unreachable": {"since": "2026-11-28T06:00:00.000Z", "failures": 5, "last_error": "connection refused"}}
+            ],
+            "counters": {}
+        });
+        let text = render(&v, None, Duration::from_secs(1)).join("\n");
+        assert!(text.contains("UNREACHABLE"), "{text}");
+        assert!(!text.contains("idle"), "{text}");
+        assert!(text.contains("capped at 3/s (dispatch.global_mps)"), "{text}");
+        let v = json!({"senders": [{"name": "main", "mps": 80, "unreachable": null}]});
+        let text = render(&v, None, Duration::from_secs(1)).join("\n");
+        assert!(text.contains("idle") && !text.contains("capped"), "{text}");
     }
 
     #[test]
