@@ -33,6 +33,9 @@ pub struct App {
     pub started_at_ms: u64,
     /// Request bodies held in memory (`socket.max_body_memory_bytes`, read at start).
     pub bodies: Arc<crate::api::budget::BodyBudget>,
+    /// Why the last reload was refused, until one succeeds: the service manager's status
+    /// line shows it, as `systemctl reload` itself cannot.
+    pub reload_refused: std::sync::Mutex<Option<String>>,
 }
 
 /// `event` as a line of the stream.
@@ -99,6 +102,7 @@ impl App {
             reloaded: tokio::sync::Notify::new(),
             started_at_ms: crate::model::now_ms(),
             bodies,
+            reload_refused: std::sync::Mutex::new(None),
         })
     }
 

@@ -1549,6 +1549,25 @@ fn tells_the_service_manager_ready_and_stopping() {
         pinged |= m.contains("WATCHDOG=1");
     }
     assert!(status.unwrap().contains("queued"));
+    // A reload refused shows in the status line at once, which `systemctl reload` cannot say,
+    // until a reload succeeds.
+    let good = d.config_text();
+    let mut status_after_reload = |config: &str| {
+        d.write_config(config);
+        d.sighup();
+        loop {
+            let m = next();
+            if let Some(s) = m.strip_prefix("STATUS=") {
+                if s.contains("reload refused") == config.contains("mps = \"fast\"") {
+                    break s.to_string();
+                }
+            }
+        }
+    };
+    let refused = status_after_reload(&format!("{good}\n[dispatch]\nmps = \"fast\"\n"));
+    assert!(refused.contains("dispatch.mps"), "{refused}");
+    let again = status_after_reload(&good);
+    assert!(again.contains("queued"), "{again}");
     assert_eq!(d.sigterm().code(), Some(0));
     let stopping = loop {
         let m = next();

@@ -277,7 +277,10 @@ mod tests {
         let text = render(&v, None, Duration::from_secs(1)).join("\n");
         assert!(text.contains("UNREACHABLE"), "{text}");
         assert!(!text.contains("idle"), "{text}");
-        assert!(text.contains("capped at 3/s (dispatch.global_mps)"), "{text}");
+        assert!(
+            text.contains("capped at 3/s (dispatch.global_mps)"),
+            "{text}"
+        );
         let v = json!({"senders": [{"name": "main", "mps": 80, "unreachable": null}]});
         let text = render(&v, None, Duration::from_secs(1)).join("\n");
         assert!(text.contains("idle") && !text.contains("capped"), "{text}");

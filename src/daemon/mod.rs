@@ -255,6 +255,8 @@ impl Running {
                     "reload refused: the configuration is not a regular file (a pipe is read \
                      once, at start); keeping the running configuration: restart to change it"
                 );
+                let why = "the configuration is not a regular file; restart to change it";
+                notify::reload_outcome(&self.app, Some(why.into()));
                 return;
             }
         }
@@ -262,6 +264,7 @@ impl Running {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!("reload failed, keeping the running configuration: {e}");
+                notify::reload_outcome(&self.app, Some(e.to_string()));
                 return;
             }
         };
@@ -282,6 +285,7 @@ impl Running {
         self.app.dispatcher.reload(&new);
         self.app.replace_config(new);
         tracing::info!(path = %self.config_path.display(), "configuration reloaded");
+        notify::reload_outcome(&self.app, None);
     }
 
     /// How long the dispatcher may wait for its requests in flight at a stop.

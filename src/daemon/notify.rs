@@ -55,7 +55,25 @@ pub fn status_line(app: &App) -> String {
             held.join(", ")
         ));
     }
+    let refused = app.reload_refused.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(why) = refused.as_deref() {
+        line.push_str(&format!("; {why}"));
+    }
     line
+}
+
+/// Records how a reload ended (`Some(why)` refused) and shows it in `STATUS=` at once.
+pub fn reload_outcome(app: &App, refused: Option<String>) {
+    let refused = refused.map(|why| {
+        format!(
+            "reload refused at {}, running the earlier configuration: {why}",
+            crate::model::format_time(now_ms())
+        )
+        // One line: a newline would end the `STATUS=` assignment.
+        .replace('\n', " ")
+    });
+    *app.reload_refused.lock().unwrap_or_else(|p| p.into_inner()) = refused;
+    state(&format!("STATUS={}", status_line(app)));
 }
 
 /// Refreshes `STATUS=` and pings the watchdog at half its interval while both the store still
