@@ -299,14 +299,27 @@ fn a_retried_message_drops_the_wamid_of_its_earlier_attempt() {
         .to_string();
     assert_eq!(failed["last_error"]["meta_code"], 131047, "{failed}");
 
-    // Retried: the window is closed now, so it fails again without a request, and the wamid
-    // of the first attempt no longer stands for it (its history keeps it).
+    // Retried while the window is closed (the 131047 closed it): refused, as it would only fail
+    // again, and the message is left as it was.
+    let r = d.request("POST", &format!("/v1/messages/{id}/retry"), None);
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert_eq!(r.code(), "window_closed");
+    assert_eq!(d.message(&id)["wamid"], wamid.as_str());
+
+    // waq is told again that the customer wrote: the retry is a new attempt, and the wamid of
+    // the first one no longer stands for the message (its history keeps it).
+    let inbound = d.request(
+        "POST",
+        "/v1/inbound",
+        Some(json!({"from": "+14155550188"}).to_string().as_bytes()),
+    );
+    assert_eq!(inbound.status, 200, "{}", inbound.text());
     let r = d.request("POST", &format!("/v1/messages/{id}/retry"), None);
     assert_eq!(r.status, 202, "{}", r.text());
     let m = d.wait_message(&id, PATIENCE, |m| {
-        m["state"] == "failed" && m["last_error"]["code"] == "window_closed"
+        m["state"] == "failed" && m["wamid"].is_string() && m["wamid"] != wamid.as_str()
     });
-    assert_eq!(m["wamid"], Value::Null, "{m}");
+    assert_eq!(m["last_error"]["meta_code"], 131047, "{m}");
     let accepted = format!("accepted by Meta as {wamid}");
     assert!(
         m["history"]
@@ -317,7 +330,7 @@ fn a_retried_message_drops_the_wamid_of_its_earlier_attempt() {
         "{m}"
     );
     wait_webhooks_drained(&sim);
-    assert_eq!(sim.number().accepted, 1);
+    assert_eq!(sim.number().accepted, 2);
 }
 
 /// A send held by the messaging limit goes as soon as its user's message arrives by webhook:

@@ -454,7 +454,7 @@ fn sender_filter(app: &App, q: &Query) -> Result<Option<String>, ApiError> {
                 let sentence = e.message.trim_end_matches('.').len();
                 e.message.truncate(sentence);
                 e.message.push_str(
-                    " (the messages of a sender no longer configured are listed without `sender`).",
+                    " (a sender no longer configured can be named only while it holds messages not yet sent; list its finished ones without `sender`).",
                 );
                 e
             },
