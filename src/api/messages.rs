@@ -724,16 +724,16 @@ pub async fn retry(
     if let Some(m) = app.store.get(id)? {
         let free_form = crate::model::needs_window(&m.kind) && m.fallback_template.is_none();
         if free_form && rule.from.contains(&m.state) {
-            window_open(app, &app.config(), &m.sender, &m.to, &m.kind, now).map_err(|why| {
-                ApiError::invalid(
+            if let Some(why) = window_closed(app, &app.config(), &m.sender, &m.to, &m.kind, now)? {
+                return Err(ApiError::invalid(
                     "window_closed",
                     "message.type",
                     format!(
                         "{why}record the customer's inbound message (POST /v1/inbound) and \
                          retry, or enqueue it again as a template or with a fallback_template"
                     ),
-                )
-            })?;
+                ));
+            }
         }
     }
     let generation = app.store.generation();
@@ -818,26 +818,33 @@ fn window_rule(app: &App, cfg: &Config, valid: &ValidSend, now: u64) -> Result<(
     if !valid.needs_window() || valid.fallback_template.is_some() {
         return Ok(());
     }
-    let advice = "send a template, add a fallback_template, or record the customer's inbound \
-                  message (POST /v1/inbound)";
-    window_open(app, cfg, &valid.sender, &valid.to, &valid.kind, now)
-        .map_err(|why| ApiError::invalid("window_closed", "message.type", format!("{why}{advice}")))
+    match window_closed(app, cfg, &valid.sender, &valid.to, &valid.kind, now)? {
+        None => Ok(()),
+        Some(why) => Err(ApiError::invalid(
+            "window_closed",
+            "message.type",
+            format!(
+                "{why}send a template, add a fallback_template, or record the customer's \
+                 inbound message (POST /v1/inbound)"
+            ),
+        )),
+    }
 }
 
-/// `Err` with why the free-form `kind` message cannot go (ending "…cannot be delivered: ")
-/// when the window of `to` with `sender` is closed by the daemon's clock, margin included.
-fn window_open(
+/// Why the free-form `kind` message cannot go (ending "…cannot be delivered: ") when the
+/// window of `to` with `sender` is closed by the daemon's clock, margin included; `None` open.
+fn window_closed(
     app: &App,
     cfg: &Config,
     sender: &str,
     to: &str,
     kind: &str,
     now: u64,
-) -> Result<(), String> {
-    let w = window::lookup(&app.store, sender, to).map_err(|e| e.to_string())?;
+) -> Result<Option<String>, ApiError> {
+    let w = window::lookup(&app.store, sender, to)?;
     let margin = cfg.dispatch.window_margin.as_millis() as u64;
     if w.is_open(now, margin) {
-        return Ok(());
+        return Ok(None);
     }
     // A window still open by Meta's clock but inside the margin is closed here too; the
     // message says so rather than deny the customer wrote.
@@ -850,9 +857,9 @@ fn window_open(
         ),
         _ => format!("{to} has not written to sender `{sender}` in the last 24 hours"),
     };
-    Err(format!(
+    Ok(Some(format!(
         "{why}, so a free-form `{kind}` message cannot be delivered: "
-    ))
+    )))
 }
 
 fn build(id: u64, v: ValidSend, now: u64) -> Message {

@@ -613,9 +613,9 @@ const MAX_NESTING: usize = 127;
 /// recursion limit, which the worker's reading of messages and statuses then hits: a deeper
 /// body would be answered 200 and dropped, so it is refused here instead.
 fn check_json_object(raw: &[u8]) -> Result<(), String> {
-    let raw = crate::api::skip_bom(raw);
-    let object = raw.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
-    if object && !nesting_within(raw, MAX_NESTING) {
+    let json = crate::api::skip_bom(raw);
+    let object = json.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+    if object && !nesting_within(json, MAX_NESTING) {
         return Err(format!(
             "nests arrays and objects more than {MAX_NESTING} deep (Meta's payloads nest a few)"
         ));
@@ -626,6 +626,7 @@ fn check_json_object(raw: &[u8]) -> Result<(), String> {
     // The apply worker's own reading, for its syntax: `IgnoredAny` lets invalid UTF-8 and lone
     // surrogate escapes through, which the worker then cannot read (answered 200 and dropped).
     // An object of unexpected shape is still taken, as before: it is relayed all the same.
+    // (It skips the byte-order mark itself, as the worker will.)
     match apply::parse_envelope(raw) {
         Err(e) if e.classify() != serde_json::error::Category::Data => {
             Err(format!("is not a JSON object ({e})"))
@@ -741,6 +742,9 @@ mod tests {
         }
         // Readable text of an unexpected shape is taken (and relayed), as it always was.
         assert!(check_json_object(text("hi").as_bytes()).is_ok());
+        // One byte-order mark is skipped, as the apply worker skips it; a second is not JSON.
+        assert!(check_json_object(b"\xEF\xBB\xBF{}").is_ok());
+        assert!(check_json_object(b"\xEF\xBB\xBF\xEF\xBB\xBF{}").is_err());
         assert!(check_json_object(br#"{"entry":{"not":"a list"},"object":5}"#).is_ok());
     }
 }
