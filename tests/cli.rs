@@ -336,6 +336,7 @@ fn usage_errors_exit_2() {
             "{oops",
         ],
         vec!["ls", "--limit", "0"],
+        vec!["ls", "--limit", "-1"],
         vec!["window", ""],
         vec!["frobnicate"],
         vec!["status"],
@@ -343,6 +344,13 @@ fn usage_errors_exit_2() {
         let o = d.waq(&args);
         assert_eq!(code(&o), 2, "{args:?}: {}", stderr(&o));
     }
+    // A negative page size gets the range, not "unexpected argument".
+    let o = d.waq(&["ls", "--limit", "-1"]);
+    assert!(
+        stderr(&o).contains("-1 is not in 1..=1000"),
+        "{}",
+        stderr(&o)
+    );
     // A name other tools use points to waq's command, not to one spelled alike (`health`).
     let o = d.waq(&["watch"]);
     assert_eq!(code(&o), 2, "{}", stderr(&o));

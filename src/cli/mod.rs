@@ -201,7 +201,7 @@ pub struct LsArgs {
     #[arg(long, value_name = "KEY", visible_alias = "key")]
     idempotency_key: Option<String>,
     /// Messages per page (1–1000).
-    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    #[arg(long, allow_negative_numbers = true, value_parser = clap::value_parser!(u16).range(1..=1000))]
     limit: Option<u16>,
     /// Continue after this cursor (the `next_cursor` of the previous page).
     #[arg(long)]
