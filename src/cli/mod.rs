@@ -114,7 +114,7 @@ pub enum Command {
         #[arg(long)]
         watch: bool,
         /// How often --watch refreshes, e.g. 500ms or 2s.
-        #[arg(long, value_name = "DURATION", default_value = "1s",
+        #[arg(long, value_name = "DURATION", default_value = "1s", allow_negative_numbers = true,
               value_parser = parse_interval, requires = "watch")]
         interval: std::time::Duration,
         #[command(flatten)]
@@ -164,7 +164,7 @@ pub enum Command {
     Events {
         /// Ask for a heartbeat after this many quiet seconds (not printed), so that a reader
         /// that went away (`| head -1`) is noticed while no event comes.
-        #[arg(long, value_name = "SECONDS",
+        #[arg(long, value_name = "SECONDS", allow_negative_numbers = true,
               value_parser = clap::value_parser!(u64).range(1..=crate::api::MAX_HEARTBEAT_S))]
         heartbeat: Option<u64>,
         #[command(flatten)]
