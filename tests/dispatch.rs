@@ -518,6 +518,18 @@ fn window_rule_on_the_wire() {
     assert_eq!(r.code(), "window_closed");
     assert!(r.text().contains("POST /v1/inbound"), "{}", r.text());
     assert_eq!(d.message(&id)["state"], "failed");
+    // The bulk form leaves it out too, and says so.
+    let r = d.request("POST", "/v1/messages/retry?code=window_closed", None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json(), json!({"retried": 0, "window_closed": 1}));
+    let out = d.waq(&["retry", "--code", "window_closed"]);
+    assert_eq!(out.status.code(), Some(0));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.starts_with("queued 0 messages again; left out 1 free-form message"),
+        "{said}"
+    );
+    assert_eq!(d.message(&id)["state"], "failed");
     // Once the user writes in (to Meta, and so to waq), it goes.
     sim.inbound("+14155550103");
     let r = d.post("/v1/inbound", &json!({"from": "+14155550103"}));
@@ -1444,7 +1456,7 @@ fn failed_messages_are_put_back_by_their_error_code() {
         None,
     );
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(r.json(), json!({"retried": 1}));
+    assert_eq!(r.json(), json!({"retried": 1, "window_closed": 0}));
     failed(&a, "meta_131026", 1);
     assert_eq!(d.message(&a)["attempts"], 1, "attempts start again");
 

@@ -2,6 +2,7 @@
 //!
 //! Every write answers only after `store.commit()` returned: a 2xx means it is on disk.
 
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -618,14 +619,30 @@ pub async fn retry_matching(
             "give `code` (a `last_error.code`, e.g. meta_132001), `to`, `sender`, or several of them",
         ));
     }
+    // As one retry is refused, a free-form message whose window is still closed is left out
+    // (it would only fail again), and counted apart.
+    let (window_app, cfg, now) = (app.clone(), app.config(), now_ms());
+    let window_closed_count = Arc::new(AtomicU64::new(0));
+    let left_out = window_closed_count.clone();
     let outcome = change_matching(
         app,
         move |m| {
-            to.as_ref().is_none_or(|t| *t == m.to)
+            let chosen = to.as_ref().is_none_or(|t| *t == m.to)
                 && sender.as_ref().is_none_or(|s| *s == m.sender)
                 && code
                     .as_ref()
-                    .is_none_or(|c| m.last_error.as_ref().is_some_and(|e| e.code == *c))
+                    .is_none_or(|c| m.last_error.as_ref().is_some_and(|e| e.code == *c));
+            let free_form = crate::model::needs_window(&m.kind) && m.fallback_template.is_none();
+            let retryable = matches!(m.state, MsgState::Failed | MsgState::Expired);
+            if chosen && free_form && retryable {
+                // A store error here lets it through: the dispatcher checks the window again.
+                let closed = window_closed(&window_app, &cfg, &m.sender, &m.to, &m.kind, now);
+                if matches!(closed, Ok(Some(_))) {
+                    left_out.fetch_add(1, Relaxed);
+                    return false;
+                }
+            }
+            chosen
         },
         &[MsgState::Failed, MsgState::Expired],
         requeue_now,
@@ -635,7 +652,10 @@ pub async fn retry_matching(
         },
     )
     .await?;
-    Ok(json::ok(&serde_json::json!({ "retried": outcome.changed })))
+    Ok(json::ok(&serde_json::json!({
+        "retried": outcome.changed,
+        "window_closed": window_closed_count.load(Relaxed),
+    })))
 }
 
 /// A retry, of one message or many, is refused while stopping, and has no body.

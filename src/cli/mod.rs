@@ -435,10 +435,17 @@ async fn client_command(command: Command) -> Result<i32, Failure> {
             let reply = call(&c, Method::POST, &path, None, &shape::RETRIED).await?;
             let human = |v: &Value| {
                 let n = v.get("retried").and_then(Value::as_u64).unwrap_or(0);
-                outln!(
-                    "queued {n} {} again",
-                    if n == 1 { "message" } else { "messages" }
-                )
+                let plural = |n: u64| if n == 1 { "message" } else { "messages" };
+                let mut line = format!("queued {n} {} again", plural(n));
+                let closed = v.get("window_closed").and_then(Value::as_u64).unwrap_or(0);
+                if closed > 0 {
+                    line.push_str(&format!(
+                        "; left out {closed} free-form {} whose window is still closed \
+                         (record the customer's message with `waq inbound`, then retry)",
+                        plural(closed)
+                    ));
+                }
+                outln!("{line}")
             };
             Ok(answer_naming(&c, &reply, human, &["code", "to", "sender"]))
         }
