@@ -517,6 +517,10 @@ fn window_rule_on_the_wire() {
     assert_eq!(r.status, 422, "{}", r.text());
     assert_eq!(r.code(), "window_closed");
     assert!(r.text().contains("POST /v1/inbound"), "{}", r.text());
+    let out = d.waq(&["retry", &id]);
+    assert_eq!(out.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("`waq inbound --from NUMBER`"), "{said}");
     assert_eq!(d.message(&id)["state"], "failed");
     // The bulk form leaves it out too, and says so.
     let r = d.request("POST", "/v1/messages/retry?code=window_closed", None);

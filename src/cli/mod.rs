@@ -456,9 +456,18 @@ async fn client_command(command: Command) -> Result<i32, Failure> {
         } => {
             let path = format!("/v1/messages/{}/retry", encode(&id));
             let reply = call(&c, Method::POST, &path, None, &shape::ACCEPTED).await?;
-            Ok(answer(&c, &reply, |v| {
-                outln!("queued {} again", text(v, "id"))
-            }))
+            let human = |v: &Value| outln!("queued {} again", text(v, "id"));
+            // The next step for a closed window, as `send` gives it, in terms of the CLI.
+            let explain = |e: &Value| Explained {
+                option: None,
+                hint: (e.get("code").and_then(Value::as_str) == Some("window_closed")).then(|| {
+                    format!(
+                        "once the customer writes, record it with `waq inbound --from NUMBER` \
+                         (their number: `waq status {id}`), then retry"
+                    )
+                }),
+            };
+            Ok(answer_explained(&c, &reply, human, explain))
         }
         Command::Stats {
             watch: true,

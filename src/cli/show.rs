@@ -148,14 +148,11 @@ pub fn stats(v: &Value) {
         ));
     }
     outln!("{depth}");
-    for s in v
-        .get("senders")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
+    let senders = v.get("senders").and_then(Value::as_array);
+    let width = super::watch::name_width(senders.into_iter().flatten(), 10);
+    for s in senders.into_iter().flatten() {
         let mut line = format!(
-            "sender {:<10} mps {} (now {}), last second {}, in flight {}, queued {}",
+            "sender {:<width$} mps {} (now {}), last second {}, in flight {}, queued {}",
             text(s, "name"),
             s.get("mps").unwrap_or(&Value::Null),
             // A rate climbing back after a throttle is fractional; one decimal is enough.

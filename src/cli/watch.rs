@@ -175,8 +175,11 @@ fn render(v: &Value, previous: Option<&Value>, interval: Duration) -> Vec<String
     }
     lines.push(line);
     lines.push(String::new());
+    // As wide as the longest name, so that a long one does not push its row's columns.
+    let senders = v["senders"].as_array();
+    let width = name_width(senders.into_iter().flatten(), 12);
     lines.push(format!(
-        "{:<12} {:<22} {:>13}  {:>9}  {:>8}  STATE",
+        "{:<width$} {:<22} {:>13}  {:>9}  {:>8}  STATE",
         "SENDER", "RATE", "SENDS/S", "IN FLIGHT", "QUEUED"
     ));
     let mut paused = Vec::new();
@@ -199,7 +202,7 @@ fn render(v: &Value, previous: Option<&Value>, interval: Duration) -> Vec<String
             "idle".to_string()
         };
         lines.push(format!(
-            "{:<12} {} {:>13}  {:>9}  {:>8}  {state}",
+            "{:<width$} {} {:>13}  {:>9}  {:>8}  {state}",
             text(s, "name"),
             gauge(rate, mps, 20),
             format!("{rate}/{mps}"),
@@ -223,6 +226,13 @@ fn gauge(value: u64, max: u64, width: usize) -> String {
         ((value.min(max) as f64 / max as f64) * width as f64).round() as usize
     };
     format!("[{}{}]", "█".repeat(filled), "░".repeat(width - filled))
+}
+
+/// The width of a column of the senders' names: the longest (in characters), at least `min`.
+pub(super) fn name_width<'a>(senders: impl Iterator<Item = &'a Value>, min: usize) -> usize {
+    senders
+        .map(|s| s["name"].as_str().map_or(0, |n| n.chars().count()))
+        .fold(min, usize::max)
 }
 
 /// `1234567` → `1,234,567`.
@@ -284,6 +294,23 @@ mod tests {
         let v = json!({"senders": [{"name": "main", "mps": 80, "unreachable": null}]});
         let text = render(&v, None, Duration::from_secs(1)).join("\n");
         assert!(text.contains("idle") && !text.contains("capped"), "{text}");
+    }
+
+    #[test]
+    fn a_long_sender_name_widens_the_column_for_every_row() {
+        let long = "marketing-campaigns-europe-west";
+        let v = json!({"senders": [{"name": "main", "mps": 80}, {"name": long, "mps": 20}]});
+        let text = render(&v, None, Duration::from_secs(1)).join("\n");
+        let rows: Vec<&str> = text
+            .lines()
+            .skip_while(|l| !l.starts_with("SENDER"))
+            .collect();
+        let rate = rows[0].find("RATE").unwrap();
+        assert_eq!(rows.len(), 3, "{text}");
+        for row in &rows[1..] {
+            assert_eq!(row.find('['), Some(rate), "{text}");
+        }
+        assert!(rate > long.len(), "{text}");
     }
 
     #[test]
