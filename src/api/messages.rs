@@ -632,15 +632,14 @@ pub async fn retry_matching(
                 && code
                     .as_ref()
                     .is_none_or(|c| m.last_error.as_ref().is_some_and(|e| e.code == *c));
-            let free_form = crate::model::needs_window(&m.kind) && m.fallback_template.is_none();
             let retryable = matches!(m.state, MsgState::Failed | MsgState::Expired);
-            if chosen && free_form && retryable {
-                // A store error here lets it through: the dispatcher checks the window again.
-                let closed = window_closed(&window_app, &cfg, &m.sender, &m.to, &m.kind, now);
-                if matches!(closed, Ok(Some(_))) {
-                    left_out.fetch_add(1, Relaxed);
-                    return false;
-                }
+            // A store error here lets it through: the dispatcher checks the window again.
+            if chosen
+                && retryable
+                && matches!(retry_window_closed(&window_app, &cfg, m, now), Ok(Some(_)))
+            {
+                left_out.fetch_add(1, Relaxed);
+                return false;
             }
             chosen
         },
@@ -741,19 +740,16 @@ pub async fn retry(
     };
     // A free-form message without a fallback whose window is still closed would only fail
     // again at once: refused here, as at enqueue.
-    if let Some(m) = app.store.get(id)? {
-        let free_form = crate::model::needs_window(&m.kind) && m.fallback_template.is_none();
-        if free_form && rule.from.contains(&m.state) {
-            if let Some(why) = window_closed(app, &app.config(), &m.sender, &m.to, &m.kind, now)? {
-                return Err(ApiError::invalid(
-                    "window_closed",
-                    "message.type",
-                    format!(
-                        "{why}record the customer's inbound message (POST /v1/inbound) and \
-                         retry, or enqueue it again as a template or with a fallback_template"
-                    ),
-                ));
-            }
+    if let Some(m) = app.store.get(id)?.filter(|m| rule.from.contains(&m.state)) {
+        if let Some(why) = retry_window_closed(app, &app.config(), &m, now)? {
+            return Err(ApiError::invalid(
+                "window_closed",
+                "message.type",
+                format!(
+                    "{why}record the customer's inbound message (POST /v1/inbound) and retry, \
+                     or enqueue it again as a template or with a fallback_template"
+                ),
+            ));
         }
     }
     let generation = app.store.generation();
@@ -849,6 +845,20 @@ fn window_rule(app: &App, cfg: &Config, valid: &ValidSend, now: u64) -> Result<(
             ),
         )),
     }
+}
+
+/// For a retry of `m`: why it would only fail again (a free-form message without a fallback
+/// whose window is still closed), or `None`.
+fn retry_window_closed(
+    app: &App,
+    cfg: &Config,
+    m: &Message,
+    now: u64,
+) -> Result<Option<String>, ApiError> {
+    if !crate::model::needs_window(&m.kind) || m.fallback_template.is_some() {
+        return Ok(None);
+    }
+    window_closed(app, cfg, &m.sender, &m.to, &m.kind, now)
 }
 
 /// Why the free-form `kind` message cannot go (ending "…cannot be delivered: ") when the
