@@ -440,7 +440,7 @@ fn events_does_not_print_heartbeats() {
 
 #[test]
 fn events_heartbeat_is_checked_on_the_command_line() {
-    for value in ["0", "3601", "1.5", "soon"] {
+    for value in ["0", "3601", "-5", "1.5", "soon"] {
         let out = Command::new(bin())
             .args([
                 "events",
@@ -454,6 +454,12 @@ fn events_heartbeat_is_checked_on_the_command_line() {
         assert_eq!(out.status.code(), Some(2), "--heartbeat {value}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("--heartbeat"), "{err}");
+        if value.parse::<i64>().is_ok() {
+            assert!(
+                err.contains("is not in 1..=3600"),
+                "--heartbeat {value}: {err}"
+            );
+        }
     }
 }
 

@@ -24,7 +24,7 @@ use super::{out, watch, ClientOpts, EXIT_OK, EXIT_REFUSED};
 /// with no line end in that much is not waq's, and is not kept in memory.
 const FIRST_LINE_MAX: usize = 64 * 1024;
 
-pub async fn follow(c: &ClientOpts, heartbeat: Option<u64>) -> Result<i32, Unreachable> {
+pub async fn follow(c: &ClientOpts, heartbeat: Option<u32>) -> Result<i32, Unreachable> {
     watch::exit_0_on_stop()?;
     let path = match heartbeat {
         Some(n) => format!("/v1/events?heartbeat_s={n}"),

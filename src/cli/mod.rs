@@ -165,8 +165,8 @@ pub enum Command {
         /// Ask for a heartbeat after this many quiet seconds (not printed), so that a reader
         /// that went away (`| head -1`) is noticed while no event comes.
         #[arg(long, value_name = "SECONDS", allow_negative_numbers = true,
-              value_parser = clap::value_parser!(u64).range(1..=crate::api::MAX_HEARTBEAT_S))]
-        heartbeat: Option<u64>,
+              value_parser = clap::value_parser!(u32).range(1..=crate::api::MAX_HEARTBEAT_S as i64))]
+        heartbeat: Option<u32>,
         #[command(flatten)]
         client: ClientOpts,
     },
