@@ -191,6 +191,33 @@ fn valid_requests() -> Vec<Value> {
         .collect()
 }
 
+/// A valid request with one member removed or replaced.
+fn mutated(seed: Index, at: Index, replacement: Value, remove: bool) -> Value {
+    let seeds = valid_requests();
+    let mut v = seed.get(&seeds).clone();
+    let mut all = Vec::new();
+    paths(&v, &mut Vec::new(), &mut all);
+    let path = at.get(&all).clone();
+    match (remove, path.split_last()) {
+        (true, Some((Step::Key(k), parent))) => {
+            if let Some(Value::Object(m)) = at_mut(&mut v, parent) {
+                m.remove(k);
+            }
+        }
+        _ => {
+            if let Some(slot) = at_mut(&mut v, &path) {
+                *slot = replacement;
+            }
+        }
+    }
+    v
+}
+
+/// A fallback template as the message object it is sent as.
+fn as_template_message(template: String) -> String {
+    format!(r#"{{"type":"template","template":{template}}}"#)
+}
+
 /// One step from a JSON value to a member.
 #[derive(Clone, Debug)]
 enum Step {
@@ -281,24 +308,18 @@ proptest! {
     fn mutated_valid_requests_never_panic(
         seed in any::<Index>(), at in any::<Index>(), replacement in arb_json(), remove in any::<bool>()
     ) {
-        let seeds = valid_requests();
-        let mut v = seed.get(&seeds).clone();
-        let mut all = Vec::new();
-        paths(&v, &mut Vec::new(), &mut all);
-        let path = at.get(&all).clone();
-        match (remove, path.split_last()) {
-            (true, Some((Step::Key(k), parent))) => {
-                if let Some(Value::Object(m)) = at_mut(&mut v, parent) {
-                    m.remove(k);
-                }
-            }
-            _ => {
-                if let Some(slot) = at_mut(&mut v, &path) {
-                    *slot = replacement;
-                }
-            }
-        }
+        let v = mutated(seed, at, replacement, remove);
         check_send(&send_request(v, &senders()))?;
+    }
+
+    #[test]
+    fn what_enqueue_accepts_the_simulator_accepts(
+        seed in any::<Index>(), at in any::<Index>(), replacement in arb_json(), remove in any::<bool>()
+    ) {
+        let v = mutated(seed, at, replacement, remove);
+        if let Some(refusal) = simulator_refusal(v) {
+            return Err(TestCaseError::fail(refusal));
+        }
     }
 
     #[test]
@@ -346,6 +367,66 @@ proptest! {
     fn written_phone_numbers_normalise_to_their_digits((written, digits) in phone()) {
         prop_assert_eq!(recipient(&written, "to"), Ok(digits));
     }
+}
+
+/// Why the simulator refuses what enqueue accepted, if it does.
+fn simulator_refusal(v: Value) -> Option<String> {
+    let send = send_request(v, &senders()).ok()?;
+    let messages = [
+        Some(send.message),
+        send.fallback_template.map(as_template_message),
+    ];
+    messages.into_iter().flatten().find_map(|message| {
+        let body = waq::cloud::request_body(&send.to, &message)?;
+        waq::sim::refusal_of(body.as_bytes()).map(|refusal| format!("{body}: {refusal}"))
+    })
+}
+
+#[test]
+fn tricky_strings_enqueue_accepts_the_simulator_accepts_too() {
+    // Values at the edges of the checks, put in place of every string of every seed.
+    let tricky = [
+        "",
+        " ",
+        "  \t ",
+        "\u{200b}",
+        "x",
+        "bdy",
+        "BODY",
+        "0",
+        "-1",
+        "1.5",
+        "+1 415 555 0120",
+        "https://example.com/a.jpg",
+        "https://u:p@example.com/a.jpg",
+        "https://example.com@evil.com/a.jpg",
+        "https://bücher.de/a.jpg",
+        "https://ex%61mple.com/a.jpg",
+        "https://example.com\\a.jpg",
+        "https://example.com:8443/a b",
+        "http://example.com/a.jpg",
+        "wamid.X",
+    ];
+    let mut refused = Vec::new();
+    for seed in valid_requests() {
+        let mut all = Vec::new();
+        paths(&seed, &mut Vec::new(), &mut all);
+        for path in all {
+            if !matches!(at_mut(&mut seed.clone(), &path), Some(Value::String(_))) {
+                continue;
+            }
+            for value in tricky {
+                let mut v = seed.clone();
+                if let Some(slot) = at_mut(&mut v, &path) {
+                    *slot = Value::String(value.to_string());
+                }
+                if let Some(refusal) = simulator_refusal(v) {
+                    refused.push(format!("{path:?} = {value:?}: {refusal}"));
+                }
+            }
+        }
+    }
+    assert!(refused.is_empty(), "{}", refused.join("\n"));
 }
 
 #[test]

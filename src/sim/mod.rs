@@ -37,6 +37,15 @@ pub use stats::{NumberStats, SimStats, WebhookStats};
 
 use state::Sim;
 
+/// Why the simulator refuses a send body, as `(#code) title: details`; `None` when it passes.
+/// These are the checks of `POST /{version}/{phone_number_id}/messages` that come before any
+/// rule of state (templates, windows, rates), for tests that hold enqueue's checks to them.
+pub fn refusal_of(body: &[u8]) -> Option<String> {
+    validate::check(body)
+        .err()
+        .map(|e| format!("(#{}) {}: {}", e.code, e.title, e.details))
+}
+
 /// How long `shutdown` lets connections finish before cutting them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 

@@ -303,6 +303,15 @@ fn check_template(t: &Map<String, Value>) -> Check<TemplateRef> {
             })?;
             known_keys(c, &path, keys::COMPONENT)?;
             let ctype = req_str(c, "type", &format!("{path}['type']"))?;
+            if !keys::COMPONENT_TYPES
+                .iter()
+                .any(|t| t.eq_ignore_ascii_case(ctype))
+            {
+                return Err(MetaError::invalid_parameter(format!(
+                    "Param {path}['type'] must be one of {{{}}} - got \"{ctype}\".",
+                    keys::COMPONENT_TYPES.join(", ").to_uppercase()
+                )));
+            }
             if ctype.eq_ignore_ascii_case("button") {
                 req_str(c, "sub_type", &format!("{path}['sub_type']"))?;
                 check_button_index(c, &format!("{path}['index']"))?;
@@ -863,6 +872,20 @@ mod tests {
         assert_eq!(out.template.unwrap().body_params, 2);
         let no_lang = json!({"messaging_product":"whatsapp","to":"14155551234","type":"template","template":{"name":"x"}});
         assert_eq!(code(no_lang), 131008);
+    }
+
+    #[test]
+    fn template_component_types_are_meta_s() {
+        let with_type = |t: &str| {
+            code(
+                json!({"messaging_product":"whatsapp","to":"14155551234","type":"template",
+                "template":{"name":"x","language":{"code":"en_US"},"components":[{"type":t}]}}),
+            )
+        };
+        for ok in ["body", "HEADER", "carousel", "limited_time_offer"] {
+            assert_eq!(with_type(ok), 0, "{ok}");
+        }
+        assert_eq!(with_type("bdy"), 100);
     }
 
     #[test]

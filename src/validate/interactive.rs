@@ -320,7 +320,11 @@ fn cta_url(action: &Obj, apath: &Path) -> Result<(), ApiError> {
         "the button label",
     )?;
     let url = json::req_str(params, &ppath, "url", "the https URL the button opens")?;
-    link::https_url(url, &child(&ppath, "url"))?;
+    link::https_url(
+        url,
+        &child(&ppath, "url"),
+        "the button must open an https page",
+    )?;
     Ok(())
 }
 

@@ -156,16 +156,30 @@ fn refuse_keys(
 
 fn unknown_key(path: &Path, key: &str, what: &str, keys: &[&str]) -> ApiError {
     let field = child(path, key);
+    // `field` names the key whole; the sentence need not repeat a long one.
+    let named = if key.chars().nth(MAX_KEY_SHOWN).is_some() {
+        let place = if path.is_empty() {
+            "at the top of the request".to_string()
+        } else {
+            format!("in `{path}`")
+        };
+        format!("The key {} {place}", quote(key))
+    } else {
+        format!("`{field}`")
+    };
     ApiError::invalid(
         super::code::UNKNOWN_FIELD,
         &field,
         format!(
-            "`{field}` is not a field of {what}{}; its fields are {}.",
+            "{named} is not a field of {what}{}; its fields are {}.",
             did_you_mean(key, keys),
             keys.join(", ")
         ),
     )
 }
+
+/// The longest unknown key an error message repeats whole.
+const MAX_KEY_SHOWN: usize = 64;
 
 pub(super) fn not_allowed(path: &Path, why: &str) -> ApiError {
     ApiError::invalid(
@@ -323,17 +337,24 @@ pub(super) fn req_text<'a>(
     let s = req_str(o, path, key, what)?;
     let field = child(path, key);
     chars(s, &field, min, max)?;
-    // Meta takes a required text of white space alone for a missing one (131008).
-    if min > 0 && is_blank(s) {
+    if min > 0 {
+        not_blank(s, &field, what)?;
+    }
+    Ok(s)
+}
+
+/// Meta takes a required text of white space alone for a missing one (131008).
+pub(super) fn not_blank(s: &str, field: &Path, what: &str) -> Result<(), ApiError> {
+    if is_blank(s) {
         return Err(ApiError::invalid(
             code::EMPTY_VALUE,
-            &field,
+            field,
             format!(
                 "`{field}` is only white space, which Meta refuses as no value: give it {what}."
             ),
         ));
     }
-    Ok(s)
+    Ok(())
 }
 
 /// Whether `s` is white space alone. Most texts start with a printable ASCII character, which

@@ -11,6 +11,9 @@ pub const TEMPLATE: &[&str] = &["name", "language", "components"];
 pub const LANGUAGE: &[&str] = &["code", "policy"];
 /// `cards`: a carousel's, each card with its own components.
 pub const COMPONENT: &[&str] = &["type", "sub_type", "index", "parameters", "cards"];
+/// The `type` of a template component in a send (any case).
+pub const COMPONENT_TYPES: &[&str] =
+    &["header", "body", "button", "carousel", "limited_time_offer"];
 /// An interactive object's top level (its header and action vary by type, and are left to
 /// the checks of each type).
 pub const INTERACTIVE: &[&str] = &["type", "header", "body", "footer", "action"];

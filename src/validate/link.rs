@@ -55,7 +55,7 @@ pub const URL_SHORTENERS: [&str; 40] = [
 
 /// Checks a media `link`: https, parsable, a public host, no URL shortener.
 pub(super) fn media_link(raw: &str, path: &Path) -> Result<(), ApiError> {
-    let host = https_url(raw, path)?;
+    let host = https_url(raw, path, "serve the file over https")?;
     if let Some(s) = URL_SHORTENERS
         .iter()
         .find(|s| host == **s || host.strip_suffix(**s).is_some_and(|h| h.ends_with('.')))
@@ -73,8 +73,8 @@ pub(super) fn media_link(raw: &str, path: &Path) -> Result<(), ApiError> {
 }
 
 /// Checks that `raw` is an absolute https URL with a public host; returns the host in lowercase
-/// without a trailing dot.
-pub(super) fn https_url(raw: &str, path: &Path) -> Result<String, ApiError> {
+/// without a trailing dot. `https_advice` ends the refusal of another scheme.
+pub(super) fn https_url(raw: &str, path: &Path, https_advice: &str) -> Result<String, ApiError> {
     let invalid = |why: String| ApiError::invalid(code::INVALID_LINK, path, why);
     // The URL is sent to Meta as written, so what a lenient parser would repair stays broken.
     if let Some(c) = raw.chars().find(|c| c.is_whitespace() || c.is_control()) {
@@ -82,12 +82,18 @@ pub(super) fn https_url(raw: &str, path: &Path) -> Result<String, ApiError> {
             "`{path}` contains the character {c:?}; percent-encode it (a space is %20)."
         )));
     }
+    if raw.contains('\\') {
+        return Err(invalid(format!(
+            "`{path}` contains a backslash, which is no part of a URL; write / between the \
+             parts of the path, or %5C for a backslash in a name."
+        )));
+    }
     let scheme_ok = raw
         .get(..8)
         .is_some_and(|s| s.eq_ignore_ascii_case("https://"));
     if !scheme_ok {
         return Err(invalid(format!(
-            "`{path}` must be an https:// URL, but it is {}; serve the file over https.",
+            "`{path}` must be an https:// URL, but it is {}; {https_advice}.",
             quote(raw)
         )));
     }
@@ -96,6 +102,32 @@ pub(super) fn https_url(raw: &str, path: &Path) -> Result<String, ApiError> {
             "`{path}` is not a valid URL ({e}); check it for typos."
         ))
     })?;
+    // The parser puts the host in its canonical form (IDNA, percent-decoding, user info
+    // dropped), but the text goes out as written: the written host must already be that form.
+    let written_host = raw[8..].split(['/', '?', '#']).next().unwrap_or_default();
+    if written_host.contains('@') {
+        return Err(invalid(format!(
+            "`{path}` has a user name or password before its host (`user@`); WhatsApp opens \
+             links without credentials, so give a URL that needs none."
+        )));
+    }
+    if let Some(c) = written_host
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':' | '[' | ']')))
+    {
+        let ascii = url.host_str().unwrap_or_default();
+        return Err(invalid(if c.is_ascii() {
+            format!(
+                "`{path}` has the character {c:?} in its host; write the host as it is \
+                 ({ascii:?})."
+            )
+        } else {
+            format!(
+                "`{path}` has the character {c:?} in its host, which WhatsApp does not take; \
+                 write the host in its ASCII form ({ascii:?})."
+            )
+        }));
+    }
     let Some(host) = url.host_str().filter(|h| !h.is_empty()) else {
         return Err(invalid(format!(
             "`{path}` has no host; give a full URL like https://example.com/file.jpg."
@@ -162,8 +194,12 @@ mod tests {
         assert!(media_link("HTTPS://cdn.Example.com./a.jpg?x=1#y", &Path::Root("f")).is_ok());
         assert!(media_link("https://93.184.216.34/a.jpg", &Path::Root("f")).is_ok());
         assert!(media_link("https://[2606:2800:220:1::1]/a.jpg", &Path::Root("f")).is_ok());
+        assert!(media_link("https://example.com:8443/a.jpg", &Path::Root("f")).is_ok());
+        assert!(media_link("https://xn--bcher-kva.de/a.jpg", &Path::Root("f")).is_ok());
+        // An @ or a % after the host is the path's, not credentials.
+        assert!(media_link("https://example.com/@me/a%20b.jpg?u=a@b", &Path::Root("f")).is_ok());
         assert_eq!(
-            https_url("https://Example.COM/x", &Path::Root("f"))
+            https_url("https://Example.COM/x", &Path::Root("f"), "")
                 .ok()
                 .as_deref(),
             Some("example.com")
@@ -184,6 +220,12 @@ mod tests {
             " https://example.com/a.jpg",
             "https://example.com/a.jpg\n",
             "https://ex%zz ample",
+            "https://example.com\\a.jpg",
+            "https://user:pw@example.com/a.jpg",
+            "https://example.com@evil.com/a.jpg",
+            "https://@example.com/a.jpg",
+            "https://bücher.de/a.jpg",
+            "https://ex%61mple.com/a.jpg",
         ] {
             assert_eq!(
                 code_of(media_link(bad, &Path::Root("f"))),
@@ -191,6 +233,19 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn refusals_of_a_written_host_say_what_to_write() {
+        let message = |raw: &str| {
+            https_url(raw, &Path::Root("f"), "serve it over https")
+                .unwrap_err()
+                .message
+        };
+        assert!(message("https://bücher.de/a.jpg").contains("\"xn--bcher-kva.de\""));
+        assert!(message("https://u:p@example.com/").contains("user name or password"));
+        assert!(message("https://ex%61mple.com/").contains("'%'"));
+        assert!(message("http://example.com/").ends_with("; serve it over https."));
     }
 
     #[test]

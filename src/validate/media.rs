@@ -56,7 +56,11 @@ pub(super) fn source(obj: &Obj, path: &Path) -> Result<(), ApiError> {
                  https URL): add one."
             ),
         )),
-        (Some(id), None) => json::chars(id, &child(path, "id"), 1, usize::MAX),
+        (Some(id), None) => {
+            let field = child(path, "id");
+            json::chars(id, &field, 1, usize::MAX)?;
+            json::not_blank(id, &field, "a media id from the upload endpoint")
+        }
         (None, Some(url)) => link::media_link(url, &child(path, "link")),
     }
 }

@@ -116,6 +116,22 @@ fn component(v: &Json, path: &Path) -> Result<(), ApiError> {
         usize::MAX,
         "the component type, e.g. \"body\"",
     )?;
+    if !keys::COMPONENT_TYPES
+        .iter()
+        .any(|t| t.eq_ignore_ascii_case(ctype))
+    {
+        let tpath = child(path, "type");
+        return Err(ApiError::invalid(
+            code::INVALID_VALUE,
+            &tpath,
+            format!(
+                "`{tpath}` {} is not a template component type{}; use one of {}.",
+                json::quote(ctype),
+                json::did_you_mean(ctype, keys::COMPONENT_TYPES),
+                keys::COMPONENT_TYPES.join(", ")
+            ),
+        ));
+    }
     if ctype.eq_ignore_ascii_case("button") {
         json::req_text(
             obj,

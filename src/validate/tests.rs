@@ -166,6 +166,19 @@ fn unknown_fields_are_named_with_a_suggestion() {
         code::UNKNOWN_FIELD,
         "recipient",
     );
+    // A long key is named whole in `field` and cut in the sentence.
+    let long = "k".repeat(30_000);
+    for (v, field) in [
+        (request_with(&long, json!(1)), long.clone()),
+        (
+            json!({"to": "+1 415 555 1234", "message": {"type": "text", "text": {"body": "hi", long.as_str(): 1}}}),
+            format!("message.text.{long}"),
+        ),
+    ] {
+        let err = request_err(v, code::UNKNOWN_FIELD, &field);
+        assert!(err.message.len() < 400, "{}", err.message.len());
+        assert!(err.message.contains("kkkk\"…"), "{}", err.message);
+    }
 }
 
 #[test]
@@ -1958,4 +1971,30 @@ fn every_validation_code_is_in_the_socket_api_reference() {
             "docs/socket-api.md does not list the code `{c}` in its table"
         );
     }
+}
+
+#[test]
+fn template_component_types_are_meta_s() {
+    let with_type = |t: &str| {
+        template_object(
+            &json!({"name": "x", "language": {"code": "en"}, "components": [{"type": t, "parameters": []}]}),
+            "message.template",
+        )
+    };
+    for ok in ["header", "body", "BODY", "carousel", "limited_time_offer"] {
+        assert!(with_type(ok).is_ok(), "{ok}");
+    }
+    for bad in ["bdy", "footer", "buttons"] {
+        assert_err(
+            with_type(bad),
+            code::INVALID_VALUE,
+            "message.template.components[0].type",
+        );
+    }
+    let e = with_type("bdy").unwrap_err();
+    assert!(
+        e.message.contains("(did you mean `body`?)"),
+        "{}",
+        e.message
+    );
 }
