@@ -573,6 +573,29 @@ fn an_unknown_route_with_extra_slashes_names_the_route_meant() {
     }
     let r = d.get("/v2/health");
     assert!(r.text().contains("the API lives under /v1"), "{}", r.text());
+    // Tidied, this is no route either: the path needs the recipient's number.
+    let r = d.get("/v1/recipients/");
+    assert_error(&r, 404, "unknown_route", None);
+    let message = r.json()["error"]["message"].as_str().unwrap().to_string();
+    assert!(!message.contains("extra slashes"), "{message}");
+    assert!(
+        message.contains("the path goes on with the item: /v1/recipients/{number}"),
+        "{message}"
+    );
+}
+
+#[test]
+fn every_route_shape_a_404_points_to_is_served() {
+    let d = Daemon::start();
+    for shape in waq::api::ROUTE_SHAPES {
+        let path = shape
+            .replace("{id}", "01ARZ3NDEKTSV4RRFFQ69G5FAV")
+            .replace("{number}", "14155551234")
+            .replace("{name}", "main");
+        // The method may be wrong for the route; a route that is not there is 404.
+        let r = d.request("OPTIONS", &path, None);
+        assert_eq!(r.status, 405, "{shape}: {}", r.text());
+    }
 }
 
 #[test]
@@ -2128,12 +2151,18 @@ fn unknown_fields_and_query_parameters_are_refused_on_every_endpoint() {
     assert!(r.text().contains("did you mean `sender`"), "{}", r.text());
     let r = d.get("/v1/recipients/14155550669?sender=main&senders=main");
     assert_error(&r, 422, "unknown_parameter", Some("senders"));
-    assert_error(
-        &d.get("/v1/messages?sender=nope"),
-        422,
-        "unknown_sender",
-        Some("sender"),
-    );
+    let r = d.get("/v1/messages?sender=nope");
+    assert_error(&r, 422, "unknown_sender", Some("sender"));
+    assert!(r.text().contains("list its finished ones"), "{}", r.text());
+    // A cancel or a retry does not touch finished messages: no advice on listing them.
+    for r in [
+        d.delete("/v1/messages?sender=nope"),
+        d.post("/v1/messages/retry?sender=nope", &json!({})),
+    ] {
+        assert_error(&r, 422, "unknown_sender", Some("sender"));
+        assert!(r.text().contains("not yet sent)."), "{}", r.text());
+        assert!(!r.text().contains("list its finished"), "{}", r.text());
+    }
     assert_eq!(
         d.get("/v1/messages?sender=main").json()["messages"][0]["id"],
         id

@@ -349,7 +349,7 @@ pub async fn list(State(ctx): State<Ctx>, _: NoBody, uri: Uri) -> Result<Respons
             )
         })?),
     };
-    let sender = sender_filter(&ctx.app, &q)?;
+    let sender = sender_filter(&ctx.app, &q, Listing::Yes)?;
     // A lookup by an empty value is a mistake (an unset variable in a script), not a request
     // for everything, which an absent one is.
     q.refuse_empty(&["wamid", "idempotency_key"])?;
@@ -443,9 +443,16 @@ pub async fn list(State(ctx): State<Ctx>, _: NoBody, uri: Uri) -> Result<Respons
     Ok(json::text(StatusCode::OK, page))
 }
 
+/// Whether a sender filter lists messages (finished ones too) or changes unsent ones.
+#[derive(PartialEq)]
+enum Listing {
+    Yes,
+    No,
+}
+
 /// The `sender` of a query that filters by it. A sender that does not exist is a mistake, not
 /// an empty answer (as everywhere a sender is named).
-fn sender_filter(app: &App, q: &Query) -> Result<Option<String>, ApiError> {
+fn sender_filter(app: &App, q: &Query, listing: Listing) -> Result<Option<String>, ApiError> {
     Ok(match q.get("sender") {
         None => None,
         // Its messages wait for it: they must be found to be cancelled.
@@ -455,8 +462,14 @@ fn sender_filter(app: &App, q: &Query) -> Result<Option<String>, ApiError> {
                 let sentence = e.message.trim_end_matches('.').len();
                 e.message.truncate(sentence);
                 e.message.push_str(
-                    " (a sender no longer configured can be named only while it holds messages not yet sent; list its finished ones without `sender`).",
+                    " (a sender no longer configured can be named only while it holds messages \
+                     not yet sent",
                 );
+                if listing == Listing::Yes {
+                    e.message
+                        .push_str("; list its finished ones without `sender` and pick them out");
+                }
+                e.message.push_str(").");
                 e
             },
         )?),
@@ -550,7 +563,7 @@ fn bulk_filters(app: &App, q: &Query) -> Result<(Option<String>, Option<String>)
         None => None,
         Some(n) => Some(validate::recipient(n, "to")?),
     };
-    Ok((to, sender_filter(app, q)?))
+    Ok((to, sender_filter(app, q, Listing::No)?))
 }
 
 /// `DELETE /v1/messages?to=&sender=`: cancels every message of the recipient, of the sender,

@@ -25,5 +25,5 @@ mod view;
 pub use events::MAX_HEARTBEAT_S;
 pub(crate) use json::{skip_bom, Unneeded};
 pub use messages::{LIST_PARAMS, MAX_BATCH_ITEMS};
-pub use routes::{router, Ctx};
+pub use routes::{router, Ctx, ROUTE_SHAPES};
 pub use server::{bind, run, Listener};

@@ -48,6 +48,36 @@ pub fn router(ctx: Ctx) -> Router {
         .with_state(ctx)
 }
 
+/// The paths of the table above, each `{…}` a segment of the caller's: what a 404 can point to.
+pub const ROUTE_SHAPES: [&str; 12] = [
+    "/v1/messages",
+    "/v1/messages/batch",
+    "/v1/messages/retry",
+    "/v1/messages/{id}",
+    "/v1/messages/{id}/retry",
+    "/v1/inbound",
+    "/v1/recipients/{number}",
+    "/v1/senders/{name}/resume",
+    "/v1/stats",
+    "/v1/health",
+    "/metrics",
+    "/v1/events",
+];
+
+/// The route shape `path` (without a query) fits, if any.
+fn shape_of(path: &str) -> Option<&'static str> {
+    ROUTE_SHAPES.into_iter().find(|shape| {
+        let (mut given, mut wanted) = (path.split('/'), shape.split('/'));
+        loop {
+            match (given.next(), wanted.next()) {
+                (None, None) => return true,
+                (Some(g), Some(w)) if g == w || (w.starts_with('{') && !g.is_empty()) => {}
+                _ => return false,
+            }
+        }
+    })
+}
+
 async fn not_found(method: Method, uri: Uri) -> ApiError {
     let path = uri.path();
     // A doubled or trailing slash is the usual slip of a path built by joining strings.
@@ -55,8 +85,16 @@ async fn not_found(method: Method, uri: Uri) -> ApiError {
         .split('/')
         .filter(|part| !part.is_empty())
         .fold(String::new(), |acc, part| acc + "/" + part);
-    let hint = if !tidy.is_empty() && tidy != path {
+    // A collection without the item it needs (`/v1/recipients/`) is pointed to its shape.
+    let needs_item = ROUTE_SHAPES.into_iter().find(|shape| {
+        shape
+            .strip_prefix(tidy.as_str())
+            .is_some_and(|rest| rest.starts_with("/{") && !rest[1..].contains('/'))
+    });
+    let hint = if !tidy.is_empty() && tidy != path && shape_of(&tidy).is_some() {
         format!("; without the extra slashes it is {tidy}")
+    } else if let Some(shape) = needs_item.filter(|_| !tidy.is_empty()) {
+        format!("; the path goes on with the item: {shape}")
     } else if !path.starts_with("/v1/") && path != "/metrics" {
         "; the API lives under /v1".to_string()
     } else {
