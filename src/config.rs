@@ -987,10 +987,22 @@ impl Config {
                     // No listener: its secrets are not needed, so not looked up.
                     None => None,
                     Some(listen) => {
-                        if listen.parse::<std::net::SocketAddr>().is_err() {
+                        let Ok(addr) = listen.parse::<std::net::SocketAddr>() else {
                             return Err(err(
                                 "webhook.listen",
                                 format!("`{listen}` is not an address such as \"127.0.0.1:8080\""),
+                            ));
+                        };
+                        if w.forward_url
+                            .as_deref()
+                            .is_some_and(|url| leads_to_listener(url, addr, &path))
+                        {
+                            return Err(err_across(
+                                "webhook.forward_url",
+                                &["webhook.listen", "webhook.path"],
+                                "leads back to this daemon's own webhook listener, which would \
+                                 relay every payload to itself forever: point it at the \
+                                 application that wants the payloads",
                             ));
                         }
                         let app_secret = secret(
@@ -1737,6 +1749,30 @@ fn beside(base: &Path, path: &Path) -> PathBuf {
     }
 }
 
+/// Whether `forward_url` names the listener at `listen` and `path` itself (by its address, a
+/// loopback name for it, or any name when it listens on every address).
+fn leads_to_listener(forward_url: &str, listen: std::net::SocketAddr, path: &str) -> bool {
+    let Ok(url) = reqwest::Url::parse(forward_url) else {
+        return false;
+    };
+    if url.port_or_known_default() != Some(listen.port()) || url.path() != path {
+        return false;
+    }
+    let loopback_name = |host: &str| {
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        host == "localhost" || host.ends_with(".localhost")
+    };
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    match host.trim_matches(['[', ']']).parse::<std::net::IpAddr>() {
+        Ok(ip) => listen.ip() == ip || (listen.ip().is_unspecified() && ip.is_loopback()),
+        Err(_) => {
+            loopback_name(host) && (listen.ip().is_loopback() || listen.ip().is_unspecified())
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1906,6 +1942,40 @@ token = "t0k3n"
         let text = format!("{MIN}\n[webhook]\nlisten = \"127.0.0.1:0\"\n");
         let e = Config::from_toml(&text, Path::new(".")).unwrap_err();
         assert_eq!(e.key, "webhook.app_secret");
+    }
+
+    #[test]
+    fn a_forward_url_to_the_listener_itself_is_refused() {
+        let with = |listen: &str, forward: &str| {
+            Config::from_toml(
+                &format!(
+                    "{MIN}\n[webhook]\nlisten = \"{listen}\"\napp_secret = \"s\"\n\
+                     forward_url = \"{forward}\"\n"
+                ),
+                Path::new("."),
+            )
+        };
+        for (listen, forward) in [
+            ("127.0.0.1:8080", "http://127.0.0.1:8080/webhook"),
+            ("127.0.0.1:8080", "http://localhost:8080/webhook"),
+            ("127.0.0.1:80", "http://LOCALHOST./webhook"),
+            ("0.0.0.0:8080", "http://127.0.0.1:8080/webhook"),
+            ("0.0.0.0:8080", "https://localhost:8080/webhook?x=1"),
+            ("[::1]:8080", "http://[::1]:8080/webhook"),
+            ("10.0.0.5:8080", "http://10.0.0.5:8080/webhook"),
+        ] {
+            let e = with(listen, forward).unwrap_err();
+            assert_eq!(e.key, "webhook.forward_url", "{listen} {forward}");
+            assert!(e.message.contains("relay every payload to itself"), "{e}");
+        }
+        for (listen, forward) in [
+            ("127.0.0.1:8080", "http://127.0.0.1:8081/webhook"),
+            ("127.0.0.1:8080", "http://127.0.0.1:8080/hook"),
+            ("127.0.0.1:8080", "http://app.internal:8080/webhook"),
+            ("10.0.0.5:8080", "http://127.0.0.1:8080/webhook"),
+        ] {
+            assert!(with(listen, forward).is_ok(), "{listen} {forward}");
+        }
     }
 }
 

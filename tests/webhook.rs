@@ -248,9 +248,19 @@ async fn verification_echoes_the_raw_challenge_and_refuses_a_wrong_token() {
     let odd = q("subscribe", VERIFY, "a b&c=d").await.unwrap();
     assert_eq!(odd.text().await.unwrap(), "a b&c=d");
 
-    assert_eq!(q("subscribe", "wrong", "1").await.unwrap().status(), 403);
-    assert_eq!(q("subscribe", "", "1").await.unwrap().status(), 403);
-    assert_eq!(q("unsubscribe", VERIFY, "1").await.unwrap().status(), 403);
+    // Each refusal says why, for whoever is setting up the callback URL.
+    for (mode, token, challenge, why) in [
+        ("subscribe", "wrong", "1", "not the configured verify token"),
+        ("subscribe", "", "1", "not the configured verify token"),
+        ("unsubscribe", VERIFY, "1", "hub.mode"),
+        ("subscribe", VERIFY, "", "hub.challenge is missing or empty"),
+    ] {
+        let r = q(mode, token, challenge).await.unwrap();
+        assert_eq!(r.status(), 403);
+        let body = r.text().await.unwrap();
+        assert!(body.starts_with("verification refused: "), "{body}");
+        assert!(body.contains(why), "{body}");
+    }
     assert_eq!(c.get(d.url()).send().await.unwrap().status(), 403);
     let other = c
         .get(format!("http://{}/other", d.addr))
@@ -1293,6 +1303,40 @@ async fn a_reload_that_sets_forward_url_again_delivers_the_backlog_at_once() {
     let (got, stop, task) = consumer(target).await;
     d.app.replace_config(config(dir.path(), &forward_url));
     relayed_in_order("relayed after the reload", &got, &bodies).await;
+    d.shutdown().await;
+    let _ = stop.send(());
+    task.await.unwrap();
+}
+
+/// A `forward_url` that leads back to the listener under another name (the start's check
+/// catches the plain ones): its own relay is refused with 508, so a payload goes round once,
+/// not forever, and waits in the relay log until the URL is fixed.
+#[tokio::test]
+async fn a_relay_that_leads_back_to_its_own_listener_goes_round_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = start(dir.path(), "").await;
+    d.app.replace_config(config(
+        dir.path(),
+        &format!("forward_url = \"{}\"", d.url()),
+    ));
+    let body = numbered(0);
+    assert_eq!(post(&d.url(), &body).await.status(), 200);
+    let relay_failures = || d.app.metrics.webhook_relay_failures.load(Relaxed);
+    eventually("the relay refused", Duration::from_secs(10), || {
+        relay_failures() >= 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(d.app.metrics.webhooks_received.load(Relaxed), 1);
+    assert_eq!(d.app.store.log("relay").unwrap().len(), 1);
+    assert_eq!(d.app.store.log("webhook_inbox").unwrap().len(), 0);
+
+    // Fixed: the payload waiting goes to the application.
+    let target = HeldPort::new();
+    let forward_url = format!("forward_url = \"http://{}/hook\"", target.addr());
+    let (got, stop, task) = consumer(target).await;
+    d.app.replace_config(config(dir.path(), &forward_url));
+    relayed_in_order("relayed once fixed", &got, &[body]).await;
     d.shutdown().await;
     let _ = stop.send(());
     task.await.unwrap();

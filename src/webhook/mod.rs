@@ -86,6 +86,7 @@ pub async fn serve(
         recent: Mutex::new(apply::RecentIds::default()),
         refused_log: LogEvery::new(Duration::from_secs(10)),
         verify_log: LogEvery::new(Duration::from_secs(10)),
+        instance: format!("{:016x}", fastrand::u64(..)),
     });
     let client = relay::client().context("building the relay's HTTP client")?;
     shared
@@ -99,6 +100,7 @@ pub async fn serve(
         tokio::spawn(pending_loop(shared.clone(), stop_rx.clone())),
         tokio::spawn(relay::run(
             shared.app.clone(),
+            shared.instance.clone(),
             shared.relay.clone(),
             client,
             shared.relay_wake.clone(),
@@ -235,6 +237,8 @@ struct Shared {
     refused_log: LogEvery,
     /// Refused verifications (`GET` with a wrong token), apart: they say something else.
     verify_log: LogEvery,
+    /// This start's id, sent with every relayed payload (`relay::RELAYED_BY`).
+    instance: String,
 }
 
 impl Shared {
@@ -465,15 +469,18 @@ async fn handle(
                 .map(|q| q.0)
                 .unwrap_or_default();
             match verify::challenge(&query, cfg.verify_token.expose()) {
-                Some(challenge) => text(StatusCode::OK, challenge),
-                None => {
+                Ok(challenge) => text(StatusCode::OK, challenge),
+                Err(why) => {
                     if let Some(refused) = sh.verify_log.due() {
                         tracing::warn!(
                             refused_since_last_line = refused,
-                            "webhook verification refused: wrong mode or verify token"
+                            "webhook verification refused: {why}"
                         );
                     }
-                    text(StatusCode::FORBIDDEN, "verification refused")
+                    text(
+                        StatusCode::FORBIDDEN,
+                        format!("verification refused: {why}"),
+                    )
                 }
             }
         }
@@ -489,6 +496,26 @@ async fn handle(
 
 async fn receive(sh: &Shared, cfg: &WebhookConfig, headers: &HeaderMap, body: Body) -> Response {
     let metrics = &sh.app.metrics;
+    // Taken, it would be relayed to itself again, forever. Refused, it stays at the head of
+    // the relay log (which retries with backoff) until `forward_url` is fixed and reloaded.
+    if headers
+        .get(relay::RELAYED_BY)
+        .is_some_and(|v| v.as_bytes() == sh.instance.as_bytes())
+    {
+        if let Some(refused) = sh.refused_log.due() {
+            tracing::error!(
+                refused_since_last_line = refused,
+                "webhook.forward_url leads back to this daemon's own listener; point it at \
+                 the application that wants the payloads"
+            );
+        }
+        crate::api::Unneeded::of(headers).discard(body).await;
+        return text(
+            StatusCode::LOOP_DETECTED,
+            "this payload was relayed by this waq to itself: webhook.forward_url leads back to \
+             its own webhook listener; point it at the application that wants the payloads",
+        );
+    }
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())

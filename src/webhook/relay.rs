@@ -23,6 +23,10 @@ const IDLE_RECHECK: Duration = Duration::from_secs(30);
 /// One delivery, from connecting to the end of the answer.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The header that marks a relayed request with the relaying daemon's `instance` (a random id
+/// per start), so that a listener knows its own relay coming back to it.
+pub const RELAYED_BY: &str = "waq-relayed-by";
+
 /// The HTTP client of the relay: bounded connect and total times so a hung consumer cannot stall
 /// the queue for long, no redirects (a local consumer has no reason to send any).
 pub fn client() -> anyhow::Result<reqwest::Client> {
@@ -38,6 +42,7 @@ pub fn client() -> anyhow::Result<reqwest::Client> {
 /// Delivers the relay log until `stop` turns true.
 pub async fn run(
     app: Arc<App>,
+    instance: String,
     log: FramedLog,
     client: reqwest::Client,
     wake: Arc<Notify>,
@@ -98,6 +103,7 @@ pub async fn run(
             .post(url)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header("X-Hub-Signature-256", sig)
+            .header(RELAYED_BY, instance.as_str())
             .body(item.frame.body.clone())
             .send();
         let outcome = tokio::select! {
