@@ -122,7 +122,7 @@ impl Metrics {
             ),
             (
                 "waq_inbound_messages_total",
-                "Inbound user messages seen (windows opened).",
+                "Inbound user messages from a phone number, each once, whether or not they moved a window.",
                 g(&self.inbound_messages),
             ),
             (

@@ -30,7 +30,7 @@ pub struct ApplySummary {
     /// Statuses whose wamid is not recorded yet, or whose message is still being sent: the
     /// caller retries them (`serve` does, for 30 s).
     pub deferred: Vec<PendingStatus>,
-    /// Inbound user messages (windows opened or reset).
+    /// Inbound user messages from a phone number (recorded, whether or not they moved a window).
     pub inbound: usize,
     /// `system` messages (e.g. `user_changed_number`): published, no window opened.
     pub system: usize,
