@@ -36,6 +36,24 @@ pub struct App {
     /// Why the last reload was refused, until one succeeds: the service manager's status
     /// line shows it, as `systemctl reload` itself cannot.
     pub reload_refused: std::sync::Mutex<Option<String>>,
+    /// The webhook relay's consumer failing, while it is (`None` once a delivery succeeds).
+    pub relay_trouble: std::sync::Mutex<Option<RelayTrouble>>,
+}
+
+/// Failed deliveries in a row of the oldest payload waiting for `webhook.forward_url`.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct RelayTrouble {
+    /// When the first failure in a row came (RFC 3339 in JSON).
+    #[serde(rename = "since", serialize_with = "as_time")]
+    pub since_ms: u64,
+    pub failures: u64,
+    pub last_problem: String,
+    /// Stored chunks of up to 32 KiB: one per payload but for larger ones.
+    pub backlog_chunks: usize,
+}
+
+fn as_time<S: serde::Serializer>(ms: &u64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&crate::model::format_time(*ms))
 }
 
 /// `event` as a line of the stream.
@@ -103,6 +121,7 @@ impl App {
             started_at_ms: crate::model::now_ms(),
             bodies,
             reload_refused: std::sync::Mutex::new(None),
+            relay_trouble: std::sync::Mutex::new(None),
         })
     }
 

@@ -1285,6 +1285,76 @@ async fn relay_holds_payloads_while_the_consumer_is_down_then_delivers_in_order(
     task.await.unwrap();
 }
 
+/// `GET /v1/health` of `app`, through the socket API's router.
+async fn health(app: &Arc<App>) -> Value {
+    use tower::ServiceExt;
+    let (_stop, stopping) = tokio::sync::watch::channel(false);
+    let router = waq::api::router(waq::api::Ctx {
+        app: app.clone(),
+        stopping,
+    });
+    let request = axum::http::Request::get("/v1/health")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let response = router.oneshot(request).await.unwrap();
+    let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    serde_json::from_slice(&body).unwrap()
+}
+
+/// A consumer that stays down makes the daemon degraded, with why and since when; a delivery
+/// makes it ok again.
+#[tokio::test]
+async fn a_consumer_failing_for_a_while_shows_in_health() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = HeldPort::new();
+    let (d, bodies) = backlog_for_a_consumer_that_is_down(dir.path(), target.addr()).await;
+    assert_eq!(
+        health(&d.app).await["webhook_relay"],
+        Value::Null,
+        "not at once"
+    );
+    // The fifth failure in a row comes after 1 + 2 + 4 + 8 s of backoff.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+    let degraded = loop {
+        let h = health(&d.app).await;
+        if h["status"] == "degraded" {
+            break h;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{h}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let relay = &degraded["webhook_relay"];
+    assert!(relay["failures"].as_u64().unwrap() >= 5, "{relay}");
+    assert_eq!(relay["backlog_chunks"], 3, "{relay}");
+    assert!(relay["since"].as_str().unwrap().ends_with('Z'), "{relay}");
+    assert!(
+        relay["last_problem"]
+            .as_str()
+            .unwrap()
+            .starts_with("unreachable"),
+        "{relay}"
+    );
+
+    let addr = target.addr();
+    let (got, stop, task) = consumer(target).await;
+    // The relay is in its 16 s backoff; a reload makes it try at once.
+    d.app.replace_config(config(
+        dir.path(),
+        &format!("forward_url = \"http://{addr}/hook\""),
+    ));
+    relayed_in_order("relayed", &got, &bodies).await;
+    let h = health(&d.app).await;
+    assert_eq!(
+        (&h["status"], &h["webhook_relay"]),
+        (&json!("ok"), &Value::Null)
+    );
+    d.shutdown().await;
+    let _ = stop.send(());
+    task.await.unwrap();
+}
+
 /// A backlog kept while a reload took `forward_url` away goes out as soon as another reload
 /// sets it again, not at the relay's next idle look (30 s).
 #[tokio::test]

@@ -359,3 +359,35 @@ fn a_user_message_lets_a_send_held_by_the_messaging_limit_go() {
     wait_webhooks_drained(&sim);
     assert_eq!(sim.number().accepted, 2);
 }
+
+/// A consumer of relayed payloads that stays down: after five failed deliveries in a row
+/// (about 15 s of retries), `waq health` says so and exits 1.
+#[test]
+fn a_relay_consumer_that_stays_down_makes_the_daemon_degraded() {
+    let down = HeldPort::new();
+    let builder = Daemon::builder().set(
+        "webhook",
+        &format!("forward_url = \"http://{}/hook\"", down.addr()),
+    );
+    let (sim, d) = start_daemon_with(StatusConfig::default(), |_| {}, builder);
+    assert_eq!(sim.inbound("+14155550190")["webhook"], true);
+    let degraded = wait_until(
+        "health degraded by the relay",
+        std::time::Duration::from_secs(60),
+        || Some(d.get("/v1/health").json()).filter(|h| h["status"] == "degraded"),
+        || d.get("/v1/health").text(),
+    );
+    assert!(
+        degraded["webhook_relay"]["failures"].as_u64().unwrap() >= 5,
+        "{degraded}"
+    );
+    let out = d.waq(&["health"]);
+    assert_eq!(out.status.code(), Some(1));
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        printed.starts_with("degraded: webhook relay failing since "),
+        "{printed}"
+    );
+    assert!(printed.contains("unreachable"), "{printed}");
+    drop(down);
+}

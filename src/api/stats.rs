@@ -94,6 +94,14 @@ pub async fn health(State(ctx): State<Ctx>, _: NoQuery) -> Result<Response, ApiE
             Some(v)
         })
         .collect();
+    // A consumer of relayed webhooks that fails for a while (the first retries take 15 s).
+    let relay = ctx
+        .app
+        .relay_trouble
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()
+        .filter(|t| t.failures >= RELAY_FAILURES_DEGRADED);
     // A store refusing writes (disk full) is 503, so that checks on the status see it.
     if let Some(e) = ctx.app.store.refusing_writes() {
         let e = ApiError::from(e);
@@ -105,11 +113,16 @@ pub async fn health(State(ctx): State<Ctx>, _: NoQuery) -> Result<Response, ApiE
                 "unconfigured_senders": unconfigured,
                 "unreachable_senders": unreachable,
                 "senders_at_messaging_limit": at_messaging_limit,
+                "webhook_relay": relay,
                 "store": {"code": e.code, "message": e.message},
             }),
         ));
     }
-    let status = if paused.is_empty() && unconfigured.is_empty() && unreachable.is_empty() {
+    let status = if paused.is_empty()
+        && unconfigured.is_empty()
+        && unreachable.is_empty()
+        && relay.is_none()
+    {
         "ok"
     } else {
         "degraded"
@@ -120,8 +133,12 @@ pub async fn health(State(ctx): State<Ctx>, _: NoQuery) -> Result<Response, ApiE
         "unconfigured_senders": unconfigured,
         "unreachable_senders": unreachable,
         "senders_at_messaging_limit": at_messaging_limit,
+        "webhook_relay": relay,
     })))
 }
+
+/// Failed relays in a row that make the daemon degraded: 1 + 2 + 4 + 8 s of retries.
+const RELAY_FAILURES_DEGRADED: u64 = 5;
 
 pub async fn metrics(State(ctx): State<Ctx>, _: NoQuery) -> Response {
     let app = &ctx.app;

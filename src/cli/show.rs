@@ -256,6 +256,15 @@ pub fn health(v: &Value) {
                 text(u, "last_error")
             )
         }))
+        .chain(v.get("webhook_relay").filter(|r| r.is_object()).map(|r| {
+            format!(
+                "webhook relay failing since {} ({} deliveries in a row: {}; {} chunks waiting)",
+                text(r, "since"),
+                r.get("failures").unwrap_or(&Value::Null),
+                text(r, "last_problem"),
+                r.get("backlog_chunks").unwrap_or(&Value::Null)
+            )
+        }))
         .chain(v.get("store").map(|e| {
             format!(
                 "store refuses writes ({}): {}",

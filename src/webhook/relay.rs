@@ -92,6 +92,7 @@ pub async fn run(
             // failing consumer: nothing to alert on, and a fresh count when it comes back.
             failures = 0;
             app.metrics.webhook_relay_failures.store(0, Relaxed);
+            *trouble(&app) = None;
             idle(reloaded.as_mut(), &wake, &mut stop, IDLE_RECHECK).await;
             continue;
         };
@@ -135,6 +136,7 @@ pub async fn run(
                 }
                 failures = 0;
                 app.metrics.webhook_relay_failures.store(0, Relaxed);
+                *trouble(&app) = None;
                 backoff = BACKOFF_MIN;
                 continue;
             }
@@ -154,14 +156,25 @@ pub async fn run(
         failures += 1;
         app.metrics.webhook_relay_failures.store(failures, Relaxed);
         let url = shown(url);
+        // Stored chunks of up to 32 KiB: a payload takes one, or one per 32 KiB.
+        let backlog_chunks = log.entries();
         tracing::warn!(
             url,
             failures,
             retry_in_s = backoff.as_secs(),
-            // Stored chunks of up to 32 KiB: a payload takes one, or one per 32 KiB.
-            backlog_chunks = log.entries(),
+            backlog_chunks,
             "webhook relay: consumer {problem}"
         );
+        {
+            let mut t = trouble(&app);
+            let since_ms = t.as_ref().map_or_else(crate::model::now_ms, |t| t.since_ms);
+            *t = Some(crate::app::RelayTrouble {
+                since_ms,
+                failures,
+                last_problem: problem,
+                backlog_chunks,
+            });
+        }
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
             // A reload may have fixed the URL: try it at once.
@@ -170,6 +183,10 @@ pub async fn run(
         }
         backoff = (backoff * 2).min(BACKOFF_MAX);
     }
+}
+
+fn trouble(app: &App) -> std::sync::MutexGuard<'_, Option<crate::app::RelayTrouble>> {
+    app.relay_trouble.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// `url` as the log may show it: a password in it (Basic auth for the consumer) is hidden.
