@@ -439,3 +439,64 @@ fn the_counts_match_the_stored_states_after_the_store_reopens() {
     assert_eq!(stats["queue_depth"], 0, "{stats}");
     assert_eq!(d.metric("waq_queue_depth"), 0);
 }
+
+/// A full disk is handled inside the daemon (507, health 503, a reopen when there is room), and
+/// a restart could not even start on it: the service manager's watchdog keeps being pinged,
+/// and the status line says why writes are refused.
+#[test]
+fn the_watchdog_is_pinged_and_told_while_the_disk_is_full() {
+    let notify_dir = tempfile::tempdir().unwrap();
+    let notify_path = notify_dir.path().join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify.set_read_timeout(Some(PATIENCE)).unwrap();
+    let d = Daemon::builder()
+        .env("NOTIFY_SOCKET", notify_path.to_str().unwrap())
+        .env("WATCHDOG_USEC", "2000000")
+        .start();
+    d.enqueue(&parked(template_request("+14155550100")));
+    set_file_size_limit(d.pid(), 1);
+    // An enqueue meets the limit (or the store closed by a flush that met it first).
+    let mut refused = false;
+    for i in 0..100 {
+        let status = d
+            .post(
+                "/v1/messages",
+                &parked(template_request(&format!("+1415889{i:04}"))),
+            )
+            .status;
+        if status == 507 || status == 503 {
+            refused = true;
+            break;
+        }
+    }
+    assert!(refused, "the store never refused");
+    assert_eq!(d.get("/v1/health").status, 503);
+
+    let mut buf = [0u8; 512];
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let mut next = || {
+        assert!(std::time::Instant::now() < deadline, "no watchdog pings");
+        let n = notify.recv(&mut buf).unwrap();
+        String::from_utf8_lossy(&buf[..n]).to_string()
+    };
+    // The status line names the store; then the pings go on (one a second at this interval).
+    loop {
+        let m = next();
+        if let Some(status) = m.strip_prefix("STATUS=") {
+            if status.contains("store refuses writes") {
+                assert!(status.contains("disk is full"), "{status}");
+                break;
+            }
+        }
+    }
+    let mut pings = 0;
+    while pings < 3 {
+        let m = next();
+        pings += usize::from(m.contains("WATCHDOG=1"));
+        if let Some(status) = m.strip_prefix("STATUS=") {
+            assert!(status.contains("store refuses writes"), "{status}");
+        }
+    }
+    assert_eq!(d.get("/v1/health").status, 503, "still full meanwhile");
+    set_file_size_limit(d.pid(), libc::RLIM_INFINITY);
+}

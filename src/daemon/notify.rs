@@ -55,6 +55,9 @@ pub fn status_line(app: &App) -> String {
             held.join(", ")
         ));
     }
+    if let Some(e) = app.store.refusing_writes() {
+        line.push_str(&format!("; store refuses writes: {e}"));
+    }
     let refused = app.reload_refused.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(why) = refused.as_deref() {
         line.push_str(&format!("; {why}"));
@@ -76,9 +79,10 @@ pub fn reload_outcome(app: &App, refused: Option<String>) {
     state(&format!("STATUS={}", status_line(app)));
 }
 
-/// Refreshes `STATUS=` and pings the watchdog at half its interval while both the store still
-/// commits and every sender loop has turned recently: a daemon whose disk hangs, or whose
-/// dispatcher is stuck, stops pinging and is restarted instead of answering nothing forever.
+/// Refreshes `STATUS=` and pings the watchdog at half its interval while both a commit of the
+/// store returns in time (done, or refused at once) and every sender loop has turned
+/// recently: a daemon whose disk hangs, or whose dispatcher is stuck, stops pinging and is
+/// restarted instead of answering nothing forever.
 pub fn spawn_watchdog(app: Arc<App>) {
     if std::env::var_os("NOTIFY_SOCKET").is_none() {
         return;
@@ -110,7 +114,13 @@ async fn watchdog_turn(app: &App, budget: Duration) {
     }
     match tokio::time::timeout(budget, app.store.commit()).await {
         Ok(Ok(())) => state("WATCHDOG=1"),
-        Ok(Err(e)) => tracing::error!(error = %e, "watchdog: the store cannot commit"),
+        // A store that refuses at once (disk full, reopening after a write error) is handled
+        // in the process: it reopens on its own, and health answers 503 meanwhile. A restart
+        // would not help; on a full disk it could not even start.
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "watchdog: the store refuses writes; still serving");
+            state("WATCHDOG=1");
+        }
         Err(_) => tracing::error!(
             waited_ms = budget.as_millis() as u64,
             "watchdog: a commit did not finish in time"

@@ -886,6 +886,9 @@ impl Shared {
             Some(StoreError::Full(m)) => {
                 StoreError::Full(format!("{m} (the store reopens once there is room)"))
             }
+            Some(StoreError::Unavailable(m)) => {
+                StoreError::Unavailable(format!("{m} (the store is reopening)"))
+            }
             Some(e) => StoreError::Unavailable(format!("{e} (the store is reopening)")),
             None => StoreError::Unavailable("the store is reopening".into()),
         }
