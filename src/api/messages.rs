@@ -508,7 +508,7 @@ async fn change_matching(
         let mut pending = Vec::new();
         let mut sending = 0u64;
         for item in scan_app.store.scan(None) {
-            let m = item.map_err(StoreError::into_read_error)?;
+            let m = item.map_err(|e| e.into_api_error("nothing was changed"))?;
             if matches(&m) {
                 if from.contains(&m.state) {
                     pending.push(m.id);
@@ -541,11 +541,15 @@ async fn change_matching(
                     _ => {}
                 }
             }
-            Ok::<_, ApiError>((done, went))
+            Ok::<_, StoreError>((done, went))
         })
         .await
-        .map_err(failed)??;
-        app.store.commit_since(generation).await?;
+        .map_err(failed)?
+        .map_err(|e| e.into_api_error(&partly_changed(changed)))?;
+        app.store
+            .commit_since(generation)
+            .await
+            .map_err(|e| e.into_api_error(&partly_changed(changed)))?;
         for m in &done {
             after(app, m);
         }
@@ -553,6 +557,14 @@ async fn change_matching(
         sending += went;
     }
     Ok(BulkOutcome { changed, sending })
+}
+
+/// What came of a bulk change the store stopped after `changed` messages.
+fn partly_changed(changed: usize) -> String {
+    match changed {
+        0 => "nothing was changed".to_string(),
+        n => format!("{n} messages were changed before it, the rest were not: send the request again for them"),
+    }
 }
 
 /// `to` and `sender` of a bulk change's query (`to` validated as a send's).

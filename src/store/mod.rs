@@ -126,7 +126,8 @@ impl StoreError {
         self.into_api_error("nothing could be read")
     }
 
-    fn into_api_error(self, outcome: &str) -> crate::error::ApiError {
+    /// The answer to a request the store refused, ending with what came of it (`outcome`).
+    pub fn into_api_error(self, outcome: &str) -> crate::error::ApiError {
         match self {
             StoreError::Full(_) => crate::error::ApiError::new(
                 507,
@@ -882,16 +883,7 @@ impl Shared {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        match why {
-            Some(StoreError::Full(m)) => {
-                StoreError::Full(format!("{m} (the store reopens once there is room)"))
-            }
-            Some(StoreError::Unavailable(m)) => {
-                StoreError::Unavailable(format!("{m} (the store is reopening)"))
-            }
-            Some(e) => StoreError::Unavailable(format!("{e} (the store is reopening)")),
-            None => StoreError::Unavailable("the store is reopening".into()),
-        }
+        reopening_error(why)
     }
 
     fn set_closed_because(&self, e: Option<StoreError>) {
@@ -1030,9 +1022,37 @@ fn fsync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// What callers are answered while the store reopens after `why` closed it.
+fn reopening_error(why: Option<StoreError>) -> StoreError {
+    match why {
+        Some(StoreError::Full(m)) => {
+            StoreError::Full(format!("{m} (the store reopens once there is room)"))
+        }
+        // Its own words, not "storage is unavailable: storage is unavailable: …".
+        Some(StoreError::Unavailable(m)) => {
+            StoreError::Unavailable(format!("{m} (the store is reopening)"))
+        }
+        Some(e) => StoreError::Unavailable(format!("{e} (the store is reopening)")),
+        None => StoreError::Unavailable("the store is reopening".into()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reopening_store_names_its_cause_once() {
+        let read_only = StoreError::Unavailable("read-only file system".into());
+        assert_eq!(
+            reopening_error(Some(read_only)).to_string(),
+            "storage is unavailable: read-only file system (the store is reopening)"
+        );
+        assert_eq!(
+            reopening_error(Some(StoreError::Full("no space left on device".into()))).to_string(),
+            "the disk is full: no space left on device (the store reopens once there is room)"
+        );
+    }
 
     #[test]
     fn a_database_marked_by_a_newer_release_is_refused_at_opening() {
