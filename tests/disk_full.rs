@@ -270,13 +270,21 @@ fn batches_and_health_tell_the_same_story_while_the_disk_is_full() {
     // A bulk change the closed store cannot make says that nothing was changed.
     for r in [
         d.delete("/v1/messages?to=%2B14157770001"),
-        d.post("/v1/messages/retry?code=meta_131026", &serde_json::json!({})),
+        d.post(
+            "/v1/messages/retry?code=meta_131026",
+            &serde_json::json!({}),
+        ),
     ] {
         eprintln!("disk full: a bulk change answered {}", r.status);
         if r.status == 200 {
             continue;
         }
-        assert_eq!((r.status, r.code()), (507, "disk_full".into()), "{}", r.text());
+        assert_eq!(
+            (r.status, r.code()),
+            (507, "disk_full".into()),
+            "{}",
+            r.text()
+        );
         let message = r.message();
         assert!(message.contains("nothing was changed"), "{message}");
     }

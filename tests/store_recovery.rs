@@ -201,6 +201,63 @@ fn a_log_cut_short_is_refused_not_opened_without_its_messages() {
     }
 }
 
+/// The daemon refusing a log cut in its third segment (where sled panics while opening: a
+/// snapshot's page lies past the end) says why in one message, without the panic and its
+/// backtrace printed on top.
+#[test]
+fn the_daemon_refuses_a_cut_log_without_printing_sleds_panic() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    build_with_snapshot(&state, 30_000);
+    let db = state.join("db");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&db)
+        .unwrap()
+        .set_len(8_400_000)
+        .unwrap();
+    let config = tmp.path().join("waq.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir = {:?}\n[socket]\npath = {:?}\n[[senders]]\nname = \"main\"\n\
+             phone_number_id = \"120000000000001\"\ntoken = \"t\"\n",
+            state,
+            tmp.path().join("waq.sock")
+        ),
+    )
+    .unwrap();
+    let mut daemon = Command::new(env!("CARGO_BIN_EXE_waq"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("RUST_BACKTRACE", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A daemon that opened the cut store would serve until stopped.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = daemon.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = daemon.kill();
+            let mut err = String::new();
+            std::io::Read::read_to_string(&mut daemon.stderr.take().unwrap(), &mut err).unwrap();
+            panic!("the daemon opened a cut log: {err}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut daemon.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("cut short"), "{err}");
+    assert!(!err.contains("panicked at"), "{err}");
+    assert!(!err.contains("stack backtrace"), "{err}");
+}
+
 #[test]
 fn a_truncated_snapshot_is_set_aside_and_rebuilt_from_the_log() {
     let dir = tempfile::tempdir().unwrap();

@@ -122,10 +122,33 @@ fn is_lock_conflict(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::Other && e.to_string().contains("could not acquire lock")
 }
 
+thread_local! {
+    /// Set on a thread while sled opens: a panic there is caught and reported as the open's
+    /// error, so the panic hook does not print it (with a backtrace) on top.
+    static OPENING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Wraps the process's panic hook once so that it stays quiet for a panic caught in an open.
+fn quiet_panics_of_opens() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        let earlier = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !OPENING.with(std::cell::Cell::get) {
+                earlier(info);
+            }
+        }));
+    });
+}
+
 fn try_open(dir: &Path, cfg: &StoreConfig) -> Result<sled::Db, OpenFailure> {
     // A fresh config each time: sled keeps state (an error, the open file) in it.
     let config = sled_config(dir, cfg);
-    match catch_unwind(AssertUnwindSafe(|| config.open())) {
+    quiet_panics_of_opens();
+    OPENING.with(|o| o.set(true));
+    let opened = catch_unwind(AssertUnwindSafe(|| config.open()));
+    OPENING.with(|o| o.set(false));
+    match opened {
         Ok(Ok(db)) => Ok(db),
         Ok(Err(e)) => Err(OpenFailure::Sled(e)),
         Err(payload) => Err(OpenFailure::Panic(panic_message(payload.as_ref()))),
@@ -148,6 +171,9 @@ pub(super) fn open_with_recovery<T>(
     dir: &Path,
     mut open: impl FnMut() -> Result<T, OpenFailure>,
 ) -> Result<T, StoreError> {
+    // Before sled opens it: a failed open may already have written past a cut (sled fills the
+    // segment it stops in), which would hide the cut from the checks below.
+    let log_len = log_len(dir)?;
     let mut open = || attempt(dir, &mut open);
     let first = match open() {
         Ok(db) => return Ok(db),
@@ -162,17 +188,18 @@ pub(super) fn open_with_recovery<T>(
     // A log shorter than its snapshot was cut short, not torn by a crash: without the
     // snapshot, sled would rebuild what is left of it and the store would open without the
     // messages it lost, as if it had none.
-    if let Some(cut) = log_cut_short(dir)? {
+    let cut = log_cut_short(dir, log_len)?.or_else(|| read_past_the_end(&first, log_len));
+    if let Some(cut) = cut {
         return Err(StoreError::Corrupt(format!(
-            "the database in {} cannot be opened: its log `db` is {} bytes long, but the \
-             snapshot {} points {} bytes into it, so the log was emptied, deleted or cut \
-             short after the snapshot was written (sled: {first}). Nothing was moved, as \
+            "the database in {} cannot be opened: its log `db` is {} bytes long, but {} \
+             {} bytes into it, so the log was emptied, deleted or cut short after it was \
+             written (sled: {first}). Nothing was moved, as \
              opening without the snapshot would start without the messages the log lost. \
              Stop waq, keep a copy of that directory, and restore it from a backup; or move \
              it aside to start with an empty store (its messages would not be sent)",
             dir.display(),
             cut.log_len,
-            cut.snapshot,
+            cut.reference,
             cut.points_to
         )));
     }
@@ -272,19 +299,15 @@ fn recovered<T>(db: T, quarantine: &Quarantine) -> T {
 
 /// A sound snapshot pointing past the end of the log.
 struct CutShort {
-    snapshot: String,
+    /// What points past the end: "the snapshot snap.… points", "sled read".
+    reference: String,
     points_to: u64,
     log_len: u64,
 }
 
 /// The first sound snapshot file that points at or past the end of the log file (sled keeps
 /// the log written a segment past its tip, so a whole log is always longer).
-fn log_cut_short(dir: &Path) -> io::Result<Option<CutShort>> {
-    let log_len = match fs::metadata(dir.join("db")) {
-        Ok(m) => m.len(),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
-        Err(e) => return Err(e),
-    };
+fn log_cut_short(dir: &Path, log_len: u64) -> io::Result<Option<CutShort>> {
     for path in snapshot_files(dir)? {
         let bytes = fs::read(&path)?;
         if !snapshot_is_sound(&bytes) {
@@ -297,7 +320,7 @@ fn log_cut_short(dir: &Path) -> io::Result<Option<CutShort>> {
                     |n| n.to_string_lossy().into_owned(),
                 );
                 return Ok(Some(CutShort {
-                    snapshot,
+                    reference: format!("the snapshot {snapshot} points"),
                     points_to,
                     log_len,
                 }));
@@ -305,6 +328,31 @@ fn log_cut_short(dir: &Path) -> io::Result<Option<CutShort>> {
         }
     }
     Ok(None)
+}
+
+/// The length of the log file, 0 without one.
+fn log_len(dir: &Path) -> io::Result<u64> {
+    match fs::metadata(dir.join("db")) {
+        Ok(m) => Ok(m.len()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(e),
+    }
+}
+
+/// sled's open read at an offset the log file did not reach: the log was cut there. Without
+/// the snapshot, sled would take the cut for a crash's torn tail and drop every segment after
+/// it in the log's order, which need not be the file's (sled reuses freed segments).
+fn read_past_the_end(failure: &OpenFailure, log_len: u64) -> Option<CutShort> {
+    match failure {
+        OpenFailure::Sled(sled::Error::Corruption { at: Some(at), .. }) if at.lid() >= log_len => {
+            Some(CutShort {
+                reference: "sled read".to_string(),
+                points_to: at.lid(),
+                log_len,
+            })
+        }
+        _ => None,
+    }
 }
 
 /// Snapshot files as sled 0.34 lists them: every name starting with `snap.` except its old
