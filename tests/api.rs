@@ -1477,7 +1477,8 @@ fn stats_health_and_metrics() {
     assert_eq!(
         health.json(),
         json!({"status": "ok", "paused_senders": [], "unconfigured_senders": [],
-               "unreachable_senders": [], "senders_at_messaging_limit": []})
+               "unreachable_senders": [], "senders_at_messaging_limit": [],
+               "webhook_relay": null})
     );
 
     let stats = d.get("/v1/stats");
