@@ -3,7 +3,7 @@
 
 use crate::borrowed_json::Json;
 
-use super::json::{self, child, did_you_mean, item, not_allowed, quote, Obj, Path};
+use super::json::{self, child, item, not_allowed, quote, Obj, Path};
 use super::{code, keys, link, media};
 use crate::error::ApiError;
 
@@ -45,16 +45,11 @@ pub(super) fn interactive(v: &Json, path: &Path) -> Result<(), ApiError> {
     json::known_keys(obj, path, "an interactive object", keys::INTERACTIVE)?;
     let kind = json::req_str(obj, path, "type", "the interactive type, e.g. \"button\"")?;
     if !INTERACTIVE_TYPES.contains(&kind) {
-        let tpath = child(path, "type");
-        return Err(ApiError::invalid(
-            code::INVALID_VALUE,
-            &tpath,
-            format!(
-                "`{tpath}` {} is not an interactive type{}; use one of {}.",
-                quote(kind),
-                did_you_mean(kind, &INTERACTIVE_TYPES),
-                INTERACTIVE_TYPES.join(", ")
-            ),
+        return Err(json::not_one_of(
+            &child(path, "type"),
+            kind,
+            "an interactive type",
+            &INTERACTIVE_TYPES,
         ));
     }
     let action = json::req_object(

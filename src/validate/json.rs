@@ -461,6 +461,20 @@ fn edit_distance(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
+/// `field` holds `value`, which is none of `candidates` (`what`, e.g. "a message type").
+pub(super) fn not_one_of(field: &Path, value: &str, what: &str, candidates: &[&str]) -> ApiError {
+    ApiError::invalid(
+        code::INVALID_VALUE,
+        field,
+        format!(
+            "`{field}` {} is not {what}{}; use one of {}.",
+            quote(value),
+            did_you_mean(value, candidates),
+            candidates.join(", ")
+        ),
+    )
+}
+
 /// " (did you mean `x`?)" or nothing.
 pub(crate) fn did_you_mean(input: &str, candidates: &[&str]) -> String {
     closest(input, candidates)

@@ -4,7 +4,7 @@
 
 use crate::borrowed_json::Json;
 
-use super::json::{self, child, did_you_mean, invalid_type, item, not_allowed, quote, Obj, Path};
+use super::json::{self, child, invalid_type, item, not_allowed, Obj, Path};
 use super::{code, interactive, keys, media, template};
 use crate::error::ApiError;
 
@@ -40,16 +40,11 @@ pub(super) fn message(v: &Json, field: &Path) -> Result<String, ApiError> {
         _ => json::req_str(obj, field, "type", "the message type, e.g. \"text\"")?,
     };
     if !MESSAGE_TYPES.contains(&kind) {
-        return Err(ApiError::invalid(
-            code::INVALID_VALUE,
+        return Err(json::not_one_of(
             &child(field, "type"),
-            format!(
-                "`{}` {} is not a message type{}; use one of {}.",
-                child(field, "type"),
-                quote(kind),
-                did_you_mean(kind, &MESSAGE_TYPES),
-                MESSAGE_TYPES.join(", ")
-            ),
+            kind,
+            "a message type",
+            &MESSAGE_TYPES,
         ));
     }
     let path = child(field, kind);

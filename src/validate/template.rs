@@ -120,16 +120,11 @@ fn component(v: &Json, path: &Path) -> Result<(), ApiError> {
         .iter()
         .any(|t| t.eq_ignore_ascii_case(ctype))
     {
-        let tpath = child(path, "type");
-        return Err(ApiError::invalid(
-            code::INVALID_VALUE,
-            &tpath,
-            format!(
-                "`{tpath}` {} is not a template component type{}; use one of {}.",
-                json::quote(ctype),
-                json::did_you_mean(ctype, keys::COMPONENT_TYPES),
-                keys::COMPONENT_TYPES.join(", ")
-            ),
+        return Err(json::not_one_of(
+            &child(path, "type"),
+            ctype,
+            "a template component type",
+            keys::COMPONENT_TYPES,
         ));
     }
     if ctype.eq_ignore_ascii_case("button") {
